@@ -1,0 +1,42 @@
+# Everything a newcomer needs, from a machine with Python 3.11, make and the package registries.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test test-fast bench localaws docker-engine clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	touch $(STAMP)
+
+## The main job: a real training job of the example workload through localaws.
+run: install
+	$(PY) scripts/run_example.py
+
+## Every test, including the docker runner's (installs and starts a Docker engine when root).
+test: install
+	$(PY) -m pytest tests
+
+## The tests that need no Docker engine.
+test-fast: install
+	$(PY) -m pytest tests -m "not docker"
+
+bench: install
+	$(PY) benchmarks/run.py
+
+## localaws in the foreground on 127.0.0.1:4566.
+localaws: install
+	$(PY) -m localaws serve
+
+docker-engine:
+	bash scripts/docker-engine.sh install
+	bash scripts/docker-engine.sh start
+	bash scripts/docker-engine.sh base-image
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,185 @@
+"""`make bench`: localaws's overheads, measured, written to benchmarks/results.json.
+
+training_overhead: one training job of about 20 s through localaws (create to
+Completed, as a client sees it) against the same ``train`` entry run directly on
+the same data with the same interpreter (process runner) or the same image
+(docker runner). Goal: at most 1.1 times the direct run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
+
+from localaws.gateway import register_image  # noqa: E402
+from localaws.images import context_hash  # noqa: E402
+from localaws.sagemaker.contract import HostConfig, Layout  # noqa: E402
+from localaws.sagemaker.runners.process import VirtualEnvs  # noqa: E402
+from localaws.settings import Settings  # noqa: E402
+from ml_pipeline.config import load_preset, sagemaker_hyperparameters  # noqa: E402
+from ml_pipeline.dataset import write_channels, write_local_channels  # noqa: E402
+from tests.conftest import LocalAWSProcess  # noqa: E402
+from tests.support import training_request, wait_for_training  # noqa: E402
+
+CONTEXT = ROOT / "docker" / "training"
+RESULTS = ROOT / "benchmarks" / "results.json"
+SEED = 11
+
+
+def bench_hyperparameters() -> dict[str, str]:
+    """The quick preset, made long enough (about 20 s on 2 cores) for overheads to be measured fairly."""
+    preset = load_preset("quick")
+    hyperparameters = sagemaker_hyperparameters(preset)
+    hyperparameters.update({"epochs": os.environ.get("BENCH_EPOCHS", "60"), "early_stopping_patience": "1000"})
+    return hyperparameters
+
+
+def direct_layout(tmp: Path) -> Layout:
+    layout = Layout(tmp / "opt-ml")
+    write_local_channels(layout.input_data, seed=SEED)
+    layout.create(["train", "validation"])
+    return layout
+
+
+def host_config(hyperparameters: dict) -> HostConfig:
+    return HostConfig(
+        job_name="direct",
+        job_arn="arn:aws:sagemaker:us-east-1:123456789012:training-job/direct",
+        current_host="algo-1",
+        hosts=["algo-1"],
+        hyperparameters=hyperparameters,
+        channels={name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated",
+                         "RecordWrapperType": "None"} for name in ("train", "validation")},
+        instance_type="ml.m5.large",
+        num_cpus=os.cpu_count() or 1,
+    )
+
+
+def run_direct_process(tmp: Path, hyperparameters: dict) -> float:
+    python = VirtualEnvs(Settings().cache_dir / "venvs").for_context(CONTEXT)
+    layout = direct_layout(tmp)
+    config = host_config(hyperparameters)
+    config.write_config_files(layout)
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), **config.environment(layout),
+           "LOCALAWS_OPT_ML": str(layout.root)}
+    started = time.monotonic()
+    subprocess.run([str(python), str(CONTEXT / "train")], cwd=CONTEXT, env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    elapsed = time.monotonic() - started
+    shutil.rmtree(layout.root, ignore_errors=True)
+    return elapsed
+
+
+def run_direct_docker(tmp: Path, hyperparameters: dict, image: str) -> float:
+    layout = direct_layout(tmp)
+    config = host_config(hyperparameters)
+    config.write_config_files(layout)
+    env_args = [arg for key, value in config.environment(Layout(Path("/opt/ml"))).items() for arg in ("-e", f"{key}={value}")]
+    started = time.monotonic()
+    subprocess.run(["docker", "run", "--rm", "-v", f"{layout.root}:/opt/ml", *env_args, image, "train"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    elapsed = time.monotonic() - started
+    shutil.rmtree(layout.root, ignore_errors=True)
+    return elapsed
+
+
+def run_through_localaws(server, bucket: str, channels: dict, hyperparameters: dict, index: int) -> tuple[float, dict]:
+    sm = server.client("sagemaker")
+    name = f"bench-{server.runner}-{int(time.time())}-{index}"
+    request = training_request(name, server.image_uri, {"train": channels["train"], "validation": channels["validation"]},
+                               f"s3://{bucket}/jobs", hyperparameters, load_preset("quick")["metric_definitions"])
+    started = time.monotonic()
+    sm.create_training_job(**request)
+    description = wait_for_training(sm, name, timeout=900)
+    elapsed = time.monotonic() - started
+    assert description["TrainingJobStatus"] == "Completed", description.get("FailureReason")
+    return elapsed, description
+
+
+def training_overhead(runner: str, tmp: Path, repeats: int, image: str | None = None, env: dict | None = None) -> dict:
+    hyperparameters = bench_hyperparameters()
+    server = LocalAWSProcess(tmp, runner, **(env or {})).start()
+    try:
+        if runner == "process":
+            server.image_uri = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/digits-training:{context_hash(CONTEXT)}"
+            register_image(server.endpoint_url, server.image_uri, CONTEXT)
+        else:
+            server.image_uri = image
+        s3 = server.client("s3")
+        bucket = "bench"
+        s3.create_bucket(Bucket=bucket)
+        channels = write_channels(s3, bucket, "digits", seed=SEED)
+        # Warm-up: builds the cached environment or pulls the image, once, outside the timings.
+        run_through_localaws(server, bucket, channels, {**hyperparameters, "epochs": "1"}, 0)
+        direct, through, phases = [], [], []
+        for index in range(repeats):
+            if runner == "process":
+                direct.append(run_direct_process(tmp, hyperparameters))
+            else:
+                direct.append(run_direct_docker(tmp, hyperparameters, image))
+            elapsed, description = run_through_localaws(server, bucket, channels, hyperparameters, index + 1)
+            through.append(elapsed)
+            phases.append({t["Status"]: round(t["EndTime"].timestamp() - t["StartTime"].timestamp(), 2)
+                           for t in description["SecondaryStatusTransitions"] if "EndTime" in t})
+    finally:
+        server.stop()
+    return {
+        "runner": runner,
+        "epochs": hyperparameters["epochs"],
+        "direct_seconds": [round(x, 2) for x in direct],
+        "localaws_seconds": [round(x, 2) for x in through],
+        "ratio_median": round(statistics.median(through) / statistics.median(direct), 3),
+        "goal": "<= 1.1",
+        "phases_seconds": phases,
+    }
+
+
+def docker_image() -> str | None:
+    """Build and push the training image when a Docker engine can be had (root, as in CI)."""
+    from tests.fixtures import docker_engine as engine
+
+    try:
+        engine._script("install", timeout=900)
+        engine._script("start", timeout=300)
+        engine._script("base-image", timeout=1800)
+        import docker
+
+        return engine.build_and_push(docker.from_env(timeout=600), engine.DEFAULT_REGISTRY)
+    except Exception as error:  # noqa: BLE001 - report and go on with what can be measured
+        print(f"docker runner not measured: {error}")
+        return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", "3")))
+    parser.add_argument("--skip-docker", action="store_true")
+    args = parser.parse_args()
+    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with tempfile.TemporaryDirectory() as tmp:
+        results["training_overhead_process"] = training_overhead("process", Path(tmp), args.repeats)
+        print(json.dumps(results["training_overhead_process"], indent=2))
+        image = None if args.skip_docker else docker_image()
+        if image:
+            results["training_overhead_docker"] = training_overhead(
+                "docker", Path(tmp), args.repeats, image, {"LOCALAWS_REGISTRY": "127.0.0.1:5000"})
+            print(json.dumps(results["training_overhead_docker"], indent=2))
+    RESULTS.write_text(json.dumps(results, indent=2))
+    print(f"written to {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

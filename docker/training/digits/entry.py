@@ -1,0 +1,78 @@
+"""``train``'s main: signal handling, error reporting, exit codes.
+
+Kept free of torch at import time so that SIGTERM is handled from the first
+moment and so that even a failing ``import torch`` ends in a failure file.
+
+Exit codes: 0 when training finished or was stopped by SIGTERM (the checkpoint
+and best model are saved), 1 on any error, with ``<ErrorType>: <message>``
+written to ``$SM_OUTPUT_DIR/failure`` (SageMaker's FailureReason) and the
+traceback, for unexpected errors, on stderr.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+FAILURE_LIMIT = 1024  # SageMaker's FailureReason is at most 1024 characters
+
+
+class StopFlag:
+    """Truthy once SIGTERM has arrived."""
+
+    def __init__(self) -> None:
+        self.signum = None
+
+    def __bool__(self) -> bool:
+        return self.signum is not None
+
+    def handler(self, signum, frame) -> None:
+        self.signum = signum
+
+
+def _failure_file() -> Path:
+    from .paths import DEFAULT_ROOT, ROOT_ENV
+
+    output = os.environ.get("SM_OUTPUT_DIR") or os.path.join(
+        os.environ.get(ROOT_ENV) or DEFAULT_ROOT, "output")
+    return Path(output) / "failure"
+
+
+def write_failure(message: str) -> None:
+    path = _failure_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(message[:FAILURE_LIMIT] + "\n")
+    except OSError as error:
+        print(f"cannot write the failure file {path}: {error}", file=sys.stderr, flush=True)
+
+
+def main() -> int:
+    started = time.time()
+    stop = StopFlag()
+    signal.signal(signal.SIGTERM, stop.handler)
+    try:
+        from .errors import TrainingError
+
+        try:
+            from . import paths, training
+
+            training.train(paths.resolve(), stop, started)
+            return 0
+        except TrainingError as error:
+            message = f"{type(error).__name__}: {error}"
+            print(f"ERROR {message}", file=sys.stderr, flush=True)
+            write_failure(message)
+            return 1
+    except BaseException as error:  # noqa: BLE001  (anything else is a failed job too)
+        if isinstance(error, SystemExit) and error.code in (0, None):
+            return 0
+        traceback.print_exc()
+        sys.stderr.flush()
+        write_failure(f"{type(error).__name__}: {error}")
+        return 1
+    finally:
+        sys.stdout.flush()

@@ -1,0 +1,47 @@
+"""python -m localaws serve | register-image URI CONTEXT"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m localaws", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="listen for AWS API calls (default 127.0.0.1:4566)")
+    serve.add_argument("--host", default=os.environ.get("LOCALAWS_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("LOCALAWS_PORT", "4566")))
+    serve.add_argument("--runner", choices=("auto", "docker", "process"), default=None)
+    serve.add_argument("--log-level", default=os.environ.get("LOCALAWS_LOG_LEVEL", "INFO"))
+    register = commands.add_parser(
+        "register-image", help="register a build context under an image URI for the process runner"
+    )
+    register.add_argument("image_uri")
+    register.add_argument("context")
+    register.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"))
+    args = parser.parse_args(argv)
+
+    if args.command == "serve":
+        logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        from localaws.server import serve as run
+        from localaws.settings import Settings
+
+        settings = Settings(host=args.host, port=args.port)
+        if args.runner:
+            settings.runner = args.runner
+        run(settings)
+        return 0
+    if args.command == "register-image":
+        from localaws.gateway import register_image
+
+        print(json.dumps(register_image(args.endpoint_url, args.image_uri, args.context)))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""One endpoint for every service: SageMaker to our engine, everything else to an embedded moto.
+
+A request's service is read the way AWS's front door reads it: the SigV4
+credential scope (``.../<region>/<service>/aws4_request``) and, for JSON
+protocols, ``X-Amz-Target``. ``/_localaws/...`` is localaws's own admin API.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+
+from werkzeug.wrappers import Request, Response
+
+from localaws.aws import Clients
+from localaws.image_contexts import ImageContexts
+from localaws.sagemaker.models import SageMakerBackend
+from localaws.sagemaker.responses import TARGET_PREFIX, SageMakerResponses
+from localaws.sagemaker.runners import Runners
+from localaws.sagemaker.training import TrainingExecutor
+from localaws.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def signing_service(environ: dict) -> str | None:
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    try:
+        scope = auth.split("Credential=", 1)[1].split(",", 1)[0]
+        return scope.split("/")[3].lower()
+    except IndexError:
+        return None
+
+
+class Gateway:
+    def __init__(self, settings: Settings):
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+        self.settings = settings
+        settings.work_dir.mkdir(parents=True, exist_ok=True)
+        self.moto = DomainDispatcherApplication(create_backend_app)
+        self.clients = Clients(settings)
+        self.images = ImageContexts(settings.work_dir / "images")
+        self.runners = Runners(settings, self.images)
+        lock = threading.RLock()
+        self.training = TrainingExecutor(settings, self.clients, self.runners, lock)
+        self.sagemaker = SageMakerBackend(settings, self.training, lock)
+        self.sagemaker_api = SageMakerResponses(self.sagemaker)
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/_localaws/"):
+            return self.admin(Request(environ))(environ, start_response)
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if target.startswith(TARGET_PREFIX) and signing_service(environ) in ("sagemaker", None):
+            request = Request(environ)
+            status, headers, body = self.sagemaker_api.handle(target, request.get_data())
+            return Response(body, status=status, headers=headers)(environ, start_response)
+        return self.moto(environ, start_response)
+
+    # --- localaws's own API ---------------------------------------------------------------
+
+    def admin(self, request: Request) -> Response:
+        path = request.path[len("/_localaws/") :].strip("/")
+        try:
+            if path == "health":
+                return _json({"status": "running", "runner": self.settings.runner})
+            if path == "images" and request.method == "POST":
+                body = request.get_json(force=True)
+                return _json(self.images.register(body["ImageUri"], body["Context"]))
+            if path == "images" and request.method == "GET":
+                return _json(self.images.list())
+        except (KeyError, ValueError, OSError) as error:
+            return _json({"message": str(error)}, status=400)
+        return _json({"message": f"unknown localaws admin path {request.method} {request.path}"}, status=404)
+
+    def close(self) -> None:
+        self.sagemaker.shutdown()
+        self.runners.close()
+
+
+def _json(body, status: int = 200) -> Response:
+    return Response(json.dumps(body), status=status, content_type="application/json")
+
+
+def register_image(endpoint_url: str, image_uri: str, context: str | Path) -> dict:
+    """Register a build context under an image URI, for the process runner (no Docker engine)."""
+    import urllib.request
+
+    request = urllib.request.Request(
+        endpoint_url.rstrip("/") + "/_localaws/images",
+        data=json.dumps({"ImageUri": image_uri, "Context": str(Path(context).resolve())}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read())

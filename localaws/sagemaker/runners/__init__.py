@@ -1,0 +1,53 @@
+"""Picking the runner for an image: a container when a Docker engine has or can pull it,
+else a process from its registered build context."""
+from __future__ import annotations
+
+import logging
+import threading
+
+from localaws.image_contexts import ImageContexts
+from localaws.sagemaker.runners.base import ImageNotFound, Runner
+from localaws.sagemaker.runners.process import ProcessRunner, VirtualEnvs
+
+log = logging.getLogger(__name__)
+
+
+class Runners:
+    def __init__(self, settings, contexts: ImageContexts):
+        self.settings = settings
+        self.process = ProcessRunner(contexts, VirtualEnvs(settings.cache_dir / "venvs"), log=log.info)
+        self._docker = None
+        self._lock = threading.Lock()
+
+    def docker(self):
+        with self._lock:
+            if self._docker is None:
+                from localaws.sagemaker.runners.docker import DockerRunner, engine_available
+
+                if not engine_available(self.settings.docker_host):
+                    return None
+                self._docker = DockerRunner(base_url=self.settings.docker_host, registry=self.settings.registry)
+            return self._docker
+
+    def __call__(self, image: str) -> Runner:
+        """The runner for ``image``, with the image ready to start (pulled, or its environment built)."""
+        mode = self.settings.runner
+        if mode in ("auto", "docker"):
+            docker = self.docker()
+            if docker is None and mode == "docker":
+                raise ImageNotFound("LOCALAWS_RUNNER=docker but no Docker engine answers.")
+            if docker is not None:
+                try:
+                    docker.resolve_image(image)
+                    return docker
+                except ImageNotFound:
+                    if mode == "docker" or self.process.contexts.lookup(image) is None:
+                        raise
+                    log.info("%s is not in the Docker engine or registry: running its build context", image)
+        self.process.prepare(image, log=log.info)
+        return self.process
+
+    def close(self) -> None:
+        self.process.close()
+        if self._docker is not None:
+            self._docker.close()

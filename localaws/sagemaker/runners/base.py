@@ -1,0 +1,66 @@
+"""What the engine asks of a runner: start an image's entry (``train`` or ``serve``)
+for one host, read its output as it comes, signal it, wait for it, clean it up.
+
+The docker runner runs the image as a container with the host directory mounted
+at ``/opt/ml``; the process runner runs the image's build context as a process
+with the same tree elsewhere (see ``contract.py``).
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+
+class ImageNotFound(Exception):
+    """The image cannot be found or pulled: the job fails with this message."""
+
+
+@dataclass
+class ContainerSpec:
+    image: str  # ECR-style URI, e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com/repo:tag
+    command: str  # "train" or "serve"
+    host_dir: Path  # this host's /opt/ml tree on the machine running localaws
+    host_name: str  # algo-1, algo-2, ...
+    env: dict[str, str]  # SageMaker's environment, with paths as seen inside the container
+    name: str  # unique name for the container or process group (job + host)
+    ports: dict[int, int] = field(default_factory=dict)  # container port -> 127.0.0.1 port
+    network: str | None = None  # shared network of a multi-host job
+    extra_hosts: dict[str, str] = field(default_factory=dict)  # host name -> address
+
+
+class Running(abc.ABC):
+    """One started container or process."""
+
+    @abc.abstractmethod
+    def lines(self) -> Iterator[str]:
+        """Stdout and stderr, line by line as they are written; ends when it exits."""
+
+    @abc.abstractmethod
+    def wait(self, timeout: float | None = None) -> int | None:
+        """The exit code, or None if still running after ``timeout`` seconds."""
+
+    @abc.abstractmethod
+    def terminate(self) -> None:
+        """SIGTERM, as SageMaker sends on stop, scale-in and spot interruption."""
+
+    @abc.abstractmethod
+    def kill(self) -> None:
+        """SIGKILL."""
+
+    @abc.abstractmethod
+    def remove(self) -> None:
+        """Release everything it holds (container, process group); idempotent."""
+
+
+class Runner(abc.ABC):
+    #: How the process inside sees /opt/ml: "/opt/ml" in a container, host_dir for a process.
+    @abc.abstractmethod
+    def opt_ml_for(self, spec_host_dir: Path) -> Path: ...
+
+    @abc.abstractmethod
+    def start(self, spec: ContainerSpec) -> Running: ...
+
+    def close(self) -> None:
+        """Stop everything this runner started."""

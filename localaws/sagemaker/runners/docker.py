@@ -1,0 +1,366 @@
+"""Run SageMaker images as Docker containers, the way SageMaker does.
+
+``docker run <image> train|serve`` with the host's ``/opt/ml`` tree bind-mounted
+at ``/opt/ml``, SageMaker's environment, the host name (``algo-1``...) as the
+container's host name and, for multi-host jobs, a user-defined bridge network on
+which every host is reachable by its name. Serving ports are published on
+127.0.0.1 only.
+
+Images are named as in ECR (``<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>``);
+a local registry (``LOCALAWS_REGISTRY``, default ``127.0.0.1:5000``) stands in
+for ECR: an image the engine lacks is pulled from ``<registry>/<repo>:<tag>`` and
+tagged with its ECR name.
+
+Every container and network carries the label ``localaws=1`` so leftovers of a
+crashed run can be found (``cleanup_leftovers``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import struct
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.utils import parse_repository_tag
+
+from localaws.sagemaker.contract import OPT_ML
+from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound, Running, Runner
+
+log = logging.getLogger(__name__)
+
+REGISTRY_ENV = "LOCALAWS_REGISTRY"
+DEFAULT_REGISTRY = "127.0.0.1:5000"
+LABEL = "localaws"
+NAME_LABEL = "localaws.name"
+
+ECR_IMAGE = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?"
+    r"/(?P<repository>[a-z0-9][a-z0-9._/-]*?)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
+)
+
+_STREAM_HEADER = struct.Struct(">BxxxL")
+
+
+def _client(base_url: str | None = None, timeout: float = 300) -> docker.DockerClient:
+    if base_url:
+        return docker.DockerClient(base_url=base_url, timeout=timeout, max_pool_size=32)
+    return docker.from_env(timeout=timeout, max_pool_size=32)
+
+
+def engine_available(base_url: str | None = None) -> bool:
+    """Whether a Docker engine answers (at ``base_url``, else as ``DOCKER_HOST`` or the default socket says); < 1 s."""
+    try:
+        client = docker.DockerClient(
+            base_url=base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
+            timeout=0.8,
+            version="1.41",  # no version round trip: one ping
+        )
+    except Exception:
+        return False
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+    finally:
+        client.close()
+
+
+def cleanup_leftovers(base_url: str | None = None, name_prefix: str | None = None) -> int:
+    """Force-remove containers labelled ``localaws=1`` (only those named ``name_prefix...`` if given),
+    then unused networks so labelled; returns how many containers were removed."""
+    client = _client(base_url, timeout=60)
+    removed = 0
+    try:
+        for container in client.containers.list(all=True, filters={"label": f"{LABEL}=1"}):
+            if name_prefix and not container.name.startswith(name_prefix):
+                continue
+            try:
+                container.remove(force=True)
+                removed += 1
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as error:
+                log.warning("could not remove leftover container %s: %s", container.name, error)
+        for network in client.networks.list(filters={"label": f"{LABEL}=1"}):
+            if name_prefix and not network.name.startswith(name_prefix):
+                continue
+            try:
+                network.remove()
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as error:
+                log.warning("could not remove leftover network %s: %s", network.name, error)
+    finally:
+        client.close()
+    return removed
+
+
+class DockerRunning(Running):
+    """One container started by a ``DockerRunner``."""
+
+    def __init__(self, runner: "DockerRunner", container, spec: ContainerSpec):
+        self._runner = runner
+        self.container = container
+        self.spec = spec
+        self.name = spec.name
+        self._exit_code: int | None = None
+        self._removed = False
+
+    @property
+    def id(self) -> str:
+        return self.container.id
+
+    def lines(self) -> Iterator[str]:
+        """Stdout and stderr lines as they are written (each stream split on its own); ends when the container exits."""
+        api = self._runner.client.api
+        response = api._get(
+            api._url("/containers/{0}/logs", self.container.id),
+            params={"stdout": 1, "stderr": 1, "follow": 1, "timestamps": 0},
+            stream=True,
+        )
+        try:
+            api._raise_for_status(response)
+        except docker.errors.NotFound:
+            return
+        # A quiet process must not time the stream out.
+        api._disable_socket_timeout(api._get_raw_response_socket(response))
+        buffers: dict[int, bytes] = {}
+        try:
+            while True:
+                header = response.raw.read(_STREAM_HEADER.size)
+                if len(header) < _STREAM_HEADER.size:
+                    break
+                stream, length = _STREAM_HEADER.unpack(header)
+                if not length:
+                    continue
+                data = response.raw.read(length)
+                if not data:
+                    break
+                pending = buffers.get(stream, b"") + data
+                *complete, pending = pending.split(b"\n")
+                buffers[stream] = pending
+                for line in complete:
+                    yield line.decode("utf-8", "replace").rstrip("\r")
+        finally:
+            response.close()
+        for pending in buffers.values():
+            if pending:
+                yield pending.decode("utf-8", "replace").rstrip("\r")
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        if self._exit_code is not None:
+            return self._exit_code
+        try:
+            result = self.container.wait(timeout=timeout)
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            return None
+        except docker.errors.NotFound:
+            return self._exit_code
+        self._exit_code = int(result.get("StatusCode", -1))
+        return self._exit_code
+
+    def _signal(self, signal: str) -> None:
+        try:
+            self.container.kill(signal=signal)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as error:
+            if error.status_code != 409:  # 409: not running
+                raise
+
+    def terminate(self) -> None:
+        self._signal("SIGTERM")
+
+    def kill(self) -> None:
+        self._signal("SIGKILL")
+
+    def remove(self) -> None:
+        if self._removed:
+            return
+        try:
+            self.container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as error:
+            if "already in progress" not in str(error):
+                raise
+        self._removed = True
+        self._runner._forget(self)
+
+
+class DockerRunner(Runner):
+    """Starts containers on a Docker engine, pulling images from the local registry standing in for ECR."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        registry: str | None = None,
+        client: docker.DockerClient | None = None,
+    ):
+        self.client = client or _client(base_url)
+        self._own_client = client is None
+        self.registry = (registry or os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY).rstrip("/")
+        for prefix in ("http://", "https://"):
+            if self.registry.startswith(prefix):
+                self.registry = self.registry[len(prefix):]
+        self._lock = threading.RLock()
+        self._image_locks: dict[str, threading.Lock] = {}
+        self._running: dict[str, DockerRunning] = {}  # container id -> started here
+        self._networks: dict[str, object] = {}  # name -> networks created here
+
+    # -- images ----------------------------------------------------------------
+
+    def _has_image(self, name: str) -> bool:
+        try:
+            self.client.images.get(name)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+        except docker.errors.APIError as error:
+            if error.status_code == 404:
+                return False
+            raise
+
+    def _pull(self, reference: str):
+        repository, tag = parse_repository_tag(reference)
+        if tag and tag.startswith("sha256:"):
+            return self.client.images.pull(f"{repository}@{tag}")
+        return self.client.images.pull(repository, tag=tag or "latest")
+
+    def resolve_image(self, image: str) -> str:
+        """The name to run ``image`` as, pulling it first if the engine lacks it; ``ImageNotFound`` if impossible."""
+        with self._lock:
+            lock = self._image_locks.setdefault(image, threading.Lock())
+        with lock:  # hosts of one job start together: pull once
+            if self._has_image(image):
+                return image
+            match = ECR_IMAGE.match(image)
+            if match:
+                return self._pull_from_registry(image, match)
+            try:
+                self._pull(image)
+            except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+                raise ImageNotFound(
+                    f"image {image} is not in the Docker engine and could not be pulled: {error}"
+                ) from error
+            return image
+
+    def _pull_from_registry(self, image: str, match: re.Match) -> str:
+        repository, tag, digest = match["repository"], match["tag"], match["digest"]
+        source = f"{self.registry}/{repository}" + (f"@{digest}" if digest else f":{tag or 'latest'}")
+        log.info("pulling %s from the local registry as %s", image, source)
+        try:
+            pulled = self._pull(source)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+            raise ImageNotFound(
+                f"image {image} is not in the Docker engine, and {source} could not be pulled from the "
+                f"local registry standing in for ECR ({self.registry}): {error}. Push it there first "
+                f"(docker tag ... {self.registry}/{repository}:<tag> && docker push ...)."
+            ) from error
+        if digest:  # a digest cannot be a tag: run the pulled reference itself
+            return source
+        ecr_repository = image.rsplit(":", 1)[0] if tag else image
+        pulled.tag(ecr_repository, tag=tag or "latest")
+        return image
+
+    # -- networks ---------------------------------------------------------------
+
+    def _ensure_network(self, name: str) -> None:
+        with self._lock:
+            if name in self._networks:
+                return
+            existing = [n for n in self.client.networks.list(names=[name]) if n.name == name]
+            if existing:
+                return
+            try:
+                network = self.client.networks.create(
+                    name, driver="bridge", check_duplicate=True, labels={LABEL: "1"}
+                )
+            except docker.errors.APIError as error:
+                if error.status_code == 409:  # created meanwhile by someone else
+                    return
+                raise
+            self._networks[name] = network
+
+    # -- containers -------------------------------------------------------------
+
+    def opt_ml_for(self, spec_host_dir: Path) -> Path:
+        return Path(OPT_ML)
+
+    def _remove_stale(self, name: str) -> None:
+        try:
+            stale = self.client.containers.get(name)
+        except docker.errors.NotFound:
+            return
+        log.warning("removing stale container %s (%s)", name, stale.short_id)
+        try:
+            stale.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+    def start(self, spec: ContainerSpec) -> DockerRunning:
+        image = self.resolve_image(spec.image)
+        host_dir = Path(spec.host_dir).resolve()
+        host_dir.mkdir(parents=True, exist_ok=True)
+        self._remove_stale(spec.name)
+        kwargs: dict = dict(
+            image=image,
+            command=[spec.command],
+            name=spec.name,
+            hostname=spec.host_name,
+            environment=dict(spec.env),
+            volumes={str(host_dir): {"bind": OPT_ML, "mode": "rw"}},
+            labels={LABEL: "1", NAME_LABEL: spec.name},
+            ports={f"{inside}/tcp": ("127.0.0.1", int(outside)) for inside, outside in spec.ports.items()},
+            extra_hosts=dict(spec.extra_hosts) or None,
+            detach=True,
+        )
+        if spec.network:
+            self._ensure_network(spec.network)
+            kwargs["network"] = spec.network
+            kwargs["networking_config"] = {
+                spec.network: self.client.api.create_endpoint_config(aliases=[spec.host_name])
+            }
+        container = self.client.containers.create(**kwargs)
+        running = DockerRunning(self, container, spec)
+        with self._lock:
+            self._running[container.id] = running
+        try:
+            container.start()
+        except Exception:
+            running.remove()
+            raise
+        return running
+
+    def _forget(self, running: DockerRunning) -> None:
+        with self._lock:
+            self._running.pop(running.container.id, None)
+
+    def close(self) -> None:
+        """Remove every container and network this runner created."""
+        with self._lock:
+            running = list(self._running.values())
+            networks = list(self._networks.items())
+            self._networks.clear()
+        for item in running:
+            try:
+                item.remove()
+            except Exception as error:  # keep cleaning up
+                log.warning("could not remove container %s: %s", item.name, error)
+        for name, network in networks:
+            try:
+                network.remove()
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as error:
+                log.warning("could not remove network %s: %s", name, error)
+        if self._own_client:
+            self.client.close()

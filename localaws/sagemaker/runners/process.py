@@ -1,0 +1,159 @@
+"""Runs an image's build context as local processes when no Docker engine is at hand.
+
+The context's ``requirements.txt`` is installed once into a virtual environment
+cached by its content; ``train`` or ``serve`` runs with that interpreter, in its
+own process group, with the /opt/ml tree under the host directory and the
+contract's environment pointing there.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import venv
+from pathlib import Path
+from typing import Iterator
+
+from localaws.image_contexts import ImageContexts
+from localaws.sagemaker.contract import OPT_ML_ENV
+from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound, Running, Runner
+
+# What a process inherits from localaws's environment; the rest is SageMaker's contract.
+_INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "TZ")
+
+
+class EnvironmentBuildError(Exception):
+    pass
+
+
+class VirtualEnvs:
+    """Virtual environments keyed by a requirements file's content and the Python version."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def for_context(self, context: Path, log=print) -> Path:
+        requirements = context / "requirements.txt"
+        content = requirements.read_bytes() if requirements.exists() else b""
+        key = hashlib.sha256(content + sys.version.encode()).hexdigest()[:16]
+        target = self.root / key
+        python = target / "bin" / "python"
+        if (target / ".ready").exists():
+            return python
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one builder; the others wait and reuse it
+            if (target / ".ready").exists():
+                return python
+            log(f"Creating the image's Python environment from {requirements} (cached for next time)")
+            venv.EnvBuilder(with_pip=True, clear=True).create(target)
+            if content:
+                result = subprocess.run(
+                    [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                     "-r", str(requirements)],
+                    capture_output=True,
+                    text=True,
+                )
+                if result.returncode != 0:
+                    raise EnvironmentBuildError(
+                        f"pip install -r {requirements} failed:\n{result.stdout[-2000:]}{result.stderr[-4000:]}"
+                    )
+            (target / ".ready").write_text(key)
+        return python
+
+
+class RunningProcess(Running):
+    def __init__(self, process: subprocess.Popen):
+        self.process = process
+        self._lock = threading.Lock()
+
+    def lines(self) -> Iterator[str]:
+        assert self.process.stdout is not None
+        for line in iter(self.process.stdout.readline, ""):
+            yield line
+        self.process.stdout.close()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _signal(self, sig: int) -> None:
+        with self._lock:
+            if self.process.poll() is None:
+                try:
+                    os.killpg(self.process.pid, sig)
+                except ProcessLookupError:
+                    pass
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def remove(self) -> None:
+        self.kill()
+        self.wait(10)
+
+
+class ProcessRunner(Runner):
+    def __init__(self, contexts: ImageContexts, venvs: VirtualEnvs, log=print):
+        self.contexts = contexts
+        self.venvs = venvs
+        self.log = log
+        self._running: list[RunningProcess] = []
+        self._lock = threading.Lock()
+
+    def opt_ml_for(self, spec_host_dir: Path) -> Path:
+        return spec_host_dir
+
+    def context_for(self, image: str) -> Path:
+        context = self.contexts.lookup(image)
+        if context is None or not context.exists():
+            raise ImageNotFound(
+                f"Requested image {image} not found: no Docker engine is available and no build context is "
+                "registered under this URI (POST /_localaws/images, or `python -m localaws register-image`)."
+            )
+        return context
+
+    def prepare(self, image: str, log=print) -> Path:
+        """Make sure the image can start (its environment built); returns its interpreter."""
+        return self.venvs.for_context(self.context_for(image), log=log)
+
+    def start(self, spec: ContainerSpec) -> RunningProcess:
+        context = self.context_for(spec.image)
+        python = self.venvs.for_context(context, log=self.log)
+        entry = context / spec.command
+        if not entry.is_file():
+            raise ImageNotFound(f"The image {spec.image} has no {spec.command} entry ({entry} is missing).")
+        env = {name: os.environ[name] for name in _INHERITED if name in os.environ}
+        env["PATH"] = f"{python.parent}{os.pathsep}{context}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
+        env.update(spec.env)
+        env[OPT_ML_ENV] = str(spec.host_dir)
+        process = subprocess.Popen(
+            [str(python), str(entry)],
+            cwd=str(context),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,  # its own process group: signals reach its children too
+        )
+        running = RunningProcess(process)
+        with self._lock:
+            self._running.append(running)
+        return running
+
+    def close(self) -> None:
+        with self._lock:
+            running, self._running = self._running, []
+        for process in running:
+            process.remove()

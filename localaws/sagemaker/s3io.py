@@ -1,0 +1,132 @@
+"""Moving a job's files between S3 and its /opt/ml tree, as SageMaker's agent does."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+
+class DataDownloadError(Exception):
+    """A channel cannot be downloaded: the job fails with a ClientError."""
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an S3 URI: {uri}")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    return bucket, key
+
+
+def _list_keys(s3, bucket: str, prefix: str) -> list[str]:
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend(obj["Key"] for obj in page.get("Contents", []) if not obj["Key"].endswith("/"))
+    return sorted(keys)
+
+
+def channel_objects(s3, source: dict, role_arn: str, region: str) -> list[tuple[str, str, str]]:
+    """(bucket, key, path relative to the channel dir) of every object a channel names."""
+    bucket, prefix = split_uri(source["S3Uri"])
+    data_type = source.get("S3DataType", "S3Prefix")
+    try:
+        if data_type == "ManifestFile":
+            manifest = json.loads(s3.get_object(Bucket=bucket, Key=prefix)["Body"].read())
+            base_bucket, base_prefix = split_uri(manifest[0]["prefix"])
+            return [(base_bucket, base_prefix + rel, rel) for rel in manifest[1:]]
+        keys = _list_keys(s3, bucket, prefix)
+    except s3.exceptions.NoSuchBucket:
+        keys = []
+    if not keys:
+        raise DataDownloadError(
+            f'Data download failed:No S3 objects found under S3 URL "{source["S3Uri"]}" given in input data '
+            f"source. Please ensure that the bucket exists in the selected region ({region}), that objects "
+            f'exist under that S3 prefix, and that the role "{role_arn}" has "s3:ListBucket" permissions on '
+            f'bucket "{bucket}".'
+        )
+    if keys == [prefix]:  # the URI names one object
+        return [(bucket, prefix, os.path.basename(prefix))]
+    # Paths are relative to the prefix, as SageMaker lays them out: s3://b/data/train + data/train/a.csv -> a.csv
+    return [(bucket, key, key[len(prefix) :].lstrip("/") or os.path.basename(key)) for key in keys]
+
+
+def shard(objects: list, host_index: int, host_count: int, distribution: str) -> list:
+    """ShardedByS3Key gives host i every host_count-th object; FullyReplicated gives all."""
+    if distribution == "ShardedByS3Key" and host_count > 1:
+        return objects[host_index::host_count]
+    return objects
+
+
+def download(s3, objects: list[tuple[str, str, str]], into: Path) -> int:
+    total = 0
+    for bucket, key, relative in objects:
+        target = into / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file(bucket, key, str(target))
+        total += target.stat().st_size
+    return total
+
+
+def upload_tar(s3, directory: Path, uri: str) -> None:
+    """Pack ``directory``'s contents (not the directory itself) as a .tar.gz at ``uri``."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in sorted(directory.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(directory)), recursive=False)
+    buffer.seek(0)
+    bucket, key = split_uri(uri)
+    s3.upload_fileobj(buffer, bucket, key)
+
+
+def upload_tree(s3, directory: Path, uri: str) -> None:
+    """Upload every file under ``directory`` to ``uri``/<relative path> (CompressionType None)."""
+    bucket, prefix = split_uri(uri.rstrip("/") + "/")
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        s3.upload_file(str(path), bucket, prefix + str(path.relative_to(directory)))
+
+
+class CheckpointSync:
+    """Mirrors a local checkpoint directory to S3: restored before training, synced during and after."""
+
+    def __init__(self, s3, uri: str, local: Path):
+        self.s3 = s3
+        self.bucket, prefix = split_uri(uri.rstrip("/") + "/")
+        self.prefix = prefix
+        self.local = local
+        self._sent: dict[str, tuple[float, int]] = {}
+
+    def restore(self) -> int:
+        count = 0
+        for key in _list_keys(self.s3, self.bucket, self.prefix):
+            target = self.local / key[len(self.prefix) :]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.s3.download_file(self.bucket, key, str(target))
+            stat = target.stat()
+            self._sent[str(target.relative_to(self.local))] = (stat.st_mtime, stat.st_size)
+            count += 1
+        return count
+
+    def sync(self) -> int:
+        """Upload files that are new or changed since the last sync; returns how many."""
+        count = 0
+        if not self.local.exists():
+            return 0
+        for path in sorted(p for p in self.local.rglob("*") if p.is_file()):
+            relative = str(path.relative_to(self.local))
+            if relative.endswith((".tmp", ".partial")):  # being written: the next sync takes it
+                continue
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # renamed away between listing and stat
+                continue
+            signature = (stat.st_mtime, stat.st_size)
+            if self._sent.get(relative) == signature:
+                continue
+            try:
+                self.s3.upload_file(str(path), self.bucket, self.prefix + relative)
+            except FileNotFoundError:
+                continue
+            self._sent[relative] = signature
+            count += 1
+        return count

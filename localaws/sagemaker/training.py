@@ -1,0 +1,353 @@
+"""What a training job does while it runs, phase by phase, as SageMaker runs it.
+
+Starting (instances, image) -> Downloading (checkpoints, channels) -> Training
+(the image's ``train`` on every host, logs and metrics shipped live, stop and
+max-runtime enforced with SIGTERM, a grace period, then SIGKILL) -> Uploading
+(model.tar.gz, output.tar.gz, checkpoints) -> Completed, Failed or Stopped.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from botocore.exceptions import ClientError
+
+from localaws.sagemaker import s3io
+from localaws.sagemaker.cloudwatch import HostLog, MetricParser
+from localaws.sagemaker.contract import CHECKPOINT_LOCAL_PATH, OPT_ML, HostConfig, Layout
+from localaws.sagemaker.models import TrainingJob
+from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound, Running, Runner
+from localaws.sagemaker.runners.process import EnvironmentBuildError
+
+log = logging.getLogger(__name__)
+
+_FAILURE_REASON_MAX = 1024
+_POLL_SECONDS = 0.2
+
+
+class JobFailed(Exception):
+    """Ends the job Failed with this FailureReason."""
+
+
+@dataclass
+class HostRun:
+    host: str
+    layout: Layout  # on this machine
+    running: Running
+    log: HostLog
+    reader: threading.Thread
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class TrainingExecutor:
+    """Runs each training job's lifecycle in a thread of its own."""
+
+    def __init__(self, settings, clients, runners, lock: threading.RLock | None = None):
+        """``runners(image) -> Runner`` picks the runner for an image (see ``runners/__init__.py``)."""
+        self.settings = settings
+        self.clients = clients
+        self.runners = runners
+        self.lock = lock or threading.RLock()
+        self._threads: dict[str, threading.Thread] = {}
+        self._closing = threading.Event()
+
+    def start(self, job: TrainingJob) -> None:
+        thread = threading.Thread(target=self._run, args=(job,), name=f"training-{job.name}", daemon=True)
+        self._threads[job.name] = thread
+        thread.start()
+
+    def join(self, name: str, timeout: float | None = None) -> None:
+        thread = self._threads.get(name)
+        if thread:
+            thread.join(timeout)
+
+    def shutdown(self) -> None:
+        self._closing.set()
+        for thread in list(self._threads.values()):
+            thread.join(timeout=15)
+
+    # --- one job ------------------------------------------------------------------------
+
+    def _update(self, job: TrainingJob, secondary: str, message: str) -> None:
+        with self.lock:
+            if job.stop_reason and secondary not in ("Stopping", "Uploading"):
+                job.transition(job.secondary_status, message)
+            else:
+                job.transition(secondary, message)
+
+    def _run(self, job: TrainingJob) -> None:
+        job_dir = self.settings.work_dir / "training-jobs" / job.name
+        try:
+            self._lifecycle(job, job_dir)
+        except JobFailed as error:
+            self._finish(job, "Failed", "Failed", str(error))
+        except ClientError as error:  # S3 refused a download or an upload: the user's buckets or keys
+            self._finish(job, "Failed", "Failed", f"ClientError: {error}")
+        except Exception as error:  # noqa: BLE001 - a bug here must still end the job
+            log.error("training job %s crashed:\n%s", job.name, traceback.format_exc())
+            self._finish(job, "Failed", "Failed", f"InternalServerError: {type(error).__name__}: {error}")
+        finally:
+            if not os.environ.get("LOCALAWS_KEEP_JOB_DIRS"):
+                shutil.rmtree(job_dir, ignore_errors=True)
+
+    def _finish(self, job: TrainingJob, status: str, secondary: str, reason: str | None = None) -> None:
+        with self.lock:
+            if job.done:
+                return
+            if reason:
+                job.failure_reason = reason[:_FAILURE_REASON_MAX]
+            messages = {
+                "Completed": "Training job completed",
+                "Failed": f"Training job failed. Reason: {reason}",
+                "Stopped": "Training job stopped",
+                "MaxRuntimeExceeded": "Training job stopped: MaxRuntimeInSeconds exceeded",
+            }
+            job.finish(status, secondary, messages.get(secondary, secondary))
+            if job.training_start and not job.request.get("EnableManagedSpotTraining"):
+                job.billable_seconds = job.training_end - job.training_start
+
+    def _stopping(self, job: TrainingJob) -> bool:
+        return job.stop_requested.is_set() or self._closing.is_set()
+
+    def _lifecycle(self, job: TrainingJob, job_dir: Path) -> None:
+        request = job.request
+        resource = request["ResourceConfig"]
+        hosts = [f"algo-{index + 1}" for index in range(resource["InstanceCount"])]
+        shutil.rmtree(job_dir, ignore_errors=True)
+        layouts = {host: Layout(job_dir / host) for host in hosts}
+
+        # Starting: instances and the image.
+        self._update(job, "Starting", "Preparing the instances for training")
+        image = request["AlgorithmSpecification"]["TrainingImage"]
+        try:
+            runner = self.runners(image)
+        except (ImageNotFound, EnvironmentBuildError) as error:
+            raise JobFailed(f"ClientError: {error}") from None
+        if self._stopping(job):
+            return self._end_stopped(job)
+
+        # Downloading: checkpoints, then the channels (sharded by host where asked).
+        self._update(job, "Downloading", "Downloading input data")
+        channels = {channel["ChannelName"]: channel for channel in request.get("InputDataConfig", [])}
+        for layout in layouts.values():
+            layout.create(list(channels))
+        checkpoint_syncs = self._restore_checkpoints(job, layouts)
+        self._download_channels(job, channels, hosts, layouts)
+        if self._stopping(job):
+            return self._end_stopped(job)
+
+        # Training.
+        with self.lock:
+            job.training_start = time.time()
+        self._update(job, "Training", "Training image download completed. Training in progress.")
+        exit_codes = self._train(job, runner, image, hosts, layouts, channels, checkpoint_syncs)
+
+        failed = [(host, code) for host, code in exit_codes.items() if code != 0]
+        for sync in checkpoint_syncs:
+            sync.sync()
+        if failed and not job.stop_reason:
+            host, code = failed[0]
+            raise JobFailed(self._failure_reason(layouts[host], code))
+        # Uploading: what /opt/ml/model holds is uploaded whether the job completed or was stopped.
+        self._update(job, "Uploading", "Uploading generated training model")
+        self._upload_outputs(job, layouts[hosts[0]])
+        if job.stop_reason:
+            return self._end_stopped(job)
+        self._finish(job, "Completed", "Completed")
+
+    def _end_stopped(self, job: TrainingJob) -> None:
+        reason = job.stop_reason or "Stopped"
+        self._finish(job, "Stopped", reason)
+
+    def _restore_checkpoints(self, job: TrainingJob, layouts: dict[str, Layout]) -> list[s3io.CheckpointSync]:
+        config = job.request.get("CheckpointConfig")
+        if not config:
+            return []
+        local = config.get("LocalPath") or CHECKPOINT_LOCAL_PATH
+        syncs = []
+        for layout in layouts.values():
+            sync = s3io.CheckpointSync(self.clients.s3, config["S3Uri"], layout.local_path(local))
+            sync.local.mkdir(parents=True, exist_ok=True)
+            sync.restore()
+            syncs.append(sync)
+        return syncs
+
+    def _download_channels(self, job, channels: dict, hosts: list[str], layouts: dict[str, Layout]) -> None:
+        s3 = self.clients.s3
+        for name, channel in channels.items():
+            source = channel["DataSource"]["S3DataSource"]
+            try:
+                objects = s3io.channel_objects(s3, source, job.request["RoleArn"], self.settings.region)
+            except s3io.DataDownloadError as error:
+                raise JobFailed(f"ClientError: {error}") from None
+            distribution = source.get("S3DataDistributionType", "FullyReplicated")
+            for index, host in enumerate(hosts):
+                mine = s3io.shard(objects, index, len(hosts), distribution)
+                s3io.download(s3, mine, layouts[host].channel(name))
+
+    def _host_config(self, job: TrainingJob, host: str, hosts: list[str], channels: dict, master: dict) -> HostConfig:
+        request = job.request
+        return HostConfig(
+            job_name=job.name,
+            job_arn=job.arn,
+            current_host=host,
+            hosts=hosts,
+            hyperparameters=dict(request.get("HyperParameters", {})),
+            channels={
+                name: {
+                    "TrainingInputMode": channel.get("InputMode")
+                    or request["AlgorithmSpecification"].get("TrainingInputMode", "File"),
+                    "S3DistributionType": channel["DataSource"]["S3DataSource"].get(
+                        "S3DataDistributionType", "FullyReplicated"
+                    ),
+                    "RecordWrapperType": channel.get("RecordWrapperType", "None"),
+                    **({"ContentType": channel["ContentType"]} if channel.get("ContentType") else {}),
+                }
+                for name, channel in channels.items()
+            },
+            instance_type=request["ResourceConfig"]["InstanceType"],
+            num_cpus=os.cpu_count() or 1,
+            extra_env={**(request.get("Environment") or {}), **master},
+        )
+
+    def _train(self, job, runner: Runner, image, hosts, layouts, channels, checkpoint_syncs) -> dict[str, int]:
+        network = f"localaws-{job.name}" if len(hosts) > 1 else None
+        in_container = runner.opt_ml_for(Path(OPT_ML)) == Path(OPT_ML)
+        master = {}
+        if len(hosts) > 1:  # where torch.distributed and friends rendezvous
+            master = {
+                "SM_MASTER_ADDR": hosts[0] if in_container else "127.0.0.1",
+                "SM_MASTER_PORT": "7777" if in_container else str(free_port()),
+            }
+        runs: list[HostRun] = []
+        try:
+            for host in hosts:
+                layout = layouts[host]
+                config = self._host_config(job, host, hosts, channels, master)
+                config.write_config_files(layout)
+                seen = runner.opt_ml_for(layout.root)
+                spec = ContainerSpec(
+                    image=image,
+                    command="train",
+                    host_dir=layout.root,
+                    host_name=host,
+                    env=config.environment(Layout(seen)),
+                    name=f"{job.name}-{host}",
+                    network=network,
+                )
+                try:
+                    running = runner.start(spec)
+                except (ImageNotFound, EnvironmentBuildError) as error:
+                    raise JobFailed(f"ClientError: {error}") from None
+                host_log = HostLog(
+                    self.clients,
+                    job.name,
+                    host,
+                    self.settings.log_flush_seconds,
+                    MetricParser(job.request["AlgorithmSpecification"].get("MetricDefinitions", []))
+                    if host == hosts[0]
+                    else None,
+                )
+                reader = threading.Thread(
+                    target=_pump, args=(running, host_log), name=f"lines-{spec.name}", daemon=True
+                )
+                reader.start()
+                runs.append(HostRun(host, layout, running, host_log, reader))
+            return self._supervise(job, runs, checkpoint_syncs)
+        finally:
+            for run in runs:
+                run.running.kill()
+                run.reader.join(timeout=10)
+                run.log.close()
+                run.running.remove()
+            with self.lock:
+                if runs and runs[0].log.metrics is not None:
+                    job.final_metrics = dict(runs[0].log.metrics.last)
+
+    def _supervise(self, job: TrainingJob, runs: list[HostRun], checkpoint_syncs) -> dict[str, int]:
+        """Wait for every host; enforce stop requests and MaxRuntimeInSeconds; sync checkpoints."""
+        max_runtime = job.request["StoppingCondition"].get("MaxRuntimeInSeconds", 86400)
+        deadline = (job.training_start or time.time()) + max_runtime
+        terminated_at = None
+        next_sync = time.monotonic() + self.settings.checkpoint_sync_seconds
+        codes: dict[str, int] = {}
+        while len(codes) < len(runs):
+            for run in runs:
+                if run.host not in codes:
+                    code = run.running.wait(0)
+                    if code is not None:
+                        codes[run.host] = code
+                        # One host failing ends the job: SageMaker stops the others.
+                        if code != 0 and not job.stop_reason and terminated_at is None:
+                            for other in runs:
+                                other.running.terminate()
+                            terminated_at = time.monotonic()
+            if len(codes) == len(runs):
+                break
+            if terminated_at is None:
+                if time.time() >= deadline and not job.stop_reason:
+                    with self.lock:
+                        job.stop_reason = "MaxRuntimeExceeded"
+                        job.status = "Stopping"
+                        job.transition("Stopping", "Stopping the training job: MaxRuntimeInSeconds exceeded")
+                    job.stop_requested.set()
+                if self._stopping(job):
+                    for run in runs:
+                        run.running.terminate()  # SIGTERM: the algorithm may save its model
+                    terminated_at = time.monotonic()
+            elif time.monotonic() - terminated_at > self.settings.stop_grace_seconds:
+                for run in runs:
+                    run.running.kill()
+            if checkpoint_syncs and time.monotonic() >= next_sync:
+                for sync in checkpoint_syncs:
+                    sync.sync()
+                next_sync = time.monotonic() + self.settings.checkpoint_sync_seconds
+            time.sleep(_POLL_SECONDS)
+        for run in runs:
+            run.reader.join(timeout=10)
+        return codes
+
+    def _upload_outputs(self, job: TrainingJob, layout: Layout) -> None:
+        """Only the first host's model is uploaded, as SageMaker's framework containers do."""
+        s3 = self.clients.s3
+        output = job.request["OutputDataConfig"]
+        base = output["S3OutputPath"].rstrip("/") + f"/{job.name}/output"
+        if output.get("CompressionType") == "NONE":
+            s3io.upload_tree(s3, layout.model, f"{base}/model/")
+            artifact = f"{base}/model/"
+        else:
+            s3io.upload_tar(s3, layout.model, f"{base}/model.tar.gz")
+            artifact = f"{base}/model.tar.gz"
+        if layout.output_data.exists() and any(layout.output_data.iterdir()):
+            s3io.upload_tar(s3, layout.output_data, f"{base}/output.tar.gz")
+        with self.lock:
+            job.model_artifacts = artifact
+
+    @staticmethod
+    def _failure_reason(layout: Layout, code: int) -> str:
+        message = ""
+        if layout.failure.exists():
+            message = layout.failure.read_text(errors="replace").strip()
+        if not message:
+            message = "See job logs for more information"
+        return f"AlgorithmError: {message}, exit code: {code}"
+
+
+def _pump(running: Running, host_log: HostLog) -> None:
+    try:
+        for line in running.lines():
+            host_log.write(line)
+    except Exception:  # noqa: BLE001 - a closed stream at kill time is normal
+        log.debug("log stream ended", exc_info=True)

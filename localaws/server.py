@@ -1,0 +1,70 @@
+"""Serving the gateway over HTTP, and stopping everything it started when it stops."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+from localaws.gateway import Gateway
+from localaws.settings import Settings
+
+log = logging.getLogger("localaws")
+
+
+class _QuietHandler(WSGIRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: SDK clients reuse connections
+
+    def log_request(self, code="-", size="-"):  # one line per request drowns the job logs
+        if log.isEnabledFor(logging.DEBUG):
+            super().log_request(code, size)
+
+
+class LocalAWS:
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or Settings()
+        self.gateway = Gateway(self.settings)
+        self.http = make_server(
+            self.settings.host, self.settings.port, self.gateway, threaded=True, request_handler=_QuietHandler
+        )
+        self.http.daemon_threads = True
+        self.settings.port = self.http.server_port  # port 0 picks a free one
+
+    @property
+    def endpoint_url(self) -> str:
+        return self.settings.endpoint_url
+
+    def serve_forever(self) -> None:
+        self.http.serve_forever(poll_interval=0.2)
+
+    def start_in_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self.serve_forever, name="localaws-http", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self.http.shutdown()
+        self.gateway.close()
+        self.http.server_close()
+
+
+def serve(settings: Settings) -> None:
+    server = LocalAWS(settings)
+    stopping = threading.Event()
+
+    def _stop(signum, _frame):
+        if not stopping.is_set():
+            stopping.set()
+            log.info("localaws: stopping (signal %s)", signum)
+            threading.Thread(target=server.http.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log.info("localaws: ready on %s (SageMaker: localaws engine; other services: moto)", server.endpoint_url)
+    try:
+        server.serve_forever()
+    finally:
+        server.gateway.close()
+        server.http.server_close()
+        log.info("localaws: stopped")

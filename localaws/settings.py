@@ -1,0 +1,64 @@
+"""localaws's settings, read once from the environment.
+
+Every knob a test or a demo may turn is here, with the AWS behaviour it scales.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+@dataclass
+class Settings:
+    host: str = field(default_factory=lambda: os.environ.get("LOCALAWS_HOST", "127.0.0.1"))
+    port: int = field(default_factory=lambda: _int("LOCALAWS_PORT", 4566))
+    region: str = field(default_factory=lambda: os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    account_id: str = field(default_factory=lambda: os.environ.get("MOTO_ACCOUNT_ID", "123456789012"))
+    #: Where jobs' /opt/ml trees and model snapshots live while localaws runs.
+    work_dir: Path = field(
+        default_factory=lambda: Path(os.environ.get("LOCALAWS_WORK_DIR", "") or _default_work_dir())
+    )
+    #: Cached virtual environments of build contexts, kept across runs.
+    cache_dir: Path = field(
+        default_factory=lambda: Path(
+            os.environ.get("LOCALAWS_CACHE_DIR", "") or Path.home() / ".cache" / "localaws"
+        )
+    )
+    #: "auto" (docker when an engine answers, else process), "docker" or "process".
+    runner: str = field(default_factory=lambda: os.environ.get("LOCALAWS_RUNNER", "auto"))
+    docker_host: str | None = field(default_factory=lambda: os.environ.get("DOCKER_HOST") or None)
+    #: The registry standing in for ECR: images are pulled from <registry>/<repo>:<tag>.
+    registry: str = field(default_factory=lambda: os.environ.get("LOCALAWS_REGISTRY", "127.0.0.1:5000"))
+    #: SIGTERM to SIGKILL on StopTrainingJob and MaxRuntimeInSeconds (AWS: 120 s).
+    stop_grace_seconds: float = field(default_factory=lambda: _float("LOCALAWS_STOP_GRACE_SECONDS", 120.0))
+    #: How often /opt/ml/checkpoints is synced to S3 while a job trains.
+    checkpoint_sync_seconds: float = field(
+        default_factory=lambda: _float("LOCALAWS_CHECKPOINT_SYNC_SECONDS", 2.0)
+    )
+    #: How often buffered log lines and metrics are shipped to CloudWatch.
+    log_flush_seconds: float = field(default_factory=lambda: _float("LOCALAWS_LOG_FLUSH_SECONDS", 0.5))
+    #: Account quota: training instances of one type in use at once (ResourceLimitExceeded above it).
+    training_instance_quota: int = field(
+        default_factory=lambda: _int("LOCALAWS_TRAINING_INSTANCE_QUOTA", 16)
+    )
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def _default_work_dir() -> Path:
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"localaws-{os.getuid()}"

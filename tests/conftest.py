@@ -1,0 +1,133 @@
+"""Fixtures shared by every test: a running localaws over HTTP, boto3 clients to it, the data."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TRAINING_CONTEXT = REPO_ROOT / "docker" / "training"
+for path in (REPO_ROOT / "plugins", TRAINING_CONTEXT):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+pytest_plugins = ["tests.fixtures.docker_engine"]
+
+REGION = "us-east-1"
+ROLE_ARN = "arn:aws:iam::123456789012:role/SageMakerExecution"
+LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LocalAWSProcess:
+    """``python -m localaws serve`` in a subprocess, as a user runs it."""
+
+    def __init__(self, tmp: Path, runner: str, **env: str):
+        self.port = free_port()
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp / f"localaws-{runner}-{self.port}.log"
+        self.env = {
+            **os.environ,
+            **LOCAL_CREDENTIALS,
+            "AWS_DEFAULT_REGION": REGION,
+            "LOCALAWS_WORK_DIR": str(tmp / f"work-{self.port}"),
+            # Tests need not wait AWS's 120 s between SIGTERM and SIGKILL.
+            "LOCALAWS_STOP_GRACE_SECONDS": "15",
+            "LOCALAWS_CHECKPOINT_SYNC_SECONDS": "1",
+            **env,
+        }
+        self.runner = runner
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "LocalAWSProcess":
+        self._log = open(self.log_path, "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "localaws", "serve", "--port", str(self.port), "--runner", self.runner],
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.endpoint_url + "/_localaws/health", timeout=1):
+                    return self
+            except OSError:
+                if self.process.poll() is not None:
+                    break
+                time.sleep(0.1)
+        raise RuntimeError(f"localaws did not start:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self._log.close()
+
+    def client(self, service: str):
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint_url,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+
+@pytest.fixture(scope="session")
+def localaws_process(tmp_path_factory):
+    """localaws with the process runner (no Docker engine needed), the example image registered."""
+    from localaws.gateway import register_image
+    from localaws.images import context_hash
+    from tests.fixtures.docker_engine import ecr_uri
+
+    server = LocalAWSProcess(tmp_path_factory.mktemp("localaws"), "process").start()
+    server.image_uri = ecr_uri("digits-training", context_hash(TRAINING_CONTEXT))
+    register_image(server.endpoint_url, server.image_uri, TRAINING_CONTEXT)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def localaws_docker(tmp_path_factory, docker_engine, training_image):
+    """localaws with the docker runner, against a real engine; the image is in the local registry only."""
+    server = LocalAWSProcess(
+        tmp_path_factory.mktemp("localaws-docker"), "docker", LOCALAWS_REGISTRY=docker_engine["registry"]
+    ).start()
+    server.image_uri = training_image
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", params=["process", "docker"])
+def localaws(request):
+    """Each test that takes it runs under both runners: the process runner, then real containers."""
+    return request.getfixturevalue(f"localaws_{request.param}")
+
+
+@pytest.fixture
+def bucket(localaws):
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    localaws.client("s3").create_bucket(Bucket=name)
+    return name
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"

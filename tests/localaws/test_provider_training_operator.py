@@ -1,0 +1,87 @@
+"""The Amazon provider's own SageMakerTrainingOperator against localaws, print_log streaming live."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.conftest import REPO_ROOT, unique
+from tests.support import training_request
+
+pytestmark = pytest.mark.timeout(900)
+
+OPERATOR_SCRIPT = """
+import json, sys
+from airflow.providers.amazon.aws.operators.sagemaker import SageMakerTrainingOperator
+config = json.loads(sys.argv[1])
+operator = SageMakerTrainingOperator(
+    task_id="train", config=config, aws_conn_id="aws_default", wait_for_completion=True,
+    print_log=True, check_interval=2, action_if_job_exists="fail", deferrable=False,
+)
+result = operator.execute({})
+print("RESULT " + result["Training"]["TrainingJobStatus"], flush=True)
+"""
+
+
+def test_training_operator_print_log_shows_the_job_log_live(localaws_process, bucket, tmp_path):
+    from ml_pipeline.config import load_preset, sagemaker_hyperparameters
+    from ml_pipeline.dataset import write_channels
+
+    sm = localaws_process.client("sagemaker")
+    preset = load_preset("quick")
+    channels = write_channels(localaws_process.client("s3"), bucket, "data", seed=3)
+    name = unique("operator")
+    config = training_request(
+        name,
+        localaws_process.image_uri,
+        {"train": channels["train"], "validation": channels["validation"]},
+        f"s3://{bucket}/jobs",
+        sagemaker_hyperparameters(preset),
+        preset["metric_definitions"],
+    )
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"endpoint_url": localaws_process.endpoint_url, "region_name": "us-east-1"},
+            }
+        ),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-c", OPERATOR_SCRIPT, json.dumps(config)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    arrivals: list[tuple[float, str]] = []
+
+    def read():
+        for line in process.stdout:
+            arrivals.append((time.time(), line.rstrip()))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    process.wait(600)
+    reader.join(10)
+    output = "\n".join(line for _, line in arrivals)
+    assert process.returncode == 0, output
+    assert "RESULT Completed" in output
+
+    description = sm.describe_training_job(TrainingJobName=name)
+    ended = description["TrainingEndTime"].timestamp()
+    epoch_lines = [(at, line) for at, line in arrivals if "validation_accuracy=" in line]
+    assert epoch_lines, output
+    # Live: the operator printed the job's own log lines while the job was still training.
+    assert epoch_lines[0][0] < ended, output

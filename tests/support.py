@@ -1,0 +1,86 @@
+"""Small helpers the tests share: request builders, waits, response-shape checks."""
+from __future__ import annotations
+
+import time
+
+from botocore import session as botocore_session
+
+ROLE_ARN = "arn:aws:iam::123456789012:role/SageMakerExecution"
+TERMINAL = ("Completed", "Failed", "Stopped")
+
+
+def training_request(
+    name: str,
+    image: str,
+    channels: dict[str, str],
+    output: str,
+    hyperparameters: dict[str, str],
+    metric_definitions: list[dict] | None = None,
+    max_runtime: int = 600,
+    **extra,
+) -> dict:
+    return {
+        "TrainingJobName": name,
+        "AlgorithmSpecification": {
+            "TrainingImage": image,
+            "TrainingInputMode": "File",
+            "MetricDefinitions": metric_definitions or [],
+        },
+        "RoleArn": ROLE_ARN,
+        "InputDataConfig": [
+            {
+                "ChannelName": channel,
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": uri,
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+                "ContentType": "text/csv",
+            }
+            for channel, uri in channels.items()
+        ],
+        "OutputDataConfig": {"S3OutputPath": output},
+        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
+        "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime},
+        "HyperParameters": hyperparameters,
+        **extra,
+    }
+
+
+def wait_for_training(sm, name: str, timeout: float = 600, until=TERMINAL) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        description = sm.describe_training_job(TrainingJobName=name)
+        if description["TrainingJobStatus"] in until or description["SecondaryStatus"] in until:
+            return description
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} still {description['SecondaryStatus']} after {timeout}s")
+        time.sleep(0.5)
+
+
+def unknown_members(service: str, operation: str, response: dict) -> list[str]:
+    """Members of ``response`` that botocore's output shape for ``operation`` does not have."""
+    model = botocore_session.get_session().get_service_model(service)
+    shape = model.operation_model(operation).output_shape
+    found: list[str] = []
+
+    def walk(shape, value, path):
+        if shape.type_name == "structure" and isinstance(value, dict):
+            for key, item in value.items():
+                if key == "ResponseMetadata" and not path:
+                    continue
+                if key not in shape.members:
+                    found.append(f"{path}{key}")
+                else:
+                    walk(shape.members[key], item, f"{path}{key}.")
+        elif shape.type_name == "list" and isinstance(value, list):
+            for item in value:
+                walk(shape.member, item, path)
+        elif shape.type_name == "map" and isinstance(value, dict):
+            for item in value.values():
+                walk(shape.value, item, path)
+
+    walk(shape, response, "")
+    return found

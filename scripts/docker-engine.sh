@@ -2,7 +2,7 @@
 # A local Docker engine and registry for localaws, without Docker Hub.
 #
 #   scripts/docker-engine.sh install      apt-get install docker.io docker-registry debootstrap (if missing)
-#   scripts/docker-engine.sh start        dockerd (vfs, own data root) + registry on 127.0.0.1:5000,
+#   scripts/docker-engine.sh start        dockerd (overlay2 or vfs, own data root) + registry on 127.0.0.1:5000,
 #                                         each unless one already answers; waits until both answer
 #   scripts/docker-engine.sh base-image   build localaws/debian-python-torch:bookworm if the engine lacks it
 #   scripts/docker-engine.sh up           install + start + base-image
@@ -345,6 +345,7 @@ cmd_base_image() {
         log "base-image: rootfs $(du -sh "$root" | cut -f1); writing $tarball"
         tar --numeric-owner -C "$root" -cf "$tarball.part" .
         mv "$tarball.part" "$tarball"
+        find "$CACHE" -maxdepth 1 -name 'debian-bookworm-python-torch-*.tar*' ! -name "${tarball##*/}" -delete
         rm -rf "$root"
         trap - EXIT
     else
@@ -371,7 +372,7 @@ cmd_selftest() {
     # 1. A port published on 127.0.0.1.
     "$docker" run -d --rm --name localaws-selftest-web --label localaws=1 -p "127.0.0.1:$port:8080" \
         "$BASE_IMAGE" python3 -m http.server 8080 >/dev/null
-    if wait_for 20 web curl -fsS --max-time 1 -o /dev/null "http://127.0.0.1:$port/"; then
+    if wait_for 20 web curl -fs --max-time 1 -o /dev/null "http://127.0.0.1:$port/"; then
         echo "selftest: published port 127.0.0.1:$port -> 8080: ok"
     else
         echo "selftest: published port 127.0.0.1:$port -> 8080: FAILED"; ok=1

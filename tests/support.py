@@ -19,7 +19,7 @@ def training_request(
     max_runtime: int = 600,
     **extra,
 ) -> dict:
-    return {
+    request = {
         "TrainingJobName": name,
         "AlgorithmSpecification": {
             "TrainingImage": image,
@@ -47,6 +47,9 @@ def training_request(
         "HyperParameters": hyperparameters,
         **extra,
     }
+    if not channels:  # botocore: InputDataConfig, when given, holds at least one channel
+        del request["InputDataConfig"]
+    return request
 
 
 def wait_for_training(sm, name: str, timeout: float = 600, until=TERMINAL) -> dict:

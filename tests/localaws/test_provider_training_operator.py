@@ -28,11 +28,13 @@ print("RESULT " + result["Training"]["TrainingJobStatus"], flush=True)
 """
 
 
-def test_training_operator_print_log_shows_the_job_log_live(localaws_process, bucket, tmp_path):
+def test_training_operator_print_log_shows_the_job_log_live(localaws_process, tmp_path):
     from ml_pipeline.config import load_preset, sagemaker_hyperparameters
     from ml_pipeline.dataset import write_channels
 
     sm = localaws_process.client("sagemaker")
+    bucket = unique("operator")
+    localaws_process.client("s3").create_bucket(Bucket=bucket)
     preset = load_preset("quick")
     channels = write_channels(localaws_process.client("s3"), bucket, "data", seed=3)
     name = unique("operator")
@@ -41,7 +43,8 @@ def test_training_operator_print_log_shows_the_job_log_live(localaws_process, bu
         localaws_process.image_uri,
         {"train": channels["train"], "validation": channels["validation"]},
         f"s3://{bucket}/jobs",
-        sagemaker_hyperparameters(preset),
+        # Long enough that the job is still training when the operator first reads its log.
+        {**sagemaker_hyperparameters(preset), "epochs": "40", "early_stopping_patience": "40"},
         preset["metric_definitions"],
     )
     env = {

@@ -222,7 +222,7 @@ def test_duplicate_and_unknown_names_give_aws_errors(localaws, data, preset):
         ({"TrainingJobName": "under_score"}, "trainingJobName"),
         ({"ResourceConfig": {"InstanceType": "ml.nope.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 5}},
          "resourceConfig.instanceType"),
-        ({"RoleArn": "not-an-arn-at-all"}, "roleArn"),
+        ({"RoleArn": "arn:aws:iam::12345:user/not-a-role"}, "roleArn"),
     ],
 )
 def test_bad_requests_are_refused_before_anything_runs(localaws_process, change, member):

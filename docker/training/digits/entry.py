@@ -58,9 +58,13 @@ def main() -> int:
         from .errors import TrainingError
 
         try:
-            from . import paths, training
+            from . import hyperparameters, paths
 
-            training.train(paths.resolve(), stop, started)
+            where = paths.resolve()
+            hps = hyperparameters.parse(where.raw_hyperparameters)  # fails fast, before torch loads
+            from . import training
+
+            training.train(where, hps, stop, started)
             return 0
         except TrainingError as error:
             message = f"{type(error).__name__}: {error}"

@@ -6,6 +6,21 @@ may arrive as ``"\\"adam\\""``: both are accepted. Keys starting with
 ``sagemaker_`` or ``_`` (``sagemaker_program``, ``_tuning_objective_metric``...)
 belong to SageMaker and are ignored; any other unknown name is an error, so that
 a typo (``learning_rte``) fails the job instead of silently training with a default.
+
+    name                     default  rule
+    epochs                   6        integer >= 1
+    batch_size               32       integer >= 1 (per host)
+    learning_rate            0.005    number > 0, <= 10
+    dropout                  0.2      number >= 0, < 1
+    hidden_units             128      integer >= 1 (first hidden layer; the second has half)
+    optimizer                adam     adam | sgd
+    momentum                 0.9      number >= 0, < 1 (sgd only)
+    weight_decay             0.0      number >= 0, <= 1 (L2, both optimizers)
+    early_stopping_patience  3        integer >= 0: stop once the validation loss has been above
+                                      its best for this many epochs in a row; 0 = never stop early
+    seed                     42       integer 0..2**32-1 (init, shuffling, dropout)
+    num_threads              0        integer >= 0: torch CPU threads; 0 = torch's default
+    checkpoint_dir           (none)   path; default <opt_ml>/checkpoints
 """
 from __future__ import annotations
 

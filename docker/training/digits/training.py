@@ -38,11 +38,16 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint as checkpoints, data, device as devices, distributed, model as models
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError, DataError, TrainingError
 from .hyperparameters import Hyperparameters, parse
 from .paths import Paths
 
 EVAL_BATCH = 4096
+
+
+class _NeverStop:
+    def __bool__(self) -> bool:
+        return False
 
 
 def metric_line(prefix: str, value: int, metrics: dict) -> str:
@@ -112,16 +117,18 @@ def _shard(dataset: data.Dataset, rank: int, world: int) -> data.Dataset:
     return data.Dataset(dataset.features[rows], dataset.labels[rows], dataset.files)
 
 
-def train(paths: Paths, stop, started: float | None = None) -> dict:
+def train(paths: Paths, hps: Hyperparameters | None = None, stop=None,
+          started: float | None = None) -> dict:
     """Runs the job; returns the summary written to metrics.json. ``stop`` is truthy
     once SIGTERM has arrived."""
     started = started or time.time()
+    hps = hps or parse(paths.raw_hyperparameters)
+    stop = stop if stop is not None else _NeverStop()
     rank, world = paths.rank, paths.world_size
     log = Logger(rank, paths.current_host)
     log(f"digits training: host {paths.current_host} (rank {rank} of {world}), "
         f"torch {torch.__version__}, python {sys.version.split()[0]}", all_ranks=True)
 
-    hps = parse(paths.raw_hyperparameters)
     log("hyperparameters: " + " ".join(f"{k}={v}" for k, v in hps.as_dict().items() if v is not None))
     if hps.num_threads:
         torch.set_num_threads(hps.num_threads)  # a small model trains faster on 1-2 threads
@@ -205,18 +212,23 @@ def _train(paths, hps, device, group, log, train_set, validation_set, stop, star
     else:
         log(f"no checkpoint in {checkpoint_dir}: starting at epoch 1")
 
+    # The last finished epoch's checkpoint, kept to be rewritten as it was on SIGTERM
+    # (the weights in memory may by then be part-way through the next epoch).
+    snapshot = {"state": checkpoint}
+
     def save_checkpoint() -> None:
+        snapshot["state"] = {
+            **state,
+            "model_state": _cpu_state(net),
+            "optimizer_state": copy.deepcopy(optimizer.state_dict()),
+            "rng_state": device.rng_state(),
+            "seed": hps.seed,
+            "architecture": arch,
+            "hyperparameters": hps.as_dict(),
+            "saved_at": time.time(),
+        }
         if group.is_main:
-            checkpoints.save(checkpoint_dir, {
-                **state,
-                "model_state": _cpu_state(net),
-                "optimizer_state": optimizer.state_dict(),
-                "rng_state": device.rng_state(),
-                "seed": hps.seed,
-                "architecture": arch,
-                "hyperparameters": hps.as_dict(),
-                "saved_at": time.time(),
-            })
+            checkpoints.save(checkpoint_dir, snapshot["state"])
 
     interrupted_epoch = None
     finished = state["stopped_early"] or state["epoch"] >= hps.epochs
@@ -271,6 +283,9 @@ def _train(paths, hps, device, group, log, train_set, validation_set, stop, star
                 f"{state['epochs_since_best']} epochs; keeping best_epoch={state['best_epoch']}")
             finished = True
 
+    if interrupted_epoch is None and state["best_state"] is None:
+        raise TrainingError("the validation loss was not finite in any epoch (training diverged); "
+                            "try a lower learning_rate")
     summary = {
         "history": state["history"],
         "best": state["best_metrics"],
@@ -284,10 +299,12 @@ def _train(paths, hps, device, group, log, train_set, validation_set, stop, star
         "total_seconds": round(time.time() - started, 3),
     }
     if interrupted_epoch is not None:
-        log(f"SIGTERM received: abandoned epoch={interrupted_epoch}")
-        if state["epoch"] > 0:
-            save_checkpoint()
-            log(f"checkpoint at epoch={state['epoch']} saved in {checkpoint_dir}")
+        who = "SIGTERM received" if stop else "another host received SIGTERM"
+        log(f"{who}: abandoned epoch={interrupted_epoch}", all_ranks=True)
+        if snapshot["state"] is not None:
+            if group.is_main:
+                checkpoints.save(checkpoint_dir, snapshot["state"])
+            log(f"checkpoint at epoch={snapshot['state']['epoch']} saved in {checkpoint_dir}")
     if group.is_main:
         if state["best_state"] is not None:
             config = dict(arch, classes=list(range(num_classes)), hyperparameters=hps.as_dict(),

@@ -118,45 +118,79 @@ class DockerRunning(Running):
     def id(self) -> str:
         return self.container.id
 
-    def lines(self) -> Iterator[str]:
-        """Stdout and stderr lines as they are written (each stream split on its own); ends when the container exits."""
+    def _frames(self, follow: bool) -> Iterator[tuple[int, bytes]]:
+        """(stream, bytes) frames of the container's log: 1 stdout, 2 stderr."""
         api = self._runner.client.api
         response = api._get(
             api._url("/containers/{0}/logs", self.container.id),
-            params={"stdout": 1, "stderr": 1, "follow": 1, "timestamps": 0},
+            params={"stdout": 1, "stderr": 1, "follow": int(follow), "timestamps": 0},
             stream=True,
         )
         try:
             api._raise_for_status(response)
         except docker.errors.NotFound:
+            response.close()
             return
         # A quiet process must not time the stream out.
         api._disable_socket_timeout(api._get_raw_response_socket(response))
-        buffers: dict[int, bytes] = {}
         try:
             while True:
                 header = response.raw.read(_STREAM_HEADER.size)
                 if len(header) < _STREAM_HEADER.size:
-                    break
+                    return
                 stream, length = _STREAM_HEADER.unpack(header)
                 if not length:
                     continue
                 data = response.raw.read(length)
                 if not data:
-                    break
-                pending = buffers.get(stream, b"") + data
-                *complete, pending = pending.split(b"\n")
-                buffers[stream] = pending
-                for line in complete:
-                    yield line.decode("utf-8", "replace").rstrip("\r")
+                    return
+                yield stream, data
         finally:
             response.close()
+
+    def lines(self) -> Iterator[str]:
+        """Stdout and stderr lines as they are written (each stream split on its own); ends when the container exits.
+
+        Order holds within a stream; across stdout and stderr it is only as good as Docker's.
+        """
+        buffers: dict[int, bytes] = {}
+        received: dict[int, int] = {}
+
+        def split(stream: int, data: bytes) -> list[bytes]:
+            *complete, buffers[stream] = (buffers.get(stream, b"") + data).split(b"\n")
+            return complete
+
+        for stream, data in self._frames(follow=True):
+            received[stream] = received.get(stream, 0) + len(data)
+            for line in split(stream, data):
+                yield line.decode("utf-8", "replace").rstrip("\r")
+        # Docker ends a follow when the container stops, which can be before it has logged
+        # what the process wrote last (a final line without a newline, for one): once it has
+        # exited, read the whole log again and take what the follow missed.
+        if self.wait(timeout=30) is not None:
+            seen: dict[int, int] = {}
+            for stream, data in self._frames(follow=False):
+                offset = seen.get(stream, 0)
+                seen[stream] = offset + len(data)
+                skip = received.get(stream, 0) - offset
+                if skip >= len(data):
+                    continue
+                for line in split(stream, data[max(skip, 0):]):
+                    yield line.decode("utf-8", "replace").rstrip("\r")
         for pending in buffers.values():
             if pending:
                 yield pending.decode("utf-8", "replace").rstrip("\r")
 
     def wait(self, timeout: float | None = None) -> int | None:
         if self._exit_code is not None:
+            return self._exit_code
+        if timeout is not None and timeout <= 0:  # a poll: ask the engine for the state, no waiting
+            try:
+                self.container.reload()
+            except docker.errors.NotFound:
+                return self._exit_code
+            if self.container.status in ("exited", "dead"):
+                self._exit_code = int(self.container.attrs["State"]["ExitCode"])
             return self._exit_code
         try:
             result = self.container.wait(timeout=timeout)

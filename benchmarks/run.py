@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
 
-from localaws.gateway import register_image  # noqa: E402
+from localaws.client import register_image  # noqa: E402
 from localaws.images import context_hash  # noqa: E402
 from localaws.sagemaker.contract import HostConfig, Layout  # noqa: E402
 from localaws.sagemaker.runners.process import VirtualEnvs  # noqa: E402

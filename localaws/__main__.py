@@ -1,4 +1,4 @@
-"""python -m localaws serve | register-image URI CONTEXT"""
+"""python -m localaws serve | register-image URI CONTEXT | interrupt-spot JOB"""
 from __future__ import annotations
 
 import argparse
@@ -22,6 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     register.add_argument("image_uri")
     register.add_argument("context")
     register.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"))
+    interrupt = commands.add_parser(
+        "interrupt-spot", help="reclaim a running managed spot training job's instances, as AWS may"
+    )
+    interrupt.add_argument("job_name")
+    interrupt.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"))
     args = parser.parse_args(argv)
 
     if args.command == "serve":
@@ -36,9 +41,14 @@ def main(argv: list[str] | None = None) -> int:
         run(settings)
         return 0
     if args.command == "register-image":
-        from localaws.gateway import register_image
+        from localaws.client import register_image
 
         print(json.dumps(register_image(args.endpoint_url, args.image_uri, args.context)))
+        return 0
+    if args.command == "interrupt-spot":
+        from localaws.client import interrupt_spot_training
+
+        print(json.dumps(interrupt_spot_training(args.endpoint_url, args.job_name)))
         return 0
     return 2
 

@@ -15,6 +15,8 @@ from werkzeug.wrappers import Request, Response
 
 from localaws.aws import Clients
 from localaws.image_contexts import ImageContexts
+from localaws.sagemaker.errors import SageMakerError
+from localaws.sagemaker.hosting.service import AUTOSCALING_TARGET_PREFIX, Hosting
 from localaws.sagemaker.models import SageMakerBackend
 from localaws.sagemaker.responses import TARGET_PREFIX, SageMakerResponses
 from localaws.sagemaker.runners import Runners
@@ -46,9 +48,13 @@ class Gateway:
         lock = threading.RLock()
         self.training = TrainingExecutor(settings, self.clients, self.runners, lock)
         self.sagemaker = SageMakerBackend(settings, self.training, lock)
-        self.sagemaker_api = SageMakerResponses(self.sagemaker)
+        self.hosting = Hosting(settings, self.clients, self.runners, self.sagemaker)
+        self.sagemaker_api = SageMakerResponses(self.sagemaker, self.hosting.backend)
 
     def __call__(self, environ, start_response):
+        # InvokeEndpoint first: the one call on a model's request path.
+        if self.hosting.is_invocation(environ) and signing_service(environ) in ("sagemaker", None):
+            return self.hosting.runtime(environ, start_response)
         path = environ.get("PATH_INFO", "")
         if path.startswith("/_localaws/"):
             return self.admin(Request(environ))(environ, start_response)
@@ -57,6 +63,10 @@ class Gateway:
             request = Request(environ)
             status, headers, body = self.sagemaker_api.handle(target, request.get_data())
             return Response(body, status=status, headers=headers)(environ, start_response)
+        if target.startswith(AUTOSCALING_TARGET_PREFIX):  # sagemaker variants ours, the rest moto's
+            answer = self.hosting.autoscaling(environ, target)
+            if answer is not None:
+                return Response(answer[2], status=answer[0], headers=answer[1])(environ, start_response)
         return self.moto(environ, start_response)
 
     # --- localaws's own API ---------------------------------------------------------------
@@ -71,28 +81,26 @@ class Gateway:
                 return _json(self.images.register(body["ImageUri"], body["Context"]))
             if path == "images" and request.method == "GET":
                 return _json(self.images.list())
+            parts = path.split("/")
+            if len(parts) == 2 and parts[0] == "endpoints" and request.method == "GET":
+                found = self.hosting.describe_instances(parts[1])
+                if found is not None:
+                    return _json(found)
+                return _json({"message": f"no endpoint {parts[1]}"}, status=404)
+            if len(parts) == 3 and parts[0] == "training-jobs" and parts[2] == "spot-interruption":
+                if request.method == "POST":
+                    return _json(self.sagemaker.interrupt_spot_training(parts[1]))
+        except SageMakerError as error:
+            return _json({"__type": error.code, "message": error.message}, status=error.status)
         except (KeyError, ValueError, OSError) as error:
             return _json({"message": str(error)}, status=400)
         return _json({"message": f"unknown localaws admin path {request.method} {request.path}"}, status=404)
 
     def close(self) -> None:
         self.sagemaker.shutdown()
+        self.hosting.shutdown()
         self.runners.close()
 
 
 def _json(body, status: int = 200) -> Response:
     return Response(json.dumps(body), status=status, content_type="application/json")
-
-
-def register_image(endpoint_url: str, image_uri: str, context: str | Path) -> dict:
-    """Register a build context under an image URI, for the process runner (no Docker engine)."""
-    import urllib.request
-
-    request = urllib.request.Request(
-        endpoint_url.rstrip("/") + "/_localaws/images",
-        data=json.dumps({"ImageUri": image_uri, "Context": str(Path(context).resolve())}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return json.loads(response.read())

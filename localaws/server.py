@@ -5,16 +5,16 @@ import logging
 import signal
 import threading
 
-from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.serving import make_server
 
 from localaws.gateway import Gateway
+from localaws.keepalive import KeepAliveRequestHandler
 from localaws.settings import Settings
 
 log = logging.getLogger("localaws")
 
 
-class _QuietHandler(WSGIRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: SDK clients reuse connections
+class _QuietHandler(KeepAliveRequestHandler):  # keep-alive: SDK clients reuse connections
 
     def log_request(self, code="-", size="-"):  # one line per request drowns the job logs
         if log.isEnabledFor(logging.DEBUG):

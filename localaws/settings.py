@@ -48,9 +48,41 @@ class Settings:
     )
     #: How often buffered log lines and metrics are shipped to CloudWatch.
     log_flush_seconds: float = field(default_factory=lambda: _float("LOCALAWS_LOG_FLUSH_SECONDS", 0.5))
+    #: How long an interrupted managed spot job waits for capacity before it starts again.
+    spot_capacity_wait_seconds: float = field(
+        default_factory=lambda: _float("LOCALAWS_SPOT_CAPACITY_WAIT_SECONDS", 5.0)
+    )
     #: Account quota: training instances of one type in use at once (ResourceLimitExceeded above it).
     training_instance_quota: int = field(
         default_factory=lambda: _int("LOCALAWS_TRAINING_INSTANCE_QUOTA", 16)
+    )
+
+    # --- hosting (endpoints) ------------------------------------------------------------
+    #: How long a serving container has to answer GET /ping with 200 before its endpoint is
+    #: Failed, when the variant sets no ContainerStartupHealthCheckTimeoutInSeconds.
+    health_check_timeout_seconds: float = field(
+        default_factory=lambda: _float("LOCALAWS_HEALTH_CHECK_TIMEOUT_SECONDS", 600.0)
+    )
+    #: SIGTERM to SIGKILL when a serving instance stops (scale-in, update, delete; AWS: 30 s).
+    serving_stop_grace_seconds: float = field(
+        default_factory=lambda: _float("LOCALAWS_SERVING_STOP_GRACE_SECONDS", 30.0)
+    )
+    #: How long InvokeEndpoint waits for the container's answer (AWS: 60 s).
+    invocation_timeout_seconds: float = field(
+        default_factory=lambda: _float("LOCALAWS_INVOCATION_TIMEOUT_SECONDS", 60.0)
+    )
+    #: Application Auto Scaling's clock for SageMaker variants: 60 makes each minute of metrics,
+    #: alarm evaluation and cooldown last one second (1: real time).
+    autoscaling_time_scale: float = field(
+        default_factory=lambda: _float("LOCALAWS_AUTOSCALING_TIME_SCALE", 1.0)
+    )
+    #: How often endpoints' AWS/SageMaker metrics are shipped to CloudWatch.
+    hosting_metrics_seconds: float = field(
+        default_factory=lambda: _float("LOCALAWS_HOSTING_METRICS_SECONDS", 2.0)
+    )
+    #: Account quota: endpoint instances of one type in use at once (ResourceLimitExceeded above it).
+    endpoint_instance_quota: int = field(
+        default_factory=lambda: _int("LOCALAWS_ENDPOINT_INSTANCE_QUOTA", 16)
     )
 
     @property

@@ -25,7 +25,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "plugins"), str(ROOT / "docker" / "trainin
 
 import boto3  # noqa: E402
 
-from localaws.gateway import register_image  # noqa: E402
+from localaws.client import register_image  # noqa: E402
 from localaws.images import context_hash  # noqa: E402
 from ml_pipeline.config import load_preset, sagemaker_hyperparameters  # noqa: E402
 from ml_pipeline.dataset import held_out, write_channels  # noqa: E402

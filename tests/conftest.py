@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import boto3
 import pytest
+
+from localaws.lifetime import die_with_parent
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAINING_CONTEXT = REPO_ROOT / "docker" / "training"
@@ -60,6 +63,7 @@ class LocalAWSProcess:
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent(signal.SIGTERM),  # a killed test run leaves no localaws behind
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -94,7 +98,7 @@ class LocalAWSProcess:
 @pytest.fixture(scope="session")
 def localaws_process(tmp_path_factory):
     """localaws with the process runner (no Docker engine needed), the example image registered."""
-    from localaws.gateway import register_image
+    from localaws.client import register_image
     from localaws.images import context_hash
     from tests.fixtures.docker_engine import ecr_uri
 

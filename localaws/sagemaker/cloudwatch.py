@@ -21,7 +21,10 @@ def ensure_log_group(logs, group: str) -> None:
 class MetricParser:
     """Applies a job's MetricDefinitions to its log lines, as SageMaker does."""
 
-    def __init__(self, definitions: list[dict]):
+    def __init__(self, definitions: list[dict], series: dict[str, list] | None = None):
+        """``series`` (metric name -> [(timestamp, value)]) is filled as lines come, for readers
+        such as a tuning job's early stopping."""
+        self.series = series if series is not None else {}
         self.definitions = []
         for definition in definitions or []:
             try:
@@ -43,6 +46,7 @@ class MetricParser:
             if value != value or value in (float("inf"), float("-inf")):  # AWS drops NaN and infinities
                 continue
             self.last[name] = {"MetricName": name, "Value": value, "Timestamp": timestamp}
+            self.series.setdefault(name, []).append((timestamp, value))
             found.append((name, value))
         return found
 

@@ -32,6 +32,8 @@ class TrainingJob:
     failure_reason: str | None = None
     model_artifacts: str | None = None
     final_metrics: dict[str, dict] = field(default_factory=dict)
+    #: Every value each MetricDefinition matched, in log order: metric name -> [(timestamp, value)].
+    metric_series: dict[str, list] = field(default_factory=dict)
     last_modified: float = 0.0
     training_start: float | None = None
     training_end: float | None = None
@@ -41,6 +43,10 @@ class TrainingJob:
     stop_requested: threading.Event = field(default_factory=threading.Event)
     #: Set by tests and demos to interrupt a managed spot job (see README).
     interruption_requested: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def spot(self) -> bool:
+        return bool(self.request.get("EnableManagedSpotTraining"))
 
     @property
     def done(self) -> bool:
@@ -220,6 +226,20 @@ class SageMakerBackend:
             job.transition("Stopping", "Stopping the training job")
         job.stop_requested.set()
         return {}
+
+    def interrupt_spot_training(self, name: str) -> dict:
+        """localaws's own call: reclaim a managed spot job's instances (see README)."""
+        job = self.get_training_job(name)
+        with self.lock:
+            if not job.spot:
+                raise ValidationError(f"Training job {name} does not use managed spot training.")
+            if job.secondary_status != "Training" or job.stop_reason:
+                raise ValidationError(
+                    f"Training job {name} is {job.secondary_status}: only a training job that is training "
+                    "can be interrupted."
+                )
+        job.interruption_requested.set()
+        return {"TrainingJobName": name, "Interrupted": True}
 
     # --- tags ----------------------------------------------------------------------------
 

@@ -113,9 +113,10 @@ class TrainingExecutor:
                 "Failed": f"Training job failed. Reason: {reason}",
                 "Stopped": "Training job stopped",
                 "MaxRuntimeExceeded": "Training job stopped: MaxRuntimeInSeconds exceeded",
+                "MaxWaitTimeExceeded": "Training job stopped: MaxWaitTimeInSeconds exceeded",
             }
             job.finish(status, secondary, messages.get(secondary, secondary))
-            if job.training_start and not job.request.get("EnableManagedSpotTraining"):
+            if job.training_start and not job.spot:  # on demand: every second from start is billed
                 job.billable_seconds = job.training_end - job.training_start
 
     def _stopping(self, job: TrainingJob) -> bool:
@@ -123,10 +124,8 @@ class TrainingExecutor:
 
     def _lifecycle(self, job: TrainingJob, job_dir: Path) -> None:
         request = job.request
-        resource = request["ResourceConfig"]
-        hosts = [f"algo-{index + 1}" for index in range(resource["InstanceCount"])]
-        shutil.rmtree(job_dir, ignore_errors=True)
-        layouts = {host: Layout(job_dir / host) for host in hosts}
+        hosts = [f"algo-{index + 1}" for index in range(request["ResourceConfig"]["InstanceCount"])]
+        channels = {channel["ChannelName"]: channel for channel in request.get("InputDataConfig", [])}
 
         # Starting: instances and the image.
         self._update(job, "Starting", "Preparing the instances for training")
@@ -135,28 +134,35 @@ class TrainingExecutor:
             runner = self.runners(image)
         except (ImageNotFound, EnvironmentBuildError) as error:
             raise JobFailed(f"ClientError: {error}") from None
-        if self._stopping(job):
-            return self._end_stopped(job)
 
-        # Downloading: checkpoints, then the channels (sharded by host where asked).
-        self._update(job, "Downloading", "Downloading input data")
-        channels = {channel["ChannelName"]: channel for channel in request.get("InputDataConfig", [])}
-        for layout in layouts.values():
-            layout.create(list(channels))
-        checkpoint_syncs = self._restore_checkpoints(job, layouts)
-        self._download_channels(job, channels, hosts, layouts)
-        if self._stopping(job):
-            return self._end_stopped(job)
+        # A managed spot job may be interrupted and start again on new instances, from its checkpoints.
+        while True:
+            if self._stopping(job):
+                return self._end_stopped(job)
+            shutil.rmtree(job_dir, ignore_errors=True)
+            layouts = {host: Layout(job_dir / host) for host in hosts}
 
-        # Training.
-        with self.lock:
-            job.training_start = time.time()
-        self._update(job, "Training", "Training image download completed. Training in progress.")
-        exit_codes = self._train(job, runner, image, hosts, layouts, channels, checkpoint_syncs)
+            # Downloading: checkpoints, then the channels (sharded by host where asked).
+            self._update(job, "Downloading", "Downloading input data")
+            for layout in layouts.values():
+                layout.create(list(channels))
+            checkpoint_syncs = self._restore_checkpoints(job, layouts)
+            self._download_channels(job, channels, hosts, layouts)
+            if self._stopping(job):
+                return self._end_stopped(job)
+
+            with self.lock:
+                job.training_start = job.training_start or time.time()
+            self._update(job, "Training", "Training image download completed. Training in progress.")
+            exit_codes, interrupted = self._train(job, runner, image, hosts, layouts, channels, checkpoint_syncs)
+            for sync in checkpoint_syncs:
+                sync.sync()
+            if not interrupted:
+                break
+            if not self._resume_after_interruption(job):
+                return self._end_stopped(job)
 
         failed = [(host, code) for host, code in exit_codes.items() if code != 0]
-        for sync in checkpoint_syncs:
-            sync.sync()
         if failed and not job.stop_reason:
             host, code = failed[0]
             raise JobFailed(self._failure_reason(layouts[host], code))
@@ -166,6 +172,24 @@ class TrainingExecutor:
         if job.stop_reason:
             return self._end_stopped(job)
         self._finish(job, "Completed", "Completed")
+
+    def _resume_after_interruption(self, job: TrainingJob) -> bool:
+        """Wait for spot capacity again, within MaxWaitTimeInSeconds; False when the wait ran out."""
+        with self.lock:
+            job.interruption_requested.clear()
+            job.transition("Interrupted", "Training job interrupted: the spot instance was reclaimed")
+        max_wait = job.request["StoppingCondition"]["MaxWaitTimeInSeconds"]
+        resume_at = time.time() + self.settings.spot_capacity_wait_seconds
+        while time.time() < resume_at:
+            if self._stopping(job):
+                return False
+            time.sleep(_POLL_SECONDS)
+        if time.time() - job.created >= max_wait:
+            with self.lock:
+                job.stop_reason = "MaxWaitTimeExceeded"
+            return False
+        self._update(job, "Starting", "Launching requested ML instances: spot capacity is available again")
+        return True
 
     def _end_stopped(self, job: TrainingJob) -> None:
         reason = job.stop_reason or "Stopped"
@@ -222,14 +246,13 @@ class TrainingExecutor:
             extra_env={**(request.get("Environment") or {}), **master},
         )
 
-    def _train(self, job, runner: Runner, image, hosts, layouts, channels, checkpoint_syncs) -> dict[str, int]:
+    def _train(self, job, runner: Runner, image, hosts, layouts, channels, checkpoint_syncs) -> tuple[dict[str, int], bool]:
         network = f"localaws-{job.name}" if len(hosts) > 1 else None
-        in_container = runner.opt_ml_for(Path(OPT_ML)) == Path(OPT_ML)
         master = {}
         if len(hosts) > 1:  # where torch.distributed and friends rendezvous
             master = {
-                "SM_MASTER_ADDR": hosts[0] if in_container else "127.0.0.1",
-                "SM_MASTER_PORT": "7777" if in_container else str(free_port()),
+                "SM_MASTER_ADDR": hosts[0] if runner.isolated_hosts else "127.0.0.1",
+                "SM_MASTER_PORT": "7777" if runner.isolated_hosts else str(free_port()),
             }
         runs: list[HostRun] = []
         try:
@@ -256,7 +279,7 @@ class TrainingExecutor:
                     job.name,
                     host,
                     self.settings.log_flush_seconds,
-                    MetricParser(job.request["AlgorithmSpecification"].get("MetricDefinitions", []))
+                    MetricParser(job.request["AlgorithmSpecification"].get("MetricDefinitions", []), job.metric_series)
                     if host == hosts[0]
                     else None,
                 )
@@ -276,48 +299,62 @@ class TrainingExecutor:
                 if runs and runs[0].log.metrics is not None:
                     job.final_metrics = dict(runs[0].log.metrics.last)
 
-    def _supervise(self, job: TrainingJob, runs: list[HostRun], checkpoint_syncs) -> dict[str, int]:
-        """Wait for every host; enforce stop requests and MaxRuntimeInSeconds; sync checkpoints."""
-        max_runtime = job.request["StoppingCondition"].get("MaxRuntimeInSeconds", 86400)
-        deadline = (job.training_start or time.time()) + max_runtime
+    def _supervise(self, job: TrainingJob, runs: list[HostRun], checkpoint_syncs) -> tuple[dict[str, int], bool]:
+        """Wait for every host; enforce stops, MaxRuntimeInSeconds, MaxWaitTimeInSeconds and spot
+        interruptions with SIGTERM, then SIGKILL after the grace period; sync checkpoints meanwhile.
+        Returns the hosts' exit codes and whether the attempt ended by a spot interruption."""
+        stopping = job.request["StoppingCondition"]
+        attempt_start = time.time()
+        # Runtime counts training only: a spot job's earlier attempts are spent already.
+        deadline = attempt_start + stopping.get("MaxRuntimeInSeconds", 86400) - job.billable_seconds
+        wait_deadline = job.created + stopping["MaxWaitTimeInSeconds"] if job.spot else None
         terminated_at = None
+        interrupted = False
         next_sync = time.monotonic() + self.settings.checkpoint_sync_seconds
         codes: dict[str, int] = {}
-        while len(codes) < len(runs):
-            for run in runs:
-                if run.host not in codes:
-                    code = run.running.wait(0)
-                    if code is not None:
-                        codes[run.host] = code
-                        # One host failing ends the job: SageMaker stops the others.
-                        if code != 0 and not job.stop_reason and terminated_at is None:
-                            for other in runs:
-                                other.running.terminate()
-                            terminated_at = time.monotonic()
-            if len(codes) == len(runs):
-                break
-            if terminated_at is None:
-                if time.time() >= deadline and not job.stop_reason:
-                    with self.lock:
-                        job.stop_reason = "MaxRuntimeExceeded"
-                        job.status = "Stopping"
-                        job.transition("Stopping", "Stopping the training job: MaxRuntimeInSeconds exceeded")
-                    job.stop_requested.set()
-                if self._stopping(job):
-                    for run in runs:
-                        run.running.terminate()  # SIGTERM: the algorithm may save its model
-                    terminated_at = time.monotonic()
-            elif time.monotonic() - terminated_at > self.settings.stop_grace_seconds:
+        try:
+            while len(codes) < len(runs):
                 for run in runs:
-                    run.running.kill()
-            if checkpoint_syncs and time.monotonic() >= next_sync:
-                for sync in checkpoint_syncs:
-                    sync.sync()
-                next_sync = time.monotonic() + self.settings.checkpoint_sync_seconds
-            time.sleep(_POLL_SECONDS)
-        for run in runs:
-            run.reader.join(timeout=10)
-        return codes
+                    if run.host not in codes:
+                        code = run.running.wait(0)
+                        if code is not None:
+                            codes[run.host] = code
+                            # One host failing ends the job: SageMaker stops the others.
+                            if code != 0 and not job.stop_reason and terminated_at is None:
+                                for other in runs:
+                                    other.running.terminate()
+                                terminated_at = time.monotonic()
+                if len(codes) == len(runs):
+                    break
+                if terminated_at is None:
+                    now = time.time()
+                    if not job.stop_reason and (now >= deadline or (wait_deadline and now >= wait_deadline)):
+                        reason = "MaxRuntimeExceeded" if now >= deadline else "MaxWaitTimeExceeded"
+                        with self.lock:
+                            job.stop_reason = reason
+                            job.status = "Stopping"
+                            job.transition("Stopping", f"Stopping the training job: {reason}")
+                        job.stop_requested.set()
+                    if job.interruption_requested.is_set() and not self._stopping(job):
+                        interrupted = True
+                    if self._stopping(job) or interrupted:
+                        for run in runs:
+                            run.running.terminate()  # SIGTERM: the algorithm may save its model and checkpoint
+                        terminated_at = time.monotonic()
+                elif time.monotonic() - terminated_at > self.settings.stop_grace_seconds:
+                    for run in runs:
+                        run.running.kill()
+                if checkpoint_syncs and time.monotonic() >= next_sync:
+                    for sync in checkpoint_syncs:
+                        sync.sync()
+                    next_sync = time.monotonic() + self.settings.checkpoint_sync_seconds
+                time.sleep(_POLL_SECONDS)
+            for run in runs:
+                run.reader.join(timeout=10)
+        finally:
+            with self.lock:
+                job.billable_seconds += time.time() - attempt_start
+        return codes, interrupted
 
     def _upload_outputs(self, job: TrainingJob, layout: Layout) -> None:
         """Only the first host's model is uploaded, as SageMaker's framework containers do."""

@@ -53,7 +53,12 @@ def download_model(s3, uri: str, into):
 
 
 def log_lines(logs, name: str) -> list[str]:
-    streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=name + "/")
+    try:
+        streams = logs.describe_log_streams(
+            logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=name + "/"
+        )
+    except logs.exceptions.ResourceNotFoundException:  # no job has logged yet
+        return []
     lines = []
     for stream in streams["logStreams"]:
         events = logs.get_log_events(

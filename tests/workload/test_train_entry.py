@@ -242,6 +242,8 @@ def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes_to_the_same_result(tmp_p
     assert f"resumed from checkpoint at epoch={done}" in second.stdout
     resumed = metric_lines(second.stdout)
     assert int(resumed[0][0]) == done + 1 and int(resumed[-1][0]) == 15
+    for definition in quick["metric_definitions"]:  # nothing else in the log looks like a metric
+        assert len(re.findall(definition["Regex"], second.stdout)) == len(resumed) + 1
     resumed_final = final_metrics(second.stdout)
     assert resumed_final["validation_accuracy"] >= 0.9
     features, labels = dataset.held_out(DATA_SEED)
@@ -348,3 +350,18 @@ def test_write_channels_uploads_shards_and_returns_uris():
     # deterministic for a seed, different for another
     assert dataset.channel_files(3) == dataset.channel_files(3)
     assert dataset.channel_files(3)["validation"] != dataset.channel_files(4)["validation"]
+
+
+def test_install_requirements_keeps_what_the_base_provides(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("install_requirements", CONTEXT / "install_requirements.py")
+    installer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(installer)
+    shipped = installer.requirements(str(CONTEXT / "requirements.txt"))
+    assert shipped["torch"] == "torch==2.13.0" and {"numpy", "scikit-learn"} <= set(shipped)
+    # torch and numpy are here (as in a framework base image): nothing to install, no pip run
+    (tmp_path / "requirements.txt").write_text("# comment\ntorch==2.13.0\nnumpy>=1.20  # any\n")
+    assert installer.main(str(tmp_path / "requirements.txt")) == 0
+    assert "nothing to install" in capsys.readouterr().out
+    assert installer.report() == 0

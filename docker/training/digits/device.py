@@ -24,6 +24,11 @@ class Device:
     description: str
     mark_step: Callable[[], None] = _no_op
 
+    @property
+    def accumulate_dtype(self) -> torch.dtype:
+        """For on-device sums of losses: float64, but Gaudi has no float64."""
+        return torch.float32 if self.kind == "hpu" else torch.float64
+
     def rng_state(self) -> dict:
         state = {"cpu": torch.get_rng_state()}
         if self.kind == "cuda":

@@ -13,6 +13,8 @@ A single-host job gets ``Single``, which never imports torch.distributed.
 from __future__ import annotations
 
 import os
+import socket
+import time
 from datetime import timedelta
 from typing import Any, Iterable, Sequence
 
@@ -20,7 +22,26 @@ import torch
 
 #: Seconds to wait for the other hosts (rendezvous and each collective).
 TIMEOUT_ENV = "DIGITS_DIST_TIMEOUT_S"
-DEFAULT_TIMEOUT_S = 1800
+DEFAULT_TIMEOUT_S = 600
+#: Seconds to wait for the master's name to resolve (SageMaker's algo-N names resolve at once).
+RESOLVE_WAIT_S = 60
+
+
+def wait_for_name(host: str, wait_s: float = RESOLVE_WAIT_S) -> None:
+    """Fails clearly, instead of hanging in the rendezvous, when ``host`` never resolves."""
+    from .errors import TrainingError
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            socket.getaddrinfo(host, None)
+            return
+        except socket.gaierror as error:
+            if time.monotonic() >= deadline:
+                raise TrainingError(
+                    f"the master host {host!r} does not resolve ({error}); set SM_MASTER_ADDR "
+                    f"(default: the first of SM_HOSTS)") from None
+            time.sleep(1)
 
 
 class Single:
@@ -61,6 +82,7 @@ class Gloo:
             # all hosts on one machine (a process runner): keep gloo on the loopback interface
             os.environ["GLOO_SOCKET_IFNAME"] = "lo"
         timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT_S))
+        wait_for_name(master_addr, min(RESOLVE_WAIT_S, timeout.total_seconds()))
         dist.init_process_group(
             backend="gloo",
             init_method=f"tcp://{master_addr}:{master_port}",

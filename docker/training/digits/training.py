@@ -92,14 +92,15 @@ def _batches(count: int, batch_size: int, steps: int, generator: torch.Generator
 def _evaluate(net, features, labels, group, device) -> tuple:
     """(mean loss, accuracy) over every host's validation rows."""
     net.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device.torch_device)
-    correct = torch.zeros((), dtype=torch.float64, device=device.torch_device)
+    dtype = device.accumulate_dtype
+    loss_sum = torch.zeros((), dtype=dtype, device=device.torch_device)
+    correct = torch.zeros((), dtype=dtype, device=device.torch_device)
     with torch.no_grad():
         for start in range(0, labels.shape[0], EVAL_BATCH):
             logits = net(features[start:start + EVAL_BATCH])
             target = labels[start:start + EVAL_BATCH]
-            loss_sum += F.cross_entropy(logits, target, reduction="sum").double()
-            correct += (logits.argmax(dim=1) == target).sum().double()
+            loss_sum += F.cross_entropy(logits, target, reduction="sum").to(dtype)
+            correct += (logits.argmax(dim=1) == target).sum().to(dtype)
             device.mark_step()
     total_loss, total_correct, total = group.sum([loss_sum.item(), correct.item(), labels.shape[0]])
     return total_loss / total, total_correct / total
@@ -203,7 +204,8 @@ def _train(paths, hps, device, group, log, train_set, validation_set, stop, star
         changed = {key: (checkpoint["hyperparameters"].get(key), value)
                    for key, value in hps.as_dict().items()
                    if checkpoint["hyperparameters"].get(key) != value}
-        best = (f" (best_epoch={state['best_epoch']} validation_loss={state['best_loss']:.6f})"
+        # (no "validation_loss=" here: metric regexes would take it for a new value)
+        best = (f" (best so far: epoch {state['best_epoch']}, validation loss {state['best_loss']:.6f})"
                 if state["best_metrics"] else "")
         log(f"resumed from checkpoint at epoch={state['epoch']}{best} in {checkpoint_dir}")
         if changed:
@@ -243,7 +245,7 @@ def _train(paths, hps, device, group, log, train_set, validation_set, stop, star
         torch.manual_seed(hps.seed * 1_000_003 + epoch * 7_919 + rank)
         generator = torch.Generator().manual_seed(hps.seed * 1_000_003 + epoch * 7_919 + rank)
         net.train()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device.torch_device)
+        loss_sum = torch.zeros((), dtype=device.accumulate_dtype, device=device.torch_device)
         rows_seen = 0
         for rows in _batches(len(train_set), hps.batch_size, steps, generator):
             if world == 1 and stop:
@@ -259,7 +261,7 @@ def _train(paths, hps, device, group, log, train_set, validation_set, stop, star
                 break
             optimizer.step()
             device.mark_step()
-            loss_sum += loss.detach().double() * rows.shape[0]
+            loss_sum += loss.detach().to(loss_sum.dtype) * rows.shape[0]
             rows_seen += int(rows.shape[0])
         if interrupted_epoch is not None:
             break

@@ -55,6 +55,10 @@ class Running(abc.ABC):
 
 
 class Runner(abc.ABC):
+    #: Whether each host runs isolated under its own name (containers on a shared network), or as
+    #: processes sharing this machine's network (hosts then meet on 127.0.0.1 at distinct ports).
+    isolated_hosts: bool = True
+
     #: How the process inside sees /opt/ml: "/opt/ml" in a container, host_dir for a process.
     @abc.abstractmethod
     def opt_ml_for(self, spec_host_dir: Path) -> Path: ...

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from localaws.image_contexts import ImageContexts
+from localaws.lifetime import die_with_parent
 from localaws.sagemaker.contract import OPT_ML_ENV
 from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound, Running, Runner
 
@@ -103,6 +104,8 @@ class RunningProcess(Running):
 
 
 class ProcessRunner(Runner):
+    isolated_hosts = False
+
     def __init__(self, contexts: ImageContexts, venvs: VirtualEnvs, log=print):
         self.contexts = contexts
         self.venvs = venvs
@@ -136,6 +139,10 @@ class ProcessRunner(Runner):
         env["PATH"] = f"{python.parent}{os.pathsep}{context}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
         env.update(spec.env)
         env[OPT_ML_ENV] = str(spec.host_dir)
+        if spec.ports:
+            # No network namespace of its own: the process listens on its published port itself
+            # (SAGEMAKER_BIND_TO_PORT, as SageMaker tells a container of a multi-container model).
+            env["SAGEMAKER_BIND_TO_PORT"] = str(next(iter(spec.ports.values())))
         process = subprocess.Popen(
             [str(python), str(entry)],
             cwd=str(context),
@@ -146,6 +153,7 @@ class ProcessRunner(Runner):
             text=True,
             bufsize=1,
             start_new_session=True,  # its own process group: signals reach its children too
+            preexec_fn=die_with_parent(),  # killed if localaws dies without cleaning up
         )
         running = RunningProcess(process)
         with self._lock:

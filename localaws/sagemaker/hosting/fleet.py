@@ -1,0 +1,399 @@
+"""Serving instances: each one a real container or process per model container.
+
+An instance of a variant runs, for every container of the variant's model, the
+image's ``serve`` entry with the model artifact unpacked into ``/opt/ml/model``,
+the container's ``Environment`` set, and its port 8080 published on its own
+127.0.0.1 port (the process runner passes that port as ``SAGEMAKER_BIND_TO_PORT``).
+It is healthy once every container answers ``GET /ping`` with 200 (each ping
+times out after 2 s); it stops with SIGTERM, then SIGKILL after a grace period,
+once the requests in flight to it have been answered (drained).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import socket
+import tarfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import urllib3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from localaws.sagemaker import s3io
+from localaws.sagemaker.contract import SERVING_PORT
+from localaws.sagemaker.hosting.logs import LogShipper, log_group
+from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound, Running
+from localaws.sagemaker.runners.process import EnvironmentBuildError
+
+log = logging.getLogger(__name__)
+
+PING_TIMEOUT_SECONDS = 2.0
+_PING_INTERVAL_SECONDS = 0.5
+_NAME_PREFIX = "localaws-ep"
+
+
+class LaunchFailed(Exception):
+    """An instance could not start or never became healthy: this is the FailureReason."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def instance_id() -> str:
+    return "i-" + uuid.uuid4().hex[:17]
+
+
+def container_name(endpoint: str, variant: str, instance: str, index: int) -> str:
+    return f"{_NAME_PREFIX}-{endpoint}-{variant}-{instance}-{index + 1}"
+
+
+def endpoint_name_prefix(endpoint: str) -> str:
+    """What the names of an endpoint's containers and processes start with."""
+    return f"{_NAME_PREFIX}-{endpoint}-"
+
+
+class ModelStore:
+    """Model artifacts from S3, downloaded and unpacked once per object version."""
+
+    def __init__(self, root: Path, clients):
+        self.root = root
+        self.clients = clients
+        self._locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def fetch(self, container: dict, index: int) -> Path | None:
+        """The unpacked model directory of a container, or None when it has no model data."""
+        url = container.get("ModelDataUrl")
+        source = (container.get("ModelDataSource") or {}).get("S3DataSource")
+        if not url and not source:
+            return None
+        uri = url or source["S3Uri"]
+        compressed = bool(url) or source.get("CompressionType", "None") == "Gzip"
+        prefix = bool(source) and source.get("S3DataType") == "S3Prefix"
+        failure = (
+            f'Failed to download model data for container "container_{index + 1}" from URL: "{uri}". '
+            "Please ensure that there is an object located at the URL and that the role passed to "
+            "CreateModel has permissions to download the object."
+        )
+        s3 = self.clients.s3
+        try:
+            bucket, key = s3io.split_uri(uri)
+            if prefix and not compressed:
+                listing = s3.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])
+                version = "|".join(f"{o['Key']}:{o['ETag']}" for o in listing)
+                if not listing:
+                    raise LaunchFailed(failure)
+            else:
+                version = s3.head_object(Bucket=bucket, Key=key)["ETag"]
+        except (ClientError, BotoCoreError, ValueError):
+            raise LaunchFailed(failure) from None
+        digest = hashlib.sha256(f"{uri}\n{version}".encode()).hexdigest()[:20]
+        target = self.root / digest
+        with self._lock:
+            lock = self._locks.setdefault(digest, threading.Lock())
+        with lock:
+            if target.exists():
+                return target
+            staging = self.root / f"{digest}.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            try:
+                if prefix and not compressed:
+                    objects = [(bucket, o["Key"], o["Key"][len(key):].lstrip("/") or os.path.basename(o["Key"]))
+                               for o in listing if not o["Key"].endswith("/")]
+                    s3io.download(s3, objects, staging)
+                else:
+                    archive = self.root / f"{digest}.tar.gz"
+                    s3.download_file(bucket, key, str(archive))
+                    try:
+                        with tarfile.open(archive, mode="r:*") as tar:
+                            tar.extractall(staging, filter="data")
+                    except (tarfile.TarError, OSError) as error:
+                        raise LaunchFailed(
+                            f'Failed to extract model data archive from URL "{uri}". Please ensure that the '
+                            f"object located at the URL is a valid tar.gz archive ({error})."
+                        ) from None
+                    finally:
+                        archive.unlink(missing_ok=True)
+            except (ClientError, BotoCoreError):
+                shutil.rmtree(staging, ignore_errors=True)
+                raise LaunchFailed(failure) from None
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            staging.rename(target)
+        return target
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Copy a directory by hard links (a copy where links cannot be made)."""
+
+    def link(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=link, dirs_exist_ok=True)
+
+
+@dataclass
+class Container:
+    """One model container of an instance: a container or a process, on its own 127.0.0.1 port."""
+
+    hostname: str
+    port: int
+    running: Running
+    host_dir: Path
+    shipper: LogShipper
+    reader: threading.Thread
+    pool: urllib3.HTTPConnectionPool
+    ping_pool: urllib3.HTTPConnectionPool
+
+    def ping(self) -> bool:
+        try:
+            response = self.ping_pool.urlopen("GET", "/ping", retries=False, timeout=PING_TIMEOUT_SECONDS)
+            return response.status == 200
+        except Exception:  # noqa: BLE001 - refused, reset or timed out: not healthy
+            return False
+
+    def describe(self) -> dict:
+        out = {"ContainerHostname": self.hostname, "Port": self.port}
+        process = getattr(self.running, "process", None)
+        if process is not None:
+            out["Pid"] = process.pid
+        if getattr(self.running, "container", None) is not None:
+            out["ContainerId"] = self.running.id
+        return out
+
+
+@dataclass
+class Instance:
+    """One ML instance of a variant: its containers, the requests in flight to it."""
+
+    id: str
+    endpoint: str
+    variant: str
+    containers: list[Container] = field(default_factory=list)
+    mode: str = "Serial"  # a multi-container model's InferenceExecutionConfig
+    started: float = field(default_factory=time.time)
+    inflight: int = 0
+    accepting: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    ping_failures: int = 0
+
+    def acquire(self) -> bool:
+        """Count a request in; False once the instance is draining or stopped."""
+        with self.lock:
+            if not self.accepting:
+                return False
+            self.inflight += 1
+            return True
+
+    def release(self) -> None:
+        with self.lock:
+            self.inflight -= 1
+
+    def ping(self) -> bool:
+        return all(container.ping() for container in self.containers)
+
+    def exit_code(self) -> int | None:
+        for container in self.containers:
+            code = container.running.wait(0)
+            if code is not None:
+                return code
+        return None
+
+    def drain(self, timeout: float) -> None:
+        """Stop taking requests and wait for those in flight to be answered."""
+        with self.lock:
+            self.accepting = False
+        deadline = time.monotonic() + timeout
+        while self.inflight > 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def stop(self, grace: float) -> None:
+        """SIGTERM, SIGKILL after ``grace`` seconds, then remove everything it holds."""
+        with self.lock:
+            self.accepting = False
+        for container in self.containers:
+            # Idle kept-alive connections first: a server stopping gracefully waits for them.
+            container.pool.close()
+            container.ping_pool.close()
+        for container in self.containers:
+            try:
+                container.running.terminate()
+            except Exception:  # noqa: BLE001 - already gone
+                log.debug("terminate of %s failed", self.id, exc_info=True)
+        deadline = time.monotonic() + grace
+        for container in self.containers:
+            remaining = max(0.0, deadline - time.monotonic())
+            if container.running.wait(remaining) is None:
+                container.running.kill()
+                container.running.wait(10)
+        for container in self.containers:
+            try:
+                container.running.remove()
+            except Exception:  # noqa: BLE001 - keep cleaning up
+                log.warning("could not remove the container of %s", self.id, exc_info=True)
+            container.reader.join(timeout=10)
+            container.shipper.close()
+            shutil.rmtree(container.host_dir, ignore_errors=True)
+
+    def describe(self) -> dict:
+        return {
+            "InstanceId": self.id,
+            "VariantName": self.variant,
+            "Containers": [container.describe() for container in self.containers],
+            "InFlight": self.inflight,
+            "Accepting": self.accepting,
+        }
+
+
+class Fleet:
+    """Starts, health-checks and stops instances for the engine."""
+
+    def __init__(self, settings, clients, runners):
+        self.settings = settings
+        self.clients = clients
+        self.runners = runners
+        self.models = ModelStore(settings.work_dir / "hosting" / "models", clients)
+        self.root = settings.work_dir / "hosting" / "instances"
+
+    def launch(self, endpoint: str, variant, cancelled: threading.Event | None = None) -> Instance:
+        """Start one instance of ``variant`` (a models.VariantState); not yet healthy."""
+        instance = Instance(id=instance_id(), endpoint=endpoint, variant=variant.name, mode=variant.model.execution_mode)
+        containers = variant.model.containers
+        try:
+            for index, definition in enumerate(containers):
+                if cancelled is not None and cancelled.is_set():
+                    raise LaunchFailed("The endpoint is being deleted.")
+                instance.containers.append(self._start_container(endpoint, variant, instance, index, definition))
+        except BaseException:
+            instance.stop(0)
+            raise
+        return instance
+
+    def _start_container(self, endpoint: str, variant, instance: Instance, index: int, definition: dict) -> Container:
+        image = definition["Image"]
+        several = len(variant.model.containers) > 1
+        hostname = definition.get("ContainerHostname") or (f"container-{index + 1}" if several else "primary")
+        try:
+            runner = self.runners(image)
+        except (ImageNotFound, EnvironmentBuildError) as error:
+            raise LaunchFailed(
+                f"Failed to pull the image {image} for production variant {variant.name}: {error}"
+            ) from None
+        model_dir = self.models.fetch(definition, index)
+        host_dir = self.root / endpoint / f"{variant.name}-{instance.id}" / f"container-{index + 1}"
+        shutil.rmtree(host_dir, ignore_errors=True)
+        (host_dir / "model").mkdir(parents=True)
+        if model_dir is not None:
+            _link_tree(model_dir, host_dir / "model")
+        port = free_port()
+        env = {str(key): str(value) for key, value in (definition.get("Environment") or {}).items()}
+        if several:  # SageMaker's multi-container contract: each container binds the port it is given
+            env["SAGEMAKER_BIND_TO_PORT"] = str(SERVING_PORT)
+            env["SAGEMAKER_SAFE_PORT_RANGE"] = f"{SERVING_PORT}-{SERVING_PORT}"
+        spec = ContainerSpec(
+            image=image,
+            command="serve",
+            host_dir=host_dir,
+            host_name=hostname,
+            env=env,
+            name=container_name(endpoint, variant.name, instance.id, index),
+            ports={SERVING_PORT: port},
+        )
+        try:
+            running = runner.start(spec)
+        except (ImageNotFound, EnvironmentBuildError) as error:
+            raise LaunchFailed(
+                f"Failed to start the container for production variant {variant.name}: {error}"
+            ) from None
+        except Exception as error:  # noqa: BLE001 - the engine refused: the endpoint fails, localaws goes on
+            raise LaunchFailed(
+                f"Failed to start the container for production variant {variant.name}: "
+                f"{type(error).__name__}: {error}"
+            ) from None
+        stream = f"{variant.name}/{instance.id}" + (f"/{hostname}" if several else "")
+        shipper = LogShipper(self.clients, log_group(endpoint), stream, self.settings.log_flush_seconds)
+        reader = threading.Thread(target=shipper.pump, args=(running,), name=f"lines-{spec.name}", daemon=True)
+        reader.start()
+        timeout = urllib3.Timeout(connect=PING_TIMEOUT_SECONDS, read=self.settings.invocation_timeout_seconds)
+        return Container(
+            hostname=hostname,
+            port=port,
+            running=running,
+            host_dir=host_dir,
+            shipper=shipper,
+            reader=reader,
+            pool=urllib3.HTTPConnectionPool("127.0.0.1", port, maxsize=64, block=False, retries=False,
+                                            timeout=timeout),
+            ping_pool=urllib3.HTTPConnectionPool("127.0.0.1", port, maxsize=2, block=False, retries=False),
+        )
+
+    def wait_healthy(self, instance: Instance, variant, cancelled: threading.Event | None = None) -> None:
+        """Until every container answers /ping with 200; ``LaunchFailed`` if one exits or the
+        variant's ContainerStartupHealthCheckTimeoutInSeconds passes first."""
+        timeout = variant.spec.get("ContainerStartupHealthCheckTimeoutInSeconds") or \
+            self.settings.health_check_timeout_seconds
+        deadline = time.monotonic() + float(timeout)
+        pending = list(instance.containers)
+        while pending:
+            if cancelled is not None and cancelled.is_set():
+                raise LaunchFailed("The endpoint is being deleted.")
+            for container in list(pending):
+                code = container.running.wait(0)
+                if code is not None:
+                    container.reader.join(timeout=2)  # its last lines say why
+                    raise LaunchFailed(self._ping_failure(variant, container, instance, code))
+                if container.ping():
+                    pending.remove(container)
+            if not pending:
+                break
+            if time.monotonic() >= deadline:
+                raise LaunchFailed(self._ping_failure(variant, pending[0], instance, None))
+            time.sleep(_PING_INTERVAL_SECONDS)
+        with instance.lock:
+            instance.accepting = True
+
+    @staticmethod
+    def _ping_failure(variant, container: Container, instance: Instance, code: int | None) -> str:
+        which = "primary container" if container.hostname == "primary" else f"container {container.hostname}"
+        reason = (
+            f"The {which} for production variant {variant.name} did not pass the ping health check. "
+            "Please check CloudWatch logs for this endpoint."
+        )
+        if code is not None:
+            lines = [line for line in container.shipper.tail if line.strip()][-3:]
+            detail = f" The container exited with code {code}"
+            reason += detail + (": " + " | ".join(lines) if lines else ".")
+        return reason[:1024]
+
+    def start_healthy(self, endpoint: str, variant, cancelled: threading.Event | None = None) -> Instance:
+        """Launch an instance and wait until it is healthy; stops it and raises ``LaunchFailed`` if not."""
+        instance = self.launch(endpoint, variant, cancelled)
+        try:
+            self.wait_healthy(instance, variant, cancelled)
+        except BaseException:
+            instance.stop(0)
+            raise
+        for index, container in enumerate(instance.containers):
+            variant.resolved_images.setdefault(index, variant.model.containers[index]["Image"])
+        return instance
+
+    def retire(self, instance: Instance, drain_timeout: float | None = None) -> None:
+        """Drain, then stop with SIGTERM and, after the grace period, SIGKILL."""
+        if drain_timeout is None:
+            drain_timeout = self.settings.invocation_timeout_seconds + 5
+        instance.drain(drain_timeout)
+        instance.stop(self.settings.serving_stop_grace_seconds)

@@ -21,6 +21,8 @@ from localaws.sagemaker.models import SageMakerBackend
 from localaws.sagemaker.responses import TARGET_PREFIX, SageMakerResponses
 from localaws.sagemaker.runners import Runners
 from localaws.sagemaker.training import TrainingExecutor
+from localaws.sagemaker.tuning.executor import TuningExecutor
+from localaws.sagemaker.tuning.models import TuningBackend
 from localaws.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,8 +50,11 @@ class Gateway:
         lock = threading.RLock()
         self.training = TrainingExecutor(settings, self.clients, self.runners, lock)
         self.sagemaker = SageMakerBackend(settings, self.training, lock)
+        self.tuning_executor = TuningExecutor()
+        self.tuning = TuningBackend(self.sagemaker, self.tuning_executor)
+        self.tuning_executor.backend = self.tuning
         self.hosting = Hosting(settings, self.clients, self.runners, self.sagemaker)
-        self.sagemaker_api = SageMakerResponses(self.sagemaker, self.hosting.backend)
+        self.sagemaker_api = SageMakerResponses(self.sagemaker, self.tuning, self.hosting.backend)
 
     def __call__(self, environ, start_response):
         # InvokeEndpoint first: the one call on a model's request path.
@@ -97,6 +102,7 @@ class Gateway:
         return _json({"message": f"unknown localaws admin path {request.method} {request.path}"}, status=404)
 
     def close(self) -> None:
+        self.tuning_executor.shutdown()  # first: it would launch new trials as the old ones stop
         self.sagemaker.shutdown()
         self.hosting.shutdown()
         self.runners.close()

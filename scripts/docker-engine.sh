@@ -38,7 +38,8 @@ BASE_IMAGE=${LOCALAWS_BASE_IMAGE:-localaws/debian-python-torch:bookworm}
 MIRROR=${LOCALAWS_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SOCKET=/var/run/docker.sock
 # What goes into the base image besides minbase (Depends only, no Recommends).
-BASE_PACKAGES=python3,python3-numpy,python3-sklearn,python3-torch,python3-pip,ca-certificates,procps
+# python3-gunicorn: the serving image's production WSGI server (docker/training/serve).
+BASE_PACKAGES=python3,python3-numpy,python3-sklearn,python3-torch,python3-gunicorn,python3-pip,ca-certificates,procps
 
 DOCKERD_PID=$STATE/dockerd.pid
 REGISTRY_PID=$STATE/registry.pid
@@ -284,9 +285,16 @@ cmd_status() {
 }
 
 # ---------------------------------------------------------------- base-image
+# What the base image is built from; an image imported from another package list is stale.
+base_key() {
+    printf '%s\n' "bookworm" "$BASE_PACKAGES" "v2" | sha256sum | cut -c1-12
+}
+
 base_image_present() {
-    curl -fsS --max-time 5 --unix-socket "$SOCKET" -o /dev/null \
-        "http://localhost/images/${BASE_IMAGE}/json" 2>/dev/null
+    local json
+    json=$(curl -fsS --max-time 5 --unix-socket "$SOCKET" "http://localhost/images/${BASE_IMAGE}/json" 2>/dev/null) ||
+        return 1
+    [[ $json == *"\"localaws.base-key\":\"$(base_key)\""* ]]
 }
 
 # Keep the image small: no package caches, docs, locales, nor what only building needs
@@ -319,7 +327,7 @@ cmd_base_image() {
     fi
     need_root base-image
     local key tarball
-    key=$(printf '%s\n' "bookworm" "$BASE_PACKAGES" "v2" | sha256sum | cut -c1-12)
+    key=$(base_key)
     tarball="$CACHE/debian-bookworm-python-torch-$key.tar"
     mkdir -p "$CACHE"
     if [ ! -s "$tarball" ]; then
@@ -357,6 +365,7 @@ cmd_base_image() {
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'ENV LANG=C.UTF-8' \
         --change 'CMD ["/bin/bash"]' \
+        --change "LABEL localaws.base-key=$key" \
         "$tarball" "$BASE_IMAGE" >/dev/null
     log "base-image: import took $((SECONDS - t1))s"
 }

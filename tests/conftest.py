@@ -50,6 +50,10 @@ class LocalAWSProcess:
             # Tests need not wait AWS's 120 s between SIGTERM and SIGKILL.
             "LOCALAWS_STOP_GRACE_SECONDS": "15",
             "LOCALAWS_CHECKPOINT_SYNC_SECONDS": "1",
+            # Endpoints: a minute of autoscaling's clock lasts a second (see README, Hosting), and
+            # a serving container ignoring SIGTERM is killed after 10 s rather than AWS's 30.
+            "LOCALAWS_AUTOSCALING_TIME_SCALE": "60",
+            "LOCALAWS_SERVING_STOP_GRACE_SECONDS": "10",
             **env,
         }
         self.runner = runner

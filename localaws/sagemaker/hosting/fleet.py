@@ -187,6 +187,7 @@ class Instance:
     mode: str = "Serial"  # a multi-container model's InferenceExecutionConfig
     started: float = field(default_factory=time.time)
     inflight: int = 0
+    served: int = 0  # requests routed to it, ever
     accepting: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     ping_failures: int = 0
@@ -197,6 +198,7 @@ class Instance:
             if not self.accepting:
                 return False
             self.inflight += 1
+            self.served += 1
             return True
 
     def release(self) -> None:
@@ -255,6 +257,7 @@ class Instance:
             "VariantName": self.variant,
             "Containers": [container.describe() for container in self.containers],
             "InFlight": self.inflight,
+            "Served": self.served,
             "Accepting": self.accepting,
         }
 

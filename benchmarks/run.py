@@ -145,6 +145,59 @@ def training_overhead(runner: str, tmp: Path, repeats: int, image: str | None = 
     }
 
 
+def tuning_parallel_efficiency(tmp: Path) -> dict:
+    """A tuning job of 6 trials with MaxParallelTrainingJobs 2: the sum of the trials' own wall times
+    over twice the tuning job's wall time. 1.0 means two trials ran at every moment. Goal: >= 0.85."""
+    server = LocalAWSProcess(tmp, "process").start()
+    try:
+        server.image_uri = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/digits-training:{context_hash(CONTEXT)}"
+        register_image(server.endpoint_url, server.image_uri, CONTEXT)
+        s3, sm = server.client("s3"), server.client("sagemaker")
+        s3.create_bucket(Bucket="bench-tuning")
+        channels = write_channels(s3, "bench-tuning", "digits", seed=SEED)
+        preset = load_preset("quick")
+        static = {**sagemaker_hyperparameters(preset), "epochs": "30", "early_stopping_patience": "30"}
+        ranges = {"ContinuousParameterRanges": [
+            {"Name": "learning_rate", "MinValue": "0.002", "MaxValue": "0.05", "ScalingType": "Logarithmic"}]}
+        static.pop("learning_rate")
+        name = f"bench-tuning-{int(time.time())}"
+        request = training_request(name, server.image_uri,
+                                   {"train": channels["train"], "validation": channels["validation"]},
+                                   "s3://bench-tuning/jobs", {}, preset["metric_definitions"])
+        definition = {key: request[key] for key in ("AlgorithmSpecification", "RoleArn", "InputDataConfig",
+                                                     "OutputDataConfig", "ResourceConfig", "StoppingCondition")}
+        definition["StaticHyperParameters"] = static
+        sm.create_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName=name,
+            HyperParameterTuningJobConfig={
+                "Strategy": "Random",
+                "HyperParameterTuningJobObjective": {"Type": "Minimize", "MetricName": "validation:loss"},
+                "ResourceLimits": {"MaxNumberOfTrainingJobs": 6, "MaxParallelTrainingJobs": 2},
+                "ParameterRanges": ranges,
+            },
+            TrainingJobDefinition=definition,
+        )
+        while True:
+            tuning = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+            if tuning["HyperParameterTuningJobStatus"] in ("Completed", "Failed", "Stopped"):
+                break
+            time.sleep(0.5)
+        assert tuning["HyperParameterTuningJobStatus"] == "Completed", tuning.get("FailureReason")
+        trials = sm.list_training_jobs_for_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName=name, MaxResults=100)["TrainingJobSummaries"]
+        own = [(t["TrainingEndTime"] - t["CreationTime"]).total_seconds() for t in trials]
+        wall = (tuning["HyperParameterTuningEndTime"] - tuning["CreationTime"]).total_seconds()
+    finally:
+        server.stop()
+    return {
+        "trials": len(trials),
+        "trial_seconds": [round(x, 2) for x in own],
+        "tuning_wall_seconds": round(wall, 2),
+        "parallel_efficiency": round(sum(own) / (2 * wall), 3),
+        "goal": ">= 0.85",
+    }
+
+
 def docker_image() -> str | None:
     """Build and push the training image when a Docker engine can be had (root, as in CI)."""
     from tests.fixtures import docker_engine as engine
@@ -171,6 +224,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         results["training_overhead_process"] = training_overhead("process", Path(tmp), args.repeats)
         print(json.dumps(results["training_overhead_process"], indent=2))
+        results["tuning_parallel_efficiency"] = tuning_parallel_efficiency(Path(tmp))
+        print(json.dumps(results["tuning_parallel_efficiency"], indent=2))
         image = None if args.skip_docker else docker_image()
         if image:
             results["training_overhead_docker"] = training_overhead(

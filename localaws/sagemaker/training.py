@@ -62,6 +62,8 @@ class TrainingExecutor:
         self.lock = lock or threading.RLock()
         self._threads: dict[str, threading.Thread] = {}
         self._closing = threading.Event()
+        #: Set whenever a job ends, so a tuning job launches the next trial at once.
+        self.job_ended = threading.Event()
 
     def start(self, job: TrainingJob) -> None:
         thread = threading.Thread(target=self._run, args=(job,), name=f"training-{job.name}", daemon=True)
@@ -118,6 +120,7 @@ class TrainingExecutor:
             job.finish(status, secondary, messages.get(secondary, secondary))
             if job.training_start and not job.spot:  # on demand: every second from start is billed
                 job.billable_seconds = job.training_end - job.training_start
+        self.job_ended.set()
 
     def _stopping(self, job: TrainingJob) -> bool:
         return job.stop_requested.is_set() or self._closing.is_set()

@@ -101,7 +101,9 @@ class TuningExecutor:
                     running.append(trial)
                 if not running and (len(job.trials) >= max_jobs or reached_target or all(exhausted)):
                     return self._finish(job)
-            time.sleep(_POLL_SECONDS)
+            ended = backend.training.executor.job_ended
+            if ended.wait(_POLL_SECONDS):
+                ended.clear()
 
     def _finish(self, job: TuningJob) -> None:
         with self.backend.lock:

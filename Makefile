@@ -14,9 +14,9 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 	touch $(STAMP)
 
-## The main job: a real training job of the example workload through localaws.
+## The main job: the pipeline DAG end to end on localaws, train mode then tune mode.
 run: install
-	$(PY) scripts/run_example.py
+	$(PY) scripts/run_pipeline.py
 
 ## Every test, including the docker runner's (installs and starts a Docker engine when root).
 test: install

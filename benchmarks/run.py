@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
 
 from localaws.client import register_image  # noqa: E402
-from localaws.images import context_hash  # noqa: E402
+from ml_pipeline.images import context_hash  # noqa: E402
 from localaws.sagemaker.contract import HostConfig, Layout  # noqa: E402
 from localaws.sagemaker.runners.process import VirtualEnvs  # noqa: E402
 from localaws.settings import Settings  # noqa: E402
@@ -41,7 +41,7 @@ def bench_hyperparameters() -> dict[str, str]:
     """The quick preset, made long enough (about 20 s on 2 cores) for overheads to be measured fairly."""
     preset = load_preset("quick")
     hyperparameters = sagemaker_hyperparameters(preset)
-    hyperparameters.update({"epochs": os.environ.get("BENCH_EPOCHS", "60"), "early_stopping_patience": "1000"})
+    hyperparameters.update({"epochs": os.environ.get("BENCH_EPOCHS", "500"), "early_stopping_patience": "1000"})
     return hyperparameters
 
 
@@ -101,7 +101,7 @@ def run_through_localaws(server, bucket: str, channels: dict, hyperparameters: d
                                f"s3://{bucket}/jobs", hyperparameters, load_preset("quick")["metric_definitions"])
     started = time.monotonic()
     sm.create_training_job(**request)
-    description = wait_for_training(sm, name, timeout=900)
+    description = wait_for_training(sm, name, timeout=900, poll=0.05)
     elapsed = time.monotonic() - started
     assert description["TrainingJobStatus"] == "Completed", description.get("FailureReason")
     return elapsed, description
@@ -208,7 +208,7 @@ def docker_image() -> str | None:
         engine._script("base-image", timeout=1800)
         import docker
 
-        return engine.build_and_push(docker.from_env(timeout=600), engine.DEFAULT_REGISTRY)
+        return engine.build_and_push(docker.from_env(timeout=600), CONTEXT, "digits-training", "127.0.0.1:5000")
     except Exception as error:  # noqa: BLE001 - report and go on with what can be measured
         print(f"docker runner not measured: {error}")
         return None

@@ -18,6 +18,7 @@ from localaws.image_contexts import ImageContexts
 from localaws.sagemaker.errors import SageMakerError
 from localaws.sagemaker.hosting.service import AUTOSCALING_TARGET_PREFIX, Hosting
 from localaws.sagemaker.models import SageMakerBackend
+from localaws.sagemaker.registry import RegistryBackend
 from localaws.sagemaker.responses import TARGET_PREFIX, SageMakerResponses
 from localaws.sagemaker.runners import Runners
 from localaws.sagemaker.training import TrainingExecutor
@@ -54,7 +55,8 @@ class Gateway:
         self.tuning = TuningBackend(self.sagemaker, self.tuning_executor)
         self.tuning_executor.backend = self.tuning
         self.hosting = Hosting(settings, self.clients, self.runners, self.sagemaker)
-        self.sagemaker_api = SageMakerResponses(self.sagemaker, self.tuning, self.hosting.backend)
+        self.registry = RegistryBackend(self.sagemaker)
+        self.sagemaker_api = SageMakerResponses(self.sagemaker, self.tuning, self.hosting.backend, self.registry)
 
     def __call__(self, environ, start_response):
         # InvokeEndpoint first: the one call on a model's request path.

@@ -3,16 +3,16 @@
 With no Docker engine, "pushing" an image to localaws means registering its
 build context under the image's URI (``POST /_localaws/images``). The context is
 copied at registration, so the URI keeps naming what was registered even when
-the working tree changes afterwards, as an immutable image tag would.
+the working tree changes afterwards, as a pushed image tag would.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import threading
 from pathlib import Path
 
-from localaws.images import context_hash
 
 
 def repository_and_tag(uri: str) -> tuple[str, str]:
@@ -40,19 +40,20 @@ class ImageContexts:
         source = Path(context).resolve()
         if not (source / "train").is_file() and not (source / "serve").is_file():
             raise ValueError(f"{source} is not a build context with a train or serve entry")
-        digest = context_hash(source)
-        snapshot = self.root / "contexts" / digest
+        key = hashlib.sha256(uri.encode()).hexdigest()[:16]
+        snapshot = self.root / "contexts" / key
         with self.lock:
-            if not snapshot.exists():
-                staging = snapshot.with_name(digest + ".partial")
-                shutil.rmtree(staging, ignore_errors=True)
-                shutil.copytree(source, staging, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-                staging.rename(snapshot)
+            # Pushing a tag again replaces what it names, as a registry does.
+            staging = snapshot.with_name(key + ".partial")
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(source, staging, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.rmtree(snapshot, ignore_errors=True)
+            staging.rename(snapshot)
             index = self._index()
-            index[uri] = {"context": str(snapshot), "source": str(source), "hash": digest}
+            index[uri] = {"context": str(snapshot), "source": str(source)}
             self.root.mkdir(parents=True, exist_ok=True)
             self.index_file.write_text(json.dumps(index, indent=2))
-        return {"ImageUri": uri, "ContextHash": digest}
+        return {"ImageUri": uri}
 
     def lookup(self, uri: str) -> Path | None:
         with self.lock:

@@ -103,7 +103,7 @@ class LocalAWSProcess:
 def localaws_process(tmp_path_factory):
     """localaws with the process runner (no Docker engine needed), the example image registered."""
     from localaws.client import register_image
-    from localaws.images import context_hash
+    from ml_pipeline.images import context_hash
     from tests.fixtures.docker_engine import ecr_uri
 
     server = LocalAWSProcess(tmp_path_factory.mktemp("localaws"), "process").start()

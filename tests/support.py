@@ -52,7 +52,7 @@ def training_request(
     return request
 
 
-def wait_for_training(sm, name: str, timeout: float = 600, until=TERMINAL) -> dict:
+def wait_for_training(sm, name: str, timeout: float = 600, until=TERMINAL, poll: float = 0.5) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         description = sm.describe_training_job(TrainingJobName=name)
@@ -60,7 +60,7 @@ def wait_for_training(sm, name: str, timeout: float = 600, until=TERMINAL) -> di
             return description
         if time.monotonic() > deadline:
             raise TimeoutError(f"{name} still {description['SecondaryStatus']} after {timeout}s")
-        time.sleep(0.5)
+        time.sleep(poll)
 
 
 def unknown_members(service: str, operation: str, response: dict) -> list[str]:

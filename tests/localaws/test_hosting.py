@@ -75,7 +75,8 @@ def held_out():
 
 
 @pytest.fixture
-def docker_client(localaws, request):
+def engine(localaws, request):
+    """The Docker engine's client under the docker runner (to look for leftovers), else None."""
     if localaws.runner != "docker":
         return None
     return request.getfixturevalue("docker_client")
@@ -92,7 +93,7 @@ def accuracy(rt, name: str, features, labels, batch: int = 60) -> float:
 # --- serving a trained model ----------------------------------------------------------------------
 
 
-def test_an_endpoint_serves_the_weights_of_a_training_job(localaws, trained_model, held_out, docker_client):
+def test_an_endpoint_serves_the_weights_of_a_training_job(localaws, trained_model, held_out, engine):
     sm, rt = localaws.client("sagemaker"), localaws.client("sagemaker-runtime")
     name = unique("serve")
     seen: list[str] = []
@@ -184,7 +185,7 @@ def test_an_endpoint_serves_the_weights_of_a_training_job(localaws, trained_mode
         sm.delete_endpoint(EndpointName=name)
     assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "Deleting"
     wait_gone(sm, name)
-    assert alive(found, docker_client) == []
+    assert alive(found, engine) == []
     assert seen[0] == "Creating" and seen[-1] == "InService"
 
 
@@ -192,7 +193,7 @@ def test_an_endpoint_serves_the_weights_of_a_training_job(localaws, trained_mode
 
 
 def test_update_under_load_drops_nothing_and_ends_on_the_new_model(
-        localaws, trained_model, constant_model_data, held_out, docker_client):
+        localaws, trained_model, constant_model_data, held_out, engine):
     sm = localaws.client("sagemaker")
     name = unique("bluegreen")
     features, _ = held_out
@@ -232,7 +233,7 @@ def test_update_under_load_drops_nothing_and_ends_on_the_new_model(
         assert tail == [[CONSTANT_CLASS] * 5] * 10  # ...and the new one at the end
         new = instances(localaws, name)["Instances"]
         assert {i["InstanceId"] for i in new}.isdisjoint({i["InstanceId"] for i in old})
-        assert alive(old, docker_client) == []
+        assert alive(old, engine) == []
     finally:
         delete_quietly(sm, name)
 
@@ -463,25 +464,25 @@ def test_autoscaling_scales_out_to_max_under_load_and_back_in(localaws, trained_
 # --- nothing left behind --------------------------------------------------------------------------
 
 
-def test_delete_endpoint_stops_every_instance(localaws, constant_model_data, docker_client):
+def test_delete_endpoint_stops_every_instance(localaws, constant_model_data, engine):
     sm = localaws.client("sagemaker")
     name = unique("delete")
     deploy(sm, name, localaws.image_uri, constant_model_data, count=2)
     found = instances(localaws, name)["Instances"]
     assert len(found) == 2
-    assert alive(found, docker_client) != []
+    assert alive(found, engine) != []
     sm.delete_endpoint(EndpointName=name)
     wait_gone(sm, name)
-    assert alive(found, docker_client) == []
-    if docker_client is not None:
-        assert labelled_containers(docker_client, f"localaws-ep-{name}-") == []
+    assert alive(found, engine) == []
+    if engine is not None:
+        assert labelled_containers(engine, f"localaws-ep-{name}-") == []
     with pytest.raises(ClientError) as error:
         sm.delete_endpoint(EndpointName=name)
     assert error.value.response["Error"]["Message"] == \
         f'Could not find endpoint "arn:aws:sagemaker:us-east-1:123456789012:endpoint/{name}".'
 
 
-def test_nothing_is_left_running_after_localaws_stops(localaws, constant_model_data, tmp_path, docker_client):
+def test_nothing_is_left_running_after_localaws_stops(localaws, constant_model_data, tmp_path, engine):
     from localaws.client import register_image
 
     env = {"LOCALAWS_REGISTRY": localaws.env["LOCALAWS_REGISTRY"]} if "LOCALAWS_REGISTRY" in localaws.env else {}
@@ -497,9 +498,9 @@ def test_nothing_is_left_running_after_localaws_stops(localaws, constant_model_d
         described = deploy(sm, "leftovers", localaws.image_uri, "s3://leftovers/model.tar.gz", count=2)
         assert described["EndpointStatus"] == "InService", described.get("FailureReason")
         found = instances(server, "leftovers")["Instances"]
-        assert alive(found, docker_client) != []
+        assert alive(found, engine) != []
     finally:
         server.stop()
-    assert alive(found, docker_client) == []
-    if docker_client is not None:
-        assert labelled_containers(docker_client, "localaws-ep-leftovers-") == []
+    assert alive(found, engine) == []
+    if engine is not None:
+        assert labelled_containers(engine, "localaws-ep-leftovers-") == []

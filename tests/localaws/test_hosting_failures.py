@@ -27,7 +27,7 @@ MISBEHAVING = Path(__file__).parent / "images" / "misbehaving"
 def strict(request, tmp_path_factory):
     """localaws with short health-check and model timeouts, the misbehaving image available."""
     from localaws.client import register_image
-    from localaws.images import context_hash
+    from ml_pipeline.images import context_hash
 
     env = {"LOCALAWS_HEALTH_CHECK_TIMEOUT_SECONDS": "12", "LOCALAWS_INVOCATION_TIMEOUT_SECONDS": "3"}
     if request.param == "docker":

@@ -19,6 +19,7 @@ import tarfile
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -271,6 +272,13 @@ class Fleet:
         self.runners = runners
         self.models = ModelStore(settings.work_dir / "hosting" / "models", clients)
         self.root = settings.work_dir / "hosting" / "instances"
+        # Containers and processes are started from these long-lived threads: the process runner
+        # ties a child's life to the thread that started it (PR_SET_PDEATHSIG), and the threads
+        # that launch instances come and go.
+        self._spawner = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hosting-spawn")
+
+    def close(self) -> None:
+        self._spawner.shutdown(wait=False)
 
     def launch(self, endpoint: str, variant, cancelled: threading.Event | None = None) -> Instance:
         """Start one instance of ``variant`` (a models.VariantState); not yet healthy."""
@@ -317,7 +325,7 @@ class Fleet:
             ports={SERVING_PORT: port},
         )
         try:
-            running = runner.start(spec)
+            running = self._spawner.submit(runner.start, spec).result()
         except (ImageNotFound, EnvironmentBuildError) as error:
             raise LaunchFailed(
                 f"Failed to start the container for production variant {variant.name}: {error}"

@@ -122,6 +122,7 @@ class HostingEngine:
                 instances.extend(worker.take_all_instances())
         grace = min(self.settings.serving_stop_grace_seconds, 10.0)
         _parallel([lambda instance=instance: instance.stop(grace) for instance in instances])
+        self.fleet.close()
 
 
 class EndpointWorker:

@@ -1,0 +1,207 @@
+"""
+### Deep-learning training on AWS, end to end
+
+plan → open the run (bucket) → data partition → training image → **train** (one SageMaker training job)
+or **tune** (a hyperparameter tuning job) → pick the best → copy its weights and register them →
+quality gate → model, endpoint config, endpoint (created, or updated blue/green) → autoscaling →
+smoke test → promote → **teardown**, which runs whatever failed.
+
+Every job is waited for by a deferrable sensor. Names are derived from the run (see
+`ml_pipeline.naming`), so retries re-attach to their own jobs and runs never collide. Params are
+validated by their JSON Schema in the trigger form, and again with the hyperparameter files by
+`plan` before anything is created.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
+from airflow.sdk import DAG, TriggerRule, get_current_context, setup, task, task_group, teardown
+
+from ml_pipeline import sagemaker_requests as requests
+from ml_pipeline import steps
+from ml_pipeline.operators.sagemaker import DeployEndpointOperator, RunTrainingJobOperator, RunTuningJobOperator
+from ml_pipeline.params import pipeline_params
+from ml_pipeline.sensors.sagemaker import (
+    DeferrableEndpointSensor,
+    DeferrableTrainingSensor,
+    DeferrableTuningSensor,
+)
+
+AWS_CONN_ID = "aws_default"
+
+
+def client(service: str):
+    return AwsBaseHook(aws_conn_id=AWS_CONN_ID, client_type=service).get_conn()
+
+
+def xcom(task_id: str, key: str = "return_value"):
+    return get_current_context()["ti"].xcom_pull(task_ids=task_id, key=key)
+
+
+with DAG(
+    dag_id="ml_training_pipeline",
+    description="Train or tune on SageMaker, register the best model, deploy it autoscaled, tear down.",
+    doc_md=__doc__,
+    schedule="@weekly",
+    start_date=pendulum.datetime(2026, 1, 5, tz="UTC"),
+    catchup=False,
+    max_active_runs=2,
+    params=pipeline_params(),
+    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(seconds=20)},
+    tags=["ml", "sagemaker", "training"],
+) as dag:
+
+    @task(retries=0)
+    def plan(**context) -> dict:
+        """Refuse bad input before anything is created; fix every name the run will use."""
+        from ml_pipeline.plan import make_plan
+
+        when = context.get("data_interval_start") or context.get("logical_date") or context["dag_run"].run_after
+        return make_plan(context["params"], context["run_id"], when)
+
+    @setup
+    def open_run(run_plan: dict) -> dict:
+        steps.ensure_bucket(client("s3"), run_plan["params"]["bucket"], AwsBaseHook(aws_conn_id=AWS_CONN_ID).region_name)
+        return {"bucket": run_plan["params"]["bucket"], "key": run_plan["key"]}
+
+    @task
+    def prepare_dataset(run_plan: dict) -> dict:
+        return steps.prepare_dataset(client("s3"), run_plan)
+
+    @task
+    def build_image(run_plan: dict) -> dict:
+        from ml_pipeline.images import build_and_push
+
+        endpoint = AwsBaseHook(aws_conn_id=AWS_CONN_ID).conn_config.endpoint_url
+        return build_and_push(client("ecr"), run_plan["params"]["ecr_repository"], endpoint)
+
+    @task.branch
+    def choose_mode(run_plan: dict) -> str:
+        return "train.training_request" if run_plan["params"]["mode"] == "train" else "tune.tuning_request"
+
+    @task
+    def training_request(run_plan: dict, image: dict, channels: dict) -> dict:
+        return requests.training_job(run_plan, image["image"], channels)
+
+    @task
+    def tuning_request(run_plan: dict, image: dict, channels: dict) -> dict:
+        return requests.tuning_job(run_plan, image["image"], channels)
+
+    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+    def pick_best(run_plan: dict) -> dict:
+        training = xcom("train.start_training_job")
+        tuning = xcom("tune.start_tuning_job")
+        return steps.pick_best(
+            client("sagemaker"), run_plan,
+            training["Training"] if training and run_plan["params"]["mode"] == "train" else None,
+            tuning["Tuning"] if tuning and run_plan["params"]["mode"] == "tune" else None,
+        )
+
+    @task
+    def copy_best_weights(run_plan: dict, best: dict, channels: dict) -> dict:
+        return steps.copy_best_weights(client("s3"), run_plan, best, channels)
+
+    @task
+    def register_model(run_plan: dict, best: dict, weights: dict) -> str:
+        return steps.register_model_version(SageMakerHook(aws_conn_id=AWS_CONN_ID), run_plan, best, weights)
+
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def quality_gate(run_plan: dict, best: dict) -> bool:
+        verdict = steps.quality_gate(client("sagemaker"), run_plan, best)
+        get_current_context()["ti"].xcom_push(key="verdict", value=verdict)
+        print(f"quality gate: {'deploy' if verdict['deploy'] else 'keep production'}: {verdict['reason']}")
+        return verdict["deploy"]
+
+    @task
+    def create_model_and_config(run_plan: dict, best: dict, weights: dict) -> dict:
+        hook = SageMakerHook(aws_conn_id=AWS_CONN_ID)
+        return steps.create_model_and_config(hook, run_plan, best["image"], weights["model_data_url"])
+
+    @task
+    def endpoint_request(run_plan: dict) -> dict:
+        return {"Endpoint": requests.endpoint(run_plan)}
+
+    @task
+    def autoscale(run_plan: dict) -> dict:
+        return steps.autoscale(client("application-autoscaling"), run_plan)
+
+    @task
+    def smoke_test(run_plan: dict, channels: dict) -> dict:
+        return steps.smoke_test(client("sagemaker-runtime"), client("s3"), run_plan, channels)
+
+    @task
+    def promote(run_plan: dict, package_arn: str) -> dict:
+        return steps.promote(client("sagemaker"), run_plan, package_arn)
+
+    @teardown
+    def close_run(run_plan: dict) -> dict:
+        """Whatever happened before: stop this run's jobs, remove what must not outlive it, and
+        write the run's summary beside its artifacts."""
+        removed = steps.teardown(client("sagemaker"), client("application-autoscaling"), run_plan)
+        outcome = {name: xcom(task_id) for name, task_id in steps.SUMMARY_SOURCES.items()}
+        outcome["gate"] = xcom("quality_gate", key="verdict")
+        return steps.write_summary(client("s3"), run_plan, outcome, removed)
+
+    the_plan = plan()
+    opened = open_run(the_plan)
+    channels = prepare_dataset(the_plan)
+    image = build_image(the_plan)
+    opened >> [channels, image]
+    mode = choose_mode(the_plan)
+    [channels, image] >> mode
+
+    @task_group(group_id="train")
+    def train():
+        started = RunTrainingJobOperator(
+            task_id="start_training_job", aws_conn_id=AWS_CONN_ID,
+            config=training_request(the_plan, image, channels),
+        )
+        started >> DeferrableTrainingSensor(
+            task_id="wait_for_training_job", aws_conn_id=AWS_CONN_ID,
+            job_name="{{ ti.xcom_pull(task_ids='train.start_training_job')['Training']['TrainingJobName'] }}",
+        )
+
+    @task_group(group_id="tune")
+    def tune():
+        started = RunTuningJobOperator(
+            task_id="start_tuning_job", aws_conn_id=AWS_CONN_ID,
+            config=tuning_request(the_plan, image, channels),
+        )
+        started >> DeferrableTuningSensor(
+            task_id="wait_for_tuning_job", aws_conn_id=AWS_CONN_ID,
+            job_name="{{ ti.xcom_pull(task_ids='tune.start_tuning_job')['Tuning']['HyperParameterTuningJobName'] }}",
+        )
+
+    trained, tuned = train(), tune()
+    mode >> [trained, tuned]
+    best = pick_best(the_plan)
+    [trained, tuned] >> best
+    weights = copy_best_weights(the_plan, best, channels)
+    package = register_model(the_plan, best, weights)
+    gate = quality_gate(the_plan, best)
+    package >> gate
+
+    @task_group(group_id="deploy")
+    def deploy():
+        created = create_model_and_config(the_plan, best, weights)
+        deployed = DeployEndpointOperator(task_id="deploy_endpoint", aws_conn_id=AWS_CONN_ID,
+                                          config=endpoint_request(the_plan))
+        in_service = DeferrableEndpointSensor(
+            task_id="wait_for_endpoint", aws_conn_id=AWS_CONN_ID, endpoint_name="{{ params.endpoint_name }}",
+        )
+        created >> deployed >> in_service
+
+    deployed = deploy()
+    gate >> deployed
+    scaled = autoscale(the_plan)
+    tested = smoke_test(the_plan, channels)
+    promoted = promote(the_plan, package)
+    deployed >> scaled >> tested >> promoted
+
+    closed = close_run(the_plan)
+    opened >> closed
+    promoted >> closed
+    closed.as_teardown(setups=opened)

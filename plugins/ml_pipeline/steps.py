@@ -1,0 +1,363 @@
+"""What each step of the pipeline does, given AWS clients and the run's plan.
+
+The DAG file wires these into tasks; here they are plain functions, each
+idempotent for its run (re-running one finds what it made before and goes on),
+so a retry or a cleared task never duplicates a job or overwrites another run's
+artifacts.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import time
+
+from ml_pipeline import sagemaker_requests as requests
+from ml_pipeline.dataset import write_channels
+
+log = logging.getLogger(__name__)
+
+PROJECT_TAG = {"Key": "project", "Value": "ml-pipeline"}
+
+
+# --- storage -----------------------------------------------------------------------------------
+
+
+def ensure_bucket(s3, bucket: str, region: str | None) -> None:
+    """The project's bucket: encrypted, versioned, public access blocked (created if missing)."""
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except s3.exceptions.ClientError as error:
+        if error.response["Error"]["Code"] not in ("404", "NoSuchBucket"):
+            raise
+        kwargs = {}
+        if region and region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        s3.create_bucket(Bucket=bucket, **kwargs)
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
+        },
+    )
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]},
+    )
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+
+
+def _exists(s3, bucket: str, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+        return True
+    except s3.exceptions.ClientError:
+        return False
+
+
+def prepare_dataset(s3, plan: dict) -> dict:
+    """The run's data partition (keyed on its data interval), written once: a later run of the same
+    interval finds the partition complete (its manifest written last) and reuses it."""
+    bucket, prefix = plan["params"]["bucket"], plan["names"]["data_prefix"]
+    manifest_key = f"{prefix}/manifest.json"
+    if _exists(s3, bucket, manifest_key):
+        manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
+        log.info("data partition s3://%s/%s exists: reused", bucket, prefix)
+        return manifest["channels"]
+    channels = write_channels(s3, bucket, prefix, seed=plan["data_seed"])
+    s3.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps(
+        {"channels": channels, "seed": plan["data_seed"], "dataset": "sklearn digits"}).encode())
+    return channels
+
+
+# --- training ----------------------------------------------------------------------------------
+
+
+def pick_best(sm, plan: dict, training: dict | None, tuning: dict | None) -> dict:
+    """The run's best training job: the tuning job's BestTrainingJob, or the training job itself."""
+    objective = plan["objective"]
+    if tuning:
+        described = sm.describe_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName=tuning["HyperParameterTuningJobName"])
+        best = described.get("BestTrainingJob")
+        if not best:
+            raise RuntimeError(f"Tuning job {described['HyperParameterTuningJobName']} has no best training job")
+        job_name, tuned = best["TrainingJobName"], best["TunedHyperParameters"]
+        counters = described["TrainingJobStatusCounters"]
+    else:
+        job_name, tuned, counters = training["TrainingJobName"], None, None
+    job = sm.describe_training_job(TrainingJobName=job_name)
+    metrics = {m["MetricName"]: m["Value"] for m in job.get("FinalMetricDataList", [])}
+    if objective["metric"] not in metrics:
+        raise RuntimeError(f"{job_name} reported no {objective['metric']}: nothing to compare or deploy")
+    return {
+        "training_job": job_name,
+        "tuning_job": tuning["HyperParameterTuningJobName"] if tuning else None,
+        "trial_counters": counters,
+        "model_artifact": job["ModelArtifacts"]["S3ModelArtifacts"],
+        "image": job["AlgorithmSpecification"]["TrainingImage"],
+        "objective": {**objective, "value": metrics[objective["metric"]]},
+        "metrics": metrics,
+        "hyperparameters": {k: v for k, v in job["HyperParameters"].items() if not k.startswith("_")},
+        "tuned_hyperparameters": tuned,
+        "training_seconds": job.get("TrainingTimeInSeconds"),
+        "billable_seconds": job.get("BillableTimeInSeconds"),
+    }
+
+
+def copy_best_weights(s3, plan: dict, best: dict, channels: dict) -> dict:
+    """The best weights under the run's stable prefix, with a metadata file beside them."""
+    bucket, prefix = plan["params"]["bucket"], plan["names"]["model_prefix"]
+    source_bucket, source_key = best["model_artifact"][len("s3://"):].split("/", 1)
+    s3.copy_object(Bucket=bucket, Key=f"{prefix}/model.tar.gz",
+                   CopySource={"Bucket": source_bucket, "Key": source_key})
+    metadata = {
+        "run": plan["key"],
+        "training_job": best["training_job"],
+        "tuning_job": best["tuning_job"],
+        "objective": best["objective"],
+        "metrics": best["metrics"],
+        "hyperparameters": best["hyperparameters"],
+        "image": best["image"],
+        "data_partition": channels,
+        "source_artifact": best["model_artifact"],
+    }
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/metadata.json", Body=json.dumps(metadata, indent=2).encode(),
+                  ContentType="application/json")
+    return {"model_data_url": f"s3://{bucket}/{prefix}/model.tar.gz",
+            "metadata_url": f"s3://{bucket}/{prefix}/metadata.json"}
+
+
+def register_model_version(hook, plan: dict, best: dict, weights: dict) -> str:
+    """A version in the model package group, pending approval; the same run gets the same version."""
+    sm = hook.conn
+    group = plan["params"]["model_package_group"]
+    hook.create_model_package_group(group, "Digits classifier trained by the ml-pipeline DAG")
+    response = sm.create_model_package(
+        ModelPackageGroupName=group,
+        ModelPackageDescription=f"Run {plan['key']}: {best['training_job']}",
+        InferenceSpecification={
+            "Containers": [{"Image": best["image"], "ModelDataUrl": weights["model_data_url"]}],
+            "SupportedContentTypes": ["text/csv", "application/json"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+        ModelApprovalStatus="PendingManualApproval",
+        CustomerMetadataProperties={
+            "run": plan["key"],
+            "training_job": best["training_job"],
+            "objective_metric": best["objective"]["metric"],
+            "objective_type": best["objective"]["type"],
+            "objective_value": repr(best["objective"]["value"]),
+            "metadata": weights["metadata_url"],
+        },
+        ClientToken=f"{plan['key']}-{best['training_job']}"[:36],
+    )
+    return response["ModelPackageArn"]
+
+
+def production_version(sm, group: str) -> dict | None:
+    """The newest approved version of the group: the model in production."""
+    try:
+        listed = sm.list_model_packages(ModelPackageGroupName=group, ModelApprovalStatus="Approved",
+                                        SortBy="CreationTime", SortOrder="Descending", MaxResults=1)
+    except sm.exceptions.ClientError:
+        return None
+    if not listed["ModelPackageSummaryList"]:
+        return None
+    return sm.describe_model_package(ModelPackageName=listed["ModelPackageSummaryList"][0]["ModelPackageArn"])
+
+
+def quality_gate(sm, plan: dict, best: dict) -> dict:
+    """Deploy only when the new objective beats production's (the first run deploys)."""
+    production = production_version(sm, plan["params"]["model_package_group"])
+    new = best["objective"]
+    if production is None:
+        return {"deploy": True, "reason": "no model in production yet", "production": None}
+    props = production.get("CustomerMetadataProperties", {})
+    if props.get("objective_metric") != new["metric"]:
+        return {"deploy": True, "reason": "production was judged on another metric", "production": props}
+    old = float(props["objective_value"])
+    better = new["value"] < old if new["type"] == "Minimize" else new["value"] > old
+    verdict = "beats" if better else "does not beat"
+    reason = f"{new['metric']} {new['value']:.6f} {verdict} production's {old:.6f} ({props.get('run')})"
+    return {"deploy": better, "reason": reason, "production": props}
+
+
+# --- hosting -----------------------------------------------------------------------------------
+
+
+def create_model_and_config(hook, plan: dict, image: str, model_data_url: str) -> dict:
+    """The run's SageMaker model and endpoint config, created once."""
+    sm = hook.conn
+    names = plan["names"]
+    try:
+        sm.describe_model(ModelName=names["model"])
+    except sm.exceptions.ClientError:
+        sm.create_model(**requests.model(plan, image, model_data_url))
+    try:
+        sm.describe_endpoint_config(EndpointConfigName=names["endpoint_config"])
+    except sm.exceptions.ClientError:
+        sm.create_endpoint_config(**requests.endpoint_config(plan))
+    return {"model": names["model"], "endpoint_config": names["endpoint_config"]}
+
+
+def autoscale(aas, plan: dict) -> dict:
+    """Target tracking on invocations per instance for the endpoint's variant (idempotent upserts)."""
+    p = plan["params"]
+    resource_id = requests.scalable_target_id(plan)
+    aas.register_scalable_target(
+        ServiceNamespace="sagemaker", ResourceId=resource_id,
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+        MinCapacity=p["min_capacity"], MaxCapacity=p["max_capacity"],
+    )
+    policy = aas.put_scaling_policy(
+        PolicyName=f"{p['endpoint_name']}-invocations", ServiceNamespace="sagemaker", ResourceId=resource_id,
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount", PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": float(p["target_invocations_per_instance"]),
+            "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+            "ScaleOutCooldown": p["scale_out_cooldown"],
+            "ScaleInCooldown": p["scale_in_cooldown"],
+        },
+    )
+    return {"resource_id": resource_id, "policy_arn": policy["PolicyARN"],
+            "min": p["min_capacity"], "max": p["max_capacity"], "target": p["target_invocations_per_instance"]}
+
+
+def smoke_test(runtime, s3, plan: dict, channels: dict) -> dict:
+    """Held-out digits through the endpoint; the run fails below the accuracy threshold."""
+    p = plan["params"]
+    bucket, key = channels["test"][len("s3://"):].split("/", 1)
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=key)["Contents"]
+    text = "".join(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode() for obj in listed)
+    rows = [row for row in csv.reader(io.StringIO(text)) if row][: p["smoke_samples"]]
+    labels = [int(float(row[0])) for row in rows]
+    body = "\n".join(",".join(row[1:]) for row in rows)
+    started = time.monotonic()
+    response = runtime.invoke_endpoint(EndpointName=p["endpoint_name"], ContentType="text/csv",
+                                       Accept="application/json", Body=body.encode())
+    latency = time.monotonic() - started
+    answer = json.loads(response["Body"].read())
+    predicted = [int(item["class"]) for item in answer["predictions"]]
+    accuracy = sum(int(a == b) for a, b in zip(predicted, labels)) / len(labels)
+    result = {
+        "samples": len(labels),
+        "accuracy": round(accuracy, 4),
+        "latency_seconds": round(latency, 3),
+        "variant": response.get("InvokedProductionVariant"),
+        "examples": [{"label": label, "predicted": guess} for label, guess in list(zip(labels, predicted))[:10]],
+    }
+    if accuracy < p["smoke_min_accuracy"]:
+        raise RuntimeError(f"Smoke test failed: accuracy {accuracy:.3f} < {p['smoke_min_accuracy']} ({result})")
+    return result
+
+
+def promote(sm, plan: dict, package_arn: str) -> dict:
+    """The smoke-tested version becomes production: approved in the registry."""
+    sm.update_model_package(ModelPackageArn=package_arn, ModelApprovalStatus="Approved",
+                            ApprovalDescription=f"Deployed and smoke-tested by run {plan['key']}")
+    return {"approved": package_arn}
+
+
+# --- the run's summary ------------------------------------------------------------------------
+
+#: What the summary reports, by the task that produced it.
+SUMMARY_SOURCES = {
+    "data": "prepare_dataset",
+    "image": "build_image",
+    "best": "pick_best",
+    "weights": "copy_best_weights",
+    "model_package": "register_model",
+    "autoscaling": "autoscale",
+    "smoke_test": "smoke_test",
+    "promoted": "promote",
+}
+
+
+def summary_key(plan: dict) -> str:
+    return f"runs/{plan['key']}/summary.json"
+
+
+def write_summary(s3, plan: dict, outcome: dict, teardown_result: dict) -> dict:
+    """One JSON a newcomer can read: what ran, what it scored, where the weights are, what was removed."""
+    best = outcome.get("best") or {}
+    summary = {
+        "run": plan["key"],
+        "mode": plan["params"]["mode"],
+        "preset": plan["params"]["preset"],
+        "data": outcome.get("data"),
+        "image": outcome.get("image"),
+        "training_job": best.get("training_job"),
+        "tuning_job": best.get("tuning_job"),
+        "trials": best.get("trial_counters"),
+        "metrics": best.get("metrics"),
+        "objective": best.get("objective"),
+        "best_hyperparameters": best.get("tuned_hyperparameters") or best.get("hyperparameters"),
+        "best_weights": outcome.get("weights"),
+        "model_package": outcome.get("model_package"),
+        "quality_gate": outcome.get("gate"),
+        "endpoint": plan["params"]["endpoint_name"] if outcome.get("smoke_test") else None,
+        "autoscaling": outcome.get("autoscaling"),
+        "smoke_test": outcome.get("smoke_test"),
+        "promoted": outcome.get("promoted"),
+        "teardown": teardown_result,
+    }
+    s3.put_object(Bucket=plan["params"]["bucket"], Key=summary_key(plan),
+                  Body=json.dumps(summary, indent=2, default=str).encode(), ContentType="application/json")
+    return summary
+
+
+# --- teardown ----------------------------------------------------------------------------------
+
+
+def teardown(sm, aas, plan: dict) -> dict:
+    """Remove what this run made that must not outlive it, whatever failed before:
+    its training and tuning jobs still running (stopped, so nothing keeps billing), and unless the
+    endpoint is kept, the endpoint it deployed with its scaling target, config and model."""
+    p, names, key = plan["params"], plan["names"], plan["key"]
+    removed: list[str] = []
+    for summary in sm.list_hyper_parameter_tuning_jobs(NameContains=key, StatusEquals="InProgress",
+                                                       MaxResults=100)["HyperParameterTuningJobSummaries"]:
+        sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=summary["HyperParameterTuningJobName"])
+        removed.append(f"stopped tuning job {summary['HyperParameterTuningJobName']}")
+    for summary in sm.list_training_jobs(NameContains=key, StatusEquals="InProgress",
+                                         MaxResults=100)["TrainingJobSummaries"]:
+        sm.stop_training_job(TrainingJobName=summary["TrainingJobName"])
+        removed.append(f"stopped training job {summary['TrainingJobName']}")
+
+    endpoint = _describe_endpoint(sm, p["endpoint_name"])
+    ours = endpoint is not None and endpoint.get("EndpointConfigName") == names["endpoint_config"]
+    keep = p["keep_endpoint"] and ours and endpoint["EndpointStatus"] == "InService"
+    if ours and not keep:
+        try:
+            aas.deregister_scalable_target(ServiceNamespace="sagemaker", ResourceId=requests.scalable_target_id(plan),
+                                           ScalableDimension="sagemaker:variant:DesiredInstanceCount")
+            removed.append(f"deregistered scalable target {requests.scalable_target_id(plan)}")
+        except aas.exceptions.ObjectNotFoundException:
+            pass
+        sm.delete_endpoint(EndpointName=p["endpoint_name"])
+        removed.append(f"deleted endpoint {p['endpoint_name']}")
+        _wait_gone(sm, p["endpoint_name"])
+    if not keep:
+        for kind, delete in (("endpoint_config", sm.delete_endpoint_config), ("model", sm.delete_model)):
+            argument = {"endpoint_config": "EndpointConfigName", "model": "ModelName"}[kind]
+            try:
+                delete(**{argument: names[kind]})
+                removed.append(f"deleted {kind.replace('_', ' ')} {names[kind]}")
+            except sm.exceptions.ClientError:
+                pass  # never created, or the gate kept the deploy from happening
+    return {"removed": removed, "endpoint_kept": keep}
+
+
+def _describe_endpoint(sm, name: str) -> dict | None:
+    try:
+        return sm.describe_endpoint(EndpointName=name)
+    except sm.exceptions.ClientError:
+        return None
+
+
+def _wait_gone(sm, name: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while _describe_endpoint(sm, name) is not None and time.monotonic() < deadline:
+        time.sleep(1)

@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -21,6 +22,10 @@ TRAINING_CONTEXT = REPO_ROOT / "docker" / "training"
 for path in (REPO_ROOT / "plugins", TRAINING_CONTEXT):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
+
+# Airflow, imported by DAG tests, keeps its home and database out of the user's ~/airflow.
+os.environ.setdefault("AIRFLOW_HOME", str(Path(tempfile.gettempdir()) / f"ml-pipeline-tests-airflow-{os.getuid()}"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 pytest_plugins = ["tests.fixtures.docker_engine"]
 

@@ -14,7 +14,6 @@ import logging
 import time
 
 from ml_pipeline import sagemaker_requests as requests
-from ml_pipeline.dataset import write_channels
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +64,8 @@ def prepare_dataset(s3, plan: dict) -> dict:
         manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
         log.info("data partition s3://%s/%s exists: reused", bucket, prefix)
         return manifest["channels"]
+    from ml_pipeline.dataset import write_channels  # noqa: PLC0415 - numpy and scikit-learn, at run time only
+
     channels = write_channels(s3, bucket, prefix, seed=plan["data_seed"])
     s3.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps(
         {"channels": channels, "seed": plan["data_seed"], "dataset": "sklearn digits"}).encode())

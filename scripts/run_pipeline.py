@@ -90,7 +90,7 @@ def read_summary(endpoint: str, bucket: str, run: dict) -> dict | None:
                       aws_access_key_id="localaws", aws_secret_access_key="localaws")
     try:
         body = s3.get_object(Bucket=bucket, Key=summary_key({"key": key}))["Body"].read()
-    except s3.exceptions.NoSuchKey:
+    except (s3.exceptions.NoSuchKey, s3.exceptions.NoSuchBucket):  # the run ended before teardown wrote it
         return None
     return json.loads(body)
 

@@ -131,15 +131,22 @@ def build_and_push(ecr, repository: str, endpoint_url: str | None, log=print, co
         if base and not _image_available(client, base):
             client = None
             log(f"base image {base} is not available to the Docker engine")
+    hows = []
     if client is not None:
-        how = _docker_build_push(client, ecr, uri, repository, tag, base, local, log, context)
-    elif local:
-        from localaws.client import register_image  # noqa: PLC0415 - only on localaws
+        hows.append(_docker_build_push(client, ecr, uri, repository, tag, base, local, log, context))
+    if local:
+        # Whichever runner localaws picks (a container, or a process without an engine), the image is there.
+        try:
+            from localaws.client import register_image  # noqa: PLC0415 - only on localaws
 
-        register_image(local, uri, context)
-        how = "registered the build context with localaws's process runner (no Docker engine)"
-    else:
+            register_image(local, uri, context)
+            hows.append("registered the build context with localaws's process runner")
+        except (ImportError, RuntimeError) as error:  # localaws elsewhere (compose): the pushed image serves
+            if not hows:
+                raise RuntimeError(f"No Docker engine, and localaws cannot take the build context: {error}") from None
+    if not hows:
         raise RuntimeError(f"No Docker engine to build {uri}: run the task where one is available.")
+    how = "; ".join(hows)
     if local:
         _record_in_ecr(ecr, repository, tag, "sha256:" + hashlib.sha256(uri.encode()).hexdigest())
     log(f"{uri}: {how}")

@@ -1,0 +1,191 @@
+"""Hosting's figures: InvokeEndpoint through the gateway against calling the serving process
+directly, in one run, and the seconds from CreateEndpoint to InService.
+
+The model is a real training job's (the quick preset), served by the image's own ``serve``
+(gunicorn, default workers). Both targets get the same load from the same client: closed-loop
+keep-alive connections from a client process of its own, one JSON row per request; through the
+gateway each request is an InvokeEndpoint signed with SigV4 as an SDK signs it, directly it is
+the container's ``POST /invocations``. Rounds alternate (direct, gateway, direct, gateway, ...)
+so drift on a shared machine falls on both. Goals: gateway throughput >= 0.8 x direct, gateway
+p99 <= 1.3 x direct.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTEXT = ROOT / "docker" / "training"
+
+# The load client, run as its own process: N threads, each a kept-alive connection, for D seconds.
+CLIENT = r"""
+import http.client, json, sys, threading, time
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+mode, port, path, threads, seconds = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+body = sys.stdin.read().encode()
+credentials = Credentials("bench", "bench")
+latencies, errors = [], [0]
+lock = threading.Lock()
+start_at = time.perf_counter() + 0.5
+stop_at = start_at + seconds
+
+def headers():
+    base = {"Content-Type": "application/json", "Accept": "application/json"}
+    if mode == "direct":
+        return base
+    request = AWSRequest(method="POST", url=f"http://127.0.0.1:{port}{path}", data=body, headers=base)
+    SigV4Auth(credentials, "sagemaker", "us-east-1").add_auth(request)
+    return dict(request.headers.items())
+
+def run():
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=70)
+    mine = []
+    while time.perf_counter() < start_at:
+        time.sleep(0.001)
+    while True:
+        began = time.perf_counter()
+        if began >= stop_at:
+            break
+        try:
+            connection.request("POST", path, body=body, headers=headers())
+            response = connection.getresponse()
+            response.read()
+            ok = response.status == 200
+        except Exception:
+            ok = False
+            connection.close()
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=70)
+        if ok:
+            mine.append(time.perf_counter() - began)
+        else:
+            with lock:
+                errors[0] += 1
+    with lock:
+        latencies.extend(mine)
+
+workers = [threading.Thread(target=run) for _ in range(threads)]
+for w in workers: w.start()
+for w in workers: w.join()
+latencies.sort()
+def pct(p): return latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else None
+print(json.dumps({"requests": len(latencies), "errors": errors[0], "seconds": seconds,
+                  "throughput_rps": len(latencies) / seconds, "p50_ms": pct(0.50) * 1000, "p99_ms": pct(0.99) * 1000}))
+"""
+
+
+def _load(mode: str, port: int, path: str, body: str, threads: int, seconds: float) -> dict:
+    result = subprocess.run([sys.executable, "-c", CLIENT, mode, str(port), path, str(threads), str(seconds)],
+                            input=body, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)
+
+
+def _wait(sm, name: str, timeout: float = 600) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        described = sm.describe_endpoint(EndpointName=name)
+        if described["EndpointStatus"] in ("InService", "Failed"):
+            return described
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} still {described['EndpointStatus']}")
+        time.sleep(0.1)
+
+
+def hosting_benchmark(tmp: Path, runner: str = "process", image: str | None = None, env: dict | None = None,
+                      threads: int = 4, seconds: float = 8.0, rounds: int = 2) -> dict:
+    sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
+    from localaws.client import register_image
+    from ml_pipeline.images import context_hash
+    from ml_pipeline.config import load_preset, sagemaker_hyperparameters
+    from ml_pipeline.dataset import held_out, write_channels
+    from tests.conftest import LocalAWSProcess
+    from tests.support import ROLE_ARN, training_request, wait_for_training
+
+    server = LocalAWSProcess(tmp, runner, **(env or {})).start()
+    try:
+        if runner == "process":
+            image = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/digits-training:{context_hash(CONTEXT)}"
+            register_image(server.endpoint_url, image, CONTEXT)
+        s3, sm = server.client("s3"), server.client("sagemaker")
+        s3.create_bucket(Bucket="bench-hosting")
+        channels = write_channels(s3, "bench-hosting", "digits", seed=11)
+        preset = load_preset("quick")
+        sm.create_training_job(**training_request(
+            "bench-serve", image, {"train": channels["train"], "validation": channels["validation"]},
+            "s3://bench-hosting/jobs", sagemaker_hyperparameters(preset), preset["metric_definitions"]))
+        job = wait_for_training(sm, "bench-serve", timeout=900)
+        assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+        sm.create_model(ModelName="bench-model", ExecutionRoleArn=ROLE_ARN, PrimaryContainer={
+            "Image": image, "ModelDataUrl": job["ModelArtifacts"]["S3ModelArtifacts"]})
+        sm.create_endpoint_config(EndpointConfigName="bench-config", ProductionVariants=[{
+            "VariantName": "AllTraffic", "ModelName": "bench-model", "InstanceType": "ml.m5.large",
+            "InitialInstanceCount": 1}])
+
+        # CreateEndpoint -> InService, a few times (the first also warms caches: model data, image).
+        create_seconds = []
+        for index in range(3):
+            name = f"bench-ready-{index}"
+            started = time.monotonic()
+            sm.create_endpoint(EndpointName=name, EndpointConfigName="bench-config")
+            described = _wait(sm, name)
+            assert described["EndpointStatus"] == "InService", described.get("FailureReason")
+            create_seconds.append(round(time.monotonic() - started, 2))
+            if index < 2:
+                sm.delete_endpoint(EndpointName=name)
+        name = "bench-ready-2"
+
+        with urllib.request.urlopen(f"{server.endpoint_url}/_localaws/endpoints/{name}", timeout=10) as response:
+            (instance,) = json.loads(response.read())["Instances"]
+        direct_port = instance["Containers"][0]["Port"]
+        features, _ = held_out(seed=11)
+        body = json.dumps({"instances": [[int(v) for v in features[0]]]})
+        # Warm both paths (connections, workers' first requests).
+        _load("direct", direct_port, "/invocations", body, threads, 1.0)
+        _load("gateway", server.port, f"/endpoints/{name}/invocations", body, threads, 1.0)
+        direct, gateway = [], []
+        for _ in range(rounds):
+            direct.append(_load("direct", direct_port, "/invocations", body, threads, seconds))
+            gateway.append(_load("gateway", server.port, f"/endpoints/{name}/invocations", body, threads, seconds))
+        sm.delete_endpoint(EndpointName=name)
+    finally:
+        server.stop()
+
+    def summary(runs: list[dict]) -> dict:
+        return {
+            "throughput_rps": round(statistics.median(r["throughput_rps"] for r in runs), 1),
+            "p50_ms": round(statistics.median(r["p50_ms"] for r in runs), 2),
+            "p99_ms": round(statistics.median(r["p99_ms"] for r in runs), 2),
+            "requests": sum(r["requests"] for r in runs),
+            "errors": sum(r["errors"] for r in runs),
+        }
+
+    d, g = summary(direct), summary(gateway)
+    return {
+        "runner": runner,
+        "client": f"{threads} keep-alive connections, closed loop, {rounds} x {seconds:g} s per target, "
+                  "one JSON row per request; gateway requests SigV4-signed",
+        "serving": "the image's serve (gunicorn gthread, one worker per CPU), one instance",
+        "direct": d,
+        "gateway": g,
+        "throughput_ratio": round(g["throughput_rps"] / d["throughput_rps"], 3),
+        "p99_ratio": round(g["p99_ms"] / d["p99_ms"], 3),
+        "goal": "throughput_ratio >= 0.8 and p99_ratio <= 1.3",
+        "rounds": {"direct": direct, "gateway": gateway},
+        "create_to_in_service_seconds": create_seconds,
+        "create_to_in_service_median_seconds": statistics.median(create_seconds),
+    }
+
+
+if __name__ == "__main__":  # python benchmarks/hosting.py: these figures alone
+    with tempfile.TemporaryDirectory() as directory:
+        print(json.dumps(hosting_benchmark(Path(directory), seconds=float(os.environ.get("BENCH_SECONDS", "8"))),
+                         indent=2))

@@ -1,0 +1,88 @@
+"""The pipeline DAG's figures: how long each DAG file takes to parse, and how much the chain adds
+to the time its jobs take themselves."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PARSE = r"""
+import importlib.util, sys, time
+import airflow.sdk  # loaded once by the dag-processor; not the file's cost
+started = time.perf_counter()
+spec = importlib.util.spec_from_file_location("dag_file", sys.argv[1])
+spec.loader.exec_module(importlib.util.module_from_spec(spec))
+print("PARSE %.4f" % (time.perf_counter() - started))
+"""
+
+
+def dag_parse_times(repeats: int = 5) -> dict:
+    """Each DAG file's parse time in a fresh interpreter (after airflow.sdk itself). Goal: < 0.2 s."""
+    env = {**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)])}
+    out = {}
+    for path in sorted((ROOT / "dags").glob("*.py")):
+        times = []
+        for _ in range(repeats):
+            result = subprocess.run([sys.executable, "-c", PARSE, str(path)], env=env, capture_output=True,
+                                    text=True, check=True)
+            times.append(float(result.stdout.split("PARSE ")[1]))
+        out[path.name] = {"median_seconds": round(statistics.median(times), 3), "all": times, "goal": "< 0.2"}
+    return out
+
+
+def pipeline_overhead(tmp: Path) -> dict:
+    """One train-mode run of the DAG (``dag.test()``) on localaws with a training job of a few minutes:
+    the run's wall time against the sum of its jobs' own wall times (the training job, from creation to
+    its end, and the endpoint, from creation to InService). Goal: at most 1.3 times."""
+    sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
+    import boto3
+
+    from scripts.run_pipeline import airflow_env, migrate, read_summary, run_dag
+    from tests.conftest import LocalAWSProcess
+
+    hyperparams = tmp / "hyperparams"
+    shutil.copytree(ROOT / "include" / "hyperparams", hyperparams, dirs_exist_ok=True)
+    preset = json.loads((hyperparams / "default.json").read_text())
+    preset["hyperparameters"].update({"epochs": int(os.environ.get("BENCH_PIPELINE_EPOCHS", "2500")),
+                                      "early_stopping_patience": 0})
+    (hyperparams / "default.json").write_text(json.dumps(preset))
+
+    server = LocalAWSProcess(tmp, "process").start()
+    try:
+        env = airflow_env(server.endpoint_url, tmp / "airflow-home")
+        env.update({"ML_PIPELINE_HYPERPARAMS_DIR": str(hyperparams), "ML_PIPELINE_BUCKET": "bench-pipeline",
+                    "ML_PIPELINE_POLL_SECONDS": "2"})
+        migrate(env)
+        # Warm-up outside the timing: the image's cached environment and the bucket.
+        run_dag(env, {"mode": "train", "preset": "quick"}, "2026-01-05T00:00:00+00:00", tmp / "warmup.log")
+        started = time.monotonic()
+        run = run_dag(env, {"mode": "train", "preset": "default", "keep_endpoint": True},
+                      "2026-01-12T00:00:00+00:00", tmp / "bench.log")
+        wall = time.monotonic() - started
+        summary = read_summary(server.endpoint_url, "bench-pipeline", run)
+        sm = boto3.client("sagemaker", endpoint_url=server.endpoint_url, region_name="us-east-1",
+                          aws_access_key_id="x", aws_secret_access_key="x")
+        job = sm.describe_training_job(TrainingJobName=summary["training_job"])
+        training = (job["TrainingEndTime"] - job["CreationTime"]).total_seconds()
+        described = sm.describe_endpoint(EndpointName=summary["endpoint"])  # kept for this measurement
+        endpoint = (described["LastModifiedTime"] - described["CreationTime"]).total_seconds()
+        sm.delete_endpoint(EndpointName=summary["endpoint"])
+    finally:
+        server.stop()
+    jobs = training + endpoint
+    return {
+        "state": run["state"],
+        "pipeline_wall_seconds": round(wall, 1),
+        "training_job_seconds": round(training, 1),
+        "endpoint_create_to_in_service_seconds": round(endpoint, 1),
+        "ratio": round(wall / jobs, 3),
+        "goal": "<= 1.3",
+    }

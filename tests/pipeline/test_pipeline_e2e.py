@@ -1,0 +1,160 @@
+"""The pipeline DAG end to end against localaws, with ``dag.test()`` as `make run` runs it."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from scripts.run_pipeline import INNER, DAG_ID, airflow_env, migrate, read_summary, run_dag
+from tests.conftest import REPO_ROOT, unique
+
+pytestmark = pytest.mark.timeout(1200)
+QUICK = {"preset": "quick", "max_jobs": 4, "max_parallel_jobs": 2}
+
+
+@pytest.fixture(scope="module")
+def airflow(localaws_process, tmp_path_factory):
+    home = tmp_path_factory.mktemp("airflow-home")
+    env = airflow_env(localaws_process.endpoint_url, home)
+    env["ML_PIPELINE_BUCKET"] = unique("pipeline")
+    env["ML_PIPELINE_POLL_SECONDS"] = "1"
+    migrate(env)
+    return {"env": env, "bucket": env["ML_PIPELINE_BUCKET"], "localaws": localaws_process, "home": home}
+
+
+def run(airflow, conf: dict, date: str, name: str, **env) -> tuple[dict, dict | None]:
+    environment = {**airflow["env"], **env}
+    result = run_dag(environment, conf, date, airflow["home"] / f"{name}.log")
+    summary = read_summary(airflow["localaws"].endpoint_url, environment["ML_PIPELINE_BUCKET"], result)
+    return result, summary
+
+
+def jobs_of(sm, key: str) -> list[dict]:
+    return sm.list_training_jobs(NameContains=key, MaxResults=100)["TrainingJobSummaries"]
+
+
+def test_train_mode_end_to_end(airflow):
+    localaws = airflow["localaws"]
+    result, summary = run(airflow, {"mode": "train", **QUICK}, "2026-03-02T00:00:00+00:00", "train")
+    assert result["state"] == "success", (airflow["home"] / "train.log").read_text()[-5000:]
+    assert summary["metrics"]["validation:accuracy"] >= 0.9
+    assert summary["smoke_test"]["accuracy"] >= 0.9
+    assert summary["quality_gate"]["deploy"] is True
+    weights = summary["best_weights"]["model_data_url"]
+    assert weights == f"s3://{airflow['bucket']}/models/digits/{summary['run']}/model.tar.gz"
+    s3 = localaws.client("s3")
+    metadata = json.loads(s3.get_object(Bucket=airflow["bucket"],
+                                        Key=f"models/digits/{summary['run']}/metadata.json")["Body"].read())
+    assert metadata["training_job"] == summary["training_job"]
+    assert metadata["objective"]["metric"] == "validation:loss"
+    assert metadata["image"] == summary["image"]["image"]
+    sm = localaws.client("sagemaker")
+    package = sm.describe_model_package(ModelPackageName=summary["model_package"])
+    assert package["ModelApprovalStatus"] == "Approved"
+    # Teardown removed the endpoint (keep_endpoint defaults to off), its config and model.
+    assert "deleted endpoint digits-classifier" in summary["teardown"]["removed"]
+    assert sm.list_endpoints(NameContains="digits-classifier")["Endpoints"] == []
+    assert [j["TrainingJobStatus"] for j in jobs_of(sm, summary["run"])] == ["Completed"]
+    airflow["train_run"] = result
+
+
+def test_clearing_the_finished_training_task_reattaches_instead_of_starting_a_second_job(airflow):
+    result = airflow.get("train_run")
+    if result is None:
+        pytest.skip("needs the train-mode run")
+    completed = subprocess.run(
+        [sys.executable, "-m", "airflow", "tasks", "test", DAG_ID, "train.start_training_job", result["run_id"]],
+        env=airflow["env"], capture_output=True, text=True, timeout=300,
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-4000:]
+    assert "Re-attaching to training job" in output
+    from ml_pipeline.naming import run_key
+    import pendulum
+
+    key = run_key(result["run_id"], pendulum.parse(result["logical_date"]))
+    assert len(jobs_of(airflow["localaws"].client("sagemaker"), key)) == 1
+
+
+def test_tune_mode_end_to_end(airflow):
+    result, summary = run(airflow, {"mode": "tune", **QUICK}, "2026-03-09T00:00:00+00:00", "tune")
+    assert result["state"] == "success", (airflow["home"] / "tune.log").read_text()[-5000:]
+    assert summary["trials"]["Completed"] == 4
+    assert summary["training_job"].startswith(summary["tuning_job"] + "-")
+    assert set(summary["best_hyperparameters"]) == {"hidden_units", "learning_rate", "dropout", "optimizer"}
+    assert summary["smoke_test"] is None or summary["smoke_test"]["accuracy"] >= 0.9
+    assert summary["quality_gate"]["reason"]
+
+
+def test_two_logical_dates_write_two_sets_of_artifacts_and_overwrite_nothing(airflow):
+    first, a = run(airflow, {"mode": "train", **QUICK}, "2026-04-06T00:00:00+00:00", "date-a")
+    second, b = run(airflow, {"mode": "train", **QUICK}, "2026-04-13T00:00:00+00:00", "date-b")
+    assert first["state"] == second["state"] == "success"
+    assert a["run"] != b["run"] and a["training_job"] != b["training_job"]
+    assert a["data"]["train"] != b["data"]["train"]  # each date trains on its own partition
+    s3 = airflow["localaws"].client("s3")
+    for prefix in (f"models/digits/{a['run']}/", f"models/digits/{b['run']}/", "datasets/digits/20260406/",
+                   "datasets/digits/20260413/"):
+        versions = s3.list_object_versions(Bucket=airflow["bucket"], Prefix=prefix).get("Versions", [])
+        assert versions, prefix
+        keys = [v["Key"] for v in versions]
+        assert len(keys) == len(set(keys)), f"an object under {prefix} was overwritten"
+
+
+def test_a_failing_training_job_fails_the_run_and_still_tears_down(airflow, tmp_path):
+    broken = tmp_path / "training"
+    shutil.copytree(REPO_ROOT / "docker" / "training", broken, ignore=shutil.ignore_patterns("__pycache__"))
+    (broken / "train").write_text(
+        "#!/usr/bin/env python3\n"
+        "import os, sys\n"
+        "print('this training script is broken on purpose', flush=True)\n"
+        "open(os.path.join(os.environ.get('SM_OUTPUT_DIR', '/opt/ml/output'), 'failure'), 'w')"
+        ".write('RuntimeError: broken on purpose')\n"
+        "sys.exit(3)\n"
+    )
+    result, summary = run(airflow, {"mode": "train", **QUICK}, "2026-05-04T00:00:00+00:00", "broken",
+                          ML_PIPELINE_BUILD_CONTEXT=str(broken))
+    assert result["state"] == "failed"
+    assert summary is not None, "teardown did not run"
+    sm = airflow["localaws"].client("sagemaker")
+    jobs = jobs_of(sm, summary["run"] if summary else "none")
+    assert jobs and all(j["TrainingJobStatus"] == "Failed" for j in jobs)
+    assert len(jobs) == 1  # the sensor's retries re-check the failed job; nothing starts a duplicate
+    assert sm.list_endpoints(NameContains="digits-classifier")["Endpoints"] == []
+    assert sm.list_models(NameContains=summary["run"])["Models"] == []
+    assert sm.list_endpoint_configs(NameContains=summary["run"])["EndpointConfigs"] == []
+
+
+@pytest.mark.parametrize("conf", [{"instance_count": 99}, {"mode": "sideways"}, {"preset": "huge"}])
+def test_an_invalid_param_is_refused_before_anything_is_created(airflow, conf):
+    s3, sm = airflow["localaws"].client("s3"), airflow["localaws"].client("sagemaker")
+    buckets = {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    jobs = len(sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"])
+    environment = {**airflow["env"], "ML_PIPELINE_BUCKET": unique("never")}
+    completed = subprocess.run(
+        [sys.executable, "-c", INNER, str(REPO_ROOT / "dags"), DAG_ID, json.dumps(conf), "2026-06-01T00:00:00+00:00"],
+        env=environment, capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode != 0
+    assert "ParamValidationError" in completed.stdout + completed.stderr
+    assert {b["Name"] for b in s3.list_buckets()["Buckets"]} == buckets
+    assert len(sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]) == jobs
+
+
+def test_an_invalid_hyperparameter_file_is_refused_before_anything_is_created(airflow, tmp_path):
+    hyperparams = tmp_path / "hyperparams"
+    shutil.copytree(REPO_ROOT / "include" / "hyperparams", hyperparams)
+    preset = json.loads((hyperparams / "quick.json").read_text())
+    preset["hyperparameters"]["learning_rate"] = -1
+    (hyperparams / "quick.json").write_text(json.dumps(preset))
+    bucket = unique("never")
+    result, summary = run(airflow, {"mode": "train", **QUICK}, "2026-06-08T00:00:00+00:00", "badfile",
+                          ML_PIPELINE_HYPERPARAMS_DIR=str(hyperparams), ML_PIPELINE_BUCKET=bucket)
+    assert result["state"] == "failed"
+    log = (airflow["home"] / "badfile.log").read_text()
+    assert "hyperparameters.learning_rate" in log and "Refused before anything was created" in log
+    s3 = airflow["localaws"].client("s3")
+    assert bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}

@@ -39,6 +39,8 @@ def airflow_env(endpoint: str, home: Path) -> dict[str, str]:
         "AWS_DEFAULT_REGION": "us-east-1",
         "ML_PIPELINE_POLL_SECONDS": os.environ.get("ML_PIPELINE_POLL_SECONDS", "2"),
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]),
+        # Airflow's own processes (standalone's scheduler, triggerer...) start `airflow` from PATH.
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     }
 
 

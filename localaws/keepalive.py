@@ -10,16 +10,100 @@ what the application did not read, and keeps the connection open unless the
 client asked to close it, the request's framing was unknown, or the application
 failed mid-answer. Headers go out with the first body chunk in one write, with
 Nagle's algorithm off, so small answers cost one segment.
+
+Request headers are parsed without the email package (http.server's way costs
+more than the rest of a small request), and an InvokeEndpoint request gets a
+lean WSGI environ: it is the one call on a model's request path.
 """
 from __future__ import annotations
 
 import socket
+import sys
+import time
+from http import HTTPStatus
+from urllib.parse import unquote
 
 from werkzeug.exceptions import InternalServerError
 from werkzeug.serving import DechunkedInput, WSGIRequestHandler
 from werkzeug.wsgi import LimitedStream
 
 _DROPPED = (ConnectionError, socket.timeout, TimeoutError)
+_MAX_LINE = 65536
+_MAX_HEADERS = 100
+_FAST_PREFIX = "/endpoints/"
+
+
+class _Body:
+    """A request body of known length on the connection's buffered reader (InvokeEndpoint's path)."""
+
+    __slots__ = ("_rfile", "_left")
+
+    def __init__(self, rfile, size: int):
+        self._rfile = rfile
+        self._left = size
+
+    def read(self, size: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        size = self._left if size is None or size < 0 else min(size, self._left)
+        data = self._rfile.read(size)
+        if len(data) < size:
+            raise ConnectionError("the client closed the connection mid-body")
+        self._left -= len(data)
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        limit = self._left if size is None or size < 0 else min(size, self._left)
+        data = self._rfile.readline(limit)
+        self._left -= len(data)
+        return data
+
+
+class Headers:
+    """Request headers as http.server's handlers and werkzeug read them (``get``, ``items``...),
+    parsed with a plain loop."""
+
+    __slots__ = ("_items", "_first")
+
+    def __init__(self, items: list[tuple[str, str]]):
+        self._items = items
+        first: dict[str, str] = {}
+        for name, value in items:
+            first.setdefault(name.lower(), value)
+        self._first = first
+
+    def get(self, name: str, default=None):
+        return self._first.get(name.lower(), default)
+
+    def __getitem__(self, name: str):
+        return self._first.get(name.lower())
+
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self._first
+
+    def get_all(self, name: str, default=None):
+        found = [value for key, value in self._items if key.lower() == name.lower()]
+        return found or default
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def keys(self) -> list[str]:
+        return [name for name, _ in self._items]
+
+    def values(self) -> list[str]:
+        return [value for _, value in self._items]
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __str__(self) -> str:
+        return "".join(f"{name}: {value}\r\n" for name, value in self._items) + "\r\n"
 
 
 class KeepAliveRequestHandler(WSGIRequestHandler):
@@ -28,11 +112,126 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
     #: An idle kept-alive connection is closed after this many seconds.
     timeout = 120
 
+    _date = (0, "")
+
+    def parse_request(self) -> bool:
+        """http.server's parse_request, reading the headers without the email package."""
+        self.command = None
+        self.request_version = version = self.default_request_version
+        self.close_connection = True
+        requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        self.requestline = requestline
+        words = requestline.split()
+        if not words:
+            return False
+        if len(words) >= 3:
+            version = words[-1]
+            try:
+                if not version.startswith("HTTP/"):
+                    raise ValueError
+                major, minor = version.split("/", 1)[1].split(".")
+                if not (major.isdigit() and minor.isdigit() and len(major) <= 10 and len(minor) <= 10):
+                    raise ValueError
+                number = int(major), int(minor)
+            except ValueError:
+                self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request version ({version!r})")
+                return False
+            if number >= (1, 1) and self.protocol_version >= "HTTP/1.1":
+                self.close_connection = False
+            if number >= (2, 0):
+                self.send_error(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, f"Invalid HTTP version ({version})")
+                return False
+            self.request_version = version
+        if not 2 <= len(words) <= 3:
+            self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request syntax ({requestline!r})")
+            return False
+        command, path = words[:2]
+        if len(words) == 2:
+            self.close_connection = True
+            if command != "GET":
+                self.send_error(HTTPStatus.BAD_REQUEST, f"Bad HTTP/0.9 request type ({command!r})")
+                return False
+        self.command, self.path = command, path
+        if self.path.startswith("//"):
+            self.path = "/" + self.path.lstrip("/")
+        items: list[tuple[str, str]] = []
+        while True:
+            line = self.rfile.readline(_MAX_LINE + 1)
+            if len(line) > _MAX_LINE:
+                self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long")
+                return False
+            if line in (b"\r\n", b"\n", b""):
+                break
+            if len(items) >= _MAX_HEADERS:
+                self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers")
+                return False
+            text = line.decode("iso-8859-1")
+            if text[0] in " \t" and items:  # obsolete line folding: part of the previous value
+                name, value = items[-1]
+                items[-1] = (name, f"{value} {text.strip()}")
+                continue
+            name, _, value = text.partition(":")
+            items.append((name.strip(), value.strip()))
+        self.headers = Headers(items)
+        connection = self.headers.get("Connection", "").lower()
+        if connection == "close":
+            self.close_connection = True
+        elif connection == "keep-alive" and self.protocol_version >= "HTTP/1.1":
+            self.close_connection = False
+        return True
+
+    def date_time_string(self, timestamp=None) -> str:
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        now = int(time.time())
+        if KeepAliveRequestHandler._date[0] != now:
+            KeepAliveRequestHandler._date = (now, super().date_time_string(now))
+        return KeepAliveRequestHandler._date[1]
+
+    def lean_environ(self) -> dict | None:
+        """A WSGI environ built without werkzeug's generality, for InvokeEndpoint; None when the
+        request needs the general one (a chunked body)."""
+        headers = self.headers
+        if "chunked" in headers.get("Transfer-Encoding", "").lower():
+            return None
+        path, _, query = self.path.partition("?")
+        environ = {
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": self.rfile,
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            "REQUEST_METHOD": self.command,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": unquote(path, "latin-1") if "%" in path else path,
+            "QUERY_STRING": query,
+            "SERVER_NAME": self.server.server_address[0],
+            "SERVER_PORT": str(self.server.server_address[1]),
+            "SERVER_PROTOCOL": self.request_version,
+            "REMOTE_ADDR": self.client_address[0] if self.client_address else "",
+        }
+        for name, value in headers._items:
+            if "_" in name:
+                continue
+            key = name.upper().replace("-", "_")
+            if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                key = "HTTP_" + key
+                if key in environ:
+                    value = f"{environ[key]},{value}"
+            environ[key] = value
+        return environ
+
     def run_wsgi(self) -> None:  # noqa: C901 - one request, start to end
         if self.headers.get("Expect", "").lower().strip() == "100-continue":
             self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
-        self.environ = environ = self.make_environ()
+        environ = None
+        if self.command == "POST" and self.path.startswith(_FAST_PREFIX):
+            environ = self.lean_environ()
+        lean = environ is not None
+        self.environ = environ = environ or self.make_environ()
         framed = True
         if isinstance(environ["wsgi.input"], DechunkedInput):
             body = environ["wsgi.input"]
@@ -44,7 +243,7 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
                 size, framed = 0, False
             if size < 0:
                 size, framed = 0, False
-            body = LimitedStream(self.rfile, size)
+            body = _Body(self.rfile, size) if lean else LimitedStream(self.rfile, size)
             environ["wsgi.input"] = body
             environ["wsgi.input_terminated"] = True
 

@@ -144,3 +144,11 @@ def bucket(localaws):
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Whatever needs a Docker engine is marked ``docker`` (``make test-fast`` leaves it out)."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if {"docker_engine", "localaws_docker", "training_image"} & fixtures or "[docker" in item.nodeid:
+            item.add_marker(pytest.mark.docker)

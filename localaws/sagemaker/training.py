@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 
 from localaws.sagemaker import s3io
 from localaws.sagemaker.cloudwatch import HostLog, MetricParser
-from localaws.sagemaker.contract import CHECKPOINT_LOCAL_PATH, OPT_ML, HostConfig, Layout
+from localaws.sagemaker.contract import CHECKPOINT_LOCAL_PATH, HostConfig, Layout
 from localaws.sagemaker.models import TrainingJob
 from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound, Running, Runner
 from localaws.sagemaker.runners.process import EnvironmentBuildError

@@ -7,13 +7,13 @@ import pytest
 
 from localaws.client import interrupt_spot_training
 from tests.conftest import unique
-from tests.localaws.test_training_jobs import data, job_request, log_lines, preset  # noqa: F401 (fixtures)
+from tests.localaws.test_training_jobs import job_request, log_lines
 from tests.support import wait_for_training
 
 pytestmark = pytest.mark.timeout(900)
 
 
-def test_spot_interruption_resumes_from_the_checkpoint(localaws, data, preset):  # noqa: F811
+def test_spot_interruption_resumes_from_the_checkpoint(localaws, data, preset):
     sm = localaws.client("sagemaker")
     name = unique("spot")
     request = job_request(
@@ -45,7 +45,7 @@ def test_spot_interruption_resumes_from_the_checkpoint(localaws, data, preset): 
     assert done["BillableTimeInSeconds"] <= done["TrainingTimeInSeconds"]
 
 
-def test_spot_job_that_cannot_finish_in_time_ends_max_wait_time_exceeded(localaws, data, preset):  # noqa: F811
+def test_spot_job_that_cannot_finish_in_time_ends_max_wait_time_exceeded(localaws, data, preset):
     sm = localaws.client("sagemaker")
     name = unique("spotwait")
     request = job_request(localaws, data, preset, name, max_runtime=8,
@@ -65,7 +65,7 @@ def test_interrupting_an_on_demand_job_is_refused(localaws_process):
         interrupt_spot_training(localaws_process.endpoint_url, "no-such-job")
 
 
-def test_two_hosts_train_with_torch_distributed_on_sharded_data(localaws, data, preset, tmp_path):  # noqa: F811
+def test_two_hosts_train_with_torch_distributed_on_sharded_data(localaws, data, preset, tmp_path):
     sm = localaws.client("sagemaker")
     name = unique("multi")
     request = job_request(localaws, data, preset, name, hyperparameters={"epochs": "8"})

@@ -8,14 +8,13 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import unique
-from tests.localaws.test_training_jobs import data, preset, process_data  # noqa: F401 (fixtures)
 from tests.support import ROLE_ARN, unknown_members
 
 pytestmark = pytest.mark.timeout(900)
 TERMINAL = ("Completed", "Failed", "Stopped")
 
 
-def definition(localaws, data, preset, static=None, **extra):  # noqa: F811
+def definition(localaws, data, preset, static=None, **extra):
     from ml_pipeline.config import sagemaker_hyperparameters
 
     return {
@@ -93,7 +92,7 @@ RANGES = {
 }
 
 
-def test_six_trials_two_at_a_time_and_the_best_is_the_best(localaws, data, preset):  # noqa: F811
+def test_six_trials_two_at_a_time_and_the_best_is_the_best(localaws, data, preset):
     sm = localaws.client("sagemaker")
     name = unique("tune")[:32]
     seen_in_progress = []
@@ -136,7 +135,7 @@ def test_six_trials_two_at_a_time_and_the_best_is_the_best(localaws, data, prese
     assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
 
 
-def test_grid_covers_its_grid_exactly(localaws, data, preset):  # noqa: F811
+def test_grid_covers_its_grid_exactly(localaws, data, preset):
     sm = localaws.client("sagemaker")
     name = unique("grid")[:32]
     ranges = {"CategoricalParameterRanges": [
@@ -151,7 +150,7 @@ def test_grid_covers_its_grid_exactly(localaws, data, preset):  # noqa: F811
     assert tried == sorted(itertools.product(["adam", "sgd"], ["16", "32", "64"]))
 
 
-def test_a_failing_child_is_counted_and_the_rest_go_on(localaws, data, preset):  # noqa: F811
+def test_a_failing_child_is_counted_and_the_rest_go_on(localaws, data, preset):
     sm = localaws.client("sagemaker")
     name = unique("fails")[:32]
     ranges = {"CategoricalParameterRanges": [
@@ -169,7 +168,7 @@ def test_a_failing_child_is_counted_and_the_rest_go_on(localaws, data, preset): 
     assert all("optimizer" in s["FailureReason"] for s in failed)
 
 
-def test_tuning_fails_only_when_every_child_fails(localaws_process, process_data, preset):  # noqa: F811
+def test_tuning_fails_only_when_every_child_fails(localaws_process, process_data, preset):
     data = process_data
     sm = localaws_process.client("sagemaker")
     name = unique("allfail")[:32]
@@ -181,7 +180,7 @@ def test_tuning_fails_only_when_every_child_fails(localaws_process, process_data
     assert "BestTrainingJob" not in done
 
 
-def test_bayesian_proposals_depend_on_earlier_results(localaws_process, process_data, preset):  # noqa: F811
+def test_bayesian_proposals_depend_on_earlier_results(localaws_process, process_data, preset):
     data = process_data
     """Same seed, same ranges, opposite objective directions: the GP's random start-up proposals
     agree, the model-based ones that follow cannot. Random search, the control, agrees throughout."""
@@ -203,7 +202,7 @@ def test_bayesian_proposals_depend_on_earlier_results(localaws_process, process_
     assert proposals("Random", "Minimize") == proposals("Random", "Maximize")
 
 
-def test_stopping_the_tuning_job_stops_its_children(localaws, data, preset):  # noqa: F811
+def test_stopping_the_tuning_job_stops_its_children(localaws, data, preset):
     sm = localaws.client("sagemaker")
     name = unique("stop")[:32]
     create(sm, name, tuning_config("Random", RANGES, 6, 2),
@@ -223,7 +222,7 @@ def test_stopping_the_tuning_job_stops_its_children(localaws, data, preset):  # 
     assert {s["TrainingJobStatus"] for s in listed} == {"Stopped"}
 
 
-def test_auto_early_stopping_stops_a_clearly_losing_trial(localaws_process, process_data, preset):  # noqa: F811
+def test_auto_early_stopping_stops_a_clearly_losing_trial(localaws_process, process_data, preset):
     data = process_data
     sm = localaws_process.client("sagemaker")
     name = unique("early")[:32]
@@ -239,7 +238,7 @@ def test_auto_early_stopping_stops_a_clearly_losing_trial(localaws_process, proc
     assert done["BestTrainingJob"]["TunedHyperParameters"]["learning_rate"] in ("0.01", "0.02")
 
 
-def test_warm_start_and_several_definitions(localaws_process, process_data, preset):  # noqa: F811
+def test_warm_start_and_several_definitions(localaws_process, process_data, preset):
     data = process_data
     sm = localaws_process.client("sagemaker")
     parent = unique("parent")[:32]
@@ -271,7 +270,7 @@ def test_warm_start_and_several_definitions(localaws_process, process_data, pres
     assert done["OverallBestTrainingJob"]["TrainingJobName"] == best["TrainingJobName"]
 
 
-def test_hyperband_stops_trials_by_max_resource_and_pruning(localaws_process, process_data, preset):  # noqa: F811
+def test_hyperband_stops_trials_by_max_resource_and_pruning(localaws_process, process_data, preset):
     data = process_data
     sm = localaws_process.client("sagemaker")
     name = unique("hyper")[:32]
@@ -288,7 +287,7 @@ def test_hyperband_stops_trials_by_max_resource_and_pruning(localaws_process, pr
     assert "BestTrainingJob" in done
 
 
-def test_tuning_errors_are_aws_errors(localaws_process, process_data, preset):  # noqa: F811
+def test_tuning_errors_are_aws_errors(localaws_process, process_data, preset):
     data = process_data
     sm = localaws_process.client("sagemaker")
     with pytest.raises(ClientError) as error:

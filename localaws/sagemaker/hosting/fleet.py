@@ -23,12 +23,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from localaws.sagemaker import s3io
 from localaws.sagemaker.contract import SERVING_PORT
 from localaws.sagemaker.hosting.logs import LogShipper, log_group
+from localaws.sagemaker.hosting.upstream import ConnectionPool
 from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound, Running
 from localaws.sagemaker.runners.process import EnvironmentBuildError
 
@@ -157,13 +157,12 @@ class Container:
     host_dir: Path
     shipper: LogShipper
     reader: threading.Thread
-    pool: urllib3.HTTPConnectionPool
-    ping_pool: urllib3.HTTPConnectionPool
+    pool: ConnectionPool  # invocations
+    ping_pool: ConnectionPool  # health checks, each timing out after 2 s
 
     def ping(self) -> bool:
         try:
-            response = self.ping_pool.urlopen("GET", "/ping", retries=False, timeout=PING_TIMEOUT_SECONDS)
-            return response.status == 200
+            return self.ping_pool.request("GET", "/ping").status == 200
         except Exception:  # noqa: BLE001 - refused, reset or timed out: not healthy
             return False
 
@@ -339,7 +338,6 @@ class Fleet:
         shipper = LogShipper(self.clients, log_group(endpoint), stream, self.settings.log_flush_seconds)
         reader = threading.Thread(target=shipper.pump, args=(running,), name=f"lines-{spec.name}", daemon=True)
         reader.start()
-        timeout = urllib3.Timeout(connect=PING_TIMEOUT_SECONDS, read=self.settings.invocation_timeout_seconds)
         return Container(
             hostname=hostname,
             port=port,
@@ -347,9 +345,8 @@ class Fleet:
             host_dir=host_dir,
             shipper=shipper,
             reader=reader,
-            pool=urllib3.HTTPConnectionPool("127.0.0.1", port, maxsize=64, block=False, retries=False,
-                                            timeout=timeout),
-            ping_pool=urllib3.HTTPConnectionPool("127.0.0.1", port, maxsize=2, block=False, retries=False),
+            pool=ConnectionPool(port, PING_TIMEOUT_SECONDS, self.settings.invocation_timeout_seconds),
+            ping_pool=ConnectionPool(port, PING_TIMEOUT_SECONDS, PING_TIMEOUT_SECONDS, max_idle=2),
         )
 
     def wait_healthy(self, instance: Instance, variant, cancelled: threading.Event | None = None) -> None:

@@ -15,13 +15,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-)
+from localaws.sagemaker.hosting.upstream import Timeout, Unreachable, UpstreamError
 
 _MESSAGE_LIMIT = 2048
 
@@ -223,27 +217,22 @@ class Router:
         return status, data, media, attributes
 
     def _post(self, container, body: bytes, headers: dict):
-        for attempt in range(2):
-            try:
-                response = container.pool.urlopen(
-                    "POST", "/invocations", body=body, headers=headers, retries=False,
-                    preload_content=True, release_conn=True, assert_same_host=False,
-                )
-            except (ReadTimeoutError, TimeoutError):
-                raise ModelError(
-                    f"Received server error (0) from {container.hostname} with message \"Your invocation timed "
-                    f"out while waiting for a response from container {container.hostname}. Review the latency "
-                    "metrics for each container in Amazon CloudWatch, resolve the issue, and try again.\".",
-                ) from None
-            except (NewConnectionError, ConnectTimeoutError):
-                raise _Unreachable() from None
-            except (ProtocolError, HTTPError, OSError):
-                if attempt == 0:
-                    continue  # a kept-alive connection the server had just closed: once more, afresh
-                raise _Unreachable() from None
-            return (response.status, response.data, response.headers.get("Content-Type"),
-                    response.headers.get("X-Amzn-SageMaker-Custom-Attributes"))
-        raise _Unreachable()
+        try:
+            response = container.pool.request("POST", "/invocations", headers, body)
+        except Timeout:
+            raise ModelError(
+                f"Received server error (0) from {container.hostname} with message \"Your invocation timed "
+                f"out while waiting for a response from container {container.hostname}. Review the latency "
+                "metrics for each container in Amazon CloudWatch, resolve the issue, and try again.\".",
+            ) from None
+        except (Unreachable, OSError):
+            raise _Unreachable() from None  # nothing was sent: another instance may take it
+        except UpstreamError as error:
+            raise ModelError(
+                f"Received server error (0) from {container.hostname} with message \"{error}\"."
+            ) from None
+        return (response.status, response.data, response.headers.get("content-type"),
+                response.headers.get("x-amzn-sagemaker-custom-attributes"))
 
     def _model_error(self, endpoint, variant, status, data, instance, target_container) -> ModelError:
         text = data.decode("utf-8", "replace")[:_MESSAGE_LIMIT]

@@ -36,13 +36,11 @@ def _describe_or_none(describe: Callable[[str], dict], name: str) -> dict | None
 
 def resolve_attempt(base: str, describe: Callable[[str], dict], status_key: str, limit: int) -> tuple[str, dict | None]:
     """The name this task must use and, when it re-attaches, the existing job's description."""
-    last = None
     for attempt in range(1, _MAX_ATTEMPTS + 1):
         candidate = attempt_name(base, attempt, limit)
         description = _describe_or_none(describe, candidate)
         if description is None:
             return candidate, None
-        last = (candidate, description)
         if description[status_key] in REATTACH_STATES:
             return candidate, description
     raise RuntimeError(f"{base} has failed {_MAX_ATTEMPTS} times; clear the task with a new run instead")

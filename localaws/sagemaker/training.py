@@ -70,11 +70,6 @@ class TrainingExecutor:
         self._threads[job.name] = thread
         thread.start()
 
-    def join(self, name: str, timeout: float | None = None) -> None:
-        thread = self._threads.get(name)
-        if thread:
-            thread.join(timeout)
-
     def shutdown(self) -> None:
         self._closing.set()
         for thread in list(self._threads.values()):
@@ -297,7 +292,9 @@ class TrainingExecutor:
                 run.running.kill()
                 run.reader.join(timeout=10)
                 run.log.close()
-                run.running.remove()
+            # Removing a container takes the engine a moment the job need not wait for (AWS bills no
+            # teardown either); the runner's close() still removes whatever is left at shutdown.
+            threading.Thread(target=_remove_all, args=([run.running for run in runs],), daemon=True).start()
             with self.lock:
                 if runs and runs[0].log.metrics is not None:
                     job.final_metrics = dict(runs[0].log.metrics.last)
@@ -383,6 +380,14 @@ class TrainingExecutor:
         if not message:
             message = "See job logs for more information"
         return f"AlgorithmError: {message}, exit code: {code}"
+
+
+def _remove_all(running: list[Running]) -> None:
+    for one in running:
+        try:
+            one.remove()
+        except Exception:  # noqa: BLE001 - already gone, or the engine is shutting down
+            log.debug("could not remove %s", one, exc_info=True)
 
 
 def _pump(running: Running, host_log: HostLog) -> None:

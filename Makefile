@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast bench localaws docker-engine clean
+.PHONY: install run test test-fast bench localaws airflow docker-engine clean
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ bench: install
 ## localaws in the foreground on 127.0.0.1:4566.
 localaws: install
 	$(PY) -m localaws serve
+
+## Airflow standalone, UI on http://127.0.0.1:8080, against localaws (started unless one listens on 4566).
+airflow: install
+	$(PY) scripts/airflow_standalone.py
 
 docker-engine:
 	bash scripts/docker-engine.sh install

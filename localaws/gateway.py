@@ -24,6 +24,8 @@ from localaws.sagemaker.training import TrainingExecutor
 from localaws.sagemaker.tuning.executor import TuningExecutor
 from localaws.sagemaker.tuning.models import TuningBackend
 from localaws.settings import Settings
+from localaws.ssm import TARGET_PREFIX as SSM_TARGET_PREFIX
+from localaws.ssm import SsmAgent
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,14 @@ def signing_service(environ: dict) -> str | None:
     try:
         scope = auth.split("Credential=", 1)[1].split(",", 1)[0]
         return scope.split("/")[3].lower()
+    except IndexError:
+        return None
+
+
+def signing_region(environ: dict) -> str | None:
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    try:
+        return auth.split("Credential=", 1)[1].split(",", 1)[0].split("/")[2]
     except IndexError:
         return None
 
@@ -56,6 +66,8 @@ class Gateway:
         self.hosting = Hosting(settings, self.clients, self.runners, self.sagemaker)
         self.registry = RegistryBackend(self.sagemaker)
         self.sagemaker_api = SageMakerResponses(self.sagemaker, self.tuning, self.hosting.backend, self.registry)
+        # Run Command of the project's host documents is carried out here (localaws/ssm); the rest is moto's.
+        self.ssm = SsmAgent(settings, self.clients, self.runners)
 
     def __call__(self, environ, start_response):
         # InvokeEndpoint first: the one call on a model's request path.
@@ -71,6 +83,10 @@ class Gateway:
             return Response(body, status=status, headers=headers)(environ, start_response)
         if target.startswith(AUTOSCALING_TARGET_PREFIX):  # sagemaker variants ours, the rest moto's
             answer = self.hosting.autoscaling(environ, target)
+            if answer is not None:
+                return Response(answer[2], status=answer[0], headers=answer[1])(environ, start_response)
+        if target.startswith(SSM_TARGET_PREFIX):
+            answer = self.ssm.handle(environ, target, signing_region(environ))
             if answer is not None:
                 return Response(answer[2], status=answer[0], headers=answer[1])(environ, start_response)
         return self.moto(environ, start_response)
@@ -106,6 +122,7 @@ class Gateway:
         self.tuning_executor.shutdown()  # first: it would launch new trials as the old ones stop
         self.sagemaker.shutdown()
         self.hosting.shutdown()
+        self.ssm.shutdown()
         self.runners.close()
 
 

@@ -190,3 +190,50 @@ def test_an_update_whose_new_fleet_never_gets_healthy_leaves_the_old_one_serving
     finally:
         sm.delete_endpoint(EndpointName=name)
         wait_gone(sm, name)
+
+
+def test_scaling_policies_are_checked_and_go_with_the_endpoint(strict):
+    sm, aas, cloudwatch = (strict.client(s) for s in ("sagemaker", "application-autoscaling", "cloudwatch"))
+    name = unique("policies")
+    resource = f"endpoint/{name}/variant/AllTraffic"
+    dimension = "sagemaker:variant:DesiredInstanceCount"
+    assert deploy(sm, name, strict.image_uri, None)["EndpointStatus"] == "InService"
+    try:
+        with pytest.raises(ClientError) as error:
+            aas.put_scaling_policy(PolicyName="p", ServiceNamespace="sagemaker", ResourceId=resource,
+                                   ScalableDimension=dimension, PolicyType="TargetTrackingScaling",
+                                   TargetTrackingScalingPolicyConfiguration={"TargetValue": 5.0, "PredefinedMetricSpecification": {
+                                       "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}})
+        assert error.value.response["Error"]["Code"] == "ObjectNotFoundException"
+        aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=resource, ScalableDimension=dimension,
+                                     MinCapacity=1, MaxCapacity=2)
+        with pytest.raises(ClientError) as error:
+            aas.put_scaling_policy(PolicyName="p", ServiceNamespace="sagemaker", ResourceId=resource,
+                                   ScalableDimension=dimension, PolicyType="TargetTrackingScaling",
+                                   TargetTrackingScalingPolicyConfiguration={"TargetValue": 5.0, "PredefinedMetricSpecification": {
+                                       "PredefinedMetricType": "ECSServiceAverageCPUUtilization"}})
+        assert error.value.response["Error"]["Message"] == (
+            "Scalable dimension sagemaker:variant:DesiredInstanceCount only supports the following predefined "
+            "metric types: SageMakerVariantInvocationsPerInstance")
+        custom = {"MetricName": "Invocations", "Namespace": "AWS/SageMaker", "Statistic": "Sum",
+                  "Dimensions": [{"Name": "EndpointName", "Value": name}, {"Name": "VariantName", "Value": "AllTraffic"}]}
+        created = aas.put_scaling_policy(
+            PolicyName="custom", ServiceNamespace="sagemaker", ResourceId=resource, ScalableDimension=dimension,
+            PolicyType="TargetTrackingScaling", TargetTrackingScalingPolicyConfiguration={
+                "TargetValue": 100.0, "CustomizedMetricSpecification": custom, "DisableScaleIn": True})
+        assert len(created["Alarms"]) == 1  # no AlarmLow when scale-in is disabled
+        (alarm,) = cloudwatch.describe_alarms(AlarmNames=[created["Alarms"][0]["AlarmName"]])["MetricAlarms"]
+        assert (alarm["MetricName"], alarm["Namespace"], alarm["Threshold"]) == ("Invocations", "AWS/SageMaker", 100.0)
+        aas.put_scaling_policy(
+            PolicyName="steps", ServiceNamespace="sagemaker", ResourceId=resource, ScalableDimension=dimension,
+            PolicyType="StepScaling", StepScalingPolicyConfiguration={
+                "AdjustmentType": "ChangeInCapacity", "StepAdjustments": [{"MetricIntervalLowerBound": 0.0,
+                                                                            "ScalingAdjustment": 1}]})
+        policies = aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=resource)["ScalingPolicies"]
+        assert sorted(p["PolicyName"] for p in policies) == ["custom", "steps"]
+    finally:
+        sm.delete_endpoint(EndpointName=name)
+        wait_gone(sm, name)
+    # Deleting the endpoint deregisters its variants, policies and alarms included.
+    assert aas.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[resource])["ScalableTargets"] == []
+    assert cloudwatch.describe_alarms(AlarmNames=[created["Alarms"][0]["AlarmName"]])["MetricAlarms"] == []

@@ -579,12 +579,12 @@ class HostingBackend:
 
     def endpoint_deleted(self, endpoint: Endpoint) -> None:
         """Called by the engine once every instance of a deleted endpoint is gone."""
+        for listener in self.deletion_listeners:  # first: the endpoint is gone once all of it is
+            listener(endpoint.name)
         with self.lock:
             if self.endpoints.get(endpoint.name) is endpoint:
                 del self.endpoints[endpoint.name]
                 self.tags.pop(endpoint.arn, None)
-        for listener in self.deletion_listeners:
-            listener(endpoint.name)
 
     def shutdown(self) -> None:
         self.engine.shutdown()

@@ -1,0 +1,73 @@
+"""The IAM policy documents shipped in ``include/iam/``, rendered for an account, region and run.
+
+Files (``${Name}`` placeholders, filled by ``render``):
+
+    host-instance-trust.json / host-instance-policy.json   the run's host (EC2 instance profile)
+    host-instance-boundary.json                            the permissions boundary of every host role
+    sagemaker-execution-trust.json / -policy.json          the SageMaker execution role
+    sagemaker-vpc-policy.json                              added to it when jobs run in the VPC (VpcConfig)
+    airflow-trust.json / airflow-policy.json               the role the DAG's AWS connection uses
+    wildcard-resources.json                                the only actions granted on "Resource": "*", and why
+
+The README's "IAM roles for real AWS" says which roles a user creates and how.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+IAM_DIR = Path(os.environ.get("ML_PIPELINE_IAM_DIR", "") or Path(__file__).resolve().parents[3] / "include" / "iam")
+#: The CloudWatch Logs group of the host's training commands (SSM's CloudWatch output goes there).
+HOST_LOG_GROUP = "/ml-pipeline/host-training"
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z]+)\}")
+POLICY_FILES = (
+    "host-instance-trust.json", "host-instance-policy.json", "host-instance-boundary.json",
+    "sagemaker-execution-trust.json", "sagemaker-execution-policy.json", "sagemaker-vpc-policy.json",
+    "airflow-trust.json", "airflow-policy.json",
+)
+
+
+def placeholders(name: str) -> set[str]:
+    return set(_PLACEHOLDER.findall((IAM_DIR / name).read_text()))
+
+
+def render(name: str, **values: str) -> dict:
+    """``include/iam/<name>`` with every ``${Key}`` replaced; a missing value is an error."""
+    text = (IAM_DIR / name).read_text()
+    missing = sorted(set(_PLACEHOLDER.findall(text)) - set(values))
+    if missing:
+        raise KeyError(f"{name} needs {', '.join(missing)}")
+    return json.loads(_PLACEHOLDER.sub(lambda match: str(values[match.group(1)]), text))
+
+
+def partition_of(region: str) -> str:
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def account_of(client) -> str:
+    return client("sts").get_caller_identity()["Account"]
+
+
+def host_values(client, plan: dict) -> dict:
+    """What the host's policy documents are rendered with."""
+    region = client("ec2").meta.region_name
+    p = plan["params"]
+    return {
+        "Partition": partition_of(region),
+        "Region": region,
+        "Account": account_of(client),
+        "Bucket": p["bucket"],
+        "Repository": p["ecr_repository"],
+        "RunKey": plan["key"],
+        "LogGroup": HOST_LOG_GROUP,
+    }
+
+
+def wildcard_exceptions() -> dict[str, str]:
+    return json.loads((IAM_DIR / "wildcard-resources.json").read_text())["actions"]

@@ -1,0 +1,82 @@
+"""The provider's EC2 and SSM operators, made safe to retry for the run's host.
+
+The provider's ``EC2CreateInstanceOperator`` launches a new instance on every try, and
+``SsmRunCommandOperator`` sends a new command on every try (a second training on the same host). These
+subclasses first look for what the run already has (by its tags, or the command's document and comment)
+and re-attach to it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.amazon.aws.operators.ec2 import EC2CreateInstanceOperator
+from airflow.providers.amazon.aws.operators.ssm import SsmRunCommandOperator
+
+
+class CreateHostOperator(EC2CreateInstanceOperator):
+    """Launches the run's host, or re-attaches to it; returns ``{"instance_id", ...}`` like ``stack.create_host``.
+
+    ``plan`` (templated) is the run's plan and ``ami_id`` the preflight's AMI. The RunInstances request is
+    ``stack.host_request`` (tags, user data, IMDSv2, encrypted root, instance profile). Terminates what it
+    launched if the task fails while waiting, as the provider's operator does.
+    """
+
+    template_fields = (*EC2CreateInstanceOperator.template_fields, "plan")
+
+    def __init__(self, *, plan: Any, ami_id: str, **kwargs: Any):
+        kwargs.setdefault("wait_for_completion", False)
+        super().__init__(image_id=ami_id, **kwargs)
+        self.plan = plan
+
+    def execute(self, context) -> dict:
+        from ml_pipeline.infra import stack  # noqa: PLC0415
+
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook  # noqa: PLC0415
+
+        def client(service: str):
+            if service == "ec2":
+                return self.hook.conn
+            return AwsBaseHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name,
+                               client_type=service).get_conn()
+
+        existing = stack.find_host(self.hook.conn, self.plan)
+        if existing is not None:
+            self.log.info("Host %s of run %s exists (%s): re-attaching", existing["InstanceId"], self.plan["key"],
+                          existing["State"]["Name"])
+            return {"instance_id": existing["InstanceId"], "instance_type": existing["InstanceType"],
+                    "availability_zone": existing["Placement"]["AvailabilityZone"], "ami_id": existing["ImageId"]}
+        self.config = {k: v for k, v in stack.host_request(client, self.plan, self.image_id).items()
+                       if k not in ("ImageId", "MinCount", "MaxCount")}
+        instance_ids = super().execute(context)
+        return stack.create_host(client, self.plan, self.image_id) | {"launched": instance_ids}
+
+
+class RunHostTrainingOperator(SsmRunCommandOperator):
+    """Sends the run's training command to its host, or re-attaches to it; returns the command id.
+
+    ``request`` (templated) is ``host_training.command_request(...)``: SendCommand's arguments with the
+    ``DocumentName``. A command of the same document and comment (the job name) that is pending, running
+    or succeeded on the host is this task's command. Pair with the provider's
+    ``SsmRunCommandCompletedSensor(command_id=..., deferrable=True)``.
+    """
+
+    template_fields = (*SsmRunCommandOperator.template_fields, "request")
+
+    def __init__(self, *, request: Any, **kwargs: Any):
+        kwargs.setdefault("wait_for_completion", False)
+        super().__init__(document_name="(from request)", **kwargs)
+        self.request = request
+
+    def execute(self, context) -> str:
+        from ml_pipeline.infra.host_training import find_command  # noqa: PLC0415
+
+        request = dict(self.request)
+        self.document_name = request.pop("DocumentName")
+        self.run_command_kwargs = request
+        instance_id = request["InstanceIds"][0]
+        existing = find_command(self.hook.conn, instance_id, self.document_name, request.get("Comment"))
+        if existing is not None:
+            self.log.info("Command %s (%s) is this run's training on %s: re-attaching", existing["CommandId"],
+                          existing["Status"], instance_id)
+            return existing["CommandId"]
+        return super().execute(context)

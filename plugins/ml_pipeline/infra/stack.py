@@ -1,0 +1,466 @@
+"""Provisioning the run's stack, one idempotent step at a time.
+
+Every step is ``step(client, plan, [what preflight found]) -> ids`` (a small dict for XCom). Each first
+looks for what it would create among the resources tagged with the run (``tags.py``) and creates only
+what is missing, so a retried or cleared task never makes a second VPC or host. Everything is created
+with its tags in the same call (TagSpecifications, IAM Tags), so there is no window in which a resource
+exists untagged, and teardown can always find a partly created stack.
+
+The network (compute=host, or compute=sagemaker with provision_vpc):
+
+    vpc               10.42.0.0/16 (vpc_cidr), DNS support and hostnames on (SSM needs them)
+    internet_gateway  attached to the VPC
+    subnets           public and private, one availability zone (where the host type is offered)
+    route_tables      public: 0.0.0.0/0 -> the internet gateway; private: no route out but the
+                      S3 gateway endpoint (SageMaker jobs in the VPC read and write S3 through it)
+    security_groups   host: no ingress at all, or SSH only from allowed_cidrs when ssh_key_name is
+                      set; egress HTTPS only. SageMaker: ingress only from itself (the job's hosts)
+
+The host (compute=host):
+
+    instance_profile  role ml-pipeline/ml-pipeline-host-<run> (include/iam/host-instance-*.json)
+    volume            encrypted gp3 data volume in the subnet's zone
+    documents         the SSM command documents (host_training.py)
+    host              the Deep Learning AMI on the host type, encrypted root, IMDSv2 only, user data
+                      checking Docker and the accelerator (include/host/user-data.sh)
+    attach_volume     the data volume on /dev/sdf
+
+``resource_state`` is what the sensors watch; ``provision`` runs every step in order (tests, scripts).
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import re
+import time
+from pathlib import Path
+
+from ml_pipeline.infra import iam, tags
+from ml_pipeline.infra.params import accelerator, choose_availability_zone, cidr_errors
+
+log = logging.getLogger(__name__)
+
+USER_DATA = Path(__file__).resolve().parents[3] / "include" / "host" / "user-data.sh"
+DATA_DEVICE = "/dev/sdf"
+ROOT_VOLUME_GB = 100
+#: The permissions boundary every host role is created with (the Airflow role may create roles only
+#: with it); unset on localaws. See the README's IAM section.
+BOUNDARY_ENV = "ML_PIPELINE_HOST_PERMISSIONS_BOUNDARY"
+LIVE_INSTANCE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
+
+
+# --- finding the run's resources by their tags --------------------------------------------------
+
+
+def _part_filter(plan_or_key, part: str) -> list[dict]:
+    key = plan_or_key["key"] if isinstance(plan_or_key, dict) else plan_or_key
+    return tags.run_filter(key) + [{"Name": "tag:Name", "Values": [f"{tags.PROJECT}-{key}-{part}"]}]
+
+
+def _one(items: list[dict], what: str) -> dict | None:
+    if len(items) > 1:
+        log.warning("%d %s found for one run; using the first", len(items), what)
+    return items[0] if items else None
+
+
+def find_vpc(ec2, plan) -> dict | None:
+    return _one(ec2.describe_vpcs(Filters=_part_filter(plan, "vpc"))["Vpcs"], "VPCs")
+
+
+def _require_vpc(ec2, plan) -> dict:
+    vpc = find_vpc(ec2, plan)
+    if vpc is None:
+        raise RuntimeError(f"run {plan['key']} has no VPC yet: the vpc step runs first")
+    return vpc
+
+
+def find_subnet(ec2, plan, part: str) -> dict | None:
+    return _one(ec2.describe_subnets(Filters=_part_filter(plan, part))["Subnets"], f"{part} subnets")
+
+
+def find_host(ec2, plan) -> dict | None:
+    filters = _part_filter(plan, "host") + [{"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES}]
+    instances = [i for r in ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]]
+    return _one(instances, "hosts")
+
+
+def find_volume(ec2, plan) -> dict | None:
+    return _one(ec2.describe_volumes(Filters=_part_filter(plan, "data"))["Volumes"], "data volumes")
+
+
+def find_security_group(ec2, plan, part: str) -> dict | None:
+    return _one(ec2.describe_security_groups(Filters=_part_filter(plan, part))["SecurityGroups"],
+                f"{part} security groups")
+
+
+def role_name(key: str) -> str:
+    return f"{tags.PROJECT}-host-{key}"
+
+
+# --- network -------------------------------------------------------------------------------------
+
+
+def create_vpc(client, plan: dict) -> dict:
+    ec2 = client("ec2")
+    vpc = find_vpc(ec2, plan)
+    if vpc is None:
+        vpc = ec2.create_vpc(CidrBlock=plan["params"].get("vpc_cidr", "10.42.0.0/16"),
+                             TagSpecifications=tags.tag_spec("vpc", tags.plan_tags(plan, "vpc")))["Vpc"]
+        log.info("created VPC %s", vpc["VpcId"])
+    for attribute in ("EnableDnsSupport", "EnableDnsHostnames"):  # SSM's endpoints are reached by name
+        ec2.modify_vpc_attribute(VpcId=vpc["VpcId"], **{attribute: {"Value": True}})
+    return {"vpc_id": vpc["VpcId"]}
+
+
+def create_internet_gateway(client, plan: dict) -> dict:
+    ec2 = client("ec2")
+    vpc = _require_vpc(ec2, plan)
+    found = ec2.describe_internet_gateways(Filters=_part_filter(plan, "igw"))["InternetGateways"]
+    igw = _one(found, "internet gateways") or ec2.create_internet_gateway(
+        TagSpecifications=tags.tag_spec("internet-gateway", tags.plan_tags(plan, "igw")))["InternetGateway"]
+    if not any(a["VpcId"] == vpc["VpcId"] for a in igw.get("Attachments", [])):
+        ec2.attach_internet_gateway(InternetGatewayId=igw["InternetGatewayId"], VpcId=vpc["VpcId"])
+    return {"internet_gateway_id": igw["InternetGatewayId"], "vpc_id": vpc["VpcId"]}
+
+
+def subnet_cidrs(vpc_cidr: str) -> tuple[str, str]:
+    """The VPC's first two quarters: (public, private)."""
+    network = ipaddress.ip_network(vpc_cidr)
+    quarters = list(network.subnets(prefixlen_diff=2))
+    return str(quarters[0]), str(quarters[1])
+
+
+def create_subnets(client, plan: dict, availability_zone: str | None = None) -> dict:
+    ec2 = client("ec2")
+    vpc = _require_vpc(ec2, plan)
+    p = plan["params"]
+    public_cidr, private_cidr = subnet_cidrs(vpc["CidrBlock"])
+    existing = {part: find_subnet(ec2, plan, part) for part in ("public", "private")}
+    zone = next((s["AvailabilityZone"] for s in existing.values() if s), None) or availability_zone
+    if zone is None:
+        if p.get("compute") == "host":
+            zone = choose_availability_zone(ec2, p)
+        else:
+            zones = ec2.describe_availability_zones(Filters=[{"Name": "state", "Values": ["available"]}])
+            zone = p.get("availability_zone") or sorted(z["ZoneName"] for z in zones["AvailabilityZones"])[0]
+    ids = {}
+    for part, cidr in (("public", public_cidr), ("private", private_cidr)):
+        subnet = existing[part] or ec2.create_subnet(
+            VpcId=vpc["VpcId"], CidrBlock=cidr, AvailabilityZone=zone,
+            TagSpecifications=tags.tag_spec("subnet", tags.plan_tags(plan, part)))["Subnet"]
+        ids[f"{part}_subnet_id"] = subnet["SubnetId"]
+    # The host gets a public address to reach SSM, ECR and S3 without a NAT gateway; no port is open to it.
+    ec2.modify_subnet_attribute(SubnetId=ids["public_subnet_id"], MapPublicIpOnLaunch={"Value": True})
+    return {**ids, "availability_zone": zone, "vpc_id": vpc["VpcId"]}
+
+
+def _route_table(ec2, plan, vpc_id: str, part: str) -> dict:
+    found = ec2.describe_route_tables(Filters=_part_filter(plan, f"{part}-rt"))["RouteTables"]
+    return _one(found, f"{part} route tables") or ec2.create_route_table(
+        VpcId=vpc_id, TagSpecifications=tags.tag_spec("route-table", tags.plan_tags(plan, f"{part}-rt")))["RouteTable"]
+
+
+def create_route_tables(client, plan: dict) -> dict:
+    ec2 = client("ec2")
+    vpc = _require_vpc(ec2, plan)
+    igw = _one(ec2.describe_internet_gateways(Filters=_part_filter(plan, "igw"))["InternetGateways"], "igws")
+    subnets = {part: find_subnet(ec2, plan, part) for part in ("public", "private")}
+    if igw is None or None in subnets.values():
+        raise RuntimeError(f"run {plan['key']}: the internet gateway and subnets come before the route tables")
+    public = _route_table(ec2, plan, vpc["VpcId"], "public")
+    if not any(r.get("DestinationCidrBlock") == "0.0.0.0/0" for r in public.get("Routes", [])):
+        ec2.create_route(RouteTableId=public["RouteTableId"], DestinationCidrBlock="0.0.0.0/0",
+                         GatewayId=igw["InternetGatewayId"])
+    private = _route_table(ec2, plan, vpc["VpcId"], "private")
+    for table, subnet in ((public, subnets["public"]), (private, subnets["private"])):
+        if not any(a.get("SubnetId") == subnet["SubnetId"] for a in table.get("Associations", [])):
+            ec2.associate_route_table(RouteTableId=table["RouteTableId"], SubnetId=subnet["SubnetId"])
+    region = ec2.meta.region_name
+    endpoint = _one(ec2.describe_vpc_endpoints(Filters=_part_filter(plan, "s3-endpoint"))["VpcEndpoints"],
+                    "S3 endpoints")
+    if endpoint is None:
+        endpoint = ec2.create_vpc_endpoint(
+            VpcId=vpc["VpcId"], ServiceName=f"com.amazonaws.{region}.s3", VpcEndpointType="Gateway",
+            RouteTableIds=[private["RouteTableId"]],
+            TagSpecifications=tags.tag_spec("vpc-endpoint", tags.plan_tags(plan, "s3-endpoint")))["VpcEndpoint"]
+    return {"public_route_table_id": public["RouteTableId"], "private_route_table_id": private["RouteTableId"],
+            "s3_endpoint_id": endpoint["VpcEndpointId"]}
+
+
+def _security_group(ec2, plan, vpc_id: str, part: str, description: str) -> tuple[dict, bool]:
+    group = find_security_group(ec2, plan, part)
+    if group is not None:
+        return group, False
+    group_id = ec2.create_security_group(
+        GroupName=f"{tags.PROJECT}-{plan['key']}-{part}", Description=description, VpcId=vpc_id,
+        TagSpecifications=tags.tag_spec("security-group", tags.plan_tags(plan, part)))["GroupId"]
+    return ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0], True
+
+
+def _https_out_only(ec2, group: dict) -> None:
+    """Egress: HTTPS to AWS's endpoints, nothing else (the default allow-all rule is removed)."""
+    for rule in group.get("IpPermissionsEgress", []):
+        if rule.get("IpProtocol") == "-1":
+            ec2.revoke_security_group_egress(GroupId=group["GroupId"], IpPermissions=[
+                {"IpProtocol": "-1", "IpRanges": [{"CidrIp": r["CidrIp"]} for r in rule.get("IpRanges", [])]}])
+    if not any(r.get("FromPort") == 443 for r in group.get("IpPermissionsEgress", [])):
+        ec2.authorize_security_group_egress(GroupId=group["GroupId"], IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443,
+             "IpRanges": [{"CidrIp": "0.0.0.0/0", "Description": "AWS APIs: SSM, ECR, S3, CloudWatch"}]}])
+
+
+def ssh_ingress(cidrs: list[str]) -> list[dict]:
+    """SSH from the allowed CIDRs only; refuses (again, whatever the caller checked) anything too broad."""
+    errors = cidr_errors(cidrs)
+    if errors:
+        raise ValueError("; ".join(errors))
+    v4 = [{"CidrIp": c, "Description": "allowed_cidrs"} for c in cidrs if ipaddress.ip_network(c).version == 4]
+    v6 = [{"CidrIpv6": c, "Description": "allowed_cidrs"} for c in cidrs if ipaddress.ip_network(c).version == 6]
+    return [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": v4, "Ipv6Ranges": v6}] if cidrs else []
+
+
+def create_security_groups(client, plan: dict) -> dict:
+    ec2 = client("ec2")
+    vpc = _require_vpc(ec2, plan)
+    p = plan["params"]
+    ids = {"host_security_group_id": None, "sagemaker_security_group_id": None}
+    if p.get("compute") == "host":
+        group, new = _security_group(ec2, plan, vpc["VpcId"], "host",
+                                     "ml-pipeline host: no ingress but SSH from allowed_cidrs when enabled")
+        if new:
+            _https_out_only(ec2, group)
+            if p.get("ssh_key_name"):
+                rules = ssh_ingress(list(p.get("allowed_cidrs") or []))
+                if rules:
+                    ec2.authorize_security_group_ingress(GroupId=group["GroupId"], IpPermissions=rules)
+        ids["host_security_group_id"] = group["GroupId"]
+    else:
+        group, new = _security_group(ec2, plan, vpc["VpcId"], "sagemaker",
+                                     "ml-pipeline SageMaker jobs and endpoint: ingress only from this group")
+        if new:
+            _https_out_only(ec2, group)
+            itself = [{"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": group["GroupId"]}]}]
+            ec2.authorize_security_group_ingress(GroupId=group["GroupId"], IpPermissions=itself)
+            ec2.authorize_security_group_egress(GroupId=group["GroupId"], IpPermissions=itself)
+        ids["sagemaker_security_group_id"] = group["GroupId"]
+    return ids
+
+
+def vpc_config(client, plan: dict) -> dict:
+    """SageMaker's VpcConfig for the run's jobs, model and endpoint (compute=sagemaker, provision_vpc)."""
+    ec2 = client("ec2")
+    group = find_security_group(ec2, plan, "sagemaker")
+    subnet = find_subnet(ec2, plan, "private")
+    if group is None or subnet is None:
+        raise RuntimeError(f"run {plan['key']}: no private subnet or SageMaker security group provisioned")
+    return {"SecurityGroupIds": [group["GroupId"]], "Subnets": [subnet["SubnetId"]]}
+
+
+# --- the host --------------------------------------------------------------------------------------
+
+
+def create_instance_profile(client, plan: dict) -> dict:
+    """The host's role (trust: EC2; inline policy: include/iam/host-instance-policy.json) and its profile."""
+    iam_client = client("iam")
+    name = role_name(plan["key"])
+    values = iam.host_values(client, plan)
+    role_tags = tags.plan_tags(plan, "host-role")
+    try:
+        role = iam_client.get_role(RoleName=name)["Role"]
+    except iam_client.exceptions.NoSuchEntityException:
+        kwargs = {}
+        if os.environ.get(BOUNDARY_ENV):
+            kwargs["PermissionsBoundary"] = os.environ[BOUNDARY_ENV]
+        role = iam_client.create_role(
+            RoleName=name, Path=tags.IAM_PATH, Tags=role_tags, MaxSessionDuration=3600,
+            Description=f"ml-pipeline run {plan['key']}: the training host",
+            AssumeRolePolicyDocument=json.dumps(iam.render("host-instance-trust.json", **values)), **kwargs)["Role"]
+    iam_client.put_role_policy(RoleName=name, PolicyName="host",
+                               PolicyDocument=json.dumps(iam.render("host-instance-policy.json", **values)))
+    try:
+        profile = iam_client.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
+    except iam_client.exceptions.NoSuchEntityException:
+        profile = iam_client.create_instance_profile(InstanceProfileName=name, Path=tags.IAM_PATH,
+                                                     Tags=tags.plan_tags(plan, "host-profile"))["InstanceProfile"]
+    if not any(r["RoleName"] == name for r in profile.get("Roles", [])):
+        iam_client.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
+    return {"role_name": name, "role_arn": role["Arn"], "instance_profile_name": name,
+            "instance_profile_arn": profile["Arn"]}
+
+
+def create_volume(client, plan: dict) -> dict:
+    ec2 = client("ec2")
+    volume = find_volume(ec2, plan)
+    if volume is None:
+        subnet = find_subnet(ec2, plan, "public")
+        if subnet is None:
+            raise RuntimeError(f"run {plan['key']}: the subnets come before the data volume")
+        volume = ec2.create_volume(
+            AvailabilityZone=subnet["AvailabilityZone"], Size=int(plan["params"].get("data_volume_gb", 100)),
+            VolumeType="gp3", Encrypted=True,
+            TagSpecifications=tags.tag_spec("volume", tags.plan_tags(plan, "data")))
+    return {"volume_id": volume["VolumeId"], "availability_zone": volume["AvailabilityZone"]}
+
+
+def user_data(plan: dict) -> str:
+    values = {"Accelerator": accelerator(plan["params"]["host_instance_type"]), "RunKey": plan["key"]}
+    return re.sub(r"\$\{(Accelerator|RunKey)\}", lambda m: values[m.group(1)], USER_DATA.read_text())
+
+
+def host_request(client, plan: dict, ami_id: str) -> dict:
+    """RunInstances' arguments for the run's host (the same for EC2CreateInstanceOperator's ``config``)."""
+    ec2 = client("ec2")
+    subnet = find_subnet(ec2, plan, "public")
+    group = find_security_group(ec2, plan, "host")
+    if subnet is None or group is None:
+        raise RuntimeError(f"run {plan['key']}: the subnets and the host security group come before the host")
+    image = ec2.describe_images(ImageIds=[ami_id])["Images"][0]
+    root = image.get("RootDeviceName") or "/dev/sda1"
+    # The AMI's root snapshot size (the Deep Learning AMIs need their full size); 100 GiB when not reported.
+    root_size = next((m["Ebs"].get("VolumeSize") for m in image.get("BlockDeviceMappings", [])
+                      if m.get("DeviceName") == root and m.get("Ebs")), None) or ROOT_VOLUME_GB
+    p = plan["params"]
+    request = {
+        "ImageId": ami_id,
+        "InstanceType": p["host_instance_type"],
+        "MinCount": 1,
+        "MaxCount": 1,
+        "SubnetId": subnet["SubnetId"],
+        "SecurityGroupIds": [group["GroupId"]],
+        "IamInstanceProfile": {"Name": role_name(plan["key"])},
+        "UserData": user_data(plan),
+        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 2},
+        "BlockDeviceMappings": [{"DeviceName": root, "Ebs": {"Encrypted": True, "VolumeType": "gp3",
+                                                             "VolumeSize": root_size,
+                                                             "DeleteOnTermination": True}}],
+        "InstanceInitiatedShutdownBehavior": "terminate",
+        "TagSpecifications": tags.tag_spec("instance", tags.plan_tags(plan, "host"))
+        + tags.tag_spec("volume", tags.plan_tags(plan, "host-root")),
+    }
+    if p.get("ssh_key_name"):
+        request["KeyName"] = p["ssh_key_name"]
+    return request
+
+
+def create_host(client, plan: dict, ami_id: str, profile_wait_seconds: float = 90) -> dict:
+    """The run's host, launched once: a retry finds it by its tags."""
+    ec2 = client("ec2")
+    host = find_host(ec2, plan)
+    if host is None:
+        request = host_request(client, plan, ami_id)
+        deadline = time.monotonic() + profile_wait_seconds
+        while True:
+            try:
+                host = ec2.run_instances(**request)["Instances"][0]
+                break
+            except ec2.exceptions.ClientError as error:
+                # A new instance profile takes a few seconds to be usable by EC2 (IAM is eventually consistent).
+                message = error.response["Error"].get("Message", "")
+                if "instance profile" not in message.lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(5)
+        log.info("launched host %s (%s)", host["InstanceId"], plan["params"]["host_instance_type"])
+    return {"instance_id": host["InstanceId"], "instance_type": host["InstanceType"],
+            "availability_zone": host["Placement"]["AvailabilityZone"], "ami_id": host["ImageId"]}
+
+
+def attach_volume(client, plan: dict) -> dict:
+    ec2 = client("ec2")
+    host, volume = find_host(ec2, plan), find_volume(ec2, plan)
+    if host is None or volume is None:
+        raise RuntimeError(f"run {plan['key']}: the host and the data volume come before attaching it")
+    attached = [a for a in volume.get("Attachments", []) if a["InstanceId"] == host["InstanceId"]]
+    if not attached:
+        ec2.attach_volume(VolumeId=volume["VolumeId"], InstanceId=host["InstanceId"], Device=DATA_DEVICE)
+    return {"volume_id": volume["VolumeId"], "instance_id": host["InstanceId"], "device": DATA_DEVICE}
+
+
+# --- states the sensors watch ---------------------------------------------------------------------
+
+
+def resource_state(client, kind: str, resource_id: str) -> str | None:
+    """The state of one resource as AWS reports it (None: not found).
+
+    vpc, subnet: pending | available. internet_gateway: attached | detached. volume: creating |
+    available | in-use | ... vpc_endpoint: pending | available | ... instance: pending | running | ...
+    instance_profile: ready (its role is in it) | empty.
+    """
+    ec2 = client("ec2")
+    error_codes = ("NotFound", "Malformed")
+    try:
+        if kind == "vpc":
+            return ec2.describe_vpcs(VpcIds=[resource_id])["Vpcs"][0]["State"]
+        if kind == "subnet":
+            return ec2.describe_subnets(SubnetIds=[resource_id])["Subnets"][0]["State"]
+        if kind == "internet_gateway":
+            igw = ec2.describe_internet_gateways(InternetGatewayIds=[resource_id])["InternetGateways"][0]
+            attached = any(a["State"] in ("available", "attached") for a in igw.get("Attachments", []))
+            return "attached" if attached else "detached"
+        if kind == "volume":
+            return ec2.describe_volumes(VolumeIds=[resource_id])["Volumes"][0]["State"]
+        if kind == "vpc_endpoint":
+            return ec2.describe_vpc_endpoints(VpcEndpointIds=[resource_id])["VpcEndpoints"][0]["State"].lower()
+        if kind == "instance":
+            reservations = ec2.describe_instances(InstanceIds=[resource_id])["Reservations"]
+            return reservations[0]["Instances"][0]["State"]["Name"]
+    except ec2.exceptions.ClientError as error:
+        if any(code in error.response["Error"]["Code"] for code in error_codes):
+            return None
+        raise
+    except IndexError:
+        return None
+    if kind == "instance_profile":
+        iam_client = client("iam")
+        try:
+            profile = iam_client.get_instance_profile(InstanceProfileName=resource_id)["InstanceProfile"]
+        except iam_client.exceptions.NoSuchEntityException:
+            return None
+        return "ready" if profile.get("Roles") else "empty"
+    raise ValueError(f"unknown resource kind {kind!r}")
+
+
+# --- everything in order ----------------------------------------------------------------------------
+
+NETWORK_STEPS = ("vpc", "internet_gateway", "subnets", "route_tables", "security_groups")
+HOST_STEPS = ("instance_profile", "volume", "documents", "host", "attach_volume")
+
+
+def steps_for(plan: dict) -> list[str]:
+    """The provisioning steps this run needs, in order (none with compute=sagemaker and no VPC)."""
+    p = plan["params"]
+    if p.get("compute") == "host":
+        return [*NETWORK_STEPS, *HOST_STEPS]
+    if p.get("provision_vpc"):
+        return list(NETWORK_STEPS)
+    return []
+
+
+def run_step(client, plan: dict, step: str, pre: dict) -> dict:
+    from ml_pipeline.infra import host_training  # noqa: PLC0415 - no cycle at import
+
+    functions = {
+        "vpc": lambda: create_vpc(client, plan),
+        "internet_gateway": lambda: create_internet_gateway(client, plan),
+        "subnets": lambda: create_subnets(client, plan, pre.get("availability_zone")),
+        "route_tables": lambda: create_route_tables(client, plan),
+        "security_groups": lambda: create_security_groups(client, plan),
+        "instance_profile": lambda: create_instance_profile(client, plan),
+        "volume": lambda: create_volume(client, plan),
+        "documents": lambda: host_training.ensure_documents(client("ssm"), plan),
+        "host": lambda: create_host(client, plan, pre["ami_id"]),
+        "attach_volume": lambda: attach_volume(client, plan),
+    }
+    return functions[step]()
+
+
+def provision(client, plan: dict, pre: dict, after_step=None) -> dict:
+    """Every step in order; ``after_step(name, ids)`` is called after each (tests inject failures there)."""
+    ids: dict = {}
+    for step in steps_for(plan):
+        result = run_step(client, plan, step, pre)
+        ids.update({k: v for k, v in result.items() if v is not None})
+        if after_step is not None:
+            after_step(step, ids)
+    return ids

@@ -1,0 +1,180 @@
+"""Provisioning the run's stack on localaws, and teardown leaving nothing behind whatever failed."""
+from __future__ import annotations
+
+import pytest
+
+from tests.infra.support import ZERO, FailingClients, Failure, plan
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def aws(localaws_process):
+    return localaws_process.client
+
+
+def provision(client, run_plan: dict, after_step=None) -> dict:
+    from ml_pipeline.infra.params import preflight
+    from ml_pipeline.infra.stack import provision as provision_all
+
+    return provision_all(client, run_plan, preflight(client, run_plan), after_step)
+
+
+def teardown(client, key: str) -> dict:
+    from ml_pipeline.infra.teardown import teardown_stack
+
+    return teardown_stack(client, key, poll=0.2, timeout=60)
+
+
+def remaining(client, key: str) -> dict:
+    from ml_pipeline.infra.teardown import remaining as count
+
+    return count(client, key)
+
+
+def test_host_stack_is_provisioned_tagged_locked_down_and_removed(aws):
+    from ml_pipeline.infra import stack, tags
+
+    run = plan(compute="host", host_instance_type="g5.xlarge", ssh_key_name="ops",
+               allowed_cidrs=["203.0.113.0/24", "2001:db8::/48"])
+    ids = provision(aws, run)
+    assert provision(aws, run) == ids  # every step finds what it made: nothing is created twice
+    counts = remaining(aws, run["key"])
+    assert counts == {**ZERO, "instances": 1, "volumes": 2, "security_groups": 1, "subnets": 2, "route_tables": 2,
+                      "internet_gateways": 1, "vpc_endpoints": 1, "vpcs": 1, "roles": 1, "instance_profiles": 1,
+                      "ssm_documents": 2}
+    ec2 = aws("ec2")
+
+    # The security group: SSH only from the allowed CIDRs, egress HTTPS only; never 0.0.0.0/0 in.
+    group = ec2.describe_security_groups(GroupIds=[ids["host_security_group_id"]])["SecurityGroups"][0]
+    assert [(r["IpProtocol"], r["FromPort"], sorted(x["CidrIp"] for x in r["IpRanges"]),
+             sorted(x["CidrIpv6"] for x in r["Ipv6Ranges"])) for r in group["IpPermissions"]] == [
+        ("tcp", 22, ["203.0.113.0/24"], ["2001:db8::/48"])]
+    assert [(r["IpProtocol"], r.get("FromPort")) for r in group["IpPermissionsEgress"]] == [("tcp", 443)]
+
+    # Subnets in one zone; the public route table's default route through the gateway.
+    subnets = ec2.describe_subnets(SubnetIds=[ids["public_subnet_id"], ids["private_subnet_id"]])["Subnets"]
+    assert {s["AvailabilityZone"] for s in subnets} == {ids["availability_zone"]}
+    public = ec2.describe_route_tables(RouteTableIds=[ids["public_route_table_id"]])["RouteTables"][0]
+    assert {"0.0.0.0/0": ids["internet_gateway_id"]}.items() <= {
+        r.get("DestinationCidrBlock"): r.get("GatewayId") for r in public["Routes"]}.items()
+    private = ec2.describe_route_tables(RouteTableIds=[ids["private_route_table_id"]])["RouteTables"][0]
+    assert not any(r.get("DestinationCidrBlock") == "0.0.0.0/0" for r in private["Routes"])
+
+    # The host: the AMI, IMDSv2 only, the instance profile, the encrypted data volume attached.
+    host = ec2.describe_instances(InstanceIds=[ids["instance_id"]])["Reservations"][0]["Instances"][0]
+    assert host["InstanceType"] == "g5.xlarge" and host["ImageId"] == ids["ami_id"]
+    assert host["MetadataOptions"]["HttpTokens"] == "required"
+    assert host["IamInstanceProfile"]["Arn"] == ids["instance_profile_arn"]
+    volume = ec2.describe_volumes(VolumeIds=[ids["volume_id"]])["Volumes"][0]
+    assert volume["Encrypted"] and volume["State"] == "in-use"
+    assert volume["Attachments"][0]["InstanceId"] == ids["instance_id"]
+    user_data = ec2.describe_instance_attribute(InstanceId=ids["instance_id"], Attribute="userData")
+    assert user_data["UserData"]["Value"]  # base64 of include/host/user-data.sh
+    assert "nvidia-smi" in stack.user_data(run) and "${" not in stack.user_data(run).split("\n", 4)[3]
+
+    # Every resource carries the project, the run, its creation time and its TTL.
+    for resource_tags in ([t for t in host["Tags"]], volume["Tags"], group["Tags"], subnets[0]["Tags"]):
+        found = tags.as_dict(resource_tags)
+        assert found["project"] == "ml-pipeline" and found["run"] == run["key"]
+        assert found["created-at"] and float(found["ttl-hours"]) == run["params"]["stack_ttl_hours"]
+
+    # The sensors' view of each resource.
+    assert stack.resource_state(aws, "vpc", ids["vpc_id"]) == "available"
+    assert stack.resource_state(aws, "internet_gateway", ids["internet_gateway_id"]) == "attached"
+    assert stack.resource_state(aws, "volume", ids["volume_id"]) == "in-use"
+    assert stack.resource_state(aws, "instance", ids["instance_id"]) == "running"
+    assert stack.resource_state(aws, "instance_profile", ids["instance_profile_name"]) == "ready"
+
+    report = teardown(aws, run["key"])
+    assert report["errors"] == [] and report["removed"]["instance"] == [ids["instance_id"]]
+    assert remaining(aws, run["key"]) == ZERO
+    assert teardown(aws, run["key"])["removed"] == {}  # idempotent
+
+
+def test_sagemaker_in_the_vpc_gets_a_network_and_no_host(aws):
+    from ml_pipeline.infra.stack import vpc_config
+
+    run = plan(compute="sagemaker", provision_vpc=True)
+    ids = provision(aws, run)
+    assert "instance_id" not in ids and "role_name" not in ids
+    config = vpc_config(aws, run)
+    assert config == {"SecurityGroupIds": [ids["sagemaker_security_group_id"]], "Subnets": [ids["private_subnet_id"]]}
+    group = aws("ec2").describe_security_groups(GroupIds=[ids["sagemaker_security_group_id"]])["SecurityGroups"][0]
+    # Ingress only from the group itself (the job's hosts talk to each other); no CIDR at all.
+    assert [[p["GroupId"] for p in r["UserIdGroupPairs"]] for r in group["IpPermissions"]] == [[group["GroupId"]]]
+    assert all(not r["IpRanges"] and not r.get("Ipv6Ranges") for r in group["IpPermissions"])
+    assert remaining(aws, run["key"])["instances"] == 0
+    teardown(aws, run["key"])
+    assert remaining(aws, run["key"]) == ZERO
+
+
+def test_no_provisioning_with_compute_sagemaker_alone(aws):
+    from ml_pipeline.infra.stack import steps_for
+
+    assert steps_for(plan(compute="sagemaker")) == []
+
+
+HOST_STEPS = ["vpc", "internet_gateway", "subnets", "route_tables", "security_groups", "instance_profile", "volume",
+              "documents", "host", "attach_volume"]
+
+
+@pytest.mark.parametrize("failing_step", HOST_STEPS)
+def test_a_failure_after_any_step_still_tears_down_to_zero(aws, failing_step):
+    run = plan(compute="host", host_instance_type="dl1.24xlarge")
+
+    def fail_after(step, ids):
+        if step == failing_step:
+            raise Failure(f"after {step}")
+
+    with pytest.raises(Failure):
+        provision(aws, run, after_step=fail_after)
+    assert sum(remaining(aws, run["key"]).values()) > 0
+    teardown(aws, run["key"])
+    assert remaining(aws, run["key"]) == ZERO
+
+
+@pytest.mark.parametrize("operation", [
+    "modify_vpc_attribute",            # a VPC without its DNS settings
+    "attach_internet_gateway",         # a gateway never attached
+    "create_route",                    # a route table with no route
+    "associate_route_table",           # a table associated with one subnet of two
+    "authorize_security_group_egress", # a group whose default egress was revoked, nothing authorised
+    "put_role_policy",                 # a role without its policy
+    "add_role_to_instance_profile",    # a profile without its role
+    "attach_volume",                   # a host whose volume was never attached
+])
+def test_a_half_created_resource_is_removed_too(aws, operation):
+    run = plan(compute="host", host_instance_type="p3.2xlarge", ssh_key_name="ops")
+    with pytest.raises(Failure):
+        provision(FailingClients(aws, operation), run)
+    teardown(aws, run["key"])
+    assert remaining(aws, run["key"]) == ZERO
+
+
+def test_teardown_sweeps_the_runs_vpc_but_reports_what_it_must_not_remove(aws):
+    """Inside the run's VPC, network pieces go tagged or not (they would keep the VPC alive). An instance
+    the run did not launch is never terminated: teardown reports it and raises, after removing the rest."""
+    from ml_pipeline.infra.teardown import TeardownIncomplete, teardown_stack
+
+    run = plan(compute="sagemaker", provision_vpc=True)
+    ids = provision(aws, run)
+    ec2 = aws("ec2")
+    other_group = ec2.create_security_group(GroupName="untagged", Description="untagged", VpcId=ids["vpc_id"])
+    report = teardown_stack(aws, run["key"], poll=0.1, timeout=2)
+    assert other_group["GroupId"] in report["removed"]["security group"]
+    assert remaining(aws, run["key"]) == ZERO
+
+    run = plan(compute="sagemaker", provision_vpc=True)
+    ids = provision(aws, run)
+    image = ec2.describe_images(Owners=["amazon"], MaxResults=5)["Images"][0]["ImageId"]
+    stranger = ec2.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1,
+                                 SubnetId=ids["private_subnet_id"])["Instances"][0]["InstanceId"]
+    with pytest.raises(TeardownIncomplete) as raised:
+        teardown_stack(aws, run["key"], poll=0.1, timeout=1)
+    assert any(ids["private_subnet_id"] in error for error in raised.value.report["errors"])
+    state = ec2.describe_instances(InstanceIds=[stranger])["Reservations"][0]["Instances"][0]["State"]["Name"]
+    assert state == "running"
+    ec2.terminate_instances(InstanceIds=[stranger])
+    teardown(aws, run["key"])  # the retry finishes the job
+    assert remaining(aws, run["key"]) == ZERO

@@ -26,7 +26,7 @@ from tests.localaws.hosting_support import (
     wait_endpoint,
     wait_gone,
 )
-from tests.support import ROLE_ARN, training_request, unknown_members, wait_for_training
+from tests.support import training_request, unknown_members, wait_for_training
 
 pytestmark = pytest.mark.timeout(1200)
 

@@ -59,6 +59,8 @@ def find_stacks(client) -> dict[str, dict]:
                           ("describe_internet_gateways", "InternetGateways"), ("describe_volumes", "Volumes"),
                           ("describe_vpc_endpoints", "VpcEndpoints")):
         for item in getattr(ec2, describe)(Filters=project)[key]:
+            if str(item.get("State", "")).lower() in ("deleted", "deleting"):
+                continue  # AWS lists a deleted endpoint for a while
             _note(stacks, item.get("Tags"))
     reservations = ec2.describe_instances(Filters=project + [{"Name": "instance-state-name", "Values": [
         "pending", "running", "stopping", "stopped", "shutting-down"]}])["Reservations"]

@@ -86,7 +86,9 @@ class _Teardown:
     def tagged(self, describe, key: str, **kwargs) -> list[dict]:
         pages = self.ec2.get_paginator(describe).paginate(Filters=tags.run_filter(self.key), **kwargs) \
             if self.ec2.can_paginate(describe) else [getattr(self.ec2, describe)(Filters=tags.run_filter(self.key))]
-        return [item for page in pages for item in page[key]]
+        # The filter asks AWS; the tags are checked again here, so an emulator ignoring a filter never
+        # widens a teardown to another run's resources.
+        return [item for page in pages for item in page[key] if tags.is_run(item.get("Tags"), self.key)]
 
     def vpc_ids(self) -> list[str]:
         return [vpc["VpcId"] for vpc in self.tagged("describe_vpcs", "Vpcs")]
@@ -305,12 +307,9 @@ class _Teardown:
 
     def documents(self) -> None:
         ssm = self.client("ssm")
-        filters = [{"Key": f"tag:{tags.PROJECT_KEY}", "Values": [tags.PROJECT]},
-                   {"Key": f"tag:{tags.RUN_KEY}", "Values": [self.key]}, {"Key": "Owner", "Values": ["Self"]}]
-        for page in ssm.get_paginator("list_documents").paginate(Filters=filters):
-            for document in page["DocumentIdentifiers"]:
-                self.attempt("ssm document", document["Name"],
-                             lambda d=document: ssm.delete_document(Name=d["Name"]), retry=False)
+        for document in run_documents(ssm, self.key):
+            self.attempt("ssm document", document["Name"],
+                         lambda d=document: ssm.delete_document(Name=d["Name"]), retry=False)
 
     def run(self) -> dict:
         started = time.monotonic()
@@ -342,22 +341,28 @@ def teardown_stack(client, run_key: str, timeout: float = 900, poll: float = 5) 
 
 
 def remaining(client, run_key: str) -> dict[str, int]:
-    """What is left of the run, counted per resource type (instances: not terminated)."""
+    """What is left of the run, counted per resource type (instances: not terminated). Each resource's
+    tags are checked, not only the filter's answer."""
     ec2 = client("ec2")
     run_filter = tags.run_filter(run_key)
+
+    def count(describe: str, key: str, keep=lambda item: True, **kwargs) -> int:
+        items = getattr(ec2, describe)(Filters=run_filter + kwargs.pop("extra", []))[key]
+        return sum(1 for item in items if tags.is_run(item.get("Tags"), run_key) and keep(item))
+
+    live = ["pending", "running", "stopping", "stopped", "shutting-down"]
+    reservations = ec2.describe_instances(
+        Filters=run_filter + [{"Name": "instance-state-name", "Values": live}])["Reservations"]
     counts = {
-        "instances": sum(len(r["Instances"]) for r in ec2.describe_instances(
-            Filters=run_filter + [{"Name": "instance-state-name",
-                                   "Values": ["pending", "running", "stopping", "stopped", "shutting-down"]}]
-        )["Reservations"]),
-        "volumes": len(ec2.describe_volumes(Filters=run_filter)["Volumes"]),
-        "security_groups": len(ec2.describe_security_groups(Filters=run_filter)["SecurityGroups"]),
-        "subnets": len(ec2.describe_subnets(Filters=run_filter)["Subnets"]),
-        "route_tables": len(ec2.describe_route_tables(Filters=run_filter)["RouteTables"]),
-        "internet_gateways": len(ec2.describe_internet_gateways(Filters=run_filter)["InternetGateways"]),
-        "vpc_endpoints": len([e for e in ec2.describe_vpc_endpoints(Filters=run_filter)["VpcEndpoints"]
-                              if e.get("State", "").lower() != "deleted"]),
-        "vpcs": len(ec2.describe_vpcs(Filters=run_filter)["Vpcs"]),
+        "instances": sum(1 for r in reservations for i in r["Instances"] if tags.is_run(i.get("Tags"), run_key)),
+        "volumes": count("describe_volumes", "Volumes"),
+        "security_groups": count("describe_security_groups", "SecurityGroups"),
+        "subnets": count("describe_subnets", "Subnets"),
+        "route_tables": count("describe_route_tables", "RouteTables"),
+        "internet_gateways": count("describe_internet_gateways", "InternetGateways"),
+        "vpc_endpoints": count("describe_vpc_endpoints", "VpcEndpoints",
+                               keep=lambda e: e.get("State", "").lower() != "deleted"),
+        "vpcs": count("describe_vpcs", "Vpcs"),
     }
     iam_client = client("iam")
     counts["roles"] = sum(
@@ -367,7 +372,20 @@ def remaining(client, run_key: str) -> dict[str, int]:
         1 for profile in iam_client.list_instance_profiles(PathPrefix=tags.IAM_PATH)["InstanceProfiles"]
         if tags.is_run(iam_client.get_instance_profile(
             InstanceProfileName=profile["InstanceProfileName"])["InstanceProfile"].get("Tags"), run_key))
-    ssm = client("ssm")
-    counts["ssm_documents"] = len(ssm.list_documents(Filters=[
-        {"Key": f"tag:{tags.RUN_KEY}", "Values": [run_key]}, {"Key": "Owner", "Values": ["Self"]}])["DocumentIdentifiers"])
+    counts["ssm_documents"] = len(run_documents(client("ssm"), run_key))
     return counts
+
+
+def run_documents(ssm, run_key: str) -> list[dict]:
+    """The run's SSM documents: asked by tag, and each one's tags checked (moto ignores tag filters here)."""
+    filters = [{"Key": f"tag:{tags.PROJECT_KEY}", "Values": [tags.PROJECT]},
+               {"Key": f"tag:{tags.RUN_KEY}", "Values": [run_key]}, {"Key": "Owner", "Values": ["Self"]}]
+    found = []
+    for page in ssm.get_paginator("list_documents").paginate(Filters=filters):
+        for document in page["DocumentIdentifiers"]:
+            document_tags = document.get("Tags")
+            if document_tags is None:
+                document_tags = ssm.list_tags_for_resource(ResourceType="Document", ResourceId=document["Name"])["TagList"]
+            if tags.is_run(document_tags, run_key):
+                found.append(document)
+    return found

@@ -1,0 +1,129 @@
+"""The reaper removes an expired stack and an idle endpoint, and nothing else.
+
+A localaws of its own: the reaper looks at the whole account, and the other tests' resources must be
+neither its victims nor its alibis.
+"""
+from __future__ import annotations
+
+import io
+import tarfile
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tests.conftest import TRAINING_CONTEXT, LocalAWSProcess, unique
+from tests.infra.support import ZERO, plan
+
+pytestmark = pytest.mark.timeout(600)
+WINDOW_SECONDS = 12
+
+
+@pytest.fixture(scope="module")
+def localaws(tmp_path_factory):
+    from localaws.client import register_image
+    from ml_pipeline.images import context_hash
+    from tests.fixtures.docker_engine import ecr_uri
+
+    server = LocalAWSProcess(tmp_path_factory.mktemp("localaws-reaper"), "process",
+                             LOCALAWS_HOSTING_METRICS_SECONDS="0.5").start()
+    server.image_uri = ecr_uri("digits-training", context_hash(TRAINING_CONTEXT))
+    register_image(server.endpoint_url, server.image_uri, TRAINING_CONTEXT)
+    yield server
+    server.stop()
+
+
+def age(client, run_key: str, hours: float) -> None:
+    """Make a stack look ``hours`` old: its created-at tags moved back (as if created then)."""
+    from ml_pipeline.infra import tags
+
+    created = (datetime.now(timezone.utc) - timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    tag = [{"Key": tags.CREATED_AT, "Value": created}]
+    ec2 = client("ec2")
+    found = ec2.describe_tags(Filters=[{"Name": "tag:run", "Values": [run_key]}])["Tags"]
+    ids = sorted({t["ResourceId"] for t in found})
+    if ids:
+        ec2.create_tags(Resources=ids, Tags=tag)
+    iam = client("iam")
+    for role in iam.list_roles(PathPrefix=tags.IAM_PATH)["Roles"]:
+        if tags.is_run(iam.list_role_tags(RoleName=role["RoleName"])["Tags"], run_key):
+            iam.tag_role(RoleName=role["RoleName"], Tags=tag)
+            iam.tag_instance_profile(InstanceProfileName=role["RoleName"], Tags=tag)
+    ssm = client("ssm")
+    for document in ssm.list_documents(Filters=[{"Key": "tag:run", "Values": [run_key]},
+                                                {"Key": "Owner", "Values": ["Self"]}])["DocumentIdentifiers"]:
+        ssm.add_tags_to_resource(ResourceType="Document", ResourceId=document["Name"], Tags=tag)
+
+
+def untrained_model(s3, bucket: str) -> str:
+    from digits import model as digits_model
+
+    net = digits_model.build(digits_model.architecture(64, 32, 10, 0.0))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as directory:
+            digits_model.save(Path(directory), net.state_dict(), digits_model.architecture(64, 32, 10, 0.0))
+            for path in Path(directory).iterdir():
+                tar.add(path, arcname=path.name)
+    s3.put_object(Bucket=bucket, Key="models/reaper/model.tar.gz", Body=buffer.getvalue())
+    return f"s3://{bucket}/models/reaper/model.tar.gz"
+
+
+def test_the_reaper_removes_an_expired_stack_and_an_idle_endpoint_and_nothing_else(localaws):
+    from ml_pipeline.infra.params import preflight
+    from ml_pipeline.infra.reaper import reap
+    from ml_pipeline.infra.stack import provision
+    from ml_pipeline.infra.teardown import remaining, teardown_stack
+    from tests.localaws.hosting_support import predict, wait_endpoint, wait_gone
+
+    client = localaws.client
+    expired = plan(compute="host", host_instance_type="g5.xlarge", stack_ttl_hours=1)
+    young = plan(compute="sagemaker", provision_vpc=True, stack_ttl_hours=48)
+    for run in (expired, young):
+        provision(client, run, preflight(client, run))
+        age(client, run["key"], hours=2)
+    young_counts = remaining(client, young["key"])
+
+    s3, sm = client("s3"), client("sagemaker")
+    bucket = unique("reaper")
+    s3.create_bucket(Bucket=bucket)
+    model_data = untrained_model(s3, bucket)
+    names = {kind: unique(f"reaper-{kind}") for kind in ("idle", "busy", "other")}
+    for kind, name in names.items():
+        sm.create_model(ModelName=name, ExecutionRoleArn="arn:aws:iam::123456789012:role/SageMakerExecution",
+                        PrimaryContainer={"Image": localaws.image_uri, "ModelDataUrl": model_data,
+                                          "Environment": {"SAGEMAKER_MODEL_SERVER_WORKERS": "1"}})
+        sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
+            "VariantName": "AllTraffic", "ModelName": name, "InstanceType": "ml.m5.large",
+            "InitialInstanceCount": 1}])
+        project = [{"Key": "project", "Value": "ml-pipeline"}] if kind != "other" else [{"Key": "team", "Value": "x"}]
+        sm.create_endpoint(EndpointName=name, EndpointConfigName=name, Tags=project)
+    for name in names.values():
+        assert wait_endpoint(sm, name)["EndpointStatus"] == "InService"
+    time.sleep(WINDOW_SECONDS + 1)  # every endpoint is now older than the idle window
+    for _ in range(3):
+        predict(client("sagemaker-runtime"), names["busy"], [[0] * 64])
+    time.sleep(1.5)  # the metrics reach CloudWatch
+
+    report = reap(client, idle_hours=WINDOW_SECONDS / 3600, poll=0.2, timeout=60)
+    assert report["errors"] == []
+    assert [s["run"] for s in report["stacks"]] == [expired["key"]]
+    assert report["stacks"][0]["removed"]["instance"]
+    assert [e["endpoint"] for e in report["endpoints"]] == [names["idle"]]
+
+    assert remaining(client, expired["key"]) == ZERO
+    assert remaining(client, young["key"]) == young_counts and young_counts["vpcs"] == 1
+    wait_gone(sm, names["idle"])
+    for kind in ("busy", "other"):
+        assert sm.describe_endpoint(EndpointName=names[kind])["EndpointStatus"] == "InService"
+
+    # The next hour's reaper has nothing more to do.
+    again = reap(client, idle_hours=1, poll=0.2, timeout=60)
+    assert again == {"stacks": [], "endpoints": [], "errors": []}
+
+    teardown_stack(client, young["key"], poll=0.2)
+    for kind in ("busy", "other"):
+        sm.delete_endpoint(EndpointName=names[kind])

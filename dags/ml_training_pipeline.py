@@ -59,7 +59,8 @@ with DAG(
         """Refuse bad input before anything is created; fix every name the run will use."""
         from ml_pipeline.plan import make_plan
 
-        when = context.get("data_interval_start") or context.get("logical_date") or context["dag_run"].run_after
+        # The run's date: its logical date (for scheduled and backfilled runs, its data interval's start).
+        when = context.get("logical_date") or context.get("data_interval_start") or context["dag_run"].run_after
         return make_plan(context["params"], context["run_id"], when)
 
     @setup

@@ -38,7 +38,6 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 
 from localaws.ssm import documents, seed
 from localaws.ssm.documents import SsmError

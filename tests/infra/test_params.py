@@ -95,3 +95,8 @@ def test_localaws_recognises_the_plugins_documents():
     assert documents.kind_of("MLPipeline-TrainContainer-20260105-abcdef") == "training"
     assert documents.kind_of("MLPipeline-HostCheck-20260105-abcdef") == "check"
     assert documents.kind_of("AWS-RunShellScript") is None
+
+
+def test_an_endpoint_kept_cannot_live_in_the_runs_vpc():
+    found = errors(compute="sagemaker", provision_vpc=True, keep_endpoint=True)
+    assert any("outlive the run's VPC" in e for e in found), found

@@ -40,8 +40,8 @@ def age(client, run_key: str, hours: float) -> None:
     created = (datetime.now(timezone.utc) - timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
     tag = [{"Key": tags.CREATED_AT, "Value": created}]
     ec2 = client("ec2")
-    found = ec2.describe_tags(Filters=[{"Name": "tag:run", "Values": [run_key]}])["Tags"]
-    ids = sorted({t["ResourceId"] for t in found})
+    found = ec2.describe_tags(Filters=[{"Name": "key", "Values": ["run"]}, {"Name": "value", "Values": [run_key]}])
+    ids = sorted({t["ResourceId"] for t in found["Tags"] if t["Key"] == "run" and t["Value"] == run_key})
     if ids:
         ec2.create_tags(Resources=ids, Tags=tag)
     iam = client("iam")
@@ -127,3 +127,35 @@ def test_the_reaper_removes_an_expired_stack_and_an_idle_endpoint_and_nothing_el
     teardown_stack(client, young["key"], poll=0.2)
     for kind in ("busy", "other"):
         sm.delete_endpoint(EndpointName=names[kind])
+
+
+def test_the_reaper_dag_runs_hourly_and_reports(localaws, tmp_path):
+    """The DAG itself, with ``dag.test()`` against this localaws: an expired stack found, torn down by its
+    mapped task, and the report."""
+    import json
+    import subprocess
+    import sys
+
+    from ml_pipeline.infra.params import preflight
+    from ml_pipeline.infra.stack import provision
+    from ml_pipeline.infra.teardown import remaining
+    from scripts.run_pipeline import INNER, airflow_env, migrate
+    from tests.conftest import REPO_ROOT
+
+    client = localaws.client
+    run = plan(compute="sagemaker", provision_vpc=True, stack_ttl_hours=1)
+    provision(client, run, preflight(client, run))
+    age(client, run["key"], hours=3)
+    env = airflow_env(localaws.endpoint_url, tmp_path / "airflow-home")
+    migrate(env)
+    log_path = tmp_path / "reaper.log"
+    with open(log_path, "w") as log:
+        subprocess.run([sys.executable, "-c", INNER, str(REPO_ROOT / "dags"), "ml_pipeline_reaper",
+                        json.dumps({"idle_hours": 1}), "2026-03-02T00:00:00+00:00"],
+                       env=env, stdout=log, stderr=subprocess.STDOUT, text=True, timeout=300)
+    text = log_path.read_text()
+    result = [line for line in text.splitlines() if line.startswith("DAGRUN ")]
+    assert result and json.loads(result[-1][len("DAGRUN "):])["state"] == "success", text[-5000:]
+    assert f"run {run['key']}: 3.0 h old, TTL 1.0 h: expired" in text
+    assert "reaper removed 1 stack(s) and 0 endpoint(s)" in text
+    assert remaining(client, run["key"]) == ZERO

@@ -178,3 +178,47 @@ def test_teardown_sweeps_the_runs_vpc_but_reports_what_it_must_not_remove(aws):
     ec2.terminate_instances(InstanceIds=[stranger])
     teardown(aws, run["key"])  # the retry finishes the job
     assert remaining(aws, run["key"]) == ZERO
+
+
+def test_the_host_operator_launches_once_and_re_attaches_on_retry(localaws_process, monkeypatch, tmp_path):
+    """``CreateHostOperator``: the provider's EC2CreateInstanceOperator with the run's request, safe to retry."""
+    import json
+
+    from ml_pipeline.infra import stack
+    from ml_pipeline.infra.operators import CreateHostOperator
+    from ml_pipeline.infra.params import preflight
+
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({
+        "conn_type": "aws", "login": "testing", "password": "testing",
+        "extra": {"endpoint_url": localaws_process.endpoint_url, "region_name": "us-east-1"}}))
+    client = localaws_process.client
+    run = plan(compute="host", host_instance_type="p4d.24xlarge")
+    pre = preflight(client, run)
+    for step in stack.steps_for(run)[:-2]:  # everything the host needs, not the host
+        stack.run_step(client, run, step, pre)
+    first = CreateHostOperator(task_id="create_host", plan=run, ami_id=pre["ami_id"]).execute({})
+    assert first["launched"] == [first["instance_id"]] and first["instance_type"] == "p4d.24xlarge"
+    again = CreateHostOperator(task_id="create_host", plan=run, ami_id=pre["ami_id"]).execute({})
+    assert again["instance_id"] == first["instance_id"] and "launched" not in again
+    assert remaining(client, run["key"])["instances"] == 1
+    teardown(client, run["key"])
+    assert remaining(client, run["key"]) == ZERO
+
+
+def test_the_project_bucket_is_encrypted_versioned_private_and_tls_only(aws):
+    import json
+
+    from ml_pipeline.infra.stack import ensure_bucket
+    from tests.conftest import unique
+
+    run = plan(compute="host", bucket=unique("infra-bucket"))
+    bucket = ensure_bucket(aws, run)["bucket"]
+    assert ensure_bucket(aws, run) == {"bucket": bucket}  # idempotent
+    s3 = aws("s3")
+    rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms")
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    assert all(s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"].values())
+    assert {"Key": "project", "Value": "ml-pipeline"} in s3.get_bucket_tagging(Bucket=bucket)["TagSet"]
+    policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    assert policy["Statement"][0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}

@@ -71,3 +71,27 @@ def host_values(client, plan: dict) -> dict:
 
 def wildcard_exceptions() -> dict[str, str]:
     return json.loads((IAM_DIR / "wildcard-resources.json").read_text())["actions"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python plugins/ml_pipeline/infra/iam.py airflow-policy.json Account=123456789012 Region=eu-west-1 ...``:
+    a document rendered for your account (print it, then ``aws iam create-policy --policy-document file://...``)."""
+    import sys  # noqa: PLC0415
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] not in POLICY_FILES:
+        print(f"usage: iam.py {{{','.join(POLICY_FILES)}}} Key=Value ...", file=sys.stderr)
+        return 2
+    values = dict(arg.split("=", 1) for arg in args[1:])
+    values.setdefault("Partition", partition_of(values.get("Region", "us-east-1")))
+    values.setdefault("LogGroup", HOST_LOG_GROUP)
+    try:
+        print(json.dumps(render(args[0], **values), indent=2))
+    except KeyError as error:
+        print(f"missing values: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -143,6 +143,9 @@ def validate_infra(params: dict) -> list[str]:
             errors.append(f"vpc_cidr: {vpc} is not a private (RFC 1918) range")
     except ValueError as error:
         errors.append(f"vpc_cidr: {p.get('vpc_cidr')!r} is not a network CIDR ({error})")
+    if compute == "sagemaker" and p.get("provision_vpc") and p.get("keep_endpoint"):
+        errors.append("keep_endpoint with provision_vpc: the endpoint would outlive the run's VPC, which "
+                      "teardown removes")
     if compute == "host":
         if p.get("mode", "train") == "tune":
             errors.append("compute=host trains one job on the host: tune mode runs on SageMaker only")

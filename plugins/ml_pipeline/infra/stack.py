@@ -258,6 +258,35 @@ def vpc_config(client, plan: dict) -> dict:
     return {"SecurityGroupIds": [group["GroupId"]], "Subnets": [subnet["SubnetId"]]}
 
 
+# --- the project's bucket -------------------------------------------------------------------------
+
+
+def ensure_bucket(client, plan: dict) -> dict:
+    """The project's bucket (``steps.ensure_bucket``: encrypted, versioned, public access blocked), tagged
+    with the project (not the run: it outlives runs and no teardown removes it) and refusing plain HTTP
+    when it has no bucket policy of its own yet."""
+    from ml_pipeline.steps import ensure_bucket as ensure  # noqa: PLC0415
+
+    s3 = client("s3")
+    bucket = plan["params"]["bucket"]
+    ensure(s3, bucket, s3.meta.region_name)
+    try:
+        current = s3.get_bucket_tagging(Bucket=bucket)["TagSet"]
+    except s3.exceptions.ClientError:
+        current = []
+    if tags.as_dict(current).get(tags.PROJECT_KEY) != tags.PROJECT:
+        merged = [t for t in current if t["Key"] != tags.PROJECT_KEY] + [{"Key": tags.PROJECT_KEY, "Value": tags.PROJECT}]
+        s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": merged})
+    try:
+        s3.get_bucket_policy(Bucket=bucket)
+    except s3.exceptions.ClientError:
+        arn = f"arn:{iam.partition_of(s3.meta.region_name)}:s3:::{bucket}"
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Sid": "TlsOnly", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+            "Resource": [arn, f"{arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}))
+    return {"bucket": bucket}
+
+
 # --- the host --------------------------------------------------------------------------------------
 
 

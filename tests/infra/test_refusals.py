@@ -1,0 +1,67 @@
+"""Bad input is refused before anything is created: an open CIDR, an unknown instance type, a missing AMI."""
+from __future__ import annotations
+
+import pytest
+
+from tests.infra.support import ZERO, params, plan
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def start(client, run: dict) -> dict:
+    """What the DAG does first: the plan's checks (validate_infra, no AWS call), the preflight's (the AMI,
+    the zone), and only then provisioning."""
+    from ml_pipeline.infra.params import preflight, validate_infra
+    from ml_pipeline.infra.stack import provision
+
+    errors = validate_infra(run["params"])
+    if errors:
+        raise ValueError("Refused before anything was created:\n- " + "\n- ".join(errors))
+    return provision(client, run, preflight(client, run))
+
+
+def vpc_count(client) -> int:
+    return len(client("ec2").describe_vpcs()["Vpcs"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"allowed_cidrs": ["0.0.0.0/0"]}, "whole internet"),
+    ({"allowed_cidrs": ["203.0.113.0/24", "::/0"]}, "whole internet"),
+    ({"host_instance_type": "g7x.hyper"}, "is not an EC2 instance type"),
+    ({"ami_id": "ami-0123456789abcdef0"}, "does not exist"),
+    ({"ami_ssm_parameter": "/aws/service/deeplearning/ami/x86_64/no-such-ami/latest/ami-id"}, "does not exist"),
+])
+def test_refused_before_anything_is_created(localaws_process, overrides, message):
+    from ml_pipeline.infra.teardown import remaining
+
+    client = localaws_process.client
+    run = plan(compute="host", ssh_key_name="ops", **overrides)
+    before = vpc_count(client)
+    with pytest.raises(ValueError, match=message):
+        start(client, run)
+    assert remaining(client, run["key"]) == ZERO
+    assert vpc_count(client) == before
+
+
+def test_the_deep_learning_amis_are_found_from_their_public_parameters(localaws_process):
+    from ml_pipeline.infra.params import DEFAULT_AMI_PARAMETERS, check_ami
+
+    ssm, ec2 = localaws_process.client("ssm"), localaws_process.client("ec2")
+    found = {t: check_ami(ssm, ec2, params(host_instance_type=t)) for t in ("g5.xlarge", "dl1.24xlarge")}
+    assert found["g5.xlarge"] != found["dl1.24xlarge"]
+    for instance_type, accelerator in (("g5.xlarge", "nvidia"), ("dl1.24xlarge", "habana")):
+        value = ssm.get_parameter(Name=DEFAULT_AMI_PARAMETERS[accelerator])["Parameter"]["Value"]
+        assert found[instance_type] == value
+        image = ec2.describe_images(ImageIds=[value])["Images"][0]
+        assert ("Habana" in image["Name"]) == (accelerator == "habana")
+    # An AMI id given explicitly wins, when it exists.
+    assert check_ami(ssm, ec2, params(ami_id=found["g5.xlarge"], host_instance_type="dl1.24xlarge")) == found["g5.xlarge"]
+
+
+def test_a_type_not_offered_in_the_zone_is_refused(localaws_process):
+    from ml_pipeline.infra.params import choose_availability_zone
+
+    ec2 = localaws_process.client("ec2")
+    assert choose_availability_zone(ec2, params(host_instance_type="dl1.24xlarge")) == "us-east-1a"
+    with pytest.raises(ValueError, match="not offered in us-east-1f"):
+        choose_availability_zone(ec2, params(host_instance_type="dl1.24xlarge", availability_zone="us-east-1f"))

@@ -1,8 +1,10 @@
 """
 ### Deep-learning training on AWS, end to end
 
-plan → open the run (bucket) → data partition → training image → **train** (one SageMaker training job)
-or **tune** (a hyperparameter tuning job) → pick the best → copy its weights and register them →
+plan → preflight (AMI, zone) → open the run (bucket) → provision (VPC, subnets, routes, security
+groups, instance profile, volume, host: only what the run's compute needs) → data partition →
+training image → **train** (one SageMaker training job), **tune** (a hyperparameter tuning job) or
+**host** (the image on the run's GPU or DL1 host through SSM Run Command) → pick the best → copy its weights and register them →
 quality gate → model, endpoint config, endpoint (created, or updated blue/green) → autoscaling →
 smoke test → promote → **teardown**, which runs whatever failed.
 
@@ -18,19 +20,41 @@ from datetime import timedelta
 import pendulum
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
+from airflow.providers.amazon.aws.sensors.ec2 import EC2InstanceStateSensor
+from airflow.providers.amazon.aws.sensors.ssm import SsmRunCommandCompletedSensor
+from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, TriggerRule, get_current_context, setup, task, task_group, teardown
 
 from ml_pipeline import sagemaker_requests as requests
 from ml_pipeline import steps
+from ml_pipeline.infra import stack
+from ml_pipeline.infra.operators import RunHostTrainingOperator
+from ml_pipeline.infra.params import infra_params
+from ml_pipeline.infra.sensors import HostReadySensor, ResourceStateSensor
 from ml_pipeline.operators.sagemaker import DeployEndpointOperator, RunTrainingJobOperator, RunTuningJobOperator
 from ml_pipeline.params import pipeline_params
 from ml_pipeline.sensors.sagemaker import (
+    DEFAULT_POLL_SECONDS,
     DeferrableEndpointSensor,
     DeferrableTrainingSensor,
     DeferrableTuningSensor,
 )
 
 AWS_CONN_ID = "aws_default"
+#: The provisioning steps in order, and the state each one's resource must reach before the next:
+#: (step, resource kind to watch or None, the id's key in the step's result, target state).
+PROVISIONING = (
+    ("vpc", "vpc", "vpc_id", "available"),
+    ("internet_gateway", "internet_gateway", "internet_gateway_id", "attached"),
+    ("subnets", "subnet", "private_subnet_id", "available"),
+    ("route_tables", None, None, None),
+    ("security_groups", None, None, None),
+    ("instance_profile", "instance_profile", "instance_profile_name", "ready"),
+    ("volume", "volume", "volume_id", "available"),
+    ("documents", None, None, None),
+    ("host", None, None, None),
+    ("attach_volume", "volume", "volume_id", "in-use"),
+)
 
 
 def client(service: str):
@@ -49,7 +73,7 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 5, tz="UTC"),
     catchup=False,
     max_active_runs=2,
-    params=pipeline_params(),
+    params={**pipeline_params(), **infra_params()},
     default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(seconds=20)},
     tags=["ml", "sagemaker", "training"],
 ) as dag:
@@ -62,6 +86,14 @@ with DAG(
         # The run's date: its logical date (for scheduled and backfilled runs, its data interval's start).
         when = context.get("logical_date") or context.get("data_interval_start") or context["dag_run"].run_after
         return make_plan(context["params"], context["run_id"], when)
+
+    @task(retries=0)
+    def preflight(run_plan: dict) -> dict:
+        """What only AWS can tell, still before anything is created: the host's AMI (a missing one is
+        refused here) and an availability zone that offers its instance type."""
+        from ml_pipeline.infra.params import preflight as check
+
+        return check(client, run_plan)
 
     @setup
     def open_run(run_plan: dict) -> dict:
@@ -81,18 +113,36 @@ with DAG(
 
     @task.branch
     def choose_mode(run_plan: dict) -> str:
+        if run_plan["params"]["compute"] == "host":
+            return "host.command_request"
         return "train.training_request" if run_plan["params"]["mode"] == "train" else "tune.tuning_request"
+
+    def in_vpc(run_plan: dict) -> dict | None:
+        """The VpcConfig of SageMaker jobs and models when the run provisioned its own VPC."""
+        return stack.vpc_config(client, run_plan) if run_plan["params"]["provision_vpc"] else None
 
     @task
     def training_request(run_plan: dict, image: dict, channels: dict) -> dict:
-        return requests.training_job(run_plan, image["image"], channels)
+        return requests.training_job(run_plan, image["image"], channels, in_vpc(run_plan))
 
     @task
     def tuning_request(run_plan: dict, image: dict, channels: dict) -> dict:
-        return requests.tuning_job(run_plan, image["image"], channels)
+        return requests.tuning_job(run_plan, image["image"], channels, in_vpc(run_plan))
+
+    @task
+    def command_request(run_plan: dict, image: dict, channels: dict) -> dict:
+        from ml_pipeline.infra import host_training
+
+        host = xcom("provision.host")
+        return host_training.command_request(client, run_plan, image["image"], channels, host["instance_id"])
 
     @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     def pick_best(run_plan: dict) -> dict:
+        if run_plan["params"]["compute"] == "host":
+            from ml_pipeline.infra import host_training
+
+            return host_training.host_result(client, run_plan, xcom("host.start_host_training"),
+                                             xcom("provision.host")["instance_id"], xcom("build_image")["image"])
         training = xcom("train.start_training_job")
         tuning = xcom("tune.start_tuning_job")
         return steps.pick_best(
@@ -119,7 +169,8 @@ with DAG(
     @task
     def create_model_and_config(run_plan: dict, best: dict, weights: dict) -> dict:
         hook = SageMakerHook(aws_conn_id=AWS_CONN_ID)
-        return steps.create_model_and_config(hook, run_plan, best["image"], weights["model_data_url"])
+        return steps.create_model_and_config(hook, run_plan, best["image"], weights["model_data_url"],
+                                             in_vpc(run_plan))
 
     @task
     def endpoint_request(run_plan: dict) -> dict:
@@ -142,15 +193,71 @@ with DAG(
         """Whatever happened before: stop this run's jobs, remove what must not outlive it, and
         write the run's summary beside its artifacts."""
         removed = steps.teardown(client("sagemaker"), client("application-autoscaling"), run_plan)
+        # Then the run's own network and host, found by their tags (nothing, if it provisioned none).
+        from ml_pipeline.infra.teardown import TeardownIncomplete, teardown_stack
+
+        try:
+            removed["stack"] = teardown_stack(client, run_plan["key"])
+        except TeardownIncomplete as error:
+            removed["stack"] = error.report
+            steps.write_summary(client("s3"), run_plan, {}, removed)
+            raise
         outcome = {name: xcom(task_id) for name, task_id in steps.SUMMARY_SOURCES.items()}
         outcome["gate"] = xcom("quality_gate", key="verdict")
         return steps.write_summary(client("s3"), run_plan, outcome, removed)
 
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
+    def provision_step(run_plan: dict, pre: dict, step: str) -> dict:
+        from airflow.exceptions import AirflowSkipException
+
+        if step not in stack.steps_for(run_plan):
+            raise AirflowSkipException(f"compute={run_plan['params']['compute']} needs no {step}")
+        return stack.run_step(client, run_plan, step, pre)
+
     the_plan = plan()
+    checked = preflight(the_plan)
     opened = open_run(the_plan)
+    checked >> opened
+
+    @task_group(group_id="provision")
+    def provision():
+        """Each step creates one part of the run's stack (or finds it, on a retry), tagged with the run;
+        a sensor waits for the part's state. Steps the run's compute does not need are skipped."""
+        previous = opened
+        for step, kind, id_key, state in PROVISIONING:
+            # Airflow wants the setup's direct followers on ALL_SUCCESS; later steps run past skipped ones.
+            rule = TriggerRule.ALL_SUCCESS if previous is opened else TriggerRule.NONE_FAILED
+            made = provision_step.override(task_id=step, trigger_rule=rule)(the_plan, checked, step)
+            previous >> made
+            previous = made
+            if kind:
+                waited = ResourceStateSensor(
+                    task_id=f"{step}_{state.replace('-', '_')}", aws_conn_id=AWS_CONN_ID, kind=kind,
+                    resource_id=f"{{{{ ti.xcom_pull(task_ids='provision.{step}')['{id_key}'] }}}}",
+                    target_state=state, poke_interval=5, timeout=1800,
+                )
+                made >> waited
+                previous = waited
+            if step == "host":
+                running = EC2InstanceStateSensor(
+                    task_id="host_running", aws_conn_id=AWS_CONN_ID, target_state="running", deferrable=True,
+                    instance_id="{{ ti.xcom_pull(task_ids='provision.host')['instance_id'] }}",
+                    poke_interval=DEFAULT_POLL_SECONDS,
+                )
+                made >> running
+                previous = running
+        ready = HostReadySensor(
+            task_id="host_ready", aws_conn_id=AWS_CONN_ID, plan=the_plan, poke_interval=10,
+            timeout=3600, instance_id="{{ ti.xcom_pull(task_ids='provision.host')['instance_id'] }}",
+            volume_id="{{ ti.xcom_pull(task_ids='provision.volume')['volume_id'] }}",
+        )
+        done = EmptyOperator(task_id="provisioned", trigger_rule=TriggerRule.NONE_FAILED)
+        previous >> ready >> done
+
+    provisioned = provision()
     channels = prepare_dataset(the_plan)
     image = build_image(the_plan)
-    opened >> [channels, image]
+    provisioned >> [channels, image]
     mode = choose_mode(the_plan)
     [channels, image] >> mode
 
@@ -176,10 +283,20 @@ with DAG(
             job_name="{{ ti.xcom_pull(task_ids='tune.start_tuning_job')['Tuning']['HyperParameterTuningJobName'] }}",
         )
 
-    trained, tuned = train(), tune()
-    mode >> [trained, tuned]
+    @task_group(group_id="host")
+    def host():
+        started = RunHostTrainingOperator(task_id="start_host_training", aws_conn_id=AWS_CONN_ID,
+                                          request=command_request(the_plan, image, channels))
+        started >> SsmRunCommandCompletedSensor(
+            task_id="wait_for_host_training", aws_conn_id=AWS_CONN_ID, deferrable=True,
+            command_id="{{ ti.xcom_pull(task_ids='host.start_host_training') }}",
+            poke_interval=DEFAULT_POLL_SECONDS,
+        )
+
+    trained, tuned, on_host = train(), tune(), host()
+    mode >> [trained, tuned, on_host]
     best = pick_best(the_plan)
-    [trained, tuned] >> best
+    [trained, tuned, on_host] >> best
     weights = copy_best_weights(the_plan, best, channels)
     package = register_model(the_plan, best, weights)
     gate = quality_gate(the_plan, best)

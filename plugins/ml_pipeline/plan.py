@@ -8,6 +8,7 @@ The rest of the chain reads the plan from XCom (it holds no secret).
 from __future__ import annotations
 
 from ml_pipeline import config as hyperparams
+from ml_pipeline.infra.params import validate_infra
 from ml_pipeline.naming import run_key, run_names
 
 
@@ -30,6 +31,7 @@ def make_plan(params: dict, run_id: str, logical_date) -> dict:
         errors.append(f"endpoint_instance_type: {p['endpoint_instance_type']} is not a SageMaker hosting type")
     if p["min_capacity"] > p["max_capacity"]:
         errors.append(f"min_capacity ({p['min_capacity']}) is above max_capacity ({p['max_capacity']})")
+    errors.extend(validate_infra(p))
     if p["use_spot"] and p["max_wait_seconds"] < p["max_runtime_seconds"]:
         errors.append("max_wait_seconds must be at least max_runtime_seconds with managed spot training")
 

@@ -24,7 +24,7 @@ def _channels(channels: dict[str, str]) -> list[dict]:
     ]
 
 
-def _job_parts(plan: dict, image: str, channels: dict[str, str]) -> dict:
+def _job_parts(plan: dict, image: str, channels: dict[str, str], vpc_config: dict | None) -> dict:
     p, names = plan["params"], plan["names"]
     stopping = {"MaxRuntimeInSeconds": p["max_runtime_seconds"]}
     if p["use_spot"]:
@@ -47,6 +47,8 @@ def _job_parts(plan: dict, image: str, channels: dict[str, str]) -> dict:
         "EnableManagedSpotTraining": bool(p["use_spot"]),
         "CheckpointConfig": {"S3Uri": f"s3://{p['bucket']}/{names['checkpoint_prefix']}"},
     }
+    if vpc_config:  # jobs inside the run's own VPC
+        parts["VpcConfig"] = vpc_config
     return parts
 
 
@@ -54,17 +56,17 @@ def _tags(plan: dict) -> list[dict]:
     return [{"Key": "project", "Value": "ml-pipeline"}, {"Key": "run", "Value": plan["key"]}]
 
 
-def training_job(plan: dict, image: str, channels: dict[str, str]) -> dict:
+def training_job(plan: dict, image: str, channels: dict[str, str], vpc_config: dict | None = None) -> dict:
     return {
         "TrainingJobName": plan["names"]["training_job"],
-        **_job_parts(plan, image, channels),
+        **_job_parts(plan, image, channels, vpc_config),
         "HyperParameters": plan["hyperparameters"],
         "Tags": _tags(plan),
     }
 
 
-def tuning_job(plan: dict, image: str, channels: dict[str, str]) -> dict:
-    definition = _job_parts(plan, image, channels)
+def tuning_job(plan: dict, image: str, channels: dict[str, str], vpc_config: dict | None = None) -> dict:
+    definition = _job_parts(plan, image, channels, vpc_config)
     definition["StaticHyperParameters"] = plan["static_hyperparameters"]
     return {
         "HyperParameterTuningJobName": plan["names"]["tuning_job"],
@@ -74,8 +76,8 @@ def tuning_job(plan: dict, image: str, channels: dict[str, str]) -> dict:
     }
 
 
-def model(plan: dict, image: str, model_data_url: str) -> dict:
-    return {
+def model(plan: dict, image: str, model_data_url: str, vpc_config: dict | None = None) -> dict:
+    request = {
         "ModelName": plan["names"]["model"],
         "PrimaryContainer": {
             "Image": image,
@@ -85,6 +87,9 @@ def model(plan: dict, image: str, model_data_url: str) -> dict:
         "ExecutionRoleArn": plan["params"]["role_arn"],
         "Tags": _tags(plan),
     }
+    if vpc_config:
+        request["VpcConfig"] = vpc_config
+    return request
 
 
 def endpoint_config(plan: dict) -> dict:

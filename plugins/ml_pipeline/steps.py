@@ -188,14 +188,14 @@ def quality_gate(sm, plan: dict, best: dict) -> dict:
 # --- hosting -----------------------------------------------------------------------------------
 
 
-def create_model_and_config(hook, plan: dict, image: str, model_data_url: str) -> dict:
+def create_model_and_config(hook, plan: dict, image: str, model_data_url: str, vpc_config: dict | None = None) -> dict:
     """The run's SageMaker model and endpoint config, created once."""
     sm = hook.conn
     names = plan["names"]
     try:
         sm.describe_model(ModelName=names["model"])
     except sm.exceptions.ClientError:
-        sm.create_model(**requests.model(plan, image, model_data_url))
+        sm.create_model(**requests.model(plan, image, model_data_url, vpc_config))
     try:
         sm.describe_endpoint_config(EndpointConfigName=names["endpoint_config"])
     except sm.exceptions.ClientError:

@@ -78,8 +78,8 @@ def upstream(dag, task_id: str) -> set[str]:
 
 def test_the_chain_is_wired_in_order(pipeline):
     dag = pipeline
-    assert upstream(dag, "open_run") == {"plan"}
-    assert {"open_run"} <= upstream(dag, "prepare_dataset") and {"open_run"} <= upstream(dag, "build_image")
+    assert upstream(dag, "open_run") == {"plan", "preflight"}
+    assert "open_run" in upstream(dag, "provision.vpc")
     assert {"prepare_dataset", "build_image"} <= upstream(dag, "choose_mode")
     assert "choose_mode" in upstream(dag, "train.training_request")
     assert "choose_mode" in upstream(dag, "tune.tuning_request")
@@ -105,7 +105,7 @@ def test_teardown_is_a_teardown_of_the_run_and_runs_whatever_failed(pipeline):
     assert close.trigger_rule == "all_done_setup_success"
     # Every task that creates or waits for something lies between the setup and its teardown.
     for task in pipeline.tasks:
-        if task.task_id not in ("plan", "open_run", "close_run"):
+        if task.task_id not in ("plan", "preflight", "open_run", "close_run"):
             assert "close_run" in {t.task_id for t in task.get_flat_relatives(upstream=False)}, task.task_id
 
 
@@ -113,10 +113,27 @@ def test_every_job_wait_is_a_deferrable_sensor(pipeline):
     from airflow.sdk.bases.sensor import BaseSensorOperator
 
     sensors = {t.task_id: t for t in pipeline.tasks if isinstance(t, BaseSensorOperator)}
-    assert set(sensors) == {"train.wait_for_training_job", "tune.wait_for_tuning_job", "deploy.wait_for_endpoint"}
-    assert all(sensor.deferrable for sensor in sensors.values())
-    for task_id in ("train.start_training_job", "tune.start_tuning_job", "deploy.deploy_endpoint"):
+    jobs = {"train.wait_for_training_job", "tune.wait_for_tuning_job", "deploy.wait_for_endpoint",
+            "host.wait_for_host_training", "provision.host_running"}
+    assert jobs <= set(sensors)
+    assert all(sensors[task_id].deferrable for task_id in jobs)
+    for task_id in ("train.start_training_job", "tune.start_tuning_job", "deploy.deploy_endpoint",
+                    "host.start_host_training"):
         assert pipeline.get_task(task_id).wait_for_completion is False  # the sensor waits, deferred
+    # Every provisioned resource has a sensor on its state before the next step builds on it.
+    for step, state in (("vpc", "available"), ("internet_gateway", "attached"), ("subnets", "available"),
+                        ("instance_profile", "ready"), ("volume", "available"), ("attach_volume", "in_use")):
+        assert f"provision.{step}" in upstream(pipeline, f"provision.{step}_{state}")
+    assert "provision.attach_volume_in_use" in upstream(pipeline, "provision.host_ready")
+
+
+def test_provisioning_is_the_first_stage_inside_the_run(pipeline):
+    assert {"open_run", "preflight"} <= upstream(pipeline, "provision.vpc")
+    assert "provision.host_ready" in upstream(pipeline, "provision.provisioned")
+    for task_id in ("prepare_dataset", "build_image"):
+        assert "provision.provisioned" in upstream(pipeline, task_id)
+    assert "choose_mode" in upstream(pipeline, "host.command_request")
+    assert "host.wait_for_host_training" in upstream(pipeline, "pick_best")
 
 
 def test_every_param_has_a_schema_and_a_description(pipeline):

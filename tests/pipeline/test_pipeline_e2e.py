@@ -158,3 +158,49 @@ def test_an_invalid_hyperparameter_file_is_refused_before_anything_is_created(ai
     assert "hyperparameters.learning_rate" in log and "Refused before anything was created" in log
     s3 = airflow["localaws"].client("s3")
     assert bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+
+
+@pytest.mark.parametrize("instance_type, date", [("g5.xlarge", "2026-08-03T00:00:00+00:00"),
+                                                 ("dl1.24xlarge", "2026-08-10T00:00:00+00:00")])
+def test_host_compute_provisions_trains_on_the_host_deploys_and_leaves_nothing(airflow, instance_type, date):
+    from ml_pipeline.infra.teardown import remaining
+
+    conf = {"mode": "train", "compute": "host", "host_instance_type": instance_type, **QUICK}
+    result, summary = run(airflow, conf, date, f"host-{instance_type}")
+    log = (airflow["home"] / f"host-{instance_type}.log").read_text()
+    assert result["state"] == "success", log[-5000:]
+    assert summary["training_job"].startswith("digits-")
+    assert summary["metrics"]["validation:accuracy"] >= 0.9
+    assert summary["smoke_test"]["accuracy"] >= 0.9  # the host's weights, deployed like a SageMaker job's
+    stack = summary["teardown"]["stack"]
+    assert stack["removed"]["instance"] and stack["removed"]["vpc"]
+    counts = remaining(airflow["localaws"].client, summary["run"])
+    assert set(counts.values()) == {0}, counts
+
+
+def test_sagemaker_jobs_run_inside_the_runs_own_vpc_which_teardown_removes(airflow):
+    from ml_pipeline.infra.teardown import remaining
+
+    conf = {"mode": "train", "provision_vpc": True, **QUICK}
+    result, summary = run(airflow, conf, "2026-08-17T00:00:00+00:00", "in-vpc")
+    assert result["state"] == "success", (airflow["home"] / "in-vpc.log").read_text()[-5000:]
+    job = airflow["localaws"].client("sagemaker").describe_training_job(TrainingJobName=summary["training_job"])
+    assert job["VpcConfig"]["Subnets"] and job["VpcConfig"]["SecurityGroupIds"]
+    assert summary["teardown"]["stack"]["removed"]["vpc"]
+    assert set(remaining(airflow["localaws"].client, summary["run"]).values()) == {0}
+
+
+@pytest.mark.parametrize("conf, reason", [
+    ({"compute": "host", "allowed_cidrs": ["0.0.0.0/0"]}, "0.0.0.0/0"),
+    ({"compute": "host", "ami_id": "ami-0123456789abcdef0"}, "ami-0123456789abcdef0"),
+])
+def test_a_bad_host_setting_is_refused_before_anything_is_created(airflow, conf, reason):
+    ec2 = airflow["localaws"].client("ec2")
+    vpcs = len(ec2.describe_vpcs()["Vpcs"])
+    bucket = unique("never")
+    result, _ = run(airflow, {"mode": "train", **QUICK, **conf}, "2026-08-24T00:00:00+00:00", "refused",
+                    ML_PIPELINE_BUCKET=bucket)
+    assert result["state"] == "failed"
+    assert reason in (airflow["home"] / "refused.log").read_text()
+    assert len(ec2.describe_vpcs()["Vpcs"]) == vpcs
+    assert bucket not in {b["Name"] for b in airflow["localaws"].client("s3").list_buckets()["Buckets"]}

@@ -8,16 +8,18 @@ from tests.infra.support import ZERO, params, plan
 pytestmark = pytest.mark.timeout(300)
 
 
-def start(client, run: dict) -> dict:
-    """What the DAG does first: the plan's checks (validate_infra, no AWS call), the preflight's (the AMI,
-    the zone), and only then provisioning."""
-    from ml_pipeline.infra.params import preflight, validate_infra
+def start(client, **overrides) -> dict:
+    """What the DAG does first: the plan (``make_plan`` runs validate_infra, no AWS call), the preflight
+    (the AMI, the zone), and only then provisioning."""
+    from ml_pipeline.infra.params import preflight
     from ml_pipeline.infra.stack import provision
 
-    errors = validate_infra(run["params"])
-    if errors:
-        raise ValueError("Refused before anything was created:\n- " + "\n- ".join(errors))
+    run = plan(**overrides)
+    started.append(run)
     return provision(client, run, preflight(client, run))
+
+
+started: list[dict] = []
 
 
 def vpc_count(client) -> int:
@@ -35,11 +37,12 @@ def test_refused_before_anything_is_created(localaws_process, overrides, message
     from ml_pipeline.infra.teardown import remaining
 
     client = localaws_process.client
-    run = plan(compute="host", ssh_key_name="ops", **overrides)
+    started.clear()
     before = vpc_count(client)
     with pytest.raises(ValueError, match=message):
-        start(client, run)
-    assert remaining(client, run["key"]) == ZERO
+        start(client, compute="host", ssh_key_name="ops", **overrides)
+    for run in started:  # refused by the preflight: the plan exists, nothing of it was created
+        assert remaining(client, run["key"]) == ZERO
     assert vpc_count(client) == before
 
 

@@ -308,7 +308,8 @@ with DAG(
         deployed = DeployEndpointOperator(task_id="deploy_endpoint", aws_conn_id=AWS_CONN_ID,
                                           config=endpoint_request(the_plan))
         in_service = DeferrableEndpointSensor(
-            task_id="wait_for_endpoint", aws_conn_id=AWS_CONN_ID, endpoint_name="{{ params.endpoint_name }}",
+            task_id="wait_for_endpoint", aws_conn_id=AWS_CONN_ID,
+            endpoint_name="{{ ti.xcom_pull(task_ids='plan')['names']['endpoint'] }}",
         )
         created >> deployed >> in_service
 

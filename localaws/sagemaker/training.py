@@ -155,6 +155,8 @@ class TrainingExecutor:
             exit_codes, interrupted = self._train(job, runner, image, hosts, layouts, channels, checkpoint_syncs)
             for sync in checkpoint_syncs:
                 sync.sync()
+            # An interruption accepted while the hosts were finishing reclaims them all the same.
+            interrupted = interrupted or (job.interruption_requested.is_set() and not self._stopping(job))
             if not interrupted:
                 break
             if not self._resume_after_interruption(job):

@@ -31,6 +31,14 @@ def name(kind: str, key: str, limit: int = MAX_NAME) -> str:
     return value
 
 
+def endpoint_name(stable: str, key: str, keep: bool) -> str:
+    """A kept endpoint is the stable one, updated blue/green run after run. One the run deletes at
+    its end is the run's own, ``<stable>-<key>``, so concurrent runs (a backfill) never share it."""
+    if keep:
+        return stable
+    return f"{stable[: MAX_NAME - len(key) - 1].rstrip('-')}-{key}"
+
+
 def attempt_name(base: str, attempt: int, limit: int = MAX_NAME) -> str:
     """The name of the ``attempt``-th job for one task: ``base``, ``base-r2``, ``base-r3``, ..."""
     value = base if attempt <= 1 else f"{base}-r{attempt}"

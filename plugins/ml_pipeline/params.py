@@ -53,7 +53,9 @@ def pipeline_params() -> dict[str, Param]:
                                      title="Model package group",
                                      description="Each run's best model is registered as a version here."),
         "endpoint_name": Param("digits-classifier", type="string", pattern=_NAME, title="Endpoint",
-                               description="The stable endpoint: created on the first deploy, updated blue/green after."),
+                               description="With keep_endpoint, the stable endpoint: created on the first deploy, "
+                                           "updated blue/green after. Without it, each run deploys its own "
+                                           "<name>-<run> endpoint and deletes it at its end."),
         "endpoint_instance_type": Param("ml.m5.large", type="string", pattern=_ML_INSTANCE,
                                         title="Endpoint instance type", description="Serving instance type."),
         "keep_endpoint": Param(False, type="boolean", title="Keep the endpoint",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ml_pipeline import config as hyperparams
 from ml_pipeline.infra.params import validate_infra
-from ml_pipeline.naming import run_key, run_names
+from ml_pipeline.naming import endpoint_name, run_key, run_names
 
 
 class PlanError(ValueError):
@@ -66,5 +66,6 @@ def make_plan(params: dict, run_id: str, logical_date) -> dict:
     key = run_key(run_id, logical_date)
     plan["key"] = key
     plan["names"] = run_names(key)
+    plan["names"]["endpoint"] = endpoint_name(p["endpoint_name"], key, p["keep_endpoint"])
     plan["data_seed"] = int(key.split("-")[0]) if key[0].isdigit() else 0
     return plan

@@ -111,11 +111,11 @@ def endpoint_config(plan: dict) -> dict:
 
 def endpoint(plan: dict) -> dict:
     return {
-        "EndpointName": plan["params"]["endpoint_name"],
+        "EndpointName": plan["names"]["endpoint"],
         "EndpointConfigName": plan["names"]["endpoint_config"],
         "Tags": [{"Key": "project", "Value": "ml-pipeline"}],
     }
 
 
 def scalable_target_id(plan: dict) -> str:
-    return f"endpoint/{plan['params']['endpoint_name']}/variant/{PRIMARY_VARIANT}"
+    return f"endpoint/{plan['names']['endpoint']}/variant/{PRIMARY_VARIANT}"

@@ -213,7 +213,7 @@ def autoscale(aas, plan: dict) -> dict:
         MinCapacity=p["min_capacity"], MaxCapacity=p["max_capacity"],
     )
     policy = aas.put_scaling_policy(
-        PolicyName=f"{p['endpoint_name']}-invocations", ServiceNamespace="sagemaker", ResourceId=resource_id,
+        PolicyName=f"{plan['names']['endpoint']}-invocations", ServiceNamespace="sagemaker", ResourceId=resource_id,
         ScalableDimension="sagemaker:variant:DesiredInstanceCount", PolicyType="TargetTrackingScaling",
         TargetTrackingScalingPolicyConfiguration={
             "TargetValue": float(p["target_invocations_per_instance"]),
@@ -236,7 +236,7 @@ def smoke_test(runtime, s3, plan: dict, channels: dict) -> dict:
     labels = [int(float(row[0])) for row in rows]
     body = "\n".join(",".join(row[1:]) for row in rows)
     started = time.monotonic()
-    response = runtime.invoke_endpoint(EndpointName=p["endpoint_name"], ContentType="text/csv",
+    response = runtime.invoke_endpoint(EndpointName=plan["names"]["endpoint"], ContentType="text/csv",
                                        Accept="application/json", Body=body.encode())
     latency = time.monotonic() - started
     answer = json.loads(response["Body"].read())
@@ -298,7 +298,7 @@ def write_summary(s3, plan: dict, outcome: dict, teardown_result: dict) -> dict:
         "best_weights": outcome.get("weights"),
         "model_package": outcome.get("model_package"),
         "quality_gate": outcome.get("gate"),
-        "endpoint": plan["params"]["endpoint_name"] if outcome.get("smoke_test") else None,
+        "endpoint": plan["names"]["endpoint"] if outcome.get("smoke_test") else None,
         "autoscaling": outcome.get("autoscaling"),
         "smoke_test": outcome.get("smoke_test"),
         "promoted": outcome.get("promoted"),
@@ -327,7 +327,7 @@ def teardown(sm, aas, plan: dict) -> dict:
         sm.stop_training_job(TrainingJobName=summary["TrainingJobName"])
         removed.append(f"stopped training job {summary['TrainingJobName']}")
 
-    endpoint = _describe_endpoint(sm, p["endpoint_name"])
+    endpoint = _describe_endpoint(sm, names["endpoint"])
     ours = endpoint is not None and endpoint.get("EndpointConfigName") == names["endpoint_config"]
     keep = p["keep_endpoint"] and ours and endpoint["EndpointStatus"] == "InService"
     if ours and not keep:
@@ -337,9 +337,9 @@ def teardown(sm, aas, plan: dict) -> dict:
             removed.append(f"deregistered scalable target {requests.scalable_target_id(plan)}")
         except aas.exceptions.ObjectNotFoundException:
             pass
-        sm.delete_endpoint(EndpointName=p["endpoint_name"])
-        removed.append(f"deleted endpoint {p['endpoint_name']}")
-        _wait_gone(sm, p["endpoint_name"])
+        sm.delete_endpoint(EndpointName=names["endpoint"])
+        removed.append(f"deleted endpoint {names['endpoint']}")
+        _wait_gone(sm, names["endpoint"])
     if not keep:
         for kind, delete in (("endpoint_config", sm.delete_endpoint_config), ("model", sm.delete_model)):
             argument = {"endpoint_config": "EndpointConfigName", "model": "ModelName"}[kind]

@@ -101,11 +101,11 @@ def deploy_and_smoke_test(localaws, run: dict, best: dict, channels: dict) -> di
     sm.create_endpoint_config(**requests.endpoint_config(run))
     sm.create_endpoint(**requests.endpoint(run))
     try:
-        assert wait_endpoint(sm, run["params"]["endpoint_name"])["EndpointStatus"] == "InService"
+        assert wait_endpoint(sm, run["names"]["endpoint"])["EndpointStatus"] == "InService"
         return steps.smoke_test(localaws.client("sagemaker-runtime"), s3, run, channels)
     finally:
-        sm.delete_endpoint(EndpointName=run["params"]["endpoint_name"])
-        wait_gone(sm, run["params"]["endpoint_name"])
+        sm.delete_endpoint(EndpointName=run["names"]["endpoint"])
+        wait_gone(sm, run["names"]["endpoint"])
         sm.delete_endpoint_config(EndpointConfigName=run["names"]["endpoint_config"])
         sm.delete_model(ModelName=run["names"]["model"])
 

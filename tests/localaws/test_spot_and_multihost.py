@@ -18,7 +18,7 @@ def test_spot_interruption_resumes_from_the_checkpoint(localaws, data, preset):
     name = unique("spot")
     request = job_request(
         localaws, data, preset, name,
-        hyperparameters={"epochs": "30", "early_stopping_patience": "30"},
+        hyperparameters={"epochs": "60", "early_stopping_patience": "60"},
         EnableManagedSpotTraining=True,
         CheckpointConfig={"S3Uri": f"s3://{data['bucket']}/checkpoints/{name}"},
     )

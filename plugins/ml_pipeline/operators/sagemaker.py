@@ -85,8 +85,9 @@ class RunTuningJobOperator(SageMakerTuningOperator):
 
 
 class DeployEndpointOperator(SageMakerEndpointOperator):
-    """Creates the stable endpoint, or updates it blue/green to this run's endpoint config. A retry that
-    finds the endpoint already on this run's config re-attaches instead of deploying again."""
+    """Creates the endpoint, or updates it blue/green to this run's endpoint config (a kept, stable
+    endpoint, deployed run after run). A retry that finds the endpoint already on this run's config
+    re-attaches instead of deploying again."""
 
     def __init__(self, **kwargs: Any):
         kwargs.setdefault("wait_for_completion", False)

@@ -14,8 +14,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 PARSE = r"""
-import importlib.util, sys, time
+import importlib, importlib.util, sys, time
 import airflow.sdk  # loaded once by the dag-processor; not the file's cost
+if sys.argv[2] == "processor":
+    # As Airflow's dag-processor does before it forks the parsing process
+    # ([dag_processor] parsing_pre_import_modules, on by default): the file's own airflow.* imports.
+    from airflow.utils.file import iter_airflow_imports
+    for module in iter_airflow_imports(sys.argv[1]):
+        importlib.import_module(module)
 started = time.perf_counter()
 spec = importlib.util.spec_from_file_location("dag_file", sys.argv[1])
 spec.loader.exec_module(importlib.util.module_from_spec(spec))
@@ -24,17 +30,23 @@ print("PARSE %.4f" % (time.perf_counter() - started))
 
 
 def dag_parse_times(repeats: int = 5) -> dict:
-    """Each DAG file's parse time in a fresh interpreter (after airflow.sdk itself). Goal: < 0.2 s."""
+    """Each DAG file's parse time in a fresh interpreter, two ways. ``processor``: what Airflow's
+    dag-processor spends on each parse, after pre-importing the file's ``airflow.*`` imports (the
+    Amazon provider, with boto3) before it forks. Goal: < 0.2 s. ``cold``: everything after
+    ``airflow.sdk``, the provider's import included (what ``python dags/<file>`` adds to Airflow)."""
     env = {**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)])}
     out = {}
     for path in sorted((ROOT / "dags").glob("*.py")):
-        times = []
-        for _ in range(repeats):
-            result = subprocess.run([sys.executable, "-c", PARSE, str(path)], env=env, capture_output=True,
-                                    text=True, check=True)
-            times.append(float(result.stdout.split("PARSE ")[1]))
-        out[path.name] = {"median_seconds": round(statistics.median(times), 3), "all": times, "goal": "< 0.2"}
+        figures = {}
+        for how in ("processor", "cold"):
+            times = []
+            for _ in range(repeats):
+                result = subprocess.run([sys.executable, "-c", PARSE, str(path), how], env=env,
+                                        capture_output=True, text=True, check=True)
+                times.append(float(result.stdout.split("PARSE ")[1]))
+            figures[how] = {"median_seconds": round(statistics.median(times), 3), "all": times}
+        out[path.name] = {**figures, "goal": "processor < 0.2"}
     return out
 
 

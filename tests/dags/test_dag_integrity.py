@@ -159,3 +159,22 @@ def test_bad_params_are_refused_by_their_schema(pipeline, bad):
 
 def test_weekly_schedule(pipeline):
     assert pipeline.timetable.expression == "0 0 * * 0"  # @weekly: scheduled retraining
+
+
+def test_param_copies_keep_their_own_values_and_serialize_as_params(pipeline):
+    """The DAG's Params share their schemas between the copies Airflow makes (parse time), not values."""
+    import copy
+
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    dag_param = pipeline.params.get_param("allowed_cidrs")
+    task_param = pipeline.get_task("plan").params.get_param("allowed_cidrs")
+    assert task_param is not dag_param and task_param.value == dag_param.value
+    copied = copy.deepcopy(pipeline.params).get_param("allowed_cidrs")
+    copied.value.append("10.2.0.0/16")
+    assert "10.2.0.0/16" not in dag_param.value and "10.2.0.0/16" not in task_param.value
+
+    restored = DagSerialization.from_dict(DagSerialization.to_dict(pipeline))
+    for name, param in pipeline.params.items():
+        assert restored.params.get_param(name).schema == param.schema, name
+        assert restored.params[name] == param.value, name

@@ -16,6 +16,8 @@ from functools import lru_cache
 
 from airflow.sdk import Param
 
+from ml_pipeline.params import form_param
+
 COMPUTE = ["sagemaker", "host"]
 #: The host types this project supports, each with its accelerator runtime.
 HOST_INSTANCE_TYPES = {
@@ -49,44 +51,44 @@ class AmiError(ValueError):
 
 def infra_params() -> dict[str, Param]:
     return {
-        "compute": Param("sagemaker", enum=COMPUTE, title="Where training runs",
-                         description="sagemaker: SageMaker training jobs. host: a GPU or Habana DL1 EC2 host this "
-                                     "run provisions in its own VPC, training the same image through SSM Run "
-                                     "Command; the host and its network are torn down at the end."),
-        "provision_vpc": Param(False, type="boolean", title="SageMaker inside the run's VPC",
-                               description="compute=sagemaker only: provision the run's VPC and run the training "
-                                           "jobs and the endpoint in its private subnet (VpcConfig). The host is "
-                                           "never created with compute=sagemaker."),
-        "host_instance_type": Param("g5.xlarge", enum=list(HOST_INSTANCE_TYPES), title="Host instance type",
-                                    description="compute=host: NVIDIA GPUs (g5, g4dn, p3, p4d) or Habana Gaudi "
-                                                "(dl1.24xlarge). The AMI is the matching AWS Deep Learning AMI."),
-        "allowed_cidrs": Param([DOCUMENTATION_CIDR], type="array",
-                               items={"type": "string", "not": {"enum": ["0.0.0.0/0", "::/0"]},
+        "compute": form_param("sagemaker", enum=COMPUTE, title="Where training runs",
+                              description="sagemaker: SageMaker training jobs. host: a GPU or Habana DL1 EC2 host this "
+                                          "run provisions in its own VPC, training the same image through SSM Run "
+                                          "Command; the host and its network are torn down at the end."),
+        "provision_vpc": form_param(False, type="boolean", title="SageMaker inside the run's VPC",
+                                    description="compute=sagemaker only: provision the run's VPC and run the training "
+                                                "jobs and the endpoint in its private subnet (VpcConfig). The host is "
+                                                "never created with compute=sagemaker."),
+        "host_instance_type": form_param("g5.xlarge", enum=list(HOST_INSTANCE_TYPES), title="Host instance type",
+                                         description="compute=host: NVIDIA GPUs (g5, g4dn, p3, p4d) or Habana Gaudi "
+                                                     "(dl1.24xlarge). The AMI is the matching AWS Deep Learning AMI."),
+        "allowed_cidrs": form_param([DOCUMENTATION_CIDR], type="array",
+                                    items={"type": "string", "not": {"enum": ["0.0.0.0/0", "::/0"]},
                                       "pattern": r"^[0-9a-fA-F:.]+/\d{1,3}$"},
                                maxItems=20, title="CIDRs allowed to reach the host",
                                description="The only sources the host's security group admits (SSH, and only "
                                            "when ssh_key_name is set: the host is reached through SSM otherwise). "
                                            "0.0.0.0/0, ::/0 and ranges broader than /8 (IPv4) or /32 (IPv6) are "
                                            "refused. The default is a documentation range that reaches nobody."),
-        "ssh_key_name": Param(None, type=["null", "string"], maxLength=255, title="SSH key pair",
-                              description="Empty (the default): no SSH port at all; use SSM Session Manager. "
-                                          "Set: SSH (22) from allowed_cidrs with this EC2 key pair."),
-        "ami_id": Param(None, type=["null", "string"], pattern=_AMI, title="Host AMI",
-                        description="Overrides the AMI found from the Deep Learning AMI's public SSM parameter."),
-        "ami_ssm_parameter": Param(None, type=["null", "string"], pattern=_SSM_NAME, title="AMI SSM parameter",
-                                   description="The SSM parameter naming the host's AMI; empty: the public "
-                                               "parameter of the matching AWS Deep Learning AMI."),
-        "vpc_cidr": Param("10.42.0.0/16", type="string", pattern=r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$",
-                          title="VPC CIDR", description="A private range, /16 to /24; the public and private "
-                                                        "subnets are its first two quarters."),
-        "availability_zone": Param(None, type=["null", "string"], pattern=_AZ, title="Availability zone",
-                                   description="Empty: the first zone of the region offering the host type "
-                                               "(DL1 and P3 are not offered everywhere)."),
-        "data_volume_gb": Param(100, type="integer", minimum=1, maximum=16384, title="Data volume (GiB)",
-                                description="An encrypted gp3 EBS volume attached to the host for data and jobs."),
-        "stack_ttl_hours": Param(12, type="number", minimum=0.1, maximum=720, title="Stack time-to-live (hours)",
-                                 description="The hourly reaper removes the run's stack after this long, whatever "
-                                             "happened to the run."),
+        "ssh_key_name": form_param(None, type=["null", "string"], maxLength=255, title="SSH key pair",
+                                   description="Empty (the default): no SSH port at all; use SSM Session Manager. "
+                                               "Set: SSH (22) from allowed_cidrs with this EC2 key pair."),
+        "ami_id": form_param(None, type=["null", "string"], pattern=_AMI, title="Host AMI",
+                             description="Overrides the AMI found from the Deep Learning AMI's public SSM parameter."),
+        "ami_ssm_parameter": form_param(None, type=["null", "string"], pattern=_SSM_NAME, title="AMI SSM parameter",
+                                        description="The SSM parameter naming the host's AMI; empty: the public "
+                                                    "parameter of the matching AWS Deep Learning AMI."),
+        "vpc_cidr": form_param("10.42.0.0/16", type="string", pattern=r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$",
+                               title="VPC CIDR", description="A private range, /16 to /24; the public and private "
+                                                             "subnets are its first two quarters."),
+        "availability_zone": form_param(None, type=["null", "string"], pattern=_AZ, title="Availability zone",
+                                        description="Empty: the first zone of the region offering the host type "
+                                                    "(DL1 and P3 are not offered everywhere)."),
+        "data_volume_gb": form_param(100, type="integer", minimum=1, maximum=16384, title="Data volume (GiB)",
+                                     description="An encrypted gp3 EBS volume attached to the host for data and jobs."),
+        "stack_ttl_hours": form_param(12, type="number", minimum=0.1, maximum=720, title="Stack time-to-live (hours)",
+                                      description="The hourly reaper removes the run's stack after this long, whatever "
+                                                  "happened to the run."),
     }
 
 

@@ -233,11 +233,11 @@ def main() -> int:
         (Path(tmp) / "pipeline").mkdir()
         results["pipeline_overhead"] = pipeline_overhead(Path(tmp) / "pipeline")
         print(json.dumps(results["pipeline_overhead"], indent=2))
-        from benchmarks.hosting import hosting_benchmark
+        from benchmarks.hosting import brief, hosting_benchmark
 
         (Path(tmp) / "hosting").mkdir()
         results["hosting"] = hosting_benchmark(Path(tmp) / "hosting")
-        print(json.dumps({k: v for k, v in results["hosting"].items() if k != "rounds"}, indent=2))
+        print(json.dumps(brief(results["hosting"]), indent=2))
         image = None if args.skip_docker else docker_image()
         if image:
             results["training_overhead_docker"] = training_overhead(
@@ -246,7 +246,7 @@ def main() -> int:
             (Path(tmp) / "hosting-docker").mkdir()
             results["hosting_docker"] = hosting_benchmark(
                 Path(tmp) / "hosting-docker", "docker", image, {"LOCALAWS_REGISTRY": "127.0.0.1:5000"})
-            print(json.dumps({k: v for k, v in results["hosting_docker"].items() if k != "rounds"}, indent=2))
+            print(json.dumps(brief(results["hosting_docker"]), indent=2))
     RESULTS.write_text(json.dumps(results, indent=2))
     print(f"written to {RESULTS}")
     return 0

@@ -64,12 +64,12 @@ def infra_params() -> dict[str, Param]:
                                                      "(dl1.24xlarge). The AMI is the matching AWS Deep Learning AMI."),
         "allowed_cidrs": form_param([DOCUMENTATION_CIDR], type="array",
                                     items={"type": "string", "not": {"enum": ["0.0.0.0/0", "::/0"]},
-                                      "pattern": r"^[0-9a-fA-F:.]+/\d{1,3}$"},
-                               maxItems=20, title="CIDRs allowed to reach the host",
-                               description="The only sources the host's security group admits (SSH, and only "
-                                           "when ssh_key_name is set: the host is reached through SSM otherwise). "
-                                           "0.0.0.0/0, ::/0 and ranges broader than /8 (IPv4) or /32 (IPv6) are "
-                                           "refused. The default is a documentation range that reaches nobody."),
+                                           "pattern": r"^[0-9a-fA-F:.]+/\d{1,3}$"},
+                                    maxItems=20, title="CIDRs allowed to reach the host",
+                                    description="The only sources the host's security group admits (SSH, and only "
+                                                "when ssh_key_name is set: the host is reached through SSM otherwise). "
+                                                "0.0.0.0/0, ::/0 and ranges broader than /8 (IPv4) or /32 (IPv6) are "
+                                                "refused. The default is a documentation range that reaches nobody."),
         "ssh_key_name": form_param(None, type=["null", "string"], maxLength=255, title="SSH key pair",
                                    description="Empty (the default): no SSH port at all; use SSM Session Manager. "
                                                "Set: SSH (22) from allowed_cidrs with this EC2 key pair."),

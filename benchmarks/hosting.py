@@ -224,7 +224,11 @@ def hosting_benchmark(tmp: Path, runner: str = "process", image: str | None = No
         for layout, cpus in layouts.items():
             if cpus:
                 model = _process_tree(_instance_root(instance))
-                _pin(model, cpus[0])
+                try:
+                    _pin(model, cpus[0])
+                except PermissionError as error:  # a container of another user's engine: not ours to move
+                    print(f"{layout} not measured: {error}", file=sys.stderr)
+                    break
                 _pin([pid for pid in _process_tree(server.process.pid) if pid not in model], cpus[1])
                 os.sched_setaffinity(0, cpus[1])  # the load client, started from here
             loads[layout] = {}

@@ -100,7 +100,8 @@ def exchange(sock):
         data += chunk
     head, _, rest = data.partition(b"\r\n\r\n")
     at = head.lower().index(b"\r\ncontent-length:") + 17
-    length = int(head[at:head.find(b"\r\n", at) if head.find(b"\r\n", at) > 0 else None])
+    end = head.find(b"\r\n", at)
+    length = int(head[at:end if end > 0 else None])
     while len(rest) < length:
         chunk = sock.recv(65536)
         if not chunk:

@@ -5,9 +5,9 @@ The model is a real training job's (the quick preset), served by the image's own
 (gunicorn, default workers). Both targets get the same load from the same client: closed-loop
 keep-alive connections from a client process of its own; through the gateway each request is
 an InvokeEndpoint signed with SigV4 (the signature botocore computes, without botocore's request
-objects), directly it is the container's ``POST /invocations``. Rounds alternate (direct, gateway, direct, gateway, ...) and each ratio
-is the median of each gateway round against the direct round before it, so drift on a shared
-machine falls on both. The headline is one JSON row per request (where the gateway's own cost
+objects), directly it is the container's ``POST /invocations``. Rounds alternate (direct, gateway,
+direct, gateway, ...) and each ratio is the median of each gateway round against the direct round
+before it, so drift on a shared machine falls on both. The headline is one JSON row per request (where the gateway's own cost
 weighs most); a batch of 32 rows is measured too.
 
 Two layouts of the machine's CPUs, measured one after the other on the same endpoint:
@@ -322,6 +322,7 @@ def hosting_benchmark(tmp: Path, runner: str = "process", image: str | None = No
         "create_to_in_service_seconds": create_seconds,
         "create_to_in_service_median_seconds": statistics.median(create_seconds),
     }
+
 
 def brief(figures: dict) -> dict:
     """The figures without each round's own."""

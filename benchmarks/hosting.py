@@ -7,8 +7,8 @@ keep-alive connections from a client process of its own; through the gateway eac
 an InvokeEndpoint signed with SigV4 (the signature botocore computes, without botocore's request
 objects), directly it is the container's ``POST /invocations``. Rounds alternate (direct, gateway,
 direct, gateway, ...) and each ratio is the median of each gateway round against the direct round
-before it, so drift on a shared machine falls on both. The headline is one JSON row per request (where the gateway's own cost
-weighs most); a batch of 32 rows is measured too.
+before it, so drift on a shared machine falls on both. The headline is one JSON row per request
+(where the gateway's own cost weighs most); a batch of 32 rows is measured too.
 
 Two layouts of the machine's CPUs, measured one after the other on the same endpoint:
 

@@ -2,7 +2,7 @@
 directly, in one run, and the seconds from CreateEndpoint to InService.
 
 The model is a real training job's (the quick preset), served by the image's own ``serve``
-(gunicorn, default workers). Both targets get the same load from the same client: closed-loop
+(gunicorn). Both targets get the same load from the same client: closed-loop
 keep-alive connections from a client process of its own; through the gateway each request is
 an InvokeEndpoint signed with SigV4 (the signature botocore computes, without botocore's request
 objects), directly it is the container's ``POST /invocations``. Rounds alternate (direct, gateway,
@@ -10,7 +10,8 @@ direct, gateway, ...) and each ratio is the median of each gateway round against
 before it, so drift on a shared machine falls on both. The headline is one JSON row per request
 (where the gateway's own cost weighs most); a batch of 32 rows is measured too.
 
-Two layouts of the machine's CPUs, measured one after the other on the same endpoint:
+Two layouts of the machine's CPUs, measured one after the other, each on an endpoint of its own
+whose model server runs one worker per core it gets (the image's rule):
 
 - ``own_cores`` (the headline): the model's instance runs on CPUs of its own, the client and
   localaws on the others, as on AWS, where an endpoint's instance has its vCPUs to itself and
@@ -235,31 +236,46 @@ def hosting_benchmark(tmp: Path, runner: str = "process", image: str | None = No
             described = _wait(sm, name)
             assert described["EndpointStatus"] == "InService", described.get("FailureReason")
             create_seconds.append(round(time.monotonic() - started, 2))
-            if index < 2:
-                sm.delete_endpoint(EndpointName=name)
-        name = "bench-ready-2"
+            sm.delete_endpoint(EndpointName=name)
 
-        with urllib.request.urlopen(f"{server.endpoint_url}/_localaws/endpoints/{name}", timeout=10) as response:
-            (instance,) = json.loads(response.read())["Instances"]
-        direct_port = instance["Containers"][0]["Port"]
         features, _ = held_out(seed=11)
         all_cpus = sorted(os.sched_getaffinity(0))
         model_cpus, other_cpus = set(all_cpus[len(all_cpus) // 2:]), set(all_cpus[:len(all_cpus) // 2])
-        layouts = {"shared_cores": None}
+        layouts = {}
         if other_cpus:
             layouts["own_cores"] = (model_cpus, other_cpus)
+        layouts["shared_cores"] = None
         loads: dict[str, dict] = {}
         for layout, cpus in layouts.items():
+            # Each layout its own endpoint, its model server sized to the cores it gets (one worker
+            # per core, the image's rule): more workers than cores would only contend.
+            workers = len(cpus[0]) if cpus else len(all_cpus)
+            name = f"bench-{layout.replace('_', '-')}"
+            sm.create_model(ModelName=name, ExecutionRoleArn=ROLE_ARN, PrimaryContainer={
+                "Image": image, "ModelDataUrl": job["ModelArtifacts"]["S3ModelArtifacts"],
+                "Environment": {"SAGEMAKER_MODEL_SERVER_WORKERS": str(workers)}})
+            sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
+                "VariantName": "AllTraffic", "ModelName": name, "InstanceType": "ml.m5.large",
+                "InitialInstanceCount": 1}])
+            sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+            described = _wait(sm, name)
+            assert described["EndpointStatus"] == "InService", described.get("FailureReason")
+            with urllib.request.urlopen(f"{server.endpoint_url}/_localaws/endpoints/{name}",
+                                        timeout=10) as response:
+                (instance,) = json.loads(response.read())["Instances"]
+            direct_port = instance["Containers"][0]["Port"]
+            localaws = _process_tree(server.process.pid)
             if cpus:
                 model = _process_tree(_instance_root(instance))
                 try:
                     _pin(model, cpus[0])
                 except PermissionError as error:  # a container of another user's engine: not ours to move
                     print(f"{layout} not measured: {error}", file=sys.stderr)
-                    break
-                _pin([pid for pid in _process_tree(server.process.pid) if pid not in model], cpus[1])
+                    sm.delete_endpoint(EndpointName=name)
+                    continue
+                _pin([pid for pid in localaws if pid not in model], cpus[1])
                 os.sched_setaffinity(0, cpus[1])  # the load client, started from here
-            loads[layout] = {}
+            loads[layout] = {"workers": workers}
             for label, rows in (("one_row", 1), ("batch_32_rows", 32)):
                 body = json.dumps({"instances": [[int(v) for v in row] for row in features[:rows]]})
                 # Warm both paths (connections, the workers' first requests).
@@ -271,8 +287,9 @@ def hosting_benchmark(tmp: Path, runner: str = "process", image: str | None = No
                     gateway.append(_load("gateway", server.port, f"/endpoints/{name}/invocations", body,
                                          threads, seconds))
                 loads[layout][label] = (direct, gateway)
-        os.sched_setaffinity(0, set(all_cpus))
-        sm.delete_endpoint(EndpointName=name)
+            os.sched_setaffinity(0, set(all_cpus))
+            _pin(_process_tree(server.process.pid), set(all_cpus))
+            sm.delete_endpoint(EndpointName=name)
     finally:
         server.stop()
 
@@ -303,6 +320,7 @@ def hosting_benchmark(tmp: Path, runner: str = "process", image: str | None = No
     for layout, by_payload in loads.items():
         one = compare(*by_payload["one_row"])
         figures[layout] = {
+            "model_server_workers": by_payload["workers"],
             **{key: one[key] for key in ("direct", "gateway", "throughput_ratio", "p99_ratio", "p50_added_ms")},
             "rounds": one["rounds"],
             "batch_32_rows": compare(*by_payload["batch_32_rows"]),
@@ -312,7 +330,7 @@ def hosting_benchmark(tmp: Path, runner: str = "process", image: str | None = No
         "runner": runner,
         "client": f"{threads} keep-alive connections from a client process of their own, closed loop, "
                   f"{rounds} alternating rounds x {seconds:g} s per target; gateway requests SigV4-signed",
-        "serving": "the image's serve (gunicorn gthread, one worker per CPU), one instance",
+        "serving": "the image's serve (gunicorn gthread, one worker per core of its layout), one instance",
         "cpus": {"all": all_cpus,
                  "own_cores": {"model": sorted(model_cpus), "client_and_localaws": sorted(other_cpus)}},
         "throughput_ratio": headline["throughput_ratio"],

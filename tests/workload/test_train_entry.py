@@ -1,4 +1,5 @@
-"""The real ``docker/training/train`` entry, run as a subprocess on an /opt/ml-style tree.
+"""The real ``docker/training/train`` entry, run as a subprocess on an /opt/ml-style tree (and the
+``serve`` entry's start on the model it writes).
 
 Each run takes a few seconds, mostly importing torch; the module shares runs
 between tests where it can.
@@ -153,6 +154,35 @@ def test_model_loads_and_predicts_the_test_split(quick_run):
     features, labels = dataset.held_out(DATA_SEED)
     assert features.max() == 16  # raw pixels: the model scales them itself
     assert accuracy_of(model_dir, features, labels) >= 0.9
+
+
+def test_serve_runs_one_worker_per_cpu_it_may_use(quick_run):
+    """``serve`` confined to one CPU, as in a container given a cpuset, runs one gunicorn worker, not one
+    per CPU of the machine (os.cpu_count() counts them all), and answers /ping."""
+    from tests.conftest import free_port
+
+    root, _, _ = quick_run
+    cpu = min(os.sched_getaffinity(0))
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(CONTEXT / "serve")],
+        env=clean_env(LOCALAWS_OPT_ML=str(root), SAGEMAKER_BIND_TO_PORT=str(port)), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                    sock.sendall(b"GET /ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                    assert sock.recv(64).startswith(b"HTTP/1.1 200")
+                break
+            except ConnectionRefusedError:
+                assert server.poll() is None and time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.2)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output = server.communicate(timeout=60)[0]
+    assert "with 1 worker(s)" in output, output
 
 
 def test_metric_lines_match_the_presets_metric_definitions(quick_run, quick):

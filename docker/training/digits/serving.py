@@ -25,7 +25,7 @@ caller in a ModelError). ``X-Amzn-SageMaker-Custom-Attributes`` is echoed back.
 Server settings (environment), as SageMaker's own serving containers name them:
 
     SAGEMAKER_BIND_TO_PORT            port (default 8080)
-    SAGEMAKER_MODEL_SERVER_WORKERS    worker processes (default: one per CPU)
+    SAGEMAKER_MODEL_SERVER_WORKERS    worker processes (default: one per CPU it may use)
     SAGEMAKER_MODEL_SERVER_THREADS    threads per worker (default 4; /ping stays answerable under load)
     SAGEMAKER_MODEL_SERVER_TIMEOUT    seconds a request may take before its worker is restarted (default 60)
     SAGEMAKER_MODEL_SERVER_KEEPALIVE  seconds an idle keep-alive connection is kept (default 75)
@@ -192,6 +192,15 @@ class App:
         return [body]
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on: a container limited to a cpuset (``docker run --cpuset-cpus``)
+    sees them all in ``os.cpu_count()``, and more workers than CPUs only contend."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def server_options(env=None) -> dict:
     env = os.environ if env is None else env
     port = int(env.get("SAGEMAKER_BIND_TO_PORT") or DEFAULT_PORT)
@@ -200,7 +209,7 @@ def server_options(env=None) -> dict:
     timeout = int(env.get("SAGEMAKER_MODEL_SERVER_TIMEOUT") or 60)
     return {
         "bind": f"{host}:{port}",
-        "workers": int(env.get("SAGEMAKER_MODEL_SERVER_WORKERS") or os.cpu_count() or 1),
+        "workers": int(env.get("SAGEMAKER_MODEL_SERVER_WORKERS") or usable_cpus()),
         "worker_class": "gthread",
         "threads": int(env.get("SAGEMAKER_MODEL_SERVER_THREADS") or 4),
         "timeout": timeout,

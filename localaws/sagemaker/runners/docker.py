@@ -128,9 +128,12 @@ class DockerRunning(Running):
         )
         try:
             api._raise_for_status(response)
-        except docker.errors.NotFound:
+        except docker.errors.APIError as error:
             response.close()
-            return
+            # 404: removed; 409: dead or being removed. Either way there is no log left to read.
+            if error.status_code in (404, 409):
+                return
+            raise
         # A quiet process must not time the stream out.
         api._disable_socket_timeout(api._get_raw_response_socket(response))
         try:

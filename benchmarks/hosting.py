@@ -67,11 +67,6 @@ def sigv4(amz_date):
     return {**base, "X-Amz-Date": amz_date, "Authorization": f"AWS4-HMAC-SHA256 Credential=bench/{scope}, "
             f"SignedHeaders={SIGNED}, Signature={signature}"}
 
-def headers():
-    if mode == "direct":
-        return base
-    return sigv4(time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
-
 if mode != "direct":
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
@@ -80,10 +75,23 @@ if mode != "direct":
     SigV4Auth(Credentials("bench", "bench"), "sagemaker", "us-east-1").add_auth(request)
     assert sigv4(request.headers["X-Amz-Date"])["Authorization"] == request.headers["Authorization"]
 
+def headers(now):
+    if mode == "direct":
+        return base
+    return sigv4(time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)))
+
+latest = [(None, b"")]  # (second, request bytes): one tuple, replaced whole, shared by the threads
+
 def request_bytes():
-    fields = "".join(f"{name}: {value}\r\n" for name, value in headers().items())
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {len(body)}\r\n{fields}\r\n"
-            .encode("latin-1") + body)
+    # The same bytes as signing each request: a signature changes only with X-Amz-Date's second.
+    now = int(time.time())
+    second, data = latest[0]
+    if second != now:
+        fields = "".join(f"{name}: {value}\r\n" for name, value in headers(now).items())
+        data = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {len(body)}\r\n"
+                f"{fields}\r\n").encode("latin-1") + body
+        latest[0] = (now, data)
+    return data
 
 def connect():
     sock = socket.create_connection(("127.0.0.1", port), timeout=70)

@@ -272,7 +272,6 @@ def hosting_benchmark(tmp: Path, runner: str = "process", image: str | None = No
                                         timeout=10) as response:
                 (instance,) = json.loads(response.read())["Instances"]
             direct_port = instance["Containers"][0]["Port"]
-            localaws = _process_tree(server.process.pid)
             if cpus:
                 model = _process_tree(_instance_root(instance))
                 try:
@@ -281,7 +280,7 @@ def hosting_benchmark(tmp: Path, runner: str = "process", image: str | None = No
                     print(f"{layout} not measured: {error}", file=sys.stderr)
                     sm.delete_endpoint(EndpointName=name)
                     continue
-                _pin([pid for pid in localaws if pid not in model], cpus[1])
+                _pin([pid for pid in _process_tree(server.process.pid) if pid not in model], cpus[1])
                 os.sched_setaffinity(0, cpus[1])  # the load client, started from here
             loads[layout] = {"workers": workers}
             for label, rows in (("one_row", 1), ("batch_32_rows", 32)):
@@ -295,8 +294,9 @@ def hosting_benchmark(tmp: Path, runner: str = "process", image: str | None = No
                     gateway.append(_load("gateway", server.port, f"/endpoints/{name}/invocations", body,
                                          threads, seconds))
                 loads[layout][label] = (direct, gateway)
-            os.sched_setaffinity(0, set(all_cpus))
-            _pin(_process_tree(server.process.pid), set(all_cpus))
+            if cpus:  # the next layout starts from every CPU
+                os.sched_setaffinity(0, set(all_cpus))
+                _pin(_process_tree(server.process.pid), set(all_cpus))
             sm.delete_endpoint(EndpointName=name)
     finally:
         server.stop()

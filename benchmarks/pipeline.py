@@ -73,8 +73,8 @@ def pipeline_overhead(tmp: Path) -> dict:
     The ratio depends on the job's length (the chain's own steps take about half a minute whatever the
     job), and this machine's speed varies threefold from day to day, so the epochs are calibrated: as
     many as the image's ``train`` runs in BENCH_PIPELINE_TRAINING_SECONDS (300) alone. Inside the
-    pipeline, with Airflow and localaws on the same cores, the job takes longer (584 s in the last
-    measurement). BENCH_PIPELINE_EPOCHS fixes the epochs instead."""
+    pipeline, with Airflow and localaws on the same cores, the job takes longer (its seconds are in
+    the figures). BENCH_PIPELINE_EPOCHS fixes the epochs instead."""
     sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
     import boto3
 

@@ -10,10 +10,14 @@
 A name is looked up as ``<dir>/<name>.json``; anything with a slash or ending in
 ``.json`` is a path. ``<dir>`` is ``$ML_PIPELINE_HYPERPARAMS_DIR`` when set, else
 ``include/hyperparams`` of the repository (two levels above this file's folder).
+The rules (``preset.schema.json``, ``tuning.schema.json``) are always the
+repository's (``SCHEMA_DIR``): a data folder supplies presets, never the rules
+they are checked against.
 
 Every problem raises ``ConfigError`` (a ValueError) naming the file and the field,
 e.g. ``include/hyperparams/bad.json: hyperparameters.learning_rate: -1 is less
-than or equal to the minimum of 0``. No torch, no boto3: this runs in Airflow.
+than or equal to the minimum of 0``; NaN and Infinity (which Python's JSON parser
+accepts) are refused wherever a number is read. No torch, no boto3: this runs in Airflow.
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ import jsonschema
 
 DIR_ENV = "ML_PIPELINE_HYPERPARAMS_DIR"
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: Where the schemas the code validates against live, whatever ML_PIPELINE_HYPERPARAMS_DIR says.
+SCHEMA_DIR = REPO_ROOT / "include" / "hyperparams"
 PRESET_SCHEMA = "preset.schema.json"
 TUNING_SCHEMA = "tuning.schema.json"
 RANGE_KINDS = ("IntegerParameterRanges", "ContinuousParameterRanges", "CategoricalParameterRanges")
@@ -65,6 +71,18 @@ def field_path(parts: Iterable) -> str:
     return text or "(top level)"
 
 
+def non_finite(value: Any, where: tuple = ()) -> Iterable[tuple[tuple, float]]:
+    """(path, value) of every NaN or infinite number in a decoded JSON document."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield where, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from non_finite(item, (*where, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from non_finite(item, (*where, index))
+
+
 def _read_json(path: Path) -> Any:
     try:
         text = path.read_text()
@@ -75,24 +93,33 @@ def _read_json(path: Path) -> Any:
     except OSError as error:
         raise ConfigError(f"{display(path)}: cannot read: {error}") from None
     try:
-        return json.loads(text)
+        document = json.loads(text)
     except json.JSONDecodeError as error:
         raise ConfigError(f"{display(path)}: not valid JSON: {error.msg} "
                           f"(line {error.lineno}, column {error.colno})") from None
+    # json.loads takes NaN, Infinity and -Infinity (and reads 1e999 as infinity); JSON has none of them.
+    found = next(non_finite(document), None)
+    if found:
+        raise ConfigError(f"{display(path)}: {field_path(found[0])}: {found[1]} is not a finite number "
+                          "(JSON has no NaN or Infinity)")
+    return document
+
+
+def load_schema(path: Path) -> dict:
+    """A JSON Schema file, checked against its metaschema: a ConfigError names the file and the fault."""
+    document = _read_json(path)
+    try:
+        jsonschema.Draft202012Validator.check_schema(document)
+    except jsonschema.SchemaError as error:
+        raise ConfigError(f"{display(path)}: not a valid JSON Schema: {field_path(error.absolute_path)}: "
+                          f"{error.message}") from None
+    return document
 
 
 @lru_cache(maxsize=None)
-def _schema(name: str, directory: str) -> dict:
-    path = Path(directory) / name
-    if not path.exists():  # a custom dir without schemas: use the repository's
-        path = REPO_ROOT / "include" / "hyperparams" / name
-    schema = _read_json(path)
-    jsonschema.Draft202012Validator.check_schema(schema)
-    return schema
-
-
 def schema(name: str) -> dict:
-    return _schema(name, str(hyperparams_dir()))
+    """One of the code's schemas (``SCHEMA_DIR``), never one from the data folder."""
+    return load_schema(SCHEMA_DIR / name)
 
 
 def _validate(document: Any, schema_name: str, path: Path) -> None:
@@ -172,8 +199,6 @@ def _check_ranges(document: dict, path: Path) -> None:
                                               f"it cannot have a {kind[:-len('ParameterRanges')]} range")
             low, high = entry["MinValue"], entry["MaxValue"]
             for key in ("MinValue", "MaxValue"):
-                if not math.isfinite(entry[key]):
-                    _fail(path, f"{where}.{key}", "must be a finite number")
                 _check_value(path, f"{where}.{key}", name, entry[key], prop)
             if not low < high:
                 _fail(path, f"{where}.MaxValue", f"MinValue ({low}) must be less than MaxValue ({high})")

@@ -251,3 +251,54 @@ def test_grid_with_categorical_ranges_only(tmp_path):
     tuning = config.load_tuning(write(tmp_path, "grid.json", document))
     assert config.tuning_parameter_ranges(tuning)["CategoricalParameterRanges"][0] == {
         "Name": "hidden_units", "Values": ["32", "64"]}
+
+
+@pytest.mark.parametrize("name, token", [
+    ("learning_rate", "NaN"), ("dropout", "Infinity"), ("weight_decay", "-Infinity"),
+    ("learning_rate", "1e999"),  # json.loads reads it as infinity
+])
+def test_non_finite_numbers_in_a_preset_are_refused_naming_the_field(tmp_path, name, token):
+    document = preset_document()
+    document["hyperparameters"][name] = "@"
+    path = write(tmp_path, "nan.json", json.dumps(document).replace('"@"', token))
+    with pytest.raises(ConfigError) as raised:
+        config.load_preset(path)
+    assert str(raised.value).startswith(f"{path}: hyperparameters.{name}: "), str(raised.value)
+    assert "is not a finite number" in str(raised.value)
+
+
+def test_non_finite_numbers_in_a_tuning_file_are_refused_naming_the_field(tmp_path):
+    document = json.dumps(tuning_document()).replace('"MinValue": 0.001', '"MinValue": NaN')
+    path = write(tmp_path, "nan_tuning.json", document)
+    with pytest.raises(ConfigError, match=r"parameter_ranges\.ContinuousParameterRanges\[0\]\.MinValue: nan is not "
+                                          r"a finite number"):
+        config.load_tuning(path)
+
+
+def test_a_schema_in_the_data_folder_does_not_replace_the_codes(tmp_path, monkeypatch):
+    """ML_PIPELINE_HYPERPARAMS_DIR supplies presets, never the rules: a permissive preset.schema.json there
+    is not what the preset is checked against."""
+    write(tmp_path, config.PRESET_SCHEMA, {"$schema": "https://json-schema.org/draft/2020-12/schema",
+                                           "type": "object"})
+    write(tmp_path, config.TUNING_SCHEMA, {"type": "object"})
+    document = preset_document()
+    document["hyperparameters"]["epochs"] = -5
+    write(tmp_path, "negative.json", document)
+    monkeypatch.setenv(config.DIR_ENV, str(tmp_path))
+    config.schema.cache_clear()
+    with pytest.raises(ConfigError, match=r"hyperparameters\.epochs: -5 is less than the minimum of 1"):
+        config.load_preset("negative")
+
+
+def test_a_malformed_schema_is_a_config_error_naming_the_file(tmp_path, monkeypatch):
+    write(tmp_path, config.PRESET_SCHEMA, {"type": "object", "properties": {"epochs": {"type": 12}}})
+    monkeypatch.setattr(config, "SCHEMA_DIR", tmp_path)
+    config.schema.cache_clear()
+    try:
+        with pytest.raises(ConfigError) as raised:
+            config.load_preset("quick")
+        message = str(raised.value)
+        assert message.startswith(f"{tmp_path / config.PRESET_SCHEMA}: not a valid JSON Schema: "), message
+        assert "properties.epochs.type" in message and "12" in message, message
+    finally:
+        config.schema.cache_clear()  # the next test reads the repository's schemas again

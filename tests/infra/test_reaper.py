@@ -130,8 +130,9 @@ def test_the_reaper_removes_an_expired_stack_and_an_idle_endpoint_and_nothing_el
 
 
 def test_the_reaper_dag_runs_hourly_and_reports(localaws, tmp_path):
-    """The DAG itself, with ``dag.test()`` against this localaws: an expired stack found, torn down by its
-    mapped task, and the report."""
+    """The DAG itself, with ``dag.test()`` (a manual run) against this localaws: with the form's defaults a
+    dry run that removes nothing; with Dry run off, the expired stack torn down by its mapped task, and the
+    report."""
     import json
     import subprocess
     import sys
@@ -146,16 +147,45 @@ def test_the_reaper_dag_runs_hourly_and_reports(localaws, tmp_path):
     run = plan(compute="sagemaker", provision_vpc=True, stack_ttl_hours=1)
     provision(client, run, preflight(client, run))
     age(client, run["key"], hours=3)
+    counts = remaining(client, run["key"])
     env = airflow_env(localaws.endpoint_url, tmp_path / "airflow-home")
     migrate(env)
-    log_path = tmp_path / "reaper.log"
-    with open(log_path, "w") as log:
-        subprocess.run([sys.executable, "-c", INNER, str(REPO_ROOT / "dags"), "ml_pipeline_reaper",
-                        json.dumps({"idle_hours": 1}), "2026-03-02T00:00:00+00:00"],
-                       env=env, stdout=log, stderr=subprocess.STDOUT, text=True, timeout=300)
-    text = log_path.read_text()
-    result = [line for line in text.splitlines() if line.startswith("DAGRUN ")]
-    assert result and json.loads(result[-1][len("DAGRUN "):])["state"] == "success", text[-5000:]
+
+    def reaper_run(conf: dict, date: str, name: str) -> str:
+        log_path = tmp_path / f"{name}.log"
+        with open(log_path, "w") as log:
+            subprocess.run([sys.executable, "-c", INNER, str(REPO_ROOT / "dags"), "ml_pipeline_reaper",
+                            json.dumps(conf), date], env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+                           timeout=300)
+        text = log_path.read_text()
+        result = [line for line in text.splitlines() if line.startswith("DAGRUN ")]
+        assert result and json.loads(result[-1][len("DAGRUN "):])["state"] == "success", text[-5000:]
+        return text
+
+    text = reaper_run({"idle_hours": 1}, "2026-03-02T00:00:00+00:00", "dry")
+    assert f"run {run['key']}: 3.0 h old, TTL 1.0 h: expired" in text
+    assert f"run {run['key']}: dry run, left in place" in text
+    assert "reaper would remove (dry run) 1 stack(s)" in text
+    assert remaining(client, run["key"]) == counts  # a curious trigger from the form deletes nothing
+
+    text = reaper_run({"idle_hours": 1, "dry_run": False}, "2026-03-02T01:00:00+00:00", "remove")
     assert f"run {run['key']}: 3.0 h old, TTL 1.0 h: expired" in text
     assert "reaper removed 1 stack(s) and 0 endpoint(s)" in text
     assert remaining(client, run["key"]) == ZERO
+
+
+def test_only_the_schedule_removes_without_being_asked():
+    """Dry run is on by default in the form; the hourly schedule's runs remove whatever the default says."""
+    import importlib.util
+
+    from tests.conftest import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("reaper_dag", REPO_ROOT / "dags" / "reaper.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    defaults = {name: param.value for name, param in module.dag.params.items()}
+    assert defaults["dry_run"] is True
+    assert module.dry_run(defaults, "manual") is True
+    assert module.dry_run({**defaults, "dry_run": False}, "manual") is False
+    assert module.dry_run(defaults, "scheduled") is False
+    assert module.dry_run(defaults, "backfill") is True

@@ -89,16 +89,18 @@ with DAG(
 
     @task(retries=0)
     def preflight(run_plan: dict) -> dict:
-        """What only AWS can tell, still before anything is created: the host's AMI (a missing one is
-        refused here) and an availability zone that offers its instance type."""
+        """What only AWS can tell, still before anything is created: an existing bucket that is unencrypted
+        or public (refused, never changed), the host's AMI (a missing one is refused here) and an
+        availability zone that offers its instance type."""
         from ml_pipeline.infra.params import preflight as check
 
         return check(client, run_plan)
 
     @setup
-    def open_run(run_plan: dict) -> dict:
-        steps.ensure_bucket(client("s3"), run_plan["params"]["bucket"], AwsBaseHook(aws_conn_id=AWS_CONN_ID).region_name)
-        return {"bucket": run_plan["params"]["bucket"], "key": run_plan["key"]}
+    def open_run(run_plan: dict, pre: dict) -> dict:
+        """The run's bucket: created and configured when the preflight found none; an existing one is used
+        as it is."""
+        return {**stack.ensure_bucket(client, run_plan, pre["bucket"]), "key": run_plan["key"]}
 
     @task
     def prepare_dataset(run_plan: dict) -> dict:
@@ -216,8 +218,7 @@ with DAG(
 
     the_plan = plan()
     checked = preflight(the_plan)
-    opened = open_run(the_plan)
-    checked >> opened
+    opened = open_run(the_plan, checked)
 
     @task_group(group_id="provision")
     def provision():

@@ -20,31 +20,7 @@ log = logging.getLogger(__name__)
 PROJECT_TAG = {"Key": "project", "Value": "ml-pipeline"}
 
 
-# --- storage -----------------------------------------------------------------------------------
-
-
-def ensure_bucket(s3, bucket: str, region: str | None) -> None:
-    """The project's bucket: encrypted, versioned, public access blocked (created if missing)."""
-    try:
-        s3.head_bucket(Bucket=bucket)
-    except s3.exceptions.ClientError as error:
-        if error.response["Error"]["Code"] not in ("404", "NoSuchBucket"):
-            raise
-        kwargs = {}
-        if region and region != "us-east-1":
-            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
-        s3.create_bucket(Bucket=bucket, **kwargs)
-    s3.put_public_access_block(
-        Bucket=bucket,
-        PublicAccessBlockConfiguration={
-            "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
-        },
-    )
-    s3.put_bucket_encryption(
-        Bucket=bucket,
-        ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]},
-    )
-    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+# --- storage (the bucket itself: infra/stack.py's check_bucket and ensure_bucket) ---------------------
 
 
 def _exists(s3, bucket: str, key: str) -> bool:

@@ -68,15 +68,16 @@ def prepared(localaws, instance_type: str, **overrides) -> tuple[dict, dict, dic
     """A host run's plan, its data partition and its provisioned stack."""
     from ml_pipeline import steps
     from ml_pipeline.infra.params import preflight, validate_infra
-    from ml_pipeline.infra.stack import provision
+    from ml_pipeline.infra.stack import ensure_bucket, provision
 
     run = plan(compute="host", host_instance_type=instance_type, bucket=unique("host"),
                endpoint_name=unique("host-ep"), **overrides)
     assert validate_infra(run["params"]) == []
     client = localaws.client
-    steps.ensure_bucket(client("s3"), run["params"]["bucket"], "us-east-1")
+    pre = preflight(client, run)
+    ensure_bucket(client, run)  # open_run
     channels = steps.prepare_dataset(client("s3"), run)
-    ids = provision(client, run, preflight(client, run))
+    ids = provision(client, run, pre)
     return run, channels, ids
 
 

@@ -4,7 +4,8 @@
     validate_infra(params)     every refusal that needs no AWS call: a list of messages, empty when fine
     check_ami(ssm, ec2, params) the AMI the host boots: the given ``ami_id``, else the public SSM parameter
                                of the matching AWS Deep Learning AMI; raises AmiError when it does not exist
-    preflight(client, plan)    check_ami plus an availability zone offering the instance type (compute=host)
+    preflight(client, plan)    the bucket (an existing one unencrypted or public is refused), and for
+                               compute=host check_ami plus an availability zone offering the instance type
 
 No AWS call at import, and only botocore's model (no network) in validate_infra.
 """
@@ -210,12 +211,17 @@ def choose_availability_zone(ec2, params: dict) -> str:
 
 
 def preflight(client, plan: dict) -> dict:
-    """The AWS-side checks before anything is created. compute=host: the AMI and the zone. With
-    compute=sagemaker and provision_vpc: a zone of the region. Returns what the provisioning steps need."""
+    """The AWS-side checks before anything is created. Every run: the bucket (an existing one must be encrypted
+    and private; it is never changed). compute=host: the AMI and the zone. With compute=sagemaker and
+    provision_vpc: a zone of the region. Returns what open_run and the provisioning steps need."""
+    from ml_pipeline.infra.stack import check_bucket  # noqa: PLC0415 - stack imports this module
+
     p = plan["params"]
+    bucket = check_bucket(client("s3"), p["bucket"], plan["key"])
     ec2 = client("ec2")
     if p.get("compute") == "host":
         return {
+            "bucket": bucket,
             "ami_id": check_ami(client("ssm"), ec2, p),
             "availability_zone": choose_availability_zone(ec2, p),
             "accelerator": accelerator(p["host_instance_type"]),
@@ -224,6 +230,6 @@ def preflight(client, plan: dict) -> dict:
     if p.get("provision_vpc"):
         zones = ec2.describe_availability_zones(Filters=[{"Name": "state", "Values": ["available"]}])
         names = sorted(z["ZoneName"] for z in zones["AvailabilityZones"])
-        return {"ami_id": None, "availability_zone": p.get("availability_zone") or names[0],
+        return {"bucket": bucket, "ami_id": None, "availability_zone": p.get("availability_zone") or names[0],
                 "accelerator": None, "instance_type": None}
-    return {"ami_id": None, "availability_zone": None, "accelerator": None, "instance_type": None}
+    return {"bucket": bucket, "ami_id": None, "availability_zone": None, "accelerator": None, "instance_type": None}

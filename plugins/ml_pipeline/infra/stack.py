@@ -26,6 +26,8 @@ The host (compute=host):
     attach_volume     the data volume on /dev/sdf
 
 ``resource_state`` is what the sensors watch; ``provision`` runs every step in order (tests, scripts).
+The project's bucket (every run, whatever its compute): ``check_bucket`` (preflight, read only) and
+``ensure_bucket`` (open_run: creates and configures only a bucket the run creates).
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ import os
 import re
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ml_pipeline.infra import iam, tags
 from ml_pipeline.infra.params import accelerator, choose_availability_zone, cidr_errors
@@ -260,31 +263,134 @@ def vpc_config(client, plan: dict) -> dict:
 
 # --- the project's bucket -------------------------------------------------------------------------
 
+#: The tag marking the bucket a run created (and may finish configuring on a retry); other buckets are never changed.
+CREATED_BY_RUN = "created-by-run"
+_PUBLIC_GRANTEES = ("http://acs.amazonaws.com/groups/global/AllUsers",
+                    "http://acs.amazonaws.com/groups/global/AuthenticatedUsers")
 
-def ensure_bucket(client, plan: dict) -> dict:
-    """The project's bucket (``steps.ensure_bucket``: encrypted, versioned, public access blocked), tagged
-    with the project (not the run: it outlives runs and no teardown removes it) and refusing plain HTTP
-    when it has no bucket policy of its own yet."""
-    from ml_pipeline.steps import ensure_bucket as ensure  # noqa: PLC0415
 
+class BucketRefused(ValueError):
+    """An existing bucket the run will not use (and will not change): unencrypted, public, or not ours."""
+
+
+def _error_code(error) -> str:
+    return error.response["Error"]["Code"]
+
+
+def _bucket_exists(s3, bucket: str) -> bool:
+    try:
+        s3.head_bucket(Bucket=bucket)
+        return True
+    except s3.exceptions.ClientError as error:
+        if _error_code(error) in ("404", "NoSuchBucket"):
+            return False
+        if _error_code(error) in ("403", "AccessDenied"):
+            raise BucketRefused(f"s3://{bucket} exists but this account may not use it (another account's "
+                                "bucket, or no s3:ListBucket on it): choose another bucket") from None
+        raise
+
+
+def bucket_findings(s3, bucket: str) -> tuple[list[str], list[str]]:
+    """What makes an existing bucket unfit (refusals) and what is only worth saying (warnings); read only."""
+    refusals, warnings = [], []
+    try:
+        rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    except s3.exceptions.ClientError as error:
+        if _error_code(error) != "ServerSideEncryptionConfigurationNotFoundError":
+            raise
+        rules = []
+    if not any(r.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm") for r in rules):
+        refusals.append("it has no default encryption")
+    try:
+        block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+        off = [name for name in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
+               if not block.get(name)]
+        if off:
+            refusals.append(f"its Block Public Access is off ({', '.join(off)})")
+    except s3.exceptions.ClientError as error:
+        if _error_code(error) != "NoSuchPublicAccessBlockConfiguration":
+            raise
+        refusals.append("it has no Block Public Access configuration")
+    try:
+        if s3.get_bucket_policy_status(Bucket=bucket)["PolicyStatus"].get("IsPublic"):
+            refusals.append("its bucket policy makes it public")
+    except s3.exceptions.ClientError as error:
+        if _error_code(error) != "NoSuchBucketPolicy":
+            raise
+    public = sorted({grant["Permission"] for grant in s3.get_bucket_acl(Bucket=bucket)["Grants"]
+                     if grant["Grantee"].get("URI") in _PUBLIC_GRANTEES})
+    if public:
+        refusals.append(f"its ACL grants {', '.join(public)} to everyone")
+    if s3.get_bucket_versioning(Bucket=bucket).get("Status") != "Enabled":
+        warnings.append("versioning is not enabled: an overwritten or deleted artifact cannot be recovered")
+    return refusals, warnings
+
+
+def check_bucket(s3, bucket: str, run_key: str | None = None) -> dict:
+    """The preflight of the run's bucket, changing nothing: ``{"bucket", "exists", "warnings"}``; an existing
+    bucket that is unencrypted or public (or not this account's) raises BucketRefused, unless it is the one
+    this run (``run_key``) created and has yet to finish configuring."""
+    if not _bucket_exists(s3, bucket):
+        return {"bucket": bucket, "exists": False, "warnings": []}
+    if run_key and _created_by(s3, bucket) == run_key:
+        return {"bucket": bucket, "exists": True, "warnings": [], "created_by_this_run": True}
+    refusals, warnings = bucket_findings(s3, bucket)
+    if refusals:
+        raise BucketRefused(f"s3://{bucket} is refused: {'; '.join(refusals)}. The run does not reconfigure a "
+                            "bucket it did not create: fix it, or name a new bucket for the run to create")
+    for warning in warnings:
+        log.warning("s3://%s: %s", bucket, warning)
+    return {"bucket": bucket, "exists": True, "warnings": warnings}
+
+
+def _created_by(s3, bucket: str) -> str | None:
+    try:
+        return tags.as_dict(s3.get_bucket_tagging(Bucket=bucket)["TagSet"]).get(CREATED_BY_RUN)
+    except s3.exceptions.ClientError:
+        return None
+
+
+def tls_only_policy(bucket: str, region: str) -> dict:
+    arn = f"arn:{iam.partition_of(region)}:s3:::{bucket}"
+    return {"Version": "2012-10-17", "Statement": [{
+        "Sid": "TlsOnly", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+        "Resource": [arn, f"{arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}
+
+
+def _configure_new_bucket(s3, bucket: str) -> None:
+    """A bucket the run created: private, encrypted, versioned, TLS only, tagged with the project."""
+    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
+        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    if urlsplit(s3.meta.endpoint_url).scheme == "https":
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(tls_only_policy(bucket, s3.meta.region_name)))
+    else:  # localaws on 127.0.0.1: the policy would deny the run's own plain-HTTP requests, as S3 would
+        log.info("s3://%s is reached over plain HTTP (%s): no TLS-only policy", bucket, s3.meta.endpoint_url)
+
+
+def ensure_bucket(client, plan: dict, checked: dict | None = None) -> dict:
+    """The run's bucket (open_run; ``checked`` is the preflight's ``check_bucket``). Missing: created, tagged with
+    the project (not with ``run``: it outlives runs and no teardown removes it) and the creating run, then
+    configured; TLS only when S3 is reached over HTTPS (always on AWS). A retry of the run that created it
+    (the preflight saw no bucket, or the bucket's tag names the run) finishes the configuration. Any other
+    bucket is checked as the preflight checks it and left exactly as it is."""
     s3 = client("s3")
-    bucket = plan["params"]["bucket"]
-    ensure(s3, bucket, s3.meta.region_name)
-    try:
-        current = s3.get_bucket_tagging(Bucket=bucket)["TagSet"]
-    except s3.exceptions.ClientError:
-        current = []
-    if tags.as_dict(current).get(tags.PROJECT_KEY) != tags.PROJECT:
-        merged = [t for t in current if t["Key"] != tags.PROJECT_KEY] + [{"Key": tags.PROJECT_KEY, "Value": tags.PROJECT}]
-        s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": merged})
-    try:
-        s3.get_bucket_policy(Bucket=bucket)
-    except s3.exceptions.ClientError:
-        arn = f"arn:{iam.partition_of(s3.meta.region_name)}:s3:::{bucket}"
-        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
-            "Sid": "TlsOnly", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
-            "Resource": [arn, f"{arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}))
-    return {"bucket": bucket}
+    bucket, key = plan["params"]["bucket"], plan["key"]
+    if not _bucket_exists(s3, bucket):
+        region = s3.meta.region_name
+        kwargs = {"CreateBucketConfiguration": {"LocationConstraint": region}} if region != "us-east-1" else {}
+        s3.create_bucket(Bucket=bucket, **kwargs)
+        log.info("created s3://%s", bucket)
+    elif (checked or {}).get("exists") is not False and _created_by(s3, bucket) != key:
+        # Not this run's: it existed at the preflight, and no tag says this run made it.
+        found = check_bucket(s3, bucket)
+        return {"bucket": bucket, "created": False, "warnings": found["warnings"]}
+    s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [
+        {"Key": tags.PROJECT_KEY, "Value": tags.PROJECT}, {"Key": CREATED_BY_RUN, "Value": key}]})
+    _configure_new_bucket(s3, bucket)
+    return {"bucket": bucket, "created": True, "warnings": []}
 
 
 # --- the host --------------------------------------------------------------------------------------

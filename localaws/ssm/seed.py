@@ -4,8 +4,8 @@
   naming a Deep Learning AMI-like image registered in moto's EC2 (owner alias ``amazon``). Public
   parameters cannot be written through the API (``/aws`` names are reserved, as on AWS), so they go into
   moto's backend directly, once per region, on the first SSM request there.
-* Instance type offerings moto's catalogue lacks: ``p3.2xlarge`` and ``dl1.24xlarge`` (AWS offers DL1 in
-  us-east-1 and us-west-2 only), so choosing a zone for them behaves as on AWS.
+* Instance type offerings moto's catalogue lacks: ``dl1.24xlarge`` (AWS offers DL1 in us-east-1 and
+  us-west-2 only), so choosing a zone for it behaves as on AWS. (moto has the NVIDIA types the plugin supports.)
 
 Set ``LOCALAWS_SEED_DLAMI=0`` to leave moto as it is (a run then refuses compute=host for want of an AMI).
 """
@@ -27,8 +27,6 @@ DLAMI_PARAMETERS = {
 AMAZON_DLAMI_OWNER = "898082745236"
 #: (instance type, region) -> availability zones, added to moto's offerings when missing.
 EXTRA_OFFERINGS = {
-    ("p3.2xlarge", "us-east-1"): ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d", "us-east-1f"],
-    ("p3.2xlarge", "us-west-2"): ["us-west-2a", "us-west-2b", "us-west-2c"],
     ("dl1.24xlarge", "us-east-1"): ["us-east-1a", "us-east-1b"],
     ("dl1.24xlarge", "us-west-2"): ["us-west-2a", "us-west-2b"],
 }

@@ -1,30 +1,133 @@
 """A run's plan: its validated settings and every name and request shape it will use.
 
-``make_plan`` runs first in the DAG and refuses bad input before anything is
-created: JSON Schema already checked each Param's type and range; here go the
-rules across fields, the hyperparameter files, and the instance types AWS knows.
+``make_plan`` runs first in the DAG and refuses bad input before anything is created: JSON Schema already
+checked each Param's type and range; here go the numbers (finite, wherever they came from), the names
+as the AWS service each goes to checks them, the rules across fields, the hyperparameter files, and
+the instance types AWS knows. A Training field left empty takes the preset's value (``resolve_from_preset``).
 The rest of the chain reads the plan from XCom (it holds no secret).
 """
 from __future__ import annotations
 
+import ipaddress
+import re
+from functools import lru_cache
+
 from ml_pipeline import config as hyperparams
 from ml_pipeline.infra.params import validate_infra
 from ml_pipeline.naming import endpoint_name, run_key, run_names
+from ml_pipeline.params import FALLBACKS
+
+#: Each name Param and the botocore shape (service, shape) of the API it goes to: its length limits and
+#: pattern are checked here as that service checks them (botocore's client does not).
+NAME_SHAPES = {
+    "ecr_repository": ("ecr", "RepositoryName"),
+    "model_package_group": ("sagemaker", "EntityName"),
+    "endpoint_name": ("sagemaker", "EndpointName"),
+    "role_arn": ("sagemaker", "RoleArn"),
+    "ami_ssm_parameter": ("ssm", "PSParameterName"),
+}
+#: S3's rules for general purpose bucket names (its model has no pattern): 3-63 characters, lowercase
+#: letters, digits, dots and hyphens, a letter or digit at each end, no "..", no IP address, and none of
+#: the reserved prefixes and suffixes.
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+#: Not a Param: the preset's ML storage volume, else SageMaker's common 30 GiB.
+DEFAULT_VOLUME_GB = 30
 
 
 class PlanError(ValueError):
     """Bad input: the run fails before creating anything."""
 
 
-def _instance_types(shape: str) -> set[str]:
-    import botocore.session  # noqa: PLC0415 - the model is read only when a run starts
+@lru_cache(maxsize=None)
+def _model(service: str):
+    import botocore.session  # noqa: PLC0415 - the models are read only when a run starts
 
-    return set(botocore.session.get_session().get_service_model("sagemaker").shape_for(shape).enum)
+    return botocore.session.get_session().get_service_model(service)
+
+
+def _instance_types(shape: str) -> set[str]:
+    return set(_model("sagemaker").shape_for(shape).enum)
+
+
+def _titles() -> dict[str, str]:
+    from ml_pipeline.infra.params import infra_params  # noqa: PLC0415
+    from ml_pipeline.params import pipeline_params  # noqa: PLC0415
+
+    return {name: param.schema.get("title", name) for name, param in {**pipeline_params(), **infra_params()}.items()}
+
+
+def non_finite_errors(params: dict) -> list[str]:
+    """NaN and Infinity anywhere in the run's values (the REST API's JSON parser accepts them)."""
+    titles = _titles()
+    return [f"{hyperparams.field_path((name, *rest))} ({titles.get(name, name)}): {value} is not a finite number"
+            for (name, *rest), value in hyperparams.non_finite(params)]
+
+
+def name_errors(params: dict) -> list[str]:
+    """The names each AWS service would refuse, checked as it checks them, before anything is created."""
+    errors = []
+    for name, (service, shape_name) in NAME_SHAPES.items():
+        value = params.get(name)
+        if value is None:
+            continue
+        rules = _model(service).shape_for(shape_name).metadata
+        low, high = rules.get("min", 0), rules.get("max")
+        if not isinstance(value, str) or len(value) < low or (high is not None and len(value) > high):
+            errors.append(f"{name}: {value!r} must be {low} to {high} characters ({service} {shape_name})")
+        elif "pattern" in rules and not re.fullmatch(rules["pattern"], value):
+            errors.append(f"{name}: {value!r} is not a valid {service} {shape_name} "
+                          f"(it must match {rules['pattern']})")
+    errors.extend(bucket_name_errors(params.get("bucket")))
+    return errors
+
+
+def bucket_name_errors(bucket) -> list[str]:
+    if not isinstance(bucket, str) or not _BUCKET.match(bucket):
+        return [f"bucket: {bucket!r} is not an S3 bucket name (3-63 lowercase letters, digits, dots and hyphens, "
+                "a letter or digit at each end)"]
+    try:
+        ipaddress.IPv4Address(bucket)
+        return [f"bucket: {bucket} is formatted as an IP address, which S3 refuses"]
+    except ValueError:
+        pass
+    if ".." in bucket:
+        return [f"bucket: {bucket} has two adjacent dots, which S3 refuses"]
+    reserved = [part for part in _BUCKET_PREFIXES if bucket.startswith(part)]
+    reserved += [part for part in _BUCKET_SUFFIXES if bucket.endswith(part)]
+    return [f"bucket: {bucket} uses {reserved[0]!r}, reserved by S3"] if reserved else []
+
+
+def resolve_from_preset(p: dict, preset: dict) -> None:
+    """A Training field the form left empty takes the preset's value, else ``FALLBACKS`` (in place). A
+    value given in the form always wins; the ML storage volume, not a Param, is always the preset's."""
+    for name, fallback in FALLBACKS.items():
+        if p.get(name) is None:
+            p[name] = preset.get(name, fallback)
+    p["volume_size_gb"] = preset.get("volume_size_gb", DEFAULT_VOLUME_GB)
 
 
 def make_plan(params: dict, run_id: str, logical_date) -> dict:
     p = dict(params)
-    errors = []
+    errors = non_finite_errors(p)
+    if errors:  # nothing else can be judged on such numbers
+        raise PlanError("Refused before anything was created:\n- " + "\n- ".join(errors))
+    errors.extend(name_errors(p))
+
+    plan = {"params": p}
+    preset = tuning = None
+    try:
+        preset = hyperparams.load_preset(p["preset"])
+    except hyperparams.ConfigError as error:
+        errors.append(str(error))
+    try:
+        tuning = hyperparams.load_tuning(p["tuning"]) if p["mode"] == "tune" else None
+    except hyperparams.ConfigError as error:
+        errors.append(str(error))
+    # The resources come from the preset the jobs train with: in tune mode the tuning file's base preset.
+    resolve_from_preset(p, (tuning or {}).get("_preset") or preset or {})
+
     if p["instance_type"] not in _instance_types("TrainingInstanceType"):
         errors.append(f"instance_type: {p['instance_type']} is not a SageMaker training instance type")
     if p["endpoint_instance_type"] not in _instance_types("ProductionVariantInstanceType"):
@@ -35,31 +138,26 @@ def make_plan(params: dict, run_id: str, logical_date) -> dict:
     if p["use_spot"] and p["max_wait_seconds"] < p["max_runtime_seconds"]:
         errors.append("max_wait_seconds must be at least max_runtime_seconds with managed spot training")
 
-    plan = {"params": p}
-    try:
-        preset = hyperparams.load_preset(p["preset"])
+    if preset is not None:
         plan["hyperparameters"] = hyperparams.sagemaker_hyperparameters(preset)
         plan["metric_definitions"] = preset["metric_definitions"]
         plan["objective"] = preset["objective"]
-        if p["mode"] == "tune":
-            tuning = hyperparams.load_tuning(p["tuning"])
-            if p.get("max_jobs"):
-                tuning["max_jobs"] = p["max_jobs"]
-            if p.get("max_parallel_jobs"):
-                tuning["max_parallel_jobs"] = p["max_parallel_jobs"]
-            if tuning["max_parallel_jobs"] > tuning["max_jobs"]:
-                errors.append("max_parallel_jobs is above max_jobs")
-            plan["tuning_config"] = hyperparams.tuning_job_config(tuning)
-            plan["objective"] = tuning["objective"]
-            static = hyperparams.tuning_static_hyperparameters(tuning) or {
-                name: value for name, value in plan["hyperparameters"].items()
-                if name not in hyperparams.tuned_names(tuning)
-            }
-            plan["static_hyperparameters"] = static
-            if tuning.get("_preset"):
-                plan["metric_definitions"] = tuning["_preset"]["metric_definitions"]
-    except hyperparams.ConfigError as error:
-        errors.append(str(error))
+    if tuning is not None:
+        if p.get("max_jobs"):
+            tuning["max_jobs"] = p["max_jobs"]
+        if p.get("max_parallel_jobs"):
+            tuning["max_parallel_jobs"] = p["max_parallel_jobs"]
+        if tuning["max_parallel_jobs"] > tuning["max_jobs"]:
+            errors.append("max_parallel_jobs is above max_jobs")
+        plan["tuning_config"] = hyperparams.tuning_job_config(tuning)
+        plan["objective"] = tuning["objective"]
+        static = hyperparams.tuning_static_hyperparameters(tuning) or {
+            name: value for name, value in plan.get("hyperparameters", {}).items()
+            if name not in hyperparams.tuned_names(tuning)
+        }
+        plan["static_hyperparameters"] = static
+        if tuning.get("_preset"):
+            plan["metric_definitions"] = tuning["_preset"]["metric_definitions"]
     if errors:
         raise PlanError("Refused before anything was created:\n- " + "\n- ".join(errors))
 

@@ -41,7 +41,7 @@ def _job_parts(plan: dict, image: str, channels: dict[str, str], vpc_config: dic
         "ResourceConfig": {
             "InstanceType": p["instance_type"],
             "InstanceCount": p["instance_count"],
-            "VolumeSizeInGB": 30,
+            "VolumeSizeInGB": p.get("volume_size_gb", 30),  # the preset's (plan.resolve_from_preset)
         },
         "StoppingCondition": stopping,
         "EnableManagedSpotTraining": bool(p["use_spot"]),

@@ -178,3 +178,49 @@ def test_param_copies_keep_their_own_values_and_serialize_as_params(pipeline):
     for name, param in pipeline.params.items():
         assert restored.params.get_param(name).schema == param.schema, name
         assert restored.params[name] == param.value, name
+
+
+@pytest.fixture(scope="module")
+def served_params(pipeline):
+    """The Params as the API server serves them to the trigger form: from the serialized DAG."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    restored = DagSerialization.from_dict(DagSerialization.to_dict(pipeline))
+    return {name: restored.params.get_param(name) for name in restored.params}
+
+
+def test_the_trigger_form_puts_every_param_in_a_section(served_params):
+    from ml_pipeline.params import SECTIONS
+
+    sections = {name: param.schema.get("section") for name, param in served_params.items()}
+    assert set(sections.values()) == set(SECTIONS), sections
+    first_seen = list(dict.fromkeys(sections.values()))
+    assert first_seen == list(SECTIONS)  # the form shows them in this order: the run, training, ... VPC
+
+
+def test_form_descriptions_name_fields_by_their_labels(served_params):
+    """A description that says "max_runtime_seconds" points at nothing on screen: it names the label."""
+    import re
+
+    names = [name for name in served_params if "_" in name]
+    for name, param in served_params.items():
+        text = " ".join(filter(None, [param.description, param.schema.get("description")]))
+        mentioned = [other for other in names if re.search(rf"\b{other}\b", text)]
+        assert mentioned == [], f"{name}'s description names {mentioned}"
+        assert param.schema.get("title"), name
+
+
+def test_the_preset_field_says_what_each_preset_is_for_and_the_presets_values(served_params):
+    from ml_pipeline.config import load_preset
+    from ml_pipeline.params import PRESETS
+
+    preset = served_params["preset"]
+    for name in PRESETS:
+        assert f"{name}: " in preset.description, name
+        assert preset.schema["values_display"][name].startswith(f"{name}: ")
+        # What an empty Training field becomes, as the form tells it, is what the preset file says.
+        values = load_preset(name)
+        assert f"{values['instance_type']} for" in served_params["instance_type"].description
+        assert str(values["max_runtime_seconds"]) in served_params["max_runtime_seconds"].description
+    for name in ("instance_type", "instance_count", "max_runtime_seconds"):
+        assert served_params[name].value is None  # empty: the preset's

@@ -30,6 +30,8 @@ def vpc_count(client) -> int:
     ({"allowed_cidrs": ["0.0.0.0/0"]}, "whole internet"),
     ({"allowed_cidrs": ["203.0.113.0/24", "::/0"]}, "whole internet"),
     ({"host_instance_type": "g7x.hyper"}, "is not an EC2 instance type"),
+    ({"host_instance_type": "p3.2xlarge"}, "not a type the Deep Learning AMIs support"),
+    ({"allowed_cidrs": ["::ffff:0.0.0.0/96"]}, "covers every IPv4 address"),
     ({"ami_id": "ami-0123456789abcdef0"}, "does not exist"),
     ({"ami_ssm_parameter": "/aws/service/deeplearning/ami/x86_64/no-such-ami/latest/ami-id"}, "does not exist"),
 ])
@@ -68,3 +70,32 @@ def test_a_type_not_offered_in_the_zone_is_refused(localaws_process):
     assert choose_availability_zone(ec2, params(host_instance_type="dl1.24xlarge")) == "us-east-1a"
     with pytest.raises(ValueError, match="not offered in us-east-1f"):
         choose_availability_zone(ec2, params(host_instance_type="dl1.24xlarge", availability_zone="us-east-1f"))
+
+
+def test_what_the_plan_accepts_ec2_accepts_and_what_ec2_refuses_the_plan_refuses(localaws_process):
+    """allowed_cidrs against a real security group rule (moto's EC2 checks CIDR syntax and duplicates as AWS
+    does): everything cidr_errors lets through is accepted; the forms EC2 refuses never reach it."""
+    from ml_pipeline.infra.params import cidr_errors
+    from ml_pipeline.infra.stack import ssh_ingress
+
+    ec2 = localaws_process.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16", AmazonProvidedIpv6CidrBlock=True)["Vpc"]["VpcId"]
+    group = ec2.create_security_group(GroupName="cidr-fidelity", Description="test", VpcId=vpc)["GroupId"]
+    try:
+        accepted = ["203.0.113.0/24", "2001:db8::/48", "::ffff:a00:0/104", "64:ff9b::cb00:7100/120",
+                    "2002:cb00:7100::/40"]
+        assert cidr_errors(accepted) == []
+        ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=ssh_ingress(accepted))
+        rule = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"][0]
+        assert sorted([r["CidrIp"] for r in rule["IpRanges"]] + [r["CidrIpv6"] for r in rule["Ipv6Ranges"]]) == sorted(
+            accepted)
+        for refused in (["::ffff:203.0.113.0/120"], ["198.51.100.0/24", "198.51.100.0/24"]):
+            assert cidr_errors(refused)
+            with pytest.raises(ec2.exceptions.ClientError):
+                v4 = [{"CidrIp": c} for c in refused if ":" not in c]
+                v6 = [{"CidrIpv6": c} for c in refused if ":" in c]
+                ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[
+                    {"IpProtocol": "tcp", "FromPort": 2222, "ToPort": 2222, "IpRanges": v4, "Ipv6Ranges": v6}])
+    finally:
+        ec2.delete_security_group(GroupId=group)
+        ec2.delete_vpc(VpcId=vpc)

@@ -145,7 +145,7 @@ def test_a_failure_after_any_step_still_tears_down_to_zero(aws, failing_step):
     "attach_volume",                   # a host whose volume was never attached
 ])
 def test_a_half_created_resource_is_removed_too(aws, operation):
-    run = plan(compute="host", host_instance_type="p3.2xlarge", ssh_key_name="ops")
+    run = plan(compute="host", host_instance_type="g6.xlarge", ssh_key_name="ops")
     with pytest.raises(Failure):
         provision(FailingClients(aws, operation), run)
     teardown(aws, run["key"])

@@ -17,19 +17,23 @@ from functools import lru_cache
 
 from airflow.sdk import Param
 
-from ml_pipeline.params import form_param
+from ml_pipeline.params import HOST, RUN, VPC, form_param
 
 COMPUTE = ["sagemaker", "host"]
-#: The host types this project supports, each with its accelerator runtime.
-HOST_INSTANCE_TYPES = {
-    "g5.xlarge": "nvidia",
-    "g5.2xlarge": "nvidia",
-    "g4dn.xlarge": "nvidia",
-    "g4dn.2xlarge": "nvidia",
-    "p3.2xlarge": "nvidia",
-    "p4d.24xlarge": "nvidia",
-    "dl1.24xlarge": "habana",
+#: The instance families the host's AMI supports, each with its accelerator runtime. NVIDIA: those the release
+#: notes of the AWS Deep Learning Base OSS Nvidia Driver GPU AMI (x86_64) list (P3 is no longer among them);
+#: Habana: DL1, with Habana's Deep Learning AMI. Any size of these families that EC2 knows is accepted.
+HOST_FAMILIES = {
+    "g4dn": "nvidia", "g5": "nvidia", "g6": "nvidia", "gr6": "nvidia", "g6e": "nvidia", "g7": "nvidia",
+    "p4d": "nvidia", "p4de": "nvidia", "p5": "nvidia", "p5e": "nvidia", "p5en": "nvidia",
+    "p6-b200": "nvidia", "p6-b300": "nvidia",
+    "dl1": "habana",
 }
+#: Proposed in the trigger form (any other size of a supported family may be typed in).
+HOST_EXAMPLES = ["g5.xlarge", "g5.2xlarge", "g4dn.xlarge", "g6.xlarge", "g6e.xlarge", "gr6.4xlarge", "g7.2xlarge",
+                 "p4d.24xlarge", "p4de.24xlarge", "p5.4xlarge", "p5.48xlarge", "p5e.48xlarge", "p5en.48xlarge",
+                 "p6-b200.48xlarge", "p6-b300.48xlarge", "dl1.24xlarge"]
+_HOST_TYPE = rf"^({'|'.join(sorted(HOST_FAMILIES, key=len, reverse=True))})\.[a-z0-9]+$"
 #: The public SSM parameters of the AWS Deep Learning AMIs (``/aws/service/deeplearning/ami/<arch>/<type>/latest/ami-id``,
 #: where <type> is the DLAMI's name without "Deep Learning AMI"). NVIDIA: "Deep Learning Base OSS Nvidia Driver
 #: GPU AMI (Ubuntu 22.04)", documented in the DLAMI guide. Habana: AWS documents no public parameter we could
@@ -41,6 +45,19 @@ DEFAULT_AMI_PARAMETERS = {
 DOCUMENTATION_CIDR = "203.0.113.0/24"  # TEST-NET-3 (RFC 5737): reaches nobody until a user sets theirs
 #: The broadest ranges accepted: a CIDR wider than these opens the host to a large part of the internet.
 MIN_PREFIX = {4: 8, 6: 32}
+#: IPv6 ranges whose addresses carry an IPv4 address, and the bits of the IPv6 address that hold it (for
+#: local-use NAT64, each of RFC 6052's layouts an operator may choose; bits 64-71 are never used). An IPv6
+#: CIDR overlapping one of them is judged by the IPv4 space it covers, as an IPv4 CIDR would be.
+IPV4_EMBEDDINGS = (
+    ("::ffff:0:0/96", "IPv4-mapped", [range(96, 128)]),
+    ("::ffff:0:0:0/96", "IPv4-translated", [range(96, 128)]),
+    ("::/96", "IPv4-compatible", [range(96, 128)]),
+    ("64:ff9b::/96", "NAT64", [range(96, 128)]),
+    ("64:ff9b:1::/48", "local-use NAT64", [[*range(48, 64), *range(72, 88)], [*range(56, 64), *range(72, 96)],
+                                           range(72, 104), range(96, 128)]),
+    ("2002::/16", "6to4", [range(16, 48)]),
+    ("2001::/32", "Teredo", [range(96, 128)]),  # the client's address (obfuscated, still one per IPv4 address)
+)
 _AMI = r"^ami-[0-9a-f]{8,17}$"
 _SSM_NAME = r"^/[a-zA-Z0-9_.\-/]{1,2047}$"
 _AZ = r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$"
@@ -52,44 +69,57 @@ class AmiError(ValueError):
 
 def infra_params() -> dict[str, Param]:
     return {
-        "compute": form_param("sagemaker", enum=COMPUTE, title="Where training runs",
+        "compute": form_param("sagemaker", enum=COMPUTE, title="Where training runs", section=RUN,
                               description="sagemaker: SageMaker training jobs. host: a GPU or Habana DL1 EC2 host this "
-                                          "run provisions in its own VPC, training the same image through SSM Run "
-                                          "Command; the host and its network are torn down at the end."),
-        "provision_vpc": form_param(False, type="boolean", title="SageMaker inside the run's VPC",
-                                    description="compute=sagemaker only: provision the run's VPC and run the training "
-                                                "jobs and the endpoint in its private subnet (VpcConfig). The host is "
-                                                "never created with compute=sagemaker."),
-        "host_instance_type": form_param("g5.xlarge", enum=list(HOST_INSTANCE_TYPES), title="Host instance type",
-                                         description="compute=host: NVIDIA GPUs (g5, g4dn, p3, p4d) or Habana Gaudi "
+                                          "run provisions in its own VPC (see Host), training the same image through "
+                                          "SSM Run Command; the host and its network are torn down at the end."),
+        "host_instance_type": form_param("g5.xlarge", type="string", pattern=_HOST_TYPE, examples=HOST_EXAMPLES,
+                                         title="Host instance type", section=HOST,
+                                         description="Where training runs: host. Any size of the NVIDIA types the AWS "
+                                                     "Deep Learning AMI supports (G4dn, G5, G6, Gr6, G6e, G7, P4d, "
+                                                     "P4de, P5, P5e, P5en, P6-B200, P6-B300) or Habana Gaudi "
                                                      "(dl1.24xlarge). The AMI is the matching AWS Deep Learning AMI."),
-        "allowed_cidrs": form_param([DOCUMENTATION_CIDR], type="array",
+        "allowed_cidrs": form_param([DOCUMENTATION_CIDR], type="array", uniqueItems=True,
                                     items={"type": "string", "not": {"enum": ["0.0.0.0/0", "::/0"]},
                                            "pattern": r"^[0-9a-fA-F:.]+/\d{1,3}$"},
-                                    maxItems=20, title="CIDRs allowed to reach the host",
+                                    maxItems=20, title="CIDRs allowed to reach the host", section=HOST,
                                     description="The only sources the host's security group admits (SSH, and only "
-                                                "when ssh_key_name is set: the host is reached through SSM otherwise). "
+                                                "when SSH key pair is set: the host is reached through SSM otherwise). "
                                                 "0.0.0.0/0, ::/0 and ranges broader than /8 (IPv4) or /32 (IPv6) are "
-                                                "refused. The default is a documentation range that reaches nobody."),
-        "ssh_key_name": form_param(None, type=["null", "string"], maxLength=255, title="SSH key pair",
+                                                "refused; IPv6 ranges that carry IPv4 addresses (IPv4-mapped, NAT64, "
+                                                "6to4, Teredo) count as the IPv4 range they cover. IPv6 in hexadecimal "
+                                                "notation. The default is a documentation range that reaches nobody."),
+        "ssh_key_name": form_param(None, type=["null", "string"], pattern=r"^[ -~]{0,255}$", title="SSH key pair",
+                                   section=HOST,
                                    description="Empty (the default): no SSH port at all; use SSM Session Manager. "
-                                               "Set: SSH (22) from allowed_cidrs with this EC2 key pair."),
-        "ami_id": form_param(None, type=["null", "string"], pattern=_AMI, title="Host AMI",
-                             description="Overrides the AMI found from the Deep Learning AMI's public SSM parameter."),
+                                               "Set: SSH (22) from CIDRs allowed to reach the host, with this EC2 key "
+                                               "pair (up to 255 ASCII characters)."),
+        "ami_id": form_param(None, type=["null", "string"], pattern=_AMI, title="Host AMI", section=HOST,
+                             description="Empty: the AMI that AMI SSM parameter names."),
         "ami_ssm_parameter": form_param(None, type=["null", "string"], pattern=_SSM_NAME, title="AMI SSM parameter",
+                                        section=HOST,
                                         description="The SSM parameter naming the host's AMI; empty: the public "
-                                                    "parameter of the matching AWS Deep Learning AMI."),
-        "vpc_cidr": form_param("10.42.0.0/16", type="string", pattern=r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$",
-                               title="VPC CIDR", description="A private range, /16 to /24; the public and private "
-                                                             "subnets are its first two quarters."),
-        "availability_zone": form_param(None, type=["null", "string"], pattern=_AZ, title="Availability zone",
-                                        description="Empty: the first zone of the region offering the host type "
-                                                    "(DL1 and P3 are not offered everywhere)."),
+                                                    "parameter of the AWS Deep Learning AMI for the Host instance "
+                                                    "type."),
         "data_volume_gb": form_param(100, type="integer", minimum=1, maximum=16384, title="Data volume (GiB)",
+                                     section=HOST,
                                      description="An encrypted gp3 EBS volume attached to the host for data and jobs."),
+        "provision_vpc": form_param(False, type="boolean", title="SageMaker inside the run's VPC", section=VPC,
+                                    description="With Where training runs: sagemaker, provision the run's VPC and run "
+                                                "the training jobs and the endpoint in its private subnet (VpcConfig). "
+                                                "No host is created. Where training runs: host always has its VPC."),
+        "vpc_cidr": form_param("10.42.0.0/16", type="string", pattern=r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$",
+                               title="VPC CIDR", section=VPC,
+                               description="A private range, /16 to /24; the public and private subnets are its first "
+                                           "two quarters."),
+        "availability_zone": form_param(None, type=["null", "string"], pattern=_AZ, title="Availability zone",
+                                        section=VPC,
+                                        description="Empty: the first zone of the region offering the Host instance "
+                                                    "type (DL1 and the largest types are not offered everywhere)."),
         "stack_ttl_hours": form_param(12, type="number", minimum=0.1, maximum=720, title="Stack time-to-live (hours)",
-                                      description="The hourly reaper removes the run's stack after this long, whatever "
-                                                  "happened to the run."),
+                                      section=VPC,
+                                      description="The hourly reaper removes the run's VPC and host after this long, "
+                                                  "whatever happened to the run."),
     }
 
 
@@ -100,22 +130,65 @@ def _instance_types() -> frozenset[str]:
     return frozenset(botocore.session.get_session().get_service_model("ec2").shape_for("InstanceType").enum)
 
 
+def _ipv4_covered(network: ipaddress.IPv6Network) -> tuple[int, str] | None:
+    """(the prefix length of the IPv4 space an IPv6 range covers, the embedding's name), or None when it
+    carries no IPv4 address. Of several RFC 6052 layouts, the broadest reading counts."""
+    covered = None
+    for block, kind, layouts in IPV4_EMBEDDINGS:
+        block = ipaddress.ip_network(block)
+        if not network.overlaps(block):
+            continue
+        if network.prefixlen <= block.prefixlen:  # the whole embedding, every IPv4 address
+            return 0, kind
+        # The IPv4 address's leading bits that the range fixes: those at positions before its prefix length.
+        length = min(sum(1 for position in layout if position < network.prefixlen) for layout in layouts)
+        if covered is None or length < covered[0]:
+            covered = (length, kind)
+    return covered
+
+
+def _cidr_error(cidr: str, network) -> str | None:
+    if network.prefixlen == 0:
+        return f"allowed_cidrs: {cidr} opens the host to the whole internet: refused"
+    if network.prefixlen < MIN_PREFIX[network.version]:
+        return (f"allowed_cidrs: {cidr} is broader than /{MIN_PREFIX[network.version]}: "
+                "refused (name the networks that need access)")
+    if network.version == 4:
+        return None
+    embedded = _ipv4_covered(network)
+    if embedded and embedded[0] < MIN_PREFIX[4]:
+        covers = "every IPv4 address" if embedded[0] == 0 else f"an IPv4 range of /{embedded[0]}"
+        return (f"allowed_cidrs: {cidr} ({embedded[1]}) covers {covers}, broader than /{MIN_PREFIX[4]}: "
+                "refused (name the networks that need access)")
+    if "." in cidr or "%" in cidr:  # EC2 takes IPv6 CIDRs in hexadecimal notation, without a zone
+        return f"allowed_cidrs: {cidr}: write IPv6 ranges in hexadecimal notation, without a zone, as EC2 takes them"
+    return None
+
+
 def cidr_errors(cidrs) -> list[str]:
-    errors = []
+    """What is wrong with ``allowed_cidrs``, as EC2 and the project's limits see it (empty: fine)."""
     if not isinstance(cidrs, (list, tuple)):
         return [f"allowed_cidrs must be a list of CIDRs, got {cidrs!r}"]
-    for cidr in cidrs:
+    errors: list[str] = []
+    seen: dict = {}
+    for cidr in map(str, cidrs):
         try:
-            network = ipaddress.ip_network(str(cidr), strict=True)
+            network = ipaddress.ip_network(cidr, strict=True)
         except ValueError as error:
             errors.append(f"allowed_cidrs: {cidr!r} is not a network CIDR ({error})")
             continue
-        if network.prefixlen == 0:
-            errors.append(f"allowed_cidrs: {cidr} opens the host to the whole internet: refused")
-        elif network.prefixlen < MIN_PREFIX[network.version]:
-            errors.append(f"allowed_cidrs: {cidr} is broader than /{MIN_PREFIX[network.version]}: "
-                          "refused (name the networks that need access)")
+        if network in seen:  # EC2 refuses the same permission twice in one request
+            errors.append(f"allowed_cidrs: {cidr} is the same range as {seen[network]}")
+            continue
+        seen[network] = cidr
+        error = _cidr_error(cidr, network)
+        if error:
+            errors.append(error)
     return errors
+
+
+def host_family(instance_type: str) -> str:
+    return str(instance_type).split(".", 1)[0]
 
 
 def validate_infra(params: dict) -> list[str]:
@@ -129,13 +202,15 @@ def validate_infra(params: dict) -> list[str]:
     host_type = p.get("host_instance_type", "g5.xlarge")
     if host_type not in _instance_types():
         errors.append(f"host_instance_type: {host_type} is not an EC2 instance type")
-    elif host_type not in HOST_INSTANCE_TYPES:
-        errors.append(f"host_instance_type: {host_type} is not a supported GPU or DL1 type "
-                      f"({', '.join(HOST_INSTANCE_TYPES)})")
+    elif host_family(host_type) not in HOST_FAMILIES:
+        errors.append(f"host_instance_type: {host_type} is not a type the Deep Learning AMIs support "
+                      f"(families: {', '.join(HOST_FAMILIES)})")
     if p.get("ami_id") and not re.match(_AMI, str(p["ami_id"])):
         errors.append(f"ami_id: {p['ami_id']!r} is not an AMI id (ami-...)")
     if p.get("ami_ssm_parameter") and not re.match(_SSM_NAME, str(p["ami_ssm_parameter"])):
         errors.append(f"ami_ssm_parameter: {p['ami_ssm_parameter']!r} is not an SSM parameter name")
+    if p.get("ssh_key_name") and not re.match(r"^[ -~]{1,255}$", str(p["ssh_key_name"])):
+        errors.append(f"ssh_key_name: {p['ssh_key_name']!r} is not an EC2 key pair name (1-255 ASCII characters)")
     if p.get("availability_zone") and not re.match(_AZ, str(p["availability_zone"])):
         errors.append(f"availability_zone: {p['availability_zone']!r} is not an availability zone")
     try:
@@ -152,7 +227,7 @@ def validate_infra(params: dict) -> list[str]:
     if compute == "host":
         if p.get("mode", "train") == "tune":
             errors.append("compute=host trains one job on the host: tune mode runs on SageMaker only")
-        if p.get("instance_count", 1) != 1:
+        if p.get("instance_count") not in (None, 1):  # None: the preset's, which plan resolves first
             errors.append("compute=host trains on one host: instance_count must be 1")
         if p.get("use_spot"):
             errors.append("use_spot is SageMaker managed spot training: not with compute=host")
@@ -161,7 +236,7 @@ def validate_infra(params: dict) -> list[str]:
 
 def accelerator(instance_type: str) -> str:
     """"nvidia" or "habana"."""
-    return HOST_INSTANCE_TYPES[instance_type]
+    return HOST_FAMILIES[host_family(instance_type)]
 
 
 def ami_parameter(params: dict) -> str:

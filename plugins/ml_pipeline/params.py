@@ -71,8 +71,8 @@ def pipeline_params() -> dict[str, Param]:
                              pattern="^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", title="S3 bucket", section=RUN,
                              description="Data, checkpoints, model artifacts and metadata go under run-keyed "
                                          "prefixes here. A missing bucket is created encrypted, versioned, private "
-                                         "and TLS-only; an existing one is used as it is, never reconfigured, and "
-                                         "refused when it is unencrypted or public."),
+                                         "and (over HTTPS, as on AWS) TLS-only; an existing one is used as it is, "
+                                         "never reconfigured, and refused when it is unencrypted or public."),
         "role_arn": form_param(env("ML_PIPELINE_SAGEMAKER_ROLE_ARN",
                                    "arn:aws:iam::123456789012:role/SageMakerExecution"),
                                type="string", pattern=ROLE_ARN, minLength=20, maxLength=2048,

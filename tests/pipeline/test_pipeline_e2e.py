@@ -141,7 +141,8 @@ def test_a_failing_training_job_fails_the_run_and_still_tears_down(airflow, tmp_
     assert sm.list_endpoint_configs(NameContains=summary["run"])["EndpointConfigs"] == []
 
 
-@pytest.mark.parametrize("conf", [{"instance_count": 99}, {"mode": "sideways"}, {"preset": "huge"}])
+@pytest.mark.parametrize("conf", [{"instance_count": 99}, {"mode": "sideways"}, {"preset": "huge"},
+                                  {"smoke_min_accuracy": float("nan")}, {"ecr_repository": "digits/../../x"}])
 def test_an_invalid_param_is_refused_before_anything_is_created(airflow, conf):
     s3, sm = airflow["localaws"].client("s3"), airflow["localaws"].client("sagemaker")
     buckets = {b["Name"] for b in s3.list_buckets()["Buckets"]}
@@ -206,6 +207,8 @@ def test_sagemaker_jobs_run_inside_the_runs_own_vpc_which_teardown_removes(airfl
 @pytest.mark.parametrize("conf, reason", [
     ({"compute": "host", "allowed_cidrs": ["0.0.0.0/0"]}, "0.0.0.0/0"),
     ({"compute": "host", "ami_id": "ami-0123456789abcdef0"}, "ami-0123456789abcdef0"),
+    ({"compute": "host", "ssh_key_name": "ops", "allowed_cidrs": ["::ffff:0.0.0.0/96"]}, "covers every IPv4 address"),
+    ({"compute": "host", "host_instance_type": "p3.2xlarge"}, "p3.2xlarge"),  # the Param's schema refuses it
 ])
 def test_a_bad_host_setting_is_refused_before_anything_is_created(airflow, conf, reason):
     ec2 = airflow["localaws"].client("ec2")

@@ -290,38 +290,41 @@ def _bucket_exists(s3, bucket: str) -> bool:
         raise
 
 
+def _read(s3, operation: str, bucket: str, absent: str | None = None) -> dict | None:
+    """One of the bucket's settings (None: it has none); a setting the run may not read refuses the bucket."""
+    try:
+        return getattr(s3, operation)(Bucket=bucket)
+    except s3.exceptions.ClientError as error:
+        if _error_code(error) == absent:
+            return None
+        if _error_code(error) in ("403", "AccessDenied"):
+            raise BucketRefused(f"s3://{bucket} cannot be checked: {operation} is denied to this role") from None
+        raise
+
+
 def bucket_findings(s3, bucket: str) -> tuple[list[str], list[str]]:
     """What makes an existing bucket unfit (refusals) and what is only worth saying (warnings); read only."""
     refusals, warnings = [], []
-    try:
-        rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
-    except s3.exceptions.ClientError as error:
-        if _error_code(error) != "ServerSideEncryptionConfigurationNotFoundError":
-            raise
-        rules = []
+    encryption = _read(s3, "get_bucket_encryption", bucket, "ServerSideEncryptionConfigurationNotFoundError")
+    rules = (encryption or {}).get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
     if not any(r.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm") for r in rules):
         refusals.append("it has no default encryption")
-    try:
-        block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    block = _read(s3, "get_public_access_block", bucket, "NoSuchPublicAccessBlockConfiguration")
+    if block is None:
+        refusals.append("it has no Block Public Access configuration")
+    else:
         off = [name for name in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
-               if not block.get(name)]
+               if not block["PublicAccessBlockConfiguration"].get(name)]
         if off:
             refusals.append(f"its Block Public Access is off ({', '.join(off)})")
-    except s3.exceptions.ClientError as error:
-        if _error_code(error) != "NoSuchPublicAccessBlockConfiguration":
-            raise
-        refusals.append("it has no Block Public Access configuration")
-    try:
-        if s3.get_bucket_policy_status(Bucket=bucket)["PolicyStatus"].get("IsPublic"):
-            refusals.append("its bucket policy makes it public")
-    except s3.exceptions.ClientError as error:
-        if _error_code(error) != "NoSuchBucketPolicy":
-            raise
-    public = sorted({grant["Permission"] for grant in s3.get_bucket_acl(Bucket=bucket)["Grants"]
+    status = _read(s3, "get_bucket_policy_status", bucket, "NoSuchBucketPolicy")
+    if status and status["PolicyStatus"].get("IsPublic"):
+        refusals.append("its bucket policy makes it public")
+    public = sorted({grant["Permission"] for grant in _read(s3, "get_bucket_acl", bucket)["Grants"]
                      if grant["Grantee"].get("URI") in _PUBLIC_GRANTEES})
     if public:
         refusals.append(f"its ACL grants {', '.join(public)} to everyone")
-    if s3.get_bucket_versioning(Bucket=bucket).get("Status") != "Enabled":
+    if _read(s3, "get_bucket_versioning", bucket).get("Status") != "Enabled":
         warnings.append("versioning is not enabled: an overwritten or deleted artifact cannot be recovered")
     return refusals, warnings
 
@@ -358,7 +361,7 @@ def tls_only_policy(bucket: str, region: str) -> dict:
 
 
 def _configure_new_bucket(s3, bucket: str) -> None:
-    """A bucket the run created: private, encrypted, versioned, TLS only, tagged with the project."""
+    """A bucket the run created: private, encrypted, versioned, and TLS-only where S3 is reached over HTTPS."""
     s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
         "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
     s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={

@@ -107,11 +107,10 @@ def unencrypted(s3, bucket):
 
 
 @pytest.mark.parametrize("expose, reason", [
-    (no_block, "no Block Public Access configuration"),
     (public_policy, "bucket policy makes it public"),
     (public_acl, "ACL grants READ to everyone"),
     (unencrypted, "no default encryption"),
-], ids=["no-public-access-block", "public-policy", "public-acl", "unencrypted"])
+], ids=["public-policy", "public-acl", "unencrypted"])
 def test_a_public_or_unencrypted_bucket_is_refused_and_left_as_it_is(tasks, localaws_process, expose, reason):
     from ml_pipeline.infra.stack import BucketRefused
 
@@ -126,6 +125,20 @@ def test_a_public_or_unencrypted_bucket_is_refused_and_left_as_it_is(tasks, loca
         tasks["preflight"](run)
     with pytest.raises(BucketRefused, match=reason):  # exposed after a preflight that found it fit
         tasks["open_run"](run, fit)
+    assert snapshot(s3, bucket) == before
+
+
+def test_a_private_bucket_without_block_public_access_is_used_with_a_warning_and_left_as_it_is(
+        tasks, localaws_process):
+    s3 = localaws_process.client("s3")
+    bucket = unique("users-noblock")
+    private_encrypted(s3, bucket)
+    no_block(s3, bucket)
+    before = snapshot(s3, bucket)
+    run = plan(bucket=bucket)
+    pre = tasks["preflight"](run)
+    assert any("no Block Public Access configuration" in warning for warning in pre["bucket"]["warnings"])
+    assert tasks["open_run"](run, pre)["created"] is False
     assert snapshot(s3, bucket) == before
 
 

@@ -309,19 +309,21 @@ def bucket_findings(s3, bucket: str) -> tuple[list[str], list[str]]:
     rules = (encryption or {}).get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
     if not any(r.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm") for r in rules):
         refusals.append("it has no default encryption")
+    # Public is refused; a private bucket without Block Public Access is only said: the account's own
+    # setting may cover it, and turning it on is the owner's change, not the run's.
     block = _read(s3, "get_public_access_block", bucket, "NoSuchPublicAccessBlockConfiguration")
-    if block is None:
-        refusals.append("it has no Block Public Access configuration")
-    else:
-        off = [name for name in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
-               if not block["PublicAccessBlockConfiguration"].get(name)]
-        if off:
-            refusals.append(f"its Block Public Access is off ({', '.join(off)})")
+    settings = (block or {}).get("PublicAccessBlockConfiguration", {})
+    off = [name for name in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
+           if not settings.get(name)]
+    if off:
+        which = "has no Block Public Access configuration" if block is None else \
+            f"has Block Public Access partly off ({', '.join(off)})"
+        warnings.append(f"it {which}: it is private now, but nothing in the bucket stops it being made public")
     status = _read(s3, "get_bucket_policy_status", bucket, "NoSuchBucketPolicy")
-    if status and status["PolicyStatus"].get("IsPublic"):
+    if status and status["PolicyStatus"].get("IsPublic") and not settings.get("RestrictPublicBuckets"):
         refusals.append("its bucket policy makes it public")
     public = sorted({grant["Permission"] for grant in _read(s3, "get_bucket_acl", bucket)["Grants"]
-                     if grant["Grantee"].get("URI") in _PUBLIC_GRANTEES})
+                     if grant["Grantee"].get("URI") in _PUBLIC_GRANTEES and not settings.get("IgnorePublicAcls")})
     if public:
         refusals.append(f"its ACL grants {', '.join(public)} to everyone")
     if _read(s3, "get_bucket_versioning", bucket).get("Status") != "Enabled":

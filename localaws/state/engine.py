@@ -1,0 +1,58 @@
+"""Our engine's state: what each part persists (its ``state()``) and how it comes back (``restore``).
+
+Each part is pickled under its own lock, so a snapshot never waits on two of them at once; the
+restore runs at start-up, before the first request, in the order the parts refer to each other
+(training jobs before the tuning jobs that own them, endpoints before their scaling targets).
+"""
+from __future__ import annotations
+
+import pickle
+
+from localaws.state import pickling
+
+FORMAT = 1
+
+
+def dump(gateway) -> dict[str, bytes]:
+    """Each part's pickle (compared with the last snapshot's to see whether anything changed)."""
+    sagemaker = gateway.sagemaker
+    with sagemaker.lock:  # shared by training, tuning, hosting's resources and the registry
+        parts = {"sagemaker": pickling.dumps({
+            "training": sagemaker.state(),
+            "tuning": gateway.tuning.state(),
+            "hosting": gateway.hosting.backend.state(),
+            "registry": gateway.registry.state(),
+        })}
+    autoscaler = gateway.hosting.autoscaler
+    with autoscaler.lock:
+        parts["autoscaling"] = pickling.dumps(autoscaler.state())
+    with gateway.ssm.lock:
+        parts["ssm"] = pickling.dumps(gateway.ssm.state())
+    return parts
+
+
+def encode(parts: dict[str, bytes], saved_at: float) -> bytes:
+    return pickle.dumps({"format": FORMAT, "saved_at": saved_at, "parts": parts}, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def saved_at(data: bytes) -> float | None:
+    return pickle.loads(data).get("saved_at")
+
+
+def restore(gateway, data: bytes, stopped_at: float) -> dict:
+    """Put a snapshot back into the gateway's parts; what came back, for the log."""
+    payload = pickle.loads(data)
+    if payload.get("format") != FORMAT:
+        raise ValueError(f"engine snapshot format {payload.get('format')}, this localaws reads {FORMAT}")
+    parts = {name: pickling.loads(blob) for name, blob in payload["parts"].items()}
+    sagemaker = parts.get("sagemaker", {})
+    summary = {
+        "training jobs interrupted": gateway.sagemaker.restore(sagemaker.get("training", {}), stopped_at),
+        "tuning jobs interrupted": gateway.tuning.restore(sagemaker.get("tuning", {}), stopped_at),
+    }
+    gateway.registry.restore(sagemaker.get("registry", {}))
+    summary["endpoints"] = gateway.hosting.backend.restore(sagemaker.get("hosting", {}))
+    summary["scalable targets"] = gateway.hosting.autoscaler.restore(parts.get("autoscaling", {}), stopped_at)
+    summary["SSM commands interrupted"] = gateway.ssm.restore(parts.get("ssm", {}), stopped_at)
+    summary["training jobs"] = len(gateway.sagemaker.training_jobs)
+    return summary

@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 
@@ -418,3 +419,26 @@ def test_a_state_folder_serves_one_localaws_at_a_time(restartable):
     )
     assert other.returncode == 1
     assert f"the state folder {restartable.state_dir} is in use by another localaws (pid " in other.stderr
+
+
+def test_make_airflow_keeps_the_state_of_its_localaws_with_airflows(tmp_path, monkeypatch):
+    from scripts.airflow_standalone import HOME, localaws_state_dir
+    from scripts.localaws_process import ensure_localaws
+    from tests.conftest import free_port
+
+    monkeypatch.delenv("LOCALAWS_STATE_DIR", raising=False)
+    assert localaws_state_dir() == HOME / "localaws-state"  # .airflow/: git-ignored, deleted to start afresh
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(localaws_state_dir())], cwd=REPO_ROOT)
+    assert ignored.returncode == 0
+    monkeypatch.setenv("LOCALAWS_STATE_DIR", "")
+    assert localaws_state_dir() is None  # empty: in memory
+
+    # The localaws it starts (and stops on exit) keeps that state from one `make airflow` to the next.
+    monkeypatch.setenv("LOCALAWS_WORK_DIR", str(tmp_path / "work"))
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    with ensure_localaws(endpoint, tmp_path / "first.log", state_dir=tmp_path / "state"):
+        s3.create_bucket(Bucket="kept-by-make-airflow")
+    with ensure_localaws(endpoint, tmp_path / "second.log", state_dir=tmp_path / "state"):
+        assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["kept-by-make-airflow"]

@@ -36,6 +36,8 @@ class LocalAWS:
         # After the socket listens (a restored endpoint fetches its model through it), before serving.
         try:
             self.state = state.attach(self.gateway)
+            if self.state is not None:
+                self.http.app = self.state.track(self.gateway)
         except BaseException:
             self.http.server_close()
             self.gateway.close()

@@ -5,12 +5,12 @@ VPCs, IAM, SSM, ECR, CloudWatch, the rest; our engine: SageMaker's jobs, models,
 registry, Application Auto Scaling for variants, SSM commands) is written there behind the requests
 that change it and read back at the next start:
 
-* **Write-behind.** A thread wakes every half second; it pickles our engine's records (small, under
-  each part's lock) and writes them when they differ from the last snapshot, and pickles moto's
-  backends when a request that may change them has reached moto since the last one. A request pays
-  only for being counted in and out of a gate and for telling reads from writes; moto is pickled
-  with the gate shut (requests to moto wait, usually a few milliseconds) so it is never caught
-  half-way through a change. Each file is replaced atomically (``files.py``); a SIGKILL loses at
+* **Write-behind.** A thread wakes every half second; it pickles moto's backends when a request
+  that may change them has reached moto since the last time, and our engine's records (under each
+  part's lock) when a request may have changed them or something of theirs is running, writing
+  them when they differ from the last snapshot. A request pays only for telling reads from writes
+  and, into moto, for being counted in and out of a gate; moto is pickled with the gate shut
+  (requests to moto wait, a few milliseconds) so it is never caught half-way through a change. Each file is replaced atomically (``files.py``); a SIGKILL loses at
   most the last half second or so, and leaves the previous snapshot whole.
 * **Graceful stop** (SIGTERM, Ctrl-C): a last snapshot before anything is stopped.
 * **Start.** moto's services come back as they were. Whatever was running cannot be: training and
@@ -45,6 +45,9 @@ _QUIET_TIMEOUT = 0.25
 _READ_PREFIXES = ("Describe", "List", "Get", "Head", "Lookup", "Search", "Scan", "Query", "Filter",
                   "BatchGet", "Select", "Simulate", "Test", "Validate", "Estimate", "Check")
 _MAX_PEEK = 1 << 20
+#: Our engine is compared with its last snapshot at least this often, whatever else happens.
+_ENGINE_CHECK_SECONDS = 30.0
+_READS_ONLY = "localaws.state.reads_only"
 
 
 def attach(gateway) -> "Persistence | None":
@@ -100,7 +103,10 @@ class Persistence:
         self.moto = MotoState()
         self.gate = _Gate()
         self._dirty = threading.Event()  # moto may have changed since its last snapshot
+        self._engine_dirty = threading.Event()  # a request may have changed our engine
         self._engine_parts: dict[str, bytes] | None = None
+        self._engine_was_active = True  # the first tick compares the engine with the folder
+        self._engine_checked = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_alive = 0.0
@@ -159,17 +165,40 @@ class Persistence:
 
     # --- the request path -----------------------------------------------------------------------
 
+    def track(self, app):
+        """The whole gateway: a request that may change something marks the engine's state to be saved."""
+        from localaws.gateway import signing_service  # noqa: PLC0415
+        from localaws.sagemaker.hosting.runtime import is_invocation  # noqa: PLC0415
+
+        changed = self._engine_dirty
+
+        def app_with_state(environ, start_response):
+            # InvokeEndpoint changes no record (its metrics are the process's own).
+            invocation = is_invocation(environ) and signing_service(environ) in ("sagemaker", None)
+            reads_only = environ[_READS_ONLY] = invocation or _reads_only(environ)
+            try:
+                return app(environ, start_response)
+            finally:
+                if not reads_only:
+                    changed.set()
+
+        return app_with_state
+
     def _wrap(self, app):
-        gate, dirty = self.gate, self._dirty
+        """moto: counted in and out of the gate; one that may change moto marks it to be saved."""
+        gate, changed = self.gate, self._dirty
 
         def moto_with_state(environ, start_response):
-            if not _reads_only(environ):
-                dirty.set()
+            reads_only = environ.get(_READS_ONLY)
+            if reads_only is None:
+                reads_only = _reads_only(environ)
             gate.enter()
             try:
                 return app(environ, start_response)
             finally:
                 gate.leave()
+                if not reads_only:
+                    changed.set()
 
         moto_with_state.wrapped = app
         return moto_with_state
@@ -189,17 +218,28 @@ class Persistence:
                 self._last_alive = time.monotonic()
                 self.folder.touch_alive()
 
-    def snapshot(self) -> None:
-        """Write what changed: moto's snapshot first, so the engine's never refers to what moto lacks."""
-        parts = engine_state.dump(self.gateway)
-        if self._dirty.is_set():
+    def snapshot(self, everything: bool = False) -> None:
+        """Write what changed: moto's snapshot first, so the engine's never refers to what moto lacks.
+
+        Our engine changes on requests and, in between, only while something runs (a job, a command,
+        an endpoint or a scaling activity in progress): it is pickled then, once more after, and every
+        half minute regardless, and written when its pickle differs from the last one."""
+        active = engine_state.active(self.gateway)
+        parts = None
+        if (everything or active or self._engine_was_active or self._engine_dirty.is_set()
+                or time.monotonic() - self._engine_checked >= _ENGINE_CHECK_SECONDS):
+            self._engine_dirty.clear()
+            self._engine_checked = time.monotonic()
+            parts = engine_state.dump(self.gateway)
+        self._engine_was_active = active
+        if everything or self._dirty.is_set():
             self._dirty.clear()
             try:
                 self._save_moto()
             except BaseException:
                 self._dirty.set()
                 raise
-        if parts != self._engine_parts:
+        if parts is not None and parts != self._engine_parts:
             self.folder.write(StateFolder.ENGINE, engine_state.encode(parts, time.time()))
             self._engine_parts = parts
 
@@ -242,8 +282,7 @@ class Persistence:
         if self._thread is not None:
             self._thread.join(timeout=30)
         try:
-            self._dirty.set()
-            self.snapshot()
+            self.snapshot(everything=True)
             self.folder.touch_alive()
         except Exception:  # noqa: BLE001
             log.exception("localaws state: the last snapshot failed; the one before it stands")

@@ -31,6 +31,24 @@ def dump(gateway) -> dict[str, bytes]:
     return parts
 
 
+def active(gateway) -> bool:
+    """Whether something of the engine's runs, and so may change its records without a request."""
+    sagemaker, hosting = gateway.sagemaker, gateway.hosting
+    with sagemaker.lock:
+        if any(not job.done for job in sagemaker.training_jobs.values()):
+            return True
+        if any(not job.done for job in gateway.tuning.jobs.values()):
+            return True
+        if any(endpoint.status not in ("InService", "Failed") for endpoint in hosting.backend.endpoints.values()):
+            return True
+    with hosting.autoscaler.lock:
+        if any(target.scaling for target in hosting.autoscaler.targets.values()):
+            return True
+    with gateway.ssm.lock:
+        return any(not invocation.done for invocations in gateway.ssm.commands.values()
+                   for invocation in invocations)
+
+
 def encode(parts: dict[str, bytes], saved_at: float) -> bytes:
     return pickle.dumps({"format": FORMAT, "saved_at": saved_at, "parts": parts}, protocol=pickle.HIGHEST_PROTOCOL)
 

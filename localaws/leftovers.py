@@ -9,7 +9,8 @@ made there, and nothing else on the machine:
 * the folders of jobs, commands and serving instances under the work dir (``LOCALAWS_KEEP_JOB_DIRS=1``
   keeps the jobs' and commands', for debugging, as it does while localaws runs);
 * the containers and networks labelled with this work dir (``localaws.work-dir``);
-* the processes whose ``LOCALAWS_OPT_ML`` (the /opt/ml tree the process runner gave them) lies in it.
+* the processes whose ``LOCALAWS_OPT_ML`` (the /opt/ml tree the process runner gave them) lies in
+  it and whose localaws is gone.
 
 The work dir is taken with a lock for as long as localaws runs: a second localaws on the same work
 dir does not clean up what the first one is running (it warns).
@@ -83,25 +84,44 @@ def _remove_containers(settings, root: Path) -> int:
 
 
 def _kill_processes(root: Path) -> int:
-    """SIGKILL the processes running with an /opt/ml tree (``LOCALAWS_OPT_ML``) under ``root``."""
+    """SIGKILL the orphans running with an /opt/ml tree (``LOCALAWS_OPT_ML``) under ``root``: those
+    no living localaws (one that took no lock: an older version) is the parent of."""
     from localaws.sagemaker.contract import OPT_ML_ENV  # noqa: PLC0415
 
     marker = f"{OPT_ML_ENV}=".encode()
     prefixes = tuple({str(root).rstrip("/").encode() + b"/", str(root.resolve()).encode() + b"/"})
-    killed = 0
+    marked, parents = set(), {}
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
             environ = Path(f"/proc/{entry}/environ").read_bytes()
-        except OSError:  # gone, or not ours to read
+            parents[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):  # gone, or not ours to read
             continue
         for variable in environ.split(b"\0"):
             if variable.startswith(marker) and (variable[len(marker):] + b"/").startswith(prefixes):
-                try:
-                    os.kill(int(entry), signal.SIGKILL)
-                    killed += 1
-                except OSError:
-                    pass
+                marked.add(int(entry))
                 break
+    killed = 0
+    for pid in marked:
+        ancestor, seen = pid, set()
+        while ancestor in marked and ancestor not in seen:  # up to the first that is not a job's
+            seen.add(ancestor)
+            ancestor = parents.get(ancestor, 1)
+        if _is_localaws(ancestor):
+            continue
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+        except OSError:
+            pass
     return killed
+
+
+def _is_localaws(pid: int) -> bool:
+    try:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"localaws" in arguments and b"serve" in arguments

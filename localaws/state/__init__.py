@@ -39,8 +39,9 @@ log = logging.getLogger("localaws.state")
 
 INTERVAL_SECONDS = 0.5
 _ALIVE_SECONDS = 1.0
-#: How long a snapshot waits for the requests in moto to finish before it pickles without the gate.
-_QUIET_TIMEOUT = 0.25
+#: How long a snapshot waits for the requests in moto to finish (new ones wait meanwhile) before it
+#: pickles without the gate (a long upload is in flight): the next snapshot follows that request.
+_QUIET_TIMEOUT = 0.05
 #: Operation names that only read (every other request to moto counts as a change).
 _READ_PREFIXES = ("Describe", "List", "Get", "Head", "Lookup", "Search", "Scan", "Query", "Filter",
                   "BatchGet", "Select", "Simulate", "Test", "Validate", "Estimate", "Check")
@@ -253,7 +254,11 @@ class Persistence:
                 self.gate.open()
         for key, name in blobs.new:  # bodies: outside the gate (a FakeKey's bytes never change)
             with key.lock:
-                key._value_buffer.seek(0)
+                try:
+                    key._value_buffer.seek(0)
+                except ValueError:  # deleted since it was pickled: the next snapshot goes without it
+                    self._dirty.set()
+                    return
                 self.folder.write_blob(name, key._value_buffer)
         self.folder.write(StateFolder.MOTO, data)
         for key, name in blobs.new:

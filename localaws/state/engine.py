@@ -15,20 +15,29 @@ FORMAT = 1
 
 def dump(gateway) -> dict[str, bytes]:
     """Each part's pickle (compared with the last snapshot's to see whether anything changed)."""
-    sagemaker = gateway.sagemaker
-    with sagemaker.lock:  # shared by training, tuning, hosting's resources and the registry
-        parts = {"sagemaker": pickling.dumps({
+    sagemaker, autoscaler = gateway.sagemaker, gateway.hosting.autoscaler
+    return {
+        # One lock: shared by training, tuning, hosting's resources and the registry.
+        "sagemaker": _pickled(sagemaker.lock, lambda: {
             "training": sagemaker.state(),
             "tuning": gateway.tuning.state(),
             "hosting": gateway.hosting.backend.state(),
             "registry": gateway.registry.state(),
-        })}
-    autoscaler = gateway.hosting.autoscaler
-    with autoscaler.lock:
-        parts["autoscaling"] = pickling.dumps(autoscaler.state())
-    with gateway.ssm.lock:
-        parts["ssm"] = pickling.dumps(gateway.ssm.state())
-    return parts
+        }),
+        "autoscaling": _pickled(autoscaler.lock, autoscaler.state),
+        "ssm": _pickled(gateway.ssm.lock, gateway.ssm.state),
+    }
+
+
+def _pickled(lock, state, attempts: int = 3) -> bytes:
+    while True:
+        attempts -= 1
+        with lock:
+            try:
+                return pickling.dumps(state())
+            except RuntimeError:  # a job's log thread added a metric (say) as it was pickled: again
+                if attempts == 0:
+                    raise
 
 
 def active(gateway) -> bool:

@@ -177,13 +177,25 @@ def test_resources_survive_a_stop_and_a_kill(restartable):
     localaws.start()
     assert state() == before
 
-    # Changes made just before a kill are there too.
-    s3.put_object(Bucket=bucket, Key="data/late.txt", Body=b"late")
+    # Changes made just before a kill are there too, whatever protocol made them.
+    s3.put_object(Bucket=bucket, Key="data/late.txt", Body=b"late")  # REST
     s3.delete_object(Bucket=bucket, Key="data/large.bin")
-    second = registered_version(sm, group, artifact, localaws.train_image)
+    second = registered_version(sm, group, artifact, localaws.train_image)  # our engine
+    group_id = localaws.client("ec2").create_security_group(  # EC2's query protocol
+        GroupName=unique("sg"), Description="late", VpcId=vpc)["GroupId"]
+    localaws.client("ssm").put_parameter(Name=f"/{bucket}/p", Value="late", Type="String", Overwrite=True)  # JSON
+    localaws.client("cloudwatch").put_metric_alarm(  # Smithy RPC v2 (CBOR)
+        AlarmName=f"{bucket}-alarm", MetricName="m", Namespace="n", Statistic="Sum", Period=60,
+        EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="GreaterThanThreshold")
+    localaws.client("iam").create_role(RoleName=f"{bucket}-late", AssumeRolePolicyDocument="{}")  # query (IAM)
     time.sleep(WRITE_BEHIND)
     localaws.end("SIGKILL")
     localaws.start()
+    assert localaws.client("ec2").describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]["VpcId"] == vpc
+    assert localaws.client("ssm").get_parameter(Name=f"/{bucket}/p")["Parameter"]["Value"] == "late"
+    assert [a["AlarmName"] for a in localaws.client("cloudwatch").describe_alarms(
+        AlarmNames=[f"{bucket}-alarm"])["MetricAlarms"]] == [f"{bucket}-alarm"]
+    assert localaws.client("iam").get_role(RoleName=f"{bucket}-late")["Role"]["RoleName"] == f"{bucket}-late"
     assert s3.get_object(Bucket=bucket, Key="data/late.txt")["Body"].read() == b"late"
     with pytest.raises(ClientError, match="NoSuchKey"):
         s3.get_object(Bucket=bucket, Key="data/large.bin")

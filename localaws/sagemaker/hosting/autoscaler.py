@@ -88,7 +88,8 @@ class Policy:
     alarms: list[dict] = field(default_factory=list)
     #: The metric's last minutes, as the alarms evaluate them (after a restart they start again).
     history: collections.deque = runtime(default_factory=lambda: collections.deque(maxlen=LOW_PERIODS))
-    alarm_states: dict[str, str] = field(default_factory=dict)
+    #: The states last sent to the alarms (the scaling loop's, outside the lock): sent again after a restart.
+    alarm_states: dict[str, str] = runtime(default_factory=dict)
 
     @property
     def target_value(self) -> float:

@@ -108,6 +108,7 @@ class Persistence:
         self._engine_parts: dict[str, bytes] | None = None
         self._engine_was_active = True  # the first tick compares the engine with the folder
         self._engine_checked = 0.0
+        self._moto_backends = -1  # moto's backends counted at the last tick
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_alive = 0.0
@@ -155,6 +156,7 @@ class Persistence:
                 self.restored.update(engine_state.restore(self.gateway, engine_data, stopped_at))
             except Exception as error:  # noqa: BLE001
                 self._set_aside(StateFolder.ENGINE, error)
+        self._moto_backends = self.moto.backends()
         self.restored["seconds"] = round(time.perf_counter() - started, 3)
         log.info("localaws state: restored from %s: %s", self.folder.root, self.restored)
 
@@ -233,6 +235,10 @@ class Persistence:
             self._engine_checked = time.monotonic()
             parts = engine_state.dump(self.gateway)
         self._engine_was_active = active
+        backends = self.moto.backends()
+        if backends != self._moto_backends:
+            self._moto_backends = backends
+            self._dirty.set()
         if everything or self._dirty.is_set():
             self._dirty.clear()
             try:

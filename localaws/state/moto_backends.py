@@ -61,6 +61,15 @@ class MotoState:
                 found[where] = backend_dict
         return found
 
+    @staticmethod
+    def backends() -> int:
+        """How many (service, account, region) backends moto has made: a read can make one (the first
+        DescribeVpcs makes EC2's, with a default VPC of random id), and that is state to keep too."""
+        from moto.core.base_backend import BackendDict  # noqa: PLC0415
+
+        return sum(len(backends) for backend_dict in list(BackendDict._instances)
+                   for backends in list(dict.values(backend_dict)))
+
     def dump(self, blobs: pickling.Blobs) -> bytes:
         """Every service's state in one pickle (new S3 bodies listed in ``blobs.new``, not written)."""
         backend_dicts = self._in_use()

@@ -206,6 +206,17 @@ def test_resources_survive_a_stop_and_a_kill(restartable):
     assert "localaws state: restored" in localaws.log()
 
 
+def test_what_a_read_made_is_kept_too(restartable):
+    """moto makes a region's EC2 on its first call, a read included, with a default VPC of random id."""
+    ec2 = restartable.client("ec2")
+    default = [vpc["VpcId"] for vpc in ec2.describe_vpcs()["Vpcs"] if vpc["IsDefault"]]
+    assert len(default) == 1
+    time.sleep(WRITE_BEHIND)
+    restartable.end("SIGKILL")
+    restartable.start()
+    assert [vpc["VpcId"] for vpc in ec2.describe_vpcs()["Vpcs"] if vpc["IsDefault"]] == default
+
+
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
 def test_running_work_comes_back_failed_and_its_leftovers_go(restartable, how):
     localaws = restartable

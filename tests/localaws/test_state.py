@@ -150,6 +150,8 @@ def test_resources_survive_a_stop_and_a_kill(restartable):
     vpc = localaws.client("ec2").create_vpc(CidrBlock="10.7.0.0/16")["Vpc"]["VpcId"]
     localaws.client("iam").create_role(RoleName=unique("role"), AssumeRolePolicyDocument="{}")
     localaws.client("ssm").put_parameter(Name=f"/{bucket}/p", Value="kept", Type="String")
+    localaws.client("ecr").create_repository(repositoryName=bucket)
+    localaws.client("cloudwatch").put_metric_data(Namespace=bucket, MetricData=[{"MetricName": "m", "Value": 4.0}])
     stream = localaws.client("logs").describe_log_streams(
         logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=job)["logStreams"][0]["logStreamName"]
 
@@ -166,12 +168,18 @@ def test_resources_survive_a_stop_and_a_kill(restartable):
             "version": sm.describe_model_package(ModelPackageName=first)["ModelApprovalStatus"],
             "vpc": localaws.client("ec2").describe_vpcs(VpcIds=[vpc])["Vpcs"][0]["CidrBlock"],
             "parameter": localaws.client("ssm").get_parameter(Name=f"/{bucket}/p")["Parameter"]["Value"],
+            "repository": localaws.client("ecr").describe_repositories(repositoryNames=[bucket])["repositories"][0]
+            ["repositoryUri"],
+            "metric": [p["Sum"] for p in localaws.client("cloudwatch").get_metric_statistics(
+                Namespace=bucket, MetricName="m", StartTime=time.time() - 3600, EndTime=time.time() + 60,
+                Period=3600, Statistics=["Sum"])["Datapoints"]],
             "log": [e["message"] for e in localaws.client("logs").get_log_events(
                 logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=stream)["events"]],
         }
 
     before = state()
     assert before["small"] == [b"second", b"first"] and before["large"] and "loss=0.25" in before["log"]
+    assert before["metric"] == [4.0]
 
     localaws.end("SIGTERM")
     localaws.start()
@@ -353,6 +361,9 @@ def test_an_endpoint_serves_again_and_keeps_scaling(restartable, how):
     assert "FailureReason" not in described
     answer = json.loads(runtime.invoke_endpoint(EndpointName=name, Body=b"{}")["Body"].read())
     assert answer["served_by"] == "misbehaving" and answer["pid"] != before  # a new fleet, from the stored model
+    assert sm.describe_model(ModelName=f"{name}-m")["PrimaryContainer"]["Image"] == localaws.serve_image
+    assert sm.describe_endpoint_config(EndpointConfigName=f"{name}-c")["ProductionVariants"][0]["ModelName"] \
+        == f"{name}-m"
     assert not any(running(c["Pid"]) for i in old for c in i["Containers"])
     targets = aas.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[resource])["ScalableTargets"]
     assert [(t["MinCapacity"], t["MaxCapacity"]) for t in targets] == [(1, 2)]

@@ -16,6 +16,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=int(os.environ.get("LOCALAWS_PORT", "4566")))
     serve.add_argument("--runner", choices=("auto", "docker", "process"), default=None)
     serve.add_argument("--log-level", default=os.environ.get("LOCALAWS_LOG_LEVEL", "INFO"))
+    serve.add_argument(
+        "--state-dir", default=None,
+        help="keep state across restarts in this folder (default: LOCALAWS_STATE_DIR; unset: in memory only)",
+    )
     register = commands.add_parser(
         "register-image", help="register a build context under an image URI for the process runner"
     )
@@ -32,13 +36,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        from pathlib import Path
+
         from localaws.server import serve as run
         from localaws.settings import Settings
+        from localaws.state import StateDirInUse
 
         settings = Settings(host=args.host, port=args.port)
         if args.runner:
             settings.runner = args.runner
-        run(settings)
+        if args.state_dir:
+            settings.state_dir = Path(args.state_dir)
+        try:
+            run(settings)
+        except StateDirInUse as error:
+            print(f"localaws: {error}", file=sys.stderr)
+            return 1
         return 0
     if args.command == "register-image":
         from localaws.client import register_image

@@ -7,6 +7,7 @@ import threading
 
 from werkzeug.serving import make_server
 
+from localaws import leftovers, state
 from localaws.gateway import Gateway
 from localaws.keepalive import KeepAliveRequestHandler
 from localaws.settings import Settings
@@ -25,11 +26,23 @@ class LocalAWS:
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or Settings()
         self.gateway = Gateway(self.settings)
+        self.work_dir = leftovers.WorkDir(self.settings.work_dir)
+        leftovers.clean(self.settings, self.work_dir)
         self.http = make_server(
             self.settings.host, self.settings.port, self.gateway, threaded=True, request_handler=_QuietHandler
         )
         self.http.daemon_threads = True
         self.settings.port = self.http.server_port  # port 0 picks a free one
+        # After the socket listens (a restored endpoint fetches its model through it), before serving.
+        try:
+            self.state = state.attach(self.gateway)
+            if self.state is not None:
+                self.http.app = self.state.track(self.gateway)
+        except BaseException:
+            self.http.server_close()
+            self.gateway.close()
+            self.work_dir.close()
+            raise
 
     @property
     def endpoint_url(self) -> str:
@@ -45,8 +58,15 @@ class LocalAWS:
 
     def stop(self) -> None:
         self.http.shutdown()
+        self.close()
+
+    def close(self) -> None:
+        """Everything but the HTTP server's loop: the last snapshot first, while all is as it was."""
+        if self.state is not None:
+            self.state.close()
         self.gateway.close()
         self.http.server_close()
+        self.work_dir.close()
 
 
 def serve(settings: Settings) -> None:
@@ -65,6 +85,5 @@ def serve(settings: Settings) -> None:
     try:
         server.serve_forever()
     finally:
-        server.gateway.close()
-        server.http.server_close()
+        server.close()
         log.info("localaws: stopped")

@@ -29,6 +29,10 @@ class Settings:
     work_dir: Path = field(
         default_factory=lambda: Path(os.environ.get("LOCALAWS_WORK_DIR", "") or _default_work_dir())
     )
+    #: Where localaws keeps its state across restarts (see localaws/state); None: in memory only.
+    state_dir: Path | None = field(
+        default_factory=lambda: Path(os.environ["LOCALAWS_STATE_DIR"]) if os.environ.get("LOCALAWS_STATE_DIR") else None
+    )
     #: Cached virtual environments of build contexts, kept across runs.
     cache_dir: Path = field(
         default_factory=lambda: Path(

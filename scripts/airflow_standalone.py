@@ -5,6 +5,8 @@ again on exit if it started it; then runs `airflow standalone` (scheduler, dag-p
 triggerer and api-server with the UI, LocalExecutor, SQLite) with:
 
   AIRFLOW_HOME=./.airflow                      database, logs, airflow.cfg, the admin password
+  LOCALAWS_STATE_DIR=./.airflow/localaws-state the state of the localaws started here, kept across
+                                               restarts (set it to move it; empty: in memory)
   DAGS_FOLDER=./dags, PLUGINS_FOLDER=./plugins no example DAGs
   api-server on 127.0.0.1 only                 AIRFLOW__API__HOST / AIRFLOW__API__PORT
   AIRFLOW_CONN_AWS_DEFAULT                     localaws's endpoint with dummy local keys
@@ -31,6 +33,12 @@ LOCALAWS = os.environ.get("LOCALAWS_ENDPOINT", "http://127.0.0.1:4566")
 HOME = ROOT / ".airflow"
 
 
+def localaws_state_dir() -> Path | None:
+    """Where the localaws started here keeps its state: with Airflow's, so that deleting .airflow resets both."""
+    value = os.environ.get("LOCALAWS_STATE_DIR", str(HOME / "localaws-state"))
+    return Path(value) if value else None
+
+
 def airflow_environment() -> dict[str, str]:
     """`make run`'s Airflow environment (repository folders, localaws connection, PATH), plus the api-server's."""
     env = airflow_env(LOCALAWS, HOME)
@@ -46,7 +54,7 @@ def airflow_environment() -> dict[str, str]:
 def main() -> int:
     HOME.mkdir(exist_ok=True)
     env = airflow_environment()
-    with ensure_localaws(LOCALAWS, HOME / "localaws.log"):
+    with ensure_localaws(LOCALAWS, HOME / "localaws.log", state_dir=localaws_state_dir()):
         return run_standalone(env)
 
 

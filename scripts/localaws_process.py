@@ -22,9 +22,10 @@ def healthy(endpoint: str) -> bool:
 
 
 @contextlib.contextmanager
-def ensure_localaws(endpoint: str, log_path: Path):
+def ensure_localaws(endpoint: str, log_path: Path, state_dir: Path | None = None):
+    """``state_dir``: where the localaws started here keeps its state across restarts (None: in memory)."""
     if healthy(endpoint):
-        print(f"localaws already listening on {endpoint}")
+        print(f"localaws already listening on {endpoint} (its state is as it was started)")
         yield None
         return
     sys.path.insert(0, str(ROOT))
@@ -33,8 +34,11 @@ def ensure_localaws(endpoint: str, log_path: Path):
     port = endpoint.rsplit(":", 1)[1].strip("/")
     log = open(log_path, "w")
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "localaws", "AWS_SECRET_ACCESS_KEY": "localaws"}
+    command = [sys.executable, "-m", "localaws", "serve", "--port", port]
+    if state_dir:
+        command += ["--state-dir", str(state_dir)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "localaws", "serve", "--port", port], cwd=ROOT, env=env,
+        command, cwd=ROOT, env=env,
         stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent(signal.SIGTERM),
     )
     started = time.monotonic()
@@ -42,7 +46,9 @@ def ensure_localaws(endpoint: str, log_path: Path):
         if process.poll() is not None or time.monotonic() - started > 30:
             raise SystemExit(f"localaws did not start; see {log_path}")
         time.sleep(0.1)
-    print(f"started localaws on {endpoint} in {time.monotonic() - started:.1f}s (log: {log_path})")
+    kept = state_dir or os.environ.get("LOCALAWS_STATE_DIR")
+    kept = f"state in {kept}" if kept else "state in memory"
+    print(f"started localaws on {endpoint} in {time.monotonic() - started:.1f}s ({kept}; log: {log_path})")
     try:
         yield process
     finally:

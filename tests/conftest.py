@@ -59,6 +59,8 @@ class LocalAWSProcess:
             # a serving container ignoring SIGTERM is killed after 10 s rather than AWS's 30.
             "LOCALAWS_AUTOSCALING_TIME_SCALE": "60",
             "LOCALAWS_SERVING_STOP_GRACE_SECONDS": "10",
+            # In memory, whatever the developer's shell says (tests that restart localaws set one).
+            "LOCALAWS_STATE_DIR": "",
             **env,
         }
         self.runner = runner

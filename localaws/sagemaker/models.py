@@ -15,9 +15,12 @@ from localaws.sagemaker import listing
 from localaws.sagemaker.errors import ResourceInUse, ResourceLimitExceeded, ValidationError, not_found
 from localaws.sagemaker.shapes import validate_request
 from localaws.settings import Settings
+from localaws.state.pickling import runtime
 
 # Secondary status -> primary status, as DescribeTrainingJob reports them.
 TERMINAL_TRAINING_STATUSES = ("Completed", "Failed", "Stopped")
+#: The FailureReason of a job that was running when localaws stopped (an internal error: retryable).
+STOPPED_WITH_LOCALAWS = "InternalServerError: localaws stopped while the training job was running."
 
 
 @dataclass
@@ -40,9 +43,9 @@ class TrainingJob:
     billable_seconds: float = 0.0  # time spent training, not counting spot interruptions
     #: Set by StopTrainingJob / MaxRuntimeInSeconds: the secondary status to end in.
     stop_reason: str | None = None
-    stop_requested: threading.Event = field(default_factory=threading.Event)
+    stop_requested: threading.Event = runtime(default_factory=threading.Event)
     #: Set by tests and demos to interrupt a managed spot job (see README).
-    interruption_requested: threading.Event = field(default_factory=threading.Event)
+    interruption_requested: threading.Event = runtime(default_factory=threading.Event)
 
     @property
     def spot(self) -> bool:
@@ -70,6 +73,17 @@ class TrainingJob:
         self.transitions[-1]["EndTime"] = now
         self.status = status
         self.training_end = now if self.training_start else None
+
+    def end_interrupted(self, at: float) -> None:
+        """localaws stopped at ``at`` while the job ran: it is over, as a job whose instances were lost
+        (Failed), or Stopped if a stop had been asked for."""
+        if self.stop_reason:
+            self.finish("Stopped", self.stop_reason, "Training job stopped (localaws stopped meanwhile)", at)
+        else:
+            self.failure_reason = STOPPED_WITH_LOCALAWS
+            self.finish("Failed", "Failed", f"Training job failed. Reason: {STOPPED_WITH_LOCALAWS}", at)
+        if self.training_start and not self.spot:
+            self.billable_seconds = max(0.0, at - self.training_start)
 
     def describe(self) -> dict:
         r = self.request
@@ -273,6 +287,24 @@ class SageMakerBackend:
     def shutdown(self) -> None:
         """Stop every running job's work (containers, processes) before the gateway exits."""
         self.executor.shutdown()
+
+    # --- across restarts (localaws/state) ------------------------------------------------------
+
+    def state(self) -> dict:
+        """What is persisted (pickled by the caller, under the lock)."""
+        return {"training_jobs": self.training_jobs, "tags": self.tags}
+
+    def restore(self, state: dict, stopped_at: float) -> list[str]:
+        """Put a snapshot back; the jobs that were running end as ``end_interrupted`` says (their names)."""
+        interrupted = []
+        with self.lock:
+            self.training_jobs.update(state.get("training_jobs", {}))
+            self.tags.update(state.get("tags", {}))  # shared by reference with hosting and the registry
+            for job in self.training_jobs.values():
+                if not job.done:
+                    job.end_interrupted(stopped_at)
+                    interrupted.append(job.name)
+        return interrupted
 
 
 def _check_training_request(params: dict) -> None:

@@ -161,6 +161,18 @@ class RegistryBackend:
         self.client_tokens: dict[str, tuple[str, str]] = {}
         self._seq = itertools.count()
 
+    # --- across restarts (localaws/state) ------------------------------------------------------
+
+    def state(self) -> dict:
+        return {"groups": self.groups, "packages": self.packages, "client_tokens": self.client_tokens}
+
+    def restore(self, state: dict) -> None:
+        with self.lock:
+            self.groups.update(state.get("groups", {}))
+            self.packages.update(state.get("packages", {}))
+            self.client_tokens.update(state.get("client_tokens", {}))
+            self._seq = itertools.count(max((p.seq for p in self.packages.values()), default=-1) + 1)
+
     # --- names and ARNs ------------------------------------------------------------------
 
     def _group_arn(self, name_or_arn: str) -> str:

@@ -41,6 +41,7 @@ from datetime import datetime, timezone
 
 from localaws.ssm import documents, seed
 from localaws.ssm.documents import SsmError
+from localaws.state.pickling import runtime
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class Invocation:
     ended: float | None = None
     stdout: list = field(default_factory=list)
     stderr: list = field(default_factory=list)
-    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel: threading.Event = runtime(default_factory=threading.Event)
     #: What would run on a real host (the accelerator flags), for whoever inspects the command.
     would_run: str = ""
 
@@ -706,6 +707,34 @@ class SsmAgent:
         self._closing.set()
         for thread in list(self._threads):
             thread.join(timeout=15)
+
+    # --- across restarts (localaws/state) ------------------------------------------------------
+
+    def state(self) -> dict:
+        return {"commands": self.commands}
+
+    def restore(self, state: dict, stopped_at: float) -> list[str]:
+        """Put a snapshot back; a command that had not ended when localaws stopped has ended now, as one
+        whose agent went away does: Failed (Undeliverable if it never started), or Cancelled if a
+        cancel was asked for. The command ids of those."""
+        interrupted = []
+        with self.lock:
+            self.commands.update(state.get("commands", {}))
+            for command_id, invocations in self.commands.items():
+                for invocation in invocations:
+                    if invocation.done:
+                        continue
+                    if invocation.status == "Cancelling":
+                        invocation.status = invocation.status_details = "Cancelled"
+                    elif invocation.status == "Pending":
+                        invocation.status, invocation.status_details = "Failed", "Undeliverable"
+                    else:
+                        invocation.status = invocation.status_details = "Failed"
+                    invocation.stderr.append("localaws stopped while the command was running.\n")
+                    invocation.ended = stopped_at
+                    if command_id not in interrupted:
+                        interrupted.append(command_id)
+        return interrupted
 
 
 def _pump(running, out: _Output, lines: list[str]) -> None:

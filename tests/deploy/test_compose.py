@@ -217,6 +217,14 @@ def test_localaws_service_is_built_from_the_repository_and_only_in_its_profile(c
         assert "localaws" not in depends_on, f"{name} depends on localaws"
 
 
+def test_localaws_keeps_its_state_in_a_named_volume(config):
+    localaws = config["services"]["localaws"]
+    state_dir = _environment(localaws)["LOCALAWS_STATE_DIR"]
+    volume = {volume["target"]: volume for volume in _volumes(localaws)}[state_dir]
+    assert volume["source"] == "localaws-state"  # a named volume, not a bind mount: `down -v` resets it
+    assert "localaws-state" in config["volumes"]
+
+
 def test_celery_executor_with_redis_and_postgres(config):
     services = config["services"]
     for name in AIRFLOW_CONTAINERS:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from localaws.sagemaker.hosting.metrics import METRIC_NAMES, NAMESPACE
 from localaws.sagemaker.hosting.models import AUTOSCALING_DIMENSION
 from localaws.sagemaker.shapes import validate_request as _validate
+from localaws.state.pickling import runtime
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,10 @@ class Policy:
     configuration: dict
     created: float
     alarms: list[dict] = field(default_factory=list)
-    history: collections.deque = field(default_factory=lambda: collections.deque(maxlen=LOW_PERIODS))
-    alarm_states: dict[str, str] = field(default_factory=dict)
+    #: The metric's last minutes, as the alarms evaluate them (after a restart they start again).
+    history: collections.deque = runtime(default_factory=lambda: collections.deque(maxlen=LOW_PERIODS))
+    #: The states last sent to the alarms (the scaling loop's, outside the lock): sent again after a restart.
+    alarm_states: dict[str, str] = runtime(default_factory=dict)
 
     @property
     def target_value(self) -> float:
@@ -126,10 +129,11 @@ class Target:
     suspended: dict = field(default_factory=dict)
     tags: dict = field(default_factory=dict)
     policies: dict[str, Policy] = field(default_factory=dict)
-    last_totals: dict | None = None
-    scaling: bool = False  # an activity is in progress
-    out_until: float = 0.0  # cooldowns, on the monotonic clock
-    in_until: float = 0.0
+    # What the scaling loop of this process keeps: none of it means anything in the next one.
+    last_totals: dict | None = runtime(default=None)
+    scaling: bool = runtime(default=False)  # an activity is in progress
+    out_until: float = runtime(default=0.0)  # cooldowns, on the monotonic clock
+    in_until: float = runtime(default=0.0)
 
     def describe(self) -> dict:
         return {
@@ -653,6 +657,28 @@ class AutoScaler:
     def close(self) -> None:
         self._stopped.set()
         self._thread.join(timeout=10)
+
+    # --- across restarts (localaws/state) ------------------------------------------------------
+
+    def state(self) -> dict:
+        return {"targets": self.targets, "activities": self.activities}
+
+    def restore(self, state: dict, stopped_at: float) -> int:
+        """Put a snapshot back (after hosting's): targets of endpoints that still exist, with their
+        policies (which scale again from the next minute on), and the activities; one that was under
+        way when localaws stopped ends Failed. How many targets came back."""
+        with self.lock:
+            for resource_id, target in state.get("targets", {}).items():
+                if self.hosting.variant_capacity(target.endpoint, target.variant) is not None:
+                    self.targets[resource_id] = target
+            for activity in state.get("activities", []):
+                if activity.get("StatusCode") == "InProgress":
+                    activity["StatusCode"] = "Failed"
+                    activity["EndTime"] = stopped_at
+                    activity["StatusMessage"] = ("Failed to set the desired instance count: localaws stopped "
+                                                 "while the activity was in progress.")
+                self.activities.append(activity)
+            return len(self.targets)
 
 
 def _page(items: list, params: dict) -> tuple[list, str | None]:

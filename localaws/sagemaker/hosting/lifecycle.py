@@ -82,6 +82,32 @@ class HostingEngine:
     def delete(self, endpoint: Endpoint) -> None:
         self.workers[endpoint.name].submit(("delete",))
 
+    def restart(self, endpoint: Endpoint) -> None:
+        """localaws restarted and ``endpoint`` comes back from its state: it carries on as the cloud's
+        would. Its instances are gone with the old process: an endpoint that served (InService, or in
+        an update, a change of capacity, a replacement) starts its fleet again from the model data in
+        S3 and serves (SystemUpdating meanwhile); an update in flight is rolled back; one being created
+        is created; one being deleted is deleted; a Failed one stays Failed."""
+        worker = EndpointWorker(self, endpoint)
+        self.workers[endpoint.name] = worker
+        worker.start()
+        if endpoint.status == "Failed":
+            return
+        if endpoint.status == "Deleting":
+            endpoint.cancelled.set()
+            worker.submit(("delete",))
+            return
+        if endpoint.status == "Creating":
+            worker.submit(("create",))
+            return
+        if endpoint.pending is not None:
+            endpoint.pending = None
+            endpoint.failure_reason = "Rolled back the deployment: localaws stopped while it was in progress."
+        endpoint.set_status("SystemUpdating", keep_reason=True)
+        for variant in endpoint.variants.values():
+            variant.set_status("Updating", "Starting the variant's instances again: localaws restarted")
+        worker.submit(("restart",))
+
     # --- localaws's own views ---------------------------------------------------------------
 
     def describe_instances(self, name: str) -> dict | None:
@@ -305,6 +331,35 @@ class EndpointWorker:
                 variant.set_status(None)
             endpoint.set_status("InService")
         self._publish()
+
+    def _restart(self) -> None:
+        """The fleet of an endpoint that served before localaws restarted (see ``HostingEngine.restart``)."""
+        endpoint = self.endpoint
+        self._publish()  # known, with no instance yet: requests get ServiceUnavailable, which clients retry
+
+        def ready(variant: VariantState, instance: Instance) -> None:
+            with self.lock:
+                variant.instances.append(instance)
+            self._publish()
+
+        problems = []
+        for variant in list(endpoint.variants.values()):
+            try:
+                self._launch([(variant, variant.desired_count)], ready)
+            except LaunchFailed as error:
+                problems.append(str(error))
+        with self.lock:
+            for variant in endpoint.variants.values():
+                variant.set_status(None)
+            if endpoint.status == "SystemUpdating":
+                if problems:
+                    endpoint.set_status("InService", ("Failed to start the endpoint's instances again after "
+                                                      f"localaws restarted: {problems[0]}")[:1024])
+                else:
+                    endpoint.set_status("InService", keep_reason=True)
+        if problems:  # the watch starts what is missing, as for an instance that died
+            self._retry_at = time.monotonic() + 30.0
+            log.warning("endpoint %s: restart incomplete (next check retries): %s", endpoint.name, problems[0])
 
     def _capacity(self, weights: dict, counts: dict, done=None) -> None:
         endpoint = self.endpoint

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from localaws.sagemaker import listing
 from localaws.sagemaker.errors import ResourceLimitExceeded, ValidationError
 from localaws.sagemaker.shapes import validate_request
+from localaws.state.pickling import runtime
 
 STEADY = ("InService", "Failed")
 IN_PROGRESS = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
@@ -106,7 +107,7 @@ class VariantState:
     desired_count: int
     current_weight: float = 0.0
     #: fleet.Instance objects in service (healthy, routed); lifecycle.py owns the list.
-    instances: list = field(default_factory=list)
+    instances: list = runtime(default_factory=list)
     statuses: list[dict] = field(default_factory=list)
     resolved_images: dict[int, str] = field(default_factory=dict)
     deployed_at: float = field(default_factory=time.time)
@@ -189,7 +190,7 @@ class Endpoint:
     last_deployment_config: dict | None = None
     data_capture: dict | None = None
     #: Set by DeleteEndpoint: whatever the endpoint is doing stops.
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    cancelled: threading.Event = runtime(default_factory=threading.Event)
 
     def set_status(self, status: str, failure_reason: str | None = None, keep_reason: bool = False) -> None:
         self.status = status
@@ -588,6 +589,24 @@ class HostingBackend:
 
     def shutdown(self) -> None:
         self.engine.shutdown()
+
+    # --- across restarts (localaws/state) ------------------------------------------------------
+
+    def state(self) -> dict:
+        return {"models": self.models, "endpoint_configs": self.endpoint_configs, "endpoints": self.endpoints}
+
+    def restore(self, state: dict) -> dict[str, str]:
+        """Put a snapshot back and have the engine carry each endpoint on (``HostingEngine.restart``);
+        each endpoint's status as it was."""
+        with self.lock:
+            self.models.update(state.get("models", {}))
+            self.endpoint_configs.update(state.get("endpoint_configs", {}))
+            endpoints = state.get("endpoints", {})
+            self.endpoints.update(endpoints)
+            was = {name: endpoint.status for name, endpoint in endpoints.items()}
+            for endpoint in endpoints.values():
+                self.engine.restart(endpoint)
+        return was
 
 
 def _instances_by_type(variants: dict[str, VariantState]) -> dict[str, int]:

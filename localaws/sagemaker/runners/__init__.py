@@ -26,7 +26,11 @@ class Runners:
 
                 if not engine_available(self.settings.docker_host):
                     return None
-                self._docker = DockerRunner(base_url=self.settings.docker_host, registry=self.settings.registry)
+                from localaws.leftovers import WORK_DIR_LABEL
+
+                # Labelled with the work dir, so the next start finds what a killed localaws left.
+                self._docker = DockerRunner(base_url=self.settings.docker_host, registry=self.settings.registry,
+                                            labels={WORK_DIR_LABEL: str(self.settings.work_dir)})
             return self._docker
 
     def __call__(self, image: str) -> Runner:

@@ -11,8 +11,9 @@ a local registry (``LOCALAWS_REGISTRY``, default ``127.0.0.1:5000``) stands in
 for ECR: an image the engine lacks is pulled from ``<registry>/<repo>:<tag>`` and
 tagged with its ECR name.
 
-Every container and network carries the label ``localaws=1`` so leftovers of a
-crashed run can be found (``cleanup_leftovers``).
+Every container and network carries the label ``localaws=1``, and the runner's own labels (the
+work dir of the localaws that made it), so leftovers of a crashed run can be found
+(``cleanup_leftovers``).
 """
 from __future__ import annotations
 
@@ -73,13 +74,16 @@ def engine_available(base_url: str | None = None) -> bool:
         client.close()
 
 
-def cleanup_leftovers(base_url: str | None = None, name_prefix: str | None = None) -> int:
-    """Force-remove containers labelled ``localaws=1`` (only those named ``name_prefix...`` if given),
-    then unused networks so labelled; returns how many containers were removed."""
+def cleanup_leftovers(base_url: str | None = None, name_prefix: str | None = None,
+                      labels: dict[str, str] | None = None) -> int:
+    """Force-remove containers labelled ``localaws=1`` (only those named ``name_prefix...``, and
+    carrying ``labels``, if given), then unused networks so labelled; returns how many containers
+    were removed."""
     client = _client(base_url, timeout=60)
     removed = 0
+    wanted = {"label": [f"{LABEL}=1"] + [f"{key}={value}" for key, value in (labels or {}).items()]}
     try:
-        for container in client.containers.list(all=True, filters={"label": f"{LABEL}=1"}):
+        for container in client.containers.list(all=True, filters=wanted):
             if name_prefix and not container.name.startswith(name_prefix):
                 continue
             try:
@@ -89,7 +93,7 @@ def cleanup_leftovers(base_url: str | None = None, name_prefix: str | None = Non
                 pass
             except docker.errors.APIError as error:
                 log.warning("could not remove leftover container %s: %s", container.name, error)
-        for network in client.networks.list(filters={"label": f"{LABEL}=1"}):
+        for network in client.networks.list(filters=wanted):
             if name_prefix and not network.name.startswith(name_prefix):
                 continue
             try:
@@ -241,8 +245,10 @@ class DockerRunner(Runner):
         base_url: str | None = None,
         registry: str | None = None,
         client: docker.DockerClient | None = None,
+        labels: dict[str, str] | None = None,
     ):
         self.client = client or _client(base_url)
+        self.labels = {LABEL: "1", **(labels or {})}
         self._own_client = client is None
         self.registry = (registry or os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY).rstrip("/")
         for prefix in ("http://", "https://"):
@@ -319,7 +325,7 @@ class DockerRunner(Runner):
                 return
             try:
                 network = self.client.networks.create(
-                    name, driver="bridge", check_duplicate=True, labels={LABEL: "1"}
+                    name, driver="bridge", check_duplicate=True, labels=dict(self.labels)
                 )
             except docker.errors.APIError as error:
                 if error.status_code == 409:  # created meanwhile by someone else
@@ -355,7 +361,7 @@ class DockerRunner(Runner):
             hostname=spec.host_name,
             environment=dict(spec.env),
             volumes={str(host_dir): {"bind": OPT_ML, "mode": "rw"}},
-            labels={LABEL: "1", NAME_LABEL: spec.name},
+            labels={**self.labels, NAME_LABEL: spec.name},
             ports={f"{inside}/tcp": ("127.0.0.1", int(outside)) for inside, outside in spec.ports.items()},
             extra_hosts=dict(spec.extra_hosts) or None,
             detach=True,

@@ -13,8 +13,10 @@ from localaws.sagemaker import listing
 from localaws.sagemaker.errors import ResourceInUse, ResourceNotFound, ValidationError
 from localaws.sagemaker.shapes import validate_request
 from localaws.sagemaker.tuning.strategies import grid_size
+from localaws.state.pickling import runtime
 
 _MAX_TUNED_PARAMETERS = 30
+STOPPED_WITH_LOCALAWS = "InternalServerError: localaws stopped while the tuning job was running."
 
 
 @dataclass
@@ -24,7 +26,7 @@ class Trial:
     name: str
     definition: dict
     tuned: dict[str, str]
-    proposal: object
+    proposal: object = runtime()  # the strategy's handle: only the running tuning job needs it
     objective: dict  # {"Type", "MetricName"}
     early_stopped: bool = False
     told: bool = False
@@ -41,7 +43,7 @@ class TuningJob:
     failure_reason: str | None = None
     ended: float | None = None
     last_modified: float = 0.0
-    stop_requested: threading.Event = field(default_factory=threading.Event)
+    stop_requested: threading.Event = runtime(default_factory=threading.Event)
 
     @property
     def config(self) -> dict:
@@ -56,6 +58,15 @@ class TuningJob:
     @property
     def done(self) -> bool:
         return self.status in ("Completed", "Failed", "Stopped")
+
+    def end_interrupted(self, at: float) -> None:
+        """localaws stopped at ``at`` while the tuning job ran (its trials end as training jobs do)."""
+        if self.status == "Stopping":
+            self.status = "Stopped"
+        else:
+            self.status = "Failed"
+            self.failure_reason = STOPPED_WITH_LOCALAWS
+        self.ended = self.last_modified = at
 
 
 def objective_of(config: dict, definition: dict) -> dict:
@@ -214,6 +225,22 @@ class TuningBackend:
             job.last_modified = time.time()
         job.stop_requested.set()
         return {}
+
+    # --- across restarts (localaws/state) ------------------------------------------------------
+
+    def state(self) -> dict:
+        return {"jobs": self.jobs}
+
+    def restore(self, state: dict, stopped_at: float) -> list[str]:
+        """Put a snapshot back (after the training jobs); the tuning jobs that were running end."""
+        interrupted = []
+        with self.lock:
+            self.jobs.update(state.get("jobs", {}))
+            for job in self.jobs.values():
+                if not job.done:
+                    job.end_interrupted(stopped_at)
+                    interrupted.append(job.name)
+        return interrupted
 
     # --- derived state (call with the lock held) ----------------------------------------------
 

@@ -594,7 +594,7 @@ class SsmAgent:
         self._set(invocation, "Success", code=0)
 
     def _train(self, invocation: Invocation, out: _Output, err: _Output) -> None:
-        from localaws.sagemaker import s3io  # noqa: PLC0415
+        from localaws.sagemaker import confined, s3io  # noqa: PLC0415
         from localaws.sagemaker.contract import HostConfig, Layout  # noqa: PLC0415
         from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound  # noqa: PLC0415
         from localaws.sagemaker.runners.process import EnvironmentBuildError  # noqa: PLC0415
@@ -657,12 +657,12 @@ class SsmAgent:
                 err.line(f"{status} ({details}): the training was stopped")
                 return self._set(invocation, status, details, code=code if code is not None else -1)
             if code != 0:
-                failure = layout.failure.read_text(errors="replace").strip() if layout.failure.exists() else ""
+                failure = confined.read_text(layout.root, layout.failure, 1024).strip()
                 err.line(f"AlgorithmError: {failure or 'see the log'}, exit code: {code}")
                 return self._set(invocation, "Failed", code=code)
-            s3io.upload_tar(s3, layout.model, f"{output}/{job}/output/model.tar.gz")
-            if layout.output_data.exists() and any(layout.output_data.iterdir()):
-                s3io.upload_tar(s3, layout.output_data, f"{output}/{job}/output/output.tar.gz")
+            s3io.upload_tar(s3, layout.model, f"{output}/{job}/output/model.tar.gz", within=layout.root)
+            if confined.tree(layout.root, layout.output_data):
+                s3io.upload_tar(s3, layout.output_data, f"{output}/{job}/output/output.tar.gz", within=layout.root)
             out.line(f"[ml-pipeline] model: {output}/{job}/output/model.tar.gz")
             self._set(invocation, "Success", code=0)
         except s3io.DataDownloadError as error:

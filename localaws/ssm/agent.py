@@ -39,10 +39,16 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from localaws import bodies
 from localaws.ssm import documents, seed
 from localaws.ssm.documents import SsmError
 
 log = logging.getLogger(__name__)
+
+
+def _error(error: SsmError) -> tuple[int, dict, bytes]:
+    headers = {"Content-Type": JSON, "x-amzn-ErrorType": error.code}
+    return error.status, headers, json.dumps({"__type": error.code, "message": error.message}).encode()
 
 TARGET_PREFIX = "AmazonSSM."
 JSON = "application/x-amz-json-1.1"
@@ -178,20 +184,27 @@ class SsmAgent:
 
         region = region or self.settings.region
         seed.seed_region(self.settings.account_id, region)
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length else environ["wsgi.input"].read()
         operation = target[len(TARGET_PREFIX):]
-        try:
-            params = json.loads(body or b"{}")
-        except ValueError:
-            params = None
+        try:  # moto would take NaN, a chunked body or any size: the service's errors, whoever's it is
+            body = bodies.read(environ, bodies.MAX_JSON_BODY)
+            params = bodies.loads(body or b"{}")
+        except bodies.BodyTooLarge as error:
+            return _error(SsmError("RequestEntityTooLargeException", str(error), 413))
+        except (bodies.MalformedBody, bodies.NotJSON) as error:
+            return _error(SsmError("SerializationException", f"The request body is not valid JSON: {error}"))
         if isinstance(params, dict) and self.claims(operation, params):
+            from localaws.sagemaker.errors import SageMakerError  # noqa: PLC0415
+            from localaws.sagemaker.shapes import validate_request  # noqa: PLC0415
+
             try:
+                try:  # botocore's model of SSM: wrong types and missing members are the client's errors
+                    validate_request(operation, params, service="ssm")
+                except SageMakerError as error:
+                    raise SsmError(error.code, error.message, error.status) from None
                 result = getattr(self, "op_" + operation)(params, region)
                 return 200, {"Content-Type": JSON}, json.dumps(result).encode()
             except SsmError as error:
-                headers = {"Content-Type": JSON, "x-amzn-ErrorType": error.code}
-                return error.status, headers, json.dumps({"__type": error.code, "message": error.message}).encode()
+                return _error(error)
             except Exception as error:  # noqa: BLE001 - answer, never drop the connection
                 log.exception("SSM %s failed", operation)
                 headers = {"Content-Type": JSON, "x-amzn-ErrorType": "InternalServerError"}

@@ -10,6 +10,7 @@ from werkzeug.serving import make_server
 from localaws.gateway import Gateway
 from localaws.keepalive import KeepAliveRequestHandler
 from localaws.settings import Settings
+from localaws.unsigned import RequireCredentials, is_loopback
 
 log = logging.getLogger("localaws")
 
@@ -25,8 +26,13 @@ class LocalAWS:
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or Settings()
         self.gateway = Gateway(self.settings)
+        app = self.gateway
+        if not is_loopback(self.settings.host):  # reachable from elsewhere: no request without credentials
+            log.warning("localaws: listening on %s, beyond loopback: requests without credentials are refused "
+                        "(and no signature is checked)", self.settings.host)
+            app = RequireCredentials(self.gateway)
         self.http = make_server(
-            self.settings.host, self.settings.port, self.gateway, threaded=True, request_handler=_QuietHandler
+            self.settings.host, self.settings.port, app, threaded=True, request_handler=_QuietHandler
         )
         self.http.daemon_threads = True
         self.settings.port = self.http.server_port  # port 0 picks a free one

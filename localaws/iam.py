@@ -2,8 +2,9 @@
 
 moto loads AWS managed policies (``AmazonSageMakerFullAccess``...) only when
 ``MOTO_IAM_LOAD_MANAGED_POLICIES=true`` when an account's IAM is first used: localaws
-sets it unless the environment says otherwise (about 0.05 s and 20 MB at an account's
-first IAM call). moto has no ``SimulatePrincipalPolicy`` nor ``SimulateCustomPolicy``,
+sets it unless the environment says otherwise. Start-up is unchanged; an account's first
+IAM call takes about 1 s longer (50-100 ms without them) and the process grows by about
+25 MB (measured here: 1582 policies). moto has no ``SimulatePrincipalPolicy`` nor ``SimulateCustomPolicy``,
 which the SageMaker SDK calls to validate an execution role: they are answered here,
 evaluating the principal's identity policies (inline and attached, its groups' for a
 user, managed ones at their default version), the policies given in the request and

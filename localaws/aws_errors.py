@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import uuid
+import zlib
 from functools import lru_cache
 from urllib.parse import parse_qs
 from xml.etree.ElementTree import ParseError
@@ -218,7 +219,7 @@ class MotoErrors:
         content_type = environ.get("CONTENT_TYPE", "")
         if body and (protocol == "json" or content_type.startswith("application/json")):
             try:
-                bodies.loads(body)
+                bodies.loads(_decoded(environ, body, limit))
             except bodies.NotJSON as error:
                 raise _Unreadable("SerializationException", f"The request body is not valid JSON: {error}") from None
         environ["wsgi.input"] = io.BytesIO(body)
@@ -243,6 +244,21 @@ class MotoErrors:
             return operation.name
         except Exception:  # noqa: BLE001 - no operation of the model matches
             return None
+
+
+def _decoded(environ: dict, body: bytes, limit: int) -> bytes:
+    """The body as moto will read it: botocore gzips large bodies of some operations (CloudWatch's
+    PutMetricData); the JSON check reads the inflated body, at most ``limit`` of it."""
+    if "gzip" not in environ.get("HTTP_CONTENT_ENCODING", "").lower():
+        return body
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        inflated = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        raise _Unreadable("SerializationException", "The request body is not valid gzip.") from None
+    if len(inflated) > limit or inflater.unconsumed_tail:
+        raise _Unreadable("RequestEntityTooLargeException", f"The request body is larger than {limit} bytes.", 413)
+    return inflated
 
 
 def _unknown_operation(protocol: str, environ: dict, operation: str | None = None) -> tuple[str, str]:

@@ -122,6 +122,21 @@ def test_autoscaling_and_ssm_read_json_as_aws_does(localaws_process):
     assert (status, code) == (400, "SerializationException")  # moto's JSON too: its json takes NaN
 
 
+def test_a_gzipped_json_body_is_read_inflated(localaws_process):
+    """botocore gzips CloudWatch's PutMetricData over 10 KB: it still works, and NaN inside is refused."""
+    import gzip
+
+    cloudwatch = localaws_process.client("cloudwatch")
+    namespace = unique("gzip")
+    cloudwatch.put_metric_data(Namespace=namespace, MetricData=[
+        {"MetricName": f"m{n}", "Value": float(n), "Dimensions": [{"Name": "d", "Value": "x" * 50}]} for n in range(300)])
+    assert len(cloudwatch.list_metrics(Namespace=namespace)["Metrics"]) == 300
+    body = gzip.compress(b'{"Namespace": "n", "MetricData": [{"MetricName": "m", "Value": NaN}]}')
+    answer = call(localaws_process, "monitoring", "GraniteServiceVersion20100801.PutMetricData", body,
+                  content_type="application/x-amz-json-1.0", **{"Content-Encoding": "gzip"})
+    assert json_error(answer)[:2] == (400, "SerializationException")
+
+
 # --- request bodies: chunked, size-limited (item 3) ---------------------------------------
 
 

@@ -341,6 +341,7 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
             return
         if environ.get(CLOSE_CONNECTION):  # an oversized body refused unread: nothing can follow it
             self.close_connection = True
+            self._linger()
             return
         # What the application left of the body must go before the next request line.
         try:
@@ -348,6 +349,28 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
                 pass
         except Exception:  # noqa: BLE001 - the client went away mid-body: nothing to keep alive
             self.close_connection = True
+
+    #: A lingering close reads and drops what the client still sends for this long, at most this much.
+    linger_seconds = 2.0
+    linger_bytes = 64 * 1024 * 1024
+
+    def _linger(self) -> None:
+        """Close after an answer that refused the body unread, without resetting the connection: closing
+        a socket with unread data sends a reset, which can reach the client before it has read the
+        answer (it then sees a broken connection, not the error). So: no more writes, then read and drop
+        what it still sends until it closes, for a moment at most (as HTTP servers' lingering close)."""
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(self.linger_seconds)  # a timed-out socket file reads no more: one wait
+            deadline, left = time.monotonic() + self.linger_seconds, self.linger_bytes
+            while left > 0 and time.monotonic() < deadline:
+                chunk = self.rfile.read1(65536)
+                if not chunk:
+                    return
+                left -= len(chunk)
+        except OSError:  # timed out, or the client is gone already
+            pass
 
     def log_error(self, format: str, *args) -> None:  # noqa: A002 - http.server's signature
         if format.startswith("Request timed out"):

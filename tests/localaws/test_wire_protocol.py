@@ -181,6 +181,18 @@ def test_an_invocation_body_over_6_mb_is_refused_however_it_is_sent(localaws_pro
     assert at_limit.json()["bytes_received"] == SIX_MB
 
 
+def test_boto3_sending_over_6_mb_gets_the_validation_error_not_a_broken_connection(localaws_process, echo_endpoint):
+    import boto3
+
+    runtime = boto3.client("sagemaker-runtime", endpoint_url=localaws_process.endpoint_url, region_name="us-east-1",
+                           aws_access_key_id="testing", aws_secret_access_key="testing", config=NO_RETRIES)
+    for _ in range(3):  # the refused body is not read, yet the connection is not reset before the answer
+        with pytest.raises(ClientError) as error:
+            runtime.invoke_endpoint(EndpointName=echo_endpoint, Body=b"x" * (SIX_MB + 1024))
+        assert error.value.response["Error"]["Code"] == "ValidationError"
+    assert json.loads(runtime.invoke_endpoint(EndpointName=echo_endpoint, Body=b"{}")["Body"].read())["bytes_received"] == 2
+
+
 def test_the_json_apis_read_chunked_bodies_and_refuse_oversized_ones(localaws_process):
     listed = sagemaker(localaws_process, "ListTrainingJobs", chunked(b'{"MaxResults": 3}', 5))
     assert listed.status_code == 200 and "TrainingJobSummaries" in listed.json()

@@ -5,18 +5,36 @@ Kept free of the engine's imports so an Airflow task or a script can use it chea
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+
+def _signed(url: str, data: bytes, headers: dict) -> dict:
+    """``headers`` with a SigV4 signature by the environment's AWS credentials, when it has some: a
+    localaws bound beyond loopback refuses requests with none (see localaws/unsigned.py)."""
+    try:
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import EnvProvider
+    except ImportError:
+        return headers
+    credentials = EnvProvider().load()  # the environment only: no slow look-up of instance metadata
+    if credentials is None:
+        return headers
+    request = AWSRequest(method="POST", url=url, data=data, headers=headers)
+    region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
+    SigV4Auth(credentials, "localaws", region).add_auth(request)
+    return dict(request.headers.items())
 
 
 def _post(endpoint_url: str, path: str, body: dict | None = None, timeout: float = 120) -> dict:
     import urllib.error
     import urllib.request
 
+    url = endpoint_url.rstrip("/") + path
+    data = json.dumps(body or {}).encode()
     request = urllib.request.Request(
-        endpoint_url.rstrip("/") + path,
-        data=json.dumps(body or {}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
+        url, data=data, headers=_signed(url, data, {"Content-Type": "application/json"}), method="POST"
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:

@@ -12,7 +12,9 @@ import threading
 
 from werkzeug.wrappers import Request, Response
 
+from localaws import bodies, iam
 from localaws.aws import Clients
+from localaws.aws_errors import MotoErrors
 from localaws.image_contexts import ImageContexts
 from localaws.sagemaker.errors import SageMakerError
 from localaws.sagemaker.hosting.service import AUTOSCALING_TARGET_PREFIX, Hosting
@@ -53,7 +55,9 @@ class Gateway:
 
         self.settings = settings
         settings.work_dir.mkdir(parents=True, exist_ok=True)
-        self.moto = DomainDispatcherApplication(create_backend_app)
+        iam.load_managed_policies()  # before moto creates an account's IAM
+        self.moto = MotoErrors(DomainDispatcherApplication(create_backend_app))  # AWS's errors, never HTML
+        self.iam_simulator = iam.Simulator()  # IAM's policy simulator, which moto lacks
         self.clients = Clients(settings)
         self.images = ImageContexts(settings.work_dir / "images")
         self.runners = Runners(settings, self.images)
@@ -78,11 +82,14 @@ class Gateway:
             return self.admin(Request(environ))(environ, start_response)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         if target.startswith(TARGET_PREFIX) and signing_service(environ) in ("sagemaker", None):
-            request = Request(environ)
-            status, headers, body = self.sagemaker_api.handle(target, request.get_data())
+            status, headers, body = self.sagemaker_api.handle(target, environ)
             return Response(body, status=status, headers=headers)(environ, start_response)
         if target.startswith(AUTOSCALING_TARGET_PREFIX):  # sagemaker variants ours, the rest moto's
             answer = self.hosting.autoscaling(environ, target)
+            if answer is not None:
+                return Response(answer[2], status=answer[0], headers=answer[1])(environ, start_response)
+        if signing_service(environ) == "iam":
+            answer = self.iam_simulator.handle(environ)
             if answer is not None:
                 return Response(answer[2], status=answer[0], headers=answer[1])(environ, start_response)
         if target.startswith(SSM_TARGET_PREFIX):
@@ -99,7 +106,9 @@ class Gateway:
             if path == "health":
                 return _json({"status": "running", "runner": self.settings.runner})
             if path == "images" and request.method == "POST":
-                body = request.get_json(force=True)
+                body = bodies.loads(bodies.read(request.environ, bodies.MAX_ADMIN_BODY) or b"{}")
+                if not isinstance(body, dict) or not all(isinstance(body.get(k), str) for k in ("ImageUri", "Context")):
+                    raise ValueError("the body must be a JSON object with the strings ImageUri and Context")
                 return _json(self.images.register(body["ImageUri"], body["Context"]))
             if path == "images" and request.method == "GET":
                 return _json(self.images.list())
@@ -114,8 +123,13 @@ class Gateway:
                     return _json(self.sagemaker.interrupt_spot_training(parts[1]))
         except SageMakerError as error:
             return _json({"__type": error.code, "message": error.message}, status=error.status)
+        except bodies.BodyTooLarge as error:
+            return _json({"message": str(error)}, status=413)
         except (KeyError, ValueError, OSError) as error:
             return _json({"message": str(error)}, status=400)
+        except Exception as error:  # noqa: BLE001 - a bug of ours: still an answer in JSON, never HTML
+            log.exception("admin %s %s failed", request.method, request.path)
+            return _json({"message": f"{type(error).__name__}: {error}"}, status=500)
         return _json({"message": f"unknown localaws admin path {request.method} {request.path}"}, status=404)
 
     def close(self) -> None:

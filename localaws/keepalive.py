@@ -5,10 +5,11 @@ werkzeug 3.1's ``WSGIRequestHandler.run_wsgi`` answers every request with
 next, to discard it): each SDK call pays a new TCP connection and a new server
 thread. Keep-alive needs only that the server knows where a request body ends
 before it reads the next request line; this handler gives the application the
-body as a stream limited to ``Content-Length`` (or the de-chunked stream), drains
-what the application did not read, and keeps the connection open unless the
-client asked to close it, the request's framing was unknown, or the application
-failed mid-answer. Headers go out with the first body chunk in one write, with
+body as a stream limited to ``Content-Length`` (or the de-chunked stream, with
+``wsgi.input_terminated``), drains what the application did not read, and keeps
+the connection open unless the client asked to close it, the request's framing
+was unknown, the application refused an oversized body unread, or it failed
+mid-answer. Headers go out with the first body chunk in one write, with
 Nagle's algorithm off, so small answers cost one segment.
 
 Request headers are parsed without the email package (http.server's way costs
@@ -26,6 +27,8 @@ from urllib.parse import unquote
 from werkzeug.exceptions import InternalServerError
 from werkzeug.serving import DechunkedInput, WSGIRequestHandler
 from werkzeug.wsgi import LimitedStream
+
+from localaws.bodies import CLOSE_CONNECTION
 
 _DROPPED = (ConnectionError, socket.timeout, TimeoutError)
 _MAX_LINE = 65536
@@ -235,6 +238,7 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
         framed = True
         if isinstance(environ["wsgi.input"], DechunkedInput):
             body = environ["wsgi.input"]
+            environ.pop("CONTENT_LENGTH", None)  # Transfer-Encoding wins over Content-Length (RFC 9112 6.3)
         else:
             length = environ.get("CONTENT_LENGTH", "")
             try:
@@ -269,6 +273,8 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
                     lines.append(b"Transfer-Encoding: chunked\r\n")
                 else:
                     self.close_connection = True
+            if environ.get(CLOSE_CONNECTION):  # a body refused unread: the client learns it now
+                self.close_connection = True
             if self.close_connection:
                 lines.append(b"Connection: close\r\n")
             elif self.request_version < "HTTP/1.1":
@@ -333,12 +339,38 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
 
             self.server.log("error", f"Error on request:\n{DebugTraceback(error).render_traceback_text()}")
             return
+        if environ.get(CLOSE_CONNECTION):  # an oversized body refused unread: nothing can follow it
+            self.close_connection = True
+            self._linger()
+            return
         # What the application left of the body must go before the next request line.
         try:
             while body.read(65536):
                 pass
         except Exception:  # noqa: BLE001 - the client went away mid-body: nothing to keep alive
             self.close_connection = True
+
+    #: A lingering close reads and drops what the client still sends for this long, at most this much.
+    linger_seconds = 2.0
+    linger_bytes = 64 * 1024 * 1024
+
+    def _linger(self) -> None:
+        """Close after an answer that refused the body unread, without resetting the connection: closing
+        a socket with unread data sends a reset, which can reach the client before it has read the
+        answer (it then sees a broken connection, not the error). So: no more writes, then read and drop
+        what it still sends until it closes, for a moment at most (as HTTP servers' lingering close)."""
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(self.linger_seconds)  # a timed-out socket file reads no more: one wait
+            deadline, left = time.monotonic() + self.linger_seconds, self.linger_bytes
+            while left > 0 and time.monotonic() < deadline:
+                chunk = self.rfile.read1(65536)
+                if not chunk:
+                    return
+                left -= len(chunk)
+        except OSError:  # timed out, or the client is gone already
+            pass
 
     def log_error(self, format: str, *args) -> None:  # noqa: A002 - http.server's signature
         if format.startswith("Request timed out"):

@@ -11,6 +11,7 @@ from localaws import leftovers, state
 from localaws.gateway import Gateway
 from localaws.keepalive import KeepAliveRequestHandler
 from localaws.settings import Settings
+from localaws.unsigned import RequireCredentials, is_loopback
 
 log = logging.getLogger("localaws")
 
@@ -36,8 +37,12 @@ class LocalAWS:
         # After the socket listens (a restored endpoint fetches its model through it), before serving.
         try:
             self.state = state.attach(self.gateway)
-            if self.state is not None:
-                self.http.app = self.state.track(self.gateway)
+            app = self.gateway if self.state is None else self.state.track(self.gateway)
+            if not is_loopback(self.settings.host):  # reachable from elsewhere: no request without credentials
+                log.warning("localaws: listening on %s, beyond loopback: requests without credentials are "
+                            "refused (and no signature is checked)", self.settings.host)
+                app = RequireCredentials(app)
+            self.http.app = app
         except BaseException:
             self.http.server_close()
             self.gateway.close()

@@ -15,6 +15,17 @@ class ValidationError(SageMakerError):
     code = "ValidationException"
 
 
+class SerializationError(SageMakerError):
+    """The body is not JSON, or a value's JSON type does not fit its member (AWS's JSON reader)."""
+
+    code = "SerializationException"
+
+
+class RequestTooLarge(SageMakerError):
+    code = "RequestEntityTooLargeException"
+    status = 413
+
+
 class ResourceNotFound(SageMakerError):
     """What some newer APIs answer; Describe* of training jobs answers ValidationException."""
 

@@ -3,13 +3,25 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import tarfile
 from pathlib import Path
 
+from localaws.sagemaker import confined
+
+log = logging.getLogger(__name__)
+
 
 class DataDownloadError(Exception):
     """A channel cannot be downloaded: the job fails with a ClientError."""
+
+
+def _outside(bucket: str, key: str, what: str) -> DataDownloadError:
+    return DataDownloadError(
+        f'{what} failed:The S3 object "s3://{bucket}/{key}" cannot be downloaded: its key names a path '
+        "outside the directory it is downloaded into (a '..' segment or an absolute path)."
+    )
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -59,47 +71,72 @@ def shard(objects: list, host_index: int, host_count: int, distribution: str) ->
 
 
 def download(s3, objects: list[tuple[str, str, str]], into: Path) -> int:
-    total = 0
+    """Download each (bucket, key, relative path) into ``into``; every path is checked before the first
+    download: a key that would land outside ``into`` fails the whole download (``DataDownloadError``)."""
+    targets = []
     for bucket, key, relative in objects:
-        target = into / relative
+        try:
+            targets.append((bucket, key, confined.join_inside(into, relative)))
+        except confined.OutsideFolder:
+            raise _outside(bucket, key, "Data download") from None
+    total = 0
+    for bucket, key, target in targets:
         target.parent.mkdir(parents=True, exist_ok=True)
         s3.download_file(bucket, key, str(target))
         total += target.stat().st_size
     return total
 
 
-def upload_tar(s3, directory: Path, uri: str) -> None:
-    """Pack ``directory``'s contents (not the directory itself) as a .tar.gz at ``uri``."""
+def upload_tar(s3, directory: Path, uri: str, *, within: Path) -> None:
+    """Pack ``directory``'s contents (not the directory itself) as a .tar.gz at ``uri``.
+
+    ``directory`` is a container's (under its ``/opt/ml`` tree ``within``): a link in it is stored as
+    the link it is, as ``tar`` stores it, never followed; a linked ``directory`` packs nothing."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for path in sorted(directory.rglob("*")):
+    with tarfile.open(fileobj=buffer, mode="w:gz", dereference=False) as tar:
+        for path in confined.tree(within, directory):
             tar.add(path, arcname=str(path.relative_to(directory)), recursive=False)
     buffer.seek(0)
     bucket, key = split_uri(uri)
     s3.upload_fileobj(buffer, bucket, key)
 
 
-def upload_tree(s3, directory: Path, uri: str) -> None:
-    """Upload every file under ``directory`` to ``uri``/<relative path> (CompressionType None)."""
+def upload_tree(s3, directory: Path, uri: str, *, within: Path) -> None:
+    """Upload every regular file under ``directory`` to ``uri``/<relative path> (CompressionType None).
+
+    S3 has no links: a link the container left is skipped (uploading it would upload what it points
+    at, a file of this machine's), and so is everything under a linked ``directory``."""
     bucket, prefix = split_uri(uri.rstrip("/") + "/")
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        s3.upload_file(str(path), bucket, prefix + str(path.relative_to(directory)))
+    for path in confined.tree(within, directory):
+        if path.is_symlink():
+            log.warning("not uploading %s: a link (S3 objects cannot be links)", path)
+        elif path.is_file():
+            s3.upload_file(str(path), bucket, prefix + str(path.relative_to(directory)))
 
 
 class CheckpointSync:
     """Mirrors a local checkpoint directory to S3: restored before training, synced during and after."""
 
-    def __init__(self, s3, uri: str, local: Path):
+    def __init__(self, s3, uri: str, local: Path, within: Path | None = None):
+        """``within``: the container's /opt/ml tree holding ``local``, whose links are never followed."""
         self.s3 = s3
         self.bucket, prefix = split_uri(uri.rstrip("/") + "/")
         self.prefix = prefix
         self.local = local
+        self.within = within or local
         self._sent: dict[str, tuple[float, int]] = {}
 
     def restore(self) -> int:
-        count = 0
+        """Download the checkpoints; a key that would land outside the local path fails it before any
+        download (``DataDownloadError``)."""
+        targets = []
         for key in _list_keys(self.s3, self.bucket, self.prefix):
-            target = self.local / key[len(self.prefix) :]
+            try:
+                targets.append((key, confined.join_inside(self.local, key[len(self.prefix) :])))
+            except confined.OutsideFolder:
+                raise _outside(self.bucket, key, "Checkpoint restore") from None
+        count = 0
+        for key, target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
             self.s3.download_file(self.bucket, key, str(target))
             stat = target.stat()
@@ -112,7 +149,7 @@ class CheckpointSync:
         count = 0
         if not self.local.exists():
             return 0
-        for path in sorted(p for p in self.local.rglob("*") if p.is_file()):
+        for path in confined.regular_files(self.within, self.local):  # a link's target is not the job's
             relative = str(path.relative_to(self.local))
             if relative.endswith((".tmp", ".partial")):  # being written: the next sync takes it
                 continue

@@ -1,10 +1,12 @@
-"""Request checks botocore's client leaves to the server, from botocore's own model.
+"""Request checks, from botocore's own model, as AWS's server makes them.
 
 botocore validates required members, types and minimums before a request is
-sent; AWS's server also checks patterns, enums, maximum lengths and values.
-Doing it from the service model keeps localaws exactly as strict as AWS's
-published contract (every current ml.* instance type included) and words the
-errors as AWS does.
+sent, but any other client (or raw HTTP) may send anything: AWS's server reads
+the JSON into the operation's shapes first (a value of the wrong JSON type is a
+``SerializationException``), then checks required members, patterns, enums,
+lengths and values (``ValidationException``). Doing it from the service model
+keeps localaws exactly as strict as AWS's published contract (every current
+ml.* instance type included) and words the errors as AWS does.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from functools import lru_cache
 
 import botocore.session
 
-from localaws.sagemaker.errors import ValidationError
+from localaws.sagemaker.errors import SerializationError, ValidationError
 
 
 @lru_cache(maxsize=None)
@@ -94,11 +96,85 @@ def _check(shape, value, path: str, errors: list[str]) -> None:
             )
 
 
+# How AWS's JSON reader (Coral) names a JSON value that does not fit the member's shape.
+_TARGETS = {"integer": "an Integer", "long": "a Long", "float": "a Float", "double": "a Double",
+            "string": "a String", "boolean": "a Boolean", "blob": "a Blob", "timestamp": "a Date"}
+
+
+def _json_kind(value) -> str:
+    if value is True:
+        return "TRUE_VALUE"
+    if value is False:
+        return "FALSE_VALUE"
+    if isinstance(value, (int, float)):
+        return "NUMBER_VALUE"
+    return "STRING_VALUE"
+
+
+def _read_as(shape, value, path: str):
+    """``value`` read into ``shape`` as AWS reads JSON (a number into an integer member is
+    truncated, as AWS does); ``SerializationError`` where its JSON type does not fit. Nulls are
+    absent members. Returns the value, converted where AWS converts."""
+    kind = shape.type_name
+    if isinstance(value, list) and kind != "list":
+        raise SerializationError("Start of list found where not expected")
+    if isinstance(value, dict) and kind not in ("structure", "map"):
+        raise SerializationError("Start of structure or map found where not expected.")
+    if kind == "structure":
+        if not isinstance(value, dict):
+            raise SerializationError("Expected null")
+        for name, member in shape.members.items():
+            if value.get(name) is not None:
+                value[name] = _read_as(member, value[name], _member_path(path, name))
+        return value
+    if kind == "list":
+        if not isinstance(value, list):
+            raise SerializationError("Expected list or null")
+        return [_read_as(shape.member, item, path) for item in value if item is not None]
+    if kind == "map":
+        if not isinstance(value, dict):
+            raise SerializationError("Expected map or null")
+        return {key: _read_as(shape.value, item, f"{path}.{key}") for key, item in value.items() if item is not None}
+    target = _TARGETS.get(kind, f"a {kind}")
+    if kind in ("integer", "long"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SerializationError(f"{_json_kind(value)} can not be converted to {target}")
+        return int(value)
+    if kind in ("float", "double"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SerializationError(f"{_json_kind(value)} can not be converted to {target}")
+        return value
+    if kind == "boolean":
+        if not isinstance(value, bool):
+            raise SerializationError(f"{_json_kind(value)} can not be converted to {target}")
+        return value
+    if kind == "timestamp":  # epoch seconds, as botocore sends them (or an ISO 8601 string)
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise SerializationError(f"{_json_kind(value)} can not be converted to {target}")
+        return value
+    if not isinstance(value, str):  # string, blob (base64)
+        raise SerializationError(f"{_json_kind(value)} can not be converted to {target}")
+    return value
+
+
+def read_request(operation: str, params, service: str = "sagemaker") -> dict:
+    """The request body's JSON read into the operation's input shape (``SerializationError``
+    where a value's JSON type does not fit); the members are then checked by ``validate_request``."""
+    if isinstance(params, list):
+        raise SerializationError("Start of list found where not expected")
+    if not isinstance(params, dict):
+        raise SerializationError("The request body is not a JSON object.")
+    shape = service_model(service).operation_model(operation).input_shape
+    return _read_as(shape, params, "") if shape is not None else params
+
+
 def validate_request(operation: str, params: dict, service: str = "sagemaker") -> None:
-    """Raise AWS's ValidationException for what the model forbids and botocore let through."""
+    """Raise AWS's ValidationException for what the model forbids and botocore let through
+    (``SerializationError`` first for a value of the wrong JSON type)."""
     shape = service_model(service).operation_model(operation).input_shape
     if shape is None:
         return
+    read_request(operation, params, service)
     missing = [name for name in shape.required_members if params.get(name) is None]
     errors = [
         f"Value null at '{_member_path('', name)}' failed to satisfy constraint: Member must not be null"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from localaws.sagemaker import s3io
+from localaws.sagemaker import confined, s3io
 from localaws.sagemaker.cloudwatch import HostLog, MetricParser
 from localaws.sagemaker.contract import CHECKPOINT_LOCAL_PATH, HostConfig, Layout
 from localaws.sagemaker.models import TrainingJob
@@ -34,6 +34,10 @@ _POLL_SECONDS = 0.2
 
 class JobFailed(Exception):
     """Ends the job Failed with this FailureReason."""
+
+
+class StoppedBeforeTraining(Exception):
+    """The job was stopped while its hosts started: the algorithm never ran, nothing is uploaded."""
 
 
 @dataclass
@@ -149,10 +153,10 @@ class TrainingExecutor:
             if self._stopping(job):
                 return self._end_stopped(job)
 
-            with self.lock:
-                job.training_start = job.training_start or time.time()
-            self._update(job, "Training", "Training image download completed. Training in progress.")
-            exit_codes, interrupted = self._train(job, runner, image, hosts, layouts, channels, checkpoint_syncs)
+            try:
+                exit_codes, interrupted = self._train(job, runner, image, hosts, layouts, channels, checkpoint_syncs)
+            except StoppedBeforeTraining:
+                return self._end_stopped(job)
             for sync in checkpoint_syncs:
                 sync.sync()
             # An interruption accepted while the hosts were finishing reclaims them all the same.
@@ -202,9 +206,12 @@ class TrainingExecutor:
         local = config.get("LocalPath") or CHECKPOINT_LOCAL_PATH
         syncs = []
         for layout in layouts.values():
-            sync = s3io.CheckpointSync(self.clients.s3, config["S3Uri"], layout.local_path(local))
+            sync = s3io.CheckpointSync(self.clients.s3, config["S3Uri"], layout.local_path(local), layout.root)
             sync.local.mkdir(parents=True, exist_ok=True)
-            sync.restore()
+            try:
+                sync.restore()
+            except s3io.DataDownloadError as error:
+                raise JobFailed(f"ClientError: {error}") from None
             syncs.append(sync)
         return syncs
 
@@ -219,7 +226,10 @@ class TrainingExecutor:
             distribution = source.get("S3DataDistributionType", "FullyReplicated")
             for index, host in enumerate(hosts):
                 mine = s3io.shard(objects, index, len(hosts), distribution)
-                s3io.download(s3, mine, layouts[host].channel(name))
+                try:
+                    s3io.download(s3, mine, layouts[host].channel(name))
+                except s3io.DataDownloadError as error:
+                    raise JobFailed(f"ClientError: {error}") from None
 
     def _host_config(self, job: TrainingJob, host: str, hosts: list[str], channels: dict, master: dict) -> HostConfig:
         request = job.request
@@ -257,6 +267,8 @@ class TrainingExecutor:
         runs: list[HostRun] = []
         try:
             for host in hosts:
+                if self._stopping(job):
+                    raise StoppedBeforeTraining
                 layout = layouts[host]
                 config = self._host_config(job, host, hosts, channels, master)
                 config.write_config_files(layout)
@@ -288,6 +300,15 @@ class TrainingExecutor:
                 )
                 reader.start()
                 runs.append(HostRun(host, layout, running, host_log, reader))
+            # Training begins once every host's container runs, as SageMaker reports it, and a stop
+            # before that ends the job without a SIGTERM to an algorithm only just started: run as
+            # PID 1, it drops a SIGTERM that comes before its handler is in place and trains on until
+            # SIGKILL (a container can take a while to start: 30 s with vfs's copy of the image).
+            if self._stopping(job):
+                raise StoppedBeforeTraining
+            with self.lock:
+                job.training_start = job.training_start or time.time()
+            self._update(job, "Training", "Training image download completed. Training in progress.")
             return self._supervise(job, runs, checkpoint_syncs)
         finally:
             for run in runs:
@@ -364,21 +385,19 @@ class TrainingExecutor:
         output = job.request["OutputDataConfig"]
         base = output["S3OutputPath"].rstrip("/") + f"/{job.name}/output"
         if output.get("CompressionType") == "NONE":
-            s3io.upload_tree(s3, layout.model, f"{base}/model/")
+            s3io.upload_tree(s3, layout.model, f"{base}/model/", within=layout.root)
             artifact = f"{base}/model/"
         else:
-            s3io.upload_tar(s3, layout.model, f"{base}/model.tar.gz")
+            s3io.upload_tar(s3, layout.model, f"{base}/model.tar.gz", within=layout.root)
             artifact = f"{base}/model.tar.gz"
-        if layout.output_data.exists() and any(layout.output_data.iterdir()):
-            s3io.upload_tar(s3, layout.output_data, f"{base}/output.tar.gz")
+        if confined.tree(layout.root, layout.output_data):
+            s3io.upload_tar(s3, layout.output_data, f"{base}/output.tar.gz", within=layout.root)
         with self.lock:
             job.model_artifacts = artifact
 
     @staticmethod
     def _failure_reason(layout: Layout, code: int) -> str:
-        message = ""
-        if layout.failure.exists():
-            message = layout.failure.read_text(errors="replace").strip()
+        message = confined.read_text(layout.root, layout.failure, _FAILURE_REASON_MAX).strip()
         if not message:
             message = "See job logs for more information"
         return f"AlgorithmError: {message}, exit code: {code}"

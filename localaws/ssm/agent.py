@@ -39,11 +39,17 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from localaws import bodies
 from localaws.ssm import documents, seed
 from localaws.ssm.documents import SsmError
 from localaws.state.pickling import runtime
 
 log = logging.getLogger(__name__)
+
+
+def _error(error: SsmError) -> tuple[int, dict, bytes]:
+    headers = {"Content-Type": JSON, "x-amzn-ErrorType": error.code}
+    return error.status, headers, json.dumps({"__type": error.code, "message": error.message}).encode()
 
 TARGET_PREFIX = "AmazonSSM."
 JSON = "application/x-amz-json-1.1"
@@ -179,20 +185,27 @@ class SsmAgent:
 
         region = region or self.settings.region
         seed.seed_region(self.settings.account_id, region)
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length else environ["wsgi.input"].read()
         operation = target[len(TARGET_PREFIX):]
-        try:
-            params = json.loads(body or b"{}")
-        except ValueError:
-            params = None
+        try:  # moto would take NaN, a chunked body or any size: the service's errors, whoever's it is
+            body = bodies.read(environ, bodies.MAX_JSON_BODY)
+            params = bodies.loads(body or b"{}")
+        except bodies.BodyTooLarge as error:
+            return _error(SsmError("RequestEntityTooLargeException", str(error), 413))
+        except (bodies.MalformedBody, bodies.NotJSON) as error:
+            return _error(SsmError("SerializationException", f"The request body is not valid JSON: {error}"))
         if isinstance(params, dict) and self.claims(operation, params):
+            from localaws.sagemaker.errors import SageMakerError  # noqa: PLC0415
+            from localaws.sagemaker.shapes import validate_request  # noqa: PLC0415
+
             try:
+                try:  # botocore's model of SSM: wrong types and missing members are the client's errors
+                    validate_request(operation, params, service="ssm")
+                except SageMakerError as error:
+                    raise SsmError(error.code, error.message, error.status) from None
                 result = getattr(self, "op_" + operation)(params, region)
                 return 200, {"Content-Type": JSON}, json.dumps(result).encode()
             except SsmError as error:
-                headers = {"Content-Type": JSON, "x-amzn-ErrorType": error.code}
-                return error.status, headers, json.dumps({"__type": error.code, "message": error.message}).encode()
+                return _error(error)
             except Exception as error:  # noqa: BLE001 - answer, never drop the connection
                 log.exception("SSM %s failed", operation)
                 headers = {"Content-Type": JSON, "x-amzn-ErrorType": "InternalServerError"}
@@ -595,7 +608,7 @@ class SsmAgent:
         self._set(invocation, "Success", code=0)
 
     def _train(self, invocation: Invocation, out: _Output, err: _Output) -> None:
-        from localaws.sagemaker import s3io  # noqa: PLC0415
+        from localaws.sagemaker import confined, s3io  # noqa: PLC0415
         from localaws.sagemaker.contract import HostConfig, Layout  # noqa: PLC0415
         from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound  # noqa: PLC0415
         from localaws.sagemaker.runners.process import EnvironmentBuildError  # noqa: PLC0415
@@ -658,12 +671,12 @@ class SsmAgent:
                 err.line(f"{status} ({details}): the training was stopped")
                 return self._set(invocation, status, details, code=code if code is not None else -1)
             if code != 0:
-                failure = layout.failure.read_text(errors="replace").strip() if layout.failure.exists() else ""
+                failure = confined.read_text(layout.root, layout.failure, 1024).strip()
                 err.line(f"AlgorithmError: {failure or 'see the log'}, exit code: {code}")
                 return self._set(invocation, "Failed", code=code)
-            s3io.upload_tar(s3, layout.model, f"{output}/{job}/output/model.tar.gz")
-            if layout.output_data.exists() and any(layout.output_data.iterdir()):
-                s3io.upload_tar(s3, layout.output_data, f"{output}/{job}/output/output.tar.gz")
+            s3io.upload_tar(s3, layout.model, f"{output}/{job}/output/model.tar.gz", within=layout.root)
+            if confined.tree(layout.root, layout.output_data):
+                s3io.upload_tar(s3, layout.output_data, f"{output}/{job}/output/output.tar.gz", within=layout.root)
             out.line(f"[ml-pipeline] model: {output}/{job}/output/model.tar.gz")
             self._set(invocation, "Success", code=0)
         except s3io.DataDownloadError as error:

@@ -68,10 +68,21 @@ class ResourceNotFoundException(AutoScalingError):
     code = "ResourceNotFoundException"
 
 
+class SerializationException(AutoScalingError):
+    code = "SerializationException"
+
+
+class RequestTooLarge(AutoScalingError):
+    code = "RequestEntityTooLargeException"
+    status = 413
+
+
 def validate_request(operation: str, params: dict) -> None:
     try:
         _validate(operation, params, service=SERVICE)
-    except Exception as error:  # the shared validator raises SageMaker's ValidationError
+    except Exception as error:  # the shared validator raises SageMaker's errors: this service's own
+        if getattr(error, "code", None) == "SerializationException":
+            raise SerializationException(error.message) from None
         if hasattr(error, "message"):
             raise ValidationException(error.message) from None
         raise

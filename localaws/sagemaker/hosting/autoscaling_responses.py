@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 import logging
 
-from localaws.sagemaker.hosting.autoscaler import AutoScaler, AutoScalingError, ValidationException
+from localaws import bodies
+from localaws.sagemaker.hosting.autoscaler import (
+    AutoScaler,
+    AutoScalingError,
+    RequestTooLarge,
+    SerializationException,
+)
 from localaws.sagemaker.responses import _json_default, _snake
 
 log = logging.getLogger(__name__)
@@ -31,15 +37,25 @@ class AutoScalingResponses:
     def handle(self, target: str, params: dict) -> tuple[int, dict, bytes]:
         operation = target[len(TARGET_PREFIX):]
         try:
-            if not isinstance(params, dict):
-                raise ValidationException("The request body is not a JSON object.")
             result = getattr(self.autoscaler, _snake(operation))(params)
             return 200, {"Content-Type": JSON_CONTENT_TYPE}, json.dumps(result, default=_json_default).encode()
         except AutoScalingError as error:
-            headers = {"Content-Type": JSON_CONTENT_TYPE, "x-amzn-ErrorType": error.code}
-            return error.status, headers, json.dumps({"__type": error.code, "Message": error.message}).encode()
+            return self.error(error)
         except Exception as error:  # noqa: BLE001 - answer as AWS does, never drop the connection
             log.exception("Application Auto Scaling %s failed", operation)
             headers = {"Content-Type": JSON_CONTENT_TYPE, "x-amzn-ErrorType": "InternalServiceException"}
             body = {"__type": "InternalServiceException", "Message": f"{type(error).__name__}: {error}"}
             return 500, headers, json.dumps(body).encode()
+
+    @staticmethod
+    def error(error: AutoScalingError) -> tuple[int, dict, bytes]:
+        headers = {"Content-Type": JSON_CONTENT_TYPE, "x-amzn-ErrorType": error.code}
+        return error.status, headers, json.dumps({"__type": error.code, "Message": error.message}).encode()
+
+    @classmethod
+    def unreadable(cls, error: Exception) -> tuple[int, dict, bytes]:
+        """The answer to a body that cannot be read as JSON (``bodies``' errors), whoever's it was."""
+        if isinstance(error, bodies.BodyTooLarge):
+            return cls.error(RequestTooLarge(str(error)))
+        return cls.error(SerializationException(f"The request body is not valid JSON: {error}"))
+

@@ -111,13 +111,19 @@ class ModelStore:
                 if prefix and not compressed:
                     objects = [(bucket, o["Key"], o["Key"][len(key):].lstrip("/") or os.path.basename(o["Key"]))
                                for o in listing if not o["Key"].endswith("/")]
-                    s3io.download(s3, objects, staging)
+                    try:
+                        s3io.download(s3, objects, staging)
+                    except s3io.DataDownloadError as error:
+                        raise LaunchFailed(
+                            f'Failed to download model data for container "container_{index + 1}" from URL: '
+                            f'"{uri}". {error}'
+                        ) from None
                 else:
                     archive = self.root / f"{digest}.tar.gz"
                     s3.download_file(bucket, key, str(archive))
                     try:
                         with tarfile.open(archive, mode="r:*") as tar:
-                            tar.extractall(staging, filter="data")
+                            tar.extractall(staging, filter=_model_member)
                     except (tarfile.TarError, OSError) as error:
                         raise LaunchFailed(
                             f'Failed to extract model data archive from URL "{uri}". Please ensure that the '
@@ -133,6 +139,14 @@ class ModelStore:
                 raise
             staging.rename(target)
         return target
+
+
+def _model_member(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo:
+    """tarfile's ``data`` filter (no member or link outside the folder, no devices), and no absolute
+    member names either: ``data`` would quietly make ``/etc/x`` relative; an archive naming one is refused."""
+    if member.name.startswith(("/", os.sep)):
+        raise tarfile.AbsolutePathError(member)
+    return tarfile.data_filter(member, destination)
 
 
 def _link_tree(source: Path, target: Path) -> None:

@@ -19,6 +19,7 @@ import time
 import uuid
 from urllib.parse import unquote
 
+from localaws import bodies
 from localaws.sagemaker.hosting.router import InvokeError, Router, ValidationError
 
 log = logging.getLogger(__name__)
@@ -55,13 +56,15 @@ class RuntimeResponses:
                     f"1 validation error detected: Value '{name}' at 'endpointName' failed to satisfy "
                     "constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9])*"
                 )
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            if length > MAX_BODY:
+            try:  # Content-Length or chunked, within InvokeEndpoint's limit either way
+                body = bodies.read(environ, MAX_BODY)
+            except bodies.BodyTooLarge:
                 raise ValidationError(
                     f"1 validation error detected: Value at 'body' failed to satisfy constraint: Member must "
                     f"have length less than or equal to {MAX_BODY}"
-                )
-            body = environ["wsgi.input"].read(length) if length else b""
+                ) from None
+            except bodies.MalformedBody as error:
+                raise ValidationError(str(error)) from None
             answer = self.router.invoke(
                 name,
                 body,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
-import json
 
+from localaws import bodies
 from localaws.sagemaker.hosting.autoscaler import AutoScaler
 from localaws.sagemaker.hosting.autoscaling_responses import TARGET_PREFIX as AUTOSCALING_TARGET_PREFIX
 from localaws.sagemaker.hosting.autoscaling_responses import AutoScalingResponses
@@ -36,12 +36,11 @@ class Hosting:
     def autoscaling(self, environ: dict, target: str):
         """(status, headers, body) for an Application Auto Scaling request about a SageMaker
         variant; None for any other (its body put back for whoever reads it next)."""
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length else environ["wsgi.input"].read()
-        try:
-            params = json.loads(body or b"{}")
-        except ValueError:
-            params = None
+        try:  # moto would take NaN, a chunked body or any size: the service's errors, whoever's it is
+            body = bodies.read(environ, bodies.MAX_JSON_BODY)
+            params = bodies.loads(body or b"{}")
+        except (bodies.BodyTooLarge, bodies.MalformedBody, bodies.NotJSON) as error:
+            return self.autoscaling_api.unreadable(error)
         if isinstance(params, dict) and self.autoscaling_api.claims(target, params):
             return self.autoscaling_api.handle(target, params)
         environ["wsgi.input"] = io.BytesIO(body)

@@ -320,6 +320,9 @@ def _check_training_request(params: dict) -> None:
     channels = [channel["ChannelName"] for channel in params.get("InputDataConfig", [])]
     if len(channels) != len(set(channels)):
         raise ValidationError("Channel names must be unique within InputDataConfig.")
+    for channel in channels:  # the model's pattern lets these through; each names a folder above its own
+        if channel.strip(".") == "":
+            raise ValidationError(f"Channel name '{channel}' is not valid: it must not consist of dots only.")
     for channel in params.get("InputDataConfig", []):
         source = channel["DataSource"].get("S3DataSource")
         if source is None:

@@ -103,6 +103,27 @@ def test_a_create_with_a_string_count_creates_nothing(localaws_process):
         == "ValidationException"  # not created
 
 
+@pytest.mark.parametrize("channel", [".", ".."])
+def test_a_channel_named_by_dots_only_is_refused_before_the_job_exists(localaws_process, channel):
+    """The model's pattern admits it; its folder would be input/data itself or the folder above."""
+    sm = localaws_process.client("sagemaker")
+    name = unique("dots")
+    request = {
+        "TrainingJobName": name, "RoleArn": ROLE_ARN,
+        "AlgorithmSpecification": {"TrainingImage": localaws_process.image_uri, "TrainingInputMode": "File"},
+        "InputDataConfig": [{"ChannelName": channel, "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": "s3://bucket/data"}}}],
+        "OutputDataConfig": {"S3OutputPath": "s3://bucket/out"},
+        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 60},
+    }
+    with pytest.raises(ClientError) as refused:
+        sm.create_training_job(**request)
+    assert refused.value.response["Error"]["Code"] == "ValidationException"
+    assert f"Channel name '{channel}'" in refused.value.response["Error"]["Message"]
+    assert sm.list_training_jobs(NameContains=name)["TrainingJobSummaries"] == []
+
+
 def test_a_number_where_an_integer_is_expected_is_truncated_as_aws_does(localaws_process):
     answer = sagemaker(localaws_process, "ListTrainingJobs", '{"MaxResults": 2.7}')
     assert answer.status_code == 200 and "TrainingJobSummaries" in answer.json()

@@ -96,11 +96,12 @@ def xcom(task_id: str, key: str = "return_value"):
 
 
 def run_failures() -> dict[str, str]:
-    """The run's tasks that have failed, ``{task_id: "failed"}``: on their own, or when the run was marked
-    failed from the UI (which fails the tasks then running and skips the rest, teardowns excepted)."""
+    """Why the run did not succeed so far, ``{task_id: state}`` (see ``closing.failures``)."""
+    from ml_pipeline.closing import failures
+
     ti = get_current_context()["ti"]
     states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
-    return {task_id: state for task_id, state in states.items() if state == "failed"}
+    return failures(states, xcom("quality_gate", key="verdict"))
 
 
 with DAG(
@@ -304,19 +305,19 @@ with DAG(
 
     @task(retries=0)
     def outcome() -> None:
-        """The run's verdict in one line. It fails, and with it the run, when any task of the run failed:
-        Airflow judges a run by its leaves, and a run marked failed from the UI skips them, so without
-        this the run would turn green once its teardown succeeded. A teardown, so that marking the run
-        failed does not skip it too."""
+        """The run's verdict in one line. It fails, and with it the run, when a task of the run failed or
+        the run did not reach its end (``closing.failures``): Airflow judges a run by its leaves, and a
+        run marked failed from the UI skips them, so without this the run turned green once its
+        teardown succeeded. A teardown, so that marking the run failed does not skip it too."""
         from airflow.sdk.exceptions import AirflowFailException
 
         from ml_pipeline import closing
 
         summary = xcom("close_run")
         line = closing.outcome_line(summary) if summary else "the run's teardown wrote no summary"
-        failures = run_failures()
-        if failures:
-            raise AirflowFailException(f"the run failed at {', '.join(sorted(failures))}: {line}")
+        failed = run_failures()
+        if failed:
+            raise AirflowFailException(f"{closing.failure_sentence(failed)}: {line}")
         log.info("%s", line)
 
     @task

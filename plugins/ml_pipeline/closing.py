@@ -58,6 +58,34 @@ class Report:
         return {"removed": self.removed, "already_gone": self.already_gone}
 
 
+# --- the run's verdict -------------------------------------------------------------------------------
+
+#: The run's last task: it succeeded when this did, or when the quality gate kept production.
+LAST_TASK = "promote"
+
+
+def failures(states: dict[str, str], gate: dict | None) -> dict[str, str]:
+    """Why the run did not succeed, ``{task_id: state}``; empty when it did. A run succeeds when none of
+    its tasks failed and it reached its end: its model promoted, or production kept by the quality gate.
+    A run marked failed from the UI fails the tasks then running and skips the rest: when none was
+    running (a task queued, say), no task failed, and only the skipped end tells."""
+    failed = {task_id: state for task_id, state in states.items() if state == "failed"}
+    if failed:
+        return failed
+    if states.get(LAST_TASK) == "success":
+        return {}
+    if gate is not None and not gate.get("deploy") and states.get("quality_gate") == "success":
+        return {}
+    return {LAST_TASK: states.get(LAST_TASK) or "not run"}
+
+
+def failure_sentence(failed: dict[str, str]) -> str:
+    if any(state == "failed" for state in failed.values()):
+        return f"the run failed at {', '.join(sorted(t for t, s in failed.items() if s == 'failed'))}"
+    return (f"the run ended before its end: {LAST_TASK} is {failed.get(LAST_TASK)} (marking a run failed "
+            f"skips the tasks that had not started)")
+
+
 # --- jobs ------------------------------------------------------------------------------------------
 
 
@@ -216,7 +244,7 @@ def reject_version(sm, package_arn: str | None, failures: dict[str, str], plan: 
         return
     if package["ModelApprovalStatus"] in ("Approved", "Rejected"):
         return
-    reason = f"Run {plan['key']} failed at {', '.join(sorted(failures))}"
+    reason = f"Run {plan['key']}: {failure_sentence(failures)}"
     sm.update_model_package(ModelPackageArn=package_arn, ModelApprovalStatus="Rejected",
                             ApprovalDescription=reason[:1024])
     report.did(f"rejected model package version {package_arn} ({reason})")
@@ -298,7 +326,7 @@ def outcome_line(summary: dict) -> str:
     """The run's end in one line: state, jobs and their end states, the gate, the smoke test."""
     parts = [f"run {summary['run']} {summary['state']}"]
     if summary.get("failed_tasks"):
-        parts[0] += f" at {', '.join(sorted(summary['failed_tasks']))}"
+        parts[0] += f" ({failure_sentence(summary['failed_tasks'])})"
     for kind in ("tuning", "training"):
         for job in summary["jobs"].get(kind, []):
             if kind == "training" and _is_trial(job["name"], summary["jobs"]):

@@ -48,6 +48,21 @@ def training_job_of(sm, day: str, thread: threading.Thread, timeout: float = 600
     raise TimeoutError(f"no training job of {day} trained within {timeout} s")
 
 
+@pytest.mark.parametrize("states, gate, why", [
+    ({"quality_gate": "success", "promote": "success"}, {"deploy": True}, {}),
+    ({"quality_gate": "success", "promote": "skipped"}, {"deploy": False}, {}),  # the gate kept production
+    ({"train.wait_for_training_job": "failed", "pick_best": "upstream_failed", "promote": "upstream_failed"},
+     None, {"train.wait_for_training_job": "failed"}),
+    # Marked failed from the UI while the wait task was queued: no task failed, the rest were skipped.
+    ({"train.start_training_job": "success", "train.wait_for_training_job": "skipped", "promote": "skipped"},
+     None, {"promote": "skipped"}),
+])
+def test_a_run_succeeds_only_when_no_task_failed_and_it_reached_its_end(states, gate, why):
+    from ml_pipeline.closing import failures
+
+    assert failures(states, gate) == why
+
+
 def test_a_training_job_stopped_from_outside_fails_the_run_naming_the_job_and_how_it_ended(airflow, slow_presets):
     sm, s3 = airflow["localaws"].client("sagemaker"), airflow["localaws"].client("s3")
     thread, out = in_background(lambda: run(airflow, {"mode": "train", **QUICK}, "2026-09-07T00:00:00+00:00",

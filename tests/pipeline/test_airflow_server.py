@@ -171,6 +171,10 @@ def test_a_run_marked_failed_while_training_leaves_its_job_stopped(airflow_serve
         return jobs if jobs and jobs[0]["SecondaryStatus"] == "Training" else None
 
     airflow_server.wait(training, timeout=600)
+    # Marked failed while the sensor hands its wait to the triggerer, the sensor's own "deferred" update
+    # lands after the mark and overwrites its "failed" (Airflow 3.3), and the run then waits for the job.
+    airflow_server.wait(lambda: airflow_server.task_state(run_id, "train.wait_for_training_job") == "deferred",
+                        timeout=300)
     airflow_server.call("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", {"state": "failed"})
 
     airflow_server.wait(lambda: airflow_server.task_state(run_id, "close_run") in ("success", "failed"), timeout=300)

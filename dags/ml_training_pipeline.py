@@ -6,7 +6,8 @@ groups, instance profile, volume, host: only what the run's compute needs) → d
 training image → **train** (one SageMaker training job), **tune** (a hyperparameter tuning job) or
 **host** (the image on the run's GPU or DL1 host through SSM Run Command) → pick the best → copy its weights and register them →
 quality gate → model, endpoint config, endpoint (created, or updated blue/green) → autoscaling →
-smoke test → promote → **teardown**, which runs whatever failed.
+smoke test → promote → **teardown**, which runs whatever failed → **outcome**, the run's verdict in
+one line (a teardown too, so that a run marked failed from the UI still ends failed).
 
 Every job is waited for by a deferrable sensor. Names are derived from the run (see
 `ml_pipeline.naming`), so retries re-attach to their own jobs and runs never collide. Params are
@@ -15,6 +16,9 @@ validated by their JSON Schema in the trigger form, and again with the hyperpara
 """
 from __future__ import annotations
 
+import functools
+import json
+import logging
 from datetime import timedelta
 
 import pendulum
@@ -28,7 +32,7 @@ from airflow.sdk import DAG, TriggerRule, get_current_context, setup, task, task
 from ml_pipeline import sagemaker_requests as requests
 from ml_pipeline import steps
 from ml_pipeline.infra import stack
-from ml_pipeline.infra.operators import RunHostTrainingOperator
+from ml_pipeline.infra.operators import RunHostTrainingOperator, SkipUnneededSteps
 from ml_pipeline.infra.params import infra_params
 from ml_pipeline.infra.sensors import HostReadySensor, ResourceStateSensor
 from ml_pipeline.operators.sagemaker import DeployEndpointOperator, RunTrainingJobOperator, RunTuningJobOperator
@@ -41,6 +45,17 @@ from ml_pipeline.sensors.sagemaker import (
 )
 
 AWS_CONN_ID = "aws_default"
+#: What the run's summary reports, by the task that produced it.
+SUMMARY_SOURCES = {
+    "data": "prepare_dataset",
+    "image": "build_image",
+    "best": "pick_best",
+    "weights": "copy_best_weights",
+    "model_package": "register_model",
+    "autoscaling": "autoscale",
+    "smoke_test": "smoke_test",
+    "promoted": "promote",
+}
 #: The provisioning steps in order, and the state each one's resource must reach before the next:
 #: (step, resource kind to watch or None, the id's key in the step's result, target state).
 PROVISIONING = (
@@ -57,12 +72,36 @@ PROVISIONING = (
 )
 
 
+#: Each task's outcome in one plain line of its own log.
+log = logging.getLogger("ml_pipeline.dag")
+
+
+@functools.cache
+def _aws() -> AwsBaseHook:
+    return AwsBaseHook(aws_conn_id=AWS_CONN_ID)
+
+
+@functools.cache
 def client(service: str):
-    return AwsBaseHook(aws_conn_id=AWS_CONN_ID, client_type=service).get_conn()
+    """A client of the task's one AWS connection: the connection is read (and the provider logs where its
+    credentials came from) once per task process, not once per client."""
+    hook = _aws()
+    return hook.get_session(region_name=hook.region_name).client(
+        service, endpoint_url=hook.conn_config.get_service_endpoint_url(service), config=hook.config,
+        verify=hook.verify)
 
 
 def xcom(task_id: str, key: str = "return_value"):
     return get_current_context()["ti"].xcom_pull(task_ids=task_id, key=key)
+
+
+def run_failures() -> dict[str, str]:
+    """Why the run did not succeed so far, ``{task_id: state}`` (see ``closing.failures``)."""
+    from ml_pipeline.closing import failures
+
+    ti = get_current_context()["ti"]
+    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
+    return failures(states, xcom("quality_gate", key="verdict"))
 
 
 with DAG(
@@ -85,7 +124,11 @@ with DAG(
 
         # The run's date: its logical date (for scheduled and backfilled runs, its data interval's start).
         when = context.get("logical_date") or context.get("data_interval_start") or context["dag_run"].run_after
-        return make_plan(context["params"], context["run_id"], when)
+        made = make_plan(context["params"], context["run_id"], when)
+        p = made["params"]
+        log.info("plan: run %s, %s mode, preset %s, compute %s, bucket %s", made["key"], p["mode"], p["preset"],
+                 p["compute"], p["bucket"])
+        return made
 
     @task(retries=0)
     def preflight(run_plan: dict) -> dict:
@@ -100,18 +143,24 @@ with DAG(
     def open_run(run_plan: dict, pre: dict) -> dict:
         """The run's bucket: created and configured when the preflight found none; an existing one is used
         as it is."""
-        return {**stack.ensure_bucket(client, run_plan, pre["bucket"]), "key": run_plan["key"]}
+        opened = stack.ensure_bucket(client, run_plan, pre["bucket"])
+        log.info("run %s opened: bucket %s (%s)", run_plan["key"], opened["bucket"],
+                 "created" if opened["created"] else "existing, left as it is")
+        return {**opened, "key": run_plan["key"]}
 
     @task
     def prepare_dataset(run_plan: dict) -> dict:
-        return steps.prepare_dataset(client("s3"), run_plan)
+        channels = steps.prepare_dataset(client("s3"), run_plan)
+        log.info("data partition: %s", ", ".join(f"{name} {uri}" for name, uri in channels.items()))
+        return channels
 
     @task
     def build_image(run_plan: dict) -> dict:
         from ml_pipeline.images import build_and_push
 
-        endpoint = AwsBaseHook(aws_conn_id=AWS_CONN_ID).conn_config.endpoint_url
-        return build_and_push(client("ecr"), run_plan["params"]["ecr_repository"], endpoint)
+        image = build_and_push(client("ecr"), run_plan["params"]["ecr_repository"], _aws().conn_config.endpoint_url)
+        log.info("image %s: %s", image["image"], image.get("how") or ("built" if image.get("built") else "exists"))
+        return image
 
     @task.branch
     def choose_mode(run_plan: dict) -> str:
@@ -125,11 +174,18 @@ with DAG(
 
     @task
     def training_request(run_plan: dict, image: dict, channels: dict) -> dict:
-        return requests.training_job(run_plan, image["image"], channels, in_vpc(run_plan))
+        request = requests.training_job(run_plan, image["image"], channels, in_vpc(run_plan))
+        log.info("training job %s on %s x %s", request["TrainingJobName"], request["ResourceConfig"]["InstanceCount"],
+                 request["ResourceConfig"]["InstanceType"])
+        return request
 
     @task
     def tuning_request(run_plan: dict, image: dict, channels: dict) -> dict:
-        return requests.tuning_job(run_plan, image["image"], channels, in_vpc(run_plan))
+        request = requests.tuning_job(run_plan, image["image"], channels, in_vpc(run_plan))
+        limits = request["HyperParameterTuningJobConfig"]["ResourceLimits"]
+        log.info("tuning job %s: %s trials, %s at a time", request["HyperParameterTuningJobName"],
+                 limits.get("MaxNumberOfTrainingJobs"), limits["MaxParallelTrainingJobs"])
+        return request
 
     @task
     def command_request(run_plan: dict, image: dict, channels: dict) -> dict:
@@ -147,74 +203,132 @@ with DAG(
                                              xcom("provision.host")["instance_id"], xcom("build_image")["image"])
         training = xcom("train.start_training_job")
         tuning = xcom("tune.start_tuning_job")
-        return steps.pick_best(
+        best = steps.pick_best(
             client("sagemaker"), run_plan,
             training["Training"] if training and run_plan["params"]["mode"] == "train" else None,
             tuning["Tuning"] if tuning and run_plan["params"]["mode"] == "tune" else None,
         )
+        log.info("best job %s: %s=%s", best["training_job"], best["objective"]["metric"], best["objective"]["value"])
+        return best
 
     @task
     def copy_best_weights(run_plan: dict, best: dict, channels: dict) -> dict:
-        return steps.copy_best_weights(client("s3"), run_plan, best, channels)
+        weights = steps.copy_best_weights(client("s3"), run_plan, best, channels)
+        log.info("best weights: %s (metadata %s)", weights["model_data_url"], weights["metadata_url"])
+        return weights
 
     @task
     def register_model(run_plan: dict, best: dict, weights: dict) -> str:
-        return steps.register_model_version(SageMakerHook(aws_conn_id=AWS_CONN_ID), run_plan, best, weights)
+        arn = steps.register_model_version(SageMakerHook(aws_conn_id=AWS_CONN_ID), run_plan, best, weights)
+        log.info("registered %s, pending approval", arn)
+        return arn
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)
     def quality_gate(run_plan: dict, best: dict) -> bool:
         verdict = steps.quality_gate(client("sagemaker"), run_plan, best)
         get_current_context()["ti"].xcom_push(key="verdict", value=verdict)
-        print(f"quality gate: {'deploy' if verdict['deploy'] else 'keep production'}: {verdict['reason']}")
+        log.info("quality gate: %s: %s", "deploy" if verdict["deploy"] else "keep production", verdict["reason"])
         return verdict["deploy"]
 
     @task
     def create_model_and_config(run_plan: dict, best: dict, weights: dict) -> dict:
         hook = SageMakerHook(aws_conn_id=AWS_CONN_ID)
-        return steps.create_model_and_config(hook, run_plan, best["image"], weights["model_data_url"],
+        made = steps.create_model_and_config(hook, run_plan, best["image"], weights["model_data_url"],
                                              in_vpc(run_plan))
+        log.info("model %s, endpoint config %s", made["model"], made["endpoint_config"])
+        return made
 
     @task
     def endpoint_request(run_plan: dict) -> dict:
-        return {"Endpoint": requests.endpoint(run_plan)}
+        request = requests.endpoint(run_plan)
+        log.info("endpoint %s on %s", request["EndpointName"], request["EndpointConfigName"])
+        return {"Endpoint": request}
 
     @task
     def autoscale(run_plan: dict) -> dict:
-        return steps.autoscale(client("application-autoscaling"), run_plan)
+        scaling = steps.autoscale(client("application-autoscaling"), run_plan)
+        log.info("autoscaling %s: %s to %s instances, target %s invocations per instance", scaling["resource_id"],
+                 scaling["min"], scaling["max"], scaling["target"])
+        return scaling
 
     @task
     def smoke_test(run_plan: dict, channels: dict) -> dict:
-        return steps.smoke_test(client("sagemaker-runtime"), client("s3"), run_plan, channels)
+        result = steps.smoke_test(client("sagemaker-runtime"), client("s3"), run_plan, channels)
+        log.info("smoke test passed: accuracy %.1f%% on %s held-out digits (at least %.1f%% needed), %.3f s",
+                 100 * result["accuracy"], result["samples"], 100 * run_plan["params"]["smoke_min_accuracy"],
+                 result["latency_seconds"])
+        return result
 
     @task
     def promote(run_plan: dict, package_arn: str) -> dict:
-        return steps.promote(client("sagemaker"), run_plan, package_arn)
+        promoted = steps.promote(client("sagemaker"), run_plan, package_arn)
+        log.info("approved %s: production from now on", package_arn)
+        return promoted
 
     @teardown
     def close_run(run_plan: dict) -> dict:
-        """Whatever happened before: stop this run's jobs, remove what must not outlive it, and
-        write the run's summary beside its artifacts."""
-        removed = steps.teardown(client("sagemaker"), client("application-autoscaling"), run_plan)
-        # Then the run's own network and host, found by their tags (nothing, if it provisioned none).
+        """Whatever happened before: stop this run's jobs, remove what must not outlive it (saying what
+        was already gone), reject the model version of a failed run, and write the run's summary beside
+        its artifacts (and, whatever happens to the bucket, into this log and this task's XCom)."""
+        from ml_pipeline import closing
         from ml_pipeline.infra.teardown import TeardownIncomplete, teardown_stack
 
+        failures = run_failures()
+        report = closing.Report()
+        sm = client("sagemaker")
+        closing.stop_jobs(sm, run_plan, report)
+        kept = closing.remove_hosting(sm, client("application-autoscaling"), run_plan, {
+            "endpoint": xcom("deploy.deploy_endpoint"), "autoscaling": xcom("autoscale"),
+            "model": xcom("deploy.create_model_and_config"), "endpoint_config": xcom("deploy.create_model_and_config"),
+        }, report)
+        closing.reject_version(sm, xcom("register_model"), failures, run_plan, report)
+        training, tuning = xcom("train.start_training_job"), xcom("tune.start_tuning_job")
+        jobs = closing.jobs_of_run(sm, run_plan, {
+            "training": [training["Training"]["TrainingJobName"]] if training else [],
+            "tuning": [tuning["Tuning"]["HyperParameterTuningJobName"]] if tuning else [],
+        }, report)
+        # Then the run's own network and host, found by their tags (nothing, if it provisioned none).
+        incomplete = None
         try:
-            removed["stack"] = teardown_stack(client, run_plan["key"])
+            stack_report = teardown_stack(client, run_plan["key"])
         except TeardownIncomplete as error:
-            removed["stack"] = error.report
-            steps.write_summary(client("s3"), run_plan, {}, removed)
-            raise
-        outcome = {name: xcom(task_id) for name, task_id in steps.SUMMARY_SOURCES.items()}
+            stack_report, incomplete = error.report, error
+        provisioned = {step: xcom(f"provision.{step}") for step in stack.steps_for(run_plan)}
+        stack_report["already_gone"] = closing.stack_gone(provisioned, stack_report)
+        outcome = {name: xcom(task_id) for name, task_id in SUMMARY_SOURCES.items()}
         outcome["gate"] = xcom("quality_gate", key="verdict")
-        return steps.write_summary(client("s3"), run_plan, outcome, removed)
+        summary = closing.summarize(run_plan, outcome, jobs, failures, {
+            **report.as_dict(), "endpoint_kept": kept, "stack": stack_report})
+        summary["summary"] = closing.write_summary(client("s3"), run_plan, summary)
+        log.info("the run's summary (%s):\n%s", summary["summary"], json.dumps(summary, indent=2, default=str))
+        log.info("teardown done: %s removed, %s already gone; summary %s", len(report.removed),
+                 len(report.already_gone), summary["summary"])
+        if incomplete is not None:
+            raise incomplete
+        return summary
 
-    @task(trigger_rule=TriggerRule.NONE_FAILED)
+    @task(retries=0)
+    def outcome() -> None:
+        """The run's verdict in one line. It fails, and with it the run, when a task of the run failed or
+        the run did not reach its end (``closing.failures``): Airflow judges a run by its leaves, and a
+        run marked failed from the UI skips them, so without this the run turned green once its
+        teardown succeeded. A teardown, so that marking the run failed does not skip it too."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from ml_pipeline import closing
+
+        summary = xcom("close_run")
+        line = closing.outcome_line(summary) if summary else "the run's teardown wrote no summary"
+        failed = run_failures()
+        if failed:
+            raise AirflowFailException(f"{closing.failure_sentence(failed)}: {line}")
+        log.info("%s", line)
+
+    @task
     def provision_step(run_plan: dict, pre: dict, step: str) -> dict:
-        from airflow.exceptions import AirflowSkipException
-
-        if step not in stack.steps_for(run_plan):
-            raise AirflowSkipException(f"compute={run_plan['params']['compute']} needs no {step}")
-        return stack.run_step(client, run_plan, step, pre)
+        made = stack.run_step(client, run_plan, step, pre)
+        log.info("%s: %s", step, made)
+        return made
 
     the_plan = plan()
     checked = preflight(the_plan)
@@ -223,14 +337,17 @@ with DAG(
     @task_group(group_id="provision")
     def provision():
         """Each step creates one part of the run's stack (or finds it, on a retry), tagged with the run;
-        a sensor waits for the part's state. Steps the run's compute does not need are skipped."""
-        previous = opened
+        a sensor waits for the part's state. The steps the run's compute does not need are skipped
+        together by the one decision in front of them."""
+        step_tasks: dict[str, list[str]] = {}
+        decide = SkipUnneededSteps(task_id="needed_steps", plan=the_plan, step_tasks=step_tasks)
+        opened >> decide
+        previous = decide
         for step, kind, id_key, state in PROVISIONING:
-            # Airflow wants the setup's direct followers on ALL_SUCCESS; later steps run past skipped ones.
-            rule = TriggerRule.ALL_SUCCESS if previous is opened else TriggerRule.NONE_FAILED
-            made = provision_step.override(task_id=step, trigger_rule=rule)(the_plan, checked, step)
+            made = provision_step.override(task_id=step)(the_plan, checked, step)
             previous >> made
             previous = made
+            step_tasks[step] = [made.operator.task_id]
             if kind:
                 waited = ResourceStateSensor(
                     task_id=f"{step}_{state.replace('-', '_')}", aws_conn_id=AWS_CONN_ID, kind=kind,
@@ -239,6 +356,7 @@ with DAG(
                 )
                 made >> waited
                 previous = waited
+                step_tasks[step].append(waited.task_id)
             if step == "host":
                 running = EC2InstanceStateSensor(
                     task_id="host_running", aws_conn_id=AWS_CONN_ID, target_state="running", deferrable=True,
@@ -247,11 +365,13 @@ with DAG(
                 )
                 made >> running
                 previous = running
+                step_tasks[step].append(running.task_id)
         ready = HostReadySensor(
             task_id="host_ready", aws_conn_id=AWS_CONN_ID, plan=the_plan, poke_interval=10,
             timeout=3600, instance_id="{{ ti.xcom_pull(task_ids='provision.host')['instance_id'] }}",
             volume_id="{{ ti.xcom_pull(task_ids='provision.volume')['volume_id'] }}",
         )
+        step_tasks["attach_volume"].append(ready.task_id)
         done = EmptyOperator(task_id="provisioned", trigger_rule=TriggerRule.NONE_FAILED)
         previous >> ready >> done
 
@@ -325,3 +445,6 @@ with DAG(
     opened >> closed
     promoted >> closed
     closed.as_teardown(setups=opened)
+    verdict = outcome()
+    closed >> verdict
+    verdict.as_teardown(setups=opened, on_failure_fail_dagrun=True)

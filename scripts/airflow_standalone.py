@@ -1,25 +1,38 @@
-"""`make airflow`: Airflow standalone on http://127.0.0.1:8080 against localaws.
+"""`make airflow`: a local Airflow on http://127.0.0.1:8080 against localaws.
 
 Starts localaws unless one already listens on 127.0.0.1:4566 (as `make run` does) and stops it
-again on exit if it started it; then runs `airflow standalone` (scheduler, dag-processor,
-triggerer and api-server with the UI, LocalExecutor, SQLite) with:
+again on exit if it started it; then runs what `airflow standalone` runs (scheduler with the
+LocalExecutor, dag-processor, triggerer, api-server with the UI; SQLite), one process each, with:
 
-  AIRFLOW_HOME=./.airflow                      database, logs, airflow.cfg, the admin password
-  LOCALAWS_STATE_DIR=./.airflow/localaws-state the state of the localaws started here, kept across
+  AIRFLOW_HOME=./.airflow (--home)             database, logs, airflow.cfg, the admin password
+  LOCALAWS_STATE_DIR=<home>/localaws-state     the state of the localaws started here, kept across
                                                restarts (set it to move it; empty: in memory)
   DAGS_FOLDER=./dags, PLUGINS_FOLDER=./plugins no example DAGs
   api-server on 127.0.0.1 only                 AIRFLOW__API__HOST / AIRFLOW__API__PORT
+  parallelism: 2 per CPU this process may use  AIRFLOW__CORE__PARALLELISM (the LocalExecutor forks
+                                               that many workers at start; Airflow's default is 32)
+  no log servers                               see below
   AIRFLOW_CONN_AWS_DEFAULT                     localaws's endpoint with dummy local keys
 
-The UI's login is `admin`; standalone generates its password on first start, prints it and keeps
+Why not `airflow standalone` itself: it starts the scheduler's and the triggerer's log servers (ports
+8793 and 8794), which Airflow binds to every address with no setting to change that, and it cannot be
+told to skip them. They serve task logs to other machines; here every component shares the log
+folder, and the api-server reads the logs from it. Nothing else listens: the api-server is on the
+address above and the scheduler's health check server stays off (bound to 127.0.0.1 if turned on).
+
+The UI's login is `admin`; the api-server generates its password on first start, prints it and keeps
 it in .airflow/simple_auth_manager_passwords.json.generated. Ctrl-C stops everything.
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,22 +40,42 @@ sys.path.insert(0, str(ROOT))
 
 from localaws.lifetime import die_with_parent  # noqa: E402
 from scripts.localaws_process import ensure_localaws  # noqa: E402
-from scripts.run_pipeline import airflow_env  # noqa: E402
+from scripts.run_pipeline import airflow_env, migrate  # noqa: E402
 
 LOCALAWS = os.environ.get("LOCALAWS_ENDPOINT", "http://127.0.0.1:4566")
 HOME = ROOT / ".airflow"
+#: What `airflow standalone` runs, each with the log server it would start left out.
+COMPONENTS = {
+    "scheduler": ["scheduler", "--skip-serve-logs"],
+    "dag-processor": ["dag-processor"],
+    "triggerer": ["triggerer", "--skip-serve-logs"],
+    "api-server": ["api-server"],
+}
+STOP_SECONDS = 60
 
 
-def localaws_state_dir() -> Path | None:
-    """Where the localaws started here keeps its state: with Airflow's, so that deleting .airflow resets both."""
-    value = os.environ.get("LOCALAWS_STATE_DIR", str(HOME / "localaws-state"))
+def localaws_state_dir(home: Path) -> Path | None:
+    """Where the localaws started here keeps its state: with Airflow's, so that deleting the home resets both."""
+    value = os.environ.get("LOCALAWS_STATE_DIR", str(home / "localaws-state"))
     return Path(value) if value else None
 
 
-def airflow_environment() -> dict[str, str]:
-    """`make run`'s Airflow environment (repository folders, localaws connection, PATH), plus the api-server's."""
-    env = airflow_env(LOCALAWS, HOME)
+def parallelism() -> int:
+    """Task slots for this machine: tasks here mostly wait on AWS, so two per CPU this process may use."""
+    return 2 * len(os.sched_getaffinity(0))
+
+
+def airflow_environment(home: Path = HOME) -> dict[str, str]:
+    """`make run`'s Airflow environment (repository folders, localaws connection, PATH), plus what
+    `airflow standalone` sets and the api-server's address."""
+    env = airflow_env(LOCALAWS, home)
     env["ML_PIPELINE_POLL_SECONDS"] = os.environ.get("ML_PIPELINE_POLL_SECONDS", "5")
+    env["AIRFLOW__CORE__EXECUTOR"] = "LocalExecutor"
+    env["AIRFLOW__CORE__AUTH_MANAGER"] = (
+        "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager")
+    env.setdefault("AIRFLOW__CORE__PARALLELISM", str(parallelism()))
+    env.setdefault("AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK", "False")
+    env.setdefault("AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST", "127.0.0.1")
     host = env.setdefault("AIRFLOW__API__HOST", "127.0.0.1")
     port = env.setdefault("AIRFLOW__API__PORT", "8080")
     # Tasks reach the api-server at the address it listens on (not "localhost", which may be ::1).
@@ -52,35 +85,65 @@ def airflow_environment() -> dict[str, str]:
 
 
 def main() -> int:
-    HOME.mkdir(exist_ok=True)
-    env = airflow_environment()
-    with ensure_localaws(LOCALAWS, HOME / "localaws.log", state_dir=localaws_state_dir()):
-        return run_standalone(env)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, default=HOME, help="AIRFLOW_HOME (default: ./.airflow)")
+    args = parser.parse_args()
+    home = args.home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    env = airflow_environment(home)
+    with ensure_localaws(LOCALAWS, home / "localaws.log", state_dir=localaws_state_dir(home)):
+        migrate(env)
+        return run_components(env, home)
 
 
-def run_standalone(env: dict[str, str]) -> int:
+def run_components(env: dict[str, str], home: Path) -> int:
     host, port = env["AIRFLOW__API__HOST"], env["AIRFLOW__API__PORT"]
     print(f"Airflow UI: http://{host}:{port}  (user admin, password in "
-          f"{HOME.relative_to(ROOT)}/simple_auth_manager_passwords.json.generated)", flush=True)
-    # Its own session, so that Ctrl-C reaches it once (forwarded below), not twice; SIGINT is what
-    # `airflow standalone` shuts its components down on. It also gets SIGINT if this script dies.
-    tie_to_this_script = die_with_parent(signal.SIGINT)
+          f"{home}/simple_auth_manager_passwords.json.generated)", flush=True)
+    # Each component in a process group of its own (with its workers and task processes): a Ctrl-C or a
+    # SIGTERM reaches this script only, which signals each component once (a second signal makes
+    # Airflow's components abandon their shutdown half-way, leaving workers behind). They die with it.
+    processes = {
+        name: subprocess.Popen([sys.executable, "-m", "airflow", *command], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                               preexec_fn=die_with_parent(signal.SIGTERM))
+        for name, command in COMPONENTS.items()
+    }
+    for name, process in processes.items():
+        threading.Thread(target=_prefix_output, args=(name, process), daemon=True).start()
+    stopping = threading.Event()
 
-    def prepare_child() -> None:
-        tie_to_this_script()
-        signal.signal(signal.SIGINT, signal.SIG_DFL)  # not ignored, even if it is here (`make airflow &`)
+    def stop(_signum=None, _frame=None):
+        stopping.set()
 
-    airflow = subprocess.Popen(
-        [sys.executable, "-m", "airflow", "standalone"], cwd=ROOT, env=env,
-        start_new_session=True, preexec_fn=prepare_child,
-    )
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    # Until Ctrl-C (or SIGTERM), or until a component ends on its own: then the others stop too.
+    while not stopping.wait(1):
+        ended = [name for name, process in processes.items() if process.poll() is not None]
+        if ended:
+            print(f"standalone | {', '.join(ended)} ended: stopping the other components", flush=True)
+            break
+    for process in processes.values():
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + STOP_SECONDS
+    for name, process in processes.items():
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"standalone | {name} did not stop within {STOP_SECONDS} s: killed", flush=True)
+        # Whatever is left of its group (its workers, a task process) goes too.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    return 0 if stopping.is_set() else 1
 
-    def forward(_signum, _frame):
-        airflow.send_signal(signal.SIGINT)
 
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
-    return airflow.wait()
+def _prefix_output(name: str, process: subprocess.Popen) -> None:
+    for line in process.stdout:
+        sys.stdout.write(f"{name:13} | {line.decode(errors='replace')}")
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -32,6 +32,10 @@ def airflow_env(endpoint: str, home: Path) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
+        # The provider logs where each hook's connection got its credentials, one line per hook (several
+        # per task): kept at WARNING, its warnings (a missing connection) still show.
+        "AIRFLOW__LOGGING__NAMESPACE_LEVELS": os.environ.get(
+            "AIRFLOW__LOGGING__NAMESPACE_LEVELS", "airflow.providers.amazon.aws.utils.connection_wrapper=WARNING"),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "scripts.airflow_sqlite.CONNECT_ARGS",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "scripts.airflow_sqlite.CONNECT_ARGS",
         "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({
@@ -65,7 +69,15 @@ dag = bag.get_dag(sys.argv[2])
 conf = json.loads(sys.argv[3])
 when = pendulum.parse(sys.argv[4])
 run = dag.test(logical_date=when, run_conf=conf)
-print("DAGRUN " + json.dumps({"run_id": run.run_id, "state": str(run.state), "logical_date": str(run.logical_date)}))
+# The summary as the run's teardown returned it (its XCom): there even when the bucket is gone.
+from airflow.models.xcom import XComModel
+from airflow.utils.session import create_session
+with create_session() as session:
+    row = session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids=dag.dag_id, task_ids="close_run",
+                                             key="return_value")).first()
+    summary = XComModel.deserialize_value(row) if row is not None else None
+print("DAGRUN " + json.dumps({"run_id": run.run_id, "state": str(run.state), "logical_date": str(run.logical_date),
+                              "summary": summary}, default=str))
 """
 
 
@@ -87,7 +99,7 @@ def read_summary(endpoint: str, bucket: str, run: dict) -> dict | None:
     import pendulum
 
     from ml_pipeline.naming import run_key
-    from ml_pipeline.steps import summary_key
+    from ml_pipeline.closing import summary_key
 
     key = run_key(run["run_id"], pendulum.parse(run["logical_date"]))
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
@@ -101,9 +113,14 @@ def read_summary(endpoint: str, bucket: str, run: dict) -> dict | None:
 
 def print_summary(summary: dict, run: dict, path: Path) -> None:
     print(f"\n=== {summary['mode']} run {summary['run']}: {run['state']} ===")
-    if summary.get("tuning_job"):
-        print(f"tuning job      {summary['tuning_job']}: trials {summary['trials']}")
-    print(f"best job        {summary['training_job']}")
+    for kind in ("tuning", "training"):
+        for job in (summary.get("jobs") or {}).get(kind, []):
+            if kind == "training" and summary.get("tuning_job") and job["name"].startswith(summary["tuning_job"] + "-"):
+                continue  # a trial: counted on the tuning job's line
+            print(f"{kind + ' job':15} {job['name']}: {job['status']}"
+                  + (f" ({job['reason']})" if job.get("reason") else "")
+                  + (f", trials {job['trials']}" if job.get("trials") else ""))
+    print(f"best job        {summary['training_job'] if summary.get('objective') else None}")
     if summary.get("objective"):
         objective = summary["objective"]
         print(f"objective       {objective['metric']} ({objective['type']}) = {objective['value']:.4f}")
@@ -119,7 +136,9 @@ def print_summary(summary: dict, run: dict, path: Path) -> None:
               f"held-out digits; e.g. " + ", ".join(f"{e['label']}->{e['predicted']}" for e in smoke["examples"][:6]))
         print(f"autoscaling     {summary['autoscaling']}")
     print("teardown        " + ("; ".join(summary["teardown"]["removed"]) or "nothing to remove"))
-    print(f"summary JSON    {path}")
+    if summary["teardown"].get("already_gone"):
+        print("already gone    " + "; ".join(summary["teardown"]["already_gone"]))
+    print(f"summary JSON    {path} (the run wrote it to {summary.get('summary')})")
 
 
 def main() -> int:
@@ -143,7 +162,7 @@ def main() -> int:
             print(f"\nrunning {DAG_ID} in {mode} mode (log: {out / f'dag-{mode}.log'}) ...")
             run = run_dag(env, conf, logical_date, out / f"dag-{mode}.log")
             print(f"{mode} run finished {run['state']} in {time.monotonic() - started:.0f}s")
-            summary = read_summary(args.endpoint_url, "ml-pipeline-artifacts", run)
+            summary = run.pop("summary")
             if summary is None:
                 print(f"no summary was written; see {out / f'dag-{mode}.log'}")
                 failures += 1

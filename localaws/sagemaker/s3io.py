@@ -145,25 +145,34 @@ class CheckpointSync:
         return count
 
     def sync(self) -> int:
-        """Upload files that are new or changed since the last sync; returns how many."""
+        """Upload files that are new or changed since the last sync; returns how many. What was uploaded
+        (or restored) and is no longer there is deleted from S3: SageMaker mirrors a checkpoint deleted in
+        the container, so a file renamed away (a checkpoint's temp file) leaves nothing behind."""
         count = 0
         if not self.local.exists():
             return 0
+        present: set[str] = set()
         for path in confined.regular_files(self.within, self.local):  # a link's target is not the job's
             relative = str(path.relative_to(self.local))
             if relative.endswith((".tmp", ".partial")):  # being written: the next sync takes it
+                present.add(relative)
                 continue
             try:
                 stat = path.stat()
             except FileNotFoundError:  # renamed away between listing and stat
                 continue
+            present.add(relative)
             signature = (stat.st_mtime, stat.st_size)
             if self._sent.get(relative) == signature:
                 continue
             try:
                 self.s3.upload_file(str(path), self.bucket, self.prefix + relative)
             except FileNotFoundError:
+                present.discard(relative)
                 continue
             self._sent[relative] = signature
             count += 1
+        for relative in sorted(set(self._sent) - present):
+            self.s3.delete_object(Bucket=self.bucket, Key=self.prefix + relative)
+            del self._sent[relative]
         return count

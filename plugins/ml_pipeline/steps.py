@@ -17,10 +17,8 @@ from ml_pipeline import sagemaker_requests as requests
 
 log = logging.getLogger(__name__)
 
-PROJECT_TAG = {"Key": "project", "Value": "ml-pipeline"}
 
-
-# --- storage (the bucket itself: infra/stack.py's check_bucket and ensure_bucket) ---------------------
+# --- the data partition (the bucket itself: infra/stack.py's check_bucket and ensure_bucket) --------------
 
 
 def _exists(s3, bucket: str, key: str) -> bool:
@@ -235,106 +233,3 @@ def promote(sm, plan: dict, package_arn: str) -> dict:
     sm.update_model_package(ModelPackageArn=package_arn, ModelApprovalStatus="Approved",
                             ApprovalDescription=f"Deployed and smoke-tested by run {plan['key']}")
     return {"approved": package_arn}
-
-
-# --- the run's summary ------------------------------------------------------------------------
-
-#: What the summary reports, by the task that produced it.
-SUMMARY_SOURCES = {
-    "data": "prepare_dataset",
-    "image": "build_image",
-    "best": "pick_best",
-    "weights": "copy_best_weights",
-    "model_package": "register_model",
-    "autoscaling": "autoscale",
-    "smoke_test": "smoke_test",
-    "promoted": "promote",
-}
-
-
-def summary_key(plan: dict) -> str:
-    return f"runs/{plan['key']}/summary.json"
-
-
-def write_summary(s3, plan: dict, outcome: dict, teardown_result: dict) -> dict:
-    """One JSON a newcomer can read: what ran, what it scored, where the weights are, what was removed."""
-    best = outcome.get("best") or {}
-    summary = {
-        "run": plan["key"],
-        "mode": plan["params"]["mode"],
-        "preset": plan["params"]["preset"],
-        "data": outcome.get("data"),
-        "image": outcome.get("image"),
-        "training_job": best.get("training_job"),
-        "tuning_job": best.get("tuning_job"),
-        "trials": best.get("trial_counters"),
-        "metrics": best.get("metrics"),
-        "objective": best.get("objective"),
-        "best_hyperparameters": best.get("tuned_hyperparameters") or best.get("hyperparameters"),
-        "best_weights": outcome.get("weights"),
-        "model_package": outcome.get("model_package"),
-        "quality_gate": outcome.get("gate"),
-        "endpoint": plan["names"]["endpoint"] if outcome.get("smoke_test") else None,
-        "autoscaling": outcome.get("autoscaling"),
-        "smoke_test": outcome.get("smoke_test"),
-        "promoted": outcome.get("promoted"),
-        "teardown": teardown_result,
-    }
-    s3.put_object(Bucket=plan["params"]["bucket"], Key=summary_key(plan),
-                  Body=json.dumps(summary, indent=2, default=str).encode(), ContentType="application/json")
-    return summary
-
-
-# --- teardown ----------------------------------------------------------------------------------
-
-
-def teardown(sm, aas, plan: dict) -> dict:
-    """Remove what this run made that must not outlive it, whatever failed before:
-    its training and tuning jobs still running (stopped, so nothing keeps billing), and unless the
-    endpoint is kept, the endpoint it deployed with its scaling target, config and model."""
-    p, names, key = plan["params"], plan["names"], plan["key"]
-    removed: list[str] = []
-    for summary in sm.list_hyper_parameter_tuning_jobs(NameContains=key, StatusEquals="InProgress",
-                                                       MaxResults=100)["HyperParameterTuningJobSummaries"]:
-        sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=summary["HyperParameterTuningJobName"])
-        removed.append(f"stopped tuning job {summary['HyperParameterTuningJobName']}")
-    for summary in sm.list_training_jobs(NameContains=key, StatusEquals="InProgress",
-                                         MaxResults=100)["TrainingJobSummaries"]:
-        sm.stop_training_job(TrainingJobName=summary["TrainingJobName"])
-        removed.append(f"stopped training job {summary['TrainingJobName']}")
-
-    endpoint = _describe_endpoint(sm, names["endpoint"])
-    ours = endpoint is not None and endpoint.get("EndpointConfigName") == names["endpoint_config"]
-    keep = p["keep_endpoint"] and ours and endpoint["EndpointStatus"] == "InService"
-    if ours and not keep:
-        try:
-            aas.deregister_scalable_target(ServiceNamespace="sagemaker", ResourceId=requests.scalable_target_id(plan),
-                                           ScalableDimension="sagemaker:variant:DesiredInstanceCount")
-            removed.append(f"deregistered scalable target {requests.scalable_target_id(plan)}")
-        except aas.exceptions.ObjectNotFoundException:
-            pass
-        sm.delete_endpoint(EndpointName=names["endpoint"])
-        removed.append(f"deleted endpoint {names['endpoint']}")
-        _wait_gone(sm, names["endpoint"])
-    if not keep:
-        for kind, delete in (("endpoint_config", sm.delete_endpoint_config), ("model", sm.delete_model)):
-            argument = {"endpoint_config": "EndpointConfigName", "model": "ModelName"}[kind]
-            try:
-                delete(**{argument: names[kind]})
-                removed.append(f"deleted {kind.replace('_', ' ')} {names[kind]}")
-            except sm.exceptions.ClientError:
-                pass  # never created, or the gate kept the deploy from happening
-    return {"removed": removed, "endpoint_kept": keep}
-
-
-def _describe_endpoint(sm, name: str) -> dict | None:
-    try:
-        return sm.describe_endpoint(EndpointName=name)
-    except sm.exceptions.ClientError:
-        return None
-
-
-def _wait_gone(sm, name: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while _describe_endpoint(sm, name) is not None and time.monotonic() < deadline:
-        time.sleep(1)

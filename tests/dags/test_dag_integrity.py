@@ -79,7 +79,8 @@ def upstream(dag, task_id: str) -> set[str]:
 def test_the_chain_is_wired_in_order(pipeline):
     dag = pipeline
     assert upstream(dag, "open_run") == {"plan", "preflight"}
-    assert "open_run" in upstream(dag, "provision.vpc")
+    assert "open_run" in upstream(dag, "provision.needed_steps")
+    assert "provision.needed_steps" in upstream(dag, "provision.vpc")
     assert {"prepare_dataset", "build_image"} <= upstream(dag, "choose_mode")
     assert "choose_mode" in upstream(dag, "train.training_request")
     assert "choose_mode" in upstream(dag, "tune.tuning_request")
@@ -105,8 +106,35 @@ def test_teardown_is_a_teardown_of_the_run_and_runs_whatever_failed(pipeline):
     assert close.trigger_rule == "all_done_setup_success"
     # Every task that creates or waits for something lies between the setup and its teardown.
     for task in pipeline.tasks:
-        if task.task_id not in ("plan", "preflight", "open_run", "close_run"):
+        if task.task_id not in ("plan", "preflight", "open_run", "close_run", "outcome"):
             assert "close_run" in {t.task_id for t in task.get_flat_relatives(upstream=False)}, task.task_id
+
+
+def test_the_runs_outcome_is_a_teardown_that_decides_the_runs_state(pipeline):
+    """Airflow judges a run by its leaves, teardowns left out; a run marked failed from the UI fails the
+    running tasks and skips the rest (leaves included), so the outcome task, a teardown marking the run
+    failed cannot skip, and one that counts (on_failure_fail_dagrun), must be a leaf after close_run."""
+    verdict = pipeline.get_task("outcome")
+    assert verdict.is_teardown and verdict.on_failure_fail_dagrun
+    assert upstream(pipeline, "outcome") >= {"close_run"} and not verdict.downstream_task_ids
+    assert verdict.retries == 0
+    close = pipeline.get_task("close_run")
+    assert not close.on_failure_fail_dagrun  # teardown's own success never decides the run's state
+
+
+def test_one_decision_skips_the_provisioning_steps_the_run_does_not_need(pipeline):
+    """The decision in front of the group names every task of the group but the join, so the scheduler
+    never queues one only for it to skip itself; the join runs past what was skipped."""
+    from ml_pipeline.infra.operators import SkipUnneededSteps
+    from ml_pipeline.infra.stack import HOST_STEPS, NETWORK_STEPS
+
+    decide = pipeline.get_task("provision.needed_steps")
+    assert isinstance(decide, SkipUnneededSteps)
+    named = {task_id for task_ids in decide.step_tasks.values() for task_id in task_ids}
+    group = {t.task_id for t in pipeline.tasks if t.task_id.startswith("provision.")}
+    assert named == group - {"provision.needed_steps", "provision.provisioned"}
+    assert list(decide.step_tasks) == [*NETWORK_STEPS, *HOST_STEPS]
+    assert pipeline.get_task("provision.provisioned").trigger_rule == "none_failed"
 
 
 def test_every_job_wait_is_a_deferrable_sensor(pipeline):
@@ -128,7 +156,8 @@ def test_every_job_wait_is_a_deferrable_sensor(pipeline):
 
 
 def test_provisioning_is_the_first_stage_inside_the_run(pipeline):
-    assert {"open_run", "preflight"} <= upstream(pipeline, "provision.vpc")
+    assert "open_run" in upstream(pipeline, "provision.needed_steps")
+    assert {"provision.needed_steps", "preflight"} <= upstream(pipeline, "provision.vpc")
     assert "provision.host_ready" in upstream(pipeline, "provision.provisioned")
     for task_id in ("prepare_dataset", "build_image"):
         assert "provision.provisioned" in upstream(pipeline, task_id)

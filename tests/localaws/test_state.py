@@ -461,11 +461,11 @@ def test_make_airflow_keeps_the_state_of_its_localaws_with_airflows(tmp_path, mo
     from tests.conftest import free_port
 
     monkeypatch.delenv("LOCALAWS_STATE_DIR", raising=False)
-    assert localaws_state_dir() == HOME / "localaws-state"  # .airflow/: git-ignored, deleted to start afresh
-    ignored = subprocess.run(["git", "check-ignore", "-q", str(localaws_state_dir())], cwd=REPO_ROOT)
+    assert localaws_state_dir(HOME) == HOME / "localaws-state"  # .airflow/: git-ignored, deleted to start afresh
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(localaws_state_dir(HOME))], cwd=REPO_ROOT)
     assert ignored.returncode == 0
     monkeypatch.setenv("LOCALAWS_STATE_DIR", "")
-    assert localaws_state_dir() is None  # empty: in memory
+    assert localaws_state_dir(HOME) is None  # empty: in memory
 
     # The localaws it starts (and stops on exit) keeps that state from one `make airflow` to the next.
     monkeypatch.setenv("LOCALAWS_WORK_DIR", str(tmp_path / "work"))

@@ -1,7 +1,8 @@
-"""The pipeline under a real Airflow (scheduler, triggerer, api-server: `airflow standalone`), driven
-through its REST API as the UI drives it: a run marked failed stops its training job,
-`airflow backfill create` trains each logical date on its own partition, and a write waits out
-another process's transaction on the shared SQLite file instead of failing."""
+"""The pipeline under a real Airflow (scheduler, triggerer, api-server, as `make airflow` runs them:
+scripts/airflow_standalone.py), driven through its REST API as the UI drives it: a run marked failed
+stops its training job and stays failed, `airflow backfill create` trains each logical date on its own
+partition, a write waits out another process's transaction on the shared SQLite file instead of
+failing, and nothing listens beyond loopback."""
 from __future__ import annotations
 
 import contextlib
@@ -15,6 +16,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -29,8 +31,8 @@ pytestmark = pytest.mark.timeout(1500)
 
 
 class AirflowServer:
-    def __init__(self, env: dict, port: int, log_path):
-        self.env, self.base, self.log_path = env, f"http://127.0.0.1:{port}", log_path
+    def __init__(self, env: dict, port: int, log_path, pid: int):
+        self.env, self.base, self.log_path, self.pid = env, f"http://127.0.0.1:{port}", log_path, pid
         self.token = None
 
     def call(self, method: str, path: str, body: dict | None = None) -> dict:
@@ -70,6 +72,17 @@ class AirflowServer:
                 failed[ti["task_id"]] = f"(no log: {error})"
         return failed
 
+    def page(self, path: str) -> tuple[int, str]:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(self.base + path, headers=headers), timeout=90) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode(errors="replace")
+
+    def run_state(self, run_id: str) -> str:
+        return self.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
+
     def wait(self, what, timeout: float = 600, every: float = 2):
         deadline = time.monotonic() + timeout
         while True:
@@ -97,21 +110,19 @@ def airflow_server(localaws_process, tmp_path_factory):
         "ML_PIPELINE_BUCKET": unique("standalone"),
         "ML_PIPELINE_HYPERPARAMS_DIR": str(hyperparams),
         "ML_PIPELINE_POLL_SECONDS": "2",
-        "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
     })
     migrate(env)
     log_path = home / "standalone.log"
     log = open(log_path, "w")
-    process = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], cwd=home, env=env,
-                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    server = AirflowServer(env, port, log_path)
+    process = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "scripts" / "airflow_standalone.py"), "--home", str(home)], cwd=home,
+        env={**env, "LOCALAWS_ENDPOINT": localaws_process.endpoint_url},
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = AirflowServer(env, port, log_path, process.pid)
     try:
         server.wait(lambda: _answers(server.base + "/api/v2/monitor/health"), timeout=180)
         server.token = server.call("GET", "/auth/token").get("access_token")  # all-admins mode: no password
@@ -123,7 +134,7 @@ def airflow_server(localaws_process, tmp_path_factory):
             process.wait(60)
         except subprocess.TimeoutExpired:
             pass
-        # A component can outlive standalone (a scheduler was seen to, after a failed test): none may.
+        # A component can outlive its parent (a scheduler was seen to, after a failed test): none may.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
@@ -160,6 +171,10 @@ def test_a_run_marked_failed_while_training_leaves_its_job_stopped(airflow_serve
         return jobs if jobs and jobs[0]["SecondaryStatus"] == "Training" else None
 
     airflow_server.wait(training, timeout=600)
+    # Marked failed while the sensor hands its wait to the triggerer, the sensor's own "deferred" update
+    # lands after the mark and overwrites its "failed" (Airflow 3.3), and the run then waits for the job.
+    airflow_server.wait(lambda: airflow_server.task_state(run_id, "train.wait_for_training_job") == "deferred",
+                        timeout=300)
     airflow_server.call("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", {"state": "failed"})
 
     airflow_server.wait(lambda: airflow_server.task_state(run_id, "close_run") in ("success", "failed"), timeout=300)
@@ -168,6 +183,46 @@ def test_a_run_marked_failed_while_training_leaves_its_job_stopped(airflow_serve
         lambda: [j for j in sm.list_training_jobs(NameContains=key)["TrainingJobSummaries"]
                  if j["TrainingJobStatus"] in ("Stopped", "Completed", "Failed")], timeout=120)
     assert [j["TrainingJobStatus"] for j in jobs] == ["Stopped"]
+    # The run stays failed: the teardown's own success does not turn it green.
+    state = airflow_server.wait(lambda: airflow_server.run_state(run_id) if airflow_server.run_state(run_id)
+                                in ("success", "failed") else None, timeout=300)
+    assert state == "failed", airflow_server.failed_tasks(run_id)
+    assert airflow_server.task_state(run_id, "train.wait_for_training_job") == "failed"
+    assert airflow_server.task_state(run_id, "outcome") == "failed"
+    # The summary names the job and how it ended.
+    summary = airflow_server.call(
+        "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/close_run/xcomEntries/return_value"
+               "?deserialize=true&stringify=false")["value"]
+    assert summary["state"] == "failed" and summary["training_job"] == jobs[0]["TrainingJobName"]
+    assert [job["status"] for job in summary["jobs"]["training"]] == ["Stopped"]
+    # ... and is readable on the run's page: its "Run summary" tab.
+    views = [view for plugin in airflow_server.call("GET", "/api/v2/plugins")["plugins"]
+             for view in plugin["external_views"] if view["destination"] == "dag_run"]
+    assert [view["name"] for view in views] == ["Run summary"], views
+    tab = views[0]["href"].replace("{DAG_ID}", DAG_ID).replace("{RUN_ID}", urllib.parse.quote(run_id, safe=""))
+    status, page = airflow_server.page(tab)
+    assert status == 200, page
+    assert f"run {key} failed" in page and f"training job {jobs[0]['TrainingJobName']} Stopped" in page
+
+
+def test_nothing_listens_beyond_loopback_and_workers_fit_the_machine(airflow_server):
+    """`make airflow` on a 2-core machine had started 32 LocalExecutor workers, and the log servers
+    `airflow standalone` starts listened on every address."""
+    import psutil
+
+    root = psutil.Process(airflow_server.pid)
+    listening, workers = set(), 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            workers += "LocalExecutor" in " ".join(process.cmdline())
+            listening |= {(c.laddr.ip, c.laddr.port, process.pid) for c in process.net_connections(kind="inet")
+                          if c.status == psutil.CONN_LISTEN}
+        except psutil.NoSuchProcess:  # a task process that ended meanwhile
+            continue
+    ports = {port for _, port, _ in listening}
+    assert int(airflow_server.base.rsplit(":", 1)[1]) in ports, listening
+    assert {ip for ip, _, _ in listening} <= {"127.0.0.1", "::1"}, f"listening beyond loopback: {listening}"
+    assert workers == 2 * len(os.sched_getaffinity(0)), workers
 
 
 def test_backfill_trains_each_logical_date_on_its_own_partition(airflow_server, localaws_process):

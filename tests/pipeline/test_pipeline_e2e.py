@@ -63,6 +63,17 @@ def test_train_mode_end_to_end(airflow):
     assert f"deleted endpoint digits-classifier-{summary['run']}" in summary["teardown"]["removed"]
     assert sm.list_endpoints(NameContains="digits-classifier")["Endpoints"] == []
     assert [j["TrainingJobStatus"] for j in jobs_of(sm, summary["run"])] == ["Completed"]
+    assert summary["jobs"]["training"] == [{"name": summary["training_job"], "status": "Completed",
+                                            "secondary_status": "Completed"}]
+    log = (airflow["home"] / "train.log").read_text()
+    # Each task says its outcome in a plain log line; the job's log is printed once; no credential chatter.
+    assert "[ml_pipeline.dag]" in next(line for line in log.splitlines() if "quality gate: deploy: " in line)
+    assert "smoke test passed: accuracy " in log
+    assert f"training job {summary['training_job']} is Completed in " in log
+    assert log.count("epoch=1 ") == 1, "the training log was printed more than once"
+    assert "credentials retrieved" not in log
+    # compute=sagemaker provisions nothing: one decision skipped the group's tasks, none was started.
+    assert "starting task_id=provision.needed_steps" in log and "starting task_id=provision.vpc" not in log
     airflow["train_run"] = result
 
 
@@ -89,6 +100,9 @@ def test_tune_mode_end_to_end(airflow):
     result, summary = run(airflow, conf, "2026-03-09T00:00:00+00:00", "tune")
     assert result["state"] == "success", (airflow["home"] / "tune.log").read_text()[-5000:]
     assert summary["trials"]["Completed"] == 4
+    [tuning] = summary["jobs"]["tuning"]
+    assert tuning["name"] == summary["tuning_job"] and tuning["status"] == "Completed"
+    assert tuning["trials"]["Completed"] == 4
     assert summary["training_job"].startswith(summary["tuning_job"] + "-")
     assert set(summary["best_hyperparameters"]) == {"hidden_units", "learning_rate", "dropout", "optimizer"}
     # Judged against the version the train-mode run put in production (same group).
@@ -135,6 +149,11 @@ def test_a_failing_training_job_fails_the_run_and_still_tears_down(airflow, tmp_
     sm = airflow["localaws"].client("sagemaker")
     jobs = jobs_of(sm, summary["run"] if summary else "none")
     assert jobs and all(j["TrainingJobStatus"] == "Failed" for j in jobs)
+    # The summary names the job and how it ended, though no best job was ever picked.
+    assert summary["state"] == "failed" and summary["training_job"] == jobs[0]["TrainingJobName"]
+    assert summary["jobs"]["training"][0]["status"] == "Failed"
+    assert "broken on purpose" in summary["jobs"]["training"][0]["reason"]
+    assert f"training job {jobs[0]['TrainingJobName']} was Failed (" in (airflow["home"] / "broken.log").read_text()
     assert len(jobs) == 1  # the sensor's retries re-check the failed job; nothing starts a duplicate
     assert sm.list_endpoints(NameContains="digits-classifier")["Endpoints"] == []
     assert sm.list_models(NameContains=summary["run"])["Models"] == []

@@ -1,4 +1,5 @@
-"""Checkpoints: written atomically, read back with ``torch.load(weights_only=True)``.
+"""Checkpoints: written atomically, nothing temporary in the synced directory; read back with
+``torch.load(weights_only=True)``.
 
 torch 1.13's weights-only unpickler knows tensors, ints, strings, lists and dicts
 but not floats, so a checkpoint is stored as ``{"tensors": [...], "meta": "<json>"}``:
@@ -8,8 +9,10 @@ loads safely on torch 1.13 and 2.x alike.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -54,18 +57,38 @@ def _decode(value: Any, tensors: list) -> Any:
 
 
 def save(directory: Path, state: dict) -> Path:
-    """Writes ``<directory>/checkpoint.pt`` (temp file + rename, so a reader never sees half)."""
+    """Writes ``<directory>/checkpoint.pt`` atomically, and never a partial or temporary file inside
+    ``<directory>``: SageMaker uploads every file that appears in the checkpoint directory while the job
+    runs, so a temp file written there would reach S3 (and stay, when the job is stopped mid-write). The
+    file is written and synced beside the directory (``.<directory>.staging/``) and renamed into place;
+    where that is another filesystem (a rename cannot cross one), it is copied in under a dot-name and
+    renamed, which the sync then sees removed."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors: list = []
     meta = json.dumps({"format": FORMAT, "state": _encode(state, tensors)})
     path = directory / FILE_NAME
-    tmp = directory / f".{FILE_NAME}.tmp-{os.getpid()}"
+    staging = directory.parent / f".{directory.name}.staging"
+    try:
+        staging.mkdir(exist_ok=True)
+    except OSError:  # the parent is not ours to write: stage inside after all
+        staging = directory
+    tmp = staging / f".{FILE_NAME}.tmp-{os.getpid()}"
     with open(tmp, "wb") as handle:
         torch.save({"tensors": tensors, "meta": meta}, handle)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+        inside = directory / tmp.name
+        shutil.copyfile(tmp, inside)
+        with open(inside, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(inside, path)
+        tmp.unlink()
     return path
 
 

@@ -1,4 +1,5 @@
-"""The provider's EC2 and SSM operators, made safe to retry for the run's host.
+"""The provider's EC2 and SSM operators, made safe to retry for the run's host, and the one decision
+in front of the provisioning steps.
 
 The provider's ``EC2CreateInstanceOperator`` launches a new instance on every try, and
 ``SsmRunCommandOperator`` sends a new command on every try (a second training on the same host). These
@@ -11,6 +12,38 @@ from typing import Any
 
 from airflow.providers.amazon.aws.operators.ec2 import EC2CreateInstanceOperator
 from airflow.providers.amazon.aws.operators.ssm import SsmRunCommandOperator
+from airflow.providers.standard.utils.skipmixin import SkipMixin
+from airflow.sdk import BaseOperator
+
+
+class SkipUnneededSteps(BaseOperator, SkipMixin):
+    """Skips, at once, the provisioning tasks the run's compute does not need (every one with
+    ``compute=sagemaker`` and no VPC; the host's with ``provision_vpc``), so the scheduler never queues them
+    one by one only for each to skip itself.
+
+    ``plan`` (templated) is the run's plan; ``step_tasks`` maps each step of ``stack.steps_for`` to the
+    task ids that belong to it (the step and the sensors on its resource). The tasks of the needed steps
+    run as wired; what follows the group joins on a ``NONE_FAILED`` task. Returns the needed steps."""
+
+    template_fields = ("plan",)
+
+    def __init__(self, *, plan: Any, step_tasks: dict[str, list[str]], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.plan = plan
+        self.step_tasks = step_tasks
+
+    def execute(self, context) -> list[str]:
+        from ml_pipeline.infra.stack import steps_for  # noqa: PLC0415
+
+        needed = steps_for(self.plan)
+        skipped = [task_id for step, task_ids in self.step_tasks.items() if step not in needed for task_id in task_ids]
+        p = self.plan["params"]
+        self.log.info("provisioning for compute=%s%s: %s", p["compute"],
+                      " with its own VPC" if p.get("provision_vpc") else "",
+                      ", ".join(needed) if needed else "nothing; the provisioning steps are skipped")
+        # Raises DownstreamTasksSkipped: the task succeeds and the listed tasks are skipped in one call.
+        self.skip(ti=context["ti"], tasks=[self.dag.get_task(task_id) for task_id in skipped])
+        return needed
 
 
 class CreateHostOperator(EC2CreateInstanceOperator):

@@ -4,7 +4,8 @@ The provider either fails when the job name exists or appends a timestamp, so a
 retried task starts a second, paid job. These subclasses re-attach instead: the
 run's job keeps its deterministic name; if it is running or done, the task takes
 it as its own; only when it failed or was stopped does the task start the next
-attempt (``<name>-r2``, ``-r3``...). They only create: a deferrable sensor waits.
+attempt (``<name>-r2``, ``-r3``...). They only create: a deferrable sensor waits (and prints a
+training job's log).
 """
 from __future__ import annotations
 
@@ -51,6 +52,9 @@ class RunTrainingJobOperator(SageMakerTrainingOperator):
 
     def __init__(self, **kwargs: Any):
         kwargs.setdefault("wait_for_completion", False)
+        # The sensor prints the job's log once it has ended. The provider's print_log here would print the
+        # first lines after waiting a check interval (30 s) for them, and the sensor print them again.
+        kwargs.setdefault("print_log", False)
         super().__init__(check_if_job_exists=False, **kwargs)
 
     def execute(self, context) -> dict:

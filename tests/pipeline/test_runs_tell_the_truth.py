@@ -1,0 +1,138 @@
+"""Runs that do not end well say so, and say what happened, through ``dag.test()`` as `make run` runs
+them: a training job stopped from outside, a run failing after it registered its model, and a localaws
+that forgot everything mid-run (as a restarted one without persistence does)."""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+
+import pytest
+
+from scripts.run_pipeline import airflow_env, migrate, run_dag
+from tests.conftest import REPO_ROOT, TRAINING_CONTEXT, LocalAWSProcess, unique
+from tests.pipeline.test_pipeline_e2e import QUICK, airflow, run  # noqa: F401 - airflow is the module's fixture
+
+pytestmark = pytest.mark.timeout(1200)
+
+
+@pytest.fixture(scope="module")
+def slow_presets(tmp_path_factory):
+    """The presets with a quick preset that trains for minutes, so that a run can be caught training."""
+    hyperparams = tmp_path_factory.mktemp("presets") / "hyperparams"
+    shutil.copytree(REPO_ROOT / "include" / "hyperparams", hyperparams)
+    quick = json.loads((hyperparams / "quick.json").read_text())
+    quick["hyperparameters"].update({"epochs": 3000, "early_stopping_patience": 0})
+    (hyperparams / "quick.json").write_text(json.dumps(quick))
+    return hyperparams
+
+
+def in_background(call) -> tuple[threading.Thread, dict]:
+    out: dict = {}
+    thread = threading.Thread(target=lambda: out.update(value=call()), daemon=True)
+    thread.start()
+    return thread, out
+
+
+def training_job_of(sm, day: str, thread: threading.Thread, timeout: float = 600) -> str:
+    """The name of the run's training job (its logical date is ``day``) once it is training."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert thread.is_alive(), "the run ended before its training job trained"
+        for job in [j for j in sm.list_training_jobs(NameContains=f"-{day}-")["TrainingJobSummaries"]
+                    if j["TrainingJobStatus"] == "InProgress"]:
+            if sm.describe_training_job(TrainingJobName=job["TrainingJobName"])["SecondaryStatus"] == "Training":
+                return job["TrainingJobName"]
+        time.sleep(1)
+    raise TimeoutError(f"no training job of {day} trained within {timeout} s")
+
+
+@pytest.mark.parametrize("states, gate, why", [
+    ({"quality_gate": "success", "promote": "success"}, {"deploy": True}, {}),
+    ({"quality_gate": "success", "promote": "skipped"}, {"deploy": False}, {}),  # the gate kept production
+    ({"train.wait_for_training_job": "failed", "pick_best": "upstream_failed", "promote": "upstream_failed"},
+     None, {"train.wait_for_training_job": "failed"}),
+    # Marked failed from the UI while the wait task was queued: no task failed, the rest were skipped.
+    ({"train.start_training_job": "success", "train.wait_for_training_job": "skipped", "promote": "skipped"},
+     None, {"promote": "skipped"}),
+])
+def test_a_run_succeeds_only_when_no_task_failed_and_it_reached_its_end(states, gate, why):
+    from ml_pipeline.closing import failures
+
+    assert failures(states, gate) == why
+
+
+def test_a_training_job_stopped_from_outside_fails_the_run_naming_the_job_and_how_it_ended(airflow, slow_presets):
+    sm, s3 = airflow["localaws"].client("sagemaker"), airflow["localaws"].client("s3")
+    thread, out = in_background(lambda: run(airflow, {"mode": "train", **QUICK}, "2026-09-07T00:00:00+00:00",
+                                            "stopped", ML_PIPELINE_HYPERPARAMS_DIR=str(slow_presets)))
+    name = training_job_of(sm, "20260907", thread)
+    time.sleep(3)  # a few epochs, a few checkpoints
+    sm.stop_training_job(TrainingJobName=name)
+    thread.join(900)
+    result, summary = out["value"]
+    log = (airflow["home"] / "stopped.log").read_text()
+    assert result["state"] == "failed"
+    assert "KeyError" not in log
+    assert f"training job {name} was Stopped (" in log
+    assert summary["state"] == "failed" and "train.wait_for_training_job" in summary["failed_tasks"]
+    assert summary["training_job"] == name
+    [job] = summary["jobs"]["training"]
+    assert job["name"] == name and job["status"] == "Stopped" and job["reason"]
+    # The job was stopped mid-checkpointing more than once: only the checkpoint itself is in S3.
+    listed = s3.list_objects_v2(Bucket=airflow["bucket"], Prefix=f"checkpoints/{summary['run']}/")
+    assert [o["Key"].rsplit("/", 1)[1] for o in listed.get("Contents", [])] == ["checkpoint.pt"]
+
+
+def test_a_run_that_fails_after_registering_rejects_its_model_version(airflow):
+    # All 270 held-out digits right: the quick preset never gets there, so the smoke test fails the run.
+    conf = {"mode": "train", **QUICK, "smoke_min_accuracy": 1.0, "smoke_samples": 270}
+    result, summary = run(airflow, conf, "2026-09-14T00:00:00+00:00", "rejected")
+    assert result["state"] == "failed"
+    assert summary["failed_tasks"] == {"smoke_test": "failed"}
+    package = airflow["localaws"].client("sagemaker").describe_model_package(ModelPackageName=summary["model_package"])
+    assert package["ModelApprovalStatus"] == "Rejected"
+    assert "smoke_test" in package["ApprovalDescription"]
+    assert f"rejected model package version {summary['model_package']}" in " ".join(summary["teardown"]["removed"])
+
+
+def test_after_localaws_forgot_everything_teardown_says_what_is_gone_and_still_summarizes(tmp_path, slow_presets):
+    from localaws.client import register_image
+    from ml_pipeline.images import context_hash
+    from tests.fixtures.docker_engine import ecr_uri
+
+    server = LocalAWSProcess(tmp_path / "first", "process")
+    (tmp_path / "first").mkdir()
+    server.start()
+    register_image(server.endpoint_url, ecr_uri("digits-training", context_hash(TRAINING_CONTEXT)), TRAINING_CONTEXT)
+    # The same address, nothing of the first one's state: what a restart without persistence gives.
+    restarted = LocalAWSProcess(tmp_path / "second", "process")
+    (tmp_path / "second").mkdir()
+    restarted.port, restarted.endpoint_url = server.port, server.endpoint_url
+    env = airflow_env(server.endpoint_url, tmp_path / "airflow-home")
+    env.update({"ML_PIPELINE_BUCKET": unique("forgotten"), "ML_PIPELINE_POLL_SECONDS": "1",
+                "ML_PIPELINE_HYPERPARAMS_DIR": str(slow_presets)})
+    migrate(env)
+    log_path = tmp_path / "forgotten.log"
+    conf = {"mode": "train", **QUICK, "model_package_group": unique("digits")}
+    try:
+        thread, out = in_background(lambda: run_dag(env, conf, "2026-09-21T00:00:00+00:00", log_path))
+        name = training_job_of(server.client("sagemaker"), "20260921", thread)
+        server.stop()
+        restarted.start()
+        thread.join(900)
+    finally:
+        server.stop()
+        if restarted.process is not None:
+            restarted.stop()
+    result, log = out["value"], log_path.read_text()
+    assert result["state"] == "failed"
+    summary = result["summary"]  # close_run's return value: it ran to the end
+    assert summary is not None, log[-5000:]
+    assert "NoSuchBucket" not in log
+    assert f"training job {name}" in summary["teardown"]["already_gone"]
+    assert f"teardown: training job {name}: already gone" in log
+    assert summary["summary"].startswith(f"not written to S3: bucket {env['ML_PIPELINE_BUCKET']} no longer exists")
+    assert summary["jobs"]["training"] == [{"name": name, "status": "gone"}]
+    assert f'"run": "{summary["run"]}"' in log  # the whole summary is in the task's log

@@ -63,6 +63,18 @@ def wait_for_training(sm, name: str, timeout: float = 600, until=TERMINAL, poll:
         time.sleep(poll)
 
 
+def wait_until(what, timeout: float = 120, poll: float = 0.3, waiting_for: str = ""):
+    """``what()``'s first truthy value, asked every ``poll`` seconds; TimeoutError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = what()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still waiting after {timeout}s{': ' + waiting_for if waiting_for else ''}")
+        time.sleep(poll)
+
+
 def unknown_members(service: str, operation: str, response: dict) -> list[str]:
     """Members of ``response`` that botocore's output shape for ``operation`` does not have."""
     model = botocore_session.get_session().get_service_model(service)

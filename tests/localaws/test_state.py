@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError
 from tests.conftest import REPO_ROOT, LocalAWSProcess, unique
 from tests.fixtures.docker_engine import ecr_uri
 from tests.localaws.hosting_support import deploy, instances, wait_endpoint, wait_gone
-from tests.support import ROLE_ARN, training_request, wait_for_training
+from tests.support import ROLE_ARN, training_request, wait_for_training, wait_until
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -98,17 +98,6 @@ def helper_pids(localaws, group: str) -> list[int]:
     except ClientError:
         return []
     return [int(event["message"].split()[-1]) for event in events if event["message"].startswith("helper pid")]
-
-
-def wait_until(what, timeout: float = 120, poll: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = what()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"still waiting after {timeout}s")
-        time.sleep(poll)
 
 
 def running(pid: int) -> bool:

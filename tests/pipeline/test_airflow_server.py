@@ -24,6 +24,7 @@ import pytest
 
 from scripts.run_pipeline import DAG_ID, airflow_env, migrate
 from tests.conftest import REPO_ROOT, free_port, unique
+from tests.support import wait_until
 
 REAPER_ID = "ml_pipeline_reaper"
 
@@ -84,14 +85,7 @@ class AirflowServer:
         return self.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
 
     def wait(self, what, timeout: float = 600, every: float = 2):
-        deadline = time.monotonic() + timeout
-        while True:
-            value = what()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"gave up waiting; see {self.log_path}")
-            time.sleep(every)
+        return wait_until(what, timeout, every, waiting_for=f"see {self.log_path}")
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,11 @@ validated by their JSON Schema in the trigger form, and again with the hyperpara
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 from airflow.providers.amazon.aws.sensors.ec2 import EC2InstanceStateSensor
 from airflow.providers.amazon.aws.sensors.ssm import SsmRunCommandCompletedSensor
@@ -31,6 +29,8 @@ from airflow.sdk import DAG, TriggerRule, get_current_context, setup, task, task
 
 from ml_pipeline import sagemaker_requests as requests
 from ml_pipeline import steps
+from ml_pipeline.aws import AWS_CONN_ID, client
+from ml_pipeline.aws import hook as aws_hook
 from ml_pipeline.infra import stack
 from ml_pipeline.infra.operators import RunHostTrainingOperator, SkipUnneededSteps
 from ml_pipeline.infra.params import infra_params
@@ -44,7 +44,6 @@ from ml_pipeline.sensors.sagemaker import (
     DeferrableTuningSensor,
 )
 
-AWS_CONN_ID = "aws_default"
 #: What the run's summary reports, by the task that produced it.
 SUMMARY_SOURCES = {
     "data": "prepare_dataset",
@@ -74,21 +73,6 @@ PROVISIONING = (
 
 #: Each task's outcome in one plain line of its own log.
 log = logging.getLogger("ml_pipeline.dag")
-
-
-@functools.cache
-def _aws() -> AwsBaseHook:
-    return AwsBaseHook(aws_conn_id=AWS_CONN_ID)
-
-
-@functools.cache
-def client(service: str):
-    """A client of the task's one AWS connection: the connection is read (and the provider logs where its
-    credentials came from) once per task process, not once per client."""
-    hook = _aws()
-    return hook.get_session(region_name=hook.region_name).client(
-        service, endpoint_url=hook.conn_config.get_service_endpoint_url(service), config=hook.config,
-        verify=hook.verify)
 
 
 def xcom(task_id: str, key: str = "return_value"):
@@ -158,7 +142,8 @@ with DAG(
     def build_image(run_plan: dict) -> dict:
         from ml_pipeline.images import build_and_push
 
-        image = build_and_push(client("ecr"), run_plan["params"]["ecr_repository"], _aws().conn_config.endpoint_url)
+        image = build_and_push(client("ecr"), run_plan["params"]["ecr_repository"],
+                               aws_hook().conn_config.endpoint_url)
         log.info("image %s: %s", image["image"], image.get("how") or ("built" if image.get("built") else "exists"))
         return image
 

@@ -16,16 +16,10 @@ import os
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow.sdk import DAG, TriggerRule, get_current_context, task
 
+from ml_pipeline.aws import client
 from ml_pipeline.params import form_param
-
-AWS_CONN_ID = "aws_default"
-
-
-def client(service: str):
-    return AwsBaseHook(aws_conn_id=AWS_CONN_ID, client_type=service).get_conn()
 
 
 def dry_run(params: dict, run_type: str) -> bool:

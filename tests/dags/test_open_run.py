@@ -25,9 +25,13 @@ def pipeline():
 @pytest.fixture
 def tasks(pipeline, localaws_process, monkeypatch):
     """The DAG's preflight and open_run callables, with the DAG's AWS connection pointing at localaws."""
+    from ml_pipeline import aws
+
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({
         "conn_type": "aws", "login": "testing", "password": "testing",
         "extra": {"endpoint_url": localaws_process.endpoint_url, "region_name": "us-east-1"}}))
+    aws.client.cache_clear()  # a task process reads its connection once: here, each test is one
+    aws.hook.cache_clear()
     return {name: pipeline.get_task(name).python_callable for name in ("preflight", "open_run")}
 
 
@@ -167,3 +171,18 @@ def test_a_new_bucket_is_created_hardened_and_a_later_run_changes_nothing(tasks,
     assert checked["bucket"] == {"bucket": bucket, "exists": True, "warnings": []}
     assert tasks["open_run"](later, checked)["created"] is False
     assert snapshot(s3, bucket) == found
+
+
+def test_a_tasks_aws_clients_share_one_connection_read_once(tasks, localaws_process):
+    """One hook per task: the provider logs where the connection's credentials came from once, however
+    many clients the task makes; each client is the provider's (its endpoint, its user agent)."""
+    from structlog.testing import capture_logs
+
+    from ml_pipeline import aws
+
+    with capture_logs() as logged:
+        clients = [aws.client(service) for service in ("s3", "ec2", "sagemaker", "s3")]
+    assert clients[0] is clients[3]
+    assert [c.meta.endpoint_url for c in clients] == [localaws_process.endpoint_url] * 4
+    assert all("Airflow/" in c.meta.config.user_agent_extra for c in clients)
+    assert sum("credentials retrieved" in str(entry.get("event")) for entry in logged) == 1, logged

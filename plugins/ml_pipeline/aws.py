@@ -1,0 +1,33 @@
+"""The AWS clients of one task, all from its one Airflow connection.
+
+    client("s3")   a boto3 client, made by the provider's own ``AwsBaseHook.get_client_type`` (the
+                   connection's endpoint for that service, its botocore config, the provider's user agent)
+    hook()         the task's hook (its ``conn_config`` says where the connection points)
+
+The connection is read once per task process, so the provider logs where its credentials came from once,
+not once per client; each client is made once. The DAGs pass ``client`` to the plugin's functions, which
+take ``client(service)`` wherever they need more than one service.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+
+from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+AWS_CONN_ID = "aws_default"
+
+
+@functools.cache
+def hook(aws_conn_id: str = AWS_CONN_ID) -> AwsBaseHook:
+    return AwsBaseHook(aws_conn_id=aws_conn_id)
+
+
+@functools.cache
+def client(service: str, aws_conn_id: str = AWS_CONN_ID):
+    base = hook(aws_conn_id)
+    base.conn_config  # noqa: B018 - read the connection once: the copies below share it
+    # A hook is made for one client type: a copy of the task's hook, for this service, shares its connection.
+    service_hook = copy.copy(base)
+    service_hook.client_type = service
+    return service_hook.get_client_type(region_name=base.region_name)

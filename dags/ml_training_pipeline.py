@@ -125,9 +125,9 @@ with DAG(
 
     @setup
     def open_run(run_plan: dict, pre: dict) -> dict:
-        """The run's bucket: created and configured when the preflight found none; an existing one is used
-        as it is."""
-        opened = stack.ensure_bucket(client, run_plan, pre["bucket"])
+        """The run's bucket, after the preflight (``pre``): created and configured when missing; any other one
+        (the tag of the run that created it says whose it is) is used as it is."""
+        opened = stack.ensure_bucket(client, run_plan)
         log.info("run %s opened: bucket %s (%s)", run_plan["key"], opened["bucket"],
                  "created" if opened["created"] else "existing, left as it is")
         return {**opened, "key": run_plan["key"]}

@@ -173,6 +173,46 @@ def test_a_new_bucket_is_created_hardened_and_a_later_run_changes_nothing(tasks,
     assert snapshot(s3, bucket) == found
 
 
+def test_a_bucket_someone_creates_after_the_preflight_is_left_as_it_is(tasks, localaws_process):
+    """The preflight saw no bucket; before open_run, someone else made it (another run, a backfill, a user):
+    only the created-by-run tag makes a bucket the run's, so this one is checked and left exactly as it is."""
+    s3, kms = localaws_process.client("s3"), localaws_process.client("kms")
+    run = plan(bucket=unique("raced"))
+    bucket = run["params"]["bucket"]
+    pre = tasks["preflight"](run)
+    assert pre["bucket"]["exists"] is False
+    key = kms.create_key(Description="the other owner's key")["KeyMetadata"]["Arn"]
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [{
+        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}}]})
+    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+    s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [{"Key": "owner", "Value": "data-team"}]})
+    before = snapshot(s3, bucket)
+    opened = tasks["open_run"](run, pre)
+    assert opened["created"] is False
+    assert snapshot(s3, bucket) == before
+
+
+def test_the_bucket_checks_name_this_account_as_the_buckets_owner(tasks, localaws_process):
+    """Every call of the bucket's check says which account must own it (ExpectedBucketOwner): S3 then refuses
+    another account's bucket even when that bucket grants this role access. (localaws's S3, moto's, does not
+    act on it: the request is what is checked here.)"""
+    from ml_pipeline import aws
+
+    s3 = localaws_process.client("s3")
+    bucket = unique("owned")
+    private_encrypted(s3, bucket)
+    account = localaws_process.client("sts").get_caller_identity()["Account"]
+    sent = []
+    aws.client("s3").meta.events.register(
+        "before-send.s3", lambda request, **_: sent.append((request.url, request.headers.get(
+            "x-amz-expected-bucket-owner"))))
+    assert tasks["preflight"](plan(bucket=bucket))["bucket"]["exists"] is True
+    assert len(sent) >= 6  # HeadBucket, tagging, encryption, Block Public Access, policy status, ACL, versioning
+    assert [url for url, owner in sent if owner != account.encode()] == []
+
+
 def test_a_tasks_aws_clients_share_one_connection_read_once(tasks, localaws_process):
     """One hook per task: the provider logs where the connection's credentials came from once, however
     many clients the task makes; each client is the provider's (its endpoint, its user agent)."""

@@ -26,6 +26,14 @@ def plan(**overrides) -> dict:
     return make_plan(params(**overrides), f"manual__{uuid.uuid4().hex}", datetime.now(timezone.utc))
 
 
+def key_pair(client, name: str = "ops") -> str:
+    """An EC2 key pair the preflight finds (it refuses an ssh_key_name that does not exist)."""
+    ec2 = client("ec2")
+    if not ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [name]}])["KeyPairs"]:
+        ec2.create_key_pair(KeyName=name)
+    return name
+
+
 class Failure(Exception):
     """Injected."""
 

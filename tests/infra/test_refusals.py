@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.infra.support import ZERO, params, plan
+from tests.infra.support import ZERO, key_pair, params, plan
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -34,6 +34,9 @@ def vpc_count(client) -> int:
     ({"allowed_cidrs": ["::ffff:0.0.0.0/96"]}, "covers every IPv4 address"),
     ({"ami_id": "ami-0123456789abcdef0"}, "does not exist"),
     ({"ami_ssm_parameter": "/aws/service/deeplearning/ami/x86_64/no-such-ami/latest/ami-id"}, "does not exist"),
+    # What only AWS can tell: a zone of another region, a key pair that does not exist.
+    ({"availability_zone": "eu-west-1a"}, "eu-west-1a is not an available zone of us-east-1"),
+    ({"ssh_key_name": "nobodys-key"}, "no EC2 key pair 'nobodys-key'"),
 ])
 def test_refused_before_anything_is_created(localaws_process, overrides, message):
     from ml_pipeline.infra.teardown import remaining
@@ -42,10 +45,25 @@ def test_refused_before_anything_is_created(localaws_process, overrides, message
     started.clear()
     before = vpc_count(client)
     with pytest.raises(ValueError, match=message):
-        start(client, compute="host", ssh_key_name="ops", **overrides)
+        start(client, **{"compute": "host", "ssh_key_name": key_pair(client), **overrides})
     for run in started:  # refused by the preflight: the plan exists, nothing of it was created
         assert remaining(client, run["key"]) == ZERO
     assert vpc_count(client) == before
+
+
+def test_a_zone_of_another_region_is_refused_for_sagemaker_in_the_runs_vpc(localaws_process):
+    client = localaws_process.client
+    started.clear()
+    before = vpc_count(client)
+    with pytest.raises(ValueError, match="eu-west-1a is not an available zone of us-east-1"):
+        start(client, compute="sagemaker", provision_vpc=True, availability_zone="eu-west-1a")
+    assert remaining_of(client, started) == [ZERO] and vpc_count(client) == before
+
+
+def remaining_of(client, runs: list[dict]) -> list[dict]:
+    from ml_pipeline.infra.teardown import remaining
+
+    return [remaining(client, run["key"]) for run in runs]
 
 
 def test_the_deep_learning_amis_are_found_from_their_public_parameters(localaws_process):

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.infra.support import ZERO, FailingClients, Failure, plan
+from tests.infra.support import ZERO, FailingClients, Failure, key_pair, plan
 
 pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture
 def aws(localaws_process):
+    key_pair(localaws_process.client)  # the tests' ssh_key_name
     return localaws_process.client
 
 
@@ -240,22 +241,35 @@ def test_the_tls_only_policy_refuses_plain_http_so_it_goes_only_on_a_bucket_reac
     assert tls_only_policy(bucket, "cn-north-1")["Statement"][0]["Resource"][0] == f"arn:aws-cn:s3:::{bucket}"
 
 
-@pytest.mark.parametrize("operation", ["put_bucket_tagging", "put_public_access_block", "put_bucket_encryption",
-                                       "put_bucket_versioning"])
+@pytest.mark.parametrize("operation", ["put_public_access_block", "put_bucket_encryption", "put_bucket_versioning"])
 def test_a_bucket_half_configured_by_its_run_is_finished_by_the_retry(aws, operation):
-    """open_run failing after CreateBucket: its retry (told by the preflight that there was no bucket) finishes
-    configuring it, and a preflight run again (a cleared task) recognises it by its created-by-run tag; the
-    bucket is not mistaken for someone else's and refused."""
+    """open_run failing after it created and tagged the bucket: its retry finishes configuring it, and a
+    preflight run again (a cleared task) recognises it by its created-by-run tag; the bucket is not mistaken
+    for someone else's and refused."""
     from ml_pipeline.infra.stack import check_bucket, ensure_bucket
     from tests.conftest import unique
 
     run = plan(bucket=unique("half-bucket"))
     s3, bucket = aws("s3"), run["params"]["bucket"]
-    checked = check_bucket(s3, bucket, run["key"])
-    assert checked["exists"] is False
+    assert check_bucket(s3, bucket, run["key"])["exists"] is False
     with pytest.raises(Failure):
-        ensure_bucket(FailingClients(aws, operation, after=False), run, checked)
-    if operation != "put_bucket_tagging":
-        assert check_bucket(s3, bucket, run["key"])["created_by_this_run"] is True
-    assert ensure_bucket(aws, run, checked)["created"] is True
+        ensure_bucket(FailingClients(aws, operation, after=False), run)
+    assert check_bucket(s3, bucket, run["key"])["created_by_this_run"] is True
+    assert ensure_bucket(aws, run)["created"] is True
     assert check_bucket(s3, bucket)["exists"] is True  # fit for any later run: encrypted and private
+
+
+def test_a_bucket_left_untagged_by_a_failed_try_is_not_taken_for_the_runs(aws):
+    """Only the created-by-run tag says the run made a bucket: one a try created and could not tag could be
+    anyone's (a bucket made between the preflight and open_run is the same to S3), so the retry checks it
+    and changes nothing (moto's new bucket is unencrypted: refused)."""
+    from ml_pipeline.infra.stack import BucketRefused, ensure_bucket
+    from tests.conftest import unique
+
+    run = plan(bucket=unique("untagged"))
+    with pytest.raises(Failure):
+        ensure_bucket(FailingClients(aws, "put_bucket_tagging", after=False), run)
+    with pytest.raises(BucketRefused, match="no default encryption"):
+        ensure_bucket(aws, run)
+    with pytest.raises(aws("s3").exceptions.ClientError):  # left as it is: no Block Public Access put on it
+        aws("s3").get_public_access_block(Bucket=run["params"]["bucket"])

@@ -4,8 +4,9 @@
     validate_infra(params)     every refusal that needs no AWS call: a list of messages, empty when fine
     check_ami(ssm, ec2, params) the AMI the host boots: the given ``ami_id``, else the public SSM parameter
                                of the matching AWS Deep Learning AMI; raises AmiError when it does not exist
-    preflight(client, plan)    the bucket (an existing one unencrypted or public is refused), and for
-                               compute=host check_ami plus an availability zone offering the instance type
+    preflight(client, plan)    the bucket (an existing one unencrypted, public or another account's is refused);
+                               for compute=host check_ami, the SSH key pair and an availability zone of the
+                               region offering the instance type; with provision_vpc, a zone of the region
 
 No AWS call at import, and only botocore's model (no network) in validate_infra.
 """
@@ -285,16 +286,44 @@ def choose_availability_zone(ec2, params: dict) -> str:
     return offered[0]
 
 
+def check_zone(ec2, params: dict) -> str:
+    """The given availability zone, which must be an available zone of this region, else the region's first."""
+    zones = ec2.describe_availability_zones(Filters=[{"Name": "state", "Values": ["available"]}])
+    names = sorted(z["ZoneName"] for z in zones["AvailabilityZones"])
+    wanted = params.get("availability_zone")
+    if wanted and wanted not in names:
+        raise ValueError(f"availability_zone: {wanted} is not an available zone of {ec2.meta.region_name} "
+                         f"(its zones: {', '.join(names) or 'none'})")
+    return wanted or names[0]
+
+
+def check_key_pair(ec2, params: dict) -> None:
+    """``ssh_key_name``, when set, must be an EC2 key pair of this region (RunInstances would refuse it only
+    after the VPC exists)."""
+    name = params.get("ssh_key_name")
+    if not name:
+        return
+    try:
+        ec2.describe_key_pairs(KeyNames=[name])
+    except ec2.exceptions.ClientError as error:
+        if error.response["Error"]["Code"] == "InvalidKeyPair.NotFound":
+            raise ValueError(f"ssh_key_name: no EC2 key pair {name!r} in {ec2.meta.region_name}") from None
+        raise
+
+
 def preflight(client, plan: dict) -> dict:
-    """The AWS-side checks before anything is created. Every run: the bucket (an existing one must be encrypted
-    and private; it is never changed). compute=host: the AMI and the zone. With compute=sagemaker and
-    provision_vpc: a zone of the region. Returns what open_run and the provisioning steps need."""
-    from ml_pipeline.infra.stack import check_bucket  # noqa: PLC0415 - stack imports this module
+    """The AWS-side checks before anything is created. Every run: the bucket (an existing one must be this
+    account's, encrypted and private; it is never changed). compute=host: the AMI, the key pair and a zone
+    offering the type. With compute=sagemaker and provision_vpc: a zone of the region. Returns what open_run
+    and the provisioning steps need."""
+    from ml_pipeline.infra.stack import account_of, check_bucket  # noqa: PLC0415 - stack imports this module
 
     p = plan["params"]
-    bucket = check_bucket(client("s3"), p["bucket"], plan["key"])
+    bucket = check_bucket(client("s3"), p["bucket"], plan["key"], owner=account_of(client))
     ec2 = client("ec2")
     if p.get("compute") == "host":
+        check_zone(ec2, p)
+        check_key_pair(ec2, p)
         return {
             "bucket": bucket,
             "ami_id": check_ami(client("ssm"), ec2, p),
@@ -303,8 +332,6 @@ def preflight(client, plan: dict) -> dict:
             "instance_type": p["host_instance_type"],
         }
     if p.get("provision_vpc"):
-        zones = ec2.describe_availability_zones(Filters=[{"Name": "state", "Values": ["available"]}])
-        names = sorted(z["ZoneName"] for z in zones["AvailabilityZones"])
-        return {"bucket": bucket, "ami_id": None, "availability_zone": p.get("availability_zone") or names[0],
+        return {"bucket": bucket, "ami_id": None, "availability_zone": check_zone(ec2, p),
                 "accelerator": None, "instance_type": None}
     return {"bucket": bucket, "ami_id": None, "availability_zone": None, "accelerator": None, "instance_type": None}

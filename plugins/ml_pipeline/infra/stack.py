@@ -277,9 +277,20 @@ def _error_code(error) -> str:
     return error.response["Error"]["Code"]
 
 
-def _bucket_exists(s3, bucket: str) -> bool:
+def _owned_by(owner: str | None) -> dict:
+    """ExpectedBucketOwner: S3 answers 403 when the bucket is another account's, even one that grants this
+    role access."""
+    return {"ExpectedBucketOwner": owner} if owner else {}
+
+
+def account_of(client) -> str:
+    """The account the run's credentials belong to (STS GetCallerIdentity needs no permission)."""
+    return client("sts").get_caller_identity()["Account"]
+
+
+def _bucket_exists(s3, bucket: str, owner: str | None = None) -> bool:
     try:
-        s3.head_bucket(Bucket=bucket)
+        s3.head_bucket(Bucket=bucket, **_owned_by(owner))
         return True
     except s3.exceptions.ClientError as error:
         if _error_code(error) in ("404", "NoSuchBucket"):
@@ -290,10 +301,10 @@ def _bucket_exists(s3, bucket: str) -> bool:
         raise
 
 
-def _read(s3, operation: str, bucket: str, absent: str | None = None) -> dict | None:
+def _read(s3, operation: str, bucket: str, absent: str | None = None, owner: str | None = None) -> dict | None:
     """One of the bucket's settings (None: it has none); a setting the run may not read refuses the bucket."""
     try:
-        return getattr(s3, operation)(Bucket=bucket)
+        return getattr(s3, operation)(Bucket=bucket, **_owned_by(owner))
     except s3.exceptions.ClientError as error:
         if _error_code(error) == absent:
             return None
@@ -302,16 +313,16 @@ def _read(s3, operation: str, bucket: str, absent: str | None = None) -> dict | 
         raise
 
 
-def bucket_findings(s3, bucket: str) -> tuple[list[str], list[str]]:
+def bucket_findings(s3, bucket: str, owner: str | None = None) -> tuple[list[str], list[str]]:
     """What makes an existing bucket unfit (refusals) and what is only worth saying (warnings); read only."""
     refusals, warnings = [], []
-    encryption = _read(s3, "get_bucket_encryption", bucket, "ServerSideEncryptionConfigurationNotFoundError")
+    encryption = _read(s3, "get_bucket_encryption", bucket, "ServerSideEncryptionConfigurationNotFoundError", owner)
     rules = (encryption or {}).get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
     if not any(r.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm") for r in rules):
         refusals.append("it has no default encryption")
     # Public is refused; a private bucket without Block Public Access is only said: the account's own
     # setting may cover it, and turning it on is the owner's change, not the run's.
-    block = _read(s3, "get_public_access_block", bucket, "NoSuchPublicAccessBlockConfiguration")
+    block = _read(s3, "get_public_access_block", bucket, "NoSuchPublicAccessBlockConfiguration", owner)
     settings = (block or {}).get("PublicAccessBlockConfiguration", {})
     off = [name for name in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
            if not settings.get(name)]
@@ -319,27 +330,28 @@ def bucket_findings(s3, bucket: str) -> tuple[list[str], list[str]]:
         which = "has no Block Public Access configuration" if block is None else \
             f"has Block Public Access partly off ({', '.join(off)})"
         warnings.append(f"it {which}: it is private now, but nothing in the bucket stops it being made public")
-    status = _read(s3, "get_bucket_policy_status", bucket, "NoSuchBucketPolicy")
+    status = _read(s3, "get_bucket_policy_status", bucket, "NoSuchBucketPolicy", owner)
     if status and status["PolicyStatus"].get("IsPublic") and not settings.get("RestrictPublicBuckets"):
         refusals.append("its bucket policy makes it public")
-    public = sorted({grant["Permission"] for grant in _read(s3, "get_bucket_acl", bucket)["Grants"]
+    public = sorted({grant["Permission"] for grant in _read(s3, "get_bucket_acl", bucket, owner=owner)["Grants"]
                      if grant["Grantee"].get("URI") in _PUBLIC_GRANTEES and not settings.get("IgnorePublicAcls")})
     if public:
         refusals.append(f"its ACL grants {', '.join(public)} to everyone")
-    if _read(s3, "get_bucket_versioning", bucket).get("Status") != "Enabled":
+    if _read(s3, "get_bucket_versioning", bucket, owner=owner).get("Status") != "Enabled":
         warnings.append("versioning is not enabled: an overwritten or deleted artifact cannot be recovered")
     return refusals, warnings
 
 
-def check_bucket(s3, bucket: str, run_key: str | None = None) -> dict:
+def check_bucket(s3, bucket: str, run_key: str | None = None, owner: str | None = None) -> dict:
     """The preflight of the run's bucket, changing nothing: ``{"bucket", "exists", "warnings"}``; an existing
-    bucket that is unencrypted or public (or not this account's) raises BucketRefused, unless it is the one
-    this run (``run_key``) created and has yet to finish configuring."""
-    if not _bucket_exists(s3, bucket):
+    bucket that is unencrypted or public, or not this account's (``owner``, the account: every call names it as
+    the ExpectedBucketOwner, so another account's bucket is refused even when it grants this role access), raises
+    BucketRefused, unless it is the one this run (``run_key``) created and has yet to finish configuring."""
+    if not _bucket_exists(s3, bucket, owner):
         return {"bucket": bucket, "exists": False, "warnings": []}
-    if run_key and _created_by(s3, bucket) == run_key:
+    if run_key and _created_by(s3, bucket, owner) == run_key:
         return {"bucket": bucket, "exists": True, "warnings": [], "created_by_this_run": True}
-    refusals, warnings = bucket_findings(s3, bucket)
+    refusals, warnings = bucket_findings(s3, bucket, owner)
     if refusals:
         raise BucketRefused(f"s3://{bucket} is refused: {'; '.join(refusals)}. The run does not reconfigure a "
                             "bucket it did not create: fix it, or name a new bucket for the run to create")
@@ -348,11 +360,15 @@ def check_bucket(s3, bucket: str, run_key: str | None = None) -> dict:
     return {"bucket": bucket, "exists": True, "warnings": warnings}
 
 
-def _created_by(s3, bucket: str) -> str | None:
+def _bucket_tags(s3, bucket: str, owner: str | None = None) -> dict[str, str]:
     try:
-        return tags.as_dict(s3.get_bucket_tagging(Bucket=bucket)["TagSet"]).get(CREATED_BY_RUN)
-    except s3.exceptions.ClientError:
-        return None
+        return tags.as_dict(s3.get_bucket_tagging(Bucket=bucket, **_owned_by(owner))["TagSet"])
+    except s3.exceptions.ClientError:  # NoSuchTagSet
+        return {}
+
+
+def _created_by(s3, bucket: str, owner: str | None = None) -> str | None:
+    return _bucket_tags(s3, bucket, owner).get(CREATED_BY_RUN)
 
 
 def tls_only_policy(bucket: str, region: str) -> dict:
@@ -375,27 +391,47 @@ def _configure_new_bucket(s3, bucket: str) -> None:
         log.info("s3://%s is reached over plain HTTP (%s): no TLS-only policy", bucket, s3.meta.endpoint_url)
 
 
-def ensure_bucket(client, plan: dict, checked: dict | None = None) -> dict:
-    """The run's bucket (open_run; ``checked`` is the preflight's ``check_bucket``). Missing: created, tagged with
-    the project (not with ``run``: it outlives runs and no teardown removes it) and the creating run, then
-    configured; TLS only when S3 is reached over HTTPS (always on AWS). A retry of the run that created it
-    (the preflight saw no bucket, or the bucket's tag names the run) finishes the configuration. Any other
-    bucket is checked as the preflight checks it and left exactly as it is."""
+def ensure_bucket(client, plan: dict) -> dict:
+    """The run's bucket (open_run). Only its ``created-by-run`` tag says the run created it: a bucket the run
+    creates is tagged right after its CreateBucket succeeded (with the project too, not with ``run``: it
+    outlives runs and no teardown removes it), then configured; TLS only when S3 is reached over HTTPS (always
+    on AWS). A retry finds the tag and finishes the configuration. Any other bucket is checked as the
+    preflight checks it and left exactly as it is: one there at the preflight, one someone made since (another
+    run, a backfill; CreateBucket then answers BucketAlreadyOwnedByYou or BucketAlreadyExists), or one a try
+    left untagged between creating and tagging it."""
     s3 = client("s3")
     bucket, key = plan["params"]["bucket"], plan["key"]
-    if not _bucket_exists(s3, bucket):
-        region = s3.meta.region_name
-        kwargs = {"CreateBucketConfiguration": {"LocationConstraint": region}} if region != "us-east-1" else {}
-        s3.create_bucket(Bucket=bucket, **kwargs)
-        log.info("created s3://%s", bucket)
-    elif (checked or {}).get("exists") is not False and _created_by(s3, bucket) != key:
-        # Not this run's: it existed at the preflight, and no tag says this run made it.
-        found = check_bucket(s3, bucket)
+    owner = account_of(client)
+    if _bucket_exists(s3, bucket, owner):
+        made_by = _created_by(s3, bucket, owner)
+    else:
+        made_by = _create_bucket(s3, bucket, key, owner)
+    if made_by != key:
+        found = check_bucket(s3, bucket, owner=owner)
         return {"bucket": bucket, "created": False, "warnings": found["warnings"]}
-    s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [
-        {"Key": tags.PROJECT_KEY, "Value": tags.PROJECT}, {"Key": CREATED_BY_RUN, "Value": key}]})
     _configure_new_bucket(s3, bucket)
     return {"bucket": bucket, "created": True, "warnings": []}
+
+
+def _create_bucket(s3, bucket: str, key: str, owner: str) -> str | None:
+    """Creates the bucket and tags it as run ``key``'s; the run that created it (None: not this run)."""
+    region = s3.meta.region_name
+    kwargs = {"CreateBucketConfiguration": {"LocationConstraint": region}} if region != "us-east-1" else {}
+    try:
+        s3.create_bucket(Bucket=bucket, **kwargs)
+    except s3.exceptions.ClientError as error:
+        if _error_code(error) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
+        log.info("s3://%s was created meanwhile, not by this run (%s)", bucket, _error_code(error))
+        return None
+    # us-east-1 answers CreateBucket of a bucket the account owns with success: one with tags was there before.
+    found = _bucket_tags(s3, bucket, owner)
+    if found:
+        return found.get(CREATED_BY_RUN)
+    s3.put_bucket_tagging(Bucket=bucket, ExpectedBucketOwner=owner, Tagging={"TagSet": [
+        {"Key": tags.PROJECT_KEY, "Value": tags.PROJECT}, {"Key": CREATED_BY_RUN, "Value": key}]})
+    log.info("created s3://%s", bucket)
+    return key
 
 
 # --- the host --------------------------------------------------------------------------------------

@@ -99,13 +99,25 @@ def bucket_name_errors(bucket) -> list[str]:
     return [f"bucket: {bucket} uses {reserved[0]!r}, reserved by S3"] if reserved else []
 
 
-def resolve_from_preset(p: dict, preset: dict) -> None:
+def resolve_from_preset(p: dict, preset: dict) -> list[str]:
     """A Training field the form left empty takes the preset's value, else ``FALLBACKS`` (in place). A
-    value given in the form always wins; the ML storage volume, not a Param, is always the preset's."""
+    value given in the form always wins; the ML storage volume, not a Param, is always the preset's.
+    Returns what is wrong with the values taken from the preset: each must pass its Param's own schema, as
+    a value typed into the form does (a preset's schema allows more, e.g. 64 instances)."""
+    import jsonschema  # noqa: PLC0415
+
+    from ml_pipeline.params import pipeline_params  # noqa: PLC0415
+
+    errors = []
     for name, fallback in FALLBACKS.items():
         if p.get(name) is None:
             p[name] = preset.get(name, fallback)
+            schema = pipeline_params()[name].schema
+            for error in jsonschema.Draft202012Validator(schema).iter_errors(p[name]):
+                errors.append(f"{name} ({schema.get('title', name)}): the preset's {p[name]!r} is beyond what the "
+                              f"form allows: {error.message}")
     p["volume_size_gb"] = preset.get("volume_size_gb", DEFAULT_VOLUME_GB)
+    return errors
 
 
 def make_plan(params: dict, run_id: str, logical_date) -> dict:
@@ -126,7 +138,7 @@ def make_plan(params: dict, run_id: str, logical_date) -> dict:
     except hyperparams.ConfigError as error:
         errors.append(str(error))
     # The resources come from the preset the jobs train with: in tune mode the tuning file's base preset.
-    resolve_from_preset(p, (tuning or {}).get("_preset") or preset or {})
+    errors.extend(resolve_from_preset(p, (tuning or {}).get("_preset") or preset or {}))
 
     if p["instance_type"] not in _instance_types("TrainingInstanceType"):
         errors.append(f"instance_type: {p['instance_type']} is not a SageMaker training instance type")

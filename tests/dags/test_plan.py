@@ -164,6 +164,24 @@ def test_a_preset_naming_no_resources_gets_the_documented_fallbacks(tmp_path):
     assert plan(preset="quick")["params"]["volume_size_gb"] == DEFAULT_VOLUME_GB
 
 
+def test_a_presets_values_beyond_the_forms_limits_are_refused(tmp_path):
+    """A preset from ML_PIPELINE_HYPERPARAMS_DIR fills the empty Training fields: what it gives must pass the
+    same limits as a value typed into the form (the preset's schema allows 64 instances and 28 days)."""
+    import json
+
+    from tests.conftest import REPO_ROOT
+
+    document = json.loads((REPO_ROOT / "include" / "hyperparams" / "quick.json").read_text())
+    document.update({"instance_count": 20, "max_runtime_seconds": 2419200})
+    (tmp_path / "huge.json").write_text(json.dumps(document))
+    message = refused(preset=str(tmp_path / "huge.json"))
+    assert "instance_count (Training instances): the preset's 20" in message and "maximum of 8" in message
+    assert "max_runtime_seconds (Max runtime (s)): the preset's 2419200" in message and "maximum of 432000" in message
+    # A value typed into the form is the form's to judge: the preset's are not checked then.
+    assert plan(preset=str(tmp_path / "huge.json"), instance_count=2, max_runtime_seconds=600)["params"][
+        "instance_count"] == 2
+
+
 def test_the_spot_rule_is_judged_on_the_resolved_runtime():
     # quick's 600 s fits in a 900 s spot wait; the old form default of 3600 s did not.
     assert plan(preset="quick", use_spot=True, max_wait_seconds=900)["params"]["max_runtime_seconds"] == 600

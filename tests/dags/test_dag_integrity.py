@@ -155,6 +155,16 @@ def test_every_job_wait_is_a_deferrable_sensor(pipeline):
     assert "provision.attach_volume_in_use" in upstream(pipeline, "provision.host_ready")
 
 
+def test_no_sensor_holds_a_worker_slot_while_it_waits(pipeline):
+    """Sensors defer, or reschedule between pokes: a poking sensor held one of the machine's few slots for
+    up to an hour (HostReadySensor) while nothing ran."""
+    from airflow.sdk.bases.sensor import BaseSensorOperator
+
+    for task in pipeline.tasks:
+        if isinstance(task, BaseSensorOperator):
+            assert getattr(task, "deferrable", False) or task.mode == "reschedule", (task.task_id, task.mode)
+
+
 def test_provisioning_is_the_first_stage_inside_the_run(pipeline):
     assert "open_run" in upstream(pipeline, "provision.needed_steps")
     assert {"provision.needed_steps", "preflight"} <= upstream(pipeline, "provision.vpc")

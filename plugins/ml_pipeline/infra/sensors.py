@@ -4,6 +4,9 @@
                                                                        endpoint or instance profile
     HostReadySensor(plan=..., instance_id=..., volume_id=...)         the host ready for SSM and to train
 
+Both reschedule by default (``mode="reschedule"``): between pokes they hold no worker slot, as the
+deferrable sensors do (a VPC is available in seconds, a real host takes minutes to boot).
+
 For the instance itself use the provider's ``EC2InstanceStateSensor(target_state="running")``, and for
 the training command the provider's ``SsmRunCommandCompletedSensor``.
 """
@@ -23,6 +26,10 @@ FAILED_STATES = {"volume": {"error", "deleted", "deleting"}, "vpc_endpoint": {"f
 
 class _StackSensor(AwsBaseSensor[EC2Hook]):
     aws_hook_class = EC2Hook
+
+    def __init__(self, **kwargs: Any):
+        kwargs.setdefault("mode", "reschedule")
+        super().__init__(**kwargs)
 
     @property
     def _hook_parameters(self) -> dict[str, Any]:
@@ -61,7 +68,7 @@ class ResourceStateSensor(_StackSensor):
 class HostReadySensor(_StackSensor):
     """Waits until the host is ready to train (``host_training.host_readiness``): running with its status
     checks passed, its SSM agent Online, and the HostCheck command succeeded on it. Fails when the host
-    reports it cannot train. Use ``mode="reschedule"`` for real hosts (minutes of boot)."""
+    reports it cannot train."""
 
     template_fields: Sequence[str] = aws_template_fields("plan", "instance_id", "volume_id")
 

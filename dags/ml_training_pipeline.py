@@ -16,7 +16,6 @@ validated by their JSON Schema in the trigger form, and again with the hyperpara
 """
 from __future__ import annotations
 
-import json
 import logging
 from datetime import timedelta
 
@@ -225,7 +224,18 @@ with DAG(
 
     @task
     def endpoint_request(run_plan: dict) -> dict:
+        """The deploy's request; and, with keep_endpoint, what the stable endpoint serves before this run's
+        deploy (key "serving_before"), so that close_run can undo the deploy of a run that fails. Recorded
+        here, not by the deploy task, whose retry would find the endpoint on this run's config already."""
         request = requests.endpoint(run_plan)
+        if run_plan["params"]["keep_endpoint"]:
+            from ml_pipeline.closing import serving_before
+
+            before = serving_before(client("sagemaker"), run_plan)
+            get_current_context()["ti"].xcom_push(key="serving_before", value=before)
+            log.info("endpoint %s serves %s before this run's deploy", request["EndpointName"],
+                     "an unknown config (this run's already)" if before is None
+                     else before["endpoint_config"] or "nothing (the first deploy creates it)")
         log.info("endpoint %s on %s", request["EndpointName"], request["EndpointConfigName"])
         return {"Endpoint": request}
 
@@ -253,44 +263,31 @@ with DAG(
     @teardown
     def close_run(run_plan: dict) -> dict:
         """Whatever happened before: stop this run's jobs, remove what must not outlive it (saying what
-        was already gone), reject the model version of a failed run, and write the run's summary beside
-        its artifacts (and, whatever happens to the bucket, into this log and this task's XCom)."""
+        was already gone), undo a failed run's deploy, reject its model version, tear down its stack, and
+        write the run's summary beside its artifacts (and, whatever happens to the bucket, into this log and
+        this task's XCom). Every part runs; one error at the end names the parts that failed."""
         from ml_pipeline import closing
-        from ml_pipeline.infra.teardown import TeardownIncomplete, teardown_stack
+        from ml_pipeline.infra.teardown import TeardownIncomplete
 
-        failures = run_failures()
-        report = closing.Report()
-        sm = client("sagemaker")
-        closing.stop_jobs(sm, run_plan, report)
-        kept = closing.remove_hosting(sm, client("application-autoscaling"), run_plan, {
-            "endpoint": xcom("deploy.deploy_endpoint"), "autoscaling": xcom("autoscale"),
-            "model": xcom("deploy.create_model_and_config"), "endpoint_config": xcom("deploy.create_model_and_config"),
-        }, report)
-        closing.reject_version(sm, xcom("register_model"), failures, run_plan, report)
+        created = xcom("deploy.create_model_and_config")
         training, tuning = xcom("train.start_training_job"), xcom("tune.start_tuning_job")
-        jobs = closing.jobs_of_run(sm, run_plan, {
-            "training": [training["Training"]["TrainingJobName"]] if training else [],
-            "tuning": [tuning["Tuning"]["HyperParameterTuningJobName"]] if tuning else [],
-        }, report)
-        # Then the run's own network and host, found by their tags (nothing, if it provisioned none).
-        incomplete = None
+        made = {
+            "hosting": {"endpoint": xcom("deploy.deploy_endpoint"), "autoscaling": xcom("autoscale"),
+                        "model": created, "endpoint_config": created,
+                        "serving_before": xcom("deploy.endpoint_request", key="serving_before")},
+            "model_package": xcom("register_model"),
+            "jobs": {"training": [training["Training"]["TrainingJobName"]] if training else [],
+                     "tuning": [tuning["Tuning"]["HyperParameterTuningJobName"]] if tuning else []},
+            "provisioned": {step: xcom(f"provision.{step}") for step in stack.steps_for(run_plan)},
+            "outcome": {**{name: xcom(task_id) for name, task_id in SUMMARY_SOURCES.items()},
+                        "gate": xcom("quality_gate", key="verdict")},
+        }
         try:
-            stack_report = teardown_stack(client, run_plan["key"])
+            return closing.close_run(client, run_plan, made, run_failures())
         except TeardownIncomplete as error:
-            stack_report, incomplete = error.report, error
-        provisioned = {step: xcom(f"provision.{step}") for step in stack.steps_for(run_plan)}
-        stack_report["already_gone"] = closing.stack_gone(provisioned, stack_report)
-        outcome = {name: xcom(task_id) for name, task_id in SUMMARY_SOURCES.items()}
-        outcome["gate"] = xcom("quality_gate", key="verdict")
-        summary = closing.summarize(run_plan, outcome, jobs, failures, {
-            **report.as_dict(), "endpoint_kept": kept, "stack": stack_report})
-        summary["summary"] = closing.write_summary(client("s3"), run_plan, summary)
-        log.info("the run's summary (%s):\n%s", summary["summary"], json.dumps(summary, indent=2, default=str))
-        log.info("teardown done: %s removed, %s already gone; summary %s", len(report.removed),
-                 len(report.already_gone), summary["summary"])
-        if incomplete is not None:
-            raise incomplete
-        return summary
+            if "summary" in error.report:  # the summary still reaches the outcome and the run's summary tab
+                get_current_context()["ti"].xcom_push(key="return_value", value=error.report["summary"])
+            raise
 
     @task(retries=0)
     def outcome() -> None:

@@ -70,12 +70,8 @@ conf = json.loads(sys.argv[3])
 when = pendulum.parse(sys.argv[4])
 run = dag.test(logical_date=when, run_conf=conf)
 # The summary as the run's teardown returned it (its XCom): there even when the bucket is gone.
-from airflow.models.xcom import XComModel
-from airflow.utils.session import create_session
-with create_session() as session:
-    row = session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids=dag.dag_id, task_ids="close_run",
-                                             key="return_value")).first()
-    summary = XComModel.deserialize_value(row) if row is not None else None
+from ml_pipeline.summary_page import stored_summary
+summary = stored_summary(dag.dag_id, run.run_id)
 print("DAGRUN " + json.dumps({"run_id": run.run_id, "state": str(run.state), "logical_date": str(run.logical_date),
                               "summary": summary}, default=str))
 """

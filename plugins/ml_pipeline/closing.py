@@ -3,13 +3,17 @@
 - **Jobs**: the run's training and tuning jobs still in progress are stopped (nothing keeps billing),
   and the summary names every job the run started with its end state (a stopped job's included).
 - **Hosting**: unless the endpoint is kept, the endpoint the run deployed, its scaling target, its
-  endpoint config and model are deleted.
+  endpoint config and model are deleted. A kept (stable) endpoint is kept only when the run succeeded: a
+  failed run that updated it rolls it back to the endpoint config it served before, and one that
+  created it deletes it, so a rejected model never goes on serving.
 - **The registry**: the version a failed run registered is rejected with the reason, so it is never
   mistaken for a candidate awaiting approval (see ``reject_version``).
 - **What is already gone** (deleted by someone else, or forgotten by an emulator restarted mid-run) is
   reported as such, per resource, and is not an error: teardown's job is that it no longer exists.
 - **The summary** is written beside the run's artifacts; when the bucket itself is gone it says so and
-  the summary still reaches the task's log and XCom (and the run's page in the UI, see ``ui.py``).
+  the summary still reaches the task's log and XCom (and the run's page in the UI, see ``summary_page.py``).
+- **Every part runs** (``close_run``): an error in one is collected, the others still run (the run's
+  stack is always torn down), the summary is logged and written, and then one error names them all.
 """
 from __future__ import annotations
 
@@ -17,7 +21,10 @@ import json
 import logging
 import time
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from ml_pipeline import sagemaker_requests as requests
+from ml_pipeline.infra.teardown import TeardownIncomplete, teardown_stack
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +152,11 @@ def jobs_of_run(sm, plan: dict, started: dict, report: Report, wait_seconds: flo
         ("training", sm.list_training_jobs, "TrainingJobSummaries",
          sm.describe_training_job, "TrainingJobName", "TrainingJobStatus"),
     ):
-        listed = [s[argument] for s in lister(NameContains=key, MaxResults=100)[field]]
-        names = list(dict.fromkeys([*started.get(kind, []), *sorted(listed)]))
+        # Oldest first, so the last is the attempt the run ended with (a retry's -r2 after the first);
+        # a job its task started that AWS no longer lists comes last.
+        listed = [s[argument] for s in sorted(lister(NameContains=key, MaxResults=100)[field],
+                                              key=lambda s: s["CreationTime"])]
+        names = list(dict.fromkeys([*listed, *started.get(kind, [])]))
         states = []
         for name in names:
             try:
@@ -168,19 +178,35 @@ def jobs_of_run(sm, plan: dict, started: dict, report: Report, wait_seconds: flo
 # --- hosting ---------------------------------------------------------------------------------------
 
 
-def remove_hosting(sm, aas, plan: dict, made: dict, report: Report) -> bool:
-    """Unless the endpoint is kept: the run's endpoint, scaling target, endpoint config and model.
+def remove_hosting(sm, aas, plan: dict, made: dict, failed: bool, report: Report) -> bool:
+    """The run's endpoint, scaling target, endpoint config and model, unless the endpoint is kept.
+
     ``made`` says what the run's tasks created ({"endpoint", "autoscaling", "model", "endpoint_config"}:
     truthy when created), so that one created and no longer there is reported as gone, and one never
-    created (the gate kept the deploy from happening) is not mentioned. Returns whether the endpoint is kept."""
+    created (the gate kept the deploy from happening) is not mentioned; and, with ``keep_endpoint``, what
+    the stable endpoint served before this run's deploy ("serving_before": {"endpoint_config": name, or
+    None when the run created it}). The stable endpoint is kept on this run's config only when the run
+    succeeded (``failed`` false). A failed run's deploy is undone: the endpoint goes back to the config it
+    served before (and is waited for), or is deleted when this run created it; this run's config and model
+    go in both cases. Returns whether the endpoint is kept on this run's config."""
     p, names = plan["params"], plan["names"]
     endpoint = _describe_endpoint(sm, names["endpoint"])
+    if endpoint is not None and _deploying(endpoint, names["endpoint_config"]):
+        endpoint = _wait_settled(sm, names["endpoint"])  # this run's deploy ends before it is judged
     ours = endpoint is not None and endpoint.get("EndpointConfigName") == names["endpoint_config"]
-    keep = bool(p["keep_endpoint"] and ours and endpoint["EndpointStatus"] == "InService")
-    if keep:
-        return True
+    if p["keep_endpoint"] and ours and endpoint["EndpointStatus"] == "InService":
+        if not failed:
+            return True
+        before = made.get("serving_before")
+        if before is None:
+            raise RuntimeError(f"endpoint {names['endpoint']} serves the model of this failed run and the endpoint "
+                               "config it served before was not recorded: update it to the config it should serve")
+        if before["endpoint_config"]:
+            _roll_back(sm, names["endpoint"], before["endpoint_config"], report)
+            ours = False  # it stays, on the config it served before: only this run's config and model go
     target = requests.scalable_target_id(plan)
-    if made.get("autoscaling") or ours:
+    # The scaling target is the run's own endpoint's, or the stable endpoint's: that one goes only with it.
+    if ours or (made.get("autoscaling") and not p["keep_endpoint"]):
         try:
             aas.deregister_scalable_target(ServiceNamespace="sagemaker", ResourceId=target,
                                            ScalableDimension="sagemaker:variant:DesiredInstanceCount")
@@ -205,6 +231,57 @@ def remove_hosting(sm, aas, plan: dict, made: dict, report: Report) -> bool:
             if made.get(kind):
                 report.gone(f"{kind.replace('_', ' ')} {names[kind]}")
     return False
+
+
+#: An endpoint in these states is still being created, updated or rolled back.
+_CHANGING = ("Creating", "Updating", "SystemUpdating", "RollingBack")
+
+
+def _deploying(endpoint: dict, config: str) -> bool:
+    """Whether a deploy of ``config`` is still under way on the endpoint (an update shows the config it
+    goes to in its PendingDeploymentSummary until it is done)."""
+    pending = (endpoint.get("PendingDeploymentSummary") or {}).get("EndpointConfigName")
+    return endpoint["EndpointStatus"] in _CHANGING and config in (pending, endpoint.get("EndpointConfigName"))
+
+
+def _wait_settled(sm, name: str, timeout: float = STOP_WAIT_SECONDS) -> dict | None:
+    deadline = time.monotonic() + timeout
+    endpoint = _describe_endpoint(sm, name)
+    while endpoint is not None and endpoint["EndpointStatus"] in _CHANGING and time.monotonic() < deadline:
+        time.sleep(2)
+        endpoint = _describe_endpoint(sm, name)
+    return endpoint
+
+
+def _roll_back(sm, name: str, config: str, report: Report) -> None:
+    """The stable endpoint back on ``config`` (blue/green, as any update), waited for."""
+    sm.update_endpoint(EndpointName=name, EndpointConfigName=config)
+    endpoint = _wait_settled(sm, name)
+    status = endpoint["EndpointStatus"] if endpoint else "gone"
+    if status != "InService" or endpoint["EndpointConfigName"] != config:
+        where = f" on {endpoint['EndpointConfigName']} ({endpoint.get('FailureReason')})" if endpoint else ""
+        raise RuntimeError(f"endpoint {name} did not go back to {config}: {status}{where}")
+    report.did(f"rolled endpoint {name} back to endpoint config {config}, which it served before this failed run")
+
+
+def serving_before(sm, plan: dict) -> dict | None:
+    """What the stable endpoint (keep_endpoint) serves before this run deploys to it, for ``remove_hosting``
+    to undo the deploy of a run that fails: {"endpoint_config": its config, or None when there is no endpoint
+    and the deploy creates it}. While another deploy is changing it, raises (the task retries once it
+    settles). None when it is on this run's config already (the task was cleared after the deploy): what it
+    served before is no longer known."""
+    names = plan["names"]
+    endpoint = _describe_endpoint(sm, names["endpoint"])
+    if endpoint is None:
+        return {"endpoint_config": None}
+    if endpoint["EndpointStatus"] in _CHANGING:
+        raise RuntimeError(f"endpoint {names['endpoint']} is {endpoint['EndpointStatus']} for another deployment; "
+                           "this task retries once it settles")
+    if endpoint["EndpointConfigName"] == names["endpoint_config"]:
+        log.warning("endpoint %s is on this run's config already: what it served before is not known",
+                    names["endpoint"])
+        return None
+    return {"endpoint_config": endpoint["EndpointConfigName"]}
 
 
 def _describe_endpoint(sm, name: str) -> dict | None:
@@ -253,13 +330,33 @@ def reject_version(sm, package_arn: str | None, failures: dict[str, str], plan: 
 # --- the stack --------------------------------------------------------------------------------------
 
 
+#: The ids the provisioning steps return (their XComs) that teardown looks for; the rest (an AMI, ARNs, a
+#: zone, a device) it does not remove and so cannot find gone.
+TORN_DOWN_IDS = ("vpc_id", "internet_gateway_id", "public_subnet_id", "private_subnet_id", "public_route_table_id",
+                 "private_route_table_id", "s3_endpoint_id", "host_security_group_id", "sagemaker_security_group_id",
+                 "instance_profile_name", "role_name", "volume_id", "instance_id", "training_document",
+                 "check_document")
+
+
 def stack_gone(provisioned: dict, stack_report: dict) -> list[str]:
-    """The ids the run's provisioning steps reported that teardown found nothing of: already gone."""
+    """The ids of what the run's provisioning steps made, that teardown looked for and found nothing of:
+    already gone. What teardown removed (``stack_report["removed"]``, an earlier try's included) or failed to
+    remove (named in its errors) is not gone."""
     removed = {item for items in stack_report.get("removed", {}).values() for item in items}
     expected = {value for result in provisioned.values() if isinstance(result, dict)
-                for key, value in result.items()
-                if isinstance(value, str) and key.endswith(("_id", "_name")) and key != "availability_zone"}
-    return sorted(expected - removed)
+                for key, value in result.items() if key in TORN_DOWN_IDS and isinstance(value, str)}
+    failed = {value for value in expected if any(value in error for error in stack_report.get("errors", []))}
+    return sorted(expected - removed - failed)
+
+
+def earlier_removed(s3, plan: dict) -> dict[str, list[str]]:
+    """What an earlier try of this run's teardown removed of its stack, from the summary it wrote ({} when
+    there is none): a retry finds those resources gone because that try removed them."""
+    try:
+        written = json.loads(s3.get_object(Bucket=plan["params"]["bucket"], Key=summary_key(plan))["Body"].read())
+        return dict(written["teardown"]["stack"].get("removed") or {})
+    except (ClientError, BotoCoreError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 # --- the summary -----------------------------------------------------------------------------------
@@ -282,7 +379,8 @@ def summarize(plan: dict, outcome: dict, jobs: dict, failures: dict[str, str], t
         "preset": plan["params"]["preset"],
         "data": outcome.get("data"),
         "image": outcome.get("image"),
-        # The best job once one was picked; before that, the job the run trained (or the last attempt).
+        # The best job once one was picked; before that, the last attempt the run started (jobs_of_run
+        # lists them oldest first).
         "training_job": best.get("training_job") or (training[-1]["name"] if training else None),
         "tuning_job": best.get("tuning_job") or next((j["name"] for j in jobs.get("tuning", [])), None),
         "jobs": jobs,
@@ -307,16 +405,21 @@ def _is_trial(name: str, jobs: dict) -> bool:
 
 def write_summary(s3, plan: dict, summary: dict) -> str:
     """``s3://<bucket>/runs/<run>/summary.json``, or a sentence saying why it could not be written there
-    (the bucket is gone); either way the caller still has the summary to log and return."""
+    (the bucket is gone, or S3 refused: a bucket policy, a KMS key the role may not use); either way the
+    caller still has the summary to log and return."""
     bucket, key = plan["params"]["bucket"], summary_key(plan)
     body = json.dumps(summary, indent=2, default=str).encode()
     try:
         s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
-    except s3.exceptions.ClientError as error:
-        if error.response.get("Error", {}).get("Code") != "NoSuchBucket":
-            raise
-        where = (f"not written to S3: bucket {bucket} no longer exists (it is in this task's log, its XCom "
-                 f"and the run's summary tab)")
+    except (ClientError, BotoCoreError) as error:
+        error_info = getattr(error, "response", {}).get("Error", {})
+        if error_info.get("Code") == "NoSuchBucket":
+            reason = f"bucket {bucket} no longer exists"
+        elif error_info:
+            reason = f"s3://{bucket}/{key}: {error_info.get('Code')} ({error_info.get('Message') or 'no message'})"
+        else:
+            reason = f"s3://{bucket}/{key}: {error}"
+        where = f"not written to S3: {reason} (it is in this task's log, its XCom and the run's summary tab)"
         log.warning("summary %s", where)
         return where
     return f"s3://{bucket}/{key}"
@@ -344,3 +447,64 @@ def outcome_line(summary: dict) -> str:
     if summary.get("smoke_test"):
         parts.append(f"smoke test accuracy {summary['smoke_test']['accuracy']:.1%}")
     return "; ".join(parts)
+
+
+# --- the run's teardown, every part of it ----------------------------------------------------------
+
+
+def close_run(client, plan: dict, made: dict, failures: dict[str, str]) -> dict:
+    """The run's teardown (the DAG's ``close_run``): stop its jobs, remove its hosting (undo a failed run's
+    deploy on a kept endpoint), reject a failed run's model version, name its jobs, tear down its stack,
+    and summarize. ``made`` is what the run's tasks returned: {"hosting": remove_hosting's ``made``,
+    "model_package": ARN, "jobs": {"training": [names], "tuning": [names]}, "provisioned": {step: ids},
+    "outcome": {SUMMARY_SOURCES name: value, "gate": verdict}}; ``failures`` is ``failures()`` so far.
+
+    Each part runs whatever the others did: an error is collected and the rest goes on, the stack
+    included. The summary (whose state counts this task's own failure) is logged before anything else can
+    fail, then written to S3; returns it, or raises TeardownIncomplete naming every part that failed, with
+    the summary in its report."""
+    report, errors = Report(), {}
+
+    def part(name: str, call, default=None):
+        try:
+            return call()
+        except Exception as error:  # noqa: BLE001 - whatever failed, the rest still runs
+            log.exception("close_run: %s failed", name)
+            errors[name] = f"{type(error).__name__}: {error}"
+            return default
+
+    failed = bool(failures)
+    part("stop_jobs", lambda: stop_jobs(client("sagemaker"), plan, report))
+    kept = part("remove_hosting", lambda: remove_hosting(client("sagemaker"), client("application-autoscaling"),
+                                                         plan, made["hosting"], failed, report), False)
+    part("reject_version", lambda: reject_version(client("sagemaker"), made["model_package"], failures, plan,
+                                                  report))
+    jobs = part("jobs_of_run", lambda: jobs_of_run(client("sagemaker"), plan, made["jobs"], report), {})
+    # Then the run's own network and host, found by their tags (nothing, if it provisioned none).
+    try:
+        stack_report = teardown_stack(client, plan["key"])
+    except TeardownIncomplete as error:
+        stack_report = error.report
+        errors["teardown_stack"] = "; ".join(error.report["errors"])
+    except Exception as error:  # noqa: BLE001
+        log.exception("close_run: teardown_stack failed")
+        stack_report = {"run": plan["key"], "removed": {}, "errors": [f"{type(error).__name__}: {error}"]}
+        errors["teardown_stack"] = stack_report["errors"][0]
+    for kind, ids in part("earlier_removed", lambda: earlier_removed(client("s3"), plan), {}).items():
+        stack_report.setdefault("removed", {}).setdefault(kind, [])
+        stack_report["removed"][kind] += [i for i in ids if i not in stack_report["removed"][kind]]
+    stack_report["already_gone"] = stack_gone(made["provisioned"], stack_report)
+
+    if errors:  # this task fails, and with it the run: the summary says so
+        failures = {**failures, "close_run": "failed"}
+    summary = summarize(plan, made["outcome"], jobs or {}, failures, {
+        **report.as_dict(), "endpoint_kept": kept, "stack": stack_report, "errors": errors})
+    log.info("the run's summary:\n%s", json.dumps(summary, indent=2, default=str))
+    summary["summary"] = part("write_summary", lambda: write_summary(client("s3"), plan, summary),
+                              "not written to S3 (see the error above)")
+    log.info("teardown done: %s removed, %s already gone%s; summary %s", len(report.removed),
+             len(report.already_gone), f", {len(errors)} part(s) failed" if errors else "", summary["summary"])
+    if errors:
+        raise TeardownIncomplete({"run": plan["key"], "summary": summary,
+                                  "errors": [f"{name}: {error}" for name, error in errors.items()]})
+    return summary

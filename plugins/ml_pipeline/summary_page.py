@@ -36,11 +36,21 @@ def render(dag_id: str, run_id: str, summary: dict | None) -> str:
             f"<body>{body}</body></html>")
 
 
+def stored_summary(dag_id: str, run_id: str) -> dict | None:
+    """The summary a run's ``close_run`` returned (its XCom, in the metadata database), or None."""
+    from airflow.models.xcom import XComModel  # noqa: PLC0415
+    from airflow.utils.session import create_session  # noqa: PLC0415
+
+    with create_session() as session:
+        row = session.scalars(XComModel.get_many(run_id=run_id, dag_ids=dag_id, task_ids=SUMMARY_TASK,
+                                                 key="return_value")).first()
+        summary = XComModel.deserialize_value(row) if row is not None else None
+    return summary if isinstance(summary, dict) else None
+
+
 def _app():
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity  # noqa: PLC0415
     from airflow.api_fastapi.core_api.security import requires_access_dag  # noqa: PLC0415
-    from airflow.models.xcom import XComModel  # noqa: PLC0415
-    from airflow.utils.session import create_session  # noqa: PLC0415
     from fastapi import Depends, FastAPI  # noqa: PLC0415
     from fastapi.responses import HTMLResponse  # noqa: PLC0415
 
@@ -49,11 +59,7 @@ def _app():
     @app.get("/runs/{dag_id}/{run_id}", response_class=HTMLResponse,
              dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.XCOM))])
     def run_summary(dag_id: str, run_id: str) -> str:
-        with create_session() as session:
-            row = session.scalars(XComModel.get_many(run_id=run_id, dag_ids=dag_id, task_ids=SUMMARY_TASK,
-                                                     key="return_value")).first()
-            summary = XComModel.deserialize_value(row) if row is not None else None
-        return render(dag_id, run_id, summary if isinstance(summary, dict) else None)
+        return render(dag_id, run_id, stored_summary(dag_id, run_id))
 
     return app
 

@@ -13,6 +13,7 @@ import pytest
 from scripts.run_pipeline import airflow_env, migrate, run_dag
 from tests.conftest import REPO_ROOT, TRAINING_CONTEXT, LocalAWSProcess, unique
 from tests.pipeline.test_pipeline_e2e import QUICK, airflow, run  # noqa: F401 - airflow is the module's fixture
+from tests.support import wait_until
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -56,6 +57,9 @@ def training_job_of(sm, day: str, thread: threading.Thread, timeout: float = 600
     # Marked failed from the UI while the wait task was queued: no task failed, the rest were skipped.
     ({"train.start_training_job": "success", "train.wait_for_training_job": "skipped", "promote": "skipped"},
      None, {"promote": "skipped"}),
+    # The run reached its end, and then its teardown failed (it left part of the stack): the run fails.
+    ({"quality_gate": "success", "promote": "success", "close_run": "failed"}, {"deploy": True},
+     {"close_run": "failed"}),
 ])
 def test_a_run_succeeds_only_when_no_task_failed_and_it_reached_its_end(states, gate, why):
     from ml_pipeline.closing import failures
@@ -68,7 +72,9 @@ def test_a_training_job_stopped_from_outside_fails_the_run_naming_the_job_and_ho
     thread, out = in_background(lambda: run(airflow, {"mode": "train", **QUICK}, "2026-09-07T00:00:00+00:00",
                                             "stopped", ML_PIPELINE_HYPERPARAMS_DIR=str(slow_presets)))
     name = training_job_of(sm, "20260907", thread)
-    time.sleep(3)  # a few epochs, a few checkpoints
+    # Stopped once its checkpoints reach S3 (each epoch writes one, synced every second).
+    wait_until(lambda: s3.list_objects_v2(Bucket=airflow["bucket"], Prefix="checkpoints/").get("KeyCount"),
+               timeout=120, poll=0.5, waiting_for=f"a checkpoint of {name} in S3")
     sm.stop_training_job(TrainingJobName=name)
     thread.join(900)
     result, summary = out["value"]
@@ -95,6 +101,43 @@ def test_a_run_that_fails_after_registering_rejects_its_model_version(airflow):
     assert package["ModelApprovalStatus"] == "Rejected"
     assert "smoke_test" in package["ApprovalDescription"]
     assert f"rejected model package version {summary['model_package']}" in " ".join(summary["teardown"]["removed"])
+
+
+def test_a_failed_run_undoes_its_deploy_on_a_kept_endpoint(airflow):
+    """keep_endpoint: the stable endpoint serves the last good run's model. A run that fails after it deployed
+    there (its smoke test) puts it back on the endpoint config it served before, and one that created it
+    deletes it: a rejected model never goes on serving."""
+    sm = airflow["localaws"].client("sagemaker")
+    endpoint, failing = unique("kept"), {"smoke_min_accuracy": 1.0, "smoke_samples": 270}
+    kept = {"mode": "train", **QUICK, "keep_endpoint": True, "endpoint_name": endpoint}
+    good, _ = run(airflow, kept, "2026-10-05T00:00:00+00:00", "kept-good")
+    assert good["state"] == "success", (airflow["home"] / "kept-good.log").read_text()[-5000:]
+    served = sm.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
+    try:
+        # Its own model package group: no production to beat, so the gate deploys it.
+        bad, summary = run(airflow, {**kept, **failing}, "2026-10-12T00:00:00+00:00", "kept-bad")
+        assert bad["state"] == "failed" and summary["failed_tasks"] == {"smoke_test": "failed"}
+        now = sm.describe_endpoint(EndpointName=endpoint)
+        assert (now["EndpointStatus"], now["EndpointConfigName"]) == ("InService", served)
+        assert (f"rolled endpoint {endpoint} back to endpoint config {served}, which it served before this failed "
+                "run") in summary["teardown"]["removed"]
+        assert summary["teardown"]["endpoint_kept"] is False
+        assert sm.list_endpoint_configs(NameContains=summary["run"])["EndpointConfigs"] == []
+        assert sm.list_models(NameContains=summary["run"])["Models"] == []
+        assert sm.describe_model_package(ModelPackageName=summary["model_package"])["ModelApprovalStatus"] == "Rejected"
+        airflow["localaws"].client("sagemaker-runtime").invoke_endpoint(
+            EndpointName=endpoint, ContentType="text/csv", Body=",".join(["0"] * 64).encode())
+    finally:
+        model = sm.describe_endpoint_config(EndpointConfigName=served)["ProductionVariants"][0]["ModelName"]
+        sm.delete_endpoint(EndpointName=endpoint)
+        sm.delete_endpoint_config(EndpointConfigName=served)
+        sm.delete_model(ModelName=model)
+
+    first_deploy = {**kept, **failing, "endpoint_name": unique("kept-new")}
+    first, summary = run(airflow, first_deploy, "2026-10-19T00:00:00+00:00", "kept-first")
+    assert first["state"] == "failed" and summary["failed_tasks"] == {"smoke_test": "failed"}
+    assert f"deleted endpoint {first_deploy['endpoint_name']}" in summary["teardown"]["removed"]
+    assert sm.list_endpoints(NameContains=first_deploy["endpoint_name"])["Endpoints"] == []
 
 
 def test_after_localaws_forgot_everything_teardown_says_what_is_gone_and_still_summarizes(tmp_path, slow_presets):

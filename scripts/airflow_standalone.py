@@ -9,7 +9,7 @@ LocalExecutor, dag-processor, triggerer, api-server with the UI; SQLite), one pr
                                                restarts (set it to move it; empty: in memory)
   DAGS_FOLDER=./dags, PLUGINS_FOLDER=./plugins no example DAGs
   api-server on 127.0.0.1 only                 AIRFLOW__API__HOST / AIRFLOW__API__PORT
-  parallelism: 2 per CPU this process may use  AIRFLOW__CORE__PARALLELISM (the LocalExecutor forks
+  parallelism: 2 per CPU (at most 32)          AIRFLOW__CORE__PARALLELISM (the LocalExecutor forks
                                                that many workers at start; Airflow's default is 32)
   no log servers                               see below
   AIRFLOW_CONN_AWS_DEFAULT                     localaws's endpoint with dummy local keys
@@ -21,12 +21,16 @@ folder, and the api-server reads the logs from it. Nothing else listens: the api
 address above and the scheduler's health check server stays off (bound to 127.0.0.1 if turned on).
 
 The UI's login is `admin`; the api-server generates its password on first start, prints it and keeps
-it in .airflow/simple_auth_manager_passwords.json.generated. Ctrl-C stops everything.
+it in .airflow/simple_auth_manager_passwords.json.generated. Ctrl-C stops everything: each component
+gets SIGTERM (the scheduler waits for its running tasks), what has not stopped after STOP_SECONDS is
+killed, and then so is whatever is left of this script's descendants (task processes run in process
+groups of their own; the script is their subreaper, so even one whose component died is found).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -52,6 +56,7 @@ COMPONENTS = {
     "api-server": ["api-server"],
 }
 STOP_SECONDS = 60
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 def localaws_state_dir(home: Path) -> Path | None:
@@ -61,8 +66,9 @@ def localaws_state_dir(home: Path) -> Path | None:
 
 
 def parallelism() -> int:
-    """Task slots for this machine: tasks here mostly wait on AWS, so two per CPU this process may use."""
-    return 2 * len(os.sched_getaffinity(0))
+    """Task slots for this machine: tasks here mostly wait on AWS, so two per CPU this process may use, and
+    no more than Airflow's default."""
+    return min(2 * len(os.sched_getaffinity(0)), 32)
 
 
 def airflow_environment(home: Path = HOME) -> dict[str, str]:
@@ -91,12 +97,23 @@ def main() -> int:
     home = args.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     env = airflow_environment(home)
-    with ensure_localaws(LOCALAWS, home / "localaws.log", state_dir=localaws_state_dir(home)):
+    with ensure_localaws(LOCALAWS, home / "localaws.log", state_dir=localaws_state_dir(home)) as localaws:
         migrate(env)
-        return run_components(env, home)
+        return run_components(env, home, spare=localaws.pid if localaws else None)
 
 
-def run_components(env: dict[str, str], home: Path) -> int:
+def run_components(env: dict[str, str], home: Path, spare: int | None = None) -> int:
+    """Runs COMPONENTS until Ctrl-C, SIGTERM or one of them ends, then stops them and every process they
+    left; ``spare`` (the localaws started for them) and its descendants are left to their owner."""
+    _become_subreaper()
+    stopping = threading.Event()
+
+    def stop(_signum=None, _frame=None):
+        stopping.set()
+
+    # Before anything starts: a Ctrl-C from now on stops what was started.
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     host, port = env["AIRFLOW__API__HOST"], env["AIRFLOW__API__PORT"]
     print(f"Airflow UI: http://{host}:{port}  (user admin, password in "
           f"{home}/simple_auth_manager_passwords.json.generated)", flush=True)
@@ -111,13 +128,6 @@ def run_components(env: dict[str, str], home: Path) -> int:
     }
     for name, process in processes.items():
         threading.Thread(target=_prefix_output, args=(name, process), daemon=True).start()
-    stopping = threading.Event()
-
-    def stop(_signum=None, _frame=None):
-        stopping.set()
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
     # Until Ctrl-C (or SIGTERM), or until a component ends on its own: then the others stop too.
     while not stopping.wait(1):
         ended = [name for name, process in processes.items() if process.poll() is not None]
@@ -133,11 +143,52 @@ def run_components(env: dict[str, str], home: Path) -> int:
             process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             print(f"standalone | {name} did not stop within {STOP_SECONDS} s: killed", flush=True)
-        # Whatever is left of its group (its workers, a task process) goes too.
+        # Whatever is left of its group (its workers) goes too.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+    # Task processes are in groups of their own: whatever of them is left (a poking sensor, a teardown that
+    # waits) goes last.
+    left = end_descendants(spare)
+    if left:
+        print(f"standalone | killed {len(left)} process(es) left behind: {', '.join(map(str, left))}", flush=True)
     return 0 if stopping.is_set() else 1
+
+
+def _become_subreaper() -> None:
+    """Orphans among this script's descendants become its children (not init's), so that it can find them."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def end_descendants(spare: int | None = None, timeout: float = 10) -> list[int]:
+    """SIGKILLs every descendant of this process but ``spare`` and its own, and reaps those that became its
+    children; returns their pids."""
+    import psutil  # noqa: PLC0415 - installed with Airflow
+
+    spared: set[int] = set()
+    if spare:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            spared = {spare, *(child.pid for child in psutil.Process(spare).children(recursive=True))}
+    left = [child for child in psutil.Process().children(recursive=True) if child.pid not in spared]
+    for child in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    deadline = time.monotonic() + timeout
+    while not all(_ended(child) for child in left) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [child.pid for child in left]
+
+
+def _ended(process) -> bool:
+    import psutil  # noqa: PLC0415
+
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(process.pid, os.WNOHANG)  # an orphan this script adopted: reaped here
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE  # another's child: its parent reaps it
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _prefix_output(name: str, process: subprocess.Popen) -> None:

@@ -208,7 +208,10 @@ def test_nothing_listens_beyond_loopback_and_workers_fit_the_machine(airflow_ser
     listening, workers = set(), 0
     for process in [root, *root.children(recursive=True)]:
         try:
-            workers += "LocalExecutor" in " ".join(process.cmdline())
+            # A worker is the scheduler's child: a task process it forks has the worker's title for an instant.
+            parent = process.parent()
+            workers += ("LocalExecutor" in " ".join(process.cmdline())
+                        and parent is not None and "LocalExecutor" not in " ".join(parent.cmdline()))
             listening |= {(c.laddr.ip, c.laddr.port, process.pid) for c in process.net_connections(kind="inet")
                           if c.status == psutil.CONN_LISTEN}
         except psutil.NoSuchProcess:  # a task process that ended meanwhile
@@ -217,6 +220,56 @@ def test_nothing_listens_beyond_loopback_and_workers_fit_the_machine(airflow_ser
     assert int(airflow_server.base.rsplit(":", 1)[1]) in ports, listening
     assert {ip for ip, _, _ in listening} <= {"127.0.0.1", "::1"}, f"listening beyond loopback: {listening}"
     assert workers == 2 * len(os.sched_getaffinity(0)), workers
+
+
+#: Stands in for ``python -m airflow <component>`` (first on the components' PYTHONPATH): the "scheduler" starts
+#: a "task" in a process group of its own, as the task supervisor does, and every component stops at SIGTERM
+#: without waiting for what it started.
+FAKE_AIRFLOW = r"""
+import signal, subprocess, sys, time
+if sys.argv[1] == "scheduler":
+    task = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+                             "signal.SIG_IGN); time.sleep(600)"], start_new_session=True)
+    print(f"task {task.pid}", flush=True)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+time.sleep(600)
+"""
+STANDALONE = r"""
+import os, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from scripts.airflow_standalone import run_components
+env = {**os.environ, "PYTHONPATH": sys.argv[2], "AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": "0"}
+sys.exit(run_components(env, Path(sys.argv[2])))
+"""
+
+
+def test_stopping_make_airflow_leaves_no_task_process_behind(tmp_path):
+    """A task process is in a process group of its own: killing each component's group at shutdown missed
+    it, and a poking sensor or a waiting close_run outlived `make airflow`."""
+    import psutil
+
+    (tmp_path / "airflow").mkdir()
+    (tmp_path / "airflow" / "__init__.py").write_text("")
+    (tmp_path / "airflow" / "__main__.py").write_text(FAKE_AIRFLOW)
+    standalone = subprocess.Popen([sys.executable, "-c", STANDALONE, str(REPO_ROOT), str(tmp_path)],
+                                  stdout=subprocess.PIPE, text=True, start_new_session=True)
+    task = None
+    try:
+        for line in standalone.stdout:
+            if "| task " in line:
+                task = psutil.Process(int(line.rsplit(" ", 1)[1]))
+                break
+        assert task is not None, "the fake scheduler started no task"
+        standalone.send_signal(signal.SIGINT)  # Ctrl-C
+        assert standalone.wait(90) == 0
+        assert not task.is_running() or task.status() == psutil.STATUS_ZOMBIE, f"task process {task.pid} survived"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(standalone.pid, signal.SIGKILL)
+        if task is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                task.kill()
 
 
 def test_backfill_trains_each_logical_date_on_its_own_partition(airflow_server, localaws_process):

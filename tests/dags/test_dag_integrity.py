@@ -250,6 +250,8 @@ def test_form_descriptions_name_fields_by_their_labels(served_params):
 
 
 def test_the_preset_field_says_what_each_preset_is_for_and_the_presets_values(served_params):
+    import re
+
     from ml_pipeline.config import load_preset
     from ml_pipeline.params import PRESETS
 
@@ -257,9 +259,11 @@ def test_the_preset_field_says_what_each_preset_is_for_and_the_presets_values(se
     for name in PRESETS:
         assert f"{name}: " in preset.description, name
         assert preset.schema["values_display"][name].startswith(f"{name}: ")
-        # What an empty Training field becomes, as the form tells it, is what the preset file says.
+        # What an empty Training field becomes, as the form tells it, is what the preset file says:
+        # "<value> for <this preset>" (or "<value> for <another> and <this preset>").
         values = load_preset(name)
-        assert f"{values['instance_type']} for" in served_params["instance_type"].description
-        assert str(values["max_runtime_seconds"]) in served_params["max_runtime_seconds"].description
+        for field in ("instance_type", "max_runtime_seconds"):
+            said = re.compile(rf"(?<![\w.]){re.escape(str(values[field]))} for (\w+ and )?{name}\b")
+            assert said.search(served_params[field].description), (field, name, served_params[field].description)
     for name in ("instance_type", "instance_count", "max_runtime_seconds"):
         assert served_params[name].value is None  # empty: the preset's

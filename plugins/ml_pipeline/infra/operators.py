@@ -23,7 +23,9 @@ class SkipUnneededSteps(BaseOperator, SkipMixin):
 
     ``plan`` (templated) is the run's plan; ``step_tasks`` maps each step of ``stack.steps_for`` to the
     task ids that belong to it (the step and the sensors on its resource). The tasks of the needed steps
-    run as wired; what follows the group joins on a ``NONE_FAILED`` task. Returns the needed steps."""
+    run as wired; what follows the group joins on a ``NONE_FAILED`` task. It logs the needed steps, and
+    returns them only when it skips nothing: skipping ends the task at once (``DownstreamTasksSkipped``),
+    with no return value."""
 
     template_fields = ("plan",)
 
@@ -32,7 +34,7 @@ class SkipUnneededSteps(BaseOperator, SkipMixin):
         self.plan = plan
         self.step_tasks = step_tasks
 
-    def execute(self, context) -> list[str]:
+    def execute(self, context) -> list[str] | None:
         from ml_pipeline.infra.stack import steps_for  # noqa: PLC0415
 
         needed = steps_for(self.plan)

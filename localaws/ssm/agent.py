@@ -690,8 +690,8 @@ class SsmAgent:
                 elif time.monotonic() >= next_check:
                     next_check = time.monotonic() + _INSTANCE_CHECK_SECONDS
                     state = self._instance_state(invocation.instance_id)
-                    if state != "running":
-                        ending = ("Failed", "Failed")
+                    if state != "running":  # cancelled while the state was asked (then terminated): Cancelled
+                        ending = ("Cancelled", "Cancelled") if invocation.cancel.is_set() else ("Failed", "Failed")
                         log.info("SSM command %s: instance %s is %s", invocation.command_id, invocation.instance_id, state)
                 if ending is not None:
                     running.terminate()

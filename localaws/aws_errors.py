@@ -165,7 +165,7 @@ def json_request(environ: dict, limit: int, service: str | None = None, operatio
     if done is None or (service and operation and not done[1]):
         params = done[0] if done is not None else _parse_json(environ, limit)
         checked = False
-        if service and operation and isinstance(params, dict | list):
+        if service and operation:
             from localaws.sagemaker import shapes  # noqa: PLC0415 - shapes imports this module
 
             if shapes.has_operation(service, operation):

@@ -1,7 +1,8 @@
 """Request bodies as HTTP frames them (``Content-Length`` or chunked), size-limited, and JSON as
 AWS reads it (no ``NaN`` or ``Infinity``, which Python's json accepts).
 
-Every body localaws reads itself goes through ``buffer``: the server's handler (``keepalive.py``)
+Every body localaws reads itself goes through ``buffer`` (InvokeEndpoint's, handed to the model
+and nobody else, through ``read``): the server's handler (``keepalive.py``)
 gives the application a stream that ends where the body ends, de-chunked when the client
 sent it chunked (``wsgi.input_terminated``), so a chunked body is read to its end instead of
 being taken for empty. A body over its limit is refused before it is read whole, and the

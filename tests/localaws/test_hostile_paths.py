@@ -344,7 +344,7 @@ def test_what_the_container_saves_on_sigterm_is_uploaded(scripted, bucket_of):
     assert model["written.txt"] == b"written by the container"
 
 
-def test_a_job_stopped_before_its_containers_run_ends_stopped_untrained(localaws_process, bucket, tmp_path):
+def test_a_job_stopped_before_its_containers_run_ends_stopped_untrained(localaws_process, tmp_path):
     """Stopped while its instances start, the algorithm never runs. Deterministically so: the job's image
     is a build context whose Python environment is being built by someone else sharing localaws's cache
     (this test holds the builder's lock), so the job cannot get past Starting until the stop is in."""
@@ -367,6 +367,8 @@ def test_a_job_stopped_before_its_containers_run_ends_stopped_untrained(localaws
     key = hashlib.sha256(requirements + sys.version.encode()).hexdigest()[:16]
     venvs.mkdir(parents=True, exist_ok=True)
     sm = localaws_process.client("sagemaker")
+    bucket = unique("early-stop")
+    localaws_process.client("s3").create_bucket(Bucket=bucket)
     name = unique("early-stop")
     try:
         with open(venvs / f"{key}.lock", "w") as building:

@@ -3,16 +3,18 @@
 botocore reads an error by its service's protocol (botocore's model says which):
 ``json`` (``__type``), ``rest-json`` (``x-amzn-ErrorType``), ``query``
 (``<ErrorResponse>``), ``ec2`` (``<Response><Errors>``) and ``rest-xml``
-(``<Error>``). moto answers what it does not implement, and what it crashes on
-(malformed XML, say), with Flask's HTML 500 page, which no client parses;
-``MotoErrors`` wraps moto so that every answer is the service's own error with a
-code: ``NotImplemented`` (501) naming the operation moto lacks, ``MalformedXML`` /
-``SerializationException`` (400) for a body that does not parse, ``InternalFailure``
-(500) for a crash, and the same for moto's bare HTML error pages.
+(``<Error>``). ``AwsError`` is what every part of localaws raises for an error answer and
+``error`` renders it, in whichever protocol the request speaks.
+
+moto answers what it does not implement, and what it crashes on (malformed XML, say), with
+Flask's HTML 500 page, which no client parses; ``MotoErrors`` wraps moto so that every answer
+is the service's own error with a code: ``NotImplemented`` (501) naming the operation moto
+lacks, ``MalformedXML`` / ``SerializationException`` (400) for a body that does not parse (or,
+for a JSON service, whose values do not fit the operation's shapes in botocore's model),
+``InternalFailure`` (500) for a crash, and the same for moto's bare HTML error pages.
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import uuid
@@ -35,6 +37,42 @@ EC2_VERSION = "2016-11-15"
 #: What moto may be sent: S3 takes objects up to AWS's 5 GiB single PUT, the rest is API calls.
 MAX_S3_BODY = 5 * 1024**3
 MAX_API_BODY = 64 * 1024 * 1024
+#: aws-chunked framing (a chunk's size, signature and line ends) around S3 chunks of at least 8 KiB
+#: costs under 1/64 of the data; beyond that, and this much, a streamed upload is not what it said.
+_AWS_CHUNKED_SLACK = 64 * 1024
+
+
+class AwsError(Exception):
+    """An error answer: AWS's ``code``, its message and HTTP status; ``error`` renders it in the
+    request's protocol. Subclasses name a code (``code = ...``); any other is given as it comes."""
+
+    code = "InternalFailure"
+    status = 400
+
+    def __init__(self, message: str, code: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+
+class ValidationError(AwsError):
+    """A member that breaks its operation's model (required, pattern, enum, length, range)."""
+
+    code = "ValidationException"
+
+
+class SerializationError(AwsError):
+    """The body is not JSON, or a value's JSON type does not fit its member (AWS's JSON reader)."""
+
+    code = "SerializationException"
+
+
+class RequestTooLarge(AwsError):
+    code = "RequestEntityTooLargeException"
+    status = 413
 
 
 @lru_cache(maxsize=None)
@@ -101,29 +139,67 @@ def error(environ: dict, protocol: str, code: str, message: str, status: int) ->
     return status, headers, body
 
 
-def respond(environ, start_response, protocol: str, code: str, message: str, status: int):
+def answer(environ: dict, protocol: str, raised: AwsError) -> tuple[int, list, bytes]:
+    """(status, headers, body) of an ``AwsError`` in ``protocol``."""
+    return error(environ, protocol, raised.code, raised.message, raised.status)
+
+
+def respond(environ, start_response, protocol: str, code: str, message: str, status: int, exc_info=None):
     status, headers, body = error(environ, protocol, code, message, status)
-    start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
+    start_response(f"{status} {_REASONS.get(status, 'Error')}", headers, exc_info)
     return [body]
 
 
 _REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-            413: "Request Entity Too Large", 500: "Internal Server Error", 501: "Not Implemented"}
+            411: "Length Required", 413: "Request Entity Too Large", 500: "Internal Server Error",
+            501: "Not Implemented"}
+
+
+def json_request(environ: dict, limit: int, service: str | None = None, operation: str | None = None):
+    """A JSON request's body as AWS reads it: size-limited (``RequestTooLarge``), chunked or not,
+    JSON without NaN or Infinity, gzip inflated where botocore gzips it (``SerializationError``);
+    with ``service`` and an ``operation`` of its model, read into the operation's input shape
+    (``SerializationError`` for a value of the wrong JSON type) with its required members there
+    (``ValidationError``). Read once per request: a second call returns the first one's result."""
+    done = environ.get(_JSON)
+    if done is None or (service and operation and not done[1]):
+        params = done[0] if done is not None else _parse_json(environ, limit)
+        checked = False
+        if service and operation:
+            from localaws.sagemaker import shapes  # noqa: PLC0415 - shapes imports this module
+
+            if shapes.has_operation(service, operation):
+                params = shapes.read_request(operation, params, service)
+                shapes.check_request(operation, params, service, constraints=False)
+                checked = True
+        done = environ[_JSON] = (params, checked)
+    return done[0]
+
+
+_JSON = "localaws.json"
+
+
+def _parse_json(environ: dict, limit: int):
+    try:
+        body = bodies.buffer(environ, limit)
+    except bodies.BodyTooLarge as refused:
+        raise RequestTooLarge(str(refused)) from None
+    except bodies.MalformedBody as refused:
+        raise SerializationError(str(refused)) from None
+    try:
+        return bodies.loads(_decoded(environ, body, limit) or b"{}")
+    except bodies.NotJSON as refused:
+        raise SerializationError(f"The request body is not valid JSON: {refused}") from None
 
 
 def _form_value(environ: dict, name: str) -> str | None:
     """A query-protocol parameter (Action, Version) from the query string or a form body the
-    caller has already buffered (``wsgi.input`` a BytesIO)."""
+    caller has already buffered (``bodies.buffer``)."""
     found = parse_qs(environ.get("QUERY_STRING", "")).get(name)
-    if not found and isinstance(environ.get("wsgi.input"), io.BytesIO):
-        found = parse_qs(environ["wsgi.input"].getvalue().decode("utf-8", "replace")).get(name)
+    body = bodies.buffered(environ)
+    if not found and body:
+        found = parse_qs(body.decode("utf-8", "replace")).get(name)
     return found[0] if found else None
-
-
-class _Unreadable(Exception):
-    def __init__(self, code: str, message: str, status: int = 400):
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status
 
 
 class MotoErrors:
@@ -131,6 +207,9 @@ class MotoErrors:
 
     def __init__(self, dispatcher):
         self.dispatcher = dispatcher  # moto's DomainDispatcherApplication
+        #: How a request whose body is read (and checked) is handed to moto: ``localaws.state`` puts
+        #: its gate here, so that no client's slow body holds a snapshot up.
+        self.call = _call
 
     def __call__(self, environ, start_response):
         try:
@@ -145,7 +224,7 @@ class MotoErrors:
         protocol = request_protocol(environ, service)
         try:
             self._buffer(environ, service, protocol)
-        except _Unreadable as refused:
+        except AwsError as refused:
             return respond(environ, start_response, protocol, refused.code, refused.message, refused.status)
         answer = {}
 
@@ -154,7 +233,10 @@ class MotoErrors:
             return lambda data: (_ for _ in ()).throw(RuntimeError("moto used write()"))
 
         try:
-            chunks = app(environ, capture)
+            chunks = self.call(app, environ, capture)
+        except bodies.BodyTooLarge:  # an aws-chunked upload longer than it said (see _limit_s3)
+            return respond(environ, start_response, protocol, "IncompleteBody",
+                           "The request body is longer than its x-amz-decoded-content-length says.", 400)
         except NotImplementedError as crash:
             operation = self._operation(environ, service) or "this operation"
             if not _has_operation(service, operation):  # not AWS's either
@@ -200,31 +282,25 @@ class MotoErrors:
 
     @staticmethod
     def _buffer(environ: dict, service: str | None, protocol: str) -> None:
-        """Check the body's size, and for JSON protocols that it parses as AWS parses it (moto's json
-        takes NaN); buffer an API call's body so its Action can be named in an error."""
-        limit = MAX_S3_BODY if service == "s3" else MAX_API_BODY
+        """Read an API call's body whole, within its limit (so that its Action can be named in an error
+        and moto is never left waiting on a client): for a JSON service, JSON as AWS reads it (moto's
+        json takes NaN) and into the operation's shapes (moto takes any JSON type anywhere). S3's
+        objects stream to moto, within S3's limits."""
         if service == "s3":
-            length = environ.get("CONTENT_LENGTH") or ""
-            if length.isdigit() and int(length) > limit:
-                environ[bodies.CLOSE_CONNECTION] = True
-                raise _Unreadable("EntityTooLarge", "Your proposed upload exceeds the maximum allowed size", 400)
-            return  # objects stream to moto unbuffered
+            return _limit_s3(environ)
+        if protocol == "json":
+            target = environ.get("HTTP_X_AMZ_TARGET", "")
+            json_request(environ, MAX_API_BODY, service, target.rsplit(".", 1)[-1] if target else None)
+            return
+        if environ.get("CONTENT_TYPE", "").startswith("application/json"):  # rest-json: members are in the URI too
+            json_request(environ, MAX_API_BODY)
+            return
         try:
-            body = bodies.read(environ, limit)
+            bodies.buffer(environ, MAX_API_BODY)
         except bodies.BodyTooLarge as error:
-            raise _Unreadable("RequestEntityTooLargeException", str(error), 413) from None
+            raise RequestTooLarge(str(error)) from None
         except bodies.MalformedBody as error:
-            raise _Unreadable("SerializationException" if protocol in ("json", "rest-json") else "MalformedInput",
-                              str(error)) from None
-        content_type = environ.get("CONTENT_TYPE", "")
-        if body and (protocol == "json" or content_type.startswith("application/json")):
-            try:
-                bodies.loads(_decoded(environ, body, limit))
-            except bodies.NotJSON as error:
-                raise _Unreadable("SerializationException", f"The request body is not valid JSON: {error}") from None
-        environ["wsgi.input"] = io.BytesIO(body)
-        environ["CONTENT_LENGTH"] = str(len(body))
-        environ["wsgi.input_terminated"] = True
+            raise AwsError(str(error), "MalformedInput") from None
 
     @staticmethod
     def _operation(environ: dict, service: str | None) -> str | None:
@@ -246,6 +322,62 @@ class MotoErrors:
             return None
 
 
+def _call(app, environ, start_response):
+    return app(environ, start_response)
+
+
+def _limit_s3(environ: dict) -> None:
+    """S3's limits on what streams to moto: a PUT of at most 5 GiB that says how long it is (S3
+    answers ``MissingContentLength`` to a chunked one, unless it is aws-chunked with
+    x-amz-decoded-content-length, which then limits it); a chunked body of another method (the
+    XML of DeleteObjects, say) is read whole within the API limit."""
+    length = environ.get("CONTENT_LENGTH") or ""
+    if length:
+        if length.isdigit() and int(length) > MAX_S3_BODY:
+            environ[bodies.CLOSE_CONNECTION] = True
+            raise AwsError("Your proposed upload exceeds the maximum allowed size", "EntityTooLarge")
+        return
+    if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return  # no body (the server's handler reads none without a length or chunked framing)
+    decoded = environ.get("HTTP_X_AMZ_DECODED_CONTENT_LENGTH", "")
+    if "aws-chunked" in environ.get("HTTP_CONTENT_ENCODING", "").lower() and decoded.isdigit():
+        size = int(decoded)
+        if size > MAX_S3_BODY:
+            environ[bodies.CLOSE_CONNECTION] = True
+            raise AwsError("Your proposed upload exceeds the maximum allowed size", "EntityTooLarge")
+        environ["wsgi.input"] = _Capped(environ["wsgi.input"], size + size // 64 + _AWS_CHUNKED_SLACK, environ)
+        return
+    if environ.get("REQUEST_METHOD") == "PUT":
+        environ[bodies.CLOSE_CONNECTION] = True
+        raise AwsError("You must provide the Content-Length HTTP header.", "MissingContentLength", 411)
+    try:
+        bodies.buffer(environ, MAX_API_BODY)
+    except bodies.BodyTooLarge:
+        raise AwsError("Your request was too big.", "MaxMessageLengthExceeded") from None
+    except bodies.MalformedBody as error:
+        raise AwsError(str(error), "IncompleteBody") from None
+
+
+class _Capped:
+    """A request stream that refuses (``bodies.BodyTooLarge``) to yield more than ``cap`` bytes."""
+
+    def __init__(self, stream, cap: int, environ: dict):
+        self._stream, self._left, self._environ = stream, cap, environ
+
+    def _take(self, data: bytes) -> bytes:
+        self._left -= len(data)
+        if self._left < 0:
+            self._environ[bodies.CLOSE_CONNECTION] = True  # the rest is not read
+            raise bodies.BodyTooLarge(0)
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        return self._take(self._stream.read(self._left + 1 if size is None or size < 0 else min(size, self._left + 1)))
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._take(self._stream.readline(self._left + 1 if size is None or size < 0 else min(size, self._left + 1)))
+
+
 def _decoded(environ: dict, body: bytes, limit: int) -> bytes:
     """The body as moto will read it: botocore gzips large bodies of some operations (CloudWatch's
     PutMetricData); the JSON check reads the inflated body, at most ``limit`` of it."""
@@ -255,9 +387,9 @@ def _decoded(environ: dict, body: bytes, limit: int) -> bytes:
     try:
         inflated = inflater.decompress(body, limit + 1)
     except zlib.error:
-        raise _Unreadable("SerializationException", "The request body is not valid gzip.") from None
+        raise SerializationError("The request body is not valid gzip.") from None
     if len(inflated) > limit or inflater.unconsumed_tail:
-        raise _Unreadable("RequestEntityTooLargeException", f"The request body is larger than {limit} bytes.", 413)
+        raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
     return inflated
 
 

@@ -1,14 +1,18 @@
 """Request bodies as HTTP frames them (``Content-Length`` or chunked), size-limited, and JSON as
 AWS reads it (no ``NaN`` or ``Infinity``, which Python's json accepts).
 
-Every body localaws reads itself goes through ``read``: the server's handler (``keepalive.py``)
+Every body localaws reads itself goes through ``buffer`` (InvokeEndpoint's, handed to the model
+and nobody else, through ``read``): the server's handler (``keepalive.py``)
 gives the application a stream that ends where the body ends, de-chunked when the client
 sent it chunked (``wsgi.input_terminated``), so a chunked body is read to its end instead of
 being taken for empty. A body over its limit is refused before it is read whole, and the
-connection is closed after the answer rather than drained of it.
+connection is closed after the answer rather than drained of it. A body is read once per
+request: whoever reads it next (moto, after our engine passed on a request) gets the same bytes,
+and a body refused part-way read is never handed on.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 
@@ -22,6 +26,10 @@ MAX_JSON_BODY = 10 * 1024 * 1024
 MAX_ADMIN_BODY = 1024 * 1024
 
 
+#: The request's body once ``buffer`` read it: its bytes, or the error that refused it.
+BUFFERED = "localaws.body"
+
+
 class BodyTooLarge(Exception):
     def __init__(self, limit: int):
         super().__init__(f"The request body is larger than {limit} bytes.")
@@ -32,9 +40,37 @@ class MalformedBody(ValueError):
     """A chunked body whose framing is broken."""
 
 
+def buffer(environ: dict, limit: int) -> bytes:
+    """The whole request body (as ``read`` reads it), put back in the environ as a stream at its
+    start for whoever reads it next. Read from the client once: a later call returns the same
+    bytes, or raises the same error (what is left of a body refused part-way is never read, so
+    nobody can take its tail for a request)."""
+    held = environ.get(BUFFERED)
+    if held is None:
+        try:
+            held = read(environ, limit)
+        except (BodyTooLarge, MalformedBody) as error:
+            held = error
+        environ[BUFFERED] = held
+        environ["wsgi.input_terminated"] = True
+    if isinstance(held, Exception):
+        environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(), "0"
+        raise held
+    if len(held) > limit:  # read whole by someone with a larger limit
+        raise BodyTooLarge(limit)
+    environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(held), str(len(held))
+    return held
+
+
+def buffered(environ: dict) -> bytes | None:
+    """The body if ``buffer`` has read it (None otherwise: it may still be on the wire)."""
+    held = environ.get(BUFFERED)
+    return held if isinstance(held, bytes) else None
+
+
 def read(environ: dict, limit: int) -> bytes:
     """The whole request body, at most ``limit`` bytes (``BodyTooLarge`` beyond; ``MalformedBody``
-    for broken chunked framing)."""
+    for broken chunked framing), read from the client's stream: use ``buffer``, which reads it once."""
     try:
         return _read(environ, limit)
     except (ConnectionError, TimeoutError):  # the client went away: the server's handler sees to it
@@ -103,5 +139,7 @@ def loads(body: bytes | str):
         return json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
     except NotJSON:
         raise
+    except RecursionError:  # [[[[...]]]] deeper than the interpreter's stack
+        raise NotJSON("The JSON is nested too deeply.") from None
     except (ValueError, UnicodeDecodeError) as error:
         raise NotJSON(str(error)) from None

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 
 from werkzeug.wrappers import Request, Response
 
-from localaws import bodies, iam
+from localaws import aws_errors, bodies, iam
 from localaws.aws import Clients
-from localaws.aws_errors import MotoErrors
+from localaws.aws_errors import AwsError, MotoErrors
 from localaws.image_contexts import ImageContexts
-from localaws.sagemaker.errors import SageMakerError
 from localaws.sagemaker.hosting.service import AUTOSCALING_TARGET_PREFIX, Hosting
 from localaws.sagemaker.models import SageMakerBackend
 from localaws.sagemaker.registry import RegistryBackend
@@ -30,6 +30,9 @@ from localaws.ssm import TARGET_PREFIX as SSM_TARGET_PREFIX
 from localaws.ssm import SsmAgent
 
 log = logging.getLogger(__name__)
+
+#: Set in the environ when our engine (not moto) answered a request that may have changed it.
+ENGINE_CHANGE = "localaws.engine_change"
 
 
 def signing_service(environ: dict) -> str | None:
@@ -74,29 +77,41 @@ class Gateway:
         self.ssm = SsmAgent(settings, self.clients, self.runners)
 
     def __call__(self, environ, start_response):
+        try:
+            return self._route(environ, start_response)
+        except (ConnectionError, TimeoutError):  # the client went away: nobody to answer
+            raise
+        except Exception as error:  # noqa: BLE001 - a bug of ours: still AWS's answer, never werkzeug's HTML
+            log.exception("%s %s failed", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            protocol = aws_errors.request_protocol(environ, signing_service(environ))
+            return aws_errors.respond(environ, start_response, protocol, "InternalFailure",
+                                      f"localaws failed: {type(error).__name__}: {error}", 500, sys.exc_info())
+
+    def _route(self, environ, start_response):
+        service = signing_service(environ)
         # InvokeEndpoint first: the one call on a model's request path.
-        if self.hosting.is_invocation(environ) and signing_service(environ) in ("sagemaker", None):
+        if service in ("sagemaker", None) and self.hosting.is_invocation(environ):
             return self.hosting.runtime(environ, start_response)
         path = environ.get("PATH_INFO", "")
         if path.startswith("/_localaws/"):
+            environ[ENGINE_CHANGE] = environ.get("REQUEST_METHOD") not in ("GET", "HEAD")
             return self.admin(Request(environ))(environ, start_response)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
-        if target.startswith(TARGET_PREFIX) and signing_service(environ) in ("sagemaker", None):
-            status, headers, body = self.sagemaker_api.handle(target, environ)
-            return Response(body, status=status, headers=headers)(environ, start_response)
-        if target.startswith(AUTOSCALING_TARGET_PREFIX):  # sagemaker variants ours, the rest moto's
+        answer = None
+        if target.startswith(TARGET_PREFIX) and service in ("sagemaker", None):
+            answer = self.sagemaker_api.handle(target, environ)
+        elif target.startswith(AUTOSCALING_TARGET_PREFIX):  # sagemaker variants ours, the rest moto's
             answer = self.hosting.autoscaling(environ, target)
+        elif service == "iam":
+            answer = self.iam_simulator.handle(environ)  # reads only
             if answer is not None:
                 return Response(answer[2], status=answer[0], headers=answer[1])(environ, start_response)
-        if signing_service(environ) == "iam":
-            answer = self.iam_simulator.handle(environ)
-            if answer is not None:
-                return Response(answer[2], status=answer[0], headers=answer[1])(environ, start_response)
-        if target.startswith(SSM_TARGET_PREFIX):
+        elif target.startswith(SSM_TARGET_PREFIX):
             answer = self.ssm.handle(environ, target, signing_region(environ))
-            if answer is not None:
-                return Response(answer[2], status=answer[0], headers=answer[1])(environ, start_response)
-        return self.moto(environ, start_response)
+        if answer is None:
+            return self.moto(environ, start_response)
+        environ[ENGINE_CHANGE] = True
+        return Response(answer[2], status=answer[0], headers=answer[1])(environ, start_response)
 
     # --- localaws's own API ---------------------------------------------------------------
 
@@ -106,7 +121,7 @@ class Gateway:
             if path == "health":
                 return _json({"status": "running", "runner": self.settings.runner})
             if path == "images" and request.method == "POST":
-                body = bodies.loads(bodies.read(request.environ, bodies.MAX_ADMIN_BODY) or b"{}")
+                body = bodies.loads(bodies.buffer(request.environ, bodies.MAX_ADMIN_BODY) or b"{}")
                 if not isinstance(body, dict) or not all(isinstance(body.get(k), str) for k in ("ImageUri", "Context")):
                     raise ValueError("the body must be a JSON object with the strings ImageUri and Context")
                 return _json(self.images.register(body["ImageUri"], body["Context"]))
@@ -121,7 +136,7 @@ class Gateway:
             if len(parts) == 3 and parts[0] == "training-jobs" and parts[2] == "spot-interruption":
                 if request.method == "POST":
                     return _json(self.sagemaker.interrupt_spot_training(parts[1]))
-        except SageMakerError as error:
+        except AwsError as error:
             return _json({"__type": error.code, "message": error.message}, status=error.status)
         except bodies.BodyTooLarge as error:
             return _json({"message": str(error)}, status=413)

@@ -20,7 +20,6 @@ needs a key the request does not give does not apply, and the key is reported in
 from __future__ import annotations
 
 import fnmatch
-import io
 import json
 import os
 import re
@@ -30,16 +29,11 @@ from urllib.parse import parse_qs, unquote
 from xml.etree.ElementTree import Element, SubElement, tostring
 
 from localaws import aws_errors, bodies
+from localaws.aws_errors import AwsError
 
 OPERATIONS = ("SimulatePrincipalPolicy", "SimulateCustomPolicy")
 XMLNS = "https://iam.amazonaws.com/doc/2010-05-08/"
 _PRINCIPAL = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):(user|group|role)/(?:.*/)?([\w+=,.@-]+)$")
-
-
-class IamError(Exception):
-    def __init__(self, code: str, message: str, status: int = 400):
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status
 
 
 def load_managed_policies() -> None:
@@ -67,19 +61,18 @@ class Simulator:
     """Answers IAM's Simulate* operations (query protocol) from moto's IAM state."""
 
     def handle(self, environ: dict):
-        """(status, headers, body) for SimulatePrincipalPolicy / SimulateCustomPolicy; None (the body
-        put back for moto) for any other IAM request."""
+        """(status, headers, body) for SimulatePrincipalPolicy / SimulateCustomPolicy, and for any IAM
+        request whose body cannot be read; None (the body read, for moto) for any other."""
         if not environ.get("CONTENT_TYPE", "").startswith(aws_errors.FORM) and "Action=" not in environ.get(
             "QUERY_STRING", ""
         ):
             return None
-        try:
-            body = bodies.read(environ, bodies.MAX_JSON_BODY)
-        except (bodies.BodyTooLarge, bodies.MalformedBody):
-            return None  # moto's wrapper answers it
-        environ["wsgi.input"] = io.BytesIO(body)
-        environ["CONTENT_LENGTH"] = str(len(body))
-        environ["wsgi.input_terminated"] = True
+        try:  # the limit moto's wrapper would apply; a body refused part-way goes nowhere else
+            body = bodies.buffer(environ, aws_errors.MAX_API_BODY)
+        except bodies.BodyTooLarge as error:
+            return aws_errors.answer(environ, "query", aws_errors.RequestTooLarge(str(error)))
+        except bodies.MalformedBody as error:
+            return aws_errors.error(environ, "query", "MalformedInput", str(error), 400)
         values = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).items()}
         values.update({k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items()})
         operation = values.get("Action")
@@ -87,8 +80,8 @@ class Simulator:
             return None
         try:
             results, truncated, marker = self.simulate(operation, values)
-        except IamError as error:
-            return aws_errors.error(environ, "query", error.code, error.message, error.status)
+        except AwsError as error:
+            return aws_errors.answer(environ, "query", error)
         return 200, [("Content-Type", "text/xml")], _render(operation, results, truncated, marker)
 
     # --- the request ---------------------------------------------------------------------------
@@ -96,8 +89,8 @@ class Simulator:
     def simulate(self, operation: str, values: dict) -> tuple[list[dict], bool, str | None]:
         actions = _members(values, "ActionNames")
         if not actions:
-            raise IamError("ValidationError", "1 validation error detected: Value null at 'actionNames' failed "
-                                              "to satisfy constraint: Member must not be null")
+            raise AwsError("1 validation error detected: Value null at 'actionNames' failed to satisfy "
+                           "constraint: Member must not be null", "ValidationError")
         resources = _members(values, "ResourceArns") or ["*"]
         sources = [Source(f"PolicyInputList.{n}", "none", _statements(doc, f"PolicyInputList.{n}"))
                    for n, doc in enumerate(_members(values, "PolicyInputList"), 1)]
@@ -110,15 +103,14 @@ class Simulator:
             if boundary and not boundaries:
                 boundaries = [boundary]
         elif not sources:
-            raise IamError("ValidationError", "1 validation error detected: Value null at 'policyInputList' "
-                                              "failed to satisfy constraint: Member must not be null")
+            raise AwsError("1 validation error detected: Value null at 'policyInputList' failed to satisfy "
+                           "constraint: Member must not be null", "ValidationError")
         context = _context(values)
         results = []
         for action in actions:
             for resource in resources:
                 results.append(_result(action, resource, sources, boundaries, context))
-        start = int(values.get("Marker") or 0)
-        size = int(values.get("MaxItems") or 100)
+        start, size = _marker(values.get("Marker")), _max_items(values.get("MaxItems"))
         page = results[start:start + size]
         truncated = start + size < len(results)
         return page, truncated, str(start + size) if truncated else None
@@ -128,13 +120,13 @@ class Simulator:
 
         match = _PRINCIPAL.match(arn)
         if not match:
-            raise IamError("InvalidInput", f"Invalid ARN: {arn!r} is not the ARN of an IAM user, group or role.")
+            raise AwsError(f"Invalid ARN: {arn!r} is not the ARN of an IAM user, group or role.", "InvalidInput")
         account, kind, name = match.groups()
         backend = iam_backends[account]["global"]
         try:
             entity = {"user": backend.get_user, "group": backend.get_group, "role": backend.get_role}[kind](name)
         except Exception:  # noqa: BLE001 - moto's NoSuchEntity
-            raise IamError("NoSuchEntity", f"The {kind} with name {name} cannot be found.", 404) from None
+            raise AwsError(f"The {kind} with name {name} cannot be found.", "NoSuchEntity", 404) from None
         found = _own_policies(entity, kind)
         if kind == "user":
             for group in backend.get_groups_for_user(name):
@@ -146,6 +138,24 @@ class Simulator:
             if policy is not None:
                 boundary = _managed_source(policy)
         return found, boundary
+
+
+def _max_items(given: str | None) -> int:
+    if given is None or given == "":
+        return 100
+    if not given.strip().lstrip("-").isdigit() or not 1 <= int(given) <= 1000:
+        raise AwsError(f"1 validation error detected: Value '{given}' at 'maxItems' failed to satisfy constraint: "
+                       "Member must be an integer between 1 and 1000", "ValidationError")
+    return int(given)
+
+
+def _marker(given: str | None) -> int:
+    """Where a page starts: the Marker of the previous page (our own, a position)."""
+    if given is None or given == "":
+        return 0
+    if not given.isdigit():
+        raise AwsError(f"Invalid Marker {given!r}: pass the Marker of the previous page.", "InvalidInput")
+    return int(given)
 
 
 def _aws_managed(backend, arn: str):
@@ -184,16 +194,52 @@ def _context(values: dict) -> dict[str, list[str]]:
 
 
 def _statements(document, where: str) -> list[dict]:
+    """A policy document's statements, refused (``InvalidInput``, as Simulate* answers) unless each is
+    IAM's grammar: an Effect of Allow or Deny, actions and resources as strings or lists of them, a
+    Condition of operators mapping keys to values."""
     if isinstance(document, dict):
         parsed = document
     else:
         text = document if document.lstrip().startswith("{") else unquote(document)
         try:
-            parsed = json.loads(text)
-        except ValueError:
-            raise IamError("MalformedPolicyDocument", f"The policy {where} is not valid JSON.") from None
-    statements = parsed.get("Statement", []) if isinstance(parsed, dict) else []
-    return [statements] if isinstance(statements, dict) else [s for s in statements if isinstance(s, dict)]
+            parsed = bodies.loads(text)
+        except bodies.NotJSON:
+            raise _invalid(where, "is not valid JSON") from None
+    statements = parsed.get("Statement") if isinstance(parsed, dict) else None
+    if isinstance(statements, dict):
+        statements = [statements]
+    if not isinstance(statements, list) or not statements:
+        raise _invalid(where, "has no Statement")
+    for statement in statements:
+        _check_statement(statement, where)
+    return statements
+
+
+def _invalid(where: str, why: str) -> AwsError:
+    return AwsError(f"The policy {where} is not a valid policy document: it {why}.", "InvalidInput")
+
+
+def _strings(value) -> bool:
+    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+
+
+def _check_statement(statement, where: str) -> None:
+    if not isinstance(statement, dict):
+        raise _invalid(where, "has a statement that is not a JSON object")
+    if statement.get("Effect") not in ("Allow", "Deny"):
+        raise _invalid(where, f"has a statement whose Effect is {statement.get('Effect')!r}, not Allow or Deny")
+    for name in ("Action", "NotAction", "Resource", "NotResource"):
+        if name in statement and not _strings(statement[name]):
+            raise _invalid(where, f"has a statement whose {name} is neither a string nor a list of strings")
+    if not any(name in statement for name in ("Action", "NotAction")):
+        raise _invalid(where, "has a statement with neither Action nor NotAction")
+    conditions = statement.get("Condition", {})
+    scalar = (str, bool, int, float)
+    if not isinstance(conditions, dict) or not all(
+            isinstance(tests, dict) and all(isinstance(v, scalar) or (isinstance(v, list) and all(
+                isinstance(item, scalar) for item in v)) for v in tests.values())
+            for tests in conditions.values()):
+        raise _invalid(where, "has a Condition that is not operators mapping keys to values")
 
 
 # --- IAM's evaluation -----------------------------------------------------------------------------
@@ -296,8 +342,11 @@ def _result(action: str, resource: str, sources, boundaries, context) -> dict:
         allowed = bound.decision == "allowed"
         result["PermissionsBoundaryDecisionDetail"] = allowed
         result["MissingContextValues"] = sorted(identity.missing | bound.missing)
-        if identity.decision == "allowed" and not allowed:
-            result["EvalDecision"] = "explicitDeny" if bound.decision == "explicitDeny" else "implicitDeny"
+        if bound.decision == "explicitDeny":  # an explicit deny wins, whichever policy says it
+            if identity.decision != "explicitDeny":
+                result["EvalDecision"], result["MatchedStatements"] = "explicitDeny", bound.matched
+        elif identity.decision == "allowed" and not allowed:
+            result["EvalDecision"] = "implicitDeny"
     return result
 
 

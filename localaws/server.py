@@ -26,16 +26,17 @@ class _QuietHandler(KeepAliveRequestHandler):  # keep-alive: SDK clients reuse c
 class LocalAWS:
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or Settings()
-        self.gateway = Gateway(self.settings)
-        self.work_dir = leftovers.WorkDir(self.settings.work_dir)
-        leftovers.clean(self.settings, self.work_dir)
-        self.http = make_server(
-            self.settings.host, self.settings.port, self.gateway, threaded=True, request_handler=_QuietHandler
-        )
-        self.http.daemon_threads = True
-        self.settings.port = self.http.server_port  # port 0 picks a free one
-        # After the socket listens (a restored endpoint fetches its model through it), before serving.
-        try:
+        self.gateway = self.work_dir = self.http = self.state = None
+        try:  # whatever fails here (the port in use, say), what was started so far stops again
+            self.gateway = Gateway(self.settings)
+            self.work_dir = leftovers.WorkDir(self.settings.work_dir)
+            leftovers.clean(self.settings, self.work_dir)
+            self.http = make_server(
+                self.settings.host, self.settings.port, self.gateway, threaded=True, request_handler=_QuietHandler
+            )
+            self.http.daemon_threads = True
+            self.settings.port = self.http.server_port  # port 0 picks a free one
+            # After the socket listens (a restored endpoint fetches its model through it), before serving.
             self.state = state.attach(self.gateway)
             app = self.gateway if self.state is None else self.state.track(self.gateway)
             if not is_loopback(self.settings.host):  # reachable from elsewhere: no request without credentials
@@ -44,9 +45,7 @@ class LocalAWS:
                 app = RequireCredentials(app)
             self.http.app = app
         except BaseException:
-            self.http.server_close()
-            self.gateway.close()
-            self.work_dir.close()
+            self._release()
             raise
 
     @property
@@ -69,9 +68,14 @@ class LocalAWS:
         """Everything but the HTTP server's loop: the last snapshot first, while all is as it was."""
         if self.state is not None:
             self.state.close()
-        self.gateway.close()
-        self.http.server_close()
-        self.work_dir.close()
+        self._release()
+
+    def _release(self) -> None:
+        for part in (self.gateway, self.work_dir):
+            if part is not None:
+                part.close()
+        if self.http is not None:
+            self.http.server_close()
 
 
 def serve(settings: Settings) -> None:

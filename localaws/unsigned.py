@@ -12,7 +12,6 @@ same rule (``localaws.client`` signs its calls), except ``GET /_localaws/health`
 """
 from __future__ import annotations
 
-import io
 import ipaddress
 import json
 import socket
@@ -65,16 +64,12 @@ class RequireCredentials:
             protocol = "rest-json"
         else:
             if environ.get("CONTENT_TYPE", "").startswith(aws_errors.FORM):
-                _buffer_form(environ)  # EC2 or another query service: the form's Version tells
+                try:  # EC2 or another query service: the form's Version tells
+                    bodies.buffer(environ, 65536)
+                except (bodies.BodyTooLarge, bodies.MalformedBody):
+                    pass  # the connection closes after the answer
             protocol = aws_errors.request_protocol(environ, None)
         if protocol == "rest-xml":
             return aws_errors.respond(environ, start_response, protocol, "AccessDenied", "Access Denied", 403)
         code = "MissingAuthenticationToken" if protocol in ("query", "ec2") else "MissingAuthenticationTokenException"
         return aws_errors.respond(environ, start_response, protocol, code, _MESSAGE, 403)
-
-
-def _buffer_form(environ: dict) -> None:
-    try:
-        environ["wsgi.input"] = io.BytesIO(bodies.read(environ, 65536))
-    except (bodies.BodyTooLarge, bodies.MalformedBody):
-        environ["wsgi.input"] = io.BytesIO(b"")

@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from localaws.sagemaker import confined
+
 OPT_ML = "/opt/ml"
 #: Set only by the process runner: where its ``/opt/ml`` tree really is.
 OPT_ML_ENV = "LOCALAWS_OPT_ML"
@@ -39,7 +41,8 @@ class Layout:
         return self.root / "input" / "data"
 
     def channel(self, name: str) -> Path:
-        return self.input_data / name
+        """The channel's folder, never outside input/data (``confined.OutsideFolder``)."""
+        return confined.join_inside(self.input_data, name)
 
     @property
     def model(self) -> Path:

@@ -1,29 +1,15 @@
 """SageMaker's errors, with the codes and messages AWS answers."""
 from __future__ import annotations
 
+# What every JSON service of localaws answers alike: defined once, there.
+from localaws.aws_errors import AwsError, RequestTooLarge, SerializationError, ValidationError
 
-class SageMakerError(Exception):
-    code = "InternalFailure"
-    status = 400
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
+__all__ = ["SageMakerError", "ValidationError", "SerializationError", "RequestTooLarge", "ResourceNotFound",
+           "ResourceInUse", "ResourceLimitExceeded", "UnknownOperation", "not_found", "constraint"]
 
 
-class ValidationError(SageMakerError):
-    code = "ValidationException"
-
-
-class SerializationError(SageMakerError):
-    """The body is not JSON, or a value's JSON type does not fit its member (AWS's JSON reader)."""
-
-    code = "SerializationException"
-
-
-class RequestTooLarge(SageMakerError):
-    code = "RequestEntityTooLargeException"
-    status = 413
+class SageMakerError(AwsError):
+    """An error only SageMaker answers."""
 
 
 class ResourceNotFound(SageMakerError):

@@ -7,13 +7,14 @@ backend, since jobs' threads and requests change it concurrently.
 from __future__ import annotations
 
 import copy
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 
 from localaws.sagemaker import listing
 from localaws.sagemaker.errors import ResourceInUse, ResourceLimitExceeded, ValidationError, not_found
-from localaws.sagemaker.shapes import validate_request
+from localaws.sagemaker.shapes import service_model
 from localaws.settings import Settings
 from localaws.state.pickling import runtime
 
@@ -166,7 +167,6 @@ class SageMakerBackend:
     # --- training jobs -------------------------------------------------------------------
 
     def create_training_job(self, params: dict) -> dict:
-        validate_request("CreateTrainingJob", params)
         _check_training_request(params)
         name = params["TrainingJobName"]
         with self.lock:
@@ -213,7 +213,6 @@ class SageMakerBackend:
             return job.describe()
 
     def list_training_jobs(self, params: dict) -> dict:
-        validate_request("ListTrainingJobs", params)
         with self.lock:
             summaries = [job.summary() for job in self.training_jobs.values()]
         page, token = listing.page(
@@ -264,7 +263,6 @@ class SageMakerBackend:
             return self.tags[arn]
 
     def add_tags(self, params: dict) -> dict:
-        validate_request("AddTags", params)
         with self.lock:
             tags = self._tagged(params["ResourceArn"])
             new = {tag["Key"]: tag for tag in params["Tags"]}
@@ -307,6 +305,19 @@ class SageMakerBackend:
         return interrupted
 
 
+def check_channel_name(name) -> None:
+    """SageMaker's rule for a channel's name, which names its folder ``input/data/<name>``: ChannelName's
+    pattern and length in botocore's model, and not dots only (the pattern admits those; their folder
+    would be input/data itself or the one above). ``ValidationError`` otherwise."""
+    rule = service_model().shape_for("ChannelName").metadata
+    if not isinstance(name, str) or not rule["min"] <= len(name) <= rule["max"] \
+            or not re.fullmatch(rule["pattern"], name):
+        raise ValidationError(f"Channel name '{name}' is not valid: it must match {rule['pattern']} "
+                              f"(at most {rule['max']} characters).")
+    if name.strip(".") == "":
+        raise ValidationError(f"Channel name '{name}' is not valid: it must not consist of dots only.")
+
+
 def _check_training_request(params: dict) -> None:
     """Rules across members that botocore's model cannot express."""
     algorithm = params["AlgorithmSpecification"]
@@ -320,9 +331,8 @@ def _check_training_request(params: dict) -> None:
     channels = [channel["ChannelName"] for channel in params.get("InputDataConfig", [])]
     if len(channels) != len(set(channels)):
         raise ValidationError("Channel names must be unique within InputDataConfig.")
-    for channel in channels:  # the model's pattern lets these through; each names a folder above its own
-        if channel.strip(".") == "":
-            raise ValidationError(f"Channel name '{channel}' is not valid: it must not consist of dots only.")
+    for channel in channels:
+        check_channel_name(channel)
     for channel in params.get("InputDataConfig", []):
         source = channel["DataSource"].get("S3DataSource")
         if source is None:

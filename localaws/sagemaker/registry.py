@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from localaws.sagemaker import listing
 from localaws.sagemaker.errors import SageMakerError, ValidationError
-from localaws.sagemaker.shapes import service_model, validate_request
+from localaws.sagemaker.shapes import service_model
 
 _MAX_ADDITIONAL_INFERENCE_SPECIFICATIONS = 15
 _MAX_CUSTOMER_METADATA = 50
@@ -203,7 +203,6 @@ class RegistryBackend:
     # --- model package groups ------------------------------------------------------------
 
     def create_model_package_group(self, params: dict) -> dict:
-        validate_request("CreateModelPackageGroup", params)
         name = params["ModelPackageGroupName"]
         arn = self.training.arn("model-package-group", name)
         with self.lock:
@@ -214,12 +213,10 @@ class RegistryBackend:
         return {"ModelPackageGroupArn": arn}
 
     def describe_model_package_group(self, params: dict) -> dict:
-        validate_request("DescribeModelPackageGroup", params)
         with self.lock:
             return self._group(params["ModelPackageGroupName"]).describe()
 
     def list_model_package_groups(self, params: dict) -> dict:
-        validate_request("ListModelPackageGroups", params)
         with self.lock:
             summaries = [group.summary() for group in self.groups.values()]
         if params.get("CrossAccountFilterOption") == "CrossAccount":
@@ -235,7 +232,6 @@ class RegistryBackend:
         return {"ModelPackageGroupSummaryList": page, **({"NextToken": token} if token else {})}
 
     def delete_model_package_group(self, params: dict) -> dict:
-        validate_request("DeleteModelPackageGroup", params)
         with self.lock:
             group = self._group(params["ModelPackageGroupName"])
             versions = sum(1 for package in self.packages.values() if package.group == group.name)
@@ -251,7 +247,6 @@ class RegistryBackend:
     # --- model packages ------------------------------------------------------------------
 
     def create_model_package(self, params: dict) -> dict:
-        validate_request("CreateModelPackage", params)
         _check_package_request(params)
         token = params.get("ClientToken")
         fingerprint = json.dumps(
@@ -301,12 +296,10 @@ class RegistryBackend:
         return {"ModelPackageArn": package.arn}
 
     def describe_model_package(self, params: dict) -> dict:
-        validate_request("DescribeModelPackage", params)
         with self.lock:
             return self._package(params["ModelPackageName"]).describe()
 
     def list_model_packages(self, params: dict) -> dict:
-        validate_request("ListModelPackages", params)
         group_ref = params.get("ModelPackageGroupName")
         # AWS: Unversioned unless asked otherwise, but a group's listing is of its versions.
         kind = params.get("ModelPackageType") or ("Versioned" if group_ref else "Unversioned")
@@ -336,7 +329,6 @@ class RegistryBackend:
         return {"ModelPackageSummaryList": page, **({"NextToken": token} if token else {})}
 
     def update_model_package(self, params: dict) -> dict:
-        validate_request("UpdateModelPackage", params)
         adding = params.get("CustomerMetadataProperties") or {}
         removing = params.get("CustomerMetadataPropertiesToRemove") or []
         both = sorted(set(adding) & set(removing))
@@ -379,7 +371,6 @@ class RegistryBackend:
             return {"ModelPackageArn": package.arn}
 
     def delete_model_package(self, params: dict) -> dict:
-        validate_request("DeleteModelPackage", params)
         with self.lock:
             package = self._package(params["ModelPackageName"])
             del self.packages[package.arn]

@@ -9,8 +9,9 @@ import json
 import logging
 import math
 
-from localaws import bodies
-from localaws.sagemaker.errors import RequestTooLarge, SageMakerError, SerializationError, UnknownOperation
+from localaws import aws_errors, bodies
+from localaws.aws_errors import AwsError
+from localaws.sagemaker.errors import UnknownOperation
 from localaws.sagemaker.shapes import validate_request
 
 log = logging.getLogger(__name__)
@@ -34,45 +35,23 @@ class SageMakerResponses:
     def __init__(self, *backends):
         self.handlers = {operation: backend for backend in backends for operation in backend.operations}
 
-    def handle(self, target: str, environ: dict) -> tuple[int, dict, bytes]:
+    def handle(self, target: str, environ: dict) -> tuple[int, list, bytes]:
         """(status, headers, body) of one request; its body is read here (see ``bodies``)."""
         operation = target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else target
         try:
             backend = self.handlers.get(operation)
             if backend is None:
                 raise UnknownOperation(f"localaws does not implement SageMaker {operation}.")
-            params = read_params(environ)
-            # Every request is read into its operation's shapes and checked before any handler sees
-            # it: a value of the wrong JSON type is the client's error (400), never a crash of ours.
-            validate_request(operation, params)
+            # Every request is read into its operation's shapes and checked, once, before any handler
+            # sees it: a value of the wrong JSON type is the client's error (400), never a crash of ours.
+            params = validate_request(operation, aws_errors.json_request(environ, bodies.MAX_JSON_BODY))
             result = getattr(backend, _snake(operation))(params)
-            return 200, {"Content-Type": JSON_CONTENT_TYPE}, json.dumps(result, default=_json_default).encode()
-        except SageMakerError as error:
-            return error_response(error)
+            return 200, [("Content-Type", JSON_CONTENT_TYPE)], json.dumps(result, default=_json_default).encode()
+        except AwsError as error:
+            return aws_errors.answer(environ, "json", error)
         except Exception as error:  # noqa: BLE001 - answer as AWS does, never drop the connection
             log.exception("SageMaker %s failed", operation)
-            return 500, {"Content-Type": JSON_CONTENT_TYPE, "x-amzn-ErrorType": "InternalFailure"}, json.dumps(
-                {"__type": "InternalFailure", "message": f"{type(error).__name__}: {error}"}
-            ).encode()
-
-
-def read_params(environ: dict):
-    """The request's JSON (size-limited, chunked or not, no NaN or Infinity), as AWS reads it."""
-    try:
-        body = bodies.read(environ, bodies.MAX_JSON_BODY)
-    except bodies.BodyTooLarge as error:
-        raise RequestTooLarge(str(error)) from None
-    except bodies.MalformedBody as error:
-        raise SerializationError(str(error)) from None
-    try:
-        return bodies.loads(body or b"{}")
-    except bodies.NotJSON as error:
-        raise SerializationError(f"The request body is not valid JSON: {error}") from None
-
-
-def error_response(error: SageMakerError) -> tuple[int, dict, bytes]:
-    headers = {"Content-Type": JSON_CONTENT_TYPE, "x-amzn-ErrorType": error.code}
-    return error.status, headers, json.dumps({"__type": error.code, "message": error.message}).encode()
+            return aws_errors.error(environ, "json", "InternalFailure", f"{type(error).__name__}: {error}", 500)
 
 
 def _json_default(value):

@@ -149,7 +149,9 @@ class CheckpointSync:
         (or restored) and is no longer there is deleted from S3: SageMaker mirrors a checkpoint deleted in
         the container, so a file renamed away (a checkpoint's temp file) leaves nothing behind."""
         count = 0
-        if not self.local.exists():
+        if not confined.real_dir(self.within, self.local):
+            # Gone, or replaced by a link (whose target is not the job's): nothing to upload, and what was
+            # sent stays, as it would if the files had not been deleted one by one.
             return 0
         present: set[str] = set()
         for path in confined.regular_files(self.within, self.local):  # a link's target is not the job's

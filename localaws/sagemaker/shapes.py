@@ -10,12 +10,14 @@ ml.* instance type included) and words the errors as AWS does.
 """
 from __future__ import annotations
 
+import math
 import re
+from datetime import datetime, timezone
 from functools import lru_cache
 
 import botocore.session
 
-from localaws.sagemaker.errors import SerializationError, ValidationError
+from localaws.aws_errors import SerializationError, ValidationError
 
 
 @lru_cache(maxsize=None)
@@ -29,6 +31,15 @@ def _compiled(pattern: str) -> re.Pattern | None:
         return re.compile(pattern)
     except re.error:  # a Java-only construct: AWS checks it, we cannot
         return None
+
+
+@lru_cache(maxsize=4096)
+def has_operation(service: str, operation: str) -> bool:
+    """Whether botocore's model of ``service`` has ``operation`` (False for a service it does not know)."""
+    try:
+        return operation in service_model(service).operation_names
+    except Exception:  # noqa: BLE001 - not a service botocore knows
+        return False
 
 
 def enum_of(shape_name: str, service: str = "sagemaker") -> list[str]:
@@ -116,6 +127,8 @@ def _read_as(shape, value, path: str):
     truncated, as AWS does); ``SerializationError`` where its JSON type does not fit. Nulls are
     absent members. Returns the value, converted where AWS converts."""
     kind = shape.type_name
+    if getattr(shape, "is_document_type", False):  # any JSON at all
+        return value
     if isinstance(value, list) and kind != "list":
         raise SerializationError("Start of list found where not expected")
     if isinstance(value, dict) and kind not in ("structure", "map"):
@@ -148,13 +161,33 @@ def _read_as(shape, value, path: str):
         if not isinstance(value, bool):
             raise SerializationError(f"{_json_kind(value)} can not be converted to {target}")
         return value
-    if kind == "timestamp":  # epoch seconds, as botocore sends them (or an ISO 8601 string)
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise SerializationError(f"{_json_kind(value)} can not be converted to {target}")
-        return value
+    if kind == "timestamp":  # epoch seconds, as botocore sends them, or an ISO 8601 string
+        return _epoch_seconds(value, target)
     if not isinstance(value, str):  # string, blob (base64)
         raise SerializationError(f"{_json_kind(value)} can not be converted to {target}")
     return value
+
+
+def _epoch_seconds(value, target: str) -> float:
+    """A timestamp as AWS's JSON reader takes it: a number of epoch seconds, or an ISO 8601 date
+    (no zone: UTC); anything else is a ``SerializationError``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise SerializationError(f"{_json_kind(value)} can not be converted to {target}")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            try:
+                moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+            except ValueError:
+                raise SerializationError(f"STRING_VALUE can not be converted to {target}: '{value[:100]}' is "
+                                         "neither epoch seconds nor an ISO 8601 date") from None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=timezone.utc)
+            return moment.timestamp()
+    if not math.isfinite(value):
+        raise SerializationError(f"NUMBER_VALUE can not be converted to {target}")
+    return float(value)
 
 
 def read_request(operation: str, params, service: str = "sagemaker") -> dict:
@@ -168,20 +201,30 @@ def read_request(operation: str, params, service: str = "sagemaker") -> dict:
     return _read_as(shape, params, "") if shape is not None else params
 
 
-def validate_request(operation: str, params: dict, service: str = "sagemaker") -> None:
-    """Raise AWS's ValidationException for what the model forbids and botocore let through
-    (``SerializationError`` first for a value of the wrong JSON type)."""
+def check_request(operation: str, params: dict, service: str = "sagemaker", constraints: bool = True) -> None:
+    """AWS's ValidationException for a request read by ``read_request``: required members missing
+    and, with ``constraints``, what else the model forbids and botocore let through (patterns,
+    enums, lengths, ranges)."""
     shape = service_model(service).operation_model(operation).input_shape
     if shape is None:
         return
-    read_request(operation, params, service)
-    missing = [name for name in shape.required_members if params.get(name) is None]
+    missing = [name for name in shape.required_members
+               if params.get(name) is None and "location" not in shape.members[name].serialization]
     errors = [
         f"Value null at '{_member_path('', name)}' failed to satisfy constraint: Member must not be null"
         for name in missing
     ]
-    _check(shape, params, "", errors)
+    if constraints:
+        _check(shape, params, "", errors)
     if errors:
         count = len(errors)
         noun = "error" if count == 1 else "errors"
         raise ValidationError(f"{count} validation {noun} detected: " + "; ".join(errors))
+
+
+def validate_request(operation: str, params, service: str = "sagemaker") -> dict:
+    """The request read into the operation's shapes (``SerializationError`` for a value of the wrong
+    JSON type) and checked against them (``ValidationError``): what the handlers get."""
+    params = read_request(operation, params, service)
+    check_request(operation, params, service)
+    return params

@@ -39,17 +39,13 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from localaws import bodies
+from localaws import aws_errors, bodies
+from localaws.aws_errors import AwsError
 from localaws.ssm import documents, seed
 from localaws.ssm.documents import SsmError
 from localaws.state.pickling import runtime
 
 log = logging.getLogger(__name__)
-
-
-def _error(error: SsmError) -> tuple[int, dict, bytes]:
-    headers = {"Content-Type": JSON, "x-amzn-ErrorType": error.code}
-    return error.status, headers, json.dumps({"__type": error.code, "message": error.message}).encode()
 
 TARGET_PREFIX = "AmazonSSM."
 JSON = "application/x-amz-json-1.1"
@@ -180,41 +176,26 @@ class SsmAgent:
     # --- the gateway's entry point -----------------------------------------------------------------
 
     def handle(self, environ: dict, target: str, region: str | None):
-        """(status, headers, body) when the request is ours; None (its body put back) otherwise."""
-        import io  # noqa: PLC0415
+        """(status, headers, body) when the request is ours; None (its body read, for moto) otherwise."""
+        from localaws.sagemaker.shapes import check_request  # noqa: PLC0415
 
         region = region or self.settings.region
         seed.seed_region(self.settings.account_id, region)
         operation = target[len(TARGET_PREFIX):]
-        try:  # moto would take NaN, a chunked body or any size: the service's errors, whoever's it is
-            body = bodies.read(environ, bodies.MAX_JSON_BODY)
-            params = bodies.loads(body or b"{}")
-        except bodies.BodyTooLarge as error:
-            return _error(SsmError("RequestEntityTooLargeException", str(error), 413))
-        except (bodies.MalformedBody, bodies.NotJSON) as error:
-            return _error(SsmError("SerializationException", f"The request body is not valid JSON: {error}"))
-        if isinstance(params, dict) and self.claims(operation, params):
-            from localaws.sagemaker.errors import SageMakerError  # noqa: PLC0415
-            from localaws.sagemaker.shapes import validate_request  # noqa: PLC0415
-
-            try:
-                try:  # botocore's model of SSM: wrong types and missing members are the client's errors
-                    validate_request(operation, params, service="ssm")
-                except SageMakerError as error:
-                    raise SsmError(error.code, error.message, error.status) from None
-                result = getattr(self, "op_" + operation)(params, region)
-                return 200, {"Content-Type": JSON}, json.dumps(result).encode()
-            except SsmError as error:
-                return _error(error)
-            except Exception as error:  # noqa: BLE001 - answer, never drop the connection
-                log.exception("SSM %s failed", operation)
-                headers = {"Content-Type": JSON, "x-amzn-ErrorType": "InternalServerError"}
-                return 500, headers, json.dumps({"__type": "InternalServerError",
-                                                 "message": f"{type(error).__name__}: {error}"}).encode()
-        environ["wsgi.input"] = io.BytesIO(body)
-        environ["CONTENT_LENGTH"] = str(len(body))
-        environ["wsgi.input_terminated"] = True
-        return None
+        try:
+            # moto would take NaN, any JSON type anywhere, a chunked body or any size: SSM's errors,
+            # whoever's the request is; and what is read here is what decides whose it is.
+            params = aws_errors.json_request(environ, bodies.MAX_JSON_BODY, "ssm", operation)
+            if not isinstance(params, dict) or not self.claims(operation, params):
+                return None
+            check_request(operation, params, "ssm")  # botocore's model of SSM: what else AWS checks
+            result = getattr(self, "op_" + operation)(params, region)
+            return 200, [("Content-Type", JSON)], json.dumps(result).encode()
+        except AwsError as error:
+            return aws_errors.answer(environ, "json", error)
+        except Exception as error:  # noqa: BLE001 - answer, never drop the connection
+            log.exception("SSM %s failed", operation)
+            return aws_errors.error(environ, "json", "InternalServerError", f"{type(error).__name__}: {error}", 500)
 
     def claims(self, operation: str, params: dict) -> bool:
         if operation == "SendCommand":
@@ -241,6 +222,8 @@ class SsmAgent:
             raise SsmError("InvalidDocument", f"Document with name {name} does not exist.") from None
         document = documents.parse(described["Content"])
         values = documents.resolve_parameters(document, params.get("Parameters") or {})
+        if kind == "training":
+            _training_spec(values)  # refused before anything is created: its channels name folders
         instance_ids = list(params.get("InstanceIds") or [])
         if not instance_ids:
             raise SsmError("InvalidInstanceId", "Targets are not supported for this document on localaws: "
@@ -615,7 +598,7 @@ class SsmAgent:
 
         values = invocation.values
         job, image, output = values["JobName"], values["Image"], values["OutputPath"].rstrip("/")
-        spec = json.loads(base64.b64decode(values["Spec"]))
+        spec = _training_spec(values)
         work = self.settings.work_dir / "ssm-commands" / invocation.command_id / invocation.instance_id
         layout = Layout(work / "opt-ml")
         s3 = self.clients.s3
@@ -707,8 +690,8 @@ class SsmAgent:
                 elif time.monotonic() >= next_check:
                     next_check = time.monotonic() + _INSTANCE_CHECK_SECONDS
                     state = self._instance_state(invocation.instance_id)
-                    if state != "running":
-                        ending = ("Failed", "Failed")
+                    if state != "running":  # cancelled while the state was asked (then terminated): Cancelled
+                        ending = ("Cancelled", "Cancelled") if invocation.cancel.is_set() else ("Failed", "Failed")
                         log.info("SSM command %s: instance %s is %s", invocation.command_id, invocation.instance_id, state)
                 if ending is not None:
                     running.terminate()
@@ -748,6 +731,39 @@ class SsmAgent:
                     if command_id not in interrupted:
                         interrupted.append(command_id)
         return interrupted
+
+
+def _training_spec(values: dict) -> dict:
+    """The TrainContainer document's Spec (base64 of a JSON object), checked as the job's request would be:
+    each channel's name by SageMaker's rule (it names the channel's folder), its URI an S3 URI."""
+    from localaws.sagemaker.models import check_channel_name  # noqa: PLC0415
+
+    def refuse(why: str):
+        raise SsmError("InvalidParameters", f"Parameter \"Spec\" is not valid: {why}")
+
+    try:
+        spec = bodies.loads(base64.b64decode(values["Spec"], validate=True))
+    except (ValueError, bodies.NotJSON) as error:
+        refuse(f"it is not base64 of JSON ({error})")
+    if not isinstance(spec, dict):
+        refuse("it is not a JSON object")
+    for name in ("channels", "hyperparameters", "inputdataconfig", "resourceconfig"):
+        if not isinstance(spec.get(name), dict):
+            refuse(f"{name} must be a JSON object")
+    resource = spec["resourceconfig"]
+    if not (isinstance(resource.get("current_host"), str) and isinstance(resource.get("hosts"), list)
+            and isinstance(resource.get("current_instance_type"), str)):
+        refuse("resourceconfig needs current_host, hosts and current_instance_type")
+    if not isinstance(spec.get("environment") or {}, dict):
+        refuse("environment must be a JSON object")
+    for name, uri in spec["channels"].items():
+        try:
+            check_channel_name(name)
+        except AwsError as error:
+            refuse(error.message)
+        if not isinstance(uri, str) or not uri.startswith("s3://"):
+            refuse(f"channel {name}'s URI must be an S3 URI (s3://bucket/prefix)")
+    return spec
 
 
 def _pump(running, out: _Output, lines: list[str]) -> None:

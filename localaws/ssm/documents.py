@@ -8,18 +8,17 @@ from __future__ import annotations
 import json
 import re
 
+from localaws.aws_errors import AwsError
+
 TRAINING_PREFIX = "MLPipeline-TrainContainer"
 CHECK_PREFIX = "MLPipeline-HostCheck"
 
 
-class SsmError(Exception):
-    status = 400
+class SsmError(AwsError):
+    """SSM's error ``code`` (SSM names each error where it raises it)."""
 
     def __init__(self, code: str, message: str, status: int = 400):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
+        super().__init__(message, code, status)
 
 
 def kind_of(document_name: str | None) -> str | None:

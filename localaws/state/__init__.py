@@ -7,13 +7,18 @@ that change it and read back at the next start:
 
 * **Write-behind.** A thread wakes every half second; it pickles moto's backends when a request
   that may change them has reached moto since the last time, and our engine's records (under each
-  part's lock) when a request may have changed them or something of theirs is running, writing
-  them when they differ from the last snapshot. A request pays only for telling reads from writes
-  and, into moto, for being counted in and out of a gate; moto is pickled with the gate shut
-  (requests to moto wait, a few milliseconds) so it is never caught half-way through a change. Each file is replaced atomically (``files.py``); a SIGKILL loses at
-  most the last half second or so, and leaves the previous snapshot whole.
+  part's lock) when a request to the engine may have changed them or something of theirs is
+  running, writing them when they differ from the last snapshot. A request pays only for telling
+  reads from writes and, into moto, for being counted in and out of a gate (its body already read,
+  so a slow client holds no snapshot up); moto is pickled with the gate shut (requests to moto
+  wait, a few milliseconds) so it is never caught half-way through a change. AWS's managed IAM
+  policies are not in the pickle (moto makes them afresh at start; a snapshot names them). Each
+  file is replaced atomically (``files.py``); a SIGKILL loses at most the last half second or so,
+  and leaves the previous snapshot whole.
 * **Graceful stop** (SIGTERM, Ctrl-C): a last snapshot before anything is stopped.
-* **Start.** moto's services come back as they were. Whatever was running cannot be: training and
+* **Start.** moto's services come back as they were. A snapshot that cannot be read (another
+  moto or Python: its header says so before anything is unpickled) is set aside, with the S3
+  bodies it refers to, and that part starts empty. Whatever was running cannot be: training and
   tuning jobs and SSM commands that had not ended come back Failed, their end at the moment
   localaws stopped, with the reason; endpoints that served start their fleets again from their
   model data and serve (see ``HostingEngine.restart``); scaling targets and policies carry on.
@@ -23,11 +28,11 @@ nothing here runs: localaws is in memory, as before.
 """
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
 
+from localaws import bodies
 from localaws.state import engine as engine_state
 from localaws.state.files import StateDirInUse, StateFolder
 from localaws.state.moto_backends import MotoState
@@ -45,10 +50,10 @@ _QUIET_TIMEOUT = 0.05
 #: Operation names that only read (every other request to moto counts as a change).
 _READ_PREFIXES = ("Describe", "List", "Get", "Head", "Lookup", "Search", "Scan", "Query", "Filter",
                   "BatchGet", "Select", "Simulate", "Test", "Validate", "Estimate", "Check")
-_MAX_PEEK = 1 << 20
 #: Our engine is compared with its last snapshot at least this often, whatever else happens.
 _ENGINE_CHECK_SECONDS = 30.0
-_READS_ONLY = "localaws.state.reads_only"
+#: How long ``close`` waits for a snapshot under way before it gives up its own (the one before stands).
+_CLOSE_WAIT_SECONDS = 60.0
 
 
 def attach(gateway) -> "Persistence | None":
@@ -111,8 +116,11 @@ class Persistence:
         self._moto_backends = -1  # moto's backends counted at the last tick
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._snapshotting = threading.Lock()  # one snapshot at a time: the thread's or close()'s
+        self._moto_call = None  # how MotoErrors called moto before the gate was put there
         self._last_alive = 0.0
         self._failures = 0
+        self._alive_failures = 0
         #: What the last start restored, and what that cost (for the log and the README's figures).
         self.restored: dict = {}
 
@@ -122,7 +130,7 @@ class Persistence:
         self.folder.open()
         try:
             self._restore()
-            self.gateway.moto = self._wrap(self.gateway.moto)
+            self._gate_moto()
         except BaseException:
             self.folder.close()
             raise
@@ -142,13 +150,15 @@ class Persistence:
         if moto_data is not None:
             try:
                 held = self.moto.load(moto_data, blobs)
+            except Exception as error:  # noqa: BLE001 - never refuse to start over an old snapshot
+                # Its S3 bodies go aside with it: the next snapshot's pruning would take them for garbage.
+                self._set_aside(StateFolder.MOTO, error, with_blobs=True)
+            else:
                 self.restored["moto services"] = held
                 self.folder.prune_blobs(blobs.referenced)  # written for a snapshot a kill cut short
                 if blobs.missing:
                     log.error("localaws state: %d S3 object bodies were missing and came back empty",
                               len(blobs.missing))
-            except Exception as error:  # noqa: BLE001 - never refuse to start over an old snapshot
-                self._set_aside(StateFolder.MOTO, error)
         if engine_data is not None:
             try:
                 moments.append(engine_state.saved_at(engine_data))
@@ -160,66 +170,70 @@ class Persistence:
         self.restored["seconds"] = round(time.perf_counter() - started, 3)
         log.info("localaws state: restored from %s: %s", self.folder.root, self.restored)
 
-    def _set_aside(self, name: str, error: Exception) -> None:
+    def _set_aside(self, name: str, error: Exception, with_blobs: bool = False) -> None:
         why = f"{type(error).__name__}: {error}"
-        aside = self.folder.set_aside(name, why)
+        aside = self.folder.set_aside(name, why, with_blobs=with_blobs)
         log.error("localaws state: could not read %s (%s); it is kept as %s and that part starts empty",
                   name, why, aside)
 
     # --- the request path -----------------------------------------------------------------------
 
     def track(self, app):
-        """The whole gateway: a request that may change something marks the engine's state to be saved."""
-        from localaws.gateway import signing_service  # noqa: PLC0415
-        from localaws.sagemaker.hosting.runtime import is_invocation  # noqa: PLC0415
+        """The whole gateway: a request our engine answered that may have changed it marks the
+        engine's state to be saved (moto's requests mark moto's, in the gate)."""
+        from localaws.gateway import ENGINE_CHANGE  # noqa: PLC0415
 
         changed = self._engine_dirty
 
         def app_with_state(environ, start_response):
-            # InvokeEndpoint changes no record (its metrics are the process's own).
-            invocation = is_invocation(environ) and signing_service(environ) in ("sagemaker", None)
-            reads_only = environ[_READS_ONLY] = invocation or _reads_only(environ)
             try:
                 return app(environ, start_response)
             finally:
-                if not reads_only:
+                if environ.get(ENGINE_CHANGE) and not _reads_only(environ):
                     changed.set()
 
         return app_with_state
 
-    def _wrap(self, app):
-        """moto: counted in and out of the gate; one that may change moto marks it to be saved."""
+    def _gate_moto(self) -> None:
+        """Requests into moto, their bodies read: counted in and out of the gate; one that may change
+        moto marks it to be saved."""
         gate, changed = self.gate, self._dirty
+        moto = self.gateway.moto
+        self._moto_call, outer = moto.call, moto.call
 
-        def moto_with_state(environ, start_response):
-            reads_only = environ.get(_READS_ONLY)
-            if reads_only is None:
-                reads_only = _reads_only(environ)
+        def call(app, environ, start_response):
             gate.enter()
             try:
-                return app(environ, start_response)
+                return outer(app, environ, start_response)
             finally:
                 gate.leave()
-                if not reads_only:
+                if not _reads_only(environ):
                     changed.set()
 
-        moto_with_state.wrapped = app
-        return moto_with_state
+        moto.call = call
 
     # --- write-behind -----------------------------------------------------------------------------
 
     def _run(self) -> None:
         while not self._stop.wait(INTERVAL_SECONDS):
             try:
-                self.snapshot()
+                with self._snapshotting:
+                    self.snapshot()
                 self._failures = 0
             except Exception:  # noqa: BLE001 - keep trying; say so, but not twice a second
                 self._failures += 1
-                if self._failures in (1, 10) or self._failures % 120 == 0:
+                if _worth_saying(self._failures):
                     log.exception("localaws state: a snapshot failed (%d in a row)", self._failures)
             if time.monotonic() - self._last_alive >= _ALIVE_SECONDS:
                 self._last_alive = time.monotonic()
-                self.folder.touch_alive()
+                try:
+                    self.folder.touch_alive()
+                    self._alive_failures = 0
+                except OSError:  # the state folder deleted, say: keep going, and say so
+                    self._alive_failures += 1
+                    if _worth_saying(self._alive_failures):
+                        log.exception("localaws state: cannot mark %s alive (%d in a row)", self.folder.root,
+                                      self._alive_failures)
 
     def snapshot(self, everything: bool = False) -> None:
         """Write what changed: moto's snapshot first, so the engine's never refers to what moto lacks.
@@ -292,43 +306,41 @@ class Persistence:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        try:
-            self.snapshot(everything=True)
-            self.folder.touch_alive()
-        except Exception:  # noqa: BLE001
-            log.exception("localaws state: the last snapshot failed; the one before it stands")
-        finally:
-            self.folder.close()
-        wrapped = getattr(self.gateway.moto, "wrapped", None)
-        if wrapped is not None:
-            self.gateway.moto = wrapped
+        # Never beside the thread's: one still under way (a large S3 body on a slow disk) finishes first.
+        if self._snapshotting.acquire(timeout=_CLOSE_WAIT_SECONDS):
+            try:
+                self.snapshot(everything=True)
+                self.folder.touch_alive()
+            except Exception:  # noqa: BLE001
+                log.exception("localaws state: the last snapshot failed; the one before it stands")
+            finally:
+                self._snapshotting.release()
+        else:
+            log.error("localaws state: a snapshot still runs after %.0f s; the last one is not taken, the one "
+                      "before it stands", _CLOSE_WAIT_SECONDS)
+        self.folder.close()
+        if self._moto_call is not None:
+            self.gateway.moto.call = self._moto_call
 
 
 def _reads_only(environ: dict) -> bool:
-    """Whether a request to moto cannot change its state (when unsure: it can)."""
+    """Whether a request cannot change what it reached (when unsure: it can)."""
     target = environ.get("HTTP_X_AMZ_TARGET")
-    if target:  # JSON protocols: Service_20140328.PutLogEvents
+    if target:  # JSON protocols: Logs_20140328.PutLogEvents, SageMaker.DescribeTrainingJob
         return target.rsplit(".", 1)[-1].startswith(_READ_PREFIXES)
-    path = environ.get("PATH_INFO", "")
-    if "/operation/" in path:  # Smithy RPC v2 (CBOR): /service/<service>/operation/<operation>
-        return path.rsplit("/", 1)[-1].startswith(_READ_PREFIXES)
     query = environ.get("QUERY_STRING", "")
     method = environ.get("REQUEST_METHOD", "GET")
     if "Action=" in query:
         return _action(query).startswith(_READ_PREFIXES)
-    content_type = environ.get("CONTENT_TYPE", "")
-    if method == "POST" and content_type.startswith("application/x-www-form-urlencoded"):
-        # The query protocol (EC2, IAM, STS, ...): the operation is the body's Action.
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or -1)
-        except ValueError:
-            return False
-        if not 0 <= length <= _MAX_PEEK:
-            return False
-        body = environ["wsgi.input"].read(length)
-        environ["wsgi.input"] = io.BytesIO(body)
-        return _action(body.decode("latin-1")).startswith(_READ_PREFIXES)
+    if method == "POST" and environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+        # The query protocol (EC2, IAM, STS, ...): the operation is the body's Action (read by then).
+        body = bodies.buffered(environ)
+        return body is not None and _action(body.decode("latin-1")).startswith(_READ_PREFIXES)
     return method in ("GET", "HEAD", "OPTIONS")  # REST protocols: S3 and the like
+
+
+def _worth_saying(failures: int) -> bool:
+    return failures in (1, 10) or failures % 120 == 0
 
 
 def _action(form: str) -> str:

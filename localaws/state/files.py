@@ -7,14 +7,16 @@
       engine.pickle  our engine: SageMaker's jobs, models, endpoints, registry; autoscaling; SSM commands
       blobs/<name>   the body of one S3 object, written once
 
-A snapshot is written to a temporary file, flushed to disk and renamed over the old one, so a
-reader (the next start) sees the old snapshot or the new one, never a part of one.
+A snapshot is written to a temporary file of its own (``<name>.<random>.tmp``), flushed to disk and
+renamed over the old one, so a reader (the next start) sees the old snapshot or the new one, never a
+part of one, and no two writers ever share a temporary file.
 """
 from __future__ import annotations
 
 import fcntl
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -72,14 +74,18 @@ class StateFolder:
     def write(self, name: str, data: bytes) -> None:
         _write_atomically(self.root / name, data)
 
-    def set_aside(self, name: str, why: str) -> Path | None:
-        """Keep an unreadable snapshot for inspection, out of the next start's way."""
+    def set_aside(self, name: str, why: str, with_blobs: bool = False) -> Path | None:
+        """Keep an unreadable snapshot for inspection, out of the next start's way; ``with_blobs``: the
+        S3 bodies too (as ``<aside>.blobs/``), which nothing else refers to then."""
         path = self.root / name
         if not path.exists():
             return None
         aside = path.with_name(f"{name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
         path.rename(aside)
         (aside.with_name(aside.name + ".why")).write_text(why + "\n")
+        if with_blobs and any(self.blobs.iterdir()):
+            self.blobs.rename(aside.with_name(aside.name + ".blobs"))
+            self.blobs.mkdir()
         return aside
 
     # --- S3 bodies ------------------------------------------------------------------------------
@@ -90,8 +96,7 @@ class StateFolder:
     def write_blob(self, name: str, source) -> None:
         """Copy ``source`` (a file object at the body's start) to the blob ``name``."""
         path = self.blobs / _blob_name(name)
-        temporary = path.with_name(path.name + ".tmp")
-        with open(temporary, "wb") as out:
+        with _temporary(path) as (out, temporary):
             shutil.copyfileobj(source, out, 1 << 20)
             out.flush()
             os.fsync(out.fileno())
@@ -129,9 +134,24 @@ def _blob_name(name: str) -> str:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as out:
+    with _temporary(path) as (out, temporary):
         out.write(data)
         out.flush()
         os.fsync(out.fileno())
     os.replace(temporary, path)
+
+
+class _temporary:
+    """A new temporary file beside ``path`` (its name unique: mkstemp), removed if writing it fails."""
+
+    def __init__(self, path: Path):
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        self.out, self.name = os.fdopen(fd, "wb"), name
+
+    def __enter__(self):
+        return self.out, self.name
+
+    def __exit__(self, kind, *_):
+        self.out.close()
+        if kind is not None:
+            Path(self.name).unlink(missing_ok=True)

@@ -5,9 +5,14 @@ the ones in use are listed in ``BackendDict._instances``. They are pickled in on
 that two services share stays one object, each BackendDict itself by reference (its module and
 name); loading puts the accounts back into the live BackendDicts before the first request. A
 service whose state cannot be pickled is left out (and logged once), not the whole snapshot.
+
+The file starts with one line of JSON saying what wrote it (the format, moto's and Python's
+versions), read before anything is unpickled: a snapshot of another moto or Python is refused
+without loading its objects (or its S3 bodies) at all.
 """
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import sys
@@ -16,13 +21,19 @@ from localaws.state import pickling
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
+_MAGIC = b"localaws-moto-state "
 
 
 def _moto_version() -> str:
     import moto  # noqa: PLC0415
 
     return moto.__version__
+
+
+def _header() -> bytes:
+    versions = {"format": FORMAT, "moto": _moto_version(), "python": "%d.%d" % sys.version_info[:2]}
+    return _MAGIC + json.dumps(versions, sort_keys=True).encode() + b"\n"
 
 
 class MotoState:
@@ -75,9 +86,8 @@ class MotoState:
         backend_dicts = self._in_use()
         refs = {id(value): where for where, value in backend_dicts.items()}
         services = {where: dict(dict.items(value)) for where, value in backend_dicts.items()}
-        payload = {"format": FORMAT, "moto": _moto_version(), "python": sys.version_info[:2], "services": services}
         try:
-            return pickling.dumps(payload, blobs=blobs, backend_dicts=refs)
+            return _header() + pickling.dumps(services, blobs=blobs, backend_dicts=refs)
         except (pickle.PicklingError, TypeError, AttributeError) as error:
             bad = [where for where, accounts in services.items() if not self._picklable(accounts, refs)]
             if not bad:
@@ -103,17 +113,20 @@ class MotoState:
         """Put a snapshot's accounts into moto's live BackendDicts; what it held, per service."""
         from moto.core.base_backend import BackendDict, backend_lock  # noqa: PLC0415
 
-        payload = pickling.loads(data, blobs)
-        if payload.get("format") != FORMAT or payload.get("moto") != _moto_version() \
-                or tuple(payload.get("python", ())) != sys.version_info[:2]:
+        line, _, pickled = data.partition(b"\n")
+        if not line.startswith(_MAGIC):
+            raise ValueError("not a snapshot of this localaws's (no header: an older format or another file)")
+        written = json.loads(line[len(_MAGIC):])
+        if written != json.loads(_header()[len(_MAGIC):]):
             raise ValueError(
-                f"the snapshot was written by moto {payload.get('moto')} on Python "
-                f"{'.'.join(map(str, payload.get('python', ())))}; this is moto {_moto_version()} on Python "
-                f"{sys.version_info[0]}.{sys.version_info[1]}"
+                f"the snapshot was written by moto {written.get('moto')} on Python {written.get('python')} "
+                f"(format {written.get('format')}); this is moto {_moto_version()} on Python "
+                f"{sys.version_info[0]}.{sys.version_info[1]} (format {FORMAT})"
             )
+        services = pickling.loads(pickled, blobs)
         held = {}
         with backend_lock:
-            for (module, name), accounts in payload["services"].items():
+            for (module, name), accounts in services.items():
                 live = pickling._backend_dict(module, name)
                 for account, backends in accounts.items():
                     dict.__setitem__(live, account, backends)

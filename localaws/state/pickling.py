@@ -11,6 +11,9 @@ Plain ``pickle`` nearly works on both; what it gets wrong is handled here:
 * an S3 object's body (``FakeKey``'s ``SpooledTemporaryFile``) is not in the pickle: it is a blob
   file of its own, written once (an object's bytes never change in moto: a new put is a new key),
   so a snapshot costs the metadata, not the data;
+* AWS's managed IAM policies (some 1,600 documents in every account's IAM, most of moto's pickle)
+  are pickled by name with what an account changes of them (attachments, tags) and made again from
+  moto's own data when loaded, one object still wherever it is attached;
 * our engine's dataclasses are pickled as their fields minus the ones marked ``RUNTIME`` (threads'
   events, running instances, clocks that mean nothing in another process) and rebuilt with the
   defaults of fields they lack, so a snapshot survives a field added to the code.
@@ -23,6 +26,7 @@ import dataclasses
 import functools
 import importlib
 import io
+import json
 import pickle
 import threading
 import uuid
@@ -108,6 +112,21 @@ def _rebuild_key(cls, state: dict, name: str):
     return key
 
 
+def _aws_managed_policy(account_id: str, partition: str, name: str, policy_id: str, attachment_count: int,
+                        tags: dict):
+    from moto.iam.models import AWSManagedPolicy  # noqa: PLC0415
+
+    blobs = _LOADING.get()
+    if blobs.aws_policies is None:  # parsed once per load
+        from moto.iam.aws_managed_policies import aws_managed_policies_data  # noqa: PLC0415
+
+        blobs.aws_policies = json.loads(aws_managed_policies_data)
+    # moto's IAM has a backend per partition, named by it: its policies' ARNs are that partition's
+    policy = AWSManagedPolicy.from_data(name, account_id, partition, blobs.aws_policies[name])
+    policy.id, policy.attachment_count, policy.tags = policy_id, attachment_count, tags
+    return policy
+
+
 def _backend_dict(module: str, name: str):
     """The live BackendDict ``module.name``: a pickle refers to moto's BackendDicts, never copies them."""
     return getattr(importlib.import_module(module), name)
@@ -122,6 +141,8 @@ class Blobs:
         #: (FakeKey, new blob name): to be written before the snapshot may be committed.
         self.new: list[tuple[object, str]] = []
         self.missing: list[str] = []
+        #: moto's AWS managed policies' data, parsed when a pickle names one.
+        self.aws_policies: dict | None = None
 
 
 _LOADING: contextvars.ContextVar[Blobs] = contextvars.ContextVar("localaws_state_blobs")
@@ -135,11 +156,12 @@ class StatePickler(pickle.Pickler):
         self.blobs = blobs
         #: id(BackendDict) -> (module, name) where it lives.
         self.backend_dicts = backend_dicts or {}
-        self._fake_key = None
-        if blobs is not None:
-            from moto.s3.models import FakeKey  # noqa: PLC0415 - only when moto's state is pickled
+        self._fake_key = self._aws_policy = None
+        if blobs is not None:  # only when moto's state is pickled
+            from moto.iam.models import AWSManagedPolicy  # noqa: PLC0415
+            from moto.s3.models import FakeKey  # noqa: PLC0415
 
-            self._fake_key = FakeKey
+            self._fake_key, self._aws_policy = FakeKey, AWSManagedPolicy
 
     def reducer_override(self, obj):
         kind = type(obj)
@@ -154,6 +176,10 @@ class StatePickler(pickle.Pickler):
             raise pickle.PicklingError(f"{module}.{kind.__qualname__} is not persisted state")
         if kind is self._fake_key:
             return self._reduce_key(obj)
+        if kind is self._aws_policy and len(obj.versions) == 1:
+            # AWS's as moto's data has it (a policy given a version of someone's is pickled whole)
+            return _aws_managed_policy, (obj.account_id, obj.partition, obj.name, obj.id, obj.attachment_count,
+                                         obj.tags)
         if isinstance(obj, dict):
             if id(obj) in self.backend_dicts:
                 return _backend_dict, self.backend_dicts[id(obj)]

@@ -7,6 +7,7 @@ by its job's Environment; training itself is not what these tests are about."""
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -15,11 +16,12 @@ import pytest
 from tests.conftest import unique
 from tests.fixtures.docker_engine import ecr_uri
 from tests.localaws.hosting_support import deploy, delete_quietly
-from tests.support import ROLE_ARN, training_request, wait_for_training
+from tests.support import ROLE_ARN, training_request, wait_for_training, wait_until
 
 pytestmark = pytest.mark.timeout(900)
 
 SCRIPTED = Path(__file__).parent / "images" / "scripted-trainer"
+MISBEHAVING = Path(__file__).parent / "images" / "misbehaving"
 SECRET = "a file of the machine running localaws"
 
 
@@ -106,6 +108,42 @@ def test_a_checkpoint_key_that_leaves_the_local_path_fails_the_job(scripted, buc
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("channel", ["climbing", "..", ".", "a/b", ""])
+def test_a_host_command_whose_channel_names_a_folder_elsewhere_is_refused(localaws_process, tmp_path, channel):
+    """SSM Run Command's training document: the channels in its Spec name folders, by SageMaker's rule."""
+    import base64
+    import json
+
+    from botocore.exceptions import ClientError
+
+    from tests.conftest import REPO_ROOT
+
+    s3, ec2, ssm = (localaws_process.client(name) for name in ("s3", "ec2", "ssm"))
+    bucket = unique("hostile-ssm")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="data/train/x", Body=b"written outside")
+    outside = tmp_path / "escaped-from-the-host"
+    name = "../" * 30 + str(outside).lstrip("/") if channel == "climbing" else channel
+    document = unique("MLPipeline-TrainContainer")
+    ssm.create_document(Name=document, DocumentType="Command", DocumentFormat="JSON",
+                        Content=(REPO_ROOT / "include" / "ssm" / "run-training-container.json").read_text())
+    instance = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
+                                 InstanceType="g5.xlarge")["Instances"][0]["InstanceId"]
+    spec = {"hyperparameters": {}, "inputdataconfig": {name: {}}, "environment": {},
+            "resourceconfig": {"current_host": "algo-1", "current_instance_type": "g5.xlarge", "hosts": ["algo-1"]},
+            "channels": {name: f"s3://{bucket}/data/train"}}
+    with pytest.raises(ClientError) as refused:
+        ssm.send_command(DocumentName=document, InstanceIds=[instance], Parameters={
+            "JobName": [unique("host")], "Image": [localaws_process.image_uri],
+            "Spec": [base64.b64encode(json.dumps(spec).encode()).decode()],
+            "OutputPath": [f"s3://{bucket}/host"], "Accelerator": ["nvidia"], "Region": ["us-east-1"]})
+    assert refused.value.response["Error"]["Code"] == "InvalidParameters"
+    assert f"Channel name '{name}' is not valid" in refused.value.response["Error"]["Message"]
+    assert [c for c in ssm.list_commands(InstanceId=instance)["Commands"]] == []
+    assert not outside.exists()
+    ec2.terminate_instances(InstanceIds=[instance])
+
+
 def hostile_archive(kind: str, outside: Path) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
@@ -126,10 +164,24 @@ def hostile_archive(kind: str, outside: Path) -> bytes:
             add(f"out/{outside.name}")
         elif kind == "device":
             add("null", type=tarfile.CHRTYPE, devmajor=1, devminor=3, size=0)
+        elif kind == "cve-2025-4517":
+            # The public proof of concept (fixed in Python 3.11.13; this one is older): links whose real
+            # path passes PATH_MAX, where tarfile's ``data`` filter resolves them by name and the kernel
+            # does not, so ``escape`` points outside while the filter sees it inside.
+            deep, steps, path = "d" * 247, "abcdefghijklmnop", ""
+            for step in steps:
+                add(os.path.join(path, deep), type=tarfile.DIRTYPE, size=0)
+                add(os.path.join(path, step), type=tarfile.SYMTYPE, linkname=deep, size=0)
+                path = os.path.join(path, deep)
+            long_link = os.path.join("/".join(steps), "l" * 254)
+            add(long_link, type=tarfile.SYMTYPE, linkname="../" * len(steps), size=0)
+            add("escape", type=tarfile.SYMTYPE, size=0,
+                linkname=long_link + "/.." * (len(steps) + 1) + "/" + str(outside.parent).lstrip("/"))
+            add(f"escape/{outside.name}")
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("kind", ["dot-dot", "absolute", "link-out", "device", "prefix-key"])
+@pytest.mark.parametrize("kind", ["dot-dot", "absolute", "link-out", "device", "cve-2025-4517", "prefix-key"])
 def test_model_data_that_leaves_the_model_folder_fails_the_endpoint(scripted, bucket_of, tmp_path, kind):
     server, image = scripted
     s3, sm = server.client("s3"), server.client("sagemaker")
@@ -157,6 +209,46 @@ def test_model_data_that_leaves_the_model_folder_fails_the_endpoint(scripted, bu
             assert "Failed to extract model data archive" in described.get("FailureReason", ""), described
         assert described["EndpointStatus"] == "Failed"
         assert not outside.exists()
+    finally:
+        delete_quietly(sm, name)
+
+
+def test_an_absolute_link_into_the_model_folder_is_served_as_the_container_sees_it(scripted, bucket_of, request):
+    """A model trained with ``latest -> /opt/ml/model/ckpt`` (training uploads links as links) points
+    inside the container's model folder: the endpoint serves it, under either runner."""
+    from localaws.client import register_image
+    from ml_pipeline.images import context_hash
+
+    server = scripted[0]
+    if server.runner == "docker":
+        from tests.fixtures.docker_engine import build_and_push
+
+        engine = request.getfixturevalue("docker_engine")
+        image = build_and_push(request.getfixturevalue("docker_client"), MISBEHAVING, "misbehaving",
+                               engine["registry"], base_image=engine["base_image"])
+    else:
+        image = ecr_uri("misbehaving", context_hash(MISBEHAVING))
+        register_image(server.endpoint_url, image, MISBEHAVING)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo("ckpt/weights.txt")
+        info.size = len(b"the weights")
+        tar.addfile(info, io.BytesIO(b"the weights"))
+        link = tarfile.TarInfo("latest")
+        link.type, link.linkname = tarfile.SYMTYPE, "/opt/ml/model/ckpt"
+        tar.addfile(link)
+    s3, sm = server.client("s3"), server.client("sagemaker")
+    name = unique("linked-ep")
+    s3.put_object(Bucket=bucket_of, Key=f"{name}/model.tar.gz", Body=buffer.getvalue())
+    try:
+        described = deploy(sm, name, image, f"s3://{bucket_of}/{name}/model.tar.gz",
+                           env={"MODEL_FILE": "latest/weights.txt"})
+        assert described["EndpointStatus"] == "InService", described.get("FailureReason")
+        import json
+
+        answer = json.loads(server.client("sagemaker-runtime").invoke_endpoint(EndpointName=name, Body=b"{}")["Body"]
+                            .read())
+        assert answer["model_file"] == "the weights"
     finally:
         delete_quietly(sm, name)
 
@@ -202,6 +294,19 @@ def test_a_model_folder_replaced_by_a_link_uploads_nothing_of_the_link_target(sc
     assert members(s3, bucket_of, key) == {}
 
 
+def test_a_checkpoint_folder_replaced_by_a_link_deletes_no_checkpoint(scripted, bucket_of, secret):
+    """The sync sees no files in a folder that is now a link: what it restored or sent stays in S3,
+    and nothing of the link's target is uploaded."""
+    s3 = scripted[0].client("s3")
+    prefix = unique("ckpt")
+    s3.put_object(Bucket=bucket_of, Key=f"{prefix}/epoch-1.pt", Body=b"restored")
+    done = run_job(scripted, bucket_of, {"CHECKPOINT_DIR_LINK_TO": str(secret.parent)},
+                   CheckpointConfig={"S3Uri": f"s3://{bucket_of}/{prefix}"})
+    assert done["TrainingJobStatus"] == "Completed", done.get("FailureReason")
+    listed = s3.list_objects_v2(Bucket=bucket_of, Prefix=f"{prefix}/").get("Contents", [])
+    assert [o["Key"] for o in listed] == [f"{prefix}/epoch-1.pt"]
+
+
 def test_a_failure_file_that_is_a_link_is_not_read(scripted, bucket_of, secret):
     done = run_job(scripted, bucket_of, {"LINK_TO": str(secret), "FAIL": "1"})
     assert done["TrainingJobStatus"] == "Failed"
@@ -213,13 +318,23 @@ def test_a_failure_file_that_is_a_link_is_not_read(scripted, bucket_of, secret):
 
 
 def test_what_the_container_saves_on_sigterm_is_uploaded(scripted, bucket_of):
-    """Stopped the moment it shows Training, as a user may: SIGTERM reaches the algorithm, which saves."""
+    """Stopped once the algorithm waits (its handler in place), as a user may: SIGTERM reaches it, and
+    what it saves is uploaded. ("Training" alone is not enough: a container runs before its interpreter
+    has started.)"""
     server, image = scripted
-    sm, s3 = server.client("sagemaker"), server.client("s3")
+    sm, s3, logs = server.client("sagemaker"), server.client("s3"), server.client("logs")
     name = unique("sigterm")
     sm.create_training_job(**training_request(name, image, {}, f"s3://{bucket_of}/jobs", {},
                                               Environment={"WAIT_FOR_SIGTERM": "1", "SIGTERM_WORK": "3"}))
-    wait_for_training(sm, name, until=("Training",), timeout=300, poll=0.02)
+
+    def waiting() -> bool:
+        try:
+            return bool(logs.filter_log_events(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=name,
+                                               filterPattern='"waiting for SIGTERM"')["events"])
+        except logs.exceptions.ResourceNotFoundException:
+            return False
+
+    wait_until(waiting, timeout=300, waiting_for="the trainer's 'waiting for SIGTERM'")
     sm.stop_training_job(TrainingJobName=name)
     done = wait_for_training(sm, name, timeout=120)
     assert done["TrainingJobStatus"] == "Stopped"
@@ -229,14 +344,43 @@ def test_what_the_container_saves_on_sigterm_is_uploaded(scripted, bucket_of):
     assert model["written.txt"] == b"written by the container"
 
 
-def test_a_job_stopped_before_its_containers_run_ends_stopped_untrained(scripted, bucket_of):
-    server, image = scripted
-    sm = server.client("sagemaker")
+def test_a_job_stopped_before_its_containers_run_ends_stopped_untrained(localaws_process, tmp_path):
+    """Stopped while its instances start, the algorithm never runs. Deterministically so: the job's image
+    is a build context whose Python environment is being built by someone else sharing localaws's cache
+    (this test holds the builder's lock), so the job cannot get past Starting until the stop is in."""
+    import fcntl
+    import hashlib
+    import shutil
+    import sys
+
+    from localaws.client import register_image
+    from localaws.settings import Settings
+    from ml_pipeline.images import context_hash
+
+    context = tmp_path / "context"
+    shutil.copytree(SCRIPTED, context)
+    requirements = f"# {unique('an environment of its own')}\n".encode()
+    (context / "requirements.txt").write_bytes(requirements)
+    image = ecr_uri("scripted-building", context_hash(context))
+    register_image(localaws_process.endpoint_url, image, context)
+    venvs = Settings().cache_dir / "venvs"  # as the process runner keys its environments
+    key = hashlib.sha256(requirements + sys.version.encode()).hexdigest()[:16]
+    venvs.mkdir(parents=True, exist_ok=True)
+    sm = localaws_process.client("sagemaker")
+    bucket = unique("early-stop")
+    localaws_process.client("s3").create_bucket(Bucket=bucket)
     name = unique("early-stop")
-    sm.create_training_job(**training_request(name, image, {}, f"s3://{bucket_of}/jobs", {},
-                                              Environment={"WAIT_FOR_SIGTERM": "1"}))
-    sm.stop_training_job(TrainingJobName=name)
-    done = wait_for_training(sm, name, timeout=120)
+    try:
+        with open(venvs / f"{key}.lock", "w") as building:
+            fcntl.flock(building, fcntl.LOCK_EX)
+            sm.create_training_job(**training_request(name, image, {}, f"s3://{bucket}/jobs", {},
+                                                      Environment={"WAIT_FOR_SIGTERM": "1"}))
+            assert sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] == "Starting"
+            sm.stop_training_job(TrainingJobName=name)
+        done = wait_for_training(sm, name, timeout=300)
+    finally:
+        shutil.rmtree(venvs / key, ignore_errors=True)
+        (venvs / f"{key}.lock").unlink(missing_ok=True)
     assert (done["TrainingJobStatus"], done["SecondaryStatus"]) == ("Stopped", "Stopped")
-    assert "Training" not in [t["Status"] for t in done["SecondaryStatusTransitions"]]
+    assert [t["Status"] for t in done["SecondaryStatusTransitions"]] == ["Starting", "Stopping", "Stopped"]
     assert "ModelArtifacts" not in done

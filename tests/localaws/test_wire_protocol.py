@@ -143,6 +143,62 @@ def test_autoscaling_and_ssm_read_json_as_aws_does(localaws_process):
     assert (status, code) == (400, "SerializationException")  # moto's JSON too: its json takes NaN
 
 
+@pytest.mark.parametrize("operation,body,expected", [
+    ("ListModels", '{"CreationTimeAfter": "abc"}', (400, "SerializationException")),
+    ("ListModels", '{"CreationTimeAfter": true}', (400, "SerializationException")),
+    ("ListModels", '{"CreationTimeAfter": "2020-01-01T00:00:00Z"}', (200, None)),
+    ("ListModels", '{"CreationTimeAfter": "2020-01-01T00:00:00"}', (200, None)),
+    ("ListModels", '{"CreationTimeBefore": 1893456000.5}', (200, None)),
+])
+def test_timestamps_are_read_as_aws_reads_them(localaws_process, operation, body, expected):
+    """Epoch seconds or an ISO 8601 date; anything else is the client's error, not a crash of ours."""
+    answer = sagemaker(localaws_process, operation, body)
+    if expected[0] == 200:
+        assert answer.status_code == 200 and "Models" in answer.json(), answer.text
+    else:
+        assert json_error(answer)[:2] == expected
+
+
+@pytest.mark.parametrize("target,body,expected", [
+    ("AmazonSSM.GetParameter", '{"Name": 5}', (400, "SerializationException", "NUMBER_VALUE can not be converted to a String")),
+    ("AmazonSSM.SendCommand", '{"DocumentName": ["x"], "InstanceIds": ["i-1"]}',
+     (400, "SerializationException", "Start of list found where not expected")),
+    ("AmazonSSM.GetCommandInvocation", '{"CommandId": ["x"], "InstanceId": "i-1"}',
+     (400, "SerializationException", "Start of list found where not expected")),
+    ("AmazonSSM.GetParameter", "{}", (400, "ValidationException", "1 validation error detected: Value null at "
+                                      "'name' failed to satisfy constraint: Member must not be null")),
+    ("Logs_20140328.DescribeLogGroups", '{"limit": "5"}',
+     (400, "SerializationException", "STRING_VALUE can not be converted to an Integer")),
+    ("AmazonEC2ContainerRegistry_V20150921.DescribeRepositories", '{"repositoryNames": "x"}',
+     (400, "SerializationException", "Expected list or null")),
+])
+def test_moto_json_services_read_values_into_their_shapes(localaws_process, target, body, expected):
+    service = {"AmazonSSM": "ssm", "Logs_20140328": "logs"}.get(target.split(".")[0], "ecr")
+    assert json_error(call(localaws_process, service, target, body)) == expected
+
+
+def test_boto3_still_gets_through_to_moto_json_services(localaws_process):
+    ssm, logs = localaws_process.client("ssm"), localaws_process.client("logs")
+    name = unique("/wire/p")
+    ssm.put_parameter(Name=name, Value="v", Type="String", Tags=[{"Key": "k", "Value": "v"}])
+    assert ssm.get_parameter(Name=name)["Parameter"]["Value"] == "v"
+    group = unique("/wire/g")
+    logs.create_log_group(logGroupName=group)
+    logs.create_log_stream(logGroupName=group, logStreamName="s")
+    import time as clock
+
+    logs.put_log_events(logGroupName=group, logStreamName="s",
+                        logEvents=[{"timestamp": int(clock.time() * 1000), "message": "m"}])
+    assert [e["message"] for e in logs.filter_log_events(logGroupName=group, startTime=0)["events"]] == ["m"]
+
+
+def test_deeply_nested_json_is_a_serialization_error(localaws_process):
+    nested = "[" * 100_000 + "]" * 100_000
+    for service, target in (("sagemaker", "SageMaker.ListTrainingJobs"), ("logs", "Logs_20140328.DescribeLogGroups"),
+                            ("ssm", "AmazonSSM.ListCommands")):
+        assert json_error(call(localaws_process, service, target, nested))[:2] == (400, "SerializationException")
+
+
 def test_a_gzipped_json_body_is_read_inflated(localaws_process):
     """botocore gzips CloudWatch's PutMetricData over 10 KB: it still works, and NaN inside is refused."""
     import gzip
@@ -228,9 +284,9 @@ def test_the_json_apis_read_chunked_bodies_and_refuse_oversized_ones(localaws_pr
     assert chunked_admin.status_code == 400 and "/no/such/dir" in chunked_admin.json()["message"]
 
 
-def test_a_connection_survives_a_refused_body_no_longer_than_it_said(localaws_process):
-    """After a 413 the server closes the connection (it did not read the body); the next request
-    on a new connection is answered."""
+def test_a_body_refused_unread_closes_its_connection_and_the_next_one_is_served(localaws_process):
+    """After a 413 the server closes the connection (it did not read the body, which could hold
+    anything); the next request, on a new connection, is answered."""
     with socket.create_connection(("127.0.0.1", localaws_process.port), timeout=30) as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: SageMaker.ListTrainingJobs\r\n"
                      b"Authorization: " + auth("sagemaker").encode() + b"\r\n"
@@ -238,6 +294,114 @@ def test_a_connection_survives_a_refused_body_no_longer_than_it_said(localaws_pr
         head = sock.recv(65536)
         assert head.startswith(b"HTTP/1.1 413") and b"Connection: close" in head
     assert sagemaker(localaws_process, "ListTrainingJobs", "{}").status_code == 200
+
+
+def test_an_iam_body_over_its_limit_is_answered_not_smuggled_to_moto(localaws_process):
+    """A chunked query body past the limit is refused where it is read; what is left of it, unread,
+    never reaches moto as a request of its own."""
+    padding = b"x" * (65 * 1024 * 1024)
+    body = b"Action=ListRoles&Version=2010-05-08&x=" + padding + b"&Action=CreateUser&UserName=smuggled"
+    answer = requests.post(localaws_process.endpoint_url + "/", data=chunked(body, 1 << 20), timeout=120,
+                           headers={"Authorization": auth("iam"), "Content-Type": "application/x-www-form-urlencoded"})
+    assert ET.fromstring(answer.content).tag == "ErrorResponse"
+    assert xml_error(answer)[:2] == (413, "RequestEntityTooLargeException")
+    with pytest.raises(ClientError, match="NoSuchEntity"):
+        localaws_process.client("iam").get_user(UserName="smuggled")
+
+
+@pytest.mark.parametrize("form,code", [
+    ("MaxItems=abc", "ValidationError"),
+    ("MaxItems=0", "ValidationError"),
+    ("Marker=not-ours", "InvalidInput"),
+])
+def test_the_iam_simulators_paging_members_are_checked(localaws_process, form, code):
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]})
+    answer = iam_form(localaws_process, {"Action": "SimulateCustomPolicy", "PolicyInputList.member.1": policy,
+                                         "ActionNames.member.1": "s3:GetObject", **dict([form.split("=")])})
+    assert xml_error(answer)[:2] == (400, code)
+
+
+def iam_form(server, values: dict):
+    from urllib.parse import urlencode
+
+    return requests.post(server.endpoint_url + "/", data=urlencode({"Version": "2010-05-08", **values}), timeout=60,
+                         headers={"Authorization": auth("iam"), "Content-Type": "application/x-www-form-urlencoded"})
+
+
+@pytest.mark.parametrize("statement", [
+    {"Action": "s3:*", "Resource": "*"},                                        # no Effect
+    {"Effect": "allow", "Action": "s3:*", "Resource": "*"},                     # not Allow or Deny
+    {"Effect": "Allow", "Action": 5, "Resource": "*"},                          # not a string
+    {"Effect": "Allow", "Action": ["s3:*", {"a": 1}], "Resource": "*"},         # not a list of strings
+    {"Effect": "Allow", "Action": "s3:*", "Resource": "*", "Condition": [1]},   # not operators -> keys
+    {"Effect": "Allow", "Action": "s3:*", "Resource": "*", "Condition": {"StringEquals": "x"}},
+    "not a statement",
+])
+def test_a_policy_outside_iams_grammar_is_invalid_input(localaws_process, statement):
+    iam = localaws_process.client("iam")
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+    with pytest.raises(ClientError) as refused:
+        iam.simulate_custom_policy(PolicyInputList=[policy], ActionNames=["s3:GetObject"])
+    assert refused.value.response["Error"]["Code"] == "InvalidInput"
+    with pytest.raises(ClientError) as malformed:
+        iam.simulate_custom_policy(PolicyInputList=["{not json"], ActionNames=["s3:GetObject"])
+    assert malformed.value.response["Error"]["Code"] == "InvalidInput"  # what Simulate* lists, not MalformedPolicyDocument
+
+
+def test_an_explicit_deny_in_the_boundary_is_an_explicit_deny(localaws_process):
+    iam = localaws_process.client("iam")
+    allow_other = json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "ec2:*", "Resource": "*"}]})  # s3:GetObject: an implicit deny here
+    deny = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "s3:*", "Resource": "*"}]})
+    result = iam.simulate_custom_policy(PolicyInputList=[allow_other], PermissionsBoundaryPolicyInputList=[deny],
+                                        ActionNames=["s3:GetObject", "ec2:RunInstances"])["EvaluationResults"]
+    decided = {r["EvalActionName"]: r["EvalDecision"] for r in result}
+    assert decided == {"s3:GetObject": "explicitDeny", "ec2:RunInstances": "implicitDeny"}
+
+
+# --- S3 bodies: their length known before they stream to moto --------------------------------
+
+
+def s3_put(server, bucket: str, key: str, data, **headers):
+    return requests.put(f"{server.endpoint_url}/{bucket}/{key}", data=data, timeout=120,
+                        headers={"Authorization": auth("s3"), **headers})
+
+
+def test_a_chunked_s3_put_without_its_length_is_refused_as_s3_refuses_it(localaws_process, bucket_name):
+    answer = s3_put(localaws_process, bucket_name, "chunked", chunked(b"x" * 100_000, 1000))
+    assert xml_error(answer)[:2] == (411, "MissingContentLength")
+    s3 = localaws_process.client("s3")
+    with pytest.raises(ClientError, match="Not Found|NoSuchKey|404"):
+        s3.head_object(Bucket=bucket_name, Key="chunked")
+    s3.put_object(Bucket=bucket_name, Key="framed", Body=b"y" * 100_000)  # boto3 says its length
+    assert s3.get_object(Bucket=bucket_name, Key="framed")["Body"].read() == b"y" * 100_000
+
+
+def aws_chunked(data: bytes, size: int = 8192):
+    """S3's aws-chunked encoding (unsigned, as STREAMING-UNSIGNED-PAYLOAD-TRAILER frames it), in pieces."""
+    for start in range(0, len(data), size):
+        piece = data[start:start + size]
+        yield b"%x\r\n%s\r\n" % (len(piece), piece)
+    yield b"0\r\n\r\n"
+
+
+def test_an_aws_chunked_upload_is_limited_by_its_decoded_length(localaws_process, bucket_name):
+    s3 = localaws_process.client("s3")
+    headers = {"Content-Encoding": "aws-chunked", "x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER"}
+    data = b"z" * 50_000
+    fine = s3_put(localaws_process, bucket_name, "fine", aws_chunked(data),
+                  **headers, **{"x-amz-decoded-content-length": str(len(data))})
+    assert fine.status_code == 200, fine.text
+    assert s3.get_object(Bucket=bucket_name, Key="fine")["Body"].read() == data
+    huge = s3_put(localaws_process, bucket_name, "huge", aws_chunked(b"z" * 1000),
+                  **headers, **{"x-amz-decoded-content-length": str(6 * 1024**3)})
+    assert xml_error(huge)[:2] == (400, "EntityTooLarge")
+    longer = s3_put(localaws_process, bucket_name, "longer", aws_chunked(b"z" * (2 * 1024 * 1024)),
+                    **headers, **{"x-amz-decoded-content-length": "10"})
+    assert xml_error(longer)[:2] == (400, "IncompleteBody")
+    for key in ("huge", "longer"):
+        with pytest.raises(ClientError, match="Not Found|NoSuchKey|404"):
+            s3.head_object(Bucket=bucket_name, Key=key)
 
 
 # --- every error in the service's protocol (item 12) --------------------------------------
@@ -416,3 +580,34 @@ def test_on_loopback_unsigned_requests_are_served(localaws_process):
     answer = requests.post(localaws_process.endpoint_url + "/", data="{}", headers={
         "X-Amz-Target": "SageMaker.ListTrainingJobs", "Content-Type": "application/x-amz-json-1.1"})
     assert answer.status_code == 200
+
+
+# --- a crash of ours ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def in_process(tmp_path):
+    """A localaws in this process, so that a test can make one of its handlers fail."""
+    from localaws.server import LocalAWS
+    from localaws.settings import Settings
+
+    server = LocalAWS(Settings(host="127.0.0.1", port=0, work_dir=tmp_path / "work", state_dir=None,
+                               cache_dir=tmp_path / "cache", runner="process"))
+    server.start_in_thread()
+    yield server
+    server.stop()
+
+
+def test_a_crash_of_ours_is_answered_in_the_requests_protocol_never_as_html(in_process, monkeypatch):
+    """Whatever one of our handlers raises, the client gets AWS's InternalFailure in its protocol."""
+    def crash(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(in_process.gateway.iam_simulator, "handle", crash)
+    monkeypatch.setattr(in_process.gateway.sagemaker_api, "handle", crash)
+    query = requests.post(in_process.endpoint_url + "/", data="Action=ListRoles&Version=2010-05-08", timeout=30,
+                          headers={"Authorization": auth("iam"), "Content-Type": "application/x-www-form-urlencoded"})
+    assert ET.fromstring(query.content).tag == "ErrorResponse"
+    assert xml_error(query)[:2] == (500, "InternalFailure") and "RuntimeError: a bug" in xml_error(query)[2]
+    answer = sagemaker(in_process, "ListTrainingJobs", "{}")
+    assert json_error(answer) == (500, "InternalFailure", "localaws failed: RuntimeError: a bug")

@@ -28,9 +28,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from localaws.aws_errors import AwsError, ValidationError
 from localaws.sagemaker.hosting.metrics import METRIC_NAMES, NAMESPACE
 from localaws.sagemaker.hosting.models import AUTOSCALING_DIMENSION
-from localaws.sagemaker.shapes import validate_request as _validate
 from localaws.state.pickling import runtime
 
 log = logging.getLogger(__name__)
@@ -43,17 +43,12 @@ HIGH_PERIODS, LOW_PERIODS, LOW_FRACTION = 3, 15, 0.9
 DEFAULT_COOLDOWN = 300
 
 
-class AutoScalingError(Exception):
+class AutoScalingError(AwsError):
     code = "ValidationException"
-    status = 400
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
 
 
-class ValidationException(AutoScalingError):
-    code = "ValidationException"
+#: One ValidationException for this service's own checks and its model's (``shapes``).
+ValidationException = ValidationError
 
 
 class ObjectNotFoundException(AutoScalingError):
@@ -66,26 +61,6 @@ class InvalidNextTokenException(AutoScalingError):
 
 class ResourceNotFoundException(AutoScalingError):
     code = "ResourceNotFoundException"
-
-
-class SerializationException(AutoScalingError):
-    code = "SerializationException"
-
-
-class RequestTooLarge(AutoScalingError):
-    code = "RequestEntityTooLargeException"
-    status = 413
-
-
-def validate_request(operation: str, params: dict) -> None:
-    try:
-        _validate(operation, params, service=SERVICE)
-    except Exception as error:  # the shared validator raises SageMaker's errors: this service's own
-        if getattr(error, "code", None) == "SerializationException":
-            raise SerializationException(error.message) from None
-        if hasattr(error, "message"):
-            raise ValidationException(error.message) from None
-        raise
 
 
 @dataclass
@@ -227,7 +202,6 @@ class AutoScaler:
         return target
 
     def register_scalable_target(self, params: dict) -> dict:
-        validate_request("RegisterScalableTarget", params)
         resource_id, endpoint, variant = self._resource(params)
         if self.hosting.variant_capacity(endpoint, variant) is None:
             raise ValidationException(f"SageMaker variant doesn't exist: {resource_id}")
@@ -278,7 +252,6 @@ class AutoScaler:
         return {"ScalableTargetARN": target.arn}
 
     def describe_scalable_targets(self, params: dict) -> dict:
-        validate_request("DescribeScalableTargets", params)
         with self.lock:
             items = [
                 target.describe() for target in self.targets.values()
@@ -289,7 +262,6 @@ class AutoScaler:
         return {"ScalableTargets": page, **({"NextToken": token} if token else {})}
 
     def deregister_scalable_target(self, params: dict) -> dict:
-        validate_request("DeregisterScalableTarget", params)
         resource_id, _, _ = self._resource(params)
         with self.lock:
             target = self.targets.pop(resource_id, None)
@@ -304,7 +276,6 @@ class AutoScaler:
         return {}
 
     def put_scaling_policy(self, params: dict) -> dict:
-        validate_request("PutScalingPolicy", params)
         policy_type = params.get("PolicyType") or "StepScaling"
         with self.lock:
             target = self._target(params)
@@ -371,7 +342,6 @@ class AutoScaler:
             raise ValidationException("TargetValue must be greater than 0")
 
     def describe_scaling_policies(self, params: dict) -> dict:
-        validate_request("DescribeScalingPolicies", params)
         with self.lock:
             items = [
                 policy.describe()
@@ -385,7 +355,6 @@ class AutoScaler:
         return {"ScalingPolicies": page, **({"NextToken": token} if token else {})}
 
     def delete_scaling_policy(self, params: dict) -> dict:
-        validate_request("DeleteScalingPolicy", params)
         resource_id, _, _ = self._resource(params)
         with self.lock:
             target = self.targets.get(resource_id)
@@ -399,7 +368,6 @@ class AutoScaler:
         return {}
 
     def describe_scaling_activities(self, params: dict) -> dict:
-        validate_request("DescribeScalingActivities", params)
         with self.lock:
             items = [
                 {key: value for key, value in activity.items() if value is not None}
@@ -417,13 +385,11 @@ class AutoScaler:
         raise ResourceNotFoundException(f"Resource {arn} not found.")
 
     def tag_resource(self, params: dict) -> dict:
-        validate_request("TagResource", params)
         with self.lock:
             self._by_arn(params["ResourceARN"]).tags.update(params["Tags"])
         return {}
 
     def untag_resource(self, params: dict) -> dict:
-        validate_request("UntagResource", params)
         with self.lock:
             target = self._by_arn(params["ResourceARN"])
             for key in params["TagKeys"]:
@@ -431,7 +397,6 @@ class AutoScaler:
         return {}
 
     def list_tags_for_resource(self, params: dict) -> dict:
-        validate_request("ListTagsForResource", params)
         with self.lock:
             return {"Tags": dict(self._by_arn(params["ResourceARN"]).tags)}
 

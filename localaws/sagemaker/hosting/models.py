@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 from localaws.sagemaker import listing
 from localaws.sagemaker.errors import ResourceLimitExceeded, ValidationError
-from localaws.sagemaker.shapes import validate_request
 from localaws.state.pickling import runtime
 
 STEADY = ("InService", "Failed")
@@ -274,7 +273,6 @@ class HostingBackend:
     # --- models --------------------------------------------------------------------------
 
     def create_model(self, params: dict) -> dict:
-        validate_request("CreateModel", params)
         _check_model_request(params)
         name = params["ModelName"]
         arn = self.arn("model", name)
@@ -292,12 +290,10 @@ class HostingBackend:
         return model
 
     def describe_model(self, params: dict) -> dict:
-        validate_request("DescribeModel", params)
         with self.lock:
             return self._model(params["ModelName"]).describe()
 
     def delete_model(self, params: dict) -> dict:
-        validate_request("DeleteModel", params)
         with self.lock:
             model = self._model(params["ModelName"])
             del self.models[model.name]
@@ -305,7 +301,6 @@ class HostingBackend:
         return {}
 
     def list_models(self, params: dict) -> dict:
-        validate_request("ListModels", params)
         with self.lock:
             items = [model.summary() for model in self.models.values()]
         page, token = listing.page(
@@ -317,7 +312,6 @@ class HostingBackend:
     # --- endpoint configs ----------------------------------------------------------------
 
     def create_endpoint_config(self, params: dict) -> dict:
-        validate_request("CreateEndpointConfig", params)
         name = params["EndpointConfigName"]
         arn = self.arn("endpoint-config", name)
         with self.lock:
@@ -337,12 +331,10 @@ class HostingBackend:
         return config
 
     def describe_endpoint_config(self, params: dict) -> dict:
-        validate_request("DescribeEndpointConfig", params)
         with self.lock:
             return self._endpoint_config(params["EndpointConfigName"]).describe()
 
     def delete_endpoint_config(self, params: dict) -> dict:
-        validate_request("DeleteEndpointConfig", params)
         with self.lock:
             config = self._endpoint_config(params["EndpointConfigName"])
             del self.endpoint_configs[config.name]
@@ -350,7 +342,6 @@ class HostingBackend:
         return {}
 
     def list_endpoint_configs(self, params: dict) -> dict:
-        validate_request("ListEndpointConfigs", params)
         with self.lock:
             items = [config.summary() for config in self.endpoint_configs.values()]
         page, token = listing.page(
@@ -409,7 +400,6 @@ class HostingBackend:
                 )
 
     def create_endpoint(self, params: dict) -> dict:
-        validate_request("CreateEndpoint", params)
         name = params["EndpointName"]
         arn = self.arn("endpoint", name)
         with self.lock:
@@ -434,12 +424,10 @@ class HostingBackend:
         return {"EndpointArn": arn}
 
     def describe_endpoint(self, params: dict) -> dict:
-        validate_request("DescribeEndpoint", params)
         with self.lock:
             return self._endpoint(params["EndpointName"]).describe()
 
     def list_endpoints(self, params: dict) -> dict:
-        validate_request("ListEndpoints", params)
         with self.lock:
             items = [endpoint.summary() for endpoint in self.endpoints.values()]
         page, token = listing.page(
@@ -456,7 +444,6 @@ class HostingBackend:
             raise ValidationError(f'Cannot update in-progress endpoint "{endpoint.arn}".')
 
     def update_endpoint(self, params: dict) -> dict:
-        validate_request("UpdateEndpoint", params)
         with self.lock:
             endpoint = self._endpoint(params["EndpointName"])
             self._check_updatable(endpoint)
@@ -499,7 +486,6 @@ class HostingBackend:
         return {"EndpointArn": endpoint.arn}
 
     def update_endpoint_weights_and_capacities(self, params: dict) -> dict:
-        validate_request("UpdateEndpointWeightsAndCapacities", params)
         with self.lock:
             endpoint = self._endpoint(params["EndpointName"])
             self._check_updatable(endpoint)
@@ -569,7 +555,6 @@ class HostingBackend:
             return variant.current_count, variant.desired_count
 
     def delete_endpoint(self, params: dict) -> dict:
-        validate_request("DeleteEndpoint", params)
         with self.lock:
             endpoint = self._endpoint(params["EndpointName"])
             if endpoint.status != "Deleting":

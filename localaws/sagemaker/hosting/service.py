@@ -2,9 +2,8 @@
 (InvokeEndpoint), Application Auto Scaling for variants, and localaws's own views."""
 from __future__ import annotations
 
-import io
-
-from localaws import bodies
+from localaws import aws_errors, bodies
+from localaws.aws_errors import AwsError
 from localaws.sagemaker.hosting.autoscaler import AutoScaler
 from localaws.sagemaker.hosting.autoscaling_responses import TARGET_PREFIX as AUTOSCALING_TARGET_PREFIX
 from localaws.sagemaker.hosting.autoscaling_responses import AutoScalingResponses
@@ -37,15 +36,11 @@ class Hosting:
         """(status, headers, body) for an Application Auto Scaling request about a SageMaker
         variant; None for any other (its body put back for whoever reads it next)."""
         try:  # moto would take NaN, a chunked body or any size: the service's errors, whoever's it is
-            body = bodies.read(environ, bodies.MAX_JSON_BODY)
-            params = bodies.loads(body or b"{}")
-        except (bodies.BodyTooLarge, bodies.MalformedBody, bodies.NotJSON) as error:
-            return self.autoscaling_api.unreadable(error)
+            params = aws_errors.json_request(environ, bodies.MAX_JSON_BODY)
+        except AwsError as error:
+            return aws_errors.answer(environ, "json", error)
         if isinstance(params, dict) and self.autoscaling_api.claims(target, params):
-            return self.autoscaling_api.handle(target, params)
-        environ["wsgi.input"] = io.BytesIO(body)
-        environ["CONTENT_LENGTH"] = str(len(body))
-        environ["wsgi.input_terminated"] = True
+            return self.autoscaling_api.handle(environ, target, params)
         return None
 
     def describe_instances(self, name: str) -> dict | None:

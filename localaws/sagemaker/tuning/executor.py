@@ -10,7 +10,9 @@ import time
 import traceback
 import uuid
 
-from localaws.sagemaker.errors import ResourceLimitExceeded, SageMakerError
+from localaws.aws_errors import AwsError
+from localaws.sagemaker.errors import ResourceLimitExceeded
+from localaws.sagemaker.shapes import validate_request
 from localaws.sagemaker.tuning.models import Trial, TuningJob, objective_of
 from localaws.sagemaker.tuning.strategies import make_strategy
 
@@ -167,8 +169,8 @@ class TuningExecutor:
         objective = objective_of(job.config, definition)
         request = self._child_request(job, definition, len(job.trials) + 1, proposal.hyperparameters, objective)
         trial = Trial(request["TrainingJobName"], definition, proposal.hyperparameters, proposal, objective)
-        try:
-            self.backend.training.create_training_job(request)
+        try:  # a request of ours, made from the tuning job's: read and checked as a client's would be
+            self.backend.training.create_training_job(validate_request("CreateTrainingJob", request))
         except ResourceLimitExceeded:
             pending[index] = proposal
             return "busy"
@@ -180,7 +182,7 @@ class TuningExecutor:
     def _stop_trial(self, trial: Trial) -> None:
         try:
             self.backend.training.stop_training_job({"TrainingJobName": trial.name})
-        except SageMakerError:  # finished meanwhile
+        except AwsError:  # finished meanwhile
             pass
 
     def _tell_finished(self, job: TuningJob, strategies) -> None:

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 from localaws.sagemaker import listing
 from localaws.sagemaker.errors import ResourceInUse, ResourceNotFound, ValidationError
-from localaws.sagemaker.shapes import validate_request
 from localaws.sagemaker.tuning.strategies import grid_size
 from localaws.state.pickling import runtime
 
@@ -104,7 +103,6 @@ class TuningBackend:
     # --- calls ---------------------------------------------------------------------------
 
     def create_hyper_parameter_tuning_job(self, params: dict) -> dict:
-        validate_request("CreateHyperParameterTuningJob", params)
         self._check(params)
         name = params["HyperParameterTuningJobName"]
         with self.lock:
@@ -153,7 +151,6 @@ class TuningBackend:
         return {key: value for key, value in out.items() if value is not None}
 
     def list_hyper_parameter_tuning_jobs(self, params: dict) -> dict:
-        validate_request("ListHyperParameterTuningJobs", params)
         with self.lock:
             summaries = [
                 {
@@ -186,7 +183,6 @@ class TuningBackend:
         return {"HyperParameterTuningJobSummaries": page, **({"NextToken": token} if token else {})}
 
     def list_training_jobs_for_hyper_parameter_tuning_job(self, params: dict) -> dict:
-        validate_request("ListTrainingJobsForHyperParameterTuningJob", params)
         job = self.get(params["HyperParameterTuningJobName"])
         with self.lock:
             summaries = [self.trial_summary(job, trial) for trial in job.trials]

@@ -35,7 +35,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONTEXT = ROOT / "docker" / "training"
+CONTEXT = ROOT / "experiments" / "digits"
 
 # The load client, run as its own process: N threads, each a kept-alive connection, for D seconds.
 # Plain sockets, not http.client: the client's own CPU is the machine's, not the gateway's, to spend.

@@ -82,7 +82,7 @@ def pipeline_overhead(tmp: Path) -> dict:
     from tests.conftest import LocalAWSProcess
 
     hyperparams = tmp / "hyperparams"
-    shutil.copytree(ROOT / "include" / "hyperparams", hyperparams, dirs_exist_ok=True)
+    shutil.copytree(ROOT / "include" / "hyperparams" / "digits", hyperparams, dirs_exist_ok=True)
     preset = json.loads((hyperparams / "default.json").read_text())
     epochs = os.environ.get("BENCH_PIPELINE_EPOCHS") or _epochs_lasting(
         float(os.environ.get("BENCH_PIPELINE_TRAINING_SECONDS", "300")), preset, tmp)

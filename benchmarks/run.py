@@ -32,7 +32,7 @@ from ml_pipeline.dataset import write_channels, write_local_channels  # noqa: E4
 from tests.conftest import LocalAWSProcess  # noqa: E402
 from tests.support import training_request, wait_for_training  # noqa: E402
 
-CONTEXT = ROOT / "docker" / "training"
+CONTEXT = ROOT / "experiments" / "digits"
 RESULTS = ROOT / "benchmarks" / "results.json"
 SEED = 11
 

@@ -38,7 +38,7 @@ BASE_IMAGE=${LOCALAWS_BASE_IMAGE:-localaws/debian-python-torch:bookworm}
 MIRROR=${LOCALAWS_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SOCKET=/var/run/docker.sock
 # What goes into the base image besides minbase (Depends only, no Recommends).
-# python3-gunicorn: the serving image's production WSGI server (docker/training/serve).
+# python3-gunicorn: the serving image's production WSGI server (experiments/digits/serve).
 BASE_PACKAGES=python3,python3-numpy,python3-sklearn,python3-torch,python3-gunicorn,python3-pip,ca-certificates,procps
 
 DOCKERD_PID=$STATE/dockerd.pid

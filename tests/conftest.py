@@ -18,7 +18,7 @@ import pytest
 from localaws.lifetime import die_with_parent
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TRAINING_CONTEXT = REPO_ROOT / "docker" / "training"
+TRAINING_CONTEXT = REPO_ROOT / "experiments" / "digits"
 for path in (REPO_ROOT / "plugins", TRAINING_CONTEXT):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))

@@ -153,7 +153,7 @@ def test_a_preset_naming_no_resources_gets_the_documented_fallbacks(tmp_path):
     from ml_pipeline.plan import DEFAULT_VOLUME_GB
     from tests.conftest import REPO_ROOT
 
-    document = json.loads((REPO_ROOT / "include" / "hyperparams" / "quick.json").read_text())
+    document = json.loads((REPO_ROOT / "include" / "hyperparams" / "digits" / "quick.json").read_text())
     for key in ("instance_type", "instance_count", "max_runtime_seconds"):
         document.pop(key)
     document["volume_size_gb"] = 50
@@ -171,7 +171,7 @@ def test_a_presets_values_beyond_the_forms_limits_are_refused(tmp_path):
 
     from tests.conftest import REPO_ROOT
 
-    document = json.loads((REPO_ROOT / "include" / "hyperparams" / "quick.json").read_text())
+    document = json.loads((REPO_ROOT / "include" / "hyperparams" / "digits" / "quick.json").read_text())
     document.update({"instance_count": 20, "max_runtime_seconds": 2419200})
     (tmp_path / "huge.json").write_text(json.dumps(document))
     message = refused(preset=str(tmp_path / "huge.json"))

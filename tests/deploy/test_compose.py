@@ -287,6 +287,7 @@ def test_project_folders_are_mounted(config):
         "/opt/airflow/dags": ("dags", False),
         "/opt/airflow/plugins": ("plugins", False),
         "/opt/airflow/include": ("include", False),
+        "/opt/airflow/experiments": ("experiments", True),
         "/opt/airflow/docker": ("docker", True),
     }
     for name in AIRFLOW_CONTAINERS:

@@ -93,7 +93,7 @@ def airflow_server(localaws_process, tmp_path_factory):
     home = tmp_path_factory.mktemp("airflow-standalone")
     # The default preset trains for minutes here, so a run can be caught while its job trains.
     hyperparams = home / "hyperparams"
-    shutil.copytree(REPO_ROOT / "include" / "hyperparams", hyperparams)
+    shutil.copytree(REPO_ROOT / "include" / "hyperparams" / "digits", hyperparams)
     slow = json.loads((hyperparams / "default.json").read_text())
     slow["hyperparameters"].update({"epochs": 3000, "early_stopping_patience": 0})
     (hyperparams / "default.json").write_text(json.dumps(slow))

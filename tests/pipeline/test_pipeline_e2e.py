@@ -133,7 +133,7 @@ def test_two_logical_dates_write_two_sets_of_artifacts_and_overwrite_nothing(air
 
 def test_a_failing_training_job_fails_the_run_and_still_tears_down(airflow, tmp_path):
     broken = tmp_path / "training"
-    shutil.copytree(REPO_ROOT / "docker" / "training", broken, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO_ROOT / "experiments" / "digits", broken, ignore=shutil.ignore_patterns("__pycache__"))
     (broken / "train").write_text(
         "#!/usr/bin/env python3\n"
         "import os, sys\n"
@@ -179,7 +179,7 @@ def test_an_invalid_param_is_refused_before_anything_is_created(airflow, conf):
 
 def test_an_invalid_hyperparameter_file_is_refused_before_anything_is_created(airflow, tmp_path):
     hyperparams = tmp_path / "hyperparams"
-    shutil.copytree(REPO_ROOT / "include" / "hyperparams", hyperparams)
+    shutil.copytree(REPO_ROOT / "include" / "hyperparams" / "digits", hyperparams)
     preset = json.loads((hyperparams / "quick.json").read_text())
     preset["hyperparameters"]["learning_rate"] = -1
     (hyperparams / "quick.json").write_text(json.dumps(preset))

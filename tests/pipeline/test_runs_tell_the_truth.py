@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(1200)
 def slow_presets(tmp_path_factory):
     """The presets with a quick preset that trains for minutes, so that a run can be caught training."""
     hyperparams = tmp_path_factory.mktemp("presets") / "hyperparams"
-    shutil.copytree(REPO_ROOT / "include" / "hyperparams", hyperparams)
+    shutil.copytree(REPO_ROOT / "include" / "hyperparams" / "digits", hyperparams)
     quick = json.loads((hyperparams / "quick.json").read_text())
     quick["hyperparameters"].update({"epochs": 3000, "early_stopping_patience": 0})
     (hyperparams / "quick.json").write_text(json.dumps(quick))

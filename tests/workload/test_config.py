@@ -1,4 +1,4 @@
-"""Presets and tuning configurations in include/hyperparams, and their loaders."""
+"""Presets and tuning configurations in include/hyperparams/digits, and their loaders."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,7 @@ if str(REPO / "plugins") not in sys.path:
 from ml_pipeline import config  # noqa: E402
 from ml_pipeline.config import ConfigError  # noqa: E402
 
-HYPERPARAMS = REPO / "include" / "hyperparams"
+HYPERPARAMS = REPO / "include" / "hyperparams" / "digits"
 PRESETS = sorted(p.stem for p in HYPERPARAMS.glob("*.json")
                  if not p.name.endswith(".schema.json") and p.stem != "tuning")
 TRAIN_LINES = [
@@ -149,7 +149,7 @@ def test_bad_preset_in_the_hyperparams_dir_is_named_relative_to_the_repo(tmp_pat
 
 
 def test_repo_relative_name_in_message():
-    assert config.display(HYPERPARAMS / "bad.json") == "include/hyperparams/bad.json"
+    assert config.display(HYPERPARAMS / "bad.json") == "include/hyperparams/digits/bad.json"
 
 
 @pytest.mark.parametrize("changes, field, words", [

@@ -1,4 +1,4 @@
-"""The real ``docker/training/train`` entry, run as a subprocess on an /opt/ml-style tree (and the
+"""The real ``experiments/digits/train`` entry, run as a subprocess on an /opt/ml-style tree (and the
 ``serve`` entry's start on the model it writes).
 
 Each run takes a few seconds, mostly importing torch; the module shares runs
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-CONTEXT = REPO / "docker" / "training"
+CONTEXT = REPO / "experiments" / "digits"
 TRAIN = CONTEXT / "train"
 for path in (REPO / "plugins", CONTEXT):
     if str(path) not in sys.path:

@@ -46,7 +46,7 @@ class ConfigError(ValueError):
 
 def hyperparams_dir() -> Path:
     override = os.environ.get(DIR_ENV)
-    return Path(override) if override else REPO_ROOT / "include" / "hyperparams"
+    return Path(override) if override else REPO_ROOT / "include" / "hyperparams" / "digits"
 
 
 def resolve(name_or_path: str | os.PathLike) -> Path:

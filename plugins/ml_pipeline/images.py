@@ -43,7 +43,7 @@ def context_hash(path: str | os.PathLike) -> str:
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The training image's build context; ML_PIPELINE_BUILD_CONTEXT overrides it (e.g. in a container).
-BUILD_CONTEXT = Path(os.environ.get("ML_PIPELINE_BUILD_CONTEXT", "") or REPO_ROOT / "docker" / "training")
+BUILD_CONTEXT = Path(os.environ.get("ML_PIPELINE_BUILD_CONTEXT", "") or REPO_ROOT / "experiments" / "digits")
 LOCAL_BASE_IMAGE = "localaws/debian-python-torch:bookworm"
 
 

@@ -50,7 +50,9 @@ def write_failure(message: str) -> None:
         print(f"cannot write the failure file {path}: {error}", file=sys.stderr, flush=True)
 
 
-def main() -> int:
+def main(argv: list | None = None) -> int:
+    """``train``'s main (hyperparameters from hyperparameters.json or SM_HPS), or, with ``argv``,
+    ``train.py``'s: script mode's ``--name value`` arguments."""
     started = time.time()
     stop = StopFlag()
     signal.signal(signal.SIGTERM, stop.handler)
@@ -61,7 +63,8 @@ def main() -> int:
             from . import hyperparameters, paths
 
             where = paths.resolve()
-            hps = hyperparameters.parse(where.raw_hyperparameters)  # fails fast, before torch loads
+            raw = where.raw_hyperparameters if argv is None else hyperparameters.from_args(argv)
+            hps = hyperparameters.parse(raw)  # fails fast, before torch loads
             from . import training
 
             training.train(where, hps, stop, started)

@@ -7,6 +7,9 @@ may arrive as ``"\\"adam\\""``: both are accepted. Keys starting with
 belong to SageMaker and are ignored; any other unknown name is an error, so that
 a typo (``learning_rte``) fails the job instead of silently training with a default.
 
+In script mode (``train.py``) SageMaker's training toolkit passes the same names as
+arguments, ``--epochs 6 --optimizer adam ...`` (its ``to_cmd_args``): ``from_args``.
+
     name                     default  rule
     epochs                   6        integer >= 1
     batch_size               32       integer >= 1 (per host)
@@ -24,6 +27,7 @@ a typo (``learning_rte``) fails the job instead of silently training with a defa
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -123,6 +127,33 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
 def is_reserved(name: str) -> bool:
     """Keys SageMaker and its SDKs add (sagemaker_program, _tuning_objective_metric...)."""
     return name.startswith("sagemaker_") or name.startswith("_")
+
+
+def from_args(argv: list) -> dict:
+    """{name: text} from script mode's ``--name value`` (or ``--name=value``) arguments.
+
+    Reserved names (``--_tuning_objective_metric``, ``--sagemaker_...``) are skipped with their value;
+    ``parse`` then refuses unknown names and bad values, as it does for hyperparameters.json."""
+    parser = argparse.ArgumentParser(prog="train.py", add_help=False, allow_abbrev=False, exit_on_error=False)
+    for name in PARSERS:
+        parser.add_argument(f"--{name}")
+    try:
+        known, rest = parser.parse_known_args(list(argv))
+    except argparse.ArgumentError as error:
+        raise HyperparameterError(f"bad arguments: {error}") from None
+    raw = {name: value for name, value in vars(known).items() if value is not None}
+    words = iter(rest)
+    for word in words:
+        if not word.startswith("--") or len(word) < 3:
+            raise HyperparameterError(f"unexpected argument {word!r}: hyperparameters come as --name value")
+        name, equals, value = word[2:].partition("=")
+        if not equals:
+            value = next(words, None)
+            if value is None or value.startswith("--"):
+                raise HyperparameterError(f"hyperparameter {name} has no value")
+        if not is_reserved(name):
+            raw[name] = value  # unknown: parse says so, with the known names
+    return raw
 
 
 def parse(raw: Mapping[str, Any]) -> Hyperparameters:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -74,8 +75,11 @@ def _media_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
 
 
-def parse_rows(body: bytes, content_type: str, input_size: int) -> list:
-    """Feature rows from a request body; ``BadRequest`` says what is wrong with it."""
+def parse_rows(body: bytes, content_type: str, input_size: int | None = None) -> list:
+    """Feature rows from a request body; ``BadRequest`` says what is wrong with it. Without
+    ``input_size`` (script mode's ``input_fn``, which has no model) ``check_rows`` comes later."""
+    if isinstance(body, str):
+        body = body.encode()
     media = _media_type(content_type) or JSON
     if media in (JSON, "application/jsonlines", "application/x-json"):
         try:
@@ -106,6 +110,11 @@ def parse_rows(body: bytes, content_type: str, input_size: int) -> list:
         raise UnsupportedMediaType(f"unsupported Content-Type {content_type!r}: send {JSON} or {CSV}")
     if not isinstance(rows, list) or not rows:
         raise BadRequest("no rows to predict: send one or more rows of features")
+    return rows if input_size is None else check_rows(rows, input_size)
+
+
+def check_rows(rows: list, input_size: int) -> list:
+    """``rows`` if each is a list of ``input_size`` numbers; else ``BadRequest``."""
     for index, row in enumerate(rows):
         if not isinstance(row, list) or len(row) != input_size:
             size = len(row) if isinstance(row, list) else type(row).__name__
@@ -114,6 +123,8 @@ def parse_rows(body: bytes, content_type: str, input_size: int) -> list:
         for value in row:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise BadRequest(f"row {index} holds a non-numeric value {value!r}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise BadRequest(f"row {index} holds {value!r}: features must be finite numbers")
     return rows
 
 

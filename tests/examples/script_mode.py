@@ -62,11 +62,12 @@ class Job:
         return path.read_text() if path.exists() else None
 
 
-def opt_ml(tmp: Path, name: str, channels: dict) -> Path:
-    """A fresh /opt/ml under ``tmp``: the experiment's source in code/, ``channels``
-    ({name: folder}) copied into input/data/."""
+def opt_ml(tmp: Path, name: str | Path, channels: dict) -> Path:
+    """A fresh /opt/ml under ``tmp``: the experiment's source (``experiments/<name>``, or a folder)
+    in code/, ``channels`` ({name: folder}) copied into input/data/."""
     root = tmp / "opt_ml"
-    shutil.copytree(EXPERIMENTS / name, root / "code", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    source = name if isinstance(name, Path) else EXPERIMENTS / name
+    shutil.copytree(source, root / "code", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for channel, folder in channels.items():
         shutil.copytree(folder, root / "input" / "data" / channel)
     for folder in ("model", "output/data", "input/config"):

@@ -64,10 +64,12 @@ def test_train_py_trains_with_the_toolkits_arguments_and_environment(trained):
 
 
 def test_a_second_job_on_the_same_checkpoints_resumes(tmp_path, channels, trained):
-    """What a spot job restarted by SageMaker does: the checkpoint directory comes back, training goes on."""
+    """What a spot job restarted by SageMaker does: the checkpoint directory comes back, training goes on.
+    (As a tuning trial: SageMaker's own ``_tuning_objective_metric`` argument is passed over.)"""
     root = opt_ml(tmp_path, "digits", {name: channels / name for name in ("train", "validation")})
     checkpoints = trained.opt_ml / "checkpoints"
-    job = train(root, "train.py", {**HYPERPARAMETERS, "epochs": 5, "checkpoint_dir": str(checkpoints)})
+    job = train(root, "train.py", {**HYPERPARAMETERS, "epochs": 5, "checkpoint_dir": str(checkpoints),
+                                   "_tuning_objective_metric": "validation:loss"})
     assert job.result.returncode == 0, job.result.stderr
     assert "resumed from checkpoint at epoch=4" in job.result.stdout
     assert "epoch=5 " in job.result.stdout and "epoch=1 " not in job.result.stdout

@@ -222,20 +222,25 @@ def preflight(plan: dict) -> None:
                     if "framework_version" in str(error):
                         break
         try:
-            entry = inside(experiment["source_dir"], experiment["entry_point"], f"{where}: entry_point")
+            entry = inside(experiment["source_dir"], experiment["entry_point"], "entry_point")
             if not entry.is_file():
                 errors.append(f"{where}: entry_point: {experiment['entry_point']} is not a file in source_dir")
+        except ValueError as error:
+            errors.append(f"{where}: {error}")
+        try:
             package_source(experiment["source_dir"])
         except (ValueError, OSError) as error:
             errors.append(f"{where}: source_dir: {error}")
     elif kind == "dockerfile":
         try:
-            context = inside(experiment["folder"], experiment["dockerfile"], f"{where}: dockerfile")
+            context = inside(experiment["folder"], experiment["dockerfile"], "dockerfile")
             if not (context / "Dockerfile").is_file():
                 errors.append(f"{where}: dockerfile: {experiment['dockerfile']} holds no Dockerfile")
             else:
                 images.tree_files(context)
-        except (ValueError, OSError) as error:
+        except ValueError as error:
+            errors.append(f"{where}: {error}")
+        except OSError as error:
             errors.append(f"{where}: dockerfile: {error}")
         if images.docker_engine() is None:
             errors.append(f"{where}: dockerfile: no Docker engine answers here to build {experiment['dockerfile']}: "

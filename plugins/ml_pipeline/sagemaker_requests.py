@@ -70,10 +70,16 @@ def _categorical(value) -> str:
 
 
 def tuning_config(plan: dict, code: dict) -> dict:
+    """The plan's ``HyperParameterTuningJobConfig`` with every range value a string: typed values (or
+    today's strings) plain for an own container, categorical ones JSON in script mode."""
     config = json.loads(json.dumps(plan["tuning_config"]))
-    if script_mode(code):
-        for entry in config.get("ParameterRanges", {}).get("CategoricalParameterRanges", []):
-            entry["Values"] = [_categorical(value) for value in entry["Values"]]
+    ranges = config.get("ParameterRanges", {})
+    for kind in ("IntegerParameterRanges", "ContinuousParameterRanges"):
+        for entry in ranges.get(kind, []):
+            entry["MinValue"], entry["MaxValue"] = _plain(entry["MinValue"]), _plain(entry["MaxValue"])
+    encode = _categorical if script_mode(code) else _plain
+    for entry in ranges.get("CategoricalParameterRanges", []):
+        entry["Values"] = [encode(value) for value in entry["Values"]]
     return config
 
 

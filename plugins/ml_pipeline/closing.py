@@ -444,8 +444,11 @@ def outcome_line(summary: dict) -> str:
     if summary.get("quality_gate"):
         gate = summary["quality_gate"]
         parts.append(f"gate: {'deploy' if gate['deploy'] else 'keep production'} ({gate['reason']})")
-    if summary.get("smoke_test"):
-        parts.append(f"smoke test accuracy {summary['smoke_test']['accuracy']:.1%}")
+    if summary.get("smoke_test"):  # smoke.run's result: the experiment's check may add figures
+        smoke = summary["smoke_test"]
+        figures = ", ".join(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
+                            for name, value in (smoke.get("check") or {}).items())
+        parts.append(f"smoke test passed in {smoke.get('latency_seconds')} s" + (f" ({figures})" if figures else ""))
     return "; ".join(parts)
 
 

@@ -1,4 +1,4 @@
-"""Container images: naming them by the content of their build context."""
+"""Container images: naming them by the content of their build context; building and pushing them."""
 from __future__ import annotations
 
 import hashlib
@@ -9,15 +9,48 @@ _SKIP_DIRS = {"__pycache__"}
 _SKIP_SUFFIXES = (".pyc", ".pyo")
 
 
-def _context_files(root: Path) -> list[str]:
+def tree_files(root: str | os.PathLike, *, skip_build_junk: bool = True) -> list[str]:
+    """The files under ``root``, relative, sorted and ``/``-separated. A link is followed only where it
+    stays inside ``root`` and leads to a file: one that leads out, to a directory, or nowhere is refused
+    (``ValueError``), so nothing outside the folder is ever read, hashed or uploaded. ``skip_build_junk``
+    leaves out ``__pycache__`` directories and ``.pyc`` files (for code; data keeps every file)."""
+    base = Path(root)
+    if not base.is_dir():
+        raise NotADirectoryError(f"{base} is not a directory")
+    real_root = os.path.realpath(base)
     files = []
-    for directory, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS]
+    for directory, dirnames, filenames in os.walk(base):
+        for name in sorted(dirnames):
+            if os.path.islink(os.path.join(directory, name)):
+                relative = os.path.relpath(os.path.join(directory, name), base)
+                raise ValueError(f"{base}: {relative} is a link to a directory (links to directories are not followed)")
+        dirnames[:] = [d for d in dirnames if not (skip_build_junk and d in _SKIP_DIRS)]
         for name in filenames:
-            if name.endswith(_SKIP_SUFFIXES):
+            if skip_build_junk and name.endswith(_SKIP_SUFFIXES):
                 continue
-            files.append(os.path.relpath(os.path.join(directory, name), root).replace(os.sep, "/"))
+            path = os.path.join(directory, name)
+            relative = os.path.relpath(path, base).replace(os.sep, "/")
+            if os.path.islink(path):
+                target = os.path.realpath(path)
+                if os.path.commonpath([real_root, target]) != real_root:
+                    raise ValueError(f"{base}: {relative} is a link leading out of the folder (to {target})")
+                if not os.path.isfile(target):
+                    raise ValueError(f"{base}: {relative} is a link to no regular file")
+            elif not os.path.isfile(path):
+                raise ValueError(f"{base}: {relative} is not a regular file")
+            files.append(relative)
     return sorted(files)
+
+
+def files_hash(root: str | os.PathLike, files: list[str]) -> str:
+    """First 12 hex digits of a sha256 over ``files`` (relative to ``root``): each one's path and bytes."""
+    digest = hashlib.sha256()
+    for relative in files:
+        data = (Path(root) / relative).read_bytes()
+        # Lengths keep path/content boundaries unambiguous.
+        digest.update(f"{len(relative)}:{relative}\0{len(data)}:".encode())
+        digest.update(data)
+    return digest.hexdigest()[:12]
 
 
 def context_hash(path: str | os.PathLike) -> str:
@@ -25,25 +58,15 @@ def context_hash(path: str | os.PathLike) -> str:
 
     Covers each file's path relative to ``path`` (sorted, ``/``-separated) and its
     bytes, skipping ``__pycache__`` directories and ``.pyc`` files, so the same
-    context gives the same tag on any machine and any edit gives a new one.
+    context gives the same tag on any machine and any edit gives a new one. A link
+    out of the context is refused (``tree_files``).
     """
-    root = Path(path)
-    if not root.is_dir():
-        raise NotADirectoryError(f"build context {root} is not a directory")
-    digest = hashlib.sha256()
-    for relative in _context_files(root):
-        data = (root / relative).read_bytes()
-        # Lengths keep path/content boundaries unambiguous.
-        digest.update(f"{len(relative)}:{relative}\0{len(data)}:".encode())
-        digest.update(data)
-    return digest.hexdigest()[:12]
+    return files_hash(path, tree_files(path))
 
 
-# --- building and pushing the training image ------------------------------------------------
+# --- building and pushing an experiment's image ------------------------------------------
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-#: The training image's build context; ML_PIPELINE_BUILD_CONTEXT overrides it (e.g. in a container).
-BUILD_CONTEXT = Path(os.environ.get("ML_PIPELINE_BUILD_CONTEXT", "") or REPO_ROOT / "experiments" / "digits")
+#: The base image a local build starts from when ML_PIPELINE_BASE_IMAGE names none (see scripts/docker-engine.sh).
 LOCAL_BASE_IMAGE = "localaws/debian-python-torch:bookworm"
 
 
@@ -69,7 +92,8 @@ def has_tag(ecr, repository: str, tag: str) -> bool:
 
 
 def localaws_endpoint(endpoint_url: str | None) -> str | None:
-    """``endpoint_url`` if it is a localaws (it answers /_localaws/health), else None."""
+    """``endpoint_url`` if it is a localaws (it answers /_localaws/health), else None: its ECR keeps
+    manifests but speaks no registry protocol, so images go to the registry standing in for it."""
     if not endpoint_url:
         return None
     import urllib.request  # noqa: PLC0415
@@ -81,7 +105,7 @@ def localaws_endpoint(endpoint_url: str | None) -> str | None:
         return None
 
 
-def _docker_client():
+def docker_engine():
     """A Docker engine's client, or None when no engine answers."""
     try:
         import docker  # noqa: PLC0415
@@ -89,7 +113,7 @@ def _docker_client():
         client = docker.from_env(timeout=600)
         client.ping()
         return client
-    except Exception:  # noqa: BLE001 - no engine, no socket, no permission: all mean "none here"
+    except Exception:  # noqa: BLE001 - no SDK, no engine, no socket, no permission: all mean "none here"
         return None
 
 
@@ -109,48 +133,43 @@ def _record_in_ecr(ecr, repository: str, tag: str, digest: str) -> None:
         pass
 
 
-def build_and_push(ecr, repository: str, endpoint_url: str | None, log=print, context: Path = BUILD_CONTEXT) -> dict:
-    """The training image for ``context``, tagged by its content hash, in ECR (or what stands in for it).
+def build_and_push(ecr, repository: str, context: str | os.PathLike, endpoint_url: str | None = None,
+                   log=print) -> dict:
+    """The image of the build context ``context``, tagged by its content hash, in ECR.
 
-    Skipped when ECR already holds the tag. With a Docker engine the image is built with the docker SDK and
-    pushed (to ECR, or on localaws to the local registry standing in for ECR); on localaws without an engine,
-    the same build context is registered with localaws's process runner under the same URI.
+    Skipped when ECR already holds the tag. Otherwise built with the Docker engine's SDK and pushed to
+    ECR (on localaws: to the local registry standing in for it, and the tag recorded in its ECR). With no
+    engine this raises; ``code.preflight`` refuses such a run before anything is created.
     """
+    context = Path(context)
     tag = context_hash(context)
     repo = ensure_repository(ecr, repository)
     uri = f"{repo['repositoryUri']}:{tag}"
     if has_tag(ecr, repository, tag):
         log(f"{uri} is in ECR already: build skipped")
         return {"image": uri, "tag": tag, "built": False, "how": "already in ECR"}
+    client = docker_engine()
+    if client is None:
+        raise RuntimeError(f"No Docker engine to build {uri} from {context}: install one (Debian: docker.io) "
+                           "where the task runs, or train in script mode or from an image.")
     local = localaws_endpoint(endpoint_url)
-    client = _docker_client()
-    if client is not None:
-        base = os.environ.get("ML_PIPELINE_BASE_IMAGE", "")
-        if not base and local:
-            base = LOCAL_BASE_IMAGE
-        if base and not _image_available(client, base):
-            client = None
-            log(f"base image {base} is not available to the Docker engine")
-    hows = []
-    if client is not None:
-        hows.append(_docker_build_push(client, ecr, uri, repository, tag, base, local, log, context))
-    if local:
-        # Whichever runner localaws picks (a container, or a process without an engine), the image is there.
-        try:
-            from localaws.client import register_image  # noqa: PLC0415 - only on localaws
-
-            register_image(local, uri, context)
-            hows.append("registered the build context with localaws's process runner")
-        except (ImportError, RuntimeError) as error:  # localaws elsewhere (compose): the pushed image serves
-            if not hows:
-                raise RuntimeError(f"No Docker engine, and localaws cannot take the build context: {error}") from None
-    if not hows:
-        raise RuntimeError(f"No Docker engine to build {uri}: run the task where one is available.")
-    how = "; ".join(hows)
+    base = ""
+    if _takes_base_image(context):  # a Dockerfile with `ARG BASE_IMAGE` (docker/training's) is given one
+        base = os.environ.get("ML_PIPELINE_BASE_IMAGE", "") or (LOCAL_BASE_IMAGE if local else "")
+    if base and not _image_available(client, base):
+        raise RuntimeError(f"base image {base} is not available to the Docker engine (ML_PIPELINE_BASE_IMAGE)")
+    how = _docker_build_push(client, ecr, uri, repository, tag, base, local, log, context)
     if local:
         _record_in_ecr(ecr, repository, tag, "sha256:" + hashlib.sha256(uri.encode()).hexdigest())
     log(f"{uri}: {how}")
     return {"image": uri, "tag": tag, "built": True, "how": how}
+
+
+def _takes_base_image(context: Path) -> bool:
+    import re  # noqa: PLC0415
+
+    dockerfile = context / "Dockerfile"
+    return dockerfile.is_file() and bool(re.search(r"^\s*ARG\s+BASE_IMAGE\b", dockerfile.read_text(), re.M | re.I))
 
 
 def _image_available(client, name: str) -> bool:

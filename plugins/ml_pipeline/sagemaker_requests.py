@@ -1,42 +1,106 @@
-"""The SageMaker request shapes a run sends, built from its plan (see ``plan.py``)."""
+"""The SageMaker request shapes a run sends, built from its plan (see ``plan.py``) and its code
+(``code.resolve``: images, script mode's ``sagemaker_*`` hyperparameters, the model's environment)."""
 from __future__ import annotations
 
-CHANNELS = ("train", "validation")
+import json
+
 PRIMARY_VARIANT = "AllTraffic"
 
 
-def _channels(channels: dict[str, str]) -> list[dict]:
-    return [
-        {
+def _channel_options(plan: dict, name: str) -> dict:
+    entry = (plan["experiment"].get("channels") or {}).get(name)
+    return entry if isinstance(entry, dict) else {}
+
+
+def _channels(plan: dict, channels: dict[str, str]) -> list[dict]:
+    """Every channel of the run, with the content type and distribution its mapping gives (none, and
+    FullyReplicated: every host sees all of it, unless the file says ShardedByS3Key)."""
+    result = []
+    for name, uri in channels.items():
+        options = _channel_options(plan, name)
+        channel = {
             "ChannelName": name,
-            "DataSource": {
-                "S3DataSource": {
-                    "S3DataType": "S3Prefix",
-                    "S3Uri": channels[name],
-                    # Each host trains on its own shards of the training data, all see the validation set.
-                    "S3DataDistributionType": "ShardedByS3Key" if name == "train" else "FullyReplicated",
-                }
-            },
-            "ContentType": "text/csv",
+            "DataSource": {"S3DataSource": {
+                "S3DataType": "S3Prefix",
+                "S3Uri": uri,
+                "S3DataDistributionType": options.get("distribution") or "FullyReplicated",
+            }},
             "InputMode": "File",
         }
-        for name in CHANNELS
-    ]
+        if options.get("content_type"):
+            channel["ContentType"] = options["content_type"]
+        result.append(channel)
+    return result
 
 
-def _job_parts(plan: dict, image: str, channels: dict[str, str], vpc_config: dict | None) -> dict:
+def script_mode(code: dict) -> bool:
+    """Script mode sends its source (``code["source"]``); an own container carries its code in the image."""
+    return code.get("source") is not None
+
+
+def _plain(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)  # shortest exact form: 0.001, 1e-05, 0.5
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, allow_nan=False)
+    return str(value)
+
+
+def encode_hyperparameters(values: dict, code: dict) -> dict[str, str]:
+    """SageMaker's {name: string}. Script mode JSON-encodes each value as the SDK does (``5`` -> ``"5"``,
+    ``"adam"`` -> ``"\\"adam\\""``), the toolkit decoding them for the script; an own container gets
+    today's plain strings (``adam``, ``0.001``, ``true``). None leaves the name out."""
+    if script_mode(code):
+        return {name: json.dumps(value, allow_nan=False) for name, value in values.items() if value is not None}
+    return {name: _plain(value) for name, value in values.items() if value is not None}
+
+
+def _categorical(value) -> str:
+    """A categorical range's value in script mode, as the SDK's ``as_json_range``: JSON (a string that is
+    not JSON text already, such as ``adam``, is quoted; ``32`` or ``"adam"`` stay as they are)."""
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+            return value
+        except ValueError:
+            return json.dumps(value)
+    return json.dumps(value, allow_nan=False)
+
+
+def tuning_config(plan: dict, code: dict) -> dict:
+    """The plan's ``HyperParameterTuningJobConfig`` with every range value a string: typed values (or
+    today's strings) plain for an own container, categorical ones JSON in script mode."""
+    config = json.loads(json.dumps(plan["tuning_config"]))
+    ranges = config.get("ParameterRanges", {})
+    for kind in ("IntegerParameterRanges", "ContinuousParameterRanges"):
+        for entry in ranges.get(kind, []):
+            entry["MinValue"], entry["MaxValue"] = _plain(entry["MinValue"]), _plain(entry["MaxValue"])
+    encode = _categorical if script_mode(code) else _plain
+    for entry in ranges.get("CategoricalParameterRanges", []):
+        entry["Values"] = [encode(value) for value in entry["Values"]]
+    return config
+
+
+def _metric_definitions(plan: dict) -> list[dict]:
+    found = plan.get("metric_definitions")
+    return found if found is not None else plan["experiment"].get("metric_definitions") or []
+
+
+def _job_parts(plan: dict, code: dict, channels: dict[str, str], vpc_config: dict | None) -> dict:
     p, names = plan["params"], plan["names"]
     stopping = {"MaxRuntimeInSeconds": p["max_runtime_seconds"]}
     if p["use_spot"]:
         stopping["MaxWaitTimeInSeconds"] = p["max_wait_seconds"]
     parts = {
         "AlgorithmSpecification": {
-            "TrainingImage": image,
+            "TrainingImage": code["training_image"],
             "TrainingInputMode": "File",
-            "MetricDefinitions": plan["metric_definitions"],
+            "MetricDefinitions": _metric_definitions(plan),
         },
         "RoleArn": p["role_arn"],
-        "InputDataConfig": _channels(channels),
+        "InputDataConfig": _channels(plan, channels),
         "OutputDataConfig": {"S3OutputPath": f"s3://{p['bucket']}/{names['output_prefix']}"},
         "ResourceConfig": {
             "InstanceType": p["instance_type"],
@@ -52,40 +116,57 @@ def _job_parts(plan: dict, image: str, channels: dict[str, str], vpc_config: dic
     return parts
 
 
-def _tags(plan: dict) -> list[dict]:
-    return [{"Key": "project", "Value": "ml-pipeline"}, {"Key": "run", "Value": plan["key"]}]
+def tags(plan: dict, *, run: bool = True) -> list[dict]:
+    """project, experiment, run (not on a kept endpoint, which outlives runs) and the revision trained
+    from: the experiment file's hash, its source's, and the commit when known."""
+    result = [{"Key": "project", "Value": "ml-pipeline"}, {"Key": "experiment", "Value": plan["experiment"]["name"]}]
+    if run:
+        result.append({"Key": "run", "Value": plan["key"]})
+        for name in ("file_hash", "source_hash", "commit"):
+            value = (plan.get("revision") or {}).get(name)
+            if value:
+                result.append({"Key": name, "Value": str(value)})
+    return result
 
 
-def training_job(plan: dict, image: str, channels: dict[str, str], vpc_config: dict | None = None) -> dict:
+def training_job(plan: dict, code: dict, channels: dict[str, str], vpc_config: dict | None = None) -> dict:
+    name = plan["names"]["training_job"]
+    hyperparameters = encode_hyperparameters(plan["hyperparameters"], code)
+    if script_mode(code):
+        hyperparameters.update(code["hyperparameters"], sagemaker_job_name=json.dumps(name))
     return {
-        "TrainingJobName": plan["names"]["training_job"],
-        **_job_parts(plan, image, channels, vpc_config),
-        "HyperParameters": plan["hyperparameters"],
-        "Tags": _tags(plan),
+        "TrainingJobName": name,
+        **_job_parts(plan, code, channels, vpc_config),
+        "HyperParameters": hyperparameters,
+        "Tags": tags(plan),
     }
 
 
-def tuning_job(plan: dict, image: str, channels: dict[str, str], vpc_config: dict | None = None) -> dict:
-    definition = _job_parts(plan, image, channels, vpc_config)
-    definition["StaticHyperParameters"] = plan["static_hyperparameters"]
+def tuning_job(plan: dict, code: dict, channels: dict[str, str], vpc_config: dict | None = None) -> dict:
+    name = plan["names"]["tuning_job"]
+    definition = _job_parts(plan, code, channels, vpc_config)
+    static = encode_hyperparameters(plan["static_hyperparameters"], code)
+    if script_mode(code):  # the SDK's tuner sends the sagemaker_* entries as static ones
+        static.update(code["hyperparameters"], sagemaker_job_name=json.dumps(name))
+    definition["StaticHyperParameters"] = static
     return {
-        "HyperParameterTuningJobName": plan["names"]["tuning_job"],
-        "HyperParameterTuningJobConfig": plan["tuning_config"],
+        "HyperParameterTuningJobName": name,
+        "HyperParameterTuningJobConfig": tuning_config(plan, code),
         "TrainingJobDefinition": definition,
-        "Tags": _tags(plan),
+        "Tags": tags(plan),
     }
 
 
-def model(plan: dict, image: str, model_data_url: str, vpc_config: dict | None = None) -> dict:
+def model(plan: dict, code: dict, model_data_url: str, vpc_config: dict | None = None) -> dict:
     request = {
         "ModelName": plan["names"]["model"],
         "PrimaryContainer": {
-            "Image": image,
+            "Image": code["serving_image"],
             "ModelDataUrl": model_data_url,
-            "Environment": {"SAGEMAKER_MODEL_SERVER_WORKERS": "2", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "60"},
+            "Environment": dict(code["environment"]),
         },
         "ExecutionRoleArn": plan["params"]["role_arn"],
-        "Tags": _tags(plan),
+        "Tags": tags(plan),
     }
     if vpc_config:
         request["VpcConfig"] = vpc_config
@@ -105,7 +186,7 @@ def endpoint_config(plan: dict) -> dict:
                 "InitialVariantWeight": 1.0,
             }
         ],
-        "Tags": _tags(plan),
+        "Tags": tags(plan),
     }
 
 
@@ -113,9 +194,10 @@ def endpoint(plan: dict) -> dict:
     return {
         "EndpointName": plan["names"]["endpoint"],
         "EndpointConfigName": plan["names"]["endpoint_config"],
-        "Tags": [{"Key": "project", "Value": "ml-pipeline"}],
+        "Tags": tags(plan, run=not plan["params"].get("keep_endpoint")),
     }
 
 
 def scalable_target_id(plan: dict) -> str:
     return f"endpoint/{plan['names']['endpoint']}/variant/{PRIMARY_VARIANT}"
+

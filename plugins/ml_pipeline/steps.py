@@ -7,46 +7,32 @@ artifacts.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
-import time
 
 from ml_pipeline import sagemaker_requests as requests
 
 log = logging.getLogger(__name__)
 
 
-# --- the data partition (the bucket itself: infra/stack.py's check_bucket and ensure_bucket) --------------
-
-
-def _exists(s3, bucket: str, key: str) -> bool:
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
-        return True
-    except s3.exceptions.ClientError:
-        return False
-
-
-def prepare_dataset(s3, plan: dict) -> dict:
-    """The run's data partition (keyed on its data interval), written once: a later run of the same
-    interval finds the partition complete (its manifest written last) and reuses it."""
-    bucket, prefix = plan["params"]["bucket"], plan["names"]["data_prefix"]
-    manifest_key = f"{prefix}/manifest.json"
-    if _exists(s3, bucket, manifest_key):
-        manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
-        log.info("data partition s3://%s/%s exists: reused", bucket, prefix)
-        return manifest["channels"]
-    from ml_pipeline.dataset import write_channels  # noqa: PLC0415 - numpy and scikit-learn, at run time only
-
-    channels = write_channels(s3, bucket, prefix, seed=plan["data_seed"])
-    s3.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps(
-        {"channels": channels, "seed": plan["data_seed"], "dataset": "sklearn digits"}).encode())
-    return channels
-
-
 # --- training ----------------------------------------------------------------------------------
+
+
+def user_hyperparameters(sent: dict[str, str]) -> dict:
+    """A job's own hyperparameters: without SageMaker's (``_tuning_objective_metric``) and script mode's
+    (``sagemaker_*``), and in script mode decoded from the JSON they were sent as."""
+    script = "sagemaker_program" in sent
+    result = {}
+    for name, value in sent.items():
+        if name.startswith(("_", "sagemaker_")):
+            continue
+        if script:
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass
+        result[name] = value
+    return result
 
 
 def pick_best(sm, plan: dict, training: dict | None, tuning: dict | None) -> dict:
@@ -74,7 +60,7 @@ def pick_best(sm, plan: dict, training: dict | None, tuning: dict | None) -> dic
         "image": job["AlgorithmSpecification"]["TrainingImage"],
         "objective": {**objective, "value": metrics[objective["metric"]]},
         "metrics": metrics,
-        "hyperparameters": {k: v for k, v in job["HyperParameters"].items() if not k.startswith("_")},
+        "hyperparameters": user_hyperparameters(job["HyperParameters"]),
         "tuned_hyperparameters": tuned,
         "training_seconds": job.get("TrainingTimeInSeconds"),
         "billable_seconds": job.get("BillableTimeInSeconds"),
@@ -104,28 +90,53 @@ def copy_best_weights(s3, plan: dict, best: dict, channels: dict) -> dict:
             "metadata_url": f"s3://{bucket}/{prefix}/metadata.json"}
 
 
-def register_model_version(hook, plan: dict, best: dict, weights: dict) -> str:
-    """A version in the model package group, pending approval; the same run gets the same version."""
+def _package_container(plan: dict, best: dict, weights: dict, code: dict | None) -> dict:
+    """The version's inference container: the code's serving image and environment (script mode's
+    framework image and SAGEMAKER_* settings), else the image the best job trained with."""
+    container = {"Image": best["image"], "ModelDataUrl": weights["model_data_url"]}
+    if code is not None:
+        container.update(Image=code["serving_image"], Environment=dict(code["environment"]))
+        experiment = plan["experiment"]
+        if experiment.get("code_kind") == "script":
+            from ml_pipeline.code import framework_version  # noqa: PLC0415
+
+            container.update(Framework=experiment["framework"].upper(),
+                             FrameworkVersion=framework_version(experiment)[0])
+    return container
+
+
+def register_model_version(hook, plan: dict, best: dict, weights: dict, code: dict | None = None) -> str:
+    """A version in the model package group, pending approval; the same run gets the same version.
+    The content types it answers are the experiment's smoke test's (``deploy.smoke``)."""
     sm = hook.conn
+    experiment = plan["experiment"]
     group = plan["params"]["model_package_group"]
-    hook.create_model_package_group(group, "Digits classifier trained by the ml-pipeline DAG")
+    description = experiment.get("description") or f"The {experiment['name']} experiment"
+    hook.create_model_package_group(group, f"{description} (experiment {experiment['name']}, ml-pipeline)"[:1024])
+    smoke = (experiment.get("deploy") or {}).get("smoke") or {}
+    inference = {"Containers": [_package_container(plan, best, weights, code)]}
+    if smoke.get("content_type"):
+        inference["SupportedContentTypes"] = [smoke["content_type"]]
+    if smoke.get("accept"):
+        inference["SupportedResponseMIMETypes"] = [smoke["accept"]]
+    properties = {
+        "run": plan["key"],
+        "experiment": experiment["name"],
+        "training_job": best["training_job"],
+        "objective_metric": best["objective"]["metric"],
+        "objective_type": best["objective"]["type"],
+        "objective_value": repr(best["objective"]["value"]),
+        "metadata": weights["metadata_url"],
+    }
+    for name in ("file_hash", "source_hash", "commit"):
+        if (plan.get("revision") or {}).get(name):
+            properties[name] = str(plan["revision"][name])
     response = sm.create_model_package(
         ModelPackageGroupName=group,
-        ModelPackageDescription=f"Run {plan['key']}: {best['training_job']}",
-        InferenceSpecification={
-            "Containers": [{"Image": best["image"], "ModelDataUrl": weights["model_data_url"]}],
-            "SupportedContentTypes": ["text/csv", "application/json"],
-            "SupportedResponseMIMETypes": ["application/json"],
-        },
+        ModelPackageDescription=f"{experiment['name']} run {plan['key']}: {best['training_job']}",
+        InferenceSpecification=inference,
         ModelApprovalStatus="PendingManualApproval",
-        CustomerMetadataProperties={
-            "run": plan["key"],
-            "training_job": best["training_job"],
-            "objective_metric": best["objective"]["metric"],
-            "objective_type": best["objective"]["type"],
-            "objective_value": repr(best["objective"]["value"]),
-            "metadata": weights["metadata_url"],
-        },
+        CustomerMetadataProperties=properties,
         ClientToken=f"{plan['key']}-{best['training_job']}"[:36],
     )
     return response["ModelPackageArn"]
@@ -162,14 +173,15 @@ def quality_gate(sm, plan: dict, best: dict) -> dict:
 # --- hosting -----------------------------------------------------------------------------------
 
 
-def create_model_and_config(hook, plan: dict, image: str, model_data_url: str, vpc_config: dict | None = None) -> dict:
-    """The run's SageMaker model and endpoint config, created once."""
+def create_model_and_config(hook, plan: dict, code: dict, model_data_url: str, vpc_config: dict | None = None) -> dict:
+    """The run's SageMaker model (``code``: ``code.resolve``'s serving image and environment) and endpoint
+    config, created once."""
     sm = hook.conn
     names = plan["names"]
     try:
         sm.describe_model(ModelName=names["model"])
     except sm.exceptions.ClientError:
-        sm.create_model(**requests.model(plan, image, model_data_url, vpc_config))
+        sm.create_model(**requests.model(plan, code, model_data_url, vpc_config))
     try:
         sm.describe_endpoint_config(EndpointConfigName=names["endpoint_config"])
     except sm.exceptions.ClientError:
@@ -198,34 +210,6 @@ def autoscale(aas, plan: dict) -> dict:
     )
     return {"resource_id": resource_id, "policy_arn": policy["PolicyARN"],
             "min": p["min_capacity"], "max": p["max_capacity"], "target": p["target_invocations_per_instance"]}
-
-
-def smoke_test(runtime, s3, plan: dict, channels: dict) -> dict:
-    """Held-out digits through the endpoint; the run fails below the accuracy threshold."""
-    p = plan["params"]
-    bucket, key = channels["test"][len("s3://"):].split("/", 1)
-    listed = s3.list_objects_v2(Bucket=bucket, Prefix=key)["Contents"]
-    text = "".join(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode() for obj in listed)
-    rows = [row for row in csv.reader(io.StringIO(text)) if row][: p["smoke_samples"]]
-    labels = [int(float(row[0])) for row in rows]
-    body = "\n".join(",".join(row[1:]) for row in rows)
-    started = time.monotonic()
-    response = runtime.invoke_endpoint(EndpointName=plan["names"]["endpoint"], ContentType="text/csv",
-                                       Accept="application/json", Body=body.encode())
-    latency = time.monotonic() - started
-    answer = json.loads(response["Body"].read())
-    predicted = [int(item["class"]) for item in answer["predictions"]]
-    accuracy = sum(int(a == b) for a, b in zip(predicted, labels)) / len(labels)
-    result = {
-        "samples": len(labels),
-        "accuracy": round(accuracy, 4),
-        "latency_seconds": round(latency, 3),
-        "variant": response.get("InvokedProductionVariant"),
-        "examples": [{"label": label, "predicted": guess} for label, guess in list(zip(labels, predicted))[:10]],
-    }
-    if accuracy < p["smoke_min_accuracy"]:
-        raise RuntimeError(f"Smoke test failed: accuracy {accuracy:.3f} < {p['smoke_min_accuracy']} ({result})")
-    return result
 
 
 def promote(sm, plan: dict, package_arn: str) -> dict:

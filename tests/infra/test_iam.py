@@ -14,9 +14,11 @@ POLICIES = sorted(p.name for p in IAM_DIR.glob("*.json") if p.name != "wildcard-
 TRUSTS = [name for name in POLICIES if name.endswith("-trust.json")]
 PERMISSIONS = [name for name in POLICIES if not name.endswith("-trust.json")]
 VALUES = {"Partition": "aws", "Region": "us-east-1", "Account": "123456789012", "Bucket": "ml-pipeline-artifacts",
-          "Repository": "digits-training", "RunKey": "20260105-abcdef", "LogGroup": "/ml-pipeline/host-training",
-          "SageMakerRoleName": "SageMakerExecution", "EndpointName": "digits-classifier",
-          "ModelPackageGroup": "digits-classifier",
+          "Repository": "wine-training", "RunKey": "20260105-abcdef", "LogGroup": "/ml-pipeline/host-training",
+          "SageMakerRoleName": "SageMakerExecution", "EndpointName": "wine-endpoint",
+          "ModelPackageGroup": "wine-models", "Experiment": "wine",
+          "DataPrefix": "wine/datasets/20260105", "OutputPrefix": "wine/training-jobs/20260105-abcdef",
+          "CheckpointPrefix": "wine/checkpoints/20260105-abcdef",
           "HostBoundaryArn": "arn:aws:iam::123456789012:policy/ml-pipeline-host-boundary"}
 ACTION = re.compile(r"^[a-z0-9-]+:[A-Za-z0-9*]+$")
 STATEMENT_KEYS = {"Sid", "Effect", "Principal", "NotPrincipal", "Action", "NotAction", "Resource", "NotResource",
@@ -76,16 +78,64 @@ def test_resource_star_only_for_the_listed_exceptions(name):
             assert unexplained == [], f"{name} {statement['Sid']}: Resource * for {unexplained}"
 
 
-def test_the_host_reads_and_writes_only_the_projects_prefixes():
+def s3_resources(document: dict, action: str | None = None) -> list[str]:
+    return [r for s in document["Statement"] if action is None or action in as_list(s["Action"])
+            for r in as_list(s["Resource"]) if r.startswith("arn:aws:s3:::")]
+
+
+def test_the_host_reads_and_writes_only_its_experiments_and_runs_prefixes():
     document = rendered("host-instance-policy.json")
-    s3 = [r for s in document["Statement"] for r in as_list(s["Resource"]) if r.startswith("arn:aws:s3:")]
-    assert s3 and all(r == "arn:aws:s3:::ml-pipeline-artifacts" or any(
-        r.startswith(f"arn:aws:s3:::ml-pipeline-artifacts/{prefix}/") for prefix in ("datasets", "training-jobs", "checkpoints"))
-        for r in s3), s3
-    writes = [s for s in document["Statement"] if "s3:PutObject" in as_list(s["Action"])]
-    assert all("20260105-abcdef" in r for s in writes for r in as_list(s["Resource"]))  # only this run's output
+    s3 = s3_resources(document)
+    assert s3 and all(r == "arn:aws:s3:::ml-pipeline-artifacts" or r.startswith("arn:aws:s3:::ml-pipeline-artifacts/wine/")
+                      for r in s3), s3
+    writes = s3_resources(document, "s3:PutObject")
+    assert sorted(writes) == ["arn:aws:s3:::ml-pipeline-artifacts/wine/checkpoints/20260105-abcdef/*",
+                              "arn:aws:s3:::ml-pipeline-artifacts/wine/training-jobs/20260105-abcdef/*"]
+    assert "arn:aws:s3:::ml-pipeline-artifacts/wine/source/*" in s3_resources(document, "s3:GetObject")
     ecr = [r for s in document["Statement"] for r in as_list(s["Resource"]) if ":ecr:" in r]
-    assert ecr == ["arn:aws:ecr:us-east-1:123456789012:repository/digits-training"]
+    assert ecr[0] == "arn:aws:ecr:us-east-1:123456789012:repository/wine-training"
+    assert all(r.endswith(("/pytorch-training", "/pytorch-inference", "/sagemaker-scikit-learn")) for r in ecr[1:])
+
+
+def test_no_document_names_an_example():
+    for path in IAM_DIR.glob("*.json"):
+        assert "digits" not in path.read_text(), path.name
+
+
+def test_the_airflow_and_execution_roles_reach_only_their_experiments():
+    for name in ("airflow-policy.json", "sagemaker-execution-policy.json"):
+        document = rendered(name)
+        objects = [r for r in s3_resources(document) if r != "arn:aws:s3:::ml-pipeline-artifacts"]
+        assert objects and all(r.startswith(("arn:aws:s3:::ml-pipeline-artifacts/wine/",
+                                             "arn:aws:s3:::ml-pipeline-artifacts/runs/")) for r in objects), objects
+    sagemaker = [r for s in rendered("airflow-policy.json")["Statement"] for r in as_list(s["Resource"])
+                 if ":sagemaker:" in r and ":training-job/" in r]
+    assert sagemaker == ["arn:aws:sagemaker:us-east-1:123456789012:training-job/wine-*"]
+
+
+def test_a_role_for_several_experiments_repeats_each_experiments_grants():
+    from ml_pipeline.infra.iam import render
+
+    document = render("airflow-policy.json", **{**VALUES, "Experiment": ["wine", "digits"],
+                                                 "Repository": ["wine-training", "digits-training"]})
+    jobs = [r for s in document["Statement"] for r in as_list(s["Resource"]) if ":training-job/" in r]
+    assert jobs == ["arn:aws:sagemaker:us-east-1:123456789012:training-job/wine-*",
+                    "arn:aws:sagemaker:us-east-1:123456789012:training-job/digits-*"]
+    repositories = [r for s in document["Statement"] for r in as_list(s["Resource"]) if ":repository/" in r]
+    assert repositories == ["arn:aws:ecr:us-east-1:123456789012:repository/wine-training",
+                            "arn:aws:ecr:us-east-1:123456789012:repository/digits-training"]
+    with pytest.raises(ValueError, match="Experiment"):
+        render("airflow-policy.json", **{**VALUES, "Experiment": []})
+
+
+def test_the_command_line_renders_a_list(capsys):
+    from ml_pipeline.infra.iam import main
+
+    args = [f"{key}={value}" for key, value in VALUES.items() if key != "Experiment"]
+    assert main(["sagemaker-execution-policy.json", *args, "Experiment=wine,beer"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert {"arn:aws:s3:::ml-pipeline-artifacts/wine/*", "arn:aws:s3:::ml-pipeline-artifacts/beer/*"} <= set(
+        s3_resources(document, "s3:GetObject"))
 
 
 def test_the_airflow_role_creates_host_roles_only_within_the_boundary():

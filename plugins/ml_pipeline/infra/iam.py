@@ -1,14 +1,20 @@
-"""The IAM policy documents shipped in ``include/iam/``, rendered for an account, region and run.
+"""The IAM policy documents shipped in ``include/iam/``, rendered for an account, region and experiments.
 
 Files (``${Name}`` placeholders, filled by ``render``):
 
-    host-instance-trust.json / host-instance-policy.json   the run's host (EC2 instance profile)
+    host-instance-trust.json / host-instance-policy.json   the run's host (EC2 instance profile): its
+                                                           experiment's source and data, its run's prefixes
     host-instance-boundary.json                            the permissions boundary of every host role
+                                                           (the project's convention: <experiment>/<kind>/...)
     sagemaker-execution-trust.json / -policy.json          the SageMaker execution role
     sagemaker-vpc-policy.json                              added to it when jobs run in the VPC (VpcConfig)
-    airflow-trust.json / airflow-policy.json               the role the DAG's AWS connection uses
+    airflow-trust.json / airflow-policy.json               the role the DAGs' AWS connection uses
     wildcard-resources.json                                the only actions granted on "Resource": "*", and why
 
+Least privilege is per experiment: the airflow and execution policies grant only the resources named
+``${Experiment}-*`` (jobs, models, endpoint configs) and the objects under ``<bucket>/${Experiment}/``.
+A role that serves several experiments is rendered with a list (``Experiment=digits,diabetes`` on the
+command line, a list in ``render``): each string naming a listed placeholder is repeated for every value.
 The README's "IAM roles for real AWS" says which roles a user creates and how.
 """
 from __future__ import annotations
@@ -33,13 +39,40 @@ def placeholders(name: str) -> set[str]:
     return set(_PLACEHOLDER.findall((IAM_DIR / name).read_text()))
 
 
-def render(name: str, **values: str) -> dict:
-    """``include/iam/<name>`` with every ``${Key}`` replaced; a missing value is an error."""
+def _expand(text: str, values: dict) -> list[str]:
+    """``text`` with its placeholders filled: one string per combination of the list values it names."""
+    results = [text]
+    for key in dict.fromkeys(_PLACEHOLDER.findall(text)):
+        value = values[key]
+        choices = [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+        results = [r.replace("${" + key + "}", choice) for r in results for choice in choices]
+    return list(dict.fromkeys(results))
+
+
+def _fill(node, values: dict):
+    if isinstance(node, dict):
+        return {key: _fill(value, values) for key, value in node.items()}
+    if isinstance(node, list):
+        return [item for element in node for item in
+                (_expand(element, values) if isinstance(element, str) else [_fill(element, values)])]
+    if isinstance(node, str):
+        expanded = _expand(node, values)
+        return expanded[0] if len(expanded) == 1 else expanded
+    return node
+
+
+def render(name: str, **values) -> dict:
+    """``include/iam/<name>`` with every ``${Key}`` replaced; a missing value is an error. A value may be a
+    list (e.g. the experiments a role serves): a string naming it becomes one string per item (a lone
+    string, such as a Resource, becomes a list of them)."""
     text = (IAM_DIR / name).read_text()
     missing = sorted(set(_PLACEHOLDER.findall(text)) - set(values))
     if missing:
         raise KeyError(f"{name} needs {', '.join(missing)}")
-    return json.loads(_PLACEHOLDER.sub(lambda match: str(values[match.group(1)]), text))
+    empty = sorted(key for key, value in values.items() if isinstance(value, (list, tuple)) and not value)
+    if empty:
+        raise ValueError(f"{name}: no value for {', '.join(empty)}")
+    return _fill(json.loads(text), values)
 
 
 def partition_of(region: str) -> str:
@@ -66,6 +99,10 @@ def host_values(client, plan: dict) -> dict:
         "Repository": p["ecr_repository"],
         "RunKey": plan["key"],
         "LogGroup": HOST_LOG_GROUP,
+        "Experiment": plan["experiment"]["name"],
+        "DataPrefix": plan["names"]["data_prefix"].strip("/"),
+        "OutputPrefix": plan["names"]["output_prefix"].strip("/"),
+        "CheckpointPrefix": plan["names"]["checkpoint_prefix"].strip("/"),
     }
 
 
@@ -74,20 +111,21 @@ def wildcard_exceptions() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python plugins/ml_pipeline/infra/iam.py airflow-policy.json Account=123456789012 Region=eu-west-1 ...``:
-    a document rendered for your account (print it, then ``aws iam create-policy --policy-document file://...``)."""
+    """``python plugins/ml_pipeline/infra/iam.py airflow-policy.json Account=123456789012 Region=eu-west-1
+    Experiment=digits,diabetes ...``: a document rendered for your account and experiments (print it, then ``aws iam create-policy --policy-document file://...``)."""
     import sys  # noqa: PLC0415
 
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] not in POLICY_FILES:
         print(f"usage: iam.py {{{','.join(POLICY_FILES)}}} Key=Value ...", file=sys.stderr)
         return 2
-    values = dict(arg.split("=", 1) for arg in args[1:])
+    values = {key: value.split(",") if "," in value else value
+              for key, value in (arg.split("=", 1) for arg in args[1:])}
     values.setdefault("Partition", partition_of(values.get("Region", "us-east-1")))
     values.setdefault("LogGroup", HOST_LOG_GROUP)
     try:
         print(json.dumps(render(args[0], **values), indent=2))
-    except KeyError as error:
+    except (KeyError, ValueError) as error:
         print(f"missing values: {error}", file=sys.stderr)
         return 2
     return 0

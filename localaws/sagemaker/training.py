@@ -296,6 +296,8 @@ class TrainingExecutor:
                     env=config.environment(Layout(seen)),
                     name=f"{job.name}-{host}",
                     network=network,
+                    entrypoint=job.request["AlgorithmSpecification"].get("ContainerEntrypoint"),
+                    arguments=job.request["AlgorithmSpecification"].get("ContainerArguments"),
                 )
                 try:
                     running = runner.start(spec)

@@ -393,7 +393,8 @@ class DockerRunner(Runner):
         self._remove_stale(spec.name)
         kwargs: dict = dict(
             image=image,
-            command=[spec.command],
+            command=spec.arguments if spec.arguments is not None else ([] if spec.entrypoint else [spec.command]),
+            entrypoint=spec.entrypoint,
             name=spec.name,
             hostname=spec.host_name,
             environment=dict(spec.env),

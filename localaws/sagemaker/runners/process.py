@@ -147,6 +147,11 @@ class ProcessRunner(Runner):
         return self.venvs.for_context(self.context_for(image), log=log)
 
     def start(self, spec: ContainerSpec) -> RunningProcess:
+        if spec.entrypoint or spec.arguments:
+            raise ImageNotFound(
+                "ContainerEntrypoint and ContainerArguments run only in a container (the commands they name "
+                "read /opt/ml itself): this needs a Docker engine (make docker-engine), not the process runner."
+            )
         framework = self._framework(spec.image)
         if framework is not None:
             context, python = frameworks.CONTAINER_CONTEXT, Path(sys.executable)

@@ -327,11 +327,9 @@ PYTORCH_TRAIN = textwrap.dedent('''
 ''')
 
 
-def test_pytorch_script_mode_trains_and_serves_with_the_default_handlers(localaws_process):
+def test_pytorch_script_mode_trains_and_serves_with_the_default_handlers(localaws, bucket):
     """No inference.py at all: the PyTorch container's model_fn loads model.pt (TorchScript), JSON in and out."""
-    sm, s3, rt = (localaws_process.client(s) for s in ("sagemaker", "s3", "sagemaker-runtime"))
-    bucket = unique("torch")
-    s3.create_bucket(Bucket=bucket)
+    sm, s3, rt = (localaws.client(s) for s in ("sagemaker", "s3", "sagemaker-runtime"))
     submit = put(s3, bucket, "source/sourcedir.tar.gz", tar_gz({"train.py": PYTORCH_TRAIN.encode()}))
     train = put(s3, bucket, "data/train/train.csv", training_data())
     name = unique("torch")
@@ -347,6 +345,32 @@ def test_pytorch_script_mode_trains_and_serves_with_the_default_handlers(localaw
         assert abs(answer[0][0] - 1.5) < 0.5 and abs(answer[1][0] - 1.0) < 0.5, answer
     finally:
         delete_quietly(sm, endpoint)
+
+
+def test_the_sdks_registry_is_recognised_across_regions():
+    """What image_uris.retrieve names in each region the SDK lists is a framework image; another account's
+    repository of the same name is not (it is the user's own image)."""
+    from sagemaker.core import image_uris
+
+    from localaws.sagemaker import frameworks
+
+    config = json.loads((frameworks._config_dir() / "sklearn.json").read_text())
+    listed = sorted(config["training"]["versions"]["1.2-1"]["registries"])
+    assert len(listed) > 20
+    # A sample (retrieve takes ~70 ms a call): every fifth, China's and an ISO partition's.
+    regions = sorted({*listed[::5], "cn-north-1", "us-iso-east-1", "eu-west-1"} & set(listed))
+    for region in regions:
+        for framework, options in (("sklearn", {"version": "1.2-1"}),
+                                   ("pytorch", {"version": "2.5", "py_version": "py311"})):
+            for scope in ("training", "inference"):
+                try:
+                    uri = image_uris.retrieve(framework, region, instance_type="ml.m5.large", image_scope=scope,
+                                              **options)
+                except ValueError:  # not offered in that region
+                    continue
+                image = frameworks.recognise(uri)
+                assert image is not None and image.framework == framework and image.version, uri
+                assert frameworks.recognise(uri.replace(uri.split(".", 1)[0], "123456789012", 1)) is None
 
 
 def test_an_unlisted_framework_version_is_refused_with_the_reason(localaws_process):

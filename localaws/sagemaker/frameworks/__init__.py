@@ -39,7 +39,8 @@ REPOSITORIES = {
 MODULES = {"pytorch": "torch", "sklearn": "sklearn"}
 
 _ECR = re.compile(
-    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?"
+    # amazonaws.com, amazonaws.com.cn, and the ISO partitions' own domains (c2s.ic.gov...)
+    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.(?:amazonaws\.com(?:\.cn)?|[a-z0-9-]+(?:\.[a-z0-9-]+)+)"
     r"/(?P<repository>[a-z0-9][a-z0-9._/-]*?):(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$"
 )
 

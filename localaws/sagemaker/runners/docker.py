@@ -322,8 +322,10 @@ class DockerRunner(Runner):
         log.info("building %s for %s on %s", name, framework.uri, base)
         output: list[str] = []
         try:
+            # No localaws labels on the image: its containers would inherit them, and leftovers
+            # cleanup would take a container someone else started from it for one of ours.
             for event in self.client.api.build(path=str(frameworks.CONTAINER_CONTEXT), tag=name, rm=True,
-                                               forcerm=True, pull=False, decode=True, labels=dict(self.labels),
+                                               forcerm=True, pull=False, decode=True,
                                                buildargs={"BASE_IMAGE": base, "FRAMEWORK": framework.framework}):
                 output.append(event.get("stream", ""))
                 if "error" in event:

@@ -19,9 +19,10 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from localaws.sagemaker import confined, s3io
+from localaws.sagemaker import confined, frameworks, s3io
 from localaws.sagemaker.cloudwatch import HostLog, MetricParser
 from localaws.sagemaker.contract import CHECKPOINT_LOCAL_PATH, HostConfig, Layout
+from localaws.sagemaker.frameworks import source
 from localaws.sagemaker.models import TrainingJob
 from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound, Running, Runner
 from localaws.sagemaker.runners.process import EnvironmentBuildError
@@ -150,6 +151,7 @@ class TrainingExecutor:
                 layout.create(list(channels))
             checkpoint_syncs = self._restore_checkpoints(job, layouts)
             self._download_channels(job, channels, hosts, layouts)
+            self._place_source(job, image, layouts, job_dir)
             if self._stopping(job):
                 return self._end_stopped(job)
 
@@ -231,6 +233,19 @@ class TrainingExecutor:
                 except s3io.DataDownloadError as error:
                     raise JobFailed(f"ClientError: {error}") from None
 
+    def _place_source(self, job: TrainingJob, image: str, layouts: dict[str, Layout], job_dir: Path) -> None:
+        """Script mode on a framework image: its sourcedir.tar.gz unpacked into every host's /opt/ml/code,
+        where the framework container's toolkit would have downloaded it."""
+        if frameworks.recognise(image) is None:
+            return
+        uri = frameworks.decoded(job.request.get("HyperParameters", {}).get("sagemaker_submit_directory", ""))
+        if not uri.startswith("s3://"):
+            return
+        try:
+            source.fetch(self.clients.s3, uri, job_dir / "sourcedir.tar.gz", [layout.code for layout in layouts.values()])
+        except source.SourceUnavailable as error:
+            raise JobFailed(f"AlgorithmError: {error}") from None
+
     def _host_config(self, job: TrainingJob, host: str, hosts: list[str], channels: dict, master: dict) -> HostConfig:
         request = job.request
         return HostConfig(
@@ -281,6 +296,8 @@ class TrainingExecutor:
                     env=config.environment(Layout(seen)),
                     name=f"{job.name}-{host}",
                     network=network,
+                    entrypoint=job.request["AlgorithmSpecification"].get("ContainerEntrypoint"),
+                    arguments=job.request["AlgorithmSpecification"].get("ContainerArguments"),
                 )
                 try:
                     running = runner.start(spec)

@@ -25,8 +25,9 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from localaws.sagemaker import s3io
+from localaws.sagemaker import archives, frameworks, s3io
 from localaws.sagemaker.contract import SERVING_PORT
+from localaws.sagemaker.frameworks import source
 from localaws.sagemaker.hosting.logs import LogShipper, log_group
 from localaws.sagemaker.hosting.upstream import ConnectionPool
 from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound, Running
@@ -122,7 +123,7 @@ class ModelStore:
                     archive = self.root / f"{digest}.tar.gz"
                     s3.download_file(bucket, key, str(archive))
                     try:
-                        _extract_model(archive, staging)
+                        archives.extract(archive, staging, MODEL_IN_CONTAINER, "model")
                     except (tarfile.TarError, OSError) as error:
                         raise LaunchFailed(
                             f'Failed to extract model data archive from URL "{uri}". Please ensure that the '
@@ -141,87 +142,7 @@ class ModelStore:
 
 
 #: Where the container sees its model: an absolute link into it is a link inside the model folder.
-_MODEL_IN_CONTAINER = "/opt/ml/model"
-
-
-class ModelArchiveRefused(tarfile.TarError):
-    """A model archive whose members would reach outside the model folder."""
-
-
-def _extract_model(archive: Path, into: Path) -> None:
-    """Unpack a model archive into ``into``, refusing (``ModelArchiveRefused``) any member that would
-    land or point outside it. tarfile's ``data`` filter alone is not trusted (this Python's has
-    public bypasses, CVE-2025-4517 and friends, through chains of links): every member's path and
-    every link's target is checked by name first, none may go through a link of the archive, and
-    what was unpacked is checked on disk after."""
-    with tarfile.open(archive, mode="r:*") as tar:
-        members = tar.getmembers()
-        _check_members(members)
-        tar.extractall(into, members=members, filter=_model_member)
-    _check_extracted(into)
-
-
-def _check_members(members: list[tarfile.TarInfo]) -> None:
-    links = {os.path.normpath(m.name) for m in members if m.issym()}
-    for member in members:
-        if member.name.startswith(("/", os.sep)):  # ``data`` would quietly make /etc/x relative
-            raise ModelArchiveRefused(f"member {member.name!r} has an absolute path")
-        where = _walk([], member.name.split("/"), links, member.name)
-        if not where and not member.isdir():  # "./" is the folder itself, as `tar -C model .` writes it
-            raise ModelArchiveRefused(f"member {member.name!r} names the model folder itself")
-        if member.issym():
-            target = _container_link(member)
-            if os.path.isabs(target):
-                raise ModelArchiveRefused(f"member {member.name!r} links outside the model folder ({target})")
-            _walk(where[:-1], target.split("/"), links, member.name)
-        elif member.islnk():
-            _walk([], member.linkname.split("/"), links, member.name)
-
-
-def _walk(parts: list[str], components: list[str], links: set[str], name: str) -> list[str]:
-    """The path ``components`` lead to from ``parts``, by name, refused when it climbs out of the model
-    folder or goes on through one of the archive's links."""
-    parts = list(parts)
-    for index, component in enumerate(components):
-        if component in ("", "."):
-            continue
-        if "/".join(parts) in links:
-            raise ModelArchiveRefused(f"member {name!r} goes through the link {'/'.join(parts)!r}")
-        if component == "..":
-            if not parts:
-                raise ModelArchiveRefused(f"member {name!r} leads outside the model folder")
-            parts.pop()
-        else:
-            parts.append(component)
-    return parts
-
-
-def _container_link(member: tarfile.TarInfo) -> str:
-    """A link's target as the container sees it: one into /opt/ml/model, relative to the link (where
-    the model folder is mounted elsewhere, under the process runner, it points at the same file)."""
-    target = member.linkname
-    if target == _MODEL_IN_CONTAINER or target.startswith(_MODEL_IN_CONTAINER + "/"):
-        return os.path.relpath(target, os.path.dirname(os.path.join(_MODEL_IN_CONTAINER, member.name)))
-    return target
-
-
-def _model_member(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo:
-    """tarfile's ``data`` filter (no member or link outside the folder, no devices), a link into the
-    container's /opt/ml/model made relative first."""
-    if member.issym():
-        member = member.replace(linkname=_container_link(member), deep=False)
-    return tarfile.data_filter(member, destination)
-
-
-def _check_extracted(root: Path) -> None:
-    """What was unpacked, on disk: every path, a link's target too, resolves inside ``root``."""
-    base = os.path.realpath(root)
-    for parent, dirs, files in os.walk(root, followlinks=False):
-        for name in (*dirs, *files):
-            path = os.path.join(parent, name)
-            resolved = os.path.realpath(path)
-            if os.path.commonpath([base, resolved]) != base:
-                raise ModelArchiveRefused(f"{os.path.relpath(path, root)!r} resolves outside the model folder")
+MODEL_IN_CONTAINER = "/opt/ml/model"
 
 
 def _link_tree(source: Path, target: Path) -> None:
@@ -400,6 +321,15 @@ class Fleet:
             _link_tree(model_dir, host_dir / "model")
         port = free_port()
         env = {str(key): str(value) for key, value in (definition.get("Environment") or {}).items()}
+        submit = env.get("SAGEMAKER_SUBMIT_DIRECTORY", "")
+        if submit.startswith("s3://") and frameworks.recognise(image) is not None:
+            # Script mode's inference code, where the framework container would have downloaded it.
+            try:
+                source.fetch(self.clients.s3, submit, host_dir / "sourcedir.tar.gz", [host_dir / "code"])
+            except source.SourceUnavailable as error:
+                raise LaunchFailed(
+                    f"Failed to start the container for production variant {variant.name}: {error}"
+                ) from None
         if several:  # SageMaker's multi-container contract: each container binds the port it is given
             env["SAGEMAKER_BIND_TO_PORT"] = str(SERVING_PORT)
             env["SAGEMAKER_SAFE_PORT_RANGE"] = f"{SERVING_PORT}-{SERVING_PORT}"

@@ -44,10 +44,10 @@ class Runners:
                 try:
                     docker.resolve_image(image)
                     return docker
-                except ImageNotFound:
-                    if mode == "docker" or self.process.contexts.lookup(image) is None:
+                except ImageNotFound as error:
+                    if mode == "docker" or not self.process.can_run(image):
                         raise
-                    log.info("%s is not in the Docker engine or registry: running its build context", image)
+                    log.info("%s cannot run in the Docker engine (%s): running it as a process", image, error)
         self.process.prepare(image, log=log.info)
         return self.process
 

@@ -28,6 +28,10 @@ class ContainerSpec:
     ports: dict[int, int] = field(default_factory=dict)  # container port -> 127.0.0.1 port
     network: str | None = None  # shared network of a multi-host job
     extra_hosts: dict[str, str] = field(default_factory=dict)  # host name -> address
+    #: AlgorithmSpecification's ContainerEntrypoint and ContainerArguments: instead of ``command``
+    #: (what the SageMaker SDK 3's ModelTrainer sends with SourceCode: ``/bin/bash -c sm_train.sh``).
+    entrypoint: list[str] | None = None
+    arguments: list[str] | None = None
 
 
 class Running(abc.ABC):

@@ -11,6 +11,10 @@ a local registry (``LOCALAWS_REGISTRY``, default ``127.0.0.1:5000``) stands in
 for ECR: an image the engine lacks is pulled from ``<registry>/<repo>:<tag>`` and
 tagged with its ECR name.
 
+A SageMaker framework image (PyTorch, scikit-learn: ``frameworks.recognise``) runs as our own
+stand-in, built from ``frameworks/container`` on the base image at first use and kept in the engine
+as ``localaws/framework-<framework>:<context hash>``.
+
 Every container and network carries the label ``localaws=1``, and the runner's own labels (the
 work dir of the localaws that made it), so leftovers of a crashed run can be found
 (``cleanup_leftovers``).
@@ -30,6 +34,7 @@ import docker.errors
 import requests.exceptions
 from docker.utils import parse_repository_tag
 
+from localaws.sagemaker import frameworks
 from localaws.sagemaker.contract import OPT_ML
 from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound, Running, Runner
 
@@ -283,6 +288,9 @@ class DockerRunner(Runner):
         with self._lock:
             lock = self._image_locks.setdefault(image, threading.Lock())
         with lock:  # hosts of one job start together: pull once
+            framework = frameworks.recognise(image)
+            if framework is not None:
+                return self._framework_image(framework)
             if self._has_image(image):
                 return image
             match = ECR_IMAGE.match(image)
@@ -295,6 +303,37 @@ class DockerRunner(Runner):
                     f"image {image} is not in the Docker engine and could not be pulled: {error}"
                 ) from error
             return image
+
+    def _framework_image(self, framework: frameworks.FrameworkImage) -> str:
+        """Our stand-in for a SageMaker framework image, built on the base image on first use."""
+        reason = frameworks.unsupported(framework)
+        if reason:
+            raise ImageNotFound(reason)
+        name = framework.local_name
+        if self._has_image(name):
+            return name
+        base = frameworks.base_image()
+        if not self._has_image(base):
+            raise ImageNotFound(
+                f"{framework.uri} runs as localaws's own {framework.framework} image, built on {base}, which the "
+                f"Docker engine lacks: build it with `scripts/docker-engine.sh base-image` (or set "
+                f"{frameworks.BASE_IMAGE_ENV} to an image with Python 3, numpy, torch and scikit-learn)."
+            )
+        log.info("building %s for %s on %s", name, framework.uri, base)
+        output: list[str] = []
+        try:
+            # No localaws labels on the image: its containers would inherit them, and leftovers
+            # cleanup would take a container someone else started from it for one of ours.
+            for event in self.client.api.build(path=str(frameworks.CONTAINER_CONTEXT), tag=name, rm=True,
+                                               forcerm=True, pull=False, decode=True,
+                                               buildargs={"BASE_IMAGE": base, "FRAMEWORK": framework.framework}):
+                output.append(event.get("stream", ""))
+                if "error" in event:
+                    raise ImageNotFound(f"building {name} for {framework.uri} failed: {event['error']}\n"
+                                        f"{''.join(output)[-2000:]}")
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+            raise ImageNotFound(f"building {name} for {framework.uri} failed: {error}") from error
+        return name
 
     def _pull_from_registry(self, image: str, match: re.Match) -> str:
         repository, tag, digest = match["repository"], match["tag"], match["digest"]
@@ -356,7 +395,8 @@ class DockerRunner(Runner):
         self._remove_stale(spec.name)
         kwargs: dict = dict(
             image=image,
-            command=[spec.command],
+            command=spec.arguments if spec.arguments is not None else ([] if spec.entrypoint else [spec.command]),
+            entrypoint=spec.entrypoint,
             name=spec.name,
             hostname=spec.host_name,
             environment=dict(spec.env),

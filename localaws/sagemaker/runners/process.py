@@ -4,6 +4,11 @@ The context's ``requirements.txt`` is installed once into a virtual environment
 cached by its content; ``train`` or ``serve`` runs with that interpreter, in its
 own process group, with the /opt/ml tree under the host directory and the
 contract's environment pointing there.
+
+A SageMaker framework image (``frameworks.recognise``) needs no registration: its stand-in's
+``train`` or ``serve`` runs with this Python, which has the frameworks; the user's
+requirements.txt goes into a virtual environment of its own per content
+(``<venvs>/script-mode``, ``LOCALAWS_FRAMEWORK_VENVS``), built by the toolkit as it starts.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from typing import Iterator
 
 from localaws.image_contexts import ImageContexts
 from localaws.lifetime import die_with_parent
+from localaws.sagemaker import frameworks
 from localaws.sagemaker.contract import OPT_ML_ENV
 from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound, Running, Runner
 
@@ -125,13 +131,33 @@ class ProcessRunner(Runner):
             )
         return context
 
+    def can_run(self, image: str) -> bool:
+        return frameworks.recognise(image) is not None or self.contexts.lookup(image) is not None
+
+    def _framework(self, image: str) -> frameworks.FrameworkImage | None:
+        framework = frameworks.recognise(image)
+        if framework is not None and frameworks.unsupported(framework):
+            raise ImageNotFound(frameworks.unsupported(framework))
+        return framework
+
     def prepare(self, image: str, log=print) -> Path:
         """Make sure the image can start (its environment built); returns its interpreter."""
+        if self._framework(image) is not None:
+            return Path(sys.executable)
         return self.venvs.for_context(self.context_for(image), log=log)
 
     def start(self, spec: ContainerSpec) -> RunningProcess:
-        context = self.context_for(spec.image)
-        python = self.venvs.for_context(context, log=self.log)
+        if spec.entrypoint or spec.arguments:
+            raise ImageNotFound(
+                "ContainerEntrypoint and ContainerArguments run only in a container (the commands they name "
+                "read /opt/ml itself): this needs a Docker engine (make docker-engine), not the process runner."
+            )
+        framework = self._framework(spec.image)
+        if framework is not None:
+            context, python = frameworks.CONTAINER_CONTEXT, Path(sys.executable)
+        else:
+            context = self.context_for(spec.image)
+            python = self.venvs.for_context(context, log=self.log)
         entry = context / spec.command
         if not entry.is_file():
             raise ImageNotFound(f"The image {spec.image} has no {spec.command} entry ({entry} is missing).")
@@ -139,6 +165,9 @@ class ProcessRunner(Runner):
         env["PATH"] = f"{python.parent}{os.pathsep}{context}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
         env.update(spec.env)
         env[OPT_ML_ENV] = str(spec.host_dir)
+        if framework is not None:
+            env["LOCALAWS_FRAMEWORK"] = framework.framework
+            env["LOCALAWS_FRAMEWORK_VENVS"] = str(self.venvs.root / "script-mode")
         if spec.ports:
             # No network namespace of its own: the process listens on its published port itself
             # (SAGEMAKER_BIND_TO_PORT, as SageMaker tells a container of a multi-container model).

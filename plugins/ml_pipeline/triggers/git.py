@@ -66,7 +66,8 @@ async def folder_at_head(repo: str, path: str) -> dict[str, str | None] | None:
         await git(repo, "rev-parse", "--git-dir")  # raises when ``repo`` is no repository at all
         return None  # a repository whose HEAD has no commit yet
     try:
-        tree = (await git(repo, "rev-parse", "--verify", "--quiet", f"{commit}:{path}^{{tree}}")).decode().strip()
+        # ``<commit>:<path>`` names the folder's tree (everything after the colon is the path: no ``^{tree}``).
+        tree = (await git(repo, "rev-parse", "--verify", "--quiet", f"{commit}:{path}")).decode().strip()
     except GitError:
         return None  # not (or no longer) a folder at this commit
     return {"commit": commit, "tree": tree, "path": path}

@@ -22,7 +22,6 @@ import math
 import os
 import re
 import subprocess
-from functools import lru_cache
 
 DEFAULT_POLL_SECONDS = 60.0
 #: A git object name (SHA-1 or SHA-256, abbreviated to at least 7): what an event's commit must look like.
@@ -118,12 +117,7 @@ def head_commit(path: str) -> str | None:
 def repository(folder: str) -> str | None:
     """The git top level holding ``folder`` (what ``git rev-parse --show-toplevel`` says, found without
     running git: the nearest folder upwards with a ``.git`` entry, a directory or a worktree's file)."""
-    return _toplevel(os.path.abspath(folder))
-
-
-@lru_cache(maxsize=256)
-def _toplevel(folder: str) -> str | None:
-    current = folder
+    current = os.path.abspath(folder)
     while True:
         if os.path.exists(os.path.join(current, ".git")):
             return current

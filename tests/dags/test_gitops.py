@@ -385,3 +385,15 @@ def test_head_commit_is_the_repositorys_head_or_none(repo, tmp_path):
     (tmp_path / "plain").mkdir()
     assert head_commit(str(tmp_path / "plain")) is None
     assert head_commit(str(tmp_path / "missing")) is None
+
+
+def test_the_repository_is_the_git_top_level_as_git_says_for_a_worktree_too(repo, tmp_path):
+    from ml_pipeline.gitops import repository
+
+    commit(repo, {"experiments/toy/experiment.yaml": "a: 1\n"})
+    git(repo, "worktree", "add", "-q", str(tmp_path / "worktree"))  # its .git is a file
+    for top in (repo, tmp_path / "worktree"):
+        folder = top / "experiments" / "toy"
+        assert repository(str(folder)) == git(folder, "rev-parse", "--show-toplevel") == str(top)
+    (tmp_path / "plain").mkdir()
+    assert repository(str(tmp_path / "plain")) is None

@@ -135,6 +135,10 @@ def _watch(experiment: dict, repo: str | None, poll_seconds: float | None) -> tu
     if poll == 0 or not root:
         return None
     root = os.path.abspath(root)
+    # A folder is named relative to the top level (``<commit>:<path>``), and a bare repository has no working tree.
+    if not (os.path.exists(os.path.join(root, ".git")) or os.path.isdir(os.path.join(root, "objects"))):
+        raise ValueError(f"experiments/{experiment['name']}: {root} (ML_PIPELINE_GIT_REPO) is not the top level of a "
+                         "git repository")
     # Compared through the links (the folder may be reached through one), kept as given for git: a link that
     # a deployment moves (git-sync's) is followed at every poll.
     relative = os.path.relpath(os.path.realpath(folder), os.path.realpath(root))

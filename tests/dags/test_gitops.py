@@ -196,6 +196,18 @@ def test_a_repository_without_commits_or_no_repository_at_all_fires_nothing_and_
     assert len(said) == 1 and str(tmp_path / "nowhere") in said[0], said  # said once, not at every poll
 
 
+def test_a_repository_of_its_own_is_watched_at_its_top_level(repo):
+    first = commit(repo, {"experiment.yaml": "a: 1\n"})
+
+    async def scenario():
+        async with Watch(trigger(repo, path="")) as watch:
+            return await watch.until(1)
+
+    [event] = asyncio.run(scenario())
+    assert (event["commit"], event["tree"], event["file_hash"]) == (first, git(repo, "rev-parse", "HEAD^{tree}"),
+                                                                     digest("a: 1\n"))
+
+
 def test_a_bare_repository_a_deployment_pushes_to_is_watched_at_its_head(repo, tmp_path):
     commit(repo, {"experiments/toy/experiment.yaml": "a: 1\n"})
     bare = tmp_path / "deployed.git"
@@ -281,10 +293,14 @@ def test_the_repository_can_be_named_and_must_hold_the_folder(repo, tmp_path, mo
     monkeypatch.setenv("ML_PIPELINE_GIT_REPO", str(linked))
     kwargs = schedule_for(experiment(folder)).watchers[0].trigger.serialize()[1]
     assert (kwargs["repo"], kwargs["path"]) == (str(linked), "experiments/toy")
+    git(tmp_path, "init", "-q", str(tmp_path / "elsewhere"))
     monkeypatch.setenv("ML_PIPELINE_GIT_REPO", str(tmp_path / "elsewhere"))
     with pytest.raises(ValueError, match="is not inside the git repository"):
         schedule_for(experiment(folder))
+    with pytest.raises(ValueError, match="is not the top level of a git repository"):
+        schedule_for(experiment(folder), repo=str(repo / "experiments"))
     # One repository per experiment: the folder is its top level.
+    git(folder, "init", "-q")
     own = schedule_for(experiment(folder), repo=str(folder)).watchers[0].trigger
     assert (own.repo, own.path) == (str(folder), "")
 

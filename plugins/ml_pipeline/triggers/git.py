@@ -124,7 +124,8 @@ class GitFolderTrigger(BaseEventTrigger):
                         failing = str(error)
                     seen = None
                 if seen is not None and (last is None or seen["tree"] != last["tree"]):
-                    seen["file_hash"] = await file_hash(self.repo, seen["commit"], "/".join(filter(None, (self.path, self.file))))
+                    file = "/".join(filter(None, (self.path, self.file)))
+                    seen["file_hash"] = await file_hash(self.repo, seen["commit"], file)
                     self.log.info("%s changed: tree %s at commit %s", self.path, seen["tree"], seen["commit"])
                     yield TriggerEvent(seen)
                     last = seen

@@ -104,6 +104,9 @@ def airflow_server(localaws_process, tmp_path_factory):
         "ML_PIPELINE_BUCKET": unique("standalone"),
         "ML_PIPELINE_HYPERPARAMS_DIR": str(hyperparams),
         "ML_PIPELINE_POLL_SECONDS": "2",
+        # No runs on commit: the experiments' watchers would start a run of each at once (their folders,
+        # seen first, are a change); tests/pipeline/test_runs_on_commit.py tests them.
+        "ML_PIPELINE_GIT_POLL_SECONDS": "0",
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",

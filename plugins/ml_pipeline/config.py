@@ -247,7 +247,8 @@ def check_tuning(document: Any, file: str, at: tuple, hyperparameters: dict, pre
             if kind == "CategoricalParameterRanges":
                 continue
             value_kind = _kind(known[name])
-            if value_kind not in ("integer", "number") or (kind == "IntegerParameterRanges") != (value_kind == "integer"):
+            suits = value_kind == "integer" if kind == "IntegerParameterRanges" else value_kind in ("integer", "number")
+            if not suits:
                 fail((*where, "Name"), f"{name} is {value_kind} in the experiment ({known[name]!r}): it cannot have "
                                       f"a{'n' if kind[0] == 'I' else ''} {kind[:-len('ParameterRanges')]} range")
             low, high = entry["MinValue"], entry["MaxValue"]

@@ -49,7 +49,7 @@ class HostNotReady(RuntimeError):
 
 
 def job_name(plan: dict) -> str:
-    return naming.name("host", plan["key"])
+    return naming.name(plan["experiment"]["name"], "host", plan["key"])
 
 
 def document_names(plan: dict) -> dict:

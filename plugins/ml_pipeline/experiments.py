@@ -181,23 +181,17 @@ def _tuning(folder: Path, document: dict, presets: dict) -> dict | None:
         raise ExperimentError(message if inline is not None else f"{file}: tuning: {message}") from None
 
 
-def _channels(folder: Path, channels: dict) -> dict:
-    """Each channel as {"source", "content_type", "distribution", "kind": "s3" | "folder"} (a folder: absolute)."""
-    resolved = {}
+def _check_channels(folder: Path, channels: dict) -> None:
+    """Each channel's source: an s3://<bucket>/<prefix> URI, or a folder inside the experiment."""
     for name, value in channels.items():
-        entry = {"source": value} if isinstance(value, str) else dict(value)
-        source = entry["source"]
+        source = value if isinstance(value, str) else value["source"]
         if source.startswith("s3://"):
             if not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$", source):
                 _fail(folder, ("channels", name), f"{source!r} is not an s3://<bucket>/<prefix> URI")
-            entry["kind"] = "s3"
         elif "://" in source:
             _fail(folder, ("channels", name), f"{source!r}: a channel is an s3:// prefix or a folder of the experiment")
         else:
-            entry["source"] = str(_inside(folder, source, ("channels", name), kind="dir"))
-            entry["kind"] = "folder"
-        resolved[name] = {"content_type": None, "distribution": "FullyReplicated", **entry}
-    return resolved
+            _inside(folder, source, ("channels", name), kind="dir")
 
 
 def load(folder: str | os.PathLike) -> dict:
@@ -237,12 +231,11 @@ def load(folder: str | os.PathLike) -> dict:
         context = _inside(folder, experiment["dockerfile"], "dockerfile", kind="dir")
         if not (context / "Dockerfile").is_file():
             _fail(folder, "dockerfile", f"{experiment['dockerfile']!r} has no Dockerfile")
-        experiment["dockerfile"] = str(context)
     if experiment["prepare"]:
         _module_file(folder, source_dir, experiment["prepare"], "prepare")
     if not experiment["channels"] and not experiment["prepare"]:
         _fail(folder, "channels", "no data: give channels, or prepare (a module:function writing them)")
-    experiment["channels"] = _channels(folder, experiment["channels"])
+    _check_channels(folder, experiment["channels"])
 
     try:
         config.check_metrics(experiment, file)
@@ -262,7 +255,7 @@ def load(folder: str | os.PathLike) -> dict:
             _fail(folder, ("deploy", "min_capacity"), f"{deploy['min_capacity']} is above max_capacity "
                                                       f"({deploy['max_capacity']})")
         smoke = dict(deploy["smoke"])
-        smoke["samples"] = str(_inside(folder, smoke["samples"], ("deploy", "smoke", "samples"), kind="file"))
+        _inside(folder, smoke["samples"], ("deploy", "smoke", "samples"), kind="file")
         if smoke.get("check"):
             _module_file(folder, source_dir, smoke["check"], ("deploy", "smoke", "check"))
         deploy["smoke"] = {"check": None, **smoke}

@@ -14,8 +14,8 @@ from datetime import datetime
 #: SageMaker's limits: 63 characters for most names, 32 for a tuning job.
 MAX_NAME = 63
 MAX_TUNING_NAME = 32
-#: A tuning job's name leaves room for a retry's "-r<n>" (operators/sagemaker.py's attempt_name).
-TUNING_RETRY_ROOM = 3
+#: A tuning job's name leaves room for a retry's "-r<n>", up to -r20 (operators/sagemaker.py's attempt_name).
+TUNING_RETRY_ROOM = 4
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 

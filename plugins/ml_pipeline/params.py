@@ -165,3 +165,18 @@ def pipeline_params(experiment: dict) -> dict[str, Param]:
         "scale_in_cooldown": form_param(30, type="integer", minimum=0, maximum=3600, title="Scale-in cooldown (s)",
                                         section=DEPLOY),
     }
+
+
+def check_defaults(params: dict[str, Param]) -> None:
+    """Each Param's default valid under its schema, or ValueError naming it (the DAG is then an import error).
+    As Airflow's own check of a scheduled DAG's defaults (``Param.resolve``), less its metaschema check of
+    every schema at every parse: these schemas are the code's, checked by the tests."""
+    import jsonschema  # noqa: PLC0415 - loaded by Airflow's Params already
+
+    checker = jsonschema.FormatChecker()
+    for name, param in params.items():
+        validator = jsonschema.Draft202012Validator(param.schema, format_checker=checker)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(param.value))
+        if error is not None:
+            raise ValueError(f"Param {name} ({param.schema.get('title', name)}): its default {param.value!r} is "
+                             f"invalid: {error.message}")

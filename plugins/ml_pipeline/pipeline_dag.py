@@ -1,33 +1,43 @@
+"""The pipeline DAG of one experiment: ``build_dag(experiment)``, one DAG per ``experiments/<name>/``.
+
+Its dag_id is ``train_<name>``: the prefix says what the DAG does and keeps every experiment's DAG
+together in the UI's list, apart from the project's other DAGs (``ml_pipeline_reaper``); the name alone
+could be any word. The DAG's documentation is ``DOC`` with the experiment's description above it.
+
+Building one DAG must stay cheap (the dag-processor builds every experiment's at each parse): the Params
+are attached after the tasks, so that Airflow does not deep-copy them into each of them (see
+``_attach_params``), and nothing here imports more than Airflow, the provider's operators and the
+plugins' own light modules. Each task imports what it needs when it runs.
 """
+from __future__ import annotations
+
+DOC = """
 ### Deep-learning training on AWS, end to end
 
-plan → preflight (AMI, zone) → open the run (bucket) → provision (VPC, subnets, routes, security
-groups, instance profile, volume, host: only what the run's compute needs) → data partition →
-training image → **train** (one SageMaker training job), **tune** (a hyperparameter tuning job) or
+plan → preflight (AMI, zone, the experiment's code) → open the run (bucket) → provision (VPC, subnets, routes, security
+groups, instance profile, volume, host: only what the run's compute needs) → data channels →
+the experiment's code (script mode's source and framework images, its image, or its Dockerfile built) → **train** (one SageMaker training job), **tune** (a hyperparameter tuning job) or
 **host** (the image on the run's GPU or DL1 host through SSM Run Command) → pick the best → copy its weights and register them →
 quality gate → model, endpoint config, endpoint (created, or updated blue/green) → autoscaling →
-smoke test → promote → **teardown**, which runs whatever failed → **outcome**, the run's verdict in
-one line (a teardown too, so that a run marked failed from the UI still ends failed).
+smoke test → promote (with `deploy: false`: the gate, then promote, no endpoint) → **teardown**, which runs
+whatever failed → **outcome**, the run's verdict in one line (a teardown too, so that a run marked failed
+from the UI still ends failed).
 
 Every job is waited for by a deferrable sensor. Names are derived from the run (see
 `ml_pipeline.naming`), so retries re-attach to their own jobs and runs never collide. Params are
-validated by their JSON Schema in the trigger form, and again with the hyperparameter files by
-`plan` before anything is created.
+validated by their JSON Schema in the trigger form, and again with the experiment by `plan` before
+anything is created.
 """
-from __future__ import annotations
 
 import logging
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 from airflow.providers.amazon.aws.sensors.ec2 import EC2InstanceStateSensor
 from airflow.providers.amazon.aws.sensors.ssm import SsmRunCommandCompletedSensor
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, TriggerRule, get_current_context, setup, task, task_group, teardown
 
-from ml_pipeline import sagemaker_requests as requests
-from ml_pipeline import steps
 from ml_pipeline.aws import AWS_CONN_ID, client
 from ml_pipeline.aws import hook as aws_hook
 from ml_pipeline.infra import stack
@@ -45,8 +55,8 @@ from ml_pipeline.sensors.sagemaker import (
 
 #: What the run's summary reports, by the task that produced it.
 SUMMARY_SOURCES = {
-    "data": "prepare_dataset",
-    "image": "build_image",
+    "data": "prepare_channels",
+    "code": "resolve_code",
     "best": "pick_best",
     "weights": "copy_best_weights",
     "model_package": "register_model",
@@ -72,6 +82,13 @@ PROVISIONING = (
 
 #: Each task's outcome in one plain line of its own log.
 log = logging.getLogger("ml_pipeline.dag")
+#: Every experiment's DAG is this prefix and the experiment's name.
+DAG_ID_PREFIX = "train_"
+START_DATE = pendulum.datetime(2026, 1, 5, tz="UTC")
+
+
+def dag_id(name: str) -> str:
+    return f"{DAG_ID_PREFIX}{name}"
 
 
 def xcom(task_id: str, key: str = "return_value"):
@@ -87,19 +104,44 @@ def run_failures() -> dict[str, str]:
     return failures(states, xcom("quality_gate", key="verdict"))
 
 
-with DAG(
-    dag_id="ml_training_pipeline",
-    description="Train or tune on SageMaker, register the best model, deploy it autoscaled, tear down.",
-    doc_md=__doc__,
-    schedule="@weekly",
-    start_date=pendulum.datetime(2026, 1, 5, tz="UTC"),
-    catchup=False,
-    max_active_runs=2,
-    params={**pipeline_params(), **infra_params()},
-    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(seconds=20)},
-    tags=["ml", "sagemaker", "training"],
-) as dag:
+def _attach_params(dag: DAG, params: dict) -> None:
+    """The DAG's Params, attached once its tasks exist, checked here against their schemas.
 
+    Given to ``DAG(params=...)``, Airflow deep-copies them into every task at each level of its class
+    hierarchy (about 200 copies of 30 Params per DAG) and validates each default with a fresh JSON Schema
+    metaschema check: most of a DAG's parse time, times the number of experiments. At run time Airflow reads
+    the DAG's Params (``process_params``: the DAG's, then the task's own, then the run's conf), the form and
+    the API serve the DAG's, so tasks need no copies. Airflow's own converter sets the attribute this way."""
+    from airflow.sdk.definitions.param import ParamsDict
+
+    from ml_pipeline.params import check_defaults
+
+    check_defaults(params)
+    object.__setattr__(dag, "params", ParamsDict(params))
+
+
+def build_dag(experiment: dict) -> DAG:
+    """The pipeline DAG of the resolved ``experiment`` (``experiments.load``)."""
+    deploys = bool(experiment["deploy"])
+    with DAG(
+        dag_id=dag_id(experiment["name"]),
+        description=(experiment["description"] or f"Train experiment {experiment['name']}")[:200],
+        doc_md=f"#### Experiment {experiment['name']}\n\n{experiment['description']}\n\n"
+               f"`experiments/{experiment['name']}/experiment.yaml`, code: {experiment['code_kind']}"
+               f"{'' if deploys else ', deploy: false'}.\n{DOC}",
+        schedule=experiment["schedule"],
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=2,
+        default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(seconds=20)},
+        tags=["ml", "sagemaker", "training", f"experiment:{experiment['name']}", f"code:{experiment['code_kind']}"],
+    ) as dag:
+        _chain(experiment, deploys)
+    _attach_params(dag, {**pipeline_params(experiment), **infra_params()})
+    return dag
+
+
+def _chain(experiment: dict, deploys: bool) -> None:
     @task(retries=0)
     def plan(**context) -> dict:
         """Refuse bad input before anything is created; fix every name the run will use."""
@@ -107,19 +149,23 @@ with DAG(
 
         # The run's date: its logical date (for scheduled and backfilled runs, its data interval's start).
         when = context.get("logical_date") or context.get("data_interval_start") or context["dag_run"].run_after
-        made = make_plan(context["params"], context["run_id"], when)
+        made = make_plan(context["params"], context["run_id"], when, experiment)
         p = made["params"]
-        log.info("plan: run %s, %s mode, preset %s, compute %s, bucket %s", made["key"], p["mode"], p["preset"],
-                 p["compute"], p["bucket"])
+        log.info("plan: experiment %s (file %s, source %s), run %s, %s mode, preset %s, compute %s, bucket %s",
+                 experiment["name"], experiment["file_hash"], experiment["source_hash"], made["key"], p["mode"],
+                 p["preset"], p["compute"], p["bucket"])
         return made
 
     @task(retries=0)
     def preflight(run_plan: dict) -> dict:
-        """What only AWS can tell, still before anything is created: an existing bucket that is unencrypted
-        or public (refused, never changed), the host's AMI (a missing one is refused here) and an
-        availability zone that offers its instance type."""
+        """What only AWS or this machine can tell, still before anything is created: the experiment's code
+        (a framework version with no image, a Dockerfile with no Docker engine to build it), an existing bucket
+        that is unencrypted or public (refused, never changed), the host's AMI (a missing one is refused here)
+        and an availability zone that offers its instance type."""
+        from ml_pipeline import code
         from ml_pipeline.infra.params import preflight as check
 
+        code.preflight(run_plan)
         return check(client, run_plan)
 
     @setup
@@ -132,19 +178,22 @@ with DAG(
         return {**opened, "key": run_plan["key"]}
 
     @task
-    def prepare_dataset(run_plan: dict) -> dict:
-        channels = steps.prepare_dataset(client("s3"), run_plan)
-        log.info("data partition: %s", ", ".join(f"{name} {uri}" for name, uri in channels.items()))
-        return channels
+    def prepare_channels(run_plan: dict) -> dict:
+        from ml_pipeline import channels
+
+        prepared = channels.prepare(client("s3"), run_plan)
+        log.info("channels: %s", ", ".join(f"{name} {uri}" for name, uri in prepared.items()))
+        return prepared
 
     @task
-    def build_image(run_plan: dict) -> dict:
-        from ml_pipeline.images import build_and_push
+    def resolve_code(run_plan: dict) -> dict:
+        """What the run trains and serves (``code.resolve``): script mode's source in S3 and the framework's
+        images, the experiment's image, or the image its Dockerfile builds."""
+        from ml_pipeline import code
 
-        image = build_and_push(client("ecr"), run_plan["params"]["ecr_repository"],
-                               aws_hook().conn_config.endpoint_url)
-        log.info("image %s: %s", image["image"], image.get("how") or ("built" if image.get("built") else "exists"))
-        return image
+        resolved = code.resolve(client("ecr"), client("s3"), run_plan, aws_hook().conn_config.endpoint_url)
+        log.info("code: %s", resolved["how"])
+        return resolved
 
     @task.branch
     def choose_mode(run_plan: dict) -> str:
@@ -157,34 +206,42 @@ with DAG(
         return stack.vpc_config(client, run_plan) if run_plan["params"]["provision_vpc"] else None
 
     @task
-    def training_request(run_plan: dict, image: dict, channels: dict) -> dict:
-        request = requests.training_job(run_plan, image["image"], channels, in_vpc(run_plan))
+    def training_request(run_plan: dict, code: dict, channels: dict) -> dict:
+        from ml_pipeline import sagemaker_requests as requests
+
+        request = requests.training_job(run_plan, code, channels, in_vpc(run_plan))
         log.info("training job %s on %s x %s", request["TrainingJobName"], request["ResourceConfig"]["InstanceCount"],
                  request["ResourceConfig"]["InstanceType"])
         return request
 
     @task
-    def tuning_request(run_plan: dict, image: dict, channels: dict) -> dict:
-        request = requests.tuning_job(run_plan, image["image"], channels, in_vpc(run_plan))
+    def tuning_request(run_plan: dict, code: dict, channels: dict) -> dict:
+        from ml_pipeline import sagemaker_requests as requests
+
+        request = requests.tuning_job(run_plan, code, channels, in_vpc(run_plan))
         limits = request["HyperParameterTuningJobConfig"]["ResourceLimits"]
         log.info("tuning job %s: %s trials, %s at a time", request["HyperParameterTuningJobName"],
                  limits.get("MaxNumberOfTrainingJobs"), limits["MaxParallelTrainingJobs"])
         return request
 
     @task
-    def command_request(run_plan: dict, image: dict, channels: dict) -> dict:
+    def command_request(run_plan: dict, code: dict, channels: dict) -> dict:
         from ml_pipeline.infra import host_training
 
         host = xcom("provision.host")
-        return host_training.command_request(client, run_plan, image["image"], channels, host["instance_id"])
+        return host_training.command_request(client, run_plan, code["training_image"], channels,
+                                             host["instance_id"])
 
     @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     def pick_best(run_plan: dict) -> dict:
+        from ml_pipeline import steps
+
         if run_plan["params"]["compute"] == "host":
             from ml_pipeline.infra import host_training
 
             return host_training.host_result(client, run_plan, xcom("host.start_host_training"),
-                                             xcom("provision.host")["instance_id"], xcom("build_image")["image"])
+                                             xcom("provision.host")["instance_id"],
+                                             xcom("resolve_code")["training_image"])
         training = xcom("train.start_training_job")
         tuning = xcom("tune.start_tuning_job")
         best = steps.pick_best(
@@ -197,28 +254,37 @@ with DAG(
 
     @task
     def copy_best_weights(run_plan: dict, best: dict, channels: dict) -> dict:
+        from ml_pipeline import steps
+
         weights = steps.copy_best_weights(client("s3"), run_plan, best, channels)
         log.info("best weights: %s (metadata %s)", weights["model_data_url"], weights["metadata_url"])
         return weights
 
     @task
-    def register_model(run_plan: dict, best: dict, weights: dict) -> str:
-        arn = steps.register_model_version(SageMakerHook(aws_conn_id=AWS_CONN_ID), run_plan, best, weights)
+    def register_model(run_plan: dict, best: dict, weights: dict, code: dict) -> str:
+        
+        from ml_pipeline import steps
+
+        arn = steps.register_model_version(SageMakerHook(aws_conn_id=AWS_CONN_ID), run_plan, best, weights, code)
         log.info("registered %s, pending approval", arn)
         return arn
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)
     def quality_gate(run_plan: dict, best: dict) -> bool:
+        from ml_pipeline import steps
+
         verdict = steps.quality_gate(client("sagemaker"), run_plan, best)
         get_current_context()["ti"].xcom_push(key="verdict", value=verdict)
         log.info("quality gate: %s: %s", "deploy" if verdict["deploy"] else "keep production", verdict["reason"])
         return verdict["deploy"]
 
     @task
-    def create_model_and_config(run_plan: dict, best: dict, weights: dict) -> dict:
+    def create_model_and_config(run_plan: dict, weights: dict, code: dict) -> dict:
+        
+        from ml_pipeline import steps
+
         hook = SageMakerHook(aws_conn_id=AWS_CONN_ID)
-        made = steps.create_model_and_config(hook, run_plan, best["image"], weights["model_data_url"],
-                                             in_vpc(run_plan))
+        made = steps.create_model_and_config(hook, run_plan, code, weights["model_data_url"], in_vpc(run_plan))
         log.info("model %s, endpoint config %s", made["model"], made["endpoint_config"])
         return made
 
@@ -241,21 +307,28 @@ with DAG(
 
     @task
     def autoscale(run_plan: dict) -> dict:
+        from ml_pipeline import steps
+
         scaling = steps.autoscale(client("application-autoscaling"), run_plan)
         log.info("autoscaling %s: %s to %s instances, target %s invocations per instance", scaling["resource_id"],
                  scaling["min"], scaling["max"], scaling["target"])
         return scaling
 
     @task
-    def smoke_test(run_plan: dict, channels: dict) -> dict:
-        result = steps.smoke_test(client("sagemaker-runtime"), client("s3"), run_plan, channels)
-        log.info("smoke test passed: accuracy %.1f%% on %s held-out digits (at least %.1f%% needed), %.3f s",
-                 100 * result["accuracy"], result["samples"], 100 * run_plan["params"]["smoke_min_accuracy"],
-                 result["latency_seconds"])
+    def smoke_test(run_plan: dict) -> dict:
+        """The experiment's samples through the endpoint, and its check (``smoke.run``)."""
+        from ml_pipeline import smoke
+
+        result = smoke.run(client("sagemaker-runtime"), run_plan)
+        log.info("smoke test passed: %s answered %s bytes (%s) in %.3f s; check: %s", result["samples"],
+                 result["response_bytes"], result["response_content_type"], result["latency_seconds"],
+                 result["check"])
         return result
 
     @task
     def promote(run_plan: dict, package_arn: str) -> dict:
+        from ml_pipeline import steps
+
         promoted = steps.promote(client("sagemaker"), run_plan, package_arn)
         log.info("approved %s: production from now on", package_arn)
         return promoted
@@ -358,8 +431,8 @@ with DAG(
         previous >> ready >> done
 
     provisioned = provision()
-    channels = prepare_dataset(the_plan)
-    image = build_image(the_plan)
+    channels = prepare_channels(the_plan)
+    image = resolve_code(the_plan)
     provisioned >> [channels, image]
     mode = choose_mode(the_plan)
     [channels, image] >> mode
@@ -401,13 +474,13 @@ with DAG(
     best = pick_best(the_plan)
     [trained, tuned, on_host] >> best
     weights = copy_best_weights(the_plan, best, channels)
-    package = register_model(the_plan, best, weights)
+    package = register_model(the_plan, best, weights, image)
     gate = quality_gate(the_plan, best)
     package >> gate
 
     @task_group(group_id="deploy")
     def deploy():
-        created = create_model_and_config(the_plan, best, weights)
+        created = create_model_and_config(the_plan, weights, image)
         deployed = DeployEndpointOperator(task_id="deploy_endpoint", aws_conn_id=AWS_CONN_ID,
                                           config=endpoint_request(the_plan))
         in_service = DeferrableEndpointSensor(
@@ -416,12 +489,13 @@ with DAG(
         )
         created >> deployed >> in_service
 
-    deployed = deploy()
-    gate >> deployed
-    scaled = autoscale(the_plan)
-    tested = smoke_test(the_plan, channels)
     promoted = promote(the_plan, package)
-    deployed >> scaled >> tested >> promoted
+    if deploys:
+        deployed = deploy()
+        gate >> deployed
+        deployed >> autoscale(the_plan) >> smoke_test(the_plan) >> promoted
+    else:  # the gate decides the registry's production version; nothing is served
+        gate >> promoted
 
     closed = close_run(the_plan)
     opened >> closed

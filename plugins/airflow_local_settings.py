@@ -1,0 +1,8 @@
+"""Imported by every Airflow process (the plugins folder is on its path): experiment files are DAG files.
+
+See ``ml_pipeline.experiment_importer``. A deployment with an airflow_local_settings.py of its own (in
+$AIRFLOW_HOME/config, found first) calls ``register()`` from it.
+"""
+from ml_pipeline.experiment_importer import register
+
+register()

@@ -7,9 +7,10 @@ could be any word. The DAG's documentation is ``DOC`` with the experiment's desc
 Building one DAG must stay cheap (the dag-processor builds every experiment's at each parse): the Params
 are attached after the tasks, so that Airflow does not deep-copy them into each of them (see
 ``_attach_params``), and nothing here imports more than Airflow, the provider's operators and the
-plugins' own light modules. Each task imports what it needs when it runs.
+plugins' own light modules. Each task imports what it needs when it runs. No ``from __future__ import
+annotations`` here: Airflow reads each task's return annotation to infer ``multiple_outputs``, and a string
+annotation costs a ``compile`` per task per DAG.
 """
-from __future__ import annotations
 
 DOC = """
 ### Deep-learning training on AWS, end to end

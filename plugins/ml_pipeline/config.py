@@ -147,14 +147,16 @@ def _validate(document: Any, schema_name: str, file: str, at: tuple = ()) -> Non
     errors = sorted(validator(schema_name).iter_errors(document),
                     key=lambda e: (len(e.absolute_path), [str(p) for p in e.absolute_path]))
     if errors:
-        # oneOf/anyOf say only that no branch matched: the deepest error of the best branch says why.
-        problems = [f"{field_path((*at, *error.absolute_path))}: {_best(error).message}" for error in errors]
+        problems = [f"{field_path((*at, *best.absolute_path))}: {best.message}" for best in map(_deepest, errors)]
         raise ConfigError(f"{file}: " + "; ".join(problems))
 
 
-def _best(error):
-    return jsonschema.exceptions.best_match([error]) if not error.context else \
-        jsonschema.exceptions.best_match(error.context)
+def _deepest(error):
+    """A oneOf's error says only that no branch matched: the deepest error of its branches says where and why
+    (a deploy mapping's bad smoke check, not "False was expected")."""
+    while error.context:
+        error = max(error.context, key=lambda e: len(e.absolute_path))
+    return error
 
 
 def _fail(file: str, field: str, message: str) -> None:

@@ -123,8 +123,8 @@ def pipeline_params(experiment: dict) -> dict[str, Param]:
                                        section=TRAINING,
                                        description="Managed spot training only: training plus waiting for capacity; "
                                                    "at least Max runtime (s)."),
-        "hyperparameters": form_param({}, type="object", additionalProperties={"type": ["string", "number",
-                                                                                         "boolean"]},
+        "hyperparameters": form_param({}, type="object",
+                                      additionalProperties={"type": ["string", "number", "boolean"], "not": NAN},
                                       title="Hyperparameter overrides", section=TRAINING,
                                       description="Over the preset's and the experiment's, e.g. {\"epochs\": 3}. "
                                                   "The experiment's: " + str(experiment["hyperparameters"]) + "."),

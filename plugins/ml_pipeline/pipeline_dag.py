@@ -37,7 +37,7 @@ import pendulum
 from airflow.providers.amazon.aws.sensors.ec2 import EC2InstanceStateSensor
 from airflow.providers.amazon.aws.sensors.ssm import SsmRunCommandCompletedSensor
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import DAG, TriggerRule, get_current_context, setup, task, task_group, teardown
+from airflow.sdk import DAG, TriggerRule, get_current_context, setup, task, task_group
 
 from ml_pipeline.aws import AWS_CONN_ID, client
 from ml_pipeline.aws import hook as aws_hook
@@ -142,251 +142,259 @@ def build_dag(experiment: dict) -> DAG:
     return dag
 
 
-def _chain(experiment: dict, deploys: bool) -> None:
-    @task(retries=0)
-    def plan(**context) -> dict:
-        """Refuse bad input before anything is created; fix every name the run will use."""
-        from ml_pipeline.plan import make_plan
+# --- the tasks (decorated once per process; each DAG calls them) -----------------------------------
 
-        # The run's date: its logical date (for scheduled and backfilled runs, its data interval's start).
-        when = context.get("logical_date") or context.get("data_interval_start") or context["dag_run"].run_after
-        made = make_plan(context["params"], context["run_id"], when, experiment)
-        p = made["params"]
-        log.info("plan: experiment %s (file %s, source %s), run %s, %s mode, preset %s, compute %s, bucket %s",
-                 experiment["name"], experiment["file_hash"], experiment["source_hash"], made["key"], p["mode"],
-                 p["preset"], p["compute"], p["bucket"])
-        return made
 
-    @task(retries=0)
-    def preflight(run_plan: dict) -> dict:
-        """What only AWS or this machine can tell, still before anything is created: the experiment's code
-        (a framework version with no image, a Dockerfile with no Docker engine to build it), an existing bucket
-        that is unencrypted or public (refused, never changed), the host's AMI (a missing one is refused here)
-        and an availability zone that offers its instance type."""
-        from ml_pipeline import code
-        from ml_pipeline.infra.params import preflight as check
+@task(retries=0)
+def plan(folder: str, **context) -> dict:
+    """Refuse bad input before anything is created; fix every name the run will use. The experiment is read
+    again here, from the folder this DAG was built from: the run plans with the file as it is now."""
+    from ml_pipeline.experiments import load
+    from ml_pipeline.plan import make_plan
 
-        code.preflight(run_plan)
-        return check(client, run_plan)
+    experiment = load(folder)
 
-    @setup
-    def open_run(run_plan: dict, pre: dict) -> dict:
-        """The run's bucket, after the preflight (``pre``): created and configured when missing; any other one
-        (the tag of the run that created it says whose it is) is used as it is."""
-        opened = stack.ensure_bucket(client, run_plan)
-        log.info("run %s opened: bucket %s (%s)", run_plan["key"], opened["bucket"],
-                 "created" if opened["created"] else "existing, left as it is")
-        return {**opened, "key": run_plan["key"]}
+    # The run's date: its logical date (for scheduled and backfilled runs, its data interval's start).
+    when = context.get("logical_date") or context.get("data_interval_start") or context["dag_run"].run_after
+    made = make_plan(context["params"], context["run_id"], when, experiment)
+    p = made["params"]
+    log.info("plan: experiment %s (file %s, source %s), run %s, %s mode, preset %s, compute %s, bucket %s",
+             experiment["name"], experiment["file_hash"], experiment["source_hash"], made["key"], p["mode"],
+             p["preset"], p["compute"], p["bucket"])
+    return made
 
-    @task
-    def prepare_channels(run_plan: dict) -> dict:
-        from ml_pipeline import channels
+@task(retries=0)
+def preflight(run_plan: dict) -> dict:
+    """What only AWS or this machine can tell, still before anything is created: the experiment's code
+    (a framework version with no image, a Dockerfile with no Docker engine to build it), an existing bucket
+    that is unencrypted or public (refused, never changed), the host's AMI (a missing one is refused here)
+    and an availability zone that offers its instance type."""
+    from ml_pipeline import code
+    from ml_pipeline.infra.params import preflight as check
 
-        prepared = channels.prepare(client("s3"), run_plan)
-        log.info("channels: %s", ", ".join(f"{name} {uri}" for name, uri in prepared.items()))
-        return prepared
+    code.preflight(run_plan)
+    return check(client, run_plan)
 
-    @task
-    def resolve_code(run_plan: dict) -> dict:
-        """What the run trains and serves (``code.resolve``): script mode's source in S3 and the framework's
-        images, the experiment's image, or the image its Dockerfile builds."""
-        from ml_pipeline import code
+@setup
+def open_run(run_plan: dict, pre: dict) -> dict:
+    """The run's bucket, after the preflight (``pre``): created and configured when missing; any other one
+    (the tag of the run that created it says whose it is) is used as it is."""
+    opened = stack.ensure_bucket(client, run_plan)
+    log.info("run %s opened: bucket %s (%s)", run_plan["key"], opened["bucket"],
+             "created" if opened["created"] else "existing, left as it is")
+    return {**opened, "key": run_plan["key"]}
 
-        resolved = code.resolve(client("ecr"), client("s3"), run_plan, aws_hook().conn_config.endpoint_url)
-        log.info("code: %s", resolved["how"])
-        return resolved
+@task
+def prepare_channels(run_plan: dict) -> dict:
+    from ml_pipeline import channels
 
-    @task.branch
-    def choose_mode(run_plan: dict) -> str:
-        if run_plan["params"]["compute"] == "host":
-            return "host.command_request"
-        return "train.training_request" if run_plan["params"]["mode"] == "train" else "tune.tuning_request"
+    prepared = channels.prepare(client("s3"), run_plan)
+    log.info("channels: %s", ", ".join(f"{name} {uri}" for name, uri in prepared.items()))
+    return prepared
 
-    def in_vpc(run_plan: dict) -> dict | None:
-        """The VpcConfig of SageMaker jobs and models when the run provisioned its own VPC."""
-        return stack.vpc_config(client, run_plan) if run_plan["params"]["provision_vpc"] else None
+@task
+def resolve_code(run_plan: dict) -> dict:
+    """What the run trains and serves (``code.resolve``): script mode's source in S3 and the framework's
+    images, the experiment's image, or the image its Dockerfile builds."""
+    from ml_pipeline import code
 
-    @task
-    def training_request(run_plan: dict, code: dict, channels: dict) -> dict:
-        from ml_pipeline import sagemaker_requests as requests
+    resolved = code.resolve(client("ecr"), client("s3"), run_plan, aws_hook().conn_config.endpoint_url)
+    log.info("code: %s", resolved["how"])
+    return resolved
 
-        request = requests.training_job(run_plan, code, channels, in_vpc(run_plan))
-        log.info("training job %s on %s x %s", request["TrainingJobName"], request["ResourceConfig"]["InstanceCount"],
-                 request["ResourceConfig"]["InstanceType"])
-        return request
+@task.branch
+def choose_mode(run_plan: dict) -> str:
+    if run_plan["params"]["compute"] == "host":
+        return "host.command_request"
+    return "train.training_request" if run_plan["params"]["mode"] == "train" else "tune.tuning_request"
 
-    @task
-    def tuning_request(run_plan: dict, code: dict, channels: dict) -> dict:
-        from ml_pipeline import sagemaker_requests as requests
+def in_vpc(run_plan: dict) -> dict | None:
+    """The VpcConfig of SageMaker jobs and models when the run provisioned its own VPC."""
+    return stack.vpc_config(client, run_plan) if run_plan["params"]["provision_vpc"] else None
 
-        request = requests.tuning_job(run_plan, code, channels, in_vpc(run_plan))
-        limits = request["HyperParameterTuningJobConfig"]["ResourceLimits"]
-        log.info("tuning job %s: %s trials, %s at a time", request["HyperParameterTuningJobName"],
-                 limits.get("MaxNumberOfTrainingJobs"), limits["MaxParallelTrainingJobs"])
-        return request
+@task
+def training_request(run_plan: dict, code: dict, channels: dict) -> dict:
+    from ml_pipeline import sagemaker_requests as requests
 
-    @task
-    def command_request(run_plan: dict, code: dict, channels: dict) -> dict:
+    request = requests.training_job(run_plan, code, channels, in_vpc(run_plan))
+    log.info("training job %s on %s x %s", request["TrainingJobName"], request["ResourceConfig"]["InstanceCount"],
+             request["ResourceConfig"]["InstanceType"])
+    return request
+
+@task
+def tuning_request(run_plan: dict, code: dict, channels: dict) -> dict:
+    from ml_pipeline import sagemaker_requests as requests
+
+    request = requests.tuning_job(run_plan, code, channels, in_vpc(run_plan))
+    limits = request["HyperParameterTuningJobConfig"]["ResourceLimits"]
+    log.info("tuning job %s: %s trials, %s at a time", request["HyperParameterTuningJobName"],
+             limits.get("MaxNumberOfTrainingJobs"), limits["MaxParallelTrainingJobs"])
+    return request
+
+@task
+def command_request(run_plan: dict, code: dict, channels: dict) -> dict:
+    from ml_pipeline.infra import host_training
+
+    host = xcom("provision.host")
+    return host_training.command_request(client, run_plan, code["training_image"], channels,
+                                         host["instance_id"])
+
+@task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+def pick_best(run_plan: dict) -> dict:
+    from ml_pipeline import steps
+
+    if run_plan["params"]["compute"] == "host":
         from ml_pipeline.infra import host_training
 
-        host = xcom("provision.host")
-        return host_training.command_request(client, run_plan, code["training_image"], channels,
-                                             host["instance_id"])
+        return host_training.host_result(client, run_plan, xcom("host.start_host_training"),
+                                         xcom("provision.host")["instance_id"],
+                                         xcom("resolve_code")["training_image"])
+    training = xcom("train.start_training_job")
+    tuning = xcom("tune.start_tuning_job")
+    best = steps.pick_best(
+        client("sagemaker"), run_plan,
+        training["Training"] if training and run_plan["params"]["mode"] == "train" else None,
+        tuning["Tuning"] if tuning and run_plan["params"]["mode"] == "tune" else None,
+    )
+    log.info("best job %s: %s=%s", best["training_job"], best["objective"]["metric"], best["objective"]["value"])
+    return best
 
-    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-    def pick_best(run_plan: dict) -> dict:
-        from ml_pipeline import steps
+@task
+def copy_best_weights(run_plan: dict, best: dict, channels: dict) -> dict:
+    from ml_pipeline import steps
 
-        if run_plan["params"]["compute"] == "host":
-            from ml_pipeline.infra import host_training
+    weights = steps.copy_best_weights(client("s3"), run_plan, best, channels)
+    log.info("best weights: %s (metadata %s)", weights["model_data_url"], weights["metadata_url"])
+    return weights
 
-            return host_training.host_result(client, run_plan, xcom("host.start_host_training"),
-                                             xcom("provision.host")["instance_id"],
-                                             xcom("resolve_code")["training_image"])
-        training = xcom("train.start_training_job")
-        tuning = xcom("tune.start_tuning_job")
-        best = steps.pick_best(
-            client("sagemaker"), run_plan,
-            training["Training"] if training and run_plan["params"]["mode"] == "train" else None,
-            tuning["Tuning"] if tuning and run_plan["params"]["mode"] == "tune" else None,
-        )
-        log.info("best job %s: %s=%s", best["training_job"], best["objective"]["metric"], best["objective"]["value"])
-        return best
+@task
+def register_model(run_plan: dict, best: dict, weights: dict, code: dict) -> str:
 
-    @task
-    def copy_best_weights(run_plan: dict, best: dict, channels: dict) -> dict:
-        from ml_pipeline import steps
+    from ml_pipeline import steps
 
-        weights = steps.copy_best_weights(client("s3"), run_plan, best, channels)
-        log.info("best weights: %s (metadata %s)", weights["model_data_url"], weights["metadata_url"])
-        return weights
+    arn = steps.register_model_version(SageMakerHook(aws_conn_id=AWS_CONN_ID), run_plan, best, weights, code)
+    log.info("registered %s, pending approval", arn)
+    return arn
 
-    @task
-    def register_model(run_plan: dict, best: dict, weights: dict, code: dict) -> str:
-        
-        from ml_pipeline import steps
+@task.short_circuit(ignore_downstream_trigger_rules=False)
+def quality_gate(run_plan: dict, best: dict) -> bool:
+    from ml_pipeline import steps
 
-        arn = steps.register_model_version(SageMakerHook(aws_conn_id=AWS_CONN_ID), run_plan, best, weights, code)
-        log.info("registered %s, pending approval", arn)
-        return arn
+    verdict = steps.quality_gate(client("sagemaker"), run_plan, best)
+    get_current_context()["ti"].xcom_push(key="verdict", value=verdict)
+    log.info("quality gate: %s: %s", "deploy" if verdict["deploy"] else "keep production", verdict["reason"])
+    return verdict["deploy"]
 
-    @task.short_circuit(ignore_downstream_trigger_rules=False)
-    def quality_gate(run_plan: dict, best: dict) -> bool:
-        from ml_pipeline import steps
+@task
+def create_model_and_config(run_plan: dict, weights: dict, code: dict) -> dict:
 
-        verdict = steps.quality_gate(client("sagemaker"), run_plan, best)
-        get_current_context()["ti"].xcom_push(key="verdict", value=verdict)
-        log.info("quality gate: %s: %s", "deploy" if verdict["deploy"] else "keep production", verdict["reason"])
-        return verdict["deploy"]
+    from ml_pipeline import steps
 
-    @task
-    def create_model_and_config(run_plan: dict, weights: dict, code: dict) -> dict:
-        
-        from ml_pipeline import steps
+    hook = SageMakerHook(aws_conn_id=AWS_CONN_ID)
+    made = steps.create_model_and_config(hook, run_plan, code, weights["model_data_url"], in_vpc(run_plan))
+    log.info("model %s, endpoint config %s", made["model"], made["endpoint_config"])
+    return made
 
-        hook = SageMakerHook(aws_conn_id=AWS_CONN_ID)
-        made = steps.create_model_and_config(hook, run_plan, code, weights["model_data_url"], in_vpc(run_plan))
-        log.info("model %s, endpoint config %s", made["model"], made["endpoint_config"])
-        return made
+@task
+def endpoint_request(run_plan: dict) -> dict:
+    """The deploy's request; and, with keep_endpoint, what the stable endpoint serves before this run's
+    deploy (key "serving_before"), so that close_run can undo the deploy of a run that fails. Recorded
+    here, not by the deploy task, whose retry would find the endpoint on this run's config already."""
+    request = requests.endpoint(run_plan)
+    if run_plan["params"]["keep_endpoint"]:
+        from ml_pipeline.closing import serving_before
 
-    @task
-    def endpoint_request(run_plan: dict) -> dict:
-        """The deploy's request; and, with keep_endpoint, what the stable endpoint serves before this run's
-        deploy (key "serving_before"), so that close_run can undo the deploy of a run that fails. Recorded
-        here, not by the deploy task, whose retry would find the endpoint on this run's config already."""
-        request = requests.endpoint(run_plan)
-        if run_plan["params"]["keep_endpoint"]:
-            from ml_pipeline.closing import serving_before
+        before = serving_before(client("sagemaker"), run_plan)
+        get_current_context()["ti"].xcom_push(key="serving_before", value=before)
+        log.info("endpoint %s serves %s before this run's deploy", request["EndpointName"],
+                 "an unknown config (this run's already)" if before is None
+                 else before["endpoint_config"] or "nothing (the first deploy creates it)")
+    log.info("endpoint %s on %s", request["EndpointName"], request["EndpointConfigName"])
+    return {"Endpoint": request}
 
-            before = serving_before(client("sagemaker"), run_plan)
-            get_current_context()["ti"].xcom_push(key="serving_before", value=before)
-            log.info("endpoint %s serves %s before this run's deploy", request["EndpointName"],
-                     "an unknown config (this run's already)" if before is None
-                     else before["endpoint_config"] or "nothing (the first deploy creates it)")
-        log.info("endpoint %s on %s", request["EndpointName"], request["EndpointConfigName"])
-        return {"Endpoint": request}
+@task
+def autoscale(run_plan: dict) -> dict:
+    from ml_pipeline import steps
 
-    @task
-    def autoscale(run_plan: dict) -> dict:
-        from ml_pipeline import steps
+    scaling = steps.autoscale(client("application-autoscaling"), run_plan)
+    log.info("autoscaling %s: %s to %s instances, target %s invocations per instance", scaling["resource_id"],
+             scaling["min"], scaling["max"], scaling["target"])
+    return scaling
 
-        scaling = steps.autoscale(client("application-autoscaling"), run_plan)
-        log.info("autoscaling %s: %s to %s instances, target %s invocations per instance", scaling["resource_id"],
-                 scaling["min"], scaling["max"], scaling["target"])
-        return scaling
+@task
+def smoke_test(run_plan: dict) -> dict:
+    """The experiment's samples through the endpoint, and its check (``smoke.run``)."""
+    from ml_pipeline import smoke
 
-    @task
-    def smoke_test(run_plan: dict) -> dict:
-        """The experiment's samples through the endpoint, and its check (``smoke.run``)."""
-        from ml_pipeline import smoke
+    result = smoke.run(client("sagemaker-runtime"), run_plan)
+    log.info("smoke test passed: %s answered %s bytes (%s) in %.3f s; check: %s", result["samples"],
+             result["response_bytes"], result["response_content_type"], result["latency_seconds"],
+             result["check"])
+    return result
 
-        result = smoke.run(client("sagemaker-runtime"), run_plan)
-        log.info("smoke test passed: %s answered %s bytes (%s) in %.3f s; check: %s", result["samples"],
-                 result["response_bytes"], result["response_content_type"], result["latency_seconds"],
-                 result["check"])
-        return result
+@task
+def promote(run_plan: dict, package_arn: str) -> dict:
+    from ml_pipeline import steps
 
-    @task
-    def promote(run_plan: dict, package_arn: str) -> dict:
-        from ml_pipeline import steps
+    promoted = steps.promote(client("sagemaker"), run_plan, package_arn)
+    log.info("approved %s: production from now on", package_arn)
+    return promoted
 
-        promoted = steps.promote(client("sagemaker"), run_plan, package_arn)
-        log.info("approved %s: production from now on", package_arn)
-        return promoted
+@task  # a teardown by as_teardown() in _chain: Airflow's @teardown decorator can be called only once
+def close_run(run_plan: dict) -> dict:
+    """Whatever happened before: stop this run's jobs, remove what must not outlive it (saying what
+    was already gone), undo a failed run's deploy, reject its model version, tear down its stack, and
+    write the run's summary beside its artifacts (and, whatever happens to the bucket, into this log and
+    this task's XCom). Every part runs; one error at the end names the parts that failed."""
+    from ml_pipeline import closing
+    from ml_pipeline.infra.teardown import TeardownIncomplete
 
-    @teardown
-    def close_run(run_plan: dict) -> dict:
-        """Whatever happened before: stop this run's jobs, remove what must not outlive it (saying what
-        was already gone), undo a failed run's deploy, reject its model version, tear down its stack, and
-        write the run's summary beside its artifacts (and, whatever happens to the bucket, into this log and
-        this task's XCom). Every part runs; one error at the end names the parts that failed."""
-        from ml_pipeline import closing
-        from ml_pipeline.infra.teardown import TeardownIncomplete
+    created = xcom("deploy.create_model_and_config")
+    training, tuning = xcom("train.start_training_job"), xcom("tune.start_tuning_job")
+    made = {
+        "hosting": {"endpoint": xcom("deploy.deploy_endpoint"), "autoscaling": xcom("autoscale"),
+                    "model": created, "endpoint_config": created,
+                    "serving_before": xcom("deploy.endpoint_request", key="serving_before")},
+        "model_package": xcom("register_model"),
+        "jobs": {"training": [training["Training"]["TrainingJobName"]] if training else [],
+                 "tuning": [tuning["Tuning"]["HyperParameterTuningJobName"]] if tuning else []},
+        "provisioned": {step: xcom(f"provision.{step}") for step in stack.steps_for(run_plan)},
+        "outcome": {**{name: xcom(task_id) for name, task_id in SUMMARY_SOURCES.items()},
+                    "gate": xcom("quality_gate", key="verdict")},
+    }
+    try:
+        return closing.close_run(client, run_plan, made, run_failures())
+    except TeardownIncomplete as error:
+        if "summary" in error.report:  # the summary still reaches the outcome and the run's summary tab
+            get_current_context()["ti"].xcom_push(key="return_value", value=error.report["summary"])
+        raise
 
-        created = xcom("deploy.create_model_and_config")
-        training, tuning = xcom("train.start_training_job"), xcom("tune.start_tuning_job")
-        made = {
-            "hosting": {"endpoint": xcom("deploy.deploy_endpoint"), "autoscaling": xcom("autoscale"),
-                        "model": created, "endpoint_config": created,
-                        "serving_before": xcom("deploy.endpoint_request", key="serving_before")},
-            "model_package": xcom("register_model"),
-            "jobs": {"training": [training["Training"]["TrainingJobName"]] if training else [],
-                     "tuning": [tuning["Tuning"]["HyperParameterTuningJobName"]] if tuning else []},
-            "provisioned": {step: xcom(f"provision.{step}") for step in stack.steps_for(run_plan)},
-            "outcome": {**{name: xcom(task_id) for name, task_id in SUMMARY_SOURCES.items()},
-                        "gate": xcom("quality_gate", key="verdict")},
-        }
-        try:
-            return closing.close_run(client, run_plan, made, run_failures())
-        except TeardownIncomplete as error:
-            if "summary" in error.report:  # the summary still reaches the outcome and the run's summary tab
-                get_current_context()["ti"].xcom_push(key="return_value", value=error.report["summary"])
-            raise
+@task(retries=0)
+def outcome() -> None:
+    """The run's verdict in one line. It fails, and with it the run, when a task of the run failed or
+    the run did not reach its end (``closing.failures``): Airflow judges a run by its leaves, and a
+    run marked failed from the UI skips them, so without this the run turned green once its
+    teardown succeeded. A teardown, so that marking the run failed does not skip it too."""
+    from airflow.sdk.exceptions import AirflowFailException
 
-    @task(retries=0)
-    def outcome() -> None:
-        """The run's verdict in one line. It fails, and with it the run, when a task of the run failed or
-        the run did not reach its end (``closing.failures``): Airflow judges a run by its leaves, and a
-        run marked failed from the UI skips them, so without this the run turned green once its
-        teardown succeeded. A teardown, so that marking the run failed does not skip it too."""
-        from airflow.sdk.exceptions import AirflowFailException
+    from ml_pipeline import closing
 
-        from ml_pipeline import closing
+    summary = xcom("close_run")
+    line = closing.outcome_line(summary) if summary else "the run's teardown wrote no summary"
+    failed = run_failures()
+    if failed:
+        raise AirflowFailException(f"{closing.failure_sentence(failed)}: {line}")
+    log.info("%s", line)
 
-        summary = xcom("close_run")
-        line = closing.outcome_line(summary) if summary else "the run's teardown wrote no summary"
-        failed = run_failures()
-        if failed:
-            raise AirflowFailException(f"{closing.failure_sentence(failed)}: {line}")
-        log.info("%s", line)
+@task
+def provision_step(run_plan: dict, pre: dict, step: str) -> dict:
+    made = stack.run_step(client, run_plan, step, pre)
+    log.info("%s: %s", step, made)
+    return made
 
-    @task
-    def provision_step(run_plan: dict, pre: dict, step: str) -> dict:
-        made = stack.run_step(client, run_plan, step, pre)
-        log.info("%s: %s", step, made)
-        return made
 
-    the_plan = plan()
+def _chain(experiment: dict, deploys: bool) -> None:
+    the_plan = plan(experiment["folder"])
     checked = preflight(the_plan)
     opened = open_run(the_plan, checked)
 

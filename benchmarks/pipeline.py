@@ -125,12 +125,12 @@ def pipeline_overhead(tmp: Path) -> dict:
     from tests.conftest import LocalAWSProcess
 
     hyperparams = tmp / "hyperparams"
-    shutil.copytree(ROOT / "include" / "hyperparams", hyperparams, dirs_exist_ok=True)
-    preset = json.loads((hyperparams / "default.json").read_text())
+    shutil.copytree(ROOT / "include" / "hyperparams" / "digits", hyperparams / "digits", dirs_exist_ok=True)
+    preset = json.loads((hyperparams / "digits" / "default.json").read_text())
     epochs = os.environ.get("BENCH_PIPELINE_EPOCHS") or _epochs_lasting(
         float(os.environ.get("BENCH_PIPELINE_TRAINING_SECONDS", "300")), preset, tmp)
     preset["hyperparameters"].update({"epochs": int(epochs), "early_stopping_patience": 0})
-    (hyperparams / "default.json").write_text(json.dumps(preset))
+    (hyperparams / "digits" / "default.json").write_text(json.dumps(preset))
 
     server = LocalAWSProcess(tmp, "process").start()
     try:
@@ -139,12 +139,12 @@ def pipeline_overhead(tmp: Path) -> dict:
                     "ML_PIPELINE_POLL_SECONDS": "2"})
         migrate(env)
         # Warm-up outside the timing: the image's cached environment and the bucket.
-        run_dag(env, {"mode": "train", "preset": "quick"}, "2026-01-05T00:00:00+00:00", tmp / "warmup.log")
+        run_dag(env, {"mode": "train", "preset": "quick"}, "2026-01-05T00:00:00+00:00", tmp / "warmup.log", "digits")
         started = time.monotonic()
         run = run_dag(env, {"mode": "train", "preset": "default", "keep_endpoint": True},
-                      "2026-01-12T00:00:00+00:00", tmp / "bench.log")
+                      "2026-01-12T00:00:00+00:00", tmp / "bench.log", "digits")
         wall = time.monotonic() - started
-        summary = read_summary(server.endpoint_url, "bench-pipeline", run)
+        summary = read_summary(server.endpoint_url, "bench-pipeline", run, "digits")
         sm = boto3.client("sagemaker", endpoint_url=server.endpoint_url, region_name="us-east-1",
                           aws_access_key_id="x", aws_secret_access_key="x")
         job = sm.describe_training_job(TrainingJobName=summary["training_job"])

@@ -156,7 +156,9 @@ def plan(folder: str, **context) -> dict:
 
     # The run's date: its logical date (for scheduled and backfilled runs, its data interval's start).
     when = context.get("logical_date") or context.get("data_interval_start") or context["dag_run"].run_after
-    made = make_plan(context["params"], context["run_id"], when, experiment)
+    # The data interval prepare writes for: the run's (a trigger timetable's is the instant of its date).
+    interval = (context.get("data_interval_start") or when, context.get("data_interval_end") or when)
+    made = make_plan(context["params"], context["run_id"], when, experiment, interval)
     p = made["params"]
     log.info("plan: experiment %s (file %s, source %s), run %s, %s mode, preset %s, compute %s, bucket %s",
              experiment["name"], experiment["file_hash"], experiment["source_hash"], made["key"], p["mode"],

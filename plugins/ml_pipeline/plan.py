@@ -133,8 +133,9 @@ def _preset(p: dict, experiment: dict, errors: list) -> dict:
     return experiment["presets"][name]
 
 
-def make_plan(params: dict, run_id: str, logical_date, experiment: dict) -> dict:
-    """The run's plan for ``experiment`` (the resolved one, ``experiments.load``)."""
+def make_plan(params: dict, run_id: str, logical_date, experiment: dict, data_interval: tuple | None = None) -> dict:
+    """The run's plan for ``experiment`` (the resolved one, ``experiments.load``). ``data_interval``: the run's
+    (start, end), which the experiment's ``prepare`` writes the data for; default: the logical date's instant."""
     p = dict(params)
     errors = non_finite_errors(p, experiment)
     if errors:  # nothing else can be judged on such numbers
@@ -191,4 +192,6 @@ def make_plan(params: dict, run_id: str, logical_date, experiment: dict) -> dict
     plan["names"] = run_names(experiment["name"], key)
     plan["names"]["endpoint"] = endpoint_name(p["endpoint_name"], key, p["keep_endpoint"])
     plan["data_seed"] = int(key.split("-")[0]) if key[0].isdigit() else 0
+    start, end = data_interval or (logical_date, logical_date)
+    plan["data_interval"] = {"start": start.isoformat() if start else None, "end": end.isoformat() if end else None}
     return plan

@@ -165,6 +165,7 @@ def plan(folder: str, **context) -> dict:
              p["preset"], p["compute"], p["bucket"])
     return made
 
+
 @task(retries=0)
 def preflight(run_plan: dict) -> dict:
     """What only AWS or this machine can tell, still before anything is created: the experiment's code
@@ -177,6 +178,7 @@ def preflight(run_plan: dict) -> dict:
     code.preflight(run_plan)
     return check(client, run_plan)
 
+
 @setup
 def open_run(run_plan: dict, pre: dict) -> dict:
     """The run's bucket, after the preflight (``pre``): created and configured when missing; any other one
@@ -186,6 +188,7 @@ def open_run(run_plan: dict, pre: dict) -> dict:
              "created" if opened["created"] else "existing, left as it is")
     return {**opened, "key": run_plan["key"]}
 
+
 @task
 def prepare_channels(run_plan: dict) -> dict:
     from ml_pipeline import channels
@@ -193,6 +196,7 @@ def prepare_channels(run_plan: dict) -> dict:
     prepared = channels.prepare(client("s3"), run_plan)
     log.info("channels: %s", ", ".join(f"{name} {uri}" for name, uri in prepared.items()))
     return prepared
+
 
 @task
 def resolve_code(run_plan: dict) -> dict:
@@ -204,15 +208,18 @@ def resolve_code(run_plan: dict) -> dict:
     log.info("code: %s", resolved["how"])
     return resolved
 
+
 @task.branch
 def choose_mode(run_plan: dict) -> str:
     if run_plan["params"]["compute"] == "host":
         return "host.command_request"
     return "train.training_request" if run_plan["params"]["mode"] == "train" else "tune.tuning_request"
 
+
 def in_vpc(run_plan: dict) -> dict | None:
     """The VpcConfig of SageMaker jobs and models when the run provisioned its own VPC."""
     return stack.vpc_config(client, run_plan) if run_plan["params"]["provision_vpc"] else None
+
 
 @task
 def training_request(run_plan: dict, code: dict, channels: dict) -> dict:
@@ -222,6 +229,7 @@ def training_request(run_plan: dict, code: dict, channels: dict) -> dict:
     log.info("training job %s on %s x %s", request["TrainingJobName"], request["ResourceConfig"]["InstanceCount"],
              request["ResourceConfig"]["InstanceType"])
     return request
+
 
 @task
 def tuning_request(run_plan: dict, code: dict, channels: dict) -> dict:
@@ -233,6 +241,7 @@ def tuning_request(run_plan: dict, code: dict, channels: dict) -> dict:
              limits.get("MaxNumberOfTrainingJobs"), limits["MaxParallelTrainingJobs"])
     return request
 
+
 @task
 def command_request(run_plan: dict, code: dict, channels: dict) -> dict:
     from ml_pipeline.infra import host_training
@@ -240,6 +249,7 @@ def command_request(run_plan: dict, code: dict, channels: dict) -> dict:
     host = xcom("provision.host")
     return host_training.command_request(client, run_plan, code["training_image"], channels,
                                          host["instance_id"])
+
 
 @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
 def pick_best(run_plan: dict) -> dict:
@@ -261,6 +271,7 @@ def pick_best(run_plan: dict) -> dict:
     log.info("best job %s: %s=%s", best["training_job"], best["objective"]["metric"], best["objective"]["value"])
     return best
 
+
 @task
 def copy_best_weights(run_plan: dict, best: dict, channels: dict) -> dict:
     from ml_pipeline import steps
@@ -269,14 +280,17 @@ def copy_best_weights(run_plan: dict, best: dict, channels: dict) -> dict:
     log.info("best weights: %s (metadata %s)", weights["model_data_url"], weights["metadata_url"])
     return weights
 
+
 @task
 def register_model(run_plan: dict, best: dict, weights: dict, code: dict) -> str:
+    from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 
     from ml_pipeline import steps
 
     arn = steps.register_model_version(SageMakerHook(aws_conn_id=AWS_CONN_ID), run_plan, best, weights, code)
     log.info("registered %s, pending approval", arn)
     return arn
+
 
 @task.short_circuit(ignore_downstream_trigger_rules=False)
 def quality_gate(run_plan: dict, best: dict) -> bool:
@@ -287,8 +301,10 @@ def quality_gate(run_plan: dict, best: dict) -> bool:
     log.info("quality gate: %s: %s", "deploy" if verdict["deploy"] else "keep production", verdict["reason"])
     return verdict["deploy"]
 
+
 @task
 def create_model_and_config(run_plan: dict, weights: dict, code: dict) -> dict:
+    from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 
     from ml_pipeline import steps
 
@@ -297,11 +313,14 @@ def create_model_and_config(run_plan: dict, weights: dict, code: dict) -> dict:
     log.info("model %s, endpoint config %s", made["model"], made["endpoint_config"])
     return made
 
+
 @task
 def endpoint_request(run_plan: dict) -> dict:
     """The deploy's request; and, with keep_endpoint, what the stable endpoint serves before this run's
     deploy (key "serving_before"), so that close_run can undo the deploy of a run that fails. Recorded
     here, not by the deploy task, whose retry would find the endpoint on this run's config already."""
+    from ml_pipeline import sagemaker_requests as requests
+
     request = requests.endpoint(run_plan)
     if run_plan["params"]["keep_endpoint"]:
         from ml_pipeline.closing import serving_before
@@ -314,6 +333,7 @@ def endpoint_request(run_plan: dict) -> dict:
     log.info("endpoint %s on %s", request["EndpointName"], request["EndpointConfigName"])
     return {"Endpoint": request}
 
+
 @task
 def autoscale(run_plan: dict) -> dict:
     from ml_pipeline import steps
@@ -322,6 +342,7 @@ def autoscale(run_plan: dict) -> dict:
     log.info("autoscaling %s: %s to %s instances, target %s invocations per instance", scaling["resource_id"],
              scaling["min"], scaling["max"], scaling["target"])
     return scaling
+
 
 @task
 def smoke_test(run_plan: dict) -> dict:
@@ -334,6 +355,7 @@ def smoke_test(run_plan: dict) -> dict:
              result["check"])
     return result
 
+
 @task
 def promote(run_plan: dict, package_arn: str) -> dict:
     from ml_pipeline import steps
@@ -341,6 +363,7 @@ def promote(run_plan: dict, package_arn: str) -> dict:
     promoted = steps.promote(client("sagemaker"), run_plan, package_arn)
     log.info("approved %s: production from now on", package_arn)
     return promoted
+
 
 @task  # a teardown by as_teardown() in _chain: Airflow's @teardown decorator can be called only once
 def close_run(run_plan: dict) -> dict:
@@ -371,6 +394,7 @@ def close_run(run_plan: dict) -> dict:
             get_current_context()["ti"].xcom_push(key="return_value", value=error.report["summary"])
         raise
 
+
 @task(retries=0)
 def outcome() -> None:
     """The run's verdict in one line. It fails, and with it the run, when a task of the run failed or
@@ -387,6 +411,7 @@ def outcome() -> None:
     if failed:
         raise AirflowFailException(f"{closing.failure_sentence(failed)}: {line}")
     log.info("%s", line)
+
 
 @task
 def provision_step(run_plan: dict, pre: dict, step: str) -> dict:

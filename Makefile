@@ -14,9 +14,10 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 	touch $(STAMP)
 
-## The main job: the pipeline DAG end to end on localaws, train mode then tune mode.
+## The main job on localaws: the digits experiment's DAG in train then tune mode, the diabetes one in train
+## mode; `make run EXPERIMENT=<name>` runs that experiment's DAG (MODES=train,tune for both).
 run: install
-	$(PY) scripts/run_pipeline.py
+	$(PY) scripts/run_pipeline.py $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(MODES),--modes $(MODES))
 
 ## Every test, including the docker runner's (installs and starts a Docker engine when root).
 test: install

@@ -226,10 +226,13 @@ def main() -> int:
         print(json.dumps(results["training_overhead_process"], indent=2))
         results["tuning_parallel_efficiency"] = tuning_parallel_efficiency(Path(tmp))
         print(json.dumps(results["tuning_parallel_efficiency"], indent=2))
-        from benchmarks.pipeline import dag_parse_times, pipeline_overhead
+        from benchmarks.pipeline import dag_parse_times, experiments_parse_time, pipeline_overhead
 
         results["dag_parse"] = dag_parse_times()
         print(json.dumps(results["dag_parse"], indent=2))
+        (Path(tmp) / "parse").mkdir()
+        results["experiments_parse"] = experiments_parse_time(Path(tmp) / "parse")
+        print(json.dumps(results["experiments_parse"], indent=2))
         (Path(tmp) / "pipeline").mkdir()
         results["pipeline_overhead"] = pipeline_overhead(Path(tmp) / "pipeline")
         print(json.dumps(results["pipeline_overhead"], indent=2))

@@ -1,8 +1,10 @@
-"""`make run`: the training pipeline DAG, end to end on localaws, in train mode and then in tune mode.
+"""`make run`: experiments' DAGs, end to end on localaws.
 
-Starts localaws unless one listens already, prepares a local Airflow home, runs the DAG with
-``dag.test()`` once per mode, and prints each run's summary (also written as JSON; the paths
-are printed). The same DAG runs against real AWS unchanged: see the README.
+``make run`` runs the digits experiment in train and tune mode and the diabetes experiment in train mode;
+``make run EXPERIMENT=<name>`` (``--experiment``) runs that experiment's DAG (``--modes``, train by default).
+Starts localaws unless one listens already, prepares a local Airflow home, runs each DAG with
+``dag.test()``, and prints each run's summary (also written as JSON; the paths are printed). The same
+DAGs run against real AWS unchanged: see the README.
 """
 from __future__ import annotations
 
@@ -19,7 +21,26 @@ sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
 
 from scripts.localaws_process import ensure_localaws  # noqa: E402
 
-DAG_ID = "ml_training_pipeline"
+#: What plain `make run` runs: (experiment, mode).
+DEFAULT_RUNS = (("digits", "train"), ("digits", "tune"), ("diabetes", "train"))
+#: Settings for a run of the examples that takes minutes, not hours (tune: 4 trials, 2 at a time).
+RUN_CONF = {"tune": {"max_jobs": 4, "max_parallel_jobs": 2}}
+
+
+def dag_id(experiment: str) -> str:
+    return f"train_{experiment}"  # ml_pipeline.pipeline_dag.dag_id, without importing Airflow here
+
+
+def experiments_root() -> Path:
+    return Path(os.environ.get("ML_PIPELINE_EXPERIMENTS_DIR") or ROOT / "experiments")
+
+
+def bundles(dags: Path, experiments: Path) -> str:
+    """Airflow's DAG bundles: the DAG files of dags/, and the experiments folder, whose DAG files are the
+    experiment files (ml_pipeline.experiment_importer)."""
+    local = "airflow.dag_processing.bundles.local.LocalDagBundle"
+    return json.dumps([{"name": "dags-folder", "classpath": local, "kwargs": {"path": str(dags)}},
+                       {"name": "experiments", "classpath": local, "kwargs": {"path": str(experiments)}}])
 
 
 def airflow_env(endpoint: str, home: Path) -> dict[str, str]:
@@ -29,6 +50,7 @@ def airflow_env(endpoint: str, home: Path) -> dict[str, str]:
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": bundles(ROOT / "dags", experiments_root()),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
@@ -66,6 +88,8 @@ import json, sys, pendulum
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder=sys.argv[1])
 dag = bag.get_dag(sys.argv[2])
+if dag is None:
+    sys.exit("no DAG " + sys.argv[2] + " in " + sys.argv[1] + ": " + json.dumps(bag.import_errors))
 conf = json.loads(sys.argv[3])
 when = pendulum.parse(sys.argv[4])
 run = dag.test(logical_date=when, run_conf=conf)
@@ -77,11 +101,17 @@ print("DAGRUN " + json.dumps({"run_id": run.run_id, "state": str(run.state), "lo
 """
 
 
-def run_dag(env: dict, conf: dict, logical_date: str, log_path: Path) -> dict:
-    """One ``dag.test()`` in a fresh interpreter (as the scheduler's workers would), its log kept in a file."""
+def experiment_file(experiment: str) -> Path:
+    return experiments_root() / experiment / "experiment.yaml"
+
+
+def run_dag(env: dict, conf: dict, logical_date: str, log_path: Path, experiment: str) -> dict:
+    """One ``dag.test()`` of the experiment's DAG in a fresh interpreter (as the scheduler's workers would),
+    its log kept in a file."""
     with open(log_path, "w") as log:
         subprocess.run(
-            [sys.executable, "-c", INNER, str(ROOT / "dags"), DAG_ID, json.dumps(conf), logical_date],
+            [sys.executable, "-c", INNER, str(experiment_file(experiment)), dag_id(experiment), json.dumps(conf),
+             logical_date],
             env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
         )
     lines = [line for line in log_path.read_text().splitlines() if line.startswith("DAGRUN ")]
@@ -90,14 +120,14 @@ def run_dag(env: dict, conf: dict, logical_date: str, log_path: Path) -> dict:
     return json.loads(lines[-1][len("DAGRUN "):])
 
 
-def read_summary(endpoint: str, bucket: str, run: dict) -> dict | None:
+def read_summary(endpoint: str, bucket: str, run: dict, experiment: str) -> dict | None:
     import boto3
     import pendulum
 
-    from ml_pipeline.naming import run_key
     from ml_pipeline.closing import summary_key
+    from ml_pipeline.naming import run_key
 
-    key = run_key(run["run_id"], pendulum.parse(run["logical_date"]))
+    key = run_key(run["run_id"], pendulum.parse(run["logical_date"]), experiment)
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                       aws_access_key_id="localaws", aws_secret_access_key="localaws")
     try:
@@ -108,7 +138,11 @@ def read_summary(endpoint: str, bucket: str, run: dict) -> dict | None:
 
 
 def print_summary(summary: dict, run: dict, path: Path) -> None:
-    print(f"\n=== {summary['mode']} run {summary['run']}: {run['state']} ===")
+    print(f"\n=== {summary.get('experiment')} {summary['mode']} run {summary['run']}: {run['state']} ===")
+    revision = summary.get("revision") or {}
+    print(f"revision        experiment.yaml {revision.get('file_hash')}, source {revision.get('source_hash')}, "
+          f"commit {revision.get('commit')}")
+    print(f"code            {(summary.get('code') or {}).get('how')}")
     for kind in ("tuning", "training"):
         for job in (summary.get("jobs") or {}).get(kind, []):
             if kind == "training" and summary.get("tuning_job") and job["name"].startswith(summary["tuning_job"] + "-"):
@@ -128,9 +162,12 @@ def print_summary(summary: dict, run: dict, path: Path) -> None:
     print(f"quality gate    {'deploy' if gate.get('deploy') else 'no deploy'}: {gate.get('reason')}")
     smoke = summary.get("smoke_test")
     if smoke:
-        print(f"endpoint        {summary['endpoint']}: accuracy {smoke['accuracy']:.1%} on {smoke['samples']} "
-              f"held-out digits; e.g. " + ", ".join(f"{e['label']}->{e['predicted']}" for e in smoke["examples"][:6]))
+        print(f"endpoint        {summary['endpoint']}: {smoke['samples']} answered {smoke['response_bytes']} bytes "
+              f"({smoke['response_content_type']}) in {smoke['latency_seconds']} s: "
+              f"{smoke['response_preview'][:80]!r}; check {smoke['check']}")
         print(f"autoscaling     {summary['autoscaling']}")
+    elif summary.get("deploy"):
+        print(f"endpoint        none: {summary['deploy']}")
     print("teardown        " + ("; ".join(summary["teardown"]["removed"]) or "nothing to remove"))
     if summary["teardown"].get("already_gone"):
         print("already gone    " + "; ".join(summary["teardown"]["already_gone"]))
@@ -140,9 +177,19 @@ def print_summary(summary: dict, run: dict, path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--endpoint-url", default=os.environ.get("LOCALAWS_ENDPOINT", "http://127.0.0.1:4566"))
-    parser.add_argument("--modes", default="train,tune")
+    parser.add_argument("--experiment", default=os.environ.get("EXPERIMENT") or None,
+                        help="run this experiment's DAG (default: the examples, digits train and tune, diabetes "
+                             "train)")
+    parser.add_argument("--modes", default=None, help="with --experiment: train,tune (default train)")
     parser.add_argument("--out", default=str(ROOT / "out"))
     args = parser.parse_args()
+    if args.experiment:
+        runs = [(args.experiment, mode) for mode in (args.modes or "train").split(",")]
+    else:
+        runs = [(name, mode) for name, mode in DEFAULT_RUNS if not args.modes or mode in args.modes.split(",")]
+    missing = sorted({name for name, _ in runs if not experiment_file(name).is_file()})
+    if missing:
+        raise SystemExit(f"no experiment file {', '.join(str(experiment_file(name)) for name in missing)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with ensure_localaws(args.endpoint_url, out / "localaws.log"):
@@ -151,19 +198,20 @@ def main() -> int:
         migrate(env)
         print(f"Airflow home ready in {time.monotonic() - started:.1f}s ({env['AIRFLOW_HOME']})")
         failures = 0
-        for index, mode in enumerate(args.modes.split(",")):
-            conf = {"mode": mode, "preset": "default", "max_jobs": 4, "max_parallel_jobs": 2}
+        for index, (experiment, mode) in enumerate(runs):
+            conf = {"mode": mode, **RUN_CONF.get(mode, {})}
             logical_date = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + index))
             started = time.monotonic()
-            print(f"\nrunning {DAG_ID} in {mode} mode (log: {out / f'dag-{mode}.log'}) ...")
-            run = run_dag(env, conf, logical_date, out / f"dag-{mode}.log")
-            print(f"{mode} run finished {run['state']} in {time.monotonic() - started:.0f}s")
+            log_path = out / f"dag-{experiment}-{mode}.log"
+            print(f"\nrunning {dag_id(experiment)} in {mode} mode (log: {log_path}) ...")
+            run = run_dag(env, conf, logical_date, log_path, experiment)
+            print(f"{experiment} {mode} run finished {run['state']} in {time.monotonic() - started:.0f}s")
             summary = run.pop("summary")
             if summary is None:
-                print(f"no summary was written; see {out / f'dag-{mode}.log'}")
+                print(f"no summary was written; see {log_path}")
                 failures += 1
                 continue
-            path = out / f"summary-{mode}.json"
+            path = out / f"summary-{experiment}-{mode}.json"
             path.write_text(json.dumps({"dag_run": run, **summary}, indent=2))
             print_summary(summary, run, path)
             failures += run["state"] != "success"

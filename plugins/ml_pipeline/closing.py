@@ -96,15 +96,30 @@ def failure_sentence(failed: dict[str, str]) -> str:
 # --- jobs ------------------------------------------------------------------------------------------
 
 
+def name_parts(plan: dict) -> dict[str, list[str]]:
+    """What the names of the run's jobs contain, by kind: its training jobs (and host jobs) carry the run's key,
+    its tuning job (and attempts, -r2...) the run's tuning name, which is also the start of each trial's name
+    (``<tuning job>-<NNN>-<hex>``): a tuning job's 32 characters hold no room for the key itself."""
+    return {"tuning": [plan["names"]["tuning_job"]], "training": [plan["key"], plan["names"]["tuning_job"]]}
+
+
+def _list_jobs(lister, field: str, parts: list[str], **filters) -> list[dict]:
+    found = {}
+    for part in parts:
+        for summary in lister(NameContains=part, MaxResults=100, **filters)[field]:
+            found[summary.get("TrainingJobName") or summary.get("HyperParameterTuningJobName")] = summary
+    return list(found.values())
+
+
 def stop_jobs(sm, plan: dict, report: Report) -> None:
-    """Stop the run's tuning and training jobs still in progress (found by the run's key in their names)."""
-    key = plan["key"]
-    for summary in sm.list_hyper_parameter_tuning_jobs(NameContains=key, StatusEquals="InProgress",
-                                                       MaxResults=100)["HyperParameterTuningJobSummaries"]:
+    """Stop the run's tuning and training jobs still in progress (found by ``name_parts``)."""
+    parts = name_parts(plan)
+    for summary in _list_jobs(sm.list_hyper_parameter_tuning_jobs, "HyperParameterTuningJobSummaries",
+                              parts["tuning"], StatusEquals="InProgress"):
         sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=summary["HyperParameterTuningJobName"])
         report.did(f"stopped tuning job {summary['HyperParameterTuningJobName']}")
-    for summary in sm.list_training_jobs(NameContains=key, StatusEquals="InProgress",
-                                         MaxResults=100)["TrainingJobSummaries"]:
+    for summary in _list_jobs(sm.list_training_jobs, "TrainingJobSummaries", parts["training"],
+                              StatusEquals="InProgress"):
         sm.stop_training_job(TrainingJobName=summary["TrainingJobName"])
         report.did(f"stopped training job {summary['TrainingJobName']}")
 
@@ -143,7 +158,7 @@ def jobs_of_run(sm, plan: dict, started: dict, report: Report, wait_seconds: flo
     (``started``: {"training": [names], "tuning": [names]}) and any other of its jobs (a tuning job's
     trials, earlier attempts). A job its task started that AWS no longer knows is reported as gone. Jobs
     still stopping are waited for (up to ``wait_seconds``) so that the summary shows how they ended."""
-    key = plan["key"]
+    parts = name_parts(plan)
     deadline = time.monotonic() + wait_seconds
     result = {}
     for kind, lister, field, describe, argument, status_key in (
@@ -154,7 +169,7 @@ def jobs_of_run(sm, plan: dict, started: dict, report: Report, wait_seconds: flo
     ):
         # Oldest first, so the last is the attempt the run ended with (a retry's -r2 after the first);
         # a job its task started that AWS no longer lists comes last.
-        listed = [s[argument] for s in sorted(lister(NameContains=key, MaxResults=100)[field],
+        listed = [s[argument] for s in sorted(_list_jobs(lister, field, parts[kind]),
                                               key=lambda s: s["CreationTime"])]
         names = list(dict.fromkeys([*listed, *started.get(kind, [])]))
         states = []
@@ -373,12 +388,14 @@ def summarize(plan: dict, outcome: dict, jobs: dict, failures: dict[str, str], t
     training = [job for job in jobs.get("training", []) if not _is_trial(job["name"], jobs)]
     return {
         "run": plan["key"],
+        "experiment": plan["experiment"]["name"],
+        "revision": plan.get("revision"),
+        "code": outcome.get("code"),
         "state": "failed" if failures else "success",
         "failed_tasks": failures or None,
         "mode": plan["params"]["mode"],
         "preset": plan["params"]["preset"],
         "data": outcome.get("data"),
-        "image": outcome.get("image"),
         # The best job once one was picked; before that, the last attempt the run started (jobs_of_run
         # lists them oldest first).
         "training_job": best.get("training_job") or (training[-1]["name"] if training else None),
@@ -391,6 +408,7 @@ def summarize(plan: dict, outcome: dict, jobs: dict, failures: dict[str, str], t
         "best_weights": outcome.get("weights"),
         "model_package": outcome.get("model_package"),
         "quality_gate": outcome.get("gate"),
+        "deploy": "deploy: false in the experiment: no endpoint" if not plan["experiment"]["deploy"] else None,
         "endpoint": plan["names"]["endpoint"] if outcome.get("smoke_test") else None,
         "autoscaling": outcome.get("autoscaling"),
         "smoke_test": outcome.get("smoke_test"),
@@ -444,11 +462,14 @@ def outcome_line(summary: dict) -> str:
     if summary.get("quality_gate"):
         gate = summary["quality_gate"]
         parts.append(f"gate: {'deploy' if gate['deploy'] else 'keep production'} ({gate['reason']})")
+    if summary.get("deploy"):
+        parts.append(f"not deployed ({summary['deploy']})")
     if summary.get("smoke_test"):  # smoke.run's result: the experiment's check may add figures
         smoke = summary["smoke_test"]
-        figures = ", ".join(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
-                            for name, value in (smoke.get("check") or {}).items())
-        parts.append(f"smoke test passed in {smoke.get('latency_seconds')} s" + (f" ({figures})" if figures else ""))
+        figures = smoke.get("check") if isinstance(smoke.get("check"), dict) else {}
+        shown = ", ".join(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
+                          for name, value in figures.items())
+        parts.append(f"smoke test passed in {smoke.get('latency_seconds')} s" + (f" ({shown})" if shown else ""))
     return "; ".join(parts)
 
 

@@ -1,23 +1,25 @@
-"""Training presets and tuning configurations from ``include/hyperparams/``.
+"""Presets and tuning configurations of an experiment, validated (``experiments.py`` reads them).
 
-    load_preset("quick")                  include/hyperparams/quick.json, validated
-    load_tuning("tuning")                 include/hyperparams/tuning.json, validated
-    sagemaker_hyperparameters(preset)     {"epochs": "5", ...}: SageMaker's HyperParameters
-    tuning_parameter_ranges(tuning)       boto3's ParameterRanges (every value a string)
-    tuning_job_config(tuning)             boto3's HyperParameterTuningJobConfig
-    tuning_static_hyperparameters(tuning) the base preset's hyperparameters that are not tuned
+    experiment_files(name)                 include/hyperparams/<name>/: {"presets": {preset: path}, "tuning": path}
+    load_preset(path)                      one preset file, validated
+    load_tuning(path)                      one tuning file, validated (the schema only: ranges need the experiment)
+    check_preset(document, file, at)       a preset (inline or from a file), validated
+    check_tuning(document, file, at, ...)  a tuning configuration against the experiment's hyperparameters and metrics
+    check_metrics(document, file)          metric_definitions (one capture group each) and the objective among them
+    tuning_parameter_ranges(tuning)        boto3's ParameterRanges (every value a string)
+    tuning_job_config(tuning)              boto3's HyperParameterTuningJobConfig
 
-A name is looked up as ``<dir>/<name>.json``; anything with a slash or ending in
-``.json`` is a path. ``<dir>`` is ``$ML_PIPELINE_HYPERPARAMS_DIR`` when set, else
-``include/hyperparams`` of the repository (two levels above this file's folder).
-The rules (``preset.schema.json``, ``tuning.schema.json``) are always the
-repository's (``SCHEMA_DIR``): a data folder supplies presets, never the rules
-they are checked against.
+A preset is hyperparameter overrides (scalars) over the experiment's own hyperparameters, and optionally
+the resources its jobs take (instance type and count, volume, runtime). ``<dir>`` is
+``$ML_PIPELINE_HYPERPARAMS_DIR`` when set, else ``include/hyperparams`` of the repository (two levels
+above this file's folder); an experiment's files are in ``<dir>/<experiment>/``. The rules
+(``preset.schema.json``, ``tuning.schema.json``, ``experiment.schema.json``) are always the
+repository's: a data folder supplies presets, never the rules they are checked against.
 
-Every problem raises ``ConfigError`` (a ValueError) naming the file and the field,
-e.g. ``include/hyperparams/bad.json: hyperparameters.learning_rate: -1 is less
-than or equal to the minimum of 0``; NaN and Infinity (which Python's JSON parser
-accepts) are refused wherever a number is read. No torch, no boto3: this runs in Airflow.
+Every problem raises ``ConfigError`` (a ValueError) naming the file and the field, e.g.
+``include/hyperparams/digits/bad.json: hyperparameters.learning_rate: [1] is not of type 'string',
+'number', 'boolean'``; NaN and Infinity (which Python's JSON parser accepts) are refused wherever a
+number is read. No torch, no boto3: this runs in Airflow.
 """
 from __future__ import annotations
 
@@ -37,6 +39,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_DIR = REPO_ROOT / "include" / "hyperparams"
 PRESET_SCHEMA = "preset.schema.json"
 TUNING_SCHEMA = "tuning.schema.json"
+EXPERIMENT_SCHEMA = REPO_ROOT / "include" / "experiment.schema.json"
+TUNING_FILE = "tuning.json"
 RANGE_KINDS = ("IntegerParameterRanges", "ContinuousParameterRanges", "CategoricalParameterRanges")
 
 
@@ -49,11 +53,16 @@ def hyperparams_dir() -> Path:
     return Path(override) if override else REPO_ROOT / "include" / "hyperparams" / "digits"
 
 
-def resolve(name_or_path: str | os.PathLike) -> Path:
-    text = os.fspath(name_or_path)
-    if os.sep in text or "/" in text or text.endswith(".json"):
-        return Path(text)
-    return hyperparams_dir() / f"{text}.json"
+def experiment_files(name: str) -> dict:
+    """The preset and tuning files of experiment ``name`` (``<dir>/<name>/``): {"presets": {preset: path},
+    "tuning": path or None}. Symlinks are not followed out of the folder (the caller checks each path)."""
+    folder = hyperparams_dir() / name
+    if not folder.is_dir():
+        return {"presets": {}, "tuning": None}
+    presets = {path.stem: path for path in sorted(folder.glob("*.json"))
+               if path.name != TUNING_FILE and not path.name.endswith(".schema.json")}
+    tuning = folder / TUNING_FILE
+    return {"presets": presets, "tuning": tuning if tuning.exists() else None}
 
 
 def display(path: Path) -> str:
@@ -122,128 +131,144 @@ def schema(name: str) -> dict:
     return load_schema(SCHEMA_DIR / name)
 
 
-def _validate(document: Any, schema_name: str, path: Path) -> None:
-    validator = jsonschema.Draft202012Validator(schema(schema_name))
-    errors = sorted(validator.iter_errors(document),
+@lru_cache(maxsize=None)
+def validator(name: str):
+    """A validator for one of the code's schemas, the experiment's included: it refers to the preset and
+    tuning schemas by their ``$id``."""
+    from referencing import Registry, Resource  # noqa: PLC0415 - jsonschema's own dependency
+
+    documents = [schema(PRESET_SCHEMA), schema(TUNING_SCHEMA), load_schema(EXPERIMENT_SCHEMA)]
+    registry = Registry().with_resources((doc["$id"], Resource.from_contents(doc)) for doc in documents)
+    wanted = load_schema(EXPERIMENT_SCHEMA) if name == EXPERIMENT_SCHEMA.name else schema(name)
+    return jsonschema.Draft202012Validator(wanted, registry=registry)
+
+
+def _validate(document: Any, schema_name: str, file: str, at: tuple = ()) -> None:
+    errors = sorted(validator(schema_name).iter_errors(document),
                     key=lambda e: (len(e.absolute_path), [str(p) for p in e.absolute_path]))
     if errors:
-        problems = [f"{field_path(error.absolute_path)}: {error.message}" for error in errors]
-        raise ConfigError(f"{display(path)}: " + "; ".join(problems))
+        problems = [f"{field_path((*at, *best.absolute_path))}: {best.message}" for best in map(_deepest, errors)]
+        raise ConfigError(f"{file}: " + "; ".join(problems))
 
 
-def _fail(path: Path, field: str, message: str) -> None:
-    raise ConfigError(f"{display(path)}: {field}: {message}")
+def _deepest(error):
+    """A oneOf's error says only that no branch matched: the deepest error of its branches says where and why
+    (a deploy mapping's bad smoke check, not "False was expected")."""
+    while error.context:
+        error = max(error.context, key=lambda e: len(e.absolute_path))
+    return error
 
 
-def _check_metrics(document: dict, path: Path) -> None:
+def _fail(file: str, field: str, message: str) -> None:
+    raise ConfigError(f"{file}: {field}: {message}")
+
+
+def check_metrics(document: dict, file: str) -> None:
+    """Each metric defined once with a regex of exactly one capture group; the objective among them."""
     names = set()
     for index, definition in enumerate(document["metric_definitions"]):
         where = f"metric_definitions[{index}]"
         if definition["Name"] in names:
-            _fail(path, f"{where}.Name", f"{definition['Name']!r} is defined twice")
+            _fail(file, f"{where}.Name", f"{definition['Name']!r} is defined twice")
         names.add(definition["Name"])
         try:
             groups = re.compile(definition["Regex"]).groups
         except re.error as error:
-            _fail(path, f"{where}.Regex", f"not a valid regular expression: {error}")
+            _fail(file, f"{where}.Regex", f"not a valid regular expression: {error}")
         if groups != 1:
-            _fail(path, f"{where}.Regex", f"needs exactly one capture group, has {groups}")
+            _fail(file, f"{where}.Regex", f"needs exactly one capture group, has {groups}")
     if document["objective"]["metric"] not in names:
-        _fail(path, "objective.metric",
+        _fail(file, "objective.metric",
               f"{document['objective']['metric']!r} is not among the metric_definitions ({', '.join(sorted(names))})")
 
 
-def load_preset(name_or_path: str | os.PathLike) -> dict:
-    """A validated preset: {"hyperparameters": {...}, "metric_definitions": [...], "objective": {...}, ...}."""
-    path = resolve(name_or_path)
+def check_preset(document: Any, file: str, at: tuple = ()) -> dict:
+    """A preset, inline (``at`` its place in the experiment file) or a file's: {"hyperparameters": {...}, ...}."""
+    _refuse_non_finite(document, file, at)
+    _validate(document, PRESET_SCHEMA, file, at)
+    return {"hyperparameters": {}, **document}
+
+
+def _refuse_non_finite(document: Any, file: str, at: tuple = ()) -> None:
+    found = next(non_finite(document), None)
+    if found:
+        _fail(file, field_path((*at, *found[0])), f"{found[1]} is not a finite number")
+
+
+def load_preset(path: str | os.PathLike) -> dict:
+    """A validated preset file."""
+    path = Path(path)
+    return {**check_preset(_read_json(path), display(path)), "_path": str(path)}
+
+
+def load_tuning(path: str | os.PathLike) -> dict:
+    """A tuning file, validated against its schema (``check_tuning`` judges its ranges)."""
+    path = Path(path)
     document = _read_json(path)
-    _validate(document, PRESET_SCHEMA, path)
-    _check_metrics(document, path)
-    document["_path"] = str(path)
-    return document
+    _validate(document, TUNING_SCHEMA, display(path))
+    return {**document, "_path": str(path)}
 
 
-def _hyperparameter_schemas() -> dict:
-    return schema(PRESET_SCHEMA)["properties"]["hyperparameters"]["properties"]
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    return "integer" if isinstance(value, int) else "number" if isinstance(value, float) else "string"
 
 
-def _check_value(path: Path, where: str, name: str, value: Any, property_schema: dict) -> None:
-    errors = list(jsonschema.Draft202012Validator(property_schema).iter_errors(value))
-    if errors:
-        _fail(path, where, f"{errors[0].message} (for hyperparameter {name})")
+def check_tuning(document: Any, file: str, at: tuple, hyperparameters: dict, presets: dict,
+                 metric_names: set, objective: dict) -> dict:
+    """A tuning configuration of the experiment, resolved: the objective defaults to the experiment's,
+    ``base_preset`` must be one of ``presets``, and each range names a hyperparameter of the experiment (or
+    of the base preset) whose value's type suits the range (Integer: an integer; Continuous: a number)."""
+    _refuse_non_finite(document, file, at)
+    _validate(document, TUNING_SCHEMA, file, at)
 
+    def fail(field: tuple | str, message: str) -> None:
+        _fail(file, field_path((*at, *((field,) if isinstance(field, str) else field))), message)
 
-def _check_ranges(document: dict, path: Path) -> None:
-    known = _hyperparameter_schemas()
-    ranges = document["parameter_ranges"]
+    tuning = {"strategy": "Bayesian", "early_stopping": "Off", "objective": objective, **document}
+    base = tuning.get("base_preset")
+    if base is not None and base not in presets:
+        fail("base_preset", f"{base!r} is not a preset of the experiment ({', '.join(sorted(presets)) or 'none'})")
+    known = {**hyperparameters, **(presets[base]["hyperparameters"] if base else {})}
+    if tuning["objective"]["metric"] not in metric_names:
+        fail(("objective", "metric"), f"{tuning['objective']['metric']!r} is not among the experiment's "
+                                 f"metric_definitions ({', '.join(sorted(metric_names))})")
+    ranges = tuning["parameter_ranges"]
     seen: dict = {}
     for kind in RANGE_KINDS:
         for index, entry in enumerate(ranges.get(kind, [])):
-            where = f"parameter_ranges.{kind}[{index}]"
+            where = ("parameter_ranges", kind, index)
             name = entry["Name"]
             if name not in known:
-                _fail(path, f"{where}.Name", f"{name!r} is not a hyperparameter of the train script "
-                                              f"(known: {', '.join(known)})")
+                fail((*where, "Name"), f"{name!r} is not a hyperparameter of the experiment "
+                                      f"(known: {', '.join(known) or 'none'})")
             if name in seen:
-                _fail(path, f"{where}.Name", f"{name!r} is also tuned at {seen[name]}")
-            seen[name] = where
-            prop = known[name]
+                fail((*where, "Name"), f"{name!r} is also tuned at {seen[name]}")
+            seen[name] = field_path((*at, *where))
             if kind == "CategoricalParameterRanges":
-                for position, value in enumerate(entry["Values"]):
-                    _check_value(path, f"{where}.Values[{position}]", name, value, prop)
                 continue
-            wanted = "integer" if kind == "IntegerParameterRanges" else "number"
-            if prop.get("type") not in ("integer", "number") or (wanted == "number" and prop["type"] == "integer"):
-                _fail(path, f"{where}.Name", f"{name} is a{'n' if prop.get('type') == 'integer' else ''} "
-                                              f"{prop.get('type')} hyperparameter: "
-                                              f"it cannot have a {kind[:-len('ParameterRanges')]} range")
+            value_kind = _kind(known[name])
+            suits = value_kind == "integer" if kind == "IntegerParameterRanges" else value_kind in ("integer", "number")
+            if not suits:
+                fail((*where, "Name"), f"{name} is {value_kind} in the experiment ({known[name]!r}): it cannot have "
+                                      f"a{'n' if kind[0] == 'I' else ''} {kind[:-len('ParameterRanges')]} range")
             low, high = entry["MinValue"], entry["MaxValue"]
-            for key in ("MinValue", "MaxValue"):
-                _check_value(path, f"{where}.{key}", name, entry[key], prop)
             if not low < high:
-                _fail(path, f"{where}.MaxValue", f"MinValue ({low}) must be less than MaxValue ({high})")
+                fail((*where, "MaxValue"), f"MinValue ({low}) must be less than MaxValue ({high})")
             scaling = entry.get("ScalingType", "Auto")
             if scaling == "Logarithmic" and low <= 0:
-                _fail(path, f"{where}.MinValue", f"Logarithmic scaling needs MinValue > 0, got {low}")
+                fail((*where, "MinValue"), f"Logarithmic scaling needs MinValue > 0, got {low}")
             if scaling == "ReverseLogarithmic" and not (0 <= low and high < 1):
-                _fail(path, f"{where}.ScalingType",
-                      f"ReverseLogarithmic scaling needs 0 <= MinValue and MaxValue < 1, got [{low}, {high}]")
+                fail((*where, "ScalingType"),
+                     f"ReverseLogarithmic scaling needs 0 <= MinValue and MaxValue < 1, got [{low}, {high}]")
     if not seen:
-        _fail(path, "parameter_ranges", "no hyperparameter is tuned")
-    strategy = document.get("strategy", "Bayesian")
-    if strategy == "Grid" and any(ranges.get(kind) for kind in RANGE_KINDS[:2]):
-        _fail(path, "strategy", "Grid search takes CategoricalParameterRanges only")
-    if document["max_parallel_jobs"] > document["max_jobs"]:
-        _fail(path, "max_parallel_jobs",
-              f"{document['max_parallel_jobs']} is more than max_jobs ({document['max_jobs']})")
-
-
-def load_tuning(name_or_path: str | os.PathLike) -> dict:
-    """A validated tuning configuration; with ``base_preset`` the preset is loaded and
-    checked too and kept under ``"_preset"``."""
-    path = resolve(name_or_path)
-    document = _read_json(path)
-    _validate(document, TUNING_SCHEMA, path)
-    _check_ranges(document, path)
-    base = document.get("base_preset")
-    if base:
-        if "/" in base or os.sep in base or base.endswith(".json"):
-            base_path = Path(base) if Path(base).is_absolute() else path.parent / base
-        else:  # a name: beside the tuning file, else in the hyperparams dir
-            base_path = path.parent / f"{base}.json"
-            if not base_path.exists():
-                base_path = resolve(base)
-        try:
-            preset = load_preset(base_path)
-        except ConfigError as error:
-            _fail(path, "base_preset", str(error))
-        names = {definition["Name"] for definition in preset["metric_definitions"]}
-        if document["objective"]["metric"] not in names:
-            _fail(path, "objective.metric", f"{document['objective']['metric']!r} is not a metric of "
-                                            f"the base preset ({', '.join(sorted(names))})")
-        document["_preset"] = preset
-    document["_path"] = str(path)
-    return document
+        fail("parameter_ranges", "no hyperparameter is tuned")
+    if tuning["strategy"] == "Grid" and any(ranges.get(kind) for kind in RANGE_KINDS[:2]):
+        fail("strategy", "Grid search takes CategoricalParameterRanges only")
+    if tuning["max_parallel_jobs"] > tuning["max_jobs"]:
+        fail("max_parallel_jobs", f"{tuning['max_parallel_jobs']} is more than max_jobs ({tuning['max_jobs']})")
+    return tuning
 
 
 def to_hyperparameter_string(value: Any) -> str:
@@ -255,7 +280,7 @@ def to_hyperparameter_string(value: Any) -> str:
 
 
 def sagemaker_hyperparameters(preset: dict) -> dict:
-    """The preset's hyperparameters as SageMaker wants them: {name: str}."""
+    """A container's hyperparameters as SageMaker stores them for a plain image: {name: str}."""
     return {name: to_hyperparameter_string(value)
             for name, value in preset["hyperparameters"].items() if value is not None}
 
@@ -282,15 +307,6 @@ def tuning_parameter_ranges(tuning: dict) -> dict:
 
 def tuned_names(tuning: dict) -> set:
     return {entry["Name"] for kind in RANGE_KINDS for entry in tuning["parameter_ranges"].get(kind, [])}
-
-
-def tuning_static_hyperparameters(tuning: dict) -> dict:
-    """The base preset's hyperparameters, less the tuned ones, as strings ({} without a base)."""
-    preset = tuning.get("_preset")
-    if preset is None:
-        return {}
-    tuned = tuned_names(tuning)
-    return {name: value for name, value in sagemaker_hyperparameters(preset).items() if name not in tuned}
 
 
 def tuning_job_config(tuning: dict) -> dict:

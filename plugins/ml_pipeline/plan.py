@@ -2,9 +2,12 @@
 
 ``make_plan`` runs first in the DAG and refuses bad input before anything is created: JSON Schema already
 checked each Param's type and range; here go the numbers (finite, wherever they came from), the names
-as the AWS service each goes to checks them, the rules across fields, the hyperparameter files, and
-the instance types AWS knows. A Training field left empty takes the preset's value (``resolve_from_preset``).
-The rest of the chain reads the plan from XCom (it holds no secret).
+as the AWS service each goes to checks them, the rules across fields, the experiment's presets and
+tuning, and the instance types AWS knows. A Training field left empty takes the preset's value, else the
+experiment's (``resolve_from_preset``). The plan carries the resolved experiment (``plan["experiment"]``)
+and what it trained from (``plan["revision"]``). Its hyperparameters are typed (JSON values): the
+request builders encode them as the job's code kind wants them. The rest of the chain reads the plan
+from XCom (it holds no secret).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from functools import lru_cache
 from ml_pipeline import config as hyperparams
 from ml_pipeline.infra.params import validate_infra
 from ml_pipeline.naming import endpoint_name, run_key, run_names
-from ml_pipeline.params import FALLBACKS
+from ml_pipeline.params import FROM_PRESET
 
 #: Each name Param and the botocore shape (service, shape) of the API it goes to: its length limits and
 #: pattern are checked here as that service checks them (botocore's client does not).
@@ -51,16 +54,16 @@ def _instance_types(shape: str) -> set[str]:
     return set(_model("sagemaker").shape_for(shape).enum)
 
 
-def _titles() -> dict[str, str]:
+def _form(experiment: dict) -> dict:
     from ml_pipeline.infra.params import infra_params  # noqa: PLC0415
     from ml_pipeline.params import pipeline_params  # noqa: PLC0415
 
-    return {name: param.schema.get("title", name) for name, param in {**pipeline_params(), **infra_params()}.items()}
+    return {**pipeline_params(experiment), **infra_params()}
 
 
-def non_finite_errors(params: dict) -> list[str]:
+def non_finite_errors(params: dict, experiment: dict) -> list[str]:
     """NaN and Infinity anywhere in the run's values (the REST API's JSON parser accepts them)."""
-    titles = _titles()
+    titles = {name: param.schema.get("title", name) for name, param in _form(experiment).items()}
     return [f"{hyperparams.field_path((name, *rest))} ({titles.get(name, name)}): {value} is not a finite number"
             for (name, *rest), value in hyperparams.non_finite(params)]
 
@@ -99,20 +102,19 @@ def bucket_name_errors(bucket) -> list[str]:
     return [f"bucket: {bucket} uses {reserved[0]!r}, reserved by S3"] if reserved else []
 
 
-def resolve_from_preset(p: dict, preset: dict) -> list[str]:
-    """A Training field the form left empty takes the preset's value, else ``FALLBACKS`` (in place). A
+def resolve_from_preset(p: dict, preset: dict, experiment: dict) -> list[str]:
+    """A Training field the form left empty takes the preset's value, else the experiment's (in place). A
     value given in the form always wins; the ML storage volume, not a Param, is always the preset's.
     Returns what is wrong with the values taken from the preset: each must pass its Param's own schema, as
-    a value typed into the form does (a preset's schema allows more, e.g. 64 instances)."""
+    a value typed into the form does."""
     import jsonschema  # noqa: PLC0415
 
-    from ml_pipeline.params import pipeline_params  # noqa: PLC0415
-
     errors = []
-    for name, fallback in FALLBACKS.items():
+    form = _form(experiment)
+    for name in FROM_PRESET:
         if p.get(name) is None:
-            p[name] = preset.get(name, fallback)
-            schema = pipeline_params()[name].schema
+            p[name] = preset.get(name, experiment[name])
+            schema = form[name].schema
             for error in jsonschema.Draft202012Validator(schema).iter_errors(p[name]):
                 errors.append(f"{name} ({schema.get('title', name)}): the preset's {p[name]!r} is beyond what the "
                               f"form allows: {error.message}")
@@ -120,62 +122,76 @@ def resolve_from_preset(p: dict, preset: dict) -> list[str]:
     return errors
 
 
-def make_plan(params: dict, run_id: str, logical_date) -> dict:
+def _preset(p: dict, experiment: dict, errors: list) -> dict:
+    name = p.get("preset")
+    if name is None:
+        return {"hyperparameters": dict(experiment["hyperparameters"])}
+    if name not in experiment["presets"]:
+        errors.append(f"preset: {name!r} is not a preset of experiment {experiment['name']} "
+                      f"({', '.join(experiment['presets']) or 'it has none'})")
+        return {"hyperparameters": dict(experiment["hyperparameters"])}
+    return experiment["presets"][name]
+
+
+def make_plan(params: dict, run_id: str, logical_date, experiment: dict, data_interval: tuple | None = None) -> dict:
+    """The run's plan for ``experiment`` (the resolved one, ``experiments.load``). ``data_interval``: the run's
+    (start, end), which the experiment's ``prepare`` writes the data for; default: the logical date's instant."""
     p = dict(params)
-    errors = non_finite_errors(p)
+    errors = non_finite_errors(p, experiment)
     if errors:  # nothing else can be judged on such numbers
         raise PlanError("Refused before anything was created:\n- " + "\n- ".join(errors))
     errors.extend(name_errors(p))
 
-    plan = {"params": p}
-    preset = tuning = None
-    try:
-        preset = hyperparams.load_preset(p["preset"])
-    except hyperparams.ConfigError as error:
-        errors.append(str(error))
-    try:
-        tuning = hyperparams.load_tuning(p["tuning"]) if p["mode"] == "tune" else None
-    except hyperparams.ConfigError as error:
-        errors.append(str(error))
-    # The resources come from the preset the jobs train with: in tune mode the tuning file's base preset.
-    errors.extend(resolve_from_preset(p, (tuning or {}).get("_preset") or preset or {}))
+    plan = {"params": p, "experiment": experiment,
+            "revision": {"file_hash": experiment["file_hash"], "source_hash": experiment["source_hash"],
+                         "commit": None}}
+    overrides = dict(p.get("hyperparameters") or {})
+    preset = _preset(p, experiment, errors)
+    tuning = None
+    if p["mode"] == "tune":
+        tuning = experiment["tuning"]
+        if tuning is None:
+            errors.append(f"mode: experiment {experiment['name']} has no tuning (add tuning: to its experiment.yaml "
+                          f"or include/hyperparams/{experiment['name']}/tuning.json)")
+    base = experiment["presets"].get(tuning["base_preset"]) if tuning and tuning.get("base_preset") else None
+    # The resources come from the preset the jobs train with: in tune mode the tuning's base preset.
+    errors.extend(resolve_from_preset(p, (base or {}) if tuning else preset, experiment))
 
     if p["instance_type"] not in _instance_types("TrainingInstanceType"):
         errors.append(f"instance_type: {p['instance_type']} is not a SageMaker training instance type")
-    if p["endpoint_instance_type"] not in _instance_types("ProductionVariantInstanceType"):
+    if experiment["deploy"] and p["endpoint_instance_type"] not in _instance_types("ProductionVariantInstanceType"):
         errors.append(f"endpoint_instance_type: {p['endpoint_instance_type']} is not a SageMaker hosting type")
-    if p["min_capacity"] > p["max_capacity"]:
+    if experiment["deploy"] and p["min_capacity"] > p["max_capacity"]:
         errors.append(f"min_capacity ({p['min_capacity']}) is above max_capacity ({p['max_capacity']})")
     errors.extend(validate_infra(p))
     if p["use_spot"] and p["max_wait_seconds"] < p["max_runtime_seconds"]:
         errors.append("max_wait_seconds must be at least max_runtime_seconds with managed spot training")
 
-    if preset is not None:
-        plan["hyperparameters"] = hyperparams.sagemaker_hyperparameters(preset)
-        plan["metric_definitions"] = preset["metric_definitions"]
-        plan["objective"] = preset["objective"]
+    plan["hyperparameters"] = {**experiment["hyperparameters"], **preset["hyperparameters"], **overrides}
+    plan["metric_definitions"] = experiment["metric_definitions"]
+    plan["objective"] = experiment["objective"]
     if tuning is not None:
+        tuning = dict(tuning)
         if p.get("max_jobs"):
             tuning["max_jobs"] = p["max_jobs"]
         if p.get("max_parallel_jobs"):
             tuning["max_parallel_jobs"] = p["max_parallel_jobs"]
         if tuning["max_parallel_jobs"] > tuning["max_jobs"]:
             errors.append("max_parallel_jobs is above max_jobs")
+        plan["tuning"] = tuning
         plan["tuning_config"] = hyperparams.tuning_job_config(tuning)
         plan["objective"] = tuning["objective"]
-        static = hyperparams.tuning_static_hyperparameters(tuning) or {
-            name: value for name, value in plan.get("hyperparameters", {}).items()
-            if name not in hyperparams.tuned_names(tuning)
-        }
-        plan["static_hyperparameters"] = static
-        if tuning.get("_preset"):
-            plan["metric_definitions"] = tuning["_preset"]["metric_definitions"]
+        tuned = hyperparams.tuned_names(tuning)
+        static = {**experiment["hyperparameters"], **(base or {}).get("hyperparameters", {}), **overrides}
+        plan["static_hyperparameters"] = {name: value for name, value in static.items() if name not in tuned}
     if errors:
         raise PlanError("Refused before anything was created:\n- " + "\n- ".join(errors))
 
-    key = run_key(run_id, logical_date)
+    key = run_key(run_id, logical_date, experiment["name"])
     plan["key"] = key
-    plan["names"] = run_names(key)
+    plan["names"] = run_names(experiment["name"], key)
     plan["names"]["endpoint"] = endpoint_name(p["endpoint_name"], key, p["keep_endpoint"])
     plan["data_seed"] = int(key.split("-")[0]) if key[0].isdigit() else 0
+    start, end = data_interval or (logical_date, logical_date)
+    plan["data_interval"] = {"start": start.isoformat() if start else None, "end": end.isoformat() if end else None}
     return plan

@@ -145,12 +145,13 @@ def test_the_summary_names_the_attempt_the_run_ended_with(localaws_process):
 
     sm = localaws_process.client("sagemaker")
     key = unique("attempts")
-    first, retry = f"digits-train-{key}", f"digits-train-{key}-r2"
+    first, retry = f"plain-train-{key}", f"plain-train-{key}-r2"
     for name in (first, retry):  # an image localaws does not know: each fails at once
         sm.create_training_job(**training_request(name, "123456789012.dkr.ecr.us-east-1.amazonaws.com/none:x", {},
                                                   "s3://nowhere/out", {}))
         wait_for_training(sm, name, timeout=60)
-    run = {"key": key, "params": {"mode": "train", "preset": "quick"}, "names": {"endpoint": "e"}}
+    run = {"key": key, "params": {"mode": "train", "preset": "quick"},
+           "names": {"endpoint": "e", "tuning_job": f"plain-{key}"}, "experiment": {"name": "plain", "deploy": False}}
     jobs = jobs_of_run(sm, run, {"training": [retry], "tuning": []}, Report(), wait_seconds=0)
     assert [job["name"] for job in jobs["training"]] == [first, retry]  # oldest first
     assert summarize(run, {}, jobs, {"train.wait_for_training_job": "failed"}, {})["training_job"] == retry

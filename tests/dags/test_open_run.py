@@ -15,11 +15,10 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def pipeline():
-    from airflow.dag_processing.dagbag import DagBag
+    from ml_pipeline.pipeline_dag import build_dag
+    from tests.dags.experiment_support import plain
 
-    bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "ml_training_pipeline.py"))
-    assert bag.import_errors == {}
-    return bag.dags["ml_training_pipeline"]
+    return build_dag(plain())
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from tests.dags.experiment_support import plain, write_experiment
 from tests.infra.support import params, plan
 
 
@@ -20,21 +21,21 @@ def refused(**overrides) -> str:
 # --- names, checked as the AWS service they go to checks them ---------------------------------------
 
 
-@pytest.mark.parametrize("name", ["digits/../../x", "digits/./x", "-digits", "Digits", "digits//x", "d", "a" * 257,
-                                  "digits/", "digits..x"])
+@pytest.mark.parametrize("name", ["plain/../../x", "plain/./x", "-plain", "Plain", "plain//x", "d", "a" * 257,
+                                  "plain/", "plain..x"])
 def test_an_ecr_repository_ecr_would_refuse_is_refused_by_its_schema_and_by_plan(name):
     from airflow.sdk.definitions.param import ParamsDict
 
     from ml_pipeline.params import pipeline_params
 
     assert "ecr_repository" in refused(ecr_repository=name)
-    form = ParamsDict(copy.deepcopy(pipeline_params()))
+    form = ParamsDict(copy.deepcopy(pipeline_params(plain())))
     with pytest.raises(Exception, match="ecr_repository"):
         form["ecr_repository"] = name  # a ParamsDict validates on assignment
         form.validate()
 
 
-@pytest.mark.parametrize("name", ["digits-training", "team/digits_training", "a.b", "ns/sub/repo-1", "a__b", "ab"])
+@pytest.mark.parametrize("name", ["plain-training", "team/plain_training", "a.b", "ns/sub/repo-1", "a__b", "ab"])
 def test_ecr_repository_names_ecr_takes_are_accepted(name):
     assert plan(ecr_repository=name)["params"]["ecr_repository"] == name
 
@@ -48,7 +49,7 @@ def test_each_name_params_schema_is_the_aws_models_pattern():
     from ml_pipeline.plan import NAME_SHAPES
 
     session = botocore.session.get_session()
-    form = {**pipeline_params(), **infra_params()}
+    form = {**pipeline_params(plain()), **infra_params()}
     compared = []
     for name, (service, shape) in NAME_SHAPES.items():
         model = session.get_service_model(service).shape_for(shape).metadata
@@ -75,12 +76,11 @@ def test_bucket_names_s3_would_refuse_are_refused(bucket, words):
 
 
 @pytest.mark.parametrize("name, value", [
-    ("smoke_min_accuracy", math.nan), ("smoke_min_accuracy", math.inf), ("stack_ttl_hours", math.nan),
-    ("stack_ttl_hours", -math.inf),
+    ("stack_ttl_hours", math.nan), ("stack_ttl_hours", -math.inf), ("hyperparameters", {"max_depth": math.inf}),
 ])
 def test_non_finite_numbers_are_refused_by_plan_naming_the_field(name, value):
     message = refused(**{name: value})
-    assert f"{name} (" in message and "is not a finite number" in message, message
+    assert message.count(f"\n- {name}") == 1 and "is not a finite number" in message, message
 
 
 def test_every_number_param_refuses_nan_and_infinity_in_its_schema():
@@ -90,48 +90,43 @@ def test_every_number_param_refuses_nan_and_infinity_in_its_schema():
     from ml_pipeline.infra.params import infra_params
     from ml_pipeline.params import pipeline_params
 
-    numbers = {name for name, p in {**pipeline_params(), **infra_params()}.items()
+    numbers = {name for name, p in {**pipeline_params(plain()), **infra_params()}.items()
                if "number" in str(p.schema.get("type"))}
-    assert numbers >= {"smoke_min_accuracy", "stack_ttl_hours"}
+    assert numbers >= {"stack_ttl_hours"}
     for name in numbers:
         for value in (math.nan, math.inf, -math.inf):
-            form = ParamsDict(copy.deepcopy({**pipeline_params(), **infra_params()}))
+            form = ParamsDict(copy.deepcopy({**pipeline_params(plain()), **infra_params()}))
             with pytest.raises(Exception, match=name):
                 form[name] = value  # a ParamsDict validates on assignment
                 form.validate()
-        form = ParamsDict(copy.deepcopy({**pipeline_params(), **infra_params()}))
+        form = ParamsDict(copy.deepcopy({**pipeline_params(plain()), **infra_params()}))
         form.validate()  # the finite defaults pass
 
 
 def test_the_api_servers_copy_of_the_params_refuses_nan():
     """What the API server validates a triggered run's conf with: the serialized DAG's params."""
-    from airflow.dag_processing.dagbag import DagBag
     from airflow.serialization.serialized_objects import DagSerialization
 
-    from tests.conftest import REPO_ROOT
+    from ml_pipeline.pipeline_dag import build_dag
 
-    dag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "ml_training_pipeline.py")).dags["ml_training_pipeline"]
-    served = DagSerialization.from_dict(DagSerialization.to_dict(dag))
-    with pytest.raises(Exception, match="smoke_min_accuracy"):
-        served.params.deep_merge({"smoke_min_accuracy": math.nan}).validate()
-    served.params.deep_merge({"smoke_min_accuracy": 0.5}).validate()
-
-
-# --- empty in the form means the preset's -------------------------------------------------------------
+    served = DagSerialization.from_dict(DagSerialization.to_dict(build_dag(plain())))
+    with pytest.raises(Exception, match="stack_ttl_hours"):
+        served.params.deep_merge({"stack_ttl_hours": math.nan}).validate()
+    with pytest.raises(Exception, match="hyperparameters"):
+        served.params.deep_merge({"hyperparameters": {"max_depth": math.nan}}).validate()
+    served.params.deep_merge({"stack_ttl_hours": 0.5}).validate()
 
 
-def test_empty_training_fields_take_the_presets_values():
-    from ml_pipeline import sagemaker_requests as requests
+# --- empty in the form means the preset's, else the experiment's -------------------------------------
 
+
+def test_empty_training_fields_take_the_presets_values_else_the_experiments():
     quick = plan(preset="quick")
-    assert quick["params"]["instance_type"] == "ml.m5.large"
-    assert quick["params"]["max_runtime_seconds"] == 600
+    assert (quick["params"]["instance_type"], quick["params"]["max_runtime_seconds"]) == ("ml.m5.large", 600)
     assert quick["params"]["instance_count"] == 1
-    request = requests.training_job(quick, "image", {"train": "s3://b/t", "validation": "s3://b/v"})
-    assert request["ResourceConfig"]["InstanceType"] == "ml.m5.large"
-    assert request["StoppingCondition"]["MaxRuntimeInSeconds"] == 600
-    gpu = plan(preset="gpu")
-    assert (gpu["params"]["instance_type"], gpu["params"]["max_runtime_seconds"]) == ("ml.g5.xlarge", 3600)
+    big = plan(preset="big")
+    assert (big["params"]["instance_type"], big["params"]["instance_count"]) == ("ml.m5.2xlarge", 2)
+    assert big["params"]["max_runtime_seconds"] == 900  # big names none: the experiment's
 
 
 def test_a_value_given_in_the_form_wins_over_the_presets():
@@ -140,52 +135,26 @@ def test_a_value_given_in_the_form_wins_over_the_presets():
             chosen["params"]["instance_count"]) == ("ml.c5.xlarge", 900, 2)
 
 
-def test_tune_mode_takes_the_tuning_files_base_preset():
-    # tuning.json tunes over the quick preset: its jobs are quick's, whatever Hyperparameter preset says.
-    tuned = plan(mode="tune", preset="default")
+def test_tune_mode_takes_the_tunings_base_preset():
+    # The tuning tunes over the quick preset: its jobs are quick's, whatever Hyperparameter preset says.
+    tuned = plan(mode="tune", preset="big")
     assert (tuned["params"]["instance_type"], tuned["params"]["max_runtime_seconds"]) == ("ml.m5.large", 600)
 
 
-def test_a_preset_naming_no_resources_gets_the_documented_fallbacks(tmp_path):
-    import json
-
-    from ml_pipeline.params import FALLBACKS
+def test_the_presets_storage_volume_reaches_the_job(tmp_path):
+    from ml_pipeline import experiments
     from ml_pipeline.plan import DEFAULT_VOLUME_GB
-    from tests.conftest import REPO_ROOT
 
-    document = json.loads((REPO_ROOT / "include" / "hyperparams" / "digits" / "quick.json").read_text())
-    for key in ("instance_type", "instance_count", "max_runtime_seconds"):
-        document.pop(key)
-    document["volume_size_gb"] = 50
-    (tmp_path / "bare.json").write_text(json.dumps(document))
-    resolved = plan(preset=str(tmp_path / "bare.json"))["params"]
-    assert {k: resolved[k] for k in FALLBACKS} == FALLBACKS
-    assert resolved["volume_size_gb"] == 50 != DEFAULT_VOLUME_GB  # the preset's storage volume reaches the job
-    assert plan(preset="quick")["params"]["volume_size_gb"] == DEFAULT_VOLUME_GB
-
-
-def test_a_presets_values_beyond_the_forms_limits_are_refused(tmp_path):
-    """A preset from ML_PIPELINE_HYPERPARAMS_DIR fills the empty Training fields: what it gives must pass the
-    same limits as a value typed into the form (the preset's schema allows 64 instances and 28 days)."""
-    import json
-
-    from tests.conftest import REPO_ROOT
-
-    document = json.loads((REPO_ROOT / "include" / "hyperparams" / "digits" / "quick.json").read_text())
-    document.update({"instance_count": 20, "max_runtime_seconds": 2419200})
-    (tmp_path / "huge.json").write_text(json.dumps(document))
-    message = refused(preset=str(tmp_path / "huge.json"))
-    assert "instance_count (Training instances): the preset's 20" in message and "maximum of 8" in message
-    assert "max_runtime_seconds (Max runtime (s)): the preset's 2419200" in message and "maximum of 432000" in message
-    # A value typed into the form is the form's to judge: the preset's are not checked then.
-    assert plan(preset=str(tmp_path / "huge.json"), instance_count=2, max_runtime_seconds=600)["params"][
-        "instance_count"] == 2
+    experiment = experiments.load(write_experiment(tmp_path, "roomy", presets={
+        "quick": {"hyperparameters": {"n_estimators": 20}, "volume_size_gb": 50}}))
+    assert plan(experiment)["params"]["volume_size_gb"] == 50 != DEFAULT_VOLUME_GB
+    assert plan(experiment, preset=None)["params"]["volume_size_gb"] == DEFAULT_VOLUME_GB
 
 
 def test_the_spot_rule_is_judged_on_the_resolved_runtime():
-    # quick's 600 s fits in a 900 s spot wait; the old form default of 3600 s did not.
-    assert plan(preset="quick", use_spot=True, max_wait_seconds=900)["params"]["max_runtime_seconds"] == 600
-    assert "max_wait_seconds" in refused(preset="default", use_spot=True, max_wait_seconds=900)
+    # quick's 600 s fits in a 700 s spot wait; the experiment's 900 s does not.
+    assert plan(preset="quick", use_spot=True, max_wait_seconds=700)["params"]["max_runtime_seconds"] == 600
+    assert "max_wait_seconds" in refused(preset=None, use_spot=True, max_wait_seconds=700)
 
 
 def test_the_params_defaults_are_a_valid_run():

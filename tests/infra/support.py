@@ -9,21 +9,27 @@ ZERO = {"instances": 0, "volumes": 0, "security_groups": 0, "subnets": 0, "route
         "ssm_documents": 0}
 
 
-def params(**overrides) -> dict:
-    """The pipeline's and the infrastructure's Params at their defaults, with ``overrides``."""
+def params(experiment: dict | None = None, **overrides) -> dict:
+    """The pipeline's and the infrastructure's Params of ``experiment`` (default: the tests' plain one,
+    tests/dags/experiments/plain) at their defaults, with ``overrides``."""
     from ml_pipeline.infra.params import infra_params
     from ml_pipeline.params import pipeline_params
+    from tests.dags.experiment_support import plain
 
-    values = {name: param.value for name, param in {**pipeline_params(), **infra_params()}.items()}
+    form = {**pipeline_params(experiment or plain()), **infra_params()}
+    values = {name: param.value for name, param in form.items()}
     values.update({"preset": "quick", "bucket": "infra-tests", **overrides})
     return values
 
 
-def plan(**overrides) -> dict:
+def plan(experiment: dict | None = None, **overrides) -> dict:
     """A run's plan as ``make_plan`` makes it (a fresh run id each time)."""
     from ml_pipeline.plan import make_plan
+    from tests.dags.experiment_support import plain
 
-    return make_plan(params(**overrides), f"manual__{uuid.uuid4().hex}", datetime.now(timezone.utc))
+    experiment = experiment or plain()
+    return make_plan(params(experiment, **overrides), f"manual__{uuid.uuid4().hex}", datetime.now(timezone.utc),
+                     experiment)
 
 
 def key_pair(client, name: str = "ops") -> str:

@@ -72,16 +72,20 @@ def untrained_model(s3, bucket: str) -> str:
     return f"s3://{bucket}/models/reaper/model.tar.gz"
 
 
-def test_the_reaper_removes_an_expired_stack_and_an_idle_endpoint_and_nothing_else(localaws):
+def test_the_reaper_removes_an_expired_stack_and_an_idle_endpoint_and_nothing_else(localaws, tmp_path):
+    """Whichever experiment made them: the stacks and endpoints are found by the project's tags."""
+    from ml_pipeline import experiments
     from ml_pipeline.infra.params import preflight
     from ml_pipeline.infra.reaper import reap
     from ml_pipeline.infra.stack import provision
     from ml_pipeline.infra.teardown import remaining, teardown_stack
+    from tests.dags.experiment_support import write_experiment
     from tests.localaws.hosting_support import predict, wait_endpoint, wait_gone
 
     client = localaws.client
+    other = experiments.load(write_experiment(tmp_path, "another-model"))
     expired = plan(compute="host", host_instance_type="g5.xlarge", stack_ttl_hours=1)
-    young = plan(compute="sagemaker", provision_vpc=True, stack_ttl_hours=48)
+    young = plan(other, compute="sagemaker", provision_vpc=True, stack_ttl_hours=48)
     for run in (expired, young):
         provision(client, run, preflight(client, run))
         age(client, run["key"], hours=2)
@@ -99,7 +103,8 @@ def test_the_reaper_removes_an_expired_stack_and_an_idle_endpoint_and_nothing_el
         sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
             "VariantName": "AllTraffic", "ModelName": name, "InstanceType": "ml.m5.large",
             "InitialInstanceCount": 1}])
-        project = [{"Key": "project", "Value": "ml-pipeline"}] if kind != "other" else [{"Key": "team", "Value": "x"}]
+        project = [{"Key": "project", "Value": "ml-pipeline"}, {"Key": "experiment", "Value": f"exp-{kind}"}] \
+            if kind != "other" else [{"Key": "team", "Value": "x"}]
         sm.create_endpoint(EndpointName=name, EndpointConfigName=name, Tags=project)
     for name in names.values():
         assert wait_endpoint(sm, name)["EndpointStatus"] == "InService"
@@ -110,9 +115,9 @@ def test_the_reaper_removes_an_expired_stack_and_an_idle_endpoint_and_nothing_el
 
     report = reap(client, idle_hours=WINDOW_SECONDS / 3600, poll=0.2, timeout=60)
     assert report["errors"] == []
-    assert [s["run"] for s in report["stacks"]] == [expired["key"]]
+    assert [(s["run"], s["experiment"]) for s in report["stacks"]] == [(expired["key"], "plain")]
     assert report["stacks"][0]["removed"]["instance"]
-    assert [e["endpoint"] for e in report["endpoints"]] == [names["idle"]]
+    assert [(e["endpoint"], e["experiment"]) for e in report["endpoints"]] == [(names["idle"], "exp-idle")]
 
     assert remaining(client, expired["key"]) == ZERO
     assert remaining(client, young["key"]) == young_counts and young_counts["vpcs"] == 1

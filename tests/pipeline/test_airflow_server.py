@@ -22,9 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from scripts.run_pipeline import DAG_ID, airflow_env, migrate
+from scripts.run_pipeline import airflow_env, dag_id, migrate
 from tests.conftest import REPO_ROOT, free_port, unique
 from tests.support import wait_until
+
+DAG_ID = dag_id("digits")  # the digits example's DAG (experiments/digits)
 
 REAPER_ID = "ml_pipeline_reaper"
 
@@ -93,10 +95,10 @@ def airflow_server(localaws_process, tmp_path_factory):
     home = tmp_path_factory.mktemp("airflow-standalone")
     # The default preset trains for minutes here, so a run can be caught while its job trains.
     hyperparams = home / "hyperparams"
-    shutil.copytree(REPO_ROOT / "include" / "hyperparams" / "digits", hyperparams)
-    slow = json.loads((hyperparams / "default.json").read_text())
+    shutil.copytree(REPO_ROOT / "include" / "hyperparams" / "digits", hyperparams / "digits")
+    slow = json.loads((hyperparams / "digits" / "default.json").read_text())
     slow["hyperparameters"].update({"epochs": 3000, "early_stopping_patience": 0})
-    (hyperparams / "default.json").write_text(json.dumps(slow))
+    (hyperparams / "digits" / "default.json").write_text(json.dumps(slow))
 
     port = free_port()
     env = airflow_env(localaws_process.endpoint_url, home)

@@ -8,8 +8,10 @@ import sys
 
 import pytest
 
-from scripts.run_pipeline import INNER, DAG_ID, airflow_env, migrate, read_summary, run_dag
+from scripts.run_pipeline import INNER, airflow_env, dag_id, experiment_file, migrate, read_summary, run_dag
 from tests.conftest import REPO_ROOT, unique
+
+DAG_ID = dag_id("digits")  # the digits example's DAG (experiments/digits)
 
 pytestmark = pytest.mark.timeout(1200)
 QUICK = {"preset": "quick", "max_jobs": 4, "max_parallel_jobs": 2}
@@ -31,8 +33,8 @@ def run(airflow, conf: dict, date: str, name: str, **env) -> tuple[dict, dict | 
     # so the registry's production versions) is shared by every test in the session.
     conf = {"model_package_group": unique("digits"), **conf}
     environment = {**airflow["env"], **env}
-    result = run_dag(environment, conf, date, airflow["home"] / f"{name}.log")
-    summary = read_summary(airflow["localaws"].endpoint_url, environment["ML_PIPELINE_BUCKET"], result)
+    result = run_dag(environment, conf, date, airflow["home"] / f"{name}.log", "digits")
+    summary = read_summary(airflow["localaws"].endpoint_url, environment["ML_PIPELINE_BUCKET"], result, "digits")
     return result, summary
 
 
@@ -60,8 +62,8 @@ def test_train_mode_end_to_end(airflow):
     package = sm.describe_model_package(ModelPackageName=summary["model_package"])
     assert package["ModelApprovalStatus"] == "Approved"
     # Teardown removed the endpoint (keep_endpoint defaults to off), its config and model.
-    assert f"deleted endpoint digits-classifier-{summary['run']}" in summary["teardown"]["removed"]
-    assert sm.list_endpoints(NameContains="digits-classifier")["Endpoints"] == []
+    assert f"deleted endpoint digits-{summary['run']}" in summary["teardown"]["removed"]
+    assert sm.list_endpoints(NameContains="digits")["Endpoints"] == []
     assert [j["TrainingJobStatus"] for j in jobs_of(sm, summary["run"])] == ["Completed"]
     assert summary["jobs"]["training"] == [{"name": summary["training_job"], "status": "Completed",
                                             "secondary_status": "Completed"}]
@@ -155,20 +157,21 @@ def test_a_failing_training_job_fails_the_run_and_still_tears_down(airflow, tmp_
     assert "broken on purpose" in summary["jobs"]["training"][0]["reason"]
     assert f"training job {jobs[0]['TrainingJobName']} was Failed (" in (airflow["home"] / "broken.log").read_text()
     assert len(jobs) == 1  # the sensor's retries re-check the failed job; nothing starts a duplicate
-    assert sm.list_endpoints(NameContains="digits-classifier")["Endpoints"] == []
+    assert sm.list_endpoints(NameContains="digits")["Endpoints"] == []
     assert sm.list_models(NameContains=summary["run"])["Models"] == []
     assert sm.list_endpoint_configs(NameContains=summary["run"])["EndpointConfigs"] == []
 
 
 @pytest.mark.parametrize("conf", [{"instance_count": 99}, {"mode": "sideways"}, {"preset": "huge"},
-                                  {"smoke_min_accuracy": float("nan")}, {"ecr_repository": "digits/../../x"}])
+                                  {"hyperparameters": {"epochs": float("nan")}}, {"ecr_repository": "digits/../../x"}])
 def test_an_invalid_param_is_refused_before_anything_is_created(airflow, conf):
     s3, sm = airflow["localaws"].client("s3"), airflow["localaws"].client("sagemaker")
     buckets = {b["Name"] for b in s3.list_buckets()["Buckets"]}
     jobs = len(sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"])
     environment = {**airflow["env"], "ML_PIPELINE_BUCKET": unique("never")}
     completed = subprocess.run(
-        [sys.executable, "-c", INNER, str(REPO_ROOT / "dags"), DAG_ID, json.dumps(conf), "2026-06-01T00:00:00+00:00"],
+        [sys.executable, "-c", INNER, str(experiment_file("digits")), DAG_ID, json.dumps(conf),
+         "2026-06-01T00:00:00+00:00"],
         env=environment, capture_output=True, text=True, timeout=300,
     )
     assert completed.returncode != 0
@@ -179,10 +182,10 @@ def test_an_invalid_param_is_refused_before_anything_is_created(airflow, conf):
 
 def test_an_invalid_hyperparameter_file_is_refused_before_anything_is_created(airflow, tmp_path):
     hyperparams = tmp_path / "hyperparams"
-    shutil.copytree(REPO_ROOT / "include" / "hyperparams" / "digits", hyperparams)
-    preset = json.loads((hyperparams / "quick.json").read_text())
+    shutil.copytree(REPO_ROOT / "include" / "hyperparams" / "digits", hyperparams / "digits")
+    preset = json.loads((hyperparams / "digits" / "quick.json").read_text())
     preset["hyperparameters"]["learning_rate"] = -1
-    (hyperparams / "quick.json").write_text(json.dumps(preset))
+    (hyperparams / "digits" / "quick.json").write_text(json.dumps(preset))
     bucket = unique("never")
     result, summary = run(airflow, {"mode": "train", **QUICK}, "2026-06-08T00:00:00+00:00", "badfile",
                           ML_PIPELINE_HYPERPARAMS_DIR=str(hyperparams), ML_PIPELINE_BUCKET=bucket)

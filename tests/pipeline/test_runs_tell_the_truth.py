@@ -22,10 +22,10 @@ pytestmark = pytest.mark.timeout(1200)
 def slow_presets(tmp_path_factory):
     """The presets with a quick preset that trains for minutes, so that a run can be caught training."""
     hyperparams = tmp_path_factory.mktemp("presets") / "hyperparams"
-    shutil.copytree(REPO_ROOT / "include" / "hyperparams" / "digits", hyperparams)
-    quick = json.loads((hyperparams / "quick.json").read_text())
+    shutil.copytree(REPO_ROOT / "include" / "hyperparams" / "digits", hyperparams / "digits")
+    quick = json.loads((hyperparams / "digits" / "quick.json").read_text())
     quick["hyperparameters"].update({"epochs": 3000, "early_stopping_patience": 0})
-    (hyperparams / "quick.json").write_text(json.dumps(quick))
+    (hyperparams / "digits" / "quick.json").write_text(json.dumps(quick))
     return hyperparams
 
 
@@ -160,7 +160,7 @@ def test_after_localaws_forgot_everything_teardown_says_what_is_gone_and_still_s
     log_path = tmp_path / "forgotten.log"
     conf = {"mode": "train", **QUICK, "model_package_group": unique("digits")}
     try:
-        thread, out = in_background(lambda: run_dag(env, conf, "2026-09-21T00:00:00+00:00", log_path))
+        thread, out = in_background(lambda: run_dag(env, conf, "2026-09-21T00:00:00+00:00", log_path, "digits"))
         name = training_job_of(server.client("sagemaker"), "20260921", thread)
         server.stop()
         restarted.start()

@@ -1,8 +1,8 @@
-"""Presets and tuning configurations in include/hyperparams/digits, and their loaders."""
+"""config.py: presets (hyperparameter overrides) and tuning configurations, from files or inline, and their
+refusals naming the file and the field. The experiment-level checks are tests/dags/test_experiments.py."""
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -15,14 +15,9 @@ if str(REPO / "plugins") not in sys.path:
 from ml_pipeline import config  # noqa: E402
 from ml_pipeline.config import ConfigError  # noqa: E402
 
-HYPERPARAMS = REPO / "include" / "hyperparams" / "digits"
-PRESETS = sorted(p.stem for p in HYPERPARAMS.glob("*.json")
-                 if not p.name.endswith(".schema.json") and p.stem != "tuning")
-TRAIN_LINES = [
-    "epoch=1 train_loss=1.493440 validation_loss=0.643481 validation_accuracy=0.818519",
-    "epoch=2 train_loss=0.494035 validation_loss=0.284363 validation_accuracy=0.922222",
-    "best_epoch=2 train_loss=0.494035 validation_loss=0.284363 validation_accuracy=0.922222",
-]
+HYPERPARAMETERS = {"epochs": 6, "learning_rate": 0.005, "dropout": 0.2, "optimizer": "adam", "hidden_units": 128}
+METRICS = {"train:loss", "validation:loss"}
+OBJECTIVE = {"metric": "validation:loss", "type": "Minimize"}
 
 
 def write(tmp_path: Path, name: str, document) -> Path:
@@ -31,274 +26,171 @@ def write(tmp_path: Path, name: str, document) -> Path:
     return path
 
 
-def preset_document(**changes) -> dict:
-    document = json.loads((HYPERPARAMS / "quick.json").read_text())
-    document.update(changes)
-    return document
-
-
 def tuning_document(**changes) -> dict:
-    document = json.loads((HYPERPARAMS / "tuning.json").read_text())
+    document = {
+        "base_preset": "quick", "strategy": "Bayesian", "max_jobs": 6, "max_parallel_jobs": 2,
+        "parameter_ranges": {
+            "IntegerParameterRanges": [{"Name": "hidden_units", "MinValue": 32, "MaxValue": 256,
+                                        "ScalingType": "Logarithmic"}],
+            "ContinuousParameterRanges": [{"Name": "learning_rate", "MinValue": 0.001, "MaxValue": 0.05,
+                                           "ScalingType": "Logarithmic"}],
+            "CategoricalParameterRanges": [{"Name": "optimizer", "Values": ["adam", "sgd"]}],
+        },
+    }
     document.update(changes)
     return document
 
 
-def test_the_shipped_presets_are_there():
-    assert {"default", "quick", "gpu"} <= set(PRESETS)
+def check_tuning(document, presets=None):
+    presets = {"quick": {"hyperparameters": {**HYPERPARAMETERS, "epochs": 2}}} if presets is None else presets
+    return config.check_tuning(document, "tuning.json", (), HYPERPARAMETERS, presets, METRICS, OBJECTIVE)
 
 
-@pytest.mark.parametrize("name", PRESETS)
-def test_shipped_preset_validates(name):
-    preset = config.load_preset(name)
-    assert preset["hyperparameters"]
-    assert preset["objective"] == {"metric": "validation:loss", "type": "Minimize"}
-    names = {d["Name"] for d in preset["metric_definitions"]}
-    assert {"train:loss", "validation:loss", "validation:accuracy"} <= names
+def test_a_preset_is_hyperparameter_overrides_and_resources(tmp_path):
+    path = write(tmp_path, "quick.json", {"description": "short", "hyperparameters": {"epochs": 2, "flag": True},
+                                          "instance_type": "ml.m5.large", "max_runtime_seconds": 600})
+    preset = config.load_preset(path)
+    assert preset["hyperparameters"] == {"epochs": 2, "flag": True} and preset["max_runtime_seconds"] == 600
+    assert config.check_preset({}, "inline", ("presets", "none")) == {"hyperparameters": {}}
 
 
-@pytest.mark.parametrize("name", PRESETS)
-def test_metric_definitions_match_the_train_script_lines(name):
-    preset = config.load_preset(name)
-    expected = {"train:loss": ["1.493440", "0.494035", "0.494035"],
-                "validation:loss": ["0.643481", "0.284363", "0.284363"],
-                "validation:accuracy": ["0.818519", "0.922222", "0.922222"]}
-    for definition in preset["metric_definitions"]:
-        found = [m.group(1) for line in TRAIN_LINES for m in [re.search(definition["Regex"], line)] if m]
-        assert found == expected[definition["Name"]], definition
-
-
-def test_original_defaults_in_default_preset():
-    hps = config.load_preset("default")["hyperparameters"]
-    assert hps["epochs"] == 6 and hps["batch_size"] == 32 and hps["early_stopping_patience"] == 3
-
-
-def test_tuning_validates_and_converts():
-    tuning = config.load_tuning("tuning")
-    assert tuning["max_jobs"] == 6 and tuning["max_parallel_jobs"] == 2
-    ranges = config.tuning_parameter_ranges(tuning)
-    assert set(ranges) == {"IntegerParameterRanges", "ContinuousParameterRanges", "CategoricalParameterRanges"}
-    for kind in ("IntegerParameterRanges", "ContinuousParameterRanges"):
-        for entry in ranges[kind]:
-            assert set(entry) == {"Name", "MinValue", "MaxValue", "ScalingType"}
-            assert all(isinstance(value, str) for value in entry.values())
-            assert float(entry["MinValue"]) < float(entry["MaxValue"])
-    for entry in ranges["CategoricalParameterRanges"]:
-        assert isinstance(entry["Name"], str) and all(isinstance(v, str) for v in entry["Values"])
-    assert {"Name": "hidden_units", "MinValue": "32", "MaxValue": "256",
-            "ScalingType": "Logarithmic"} in ranges["IntegerParameterRanges"]
-    static = config.tuning_static_hyperparameters(tuning)
-    quick = config.load_preset("quick")["hyperparameters"]
-    assert "learning_rate" not in static and static["epochs"] == str(quick["epochs"])
-    assert all(isinstance(v, str) for v in static.values())
-
-
-def test_tuning_job_config_is_a_valid_boto3_request_shape():
-    botocore_session = pytest.importorskip("botocore.session")
-    from botocore.validate import ParamValidator
-
-    tuning = config.load_tuning("tuning")
-    job_config = config.tuning_job_config(tuning)
-    model = botocore_session.get_session().get_service_model("sagemaker")
-    shape = model.operation_model("CreateHyperParameterTuningJob").input_shape.members[
-        "HyperParameterTuningJobConfig"]
-    report = ParamValidator().validate(job_config, shape)
-    assert not report.has_errors(), report.generate_report()
-    assert job_config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 6, "MaxParallelTrainingJobs": 2}
-
-
-def test_sagemaker_hyperparameters_are_strings():
-    preset = {"hyperparameters": {"epochs": 5, "learning_rate": 0.001, "weight_decay": 1e-05,
-                                  "dropout": 0.0, "optimizer": "adam", "flag": True, "skip": None}}
-    assert config.sagemaker_hyperparameters(preset) == {
-        "epochs": "5", "learning_rate": "0.001", "weight_decay": "1e-05", "dropout": "0.0",
-        "optimizer": "adam", "flag": "true"}
-    for name in PRESETS:
-        converted = config.sagemaker_hyperparameters(config.load_preset(name))
-        assert converted and all(isinstance(k, str) and isinstance(v, str) for k, v in converted.items())
-
-
-@pytest.mark.parametrize("hyperparameters, field, words", [
-    ({"learning_rate": -1}, "hyperparameters.learning_rate", "-1 is less than or equal to the minimum of 0"),
-    ({"optimizer": "rmsprop"}, "hyperparameters.optimizer", "'rmsprop' is not one of"),
-    ({"epochs": "6"}, "hyperparameters.epochs", "'6' is not of type 'integer'"),
-    ({"dropout": 1.0}, "hyperparameters.dropout", "greater than or equal to the maximum of 1"),
-    ({"learning_rte": 0.1}, "hyperparameters", "'learning_rte' was unexpected"),
+@pytest.mark.parametrize("document, field, words", [
+    ({"hyperparameters": {"layers": [1, 2]}}, "hyperparameters.layers", "is not of type"),
+    ({"hyperparameters": {"sagemaker_program": "x.py"}}, "hyperparameters", "should not be valid"),
+    ({"metric_definitions": []}, "(top level)", "'metric_definitions' was unexpected"),
+    ({"instance_type": "p4d.24xlarge"}, "instance_type", "does not match"),
+    ({"instance_count": 99}, "instance_count", "greater than the maximum of 8"),
 ])
-def test_bad_preset_names_file_and_field(tmp_path, hyperparameters, field, words):
-    document = preset_document()
-    document["hyperparameters"].update(hyperparameters)
+def test_bad_presets_name_the_file_and_the_field(tmp_path, document, field, words):
     path = write(tmp_path, "bad.json", document)
-    with pytest.raises(ConfigError) as raised:
-        config.load_preset(path)
-    message = str(raised.value)
-    assert message.startswith(f"{path}: {field}: "), message
-    assert words in message
-    assert isinstance(raised.value, ValueError)
-
-
-def test_bad_preset_in_the_hyperparams_dir_is_named_relative_to_the_repo(tmp_path, monkeypatch):
-    document = preset_document()
-    document["hyperparameters"]["learning_rate"] = -1
-    write(tmp_path, "bad.json", document)
-    monkeypatch.setenv(config.DIR_ENV, str(tmp_path))
-    with pytest.raises(ConfigError, match=r"bad\.json: hyperparameters\.learning_rate: -1 is less"):
-        config.load_preset("bad")
-    # the override dir has no schemas: the repository's are used
-    write(tmp_path, "good.json", preset_document())
-    assert config.load_preset("good")["hyperparameters"] == preset_document()["hyperparameters"]
-
-
-def test_repo_relative_name_in_message():
-    assert config.display(HYPERPARAMS / "bad.json") == "include/hyperparams/digits/bad.json"
-
-
-@pytest.mark.parametrize("changes, field, words", [
-    ({"objective": {"metric": "validation:f1", "type": "Maximize"}}, "objective.metric", "not among"),
-    ({"metric_definitions": [{"Name": "validation:loss", "Regex": "validation_loss=[0-9.]+"}]},
-     "metric_definitions[0].Regex", "exactly one capture group"),
-    ({"metric_definitions": [{"Name": "validation:loss", "Regex": "validation_loss=([0-9.]+"}]},
-     "metric_definitions[0].Regex", "not a valid regular expression"),
-    ({"objective": {"metric": "validation:loss", "type": "Lowest"}}, "objective.type", "is not one of"),
-    ({"instance_type": "m5.large"}, "instance_type", "does not match"),
-])
-def test_bad_preset_semantics(tmp_path, changes, field, words):
-    path = write(tmp_path, "bad.json", preset_document(**changes))
     with pytest.raises(ConfigError) as raised:
         config.load_preset(path)
     assert str(raised.value).startswith(f"{path}: {field}: "), str(raised.value)
     assert words in str(raised.value)
+    with pytest.raises(ConfigError) as raised:  # the same checks inline, named by where it is in its file
+        config.check_preset(document, "experiments/x/experiment.yaml", ("presets", "bad"))
+    assert str(raised.value).startswith(f"experiments/x/experiment.yaml: presets.bad.{field}".replace(
+        ".(top level)", "")), str(raised.value)
 
 
-def test_missing_required_field_and_bad_json(tmp_path):
-    document = preset_document()
-    del document["objective"]
-    path = write(tmp_path, "bad.json", document)
-    with pytest.raises(ConfigError, match=r"bad\.json: \(top level\): 'objective' is a required property"):
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_numbers_in_a_file_are_refused_naming_the_field(tmp_path, token):
+    path = write(tmp_path, "nan.json", '{"hyperparameters": {"learning_rate": %s}}' % token)
+    with pytest.raises(ConfigError, match=r"hyperparameters\.learning_rate: .* is not a finite number"):
         config.load_preset(path)
-    path = write(tmp_path, "broken.json", '{"hyperparameters": {')
-    with pytest.raises(ConfigError, match=r"broken\.json: not valid JSON: .*line 1"):
-        config.load_preset(path)
-    with pytest.raises(ConfigError, match=r"no such file \(available: .*quick"):
-        config.load_preset("no-such-preset")
 
 
-def _ranges(**kinds) -> dict:
-    return {"parameter_ranges": kinds}
+def test_bad_json_and_a_missing_file_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"bad.json: not valid JSON: .*line 1"):
+        config.load_preset(write(tmp_path, "bad.json", "{"))
+    with pytest.raises(ConfigError, match=r"missing.json: no such file"):
+        config.load_preset(tmp_path / "missing.json")
 
 
-@pytest.mark.parametrize("changes, field, words", [
-    (_ranges(ContinuousParameterRanges=[{"Name": "learning_rate", "MinValue": 0.1, "MaxValue": 0.01}]),
-     "parameter_ranges.ContinuousParameterRanges[0].MaxValue", "must be less than MaxValue"),
-    (_ranges(ContinuousParameterRanges=[{"Name": "dropout", "MinValue": 0.0, "MaxValue": 0.5,
-                                         "ScalingType": "Logarithmic"}]),
-     "parameter_ranges.ContinuousParameterRanges[0].MinValue", "Logarithmic scaling needs MinValue > 0"),
-    (_ranges(ContinuousParameterRanges=[{"Name": "learning_rate", "MinValue": 0.1, "MaxValue": 2,
-                                         "ScalingType": "ReverseLogarithmic"}]),
-     "parameter_ranges.ContinuousParameterRanges[0].ScalingType", "MaxValue < 1"),
-    (_ranges(IntegerParameterRanges=[{"Name": "hidden_units", "MinValue": 8, "MaxValue": 64,
-                                      "ScalingType": "ReverseLogarithmic"}]),
-     "parameter_ranges.IntegerParameterRanges[0].ScalingType", "is not one of"),
-    (_ranges(IntegerParameterRanges=[{"Name": "hidden_units", "MinValue": 8.5, "MaxValue": 64}]),
-     "parameter_ranges.IntegerParameterRanges[0].MinValue", "is not of type 'integer'"),
-    (_ranges(ContinuousParameterRanges=[{"Name": "learning_rte", "MinValue": 0.1, "MaxValue": 0.2}]),
-     "parameter_ranges.ContinuousParameterRanges[0].Name", "not a hyperparameter"),
-    (_ranges(ContinuousParameterRanges=[{"Name": "learning_rate", "MinValue": -0.1, "MaxValue": 0.2}]),
-     "parameter_ranges.ContinuousParameterRanges[0].MinValue", "for hyperparameter learning_rate"),
-    (_ranges(ContinuousParameterRanges=[{"Name": "hidden_units", "MinValue": 8, "MaxValue": 64}]),
-     "parameter_ranges.ContinuousParameterRanges[0].Name", "cannot have a Continuous range"),
-    (_ranges(CategoricalParameterRanges=[{"Name": "optimizer", "Values": ["adam", "rmsprop"]}]),
-     "parameter_ranges.CategoricalParameterRanges[0].Values[1]", "'rmsprop' is not one of"),
-    (_ranges(CategoricalParameterRanges=[{"Name": "optimizer", "Values": ["adam"]}],
-             IntegerParameterRanges=[{"Name": "optimizer", "MinValue": 1, "MaxValue": 2}]),
-     "parameter_ranges.IntegerParameterRanges[0].Name", "cannot have a Integer range"),
-    (_ranges(CategoricalParameterRanges=[{"Name": "seed", "Values": [1, 2]},
-                                         {"Name": "seed", "Values": [3]}]),
-     "parameter_ranges.CategoricalParameterRanges[1].Name", "also tuned"),
-    (_ranges(), "parameter_ranges", "no hyperparameter is tuned"),
-    (_ranges(IntegerParameterRanges=[]), "parameter_ranges", "no hyperparameter is tuned"),
-    ({"max_parallel_jobs": 10}, "max_parallel_jobs", "more than max_jobs"),
-    ({"max_jobs": 0}, "max_jobs", "less than the minimum of 1"),
-    ({"strategy": "Grid"}, "strategy", "Grid search takes CategoricalParameterRanges only"),
-    ({"objective": {"metric": "validation:f1", "type": "Maximize"}, "base_preset": "quick"},
-     "objective.metric", "not a metric of the base preset"),
-    ({"base_preset": "no-such-preset"}, "base_preset", "no such file"),
-    ({"max_jobs": 6, "parallel": 2}, "(top level)", "'parallel' was unexpected"),
-])
-def test_bad_tuning_names_file_and_field(tmp_path, changes, field, words):
-    path = write(tmp_path, "bad_tuning.json", tuning_document(**changes))
-    with pytest.raises(ConfigError) as raised:
-        config.load_tuning(path)
-    message = str(raised.value)
-    assert message.startswith(f"{path}: {field}: "), message
-    assert words in message, message
+def test_tuning_resolves_its_defaults_and_converts_to_boto3s_shape():
+    botocore_session = pytest.importorskip("botocore.session")
+    from botocore.validate import ParamValidator
+
+    tuning = check_tuning(tuning_document(strategy="Random"))
+    assert tuning["objective"] == OBJECTIVE and tuning["early_stopping"] == "Off"  # the experiment's objective
+    job_config = config.tuning_job_config(tuning)
+    shape = botocore_session.get_session().get_service_model("sagemaker").operation_model(
+        "CreateHyperParameterTuningJob").input_shape.members["HyperParameterTuningJobConfig"]
+    report = ParamValidator().validate(job_config, shape)
+    assert not report.has_errors(), report.generate_report()
+    assert job_config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 6, "MaxParallelTrainingJobs": 2}
+    assert job_config["ParameterRanges"]["ContinuousParameterRanges"][0] == {
+        "Name": "learning_rate", "MinValue": "0.001", "MaxValue": "0.05", "ScalingType": "Logarithmic"}
+    assert config.tuned_names(tuning) == {"hidden_units", "learning_rate", "optimizer"}
 
 
-def test_tuning_without_base_preset_and_with_a_relative_one(tmp_path):
+def _range(kind: str, index: int = 0, **changes) -> dict:
     document = tuning_document()
-    del document["base_preset"]
-    tuning = config.load_tuning(write(tmp_path, "t.json", document))
-    assert config.tuning_static_hyperparameters(tuning) == {}
-    (tmp_path / "mine.json").write_text(json.dumps(preset_document()))
-    document["base_preset"] = "mine"  # found beside the tuning file
-    tuning = config.load_tuning(write(tmp_path, "t.json", document))
-    assert tuning["_preset"]["_path"] == str(tmp_path / "mine.json")
+    document["parameter_ranges"][kind][index].update(changes)
+    return document
 
 
-def test_grid_with_categorical_ranges_only(tmp_path):
-    document = tuning_document(strategy="Grid", parameter_ranges={
-        "CategoricalParameterRanges": [{"Name": "hidden_units", "Values": [32, 64]},
-                                       {"Name": "optimizer", "Values": ["adam", "sgd"]}]})
-    tuning = config.load_tuning(write(tmp_path, "grid.json", document))
-    assert config.tuning_parameter_ranges(tuning)["CategoricalParameterRanges"][0] == {
-        "Name": "hidden_units", "Values": ["32", "64"]}
-
-
-@pytest.mark.parametrize("name, token", [
-    ("learning_rate", "NaN"), ("dropout", "Infinity"), ("weight_decay", "-Infinity"),
-    ("learning_rate", "1e999"),  # json.loads reads it as infinity
+@pytest.mark.parametrize("document, field, words", [
+    (_range("ContinuousParameterRanges", MinValue=0.1, MaxValue=0.01), "parameter_ranges.ContinuousParameterRanges[0]"
+     ".MaxValue", "must be less than MaxValue"),
+    (_range("ContinuousParameterRanges", MinValue=0.0), "parameter_ranges.ContinuousParameterRanges[0].MinValue",
+     "Logarithmic scaling needs MinValue > 0"),
+    (_range("ContinuousParameterRanges", ScalingType="ReverseLogarithmic", MaxValue=1.5),
+     "parameter_ranges.ContinuousParameterRanges[0].ScalingType", "MaxValue < 1"),
+    (_range("ContinuousParameterRanges", Name="momentum"), "parameter_ranges.ContinuousParameterRanges[0].Name",
+     "'momentum' is not a hyperparameter"),
+    (_range("ContinuousParameterRanges", Name="optimizer"), "parameter_ranges.ContinuousParameterRanges[0].Name",
+     "cannot have a Continuous range"),
+    (_range("IntegerParameterRanges", Name="dropout", MinValue=0, MaxValue=1),
+     "parameter_ranges.IntegerParameterRanges[0].Name", "cannot have an Integer range"),
+    (_range("CategoricalParameterRanges", Name="hidden_units"), "parameter_ranges.CategoricalParameterRanges[0].Name",
+     "also tuned"),
+    (tuning_document(parameter_ranges={}), "parameter_ranges", "no hyperparameter is tuned"),
+    (tuning_document(max_jobs=2, max_parallel_jobs=3), "max_parallel_jobs", "more than max_jobs"),
+    (tuning_document(strategy="Grid"), "strategy", "Grid search takes CategoricalParameterRanges only"),
+    (tuning_document(objective={"metric": "validation:accuracy", "type": "Maximize"}), "objective.metric",
+     "not among the experiment's metric_definitions"),
+    (tuning_document(base_preset="huge"), "base_preset", "not a preset of the experiment"),
+    (tuning_document(max_jobs=float("nan")), "max_jobs", "not a finite number"),
+    (tuning_document(colour="blue"), "(top level)", "'colour' was unexpected"),
 ])
-def test_non_finite_numbers_in_a_preset_are_refused_naming_the_field(tmp_path, name, token):
-    document = preset_document()
-    document["hyperparameters"][name] = "@"
-    path = write(tmp_path, "nan.json", json.dumps(document).replace('"@"', token))
+def test_bad_tuning_names_the_file_and_the_field(document, field, words):
     with pytest.raises(ConfigError) as raised:
-        config.load_preset(path)
-    assert str(raised.value).startswith(f"{path}: hyperparameters.{name}: "), str(raised.value)
-    assert "is not a finite number" in str(raised.value)
+        check_tuning(document)
+    assert str(raised.value).startswith(f"tuning.json: {field}: "), str(raised.value)
+    assert words in str(raised.value), str(raised.value)
 
 
-def test_non_finite_numbers_in_a_tuning_file_are_refused_naming_the_field(tmp_path):
-    document = json.dumps(tuning_document()).replace('"MinValue": 0.001', '"MinValue": NaN')
-    path = write(tmp_path, "nan_tuning.json", document)
-    with pytest.raises(ConfigError, match=r"parameter_ranges\.ContinuousParameterRanges\[0\]\.MinValue: nan is not "
-                                          r"a finite number"):
-        config.load_tuning(path)
+def test_a_hyperparameter_added_by_the_base_preset_can_be_tuned():
+    presets = {"quick": {"hyperparameters": {**HYPERPARAMETERS, "momentum": 0.9}}}
+    tuning = check_tuning(_range("ContinuousParameterRanges", Name="momentum", ScalingType="Linear", MinValue=0.5,
+                                 MaxValue=0.99), presets)
+    assert "momentum" in config.tuned_names(tuning)
+
+
+def test_experiment_files_are_found_per_experiment(tmp_path, monkeypatch):
+    monkeypatch.setenv(config.DIR_ENV, str(tmp_path))
+    assert config.experiment_files("none") == {"presets": {}, "tuning": None}
+    (tmp_path / "mine").mkdir()
+    write(tmp_path / "mine", "quick.json", {"hyperparameters": {}})
+    write(tmp_path / "mine", "tuning.json", tuning_document())
+    write(tmp_path / "mine", "x.schema.json", {})
+    found = config.experiment_files("mine")
+    assert set(found["presets"]) == {"quick"} and found["tuning"] == tmp_path / "mine" / "tuning.json"
 
 
 def test_a_schema_in_the_data_folder_does_not_replace_the_codes(tmp_path, monkeypatch):
     """ML_PIPELINE_HYPERPARAMS_DIR supplies presets, never the rules: a permissive preset.schema.json there
-    is not what the preset is checked against."""
+    is not what a preset is checked against."""
     write(tmp_path, config.PRESET_SCHEMA, {"$schema": "https://json-schema.org/draft/2020-12/schema",
                                            "type": "object"})
-    write(tmp_path, config.TUNING_SCHEMA, {"type": "object"})
-    document = preset_document()
-    document["hyperparameters"]["epochs"] = -5
-    write(tmp_path, "negative.json", document)
     monkeypatch.setenv(config.DIR_ENV, str(tmp_path))
     config.schema.cache_clear()
-    with pytest.raises(ConfigError, match=r"hyperparameters\.epochs: -5 is less than the minimum of 1"):
-        config.load_preset("negative")
+    config.validator.cache_clear()
+    with pytest.raises(ConfigError, match=r"hyperparameters\.layers: \[1\] is not of type"):
+        config.load_preset(write(tmp_path, "listy.json", {"hyperparameters": {"layers": [1]}}))
 
 
 def test_a_malformed_schema_is_a_config_error_naming_the_file(tmp_path, monkeypatch):
     write(tmp_path, config.PRESET_SCHEMA, {"type": "object", "properties": {"epochs": {"type": 12}}})
     monkeypatch.setattr(config, "SCHEMA_DIR", tmp_path)
     config.schema.cache_clear()
+    config.validator.cache_clear()
     try:
         with pytest.raises(ConfigError) as raised:
-            config.load_preset("quick")
+            config.load_preset(write(tmp_path, "quick.json", {}))
         message = str(raised.value)
         assert message.startswith(f"{tmp_path / config.PRESET_SCHEMA}: not a valid JSON Schema: "), message
         assert "properties.epochs.type" in message and "12" in message, message
     finally:
         config.schema.cache_clear()  # the next test reads the repository's schemas again
+        config.validator.cache_clear()
+
+
+def test_the_schemas_are_valid_and_the_experiment_schema_refers_to_the_others():
+    for name in (config.PRESET_SCHEMA, config.TUNING_SCHEMA):
+        config.schema(name)
+    experiment = config.load_schema(config.EXPERIMENT_SCHEMA)
+    assert experiment["properties"]["presets"]["additionalProperties"] == {"$ref": "preset.schema.json"}
+    assert experiment["properties"]["tuning"]["$ref"] == "tuning.schema.json"
+    assert experiment["$schema"] == "https://json-schema.org/draft/2020-12/schema"

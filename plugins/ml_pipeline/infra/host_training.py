@@ -30,7 +30,7 @@ from pathlib import Path
 from ml_pipeline import naming
 from ml_pipeline.infra import iam, tags
 from ml_pipeline.infra.params import accelerator
-from ml_pipeline.sagemaker_requests import CHANNELS
+from ml_pipeline.config import to_hyperparameter_string
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class HostNotReady(RuntimeError):
 
 
 def job_name(plan: dict) -> str:
-    return naming.name("host", plan["key"])
+    return naming.name(plan["experiment"]["name"], "host", plan["key"])
 
 
 def document_names(plan: dict) -> dict:
@@ -88,11 +88,12 @@ def job_spec(plan: dict, channels: dict[str, str]) -> dict:
     instance_type = p["host_instance_type"]
     return {
         "job_name": job,
-        "hyperparameters": dict(plan["hyperparameters"]),
+        # As SageMaker writes hyperparameters.json for an own container: strings (the plan's are JSON values).
+        "hyperparameters": {name: to_hyperparameter_string(value) for name, value in plan["hyperparameters"].items()},
         "inputdataconfig": {
             name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated",
                    "RecordWrapperType": "None", "ContentType": "text/csv"}
-            for name in CHANNELS
+            for name in channels
         },
         "resourceconfig": {
             "current_host": "algo-1",
@@ -103,7 +104,7 @@ def job_spec(plan: dict, channels: dict[str, str]) -> dict:
                                  "hosts": ["algo-1"]}],
             "network_interface_name": "eth0",
         },
-        "channels": {name: channels[name] for name in CHANNELS},
+        "channels": dict(channels),
         "environment": {"TRAINING_JOB_NAME": job, "ML_PIPELINE_RUN": plan["key"],
                         "ML_PIPELINE_ACCELERATOR": accelerator(instance_type)},
         "metric_definitions": plan["metric_definitions"],
@@ -266,7 +267,8 @@ def host_result(client, plan: dict, command_id: str, instance_id: str, image: st
         "image": image,
         "objective": {**objective, "value": metrics[objective["metric"]]},
         "metrics": metrics,
-        "hyperparameters": dict(plan["hyperparameters"]),
+        # As SageMaker writes hyperparameters.json for an own container: strings (the plan's are JSON values).
+        "hyperparameters": {name: to_hyperparameter_string(value) for name, value in plan["hyperparameters"].items()},
         "tuned_hyperparameters": None,
         "training_seconds": seconds,
         "billable_seconds": seconds,

@@ -10,7 +10,9 @@
     reap_endpoints(client, ...)              deletes them (and their scaling targets)
     reap(client, ...)                        both, with one report of what was removed
 
-Only what carries the project's tag is ever touched; stacks are removed through ``teardown_stack``.
+Only what carries the project's tag is ever touched, whichever experiment's run made it (never a name: an
+experiment's name prefixes its resources, and any name is an experiment's); stacks are removed through
+``teardown_stack``. Reports name each one's experiment (its ``experiment`` tag) where it has one.
 """
 from __future__ import annotations
 
@@ -32,9 +34,10 @@ def _note(stacks: dict, tag_list: list[dict] | None) -> None:
     found = tags.as_dict(tag_list)
     if found.get(tags.PROJECT_KEY) != tags.PROJECT or not found.get(tags.RUN_KEY):
         return
-    stack = stacks.setdefault(found[tags.RUN_KEY], {"run": found[tags.RUN_KEY], "created_at": None,
-                                                    "ttl_hours": None, "resources": 0})
+    stack = stacks.setdefault(found[tags.RUN_KEY], {"run": found[tags.RUN_KEY], "experiment": None,
+                                                    "created_at": None, "ttl_hours": None, "resources": 0})
     stack["resources"] += 1
+    stack["experiment"] = stack["experiment"] or found.get(tags.EXPERIMENT_KEY)
     try:
         created = tags.parse_iso(found[tags.CREATED_AT]) if found.get(tags.CREATED_AT) else None
     except ValueError:
@@ -50,7 +53,8 @@ def _note(stacks: dict, tag_list: list[dict] | None) -> None:
 
 
 def find_stacks(client) -> dict[str, dict]:
-    """run key -> {"run", "created_at" (datetime | None), "ttl_hours" (float | None), "resources" (count)}."""
+    """run key -> {"run", "experiment" (str | None), "created_at" (datetime | None), "ttl_hours" (float | None),
+    "resources" (count)}."""
     ec2 = client("ec2")
     project = tags.project_filter()
     stacks: dict[str, dict] = {}
@@ -91,8 +95,8 @@ def expired_stacks(client, now: datetime | None = None, default_ttl_hours: float
         ttl = stack["ttl_hours"] if stack["ttl_hours"] is not None else default_ttl_hours
         age = (now - stack["created_at"]).total_seconds() / 3600
         if age > ttl:
-            expired.append({"run": stack["run"], "age_hours": round(age, 3), "ttl_hours": ttl,
-                            "resources": stack["resources"]})
+            expired.append({"run": stack["run"], "experiment": stack["experiment"], "age_hours": round(age, 3),
+                            "ttl_hours": ttl, "resources": stack["resources"]})
     return sorted(expired, key=lambda s: s["run"])
 
 
@@ -133,8 +137,8 @@ def idle_endpoints(client, idle_hours: float = DEFAULT_IDLE_HOURS, now: datetime
     for page in sm.get_paginator("list_endpoints").paginate():
         for summary in page["Endpoints"]:
             name = summary["EndpointName"]
-            endpoint_tags = sm.list_tags(ResourceArn=summary["EndpointArn"])["Tags"]
-            if tags.as_dict(endpoint_tags).get(tags.PROJECT_KEY) != tags.PROJECT:
+            endpoint_tags = tags.as_dict(sm.list_tags(ResourceArn=summary["EndpointArn"])["Tags"])
+            if endpoint_tags.get(tags.PROJECT_KEY) != tags.PROJECT:
                 continue
             try:
                 described = sm.describe_endpoint(EndpointName=name)
@@ -148,8 +152,8 @@ def idle_endpoints(client, idle_hours: float = DEFAULT_IDLE_HOURS, now: datetime
             variants = [v["VariantName"] for v in described.get("ProductionVariants", [])]
             calls = sum(_invocations(cloudwatch, name, variant, start, now) for variant in variants)
             if calls == 0:
-                idle.append({"endpoint": name, "variants": variants, "idle_hours": idle_hours,
-                             "status": described["EndpointStatus"]})
+                idle.append({"endpoint": name, "experiment": endpoint_tags.get(tags.EXPERIMENT_KEY),
+                             "variants": variants, "idle_hours": idle_hours, "status": described["EndpointStatus"]})
     return idle
 
 

@@ -1,6 +1,7 @@
 """What every resource of a run carries, so a partly created stack can always be found and removed.
 
-    project=ml-pipeline    this project made it
+    project=ml-pipeline    this project made it, for any experiment
+    experiment=<name>      which experiment's run (reports say it; nothing is found by it)
     run=<plan key>         which run made it (teardown and the reaper find resources by it)
     created-at=<ISO 8601>  when (the reaper's clock; AWS gives no creation time for most of these)
     ttl-hours=<n>          how long the run's stack may live before the reaper removes it
@@ -15,6 +16,7 @@ from datetime import datetime, timezone
 PROJECT = "ml-pipeline"
 PROJECT_KEY = "project"
 RUN_KEY = "run"
+EXPERIMENT_KEY = "experiment"
 CREATED_AT = "created-at"
 TTL_HOURS = "ttl-hours"
 #: IAM roles and instance profiles of this project live under this path.
@@ -30,12 +32,14 @@ def parse_iso(value: str) -> datetime:
 
 
 def run_tags(run_key: str, part: str | None = None, ttl_hours: float | None = None,
-             created_at: str | None = None) -> list[dict]:
+             created_at: str | None = None, experiment: str | None = None) -> list[dict]:
     tags = [
         {"Key": PROJECT_KEY, "Value": PROJECT},
         {"Key": RUN_KEY, "Value": run_key},
         {"Key": CREATED_AT, "Value": created_at or now_iso()},
     ]
+    if experiment:
+        tags.append({"Key": EXPERIMENT_KEY, "Value": experiment})
     if ttl_hours is not None:
         tags.append({"Key": TTL_HOURS, "Value": f"{float(ttl_hours):g}"})
     if part:
@@ -44,7 +48,8 @@ def run_tags(run_key: str, part: str | None = None, ttl_hours: float | None = No
 
 
 def plan_tags(plan: dict, part: str | None = None) -> list[dict]:
-    return run_tags(plan["key"], part, plan["params"].get("stack_ttl_hours"))
+    return run_tags(plan["key"], part, plan["params"].get("stack_ttl_hours"),
+                    experiment=(plan.get("experiment") or {}).get("name"))
 
 
 def tag_spec(resource_type: str, tags: list[dict]) -> list[dict]:

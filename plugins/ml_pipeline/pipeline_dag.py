@@ -1,0 +1,542 @@
+"""The pipeline DAG of one experiment: ``build_dag(experiment)``, one DAG per ``experiments/<name>/``.
+
+Its dag_id is ``train_<name>``: the prefix says what the DAG does and keeps every experiment's DAG
+together in the UI's list, apart from the project's other DAGs (``ml_pipeline_reaper``); the name alone
+could be any word. The DAG's documentation is ``DOC`` with the experiment's description above it.
+
+Building one DAG must stay cheap (the dag-processor builds every experiment's at each parse): the Params
+are attached after the tasks, so that Airflow does not deep-copy them into each of them (see
+``_attach_params``), and nothing here imports more than Airflow, the provider's operators and the
+plugins' own light modules. Each task imports what it needs when it runs. No ``from __future__ import
+annotations`` here: Airflow reads each task's return annotation to infer ``multiple_outputs``, and a string
+annotation costs a ``compile`` per task per DAG.
+"""
+
+DOC = """
+### Deep-learning training on AWS, end to end
+
+plan → preflight (AMI, zone, the experiment's code) → open the run (bucket) → provision (VPC, subnets, routes, security
+groups, instance profile, volume, host: only what the run's compute needs) → data channels →
+the experiment's code (script mode's source and framework images, its image, or its Dockerfile built) → **train** (one SageMaker training job), **tune** (a hyperparameter tuning job) or
+**host** (the image on the run's GPU or DL1 host through SSM Run Command) → pick the best → copy its weights and register them →
+quality gate → model, endpoint config, endpoint (created, or updated blue/green) → autoscaling →
+smoke test → promote (with `deploy: false`: the gate, then promote, no endpoint) → **teardown**, which runs
+whatever failed → **outcome**, the run's verdict in one line (a teardown too, so that a run marked failed
+from the UI still ends failed).
+
+Every job is waited for by a deferrable sensor. Names are derived from the run (see
+`ml_pipeline.naming`), so retries re-attach to their own jobs and runs never collide. Params are
+validated by their JSON Schema in the trigger form, and again with the experiment by `plan` before
+anything is created.
+"""
+
+import logging
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.amazon.aws.sensors.ec2 import EC2InstanceStateSensor
+from airflow.providers.amazon.aws.sensors.ssm import SsmRunCommandCompletedSensor
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG, TriggerRule, get_current_context, setup, task, task_group
+
+from ml_pipeline.aws import AWS_CONN_ID, client
+from ml_pipeline.aws import hook as aws_hook
+from ml_pipeline.infra import stack
+from ml_pipeline.infra.operators import RunHostTrainingOperator, SkipUnneededSteps
+from ml_pipeline.infra.params import infra_params
+from ml_pipeline.infra.sensors import HostReadySensor, ResourceStateSensor
+from ml_pipeline.operators.sagemaker import DeployEndpointOperator, RunTrainingJobOperator, RunTuningJobOperator
+from ml_pipeline.params import pipeline_params
+from ml_pipeline.sensors.sagemaker import (
+    DEFAULT_POLL_SECONDS,
+    DeferrableEndpointSensor,
+    DeferrableTrainingSensor,
+    DeferrableTuningSensor,
+)
+
+#: What the run's summary reports, by the task that produced it.
+SUMMARY_SOURCES = {
+    "data": "prepare_channels",
+    "code": "resolve_code",
+    "best": "pick_best",
+    "weights": "copy_best_weights",
+    "model_package": "register_model",
+    "autoscaling": "autoscale",
+    "smoke_test": "smoke_test",
+    "promoted": "promote",
+}
+#: The provisioning steps in order, and the state each one's resource must reach before the next:
+#: (step, resource kind to watch or None, the id's key in the step's result, target state).
+PROVISIONING = (
+    ("vpc", "vpc", "vpc_id", "available"),
+    ("internet_gateway", "internet_gateway", "internet_gateway_id", "attached"),
+    ("subnets", "subnet", "private_subnet_id", "available"),
+    ("route_tables", None, None, None),
+    ("security_groups", None, None, None),
+    ("instance_profile", "instance_profile", "instance_profile_name", "ready"),
+    ("volume", "volume", "volume_id", "available"),
+    ("documents", None, None, None),
+    ("host", None, None, None),
+    ("attach_volume", "volume", "volume_id", "in-use"),
+)
+
+
+#: Each task's outcome in one plain line of its own log.
+log = logging.getLogger("ml_pipeline.dag")
+#: Every experiment's DAG is this prefix and the experiment's name.
+DAG_ID_PREFIX = "train_"
+START_DATE = pendulum.datetime(2026, 1, 5, tz="UTC")
+
+
+def dag_id(name: str) -> str:
+    return f"{DAG_ID_PREFIX}{name}"
+
+
+def xcom(task_id: str, key: str = "return_value"):
+    return get_current_context()["ti"].xcom_pull(task_ids=task_id, key=key)
+
+
+def run_failures() -> dict[str, str]:
+    """Why the run did not succeed so far, ``{task_id: state}`` (see ``closing.failures``)."""
+    from ml_pipeline.closing import failures
+
+    ti = get_current_context()["ti"]
+    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
+    return failures(states, xcom("quality_gate", key="verdict"))
+
+
+def _attach_params(dag: DAG, params: dict) -> None:
+    """The DAG's Params, attached once its tasks exist, checked here against their schemas.
+
+    Given to ``DAG(params=...)``, Airflow deep-copies them into every task at each level of its class
+    hierarchy (about 200 copies of 30 Params per DAG) and validates each default with a fresh JSON Schema
+    metaschema check: most of a DAG's parse time, times the number of experiments. At run time Airflow reads
+    the DAG's Params (``process_params``: the DAG's, then the task's own, then the run's conf), the form and
+    the API serve the DAG's, so tasks need no copies. Airflow's own converter sets the attribute this way."""
+    from airflow.sdk.definitions.param import ParamsDict
+
+    from ml_pipeline.params import check_defaults
+
+    check_defaults(params)
+    object.__setattr__(dag, "params", ParamsDict(params))
+
+
+def build_dag(experiment: dict) -> DAG:
+    """The pipeline DAG of the resolved ``experiment`` (``experiments.load``)."""
+    deploys = bool(experiment["deploy"])
+    with DAG(
+        dag_id=dag_id(experiment["name"]),
+        description=(experiment["description"] or f"Train experiment {experiment['name']}")[:200],
+        doc_md=f"#### Experiment {experiment['name']}\n\n{experiment['description']}\n\n"
+               f"`experiments/{experiment['name']}/experiment.yaml`, code: {experiment['code_kind']}"
+               f"{'' if deploys else ', deploy: false'}.\n{DOC}",
+        schedule=experiment["schedule"],
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=2,
+        default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(seconds=20)},
+        tags=["ml", "sagemaker", "training", f"experiment:{experiment['name']}", f"code:{experiment['code_kind']}"],
+    ) as dag:
+        _chain(experiment, deploys)
+    _attach_params(dag, {**pipeline_params(experiment), **infra_params()})
+    return dag
+
+
+# --- the tasks (decorated once per process; each DAG calls them) -----------------------------------
+
+
+@task(retries=0)
+def plan(folder: str, **context) -> dict:
+    """Refuse bad input before anything is created; fix every name the run will use. The experiment is read
+    again here, from the folder this DAG was built from: the run plans with the file as it is now."""
+    from ml_pipeline.experiments import load
+    from ml_pipeline.plan import make_plan
+
+    experiment = load(folder)
+
+    # The run's date: its logical date (for scheduled and backfilled runs, its data interval's start).
+    when = context.get("logical_date") or context.get("data_interval_start") or context["dag_run"].run_after
+    # The data interval prepare writes for: the run's (a trigger timetable's is the instant of its date).
+    interval = (context.get("data_interval_start") or when, context.get("data_interval_end") or when)
+    made = make_plan(context["params"], context["run_id"], when, experiment, interval)
+    p = made["params"]
+    log.info("plan: experiment %s (file %s, source %s), run %s, %s mode, preset %s, compute %s, bucket %s",
+             experiment["name"], experiment["file_hash"], experiment["source_hash"], made["key"], p["mode"],
+             p["preset"], p["compute"], p["bucket"])
+    return made
+
+
+@task(retries=0)
+def preflight(run_plan: dict) -> dict:
+    """What only AWS or this machine can tell, still before anything is created: the experiment's code
+    (a framework version with no image, a Dockerfile with no Docker engine to build it), an existing bucket
+    that is unencrypted or public (refused, never changed), the host's AMI (a missing one is refused here)
+    and an availability zone that offers its instance type."""
+    from ml_pipeline import code
+    from ml_pipeline.infra.params import preflight as check
+
+    code.preflight(run_plan)
+    return check(client, run_plan)
+
+
+@setup
+def open_run(run_plan: dict, pre: dict) -> dict:
+    """The run's bucket, after the preflight (``pre``): created and configured when missing; any other one
+    (the tag of the run that created it says whose it is) is used as it is."""
+    opened = stack.ensure_bucket(client, run_plan)
+    log.info("run %s opened: bucket %s (%s)", run_plan["key"], opened["bucket"],
+             "created" if opened["created"] else "existing, left as it is")
+    return {**opened, "key": run_plan["key"]}
+
+
+@task
+def prepare_channels(run_plan: dict) -> dict:
+    from ml_pipeline import channels
+
+    prepared = channels.prepare(client("s3"), run_plan)
+    log.info("channels: %s", ", ".join(f"{name} {uri}" for name, uri in prepared.items()))
+    return prepared
+
+
+@task
+def resolve_code(run_plan: dict) -> dict:
+    """What the run trains and serves (``code.resolve``): script mode's source in S3 and the framework's
+    images, the experiment's image, or the image its Dockerfile builds."""
+    from ml_pipeline import code
+
+    resolved = code.resolve(client("ecr"), client("s3"), run_plan, aws_hook().conn_config.endpoint_url)
+    log.info("code: %s", resolved["how"])
+    return resolved
+
+
+@task.branch
+def choose_mode(run_plan: dict) -> str:
+    if run_plan["params"]["compute"] == "host":
+        return "host.command_request"
+    return "train.training_request" if run_plan["params"]["mode"] == "train" else "tune.tuning_request"
+
+
+def in_vpc(run_plan: dict) -> dict | None:
+    """The VpcConfig of SageMaker jobs and models when the run provisioned its own VPC."""
+    return stack.vpc_config(client, run_plan) if run_plan["params"]["provision_vpc"] else None
+
+
+@task
+def training_request(run_plan: dict, code: dict, channels: dict) -> dict:
+    from ml_pipeline import sagemaker_requests as requests
+
+    request = requests.training_job(run_plan, code, channels, in_vpc(run_plan))
+    log.info("training job %s on %s x %s", request["TrainingJobName"], request["ResourceConfig"]["InstanceCount"],
+             request["ResourceConfig"]["InstanceType"])
+    return request
+
+
+@task
+def tuning_request(run_plan: dict, code: dict, channels: dict) -> dict:
+    from ml_pipeline import sagemaker_requests as requests
+
+    request = requests.tuning_job(run_plan, code, channels, in_vpc(run_plan))
+    limits = request["HyperParameterTuningJobConfig"]["ResourceLimits"]
+    log.info("tuning job %s: %s trials, %s at a time", request["HyperParameterTuningJobName"],
+             limits.get("MaxNumberOfTrainingJobs"), limits["MaxParallelTrainingJobs"])
+    return request
+
+
+@task
+def command_request(run_plan: dict, code: dict, channels: dict) -> dict:
+    from ml_pipeline.infra import host_training
+
+    host = xcom("provision.host")
+    return host_training.command_request(client, run_plan, code["training_image"], channels,
+                                         host["instance_id"])
+
+
+@task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+def pick_best(run_plan: dict) -> dict:
+    from ml_pipeline import steps
+
+    if run_plan["params"]["compute"] == "host":
+        from ml_pipeline.infra import host_training
+
+        return host_training.host_result(client, run_plan, xcom("host.start_host_training"),
+                                         xcom("provision.host")["instance_id"],
+                                         xcom("resolve_code")["training_image"])
+    training = xcom("train.start_training_job")
+    tuning = xcom("tune.start_tuning_job")
+    best = steps.pick_best(
+        client("sagemaker"), run_plan,
+        training["Training"] if training and run_plan["params"]["mode"] == "train" else None,
+        tuning["Tuning"] if tuning and run_plan["params"]["mode"] == "tune" else None,
+    )
+    log.info("best job %s: %s=%s", best["training_job"], best["objective"]["metric"], best["objective"]["value"])
+    return best
+
+
+@task
+def copy_best_weights(run_plan: dict, best: dict, channels: dict) -> dict:
+    from ml_pipeline import steps
+
+    weights = steps.copy_best_weights(client("s3"), run_plan, best, channels)
+    log.info("best weights: %s (metadata %s)", weights["model_data_url"], weights["metadata_url"])
+    return weights
+
+
+@task
+def register_model(run_plan: dict, best: dict, weights: dict, code: dict) -> str:
+    from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
+
+    from ml_pipeline import steps
+
+    arn = steps.register_model_version(SageMakerHook(aws_conn_id=AWS_CONN_ID), run_plan, best, weights, code)
+    log.info("registered %s, pending approval", arn)
+    return arn
+
+
+@task.short_circuit(ignore_downstream_trigger_rules=False)
+def quality_gate(run_plan: dict, best: dict) -> bool:
+    from ml_pipeline import steps
+
+    verdict = steps.quality_gate(client("sagemaker"), run_plan, best)
+    get_current_context()["ti"].xcom_push(key="verdict", value=verdict)
+    log.info("quality gate: %s: %s", "deploy" if verdict["deploy"] else "keep production", verdict["reason"])
+    return verdict["deploy"]
+
+
+@task
+def create_model_and_config(run_plan: dict, weights: dict, code: dict) -> dict:
+    from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
+
+    from ml_pipeline import steps
+
+    hook = SageMakerHook(aws_conn_id=AWS_CONN_ID)
+    made = steps.create_model_and_config(hook, run_plan, code, weights["model_data_url"], in_vpc(run_plan))
+    log.info("model %s, endpoint config %s", made["model"], made["endpoint_config"])
+    return made
+
+
+@task
+def endpoint_request(run_plan: dict) -> dict:
+    """The deploy's request; and, with keep_endpoint, what the stable endpoint serves before this run's
+    deploy (key "serving_before"), so that close_run can undo the deploy of a run that fails. Recorded
+    here, not by the deploy task, whose retry would find the endpoint on this run's config already."""
+    from ml_pipeline import sagemaker_requests as requests
+
+    request = requests.endpoint(run_plan)
+    if run_plan["params"]["keep_endpoint"]:
+        from ml_pipeline.closing import serving_before
+
+        before = serving_before(client("sagemaker"), run_plan)
+        get_current_context()["ti"].xcom_push(key="serving_before", value=before)
+        log.info("endpoint %s serves %s before this run's deploy", request["EndpointName"],
+                 "an unknown config (this run's already)" if before is None
+                 else before["endpoint_config"] or "nothing (the first deploy creates it)")
+    log.info("endpoint %s on %s", request["EndpointName"], request["EndpointConfigName"])
+    return {"Endpoint": request}
+
+
+@task
+def autoscale(run_plan: dict) -> dict:
+    from ml_pipeline import steps
+
+    scaling = steps.autoscale(client("application-autoscaling"), run_plan)
+    log.info("autoscaling %s: %s to %s instances, target %s invocations per instance", scaling["resource_id"],
+             scaling["min"], scaling["max"], scaling["target"])
+    return scaling
+
+
+@task
+def smoke_test(run_plan: dict) -> dict:
+    """The experiment's samples through the endpoint, and its check (``smoke.run``)."""
+    from ml_pipeline import smoke
+
+    result = smoke.run(client("sagemaker-runtime"), run_plan)
+    log.info("smoke test passed: %s answered %s bytes (%s) in %.3f s; check: %s", result["samples"],
+             result["response_bytes"], result["response_content_type"], result["latency_seconds"],
+             result["check"])
+    return result
+
+
+@task
+def promote(run_plan: dict, package_arn: str) -> dict:
+    from ml_pipeline import steps
+
+    promoted = steps.promote(client("sagemaker"), run_plan, package_arn)
+    log.info("approved %s: production from now on", package_arn)
+    return promoted
+
+
+@task  # a teardown by as_teardown() in _chain: Airflow's @teardown decorator can be called only once
+def close_run(run_plan: dict) -> dict:
+    """Whatever happened before: stop this run's jobs, remove what must not outlive it (saying what
+    was already gone), undo a failed run's deploy, reject its model version, tear down its stack, and
+    write the run's summary beside its artifacts (and, whatever happens to the bucket, into this log and
+    this task's XCom). Every part runs; one error at the end names the parts that failed."""
+    from ml_pipeline import closing
+    from ml_pipeline.infra.teardown import TeardownIncomplete
+
+    created = xcom("deploy.create_model_and_config")
+    training, tuning = xcom("train.start_training_job"), xcom("tune.start_tuning_job")
+    made = {
+        "hosting": {"endpoint": xcom("deploy.deploy_endpoint"), "autoscaling": xcom("autoscale"),
+                    "model": created, "endpoint_config": created,
+                    "serving_before": xcom("deploy.endpoint_request", key="serving_before")},
+        "model_package": xcom("register_model"),
+        "jobs": {"training": [training["Training"]["TrainingJobName"]] if training else [],
+                 "tuning": [tuning["Tuning"]["HyperParameterTuningJobName"]] if tuning else []},
+        "provisioned": {step: xcom(f"provision.{step}") for step in stack.steps_for(run_plan)},
+        "outcome": {**{name: xcom(task_id) for name, task_id in SUMMARY_SOURCES.items()},
+                    "gate": xcom("quality_gate", key="verdict")},
+    }
+    try:
+        return closing.close_run(client, run_plan, made, run_failures())
+    except TeardownIncomplete as error:
+        if "summary" in error.report:  # the summary still reaches the outcome and the run's summary tab
+            get_current_context()["ti"].xcom_push(key="return_value", value=error.report["summary"])
+        raise
+
+
+@task(retries=0)
+def outcome() -> None:
+    """The run's verdict in one line. It fails, and with it the run, when a task of the run failed or
+    the run did not reach its end (``closing.failures``): Airflow judges a run by its leaves, and a
+    run marked failed from the UI skips them, so without this the run turned green once its
+    teardown succeeded. A teardown, so that marking the run failed does not skip it too."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from ml_pipeline import closing
+
+    summary = xcom("close_run")
+    line = closing.outcome_line(summary) if summary else "the run's teardown wrote no summary"
+    failed = run_failures()
+    if failed:
+        raise AirflowFailException(f"{closing.failure_sentence(failed)}: {line}")
+    log.info("%s", line)
+
+
+@task
+def provision_step(run_plan: dict, pre: dict, step: str) -> dict:
+    made = stack.run_step(client, run_plan, step, pre)
+    log.info("%s: %s", step, made)
+    return made
+
+
+def _chain(experiment: dict, deploys: bool) -> None:
+    the_plan = plan(experiment["folder"])
+    checked = preflight(the_plan)
+    opened = open_run(the_plan, checked)
+
+    @task_group(group_id="provision")
+    def provision():
+        """Each step creates one part of the run's stack (or finds it, on a retry), tagged with the run;
+        a sensor waits for the part's state. The steps the run's compute does not need are skipped
+        together by the one decision in front of them."""
+        step_tasks: dict[str, list[str]] = {}
+        decide = SkipUnneededSteps(task_id="needed_steps", plan=the_plan, step_tasks=step_tasks)
+        opened >> decide
+        previous = decide
+        for step, kind, id_key, state in PROVISIONING:
+            made = provision_step.override(task_id=step)(the_plan, checked, step)
+            previous >> made
+            previous = made
+            step_tasks[step] = [made.operator.task_id]
+            if kind:
+                waited = ResourceStateSensor(
+                    task_id=f"{step}_{state.replace('-', '_')}", aws_conn_id=AWS_CONN_ID, kind=kind,
+                    resource_id=f"{{{{ ti.xcom_pull(task_ids='provision.{step}')['{id_key}'] }}}}",
+                    target_state=state, poke_interval=5, timeout=1800,
+                )
+                made >> waited
+                previous = waited
+                step_tasks[step].append(waited.task_id)
+            if step == "host":
+                running = EC2InstanceStateSensor(
+                    task_id="host_running", aws_conn_id=AWS_CONN_ID, target_state="running", deferrable=True,
+                    instance_id="{{ ti.xcom_pull(task_ids='provision.host')['instance_id'] }}",
+                    poke_interval=DEFAULT_POLL_SECONDS,
+                )
+                made >> running
+                previous = running
+                step_tasks[step].append(running.task_id)
+        ready = HostReadySensor(
+            task_id="host_ready", aws_conn_id=AWS_CONN_ID, plan=the_plan, poke_interval=10,
+            timeout=3600, instance_id="{{ ti.xcom_pull(task_ids='provision.host')['instance_id'] }}",
+            volume_id="{{ ti.xcom_pull(task_ids='provision.volume')['volume_id'] }}",
+        )
+        step_tasks["attach_volume"].append(ready.task_id)
+        done = EmptyOperator(task_id="provisioned", trigger_rule=TriggerRule.NONE_FAILED)
+        previous >> ready >> done
+
+    provisioned = provision()
+    channels = prepare_channels(the_plan)
+    image = resolve_code(the_plan)
+    provisioned >> [channels, image]
+    mode = choose_mode(the_plan)
+    [channels, image] >> mode
+
+    @task_group(group_id="train")
+    def train():
+        started = RunTrainingJobOperator(
+            task_id="start_training_job", aws_conn_id=AWS_CONN_ID,
+            config=training_request(the_plan, image, channels),
+        )
+        started >> DeferrableTrainingSensor(
+            task_id="wait_for_training_job", aws_conn_id=AWS_CONN_ID,
+            job_name="{{ ti.xcom_pull(task_ids='train.start_training_job')['Training']['TrainingJobName'] }}",
+        )
+
+    @task_group(group_id="tune")
+    def tune():
+        started = RunTuningJobOperator(
+            task_id="start_tuning_job", aws_conn_id=AWS_CONN_ID,
+            config=tuning_request(the_plan, image, channels),
+        )
+        started >> DeferrableTuningSensor(
+            task_id="wait_for_tuning_job", aws_conn_id=AWS_CONN_ID,
+            job_name="{{ ti.xcom_pull(task_ids='tune.start_tuning_job')['Tuning']['HyperParameterTuningJobName'] }}",
+        )
+
+    @task_group(group_id="host")
+    def host():
+        started = RunHostTrainingOperator(task_id="start_host_training", aws_conn_id=AWS_CONN_ID,
+                                          request=command_request(the_plan, image, channels))
+        started >> SsmRunCommandCompletedSensor(
+            task_id="wait_for_host_training", aws_conn_id=AWS_CONN_ID, deferrable=True,
+            command_id="{{ ti.xcom_pull(task_ids='host.start_host_training') }}",
+            poke_interval=DEFAULT_POLL_SECONDS,
+        )
+
+    trained, tuned, on_host = train(), tune(), host()
+    mode >> [trained, tuned, on_host]
+    best = pick_best(the_plan)
+    [trained, tuned, on_host] >> best
+    weights = copy_best_weights(the_plan, best, channels)
+    package = register_model(the_plan, best, weights, image)
+    gate = quality_gate(the_plan, best)
+    package >> gate
+
+    @task_group(group_id="deploy")
+    def deploy():
+        created = create_model_and_config(the_plan, weights, image)
+        deployed = DeployEndpointOperator(task_id="deploy_endpoint", aws_conn_id=AWS_CONN_ID,
+                                          config=endpoint_request(the_plan))
+        in_service = DeferrableEndpointSensor(
+            task_id="wait_for_endpoint", aws_conn_id=AWS_CONN_ID,
+            endpoint_name="{{ ti.xcom_pull(task_ids='plan')['names']['endpoint'] }}",
+        )
+        created >> deployed >> in_service
+
+    promoted = promote(the_plan, package)
+    if deploys:
+        deployed = deploy()
+        gate >> deployed
+        deployed >> autoscale(the_plan) >> smoke_test(the_plan) >> promoted
+    else:  # the gate decides the registry's production version; nothing is served
+        gate >> promoted
+
+    closed = close_run(the_plan)
+    opened >> closed
+    promoted >> closed
+    closed.as_teardown(setups=opened)
+    verdict = outcome()
+    closed >> verdict
+    verdict.as_teardown(setups=opened, on_failure_fail_dagrun=True)

@@ -41,6 +41,7 @@ from airflow.sdk import DAG, TriggerRule, get_current_context, setup, task, task
 
 from ml_pipeline.aws import AWS_CONN_ID, client
 from ml_pipeline.aws import hook as aws_hook
+from ml_pipeline.gitops import describe, schedule_for
 from ml_pipeline.infra import stack
 from ml_pipeline.infra.operators import RunHostTrainingOperator, SkipUnneededSteps
 from ml_pipeline.infra.params import infra_params
@@ -129,8 +130,8 @@ def build_dag(experiment: dict) -> DAG:
         description=(experiment["description"] or f"Train experiment {experiment['name']}")[:200],
         doc_md=f"#### Experiment {experiment['name']}\n\n{experiment['description']}\n\n"
                f"`experiments/{experiment['name']}/experiment.yaml`, code: {experiment['code_kind']}"
-               f"{'' if deploys else ', deploy: false'}.\n{DOC}",
-        schedule=experiment["schedule"],
+               f"{'' if deploys else ', deploy: false'}.\n\n{describe(experiment)}\n{DOC}",
+        schedule=schedule_for(experiment),
         start_date=START_DATE,
         catchup=False,
         max_active_runs=2,
@@ -159,11 +160,29 @@ def plan(folder: str, **context) -> dict:
     # The data interval prepare writes for: the run's (a trigger timetable's is the instant of its date).
     interval = (context.get("data_interval_start") or when, context.get("data_interval_end") or when)
     made = make_plan(context["params"], context["run_id"], when, experiment, interval)
+    made["revision"] = _revision(experiment, context)
     p = made["params"]
     log.info("plan: experiment %s (file %s, source %s), run %s, %s mode, preset %s, compute %s, bucket %s",
              experiment["name"], experiment["file_hash"], experiment["source_hash"], made["key"], p["mode"],
              p["preset"], p["compute"], p["bucket"])
     return made
+
+
+def _revision(experiment: dict, context) -> dict:
+    """What the run trains from: the file and source as they are now, and the commit: the one whose change
+    started the run (the git watcher's or a webhook's asset event), else the working tree's HEAD."""
+    from ml_pipeline.gitops import head_commit, revision
+
+    event = revision(context)
+    recorded = {"file_hash": experiment["file_hash"], "source_hash": experiment["source_hash"],
+                "commit": (event or {}).get("commit") or head_commit(experiment["folder"]),
+                "trigger": (event or {}).get("source") or str(context["dag_run"].run_type)}
+    if event and event.get("file_hash") and event["file_hash"] != experiment["file_hash"]:
+        # The deployed tree is not the commit that started the run (it lags or moved on): say both.
+        recorded["event_file_hash"] = event["file_hash"]
+        log.warning("experiment file %s is not the one of commit %s (%s): training the file as deployed",
+                    experiment["file_hash"], event.get("commit"), event["file_hash"])
+    return recorded
 
 
 @task(retries=0)

@@ -208,8 +208,14 @@ def test_bad_params_are_refused_by_their_schema(pipeline, bad):
         params.validate()
 
 
-def test_weekly_schedule(pipeline):
-    assert pipeline.timetable.expression == "0 0 * * 0"  # @weekly: scheduled retraining
+def test_weekly_schedule_or_a_change_to_the_experiment(pipeline):
+    """Scheduled retraining (the experiment's @weekly) and runs on commit (its asset, watched in git) share
+    the DAG."""
+    timetable = pipeline.timetable
+    assert timetable.timetable.expression == "0 0 * * 0"
+    asset = timetable.asset_condition
+    assert asset.name == f"experiments/{pipeline.dag_id.removeprefix('train_')}"
+    assert asset.watchers  # the experiment folder lies in this repository
 
 
 def test_param_copies_keep_their_own_values_and_serialize_as_params(pipeline):

@@ -49,10 +49,12 @@ def test_the_dag_comes_from_the_experiment():
     assert dag.dag_id == "train_plain"
     assert dag.description == experiment["description"]
     assert experiment["description"] in dag.doc_md and "experiments/plain/experiment.yaml" in dag.doc_md
-    assert dag.timetable.expression == "0 0 * * 0"  # @weekly
+    assert dag.timetable.timetable.expression == "0 0 * * 0"  # @weekly, or a change to the experiment (gitops)
     assert {"experiment:plain", "code:script"} <= set(dag.tags)
     none = build_dag({**experiment, "schedule": None})
-    assert not none.timetable.can_be_scheduled
+    # schedule: null: no time schedule, only a change to the experiment (its asset) starts a run.
+    assert type(none.timetable).__name__ == "AssetTriggeredTimetable"
+    assert none.timetable.asset_condition.name == "experiments/plain"
 
 
 def test_params_are_pre_filled_from_the_experiment_and_each_knob_still_overridable():

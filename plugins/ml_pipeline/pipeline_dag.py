@@ -43,7 +43,6 @@ from airflow.sdk import DAG, TriggerRule, XComArg, get_current_context, task_gro
 from ml_pipeline.aws import AWS_CONN_ID, client
 from ml_pipeline.aws import hook as aws_hook
 from ml_pipeline.gitops import describe, schedule_for
-from ml_pipeline.infra import stack
 from ml_pipeline.infra.operators import RunHostTrainingOperator, SkipUnneededSteps
 from ml_pipeline.infra.params import infra_params
 from ml_pipeline.infra.sensors import HostReadySensor, ResourceStateSensor
@@ -214,6 +213,8 @@ def preflight(run_plan: dict) -> dict:
 def open_run(run_plan: dict, pre: dict) -> dict:
     """The run's bucket, after the preflight (``pre``): created and configured when missing; any other one
     (the tag of the run that created it says whose it is) is used as it is."""
+    from ml_pipeline.infra import stack
+
     opened = stack.ensure_bucket(client, run_plan)
     log.info("run %s opened: bucket %s (%s)", run_plan["key"], opened["bucket"],
              "created" if opened["created"] else "existing, left as it is")
@@ -246,6 +247,8 @@ def choose_mode(run_plan: dict) -> str:
 
 def in_vpc(run_plan: dict) -> dict | None:
     """The VpcConfig of SageMaker jobs and models when the run provisioned its own VPC."""
+    from ml_pipeline.infra import stack
+
     return stack.vpc_config(client, run_plan) if run_plan["params"]["provision_vpc"] else None
 
 
@@ -387,6 +390,7 @@ def close_run(run_plan: dict) -> dict:
     write the run's summary beside its artifacts (and, whatever happens to the bucket, into this log and
     this task's XCom). Every part runs; one error at the end names the parts that failed."""
     from ml_pipeline import closing
+    from ml_pipeline.infra import stack
     from ml_pipeline.infra.teardown import TeardownIncomplete
 
     created = xcom("deploy.create_model_and_config")
@@ -428,6 +432,8 @@ def outcome() -> None:
 
 
 def provision_step(run_plan: dict, pre: dict, step: str) -> dict:
+    from ml_pipeline.infra import stack
+
     made = stack.run_step(client, run_plan, step, pre)
     log.info("%s: %s", step, made)
     return made

@@ -127,8 +127,9 @@ def load_schema(path: Path) -> dict:
 
 @lru_cache(maxsize=None)
 def schema(name: str) -> dict:
-    """One of the code's schemas (``SCHEMA_DIR``), never one from the data folder."""
-    return load_schema(SCHEMA_DIR / name)
+    """One of the code's schemas (``SCHEMA_DIR``, the experiment's in include/), never one from the data
+    folder; read and checked against its metaschema once per process (the check is most of a first parse)."""
+    return load_schema(EXPERIMENT_SCHEMA if name == EXPERIMENT_SCHEMA.name else SCHEMA_DIR / name)
 
 
 @lru_cache(maxsize=None)
@@ -137,10 +138,9 @@ def validator(name: str):
     tuning schemas by their ``$id``."""
     from referencing import Registry, Resource  # noqa: PLC0415 - jsonschema's own dependency
 
-    documents = [schema(PRESET_SCHEMA), schema(TUNING_SCHEMA), load_schema(EXPERIMENT_SCHEMA)]
+    documents = [schema(PRESET_SCHEMA), schema(TUNING_SCHEMA), schema(EXPERIMENT_SCHEMA.name)]
     registry = Registry().with_resources((doc["$id"], Resource.from_contents(doc)) for doc in documents)
-    wanted = load_schema(EXPERIMENT_SCHEMA) if name == EXPERIMENT_SCHEMA.name else schema(name)
-    return jsonschema.Draft202012Validator(wanted, registry=registry)
+    return jsonschema.Draft202012Validator(schema(name), registry=registry)
 
 
 def _validate(document: Any, schema_name: str, file: str, at: tuple = ()) -> None:

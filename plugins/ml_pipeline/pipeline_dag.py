@@ -7,9 +7,9 @@ could be any word. The DAG's documentation is ``DOC`` with the experiment's desc
 Building one DAG must stay cheap (the dag-processor builds every experiment's at each parse): the Params
 are attached after the tasks, so that Airflow does not deep-copy them into each of them (see
 ``_attach_params``), and nothing here imports more than Airflow, the provider's operators and the
-plugins' own light modules. Each task imports what it needs when it runs. No ``from __future__ import
-annotations`` here: Airflow reads each task's return annotation to infer ``multiple_outputs``, and a string
-annotation costs a ``compile`` per task per DAG.
+plugins' own light modules. Each task imports what it needs when it runs; each Python task is a
+PythonOperator made by ``_task`` (see there why not ``@task``). No ``from __future__ import annotations``
+here: a task's ``multiple_outputs`` comes from its function's return annotation (``dict``).
 """
 
 DOC = """
@@ -37,12 +37,12 @@ import pendulum
 from airflow.providers.amazon.aws.sensors.ec2 import EC2InstanceStateSensor
 from airflow.providers.amazon.aws.sensors.ssm import SsmRunCommandCompletedSensor
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import DAG, TriggerRule, get_current_context, setup, task, task_group
+from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator, ShortCircuitOperator
+from airflow.sdk import DAG, TriggerRule, XComArg, get_current_context, task_group
 
 from ml_pipeline.aws import AWS_CONN_ID, client
 from ml_pipeline.aws import hook as aws_hook
 from ml_pipeline.gitops import describe, schedule_for
-from ml_pipeline.infra import stack
 from ml_pipeline.infra.operators import RunHostTrainingOperator, SkipUnneededSteps
 from ml_pipeline.infra.params import infra_params
 from ml_pipeline.infra.sensors import HostReadySensor, ResourceStateSensor
@@ -143,10 +143,23 @@ def build_dag(experiment: dict) -> DAG:
     return dag
 
 
-# --- the tasks (decorated once per process; each DAG calls them) -----------------------------------
+# --- the tasks (each DAG makes one operator of each function with _task) --------------------------
 
 
-@task(retries=0)
+def _task(function, *args, operator: type = PythonOperator, task_id: str | None = None, **kwargs) -> XComArg:
+    """A task calling ``function(*args)`` (XComArgs resolved, their tasks upstream; the context as keyword
+    arguments where the function takes ``**context``), as ``@task`` makes it: the function's docstring is the
+    task's documentation, and a ``dict`` return is pushed key by key too (``multiple_outputs``).
+
+    A PythonOperator (or ``operator``, its branching and short-circuiting kinds) rather than ``@task``'s
+    operator, which costs two and a half times as much to construct: Airflow runs its ``apply_defaults`` at each
+    of the class's four ``__init__`` levels, inspecting the function's signature at each; the pipeline's 30
+    Python tasks were a third of a DAG's parse. The UI names the task's kind PythonOperator, not @task."""
+    return operator(task_id=task_id or function.__name__, python_callable=function, op_args=list(args),
+                    doc_md=function.__doc__, multiple_outputs=function.__annotations__.get("return") is dict,
+                    **kwargs).output
+
+
 def plan(folder: str, **context) -> dict:
     """Refuse bad input before anything is created; fix every name the run will use. The experiment is read
     again here, from the folder this DAG was built from: the run plans with the file as it is now."""
@@ -185,7 +198,6 @@ def _revision(experiment: dict, context) -> dict:
     return recorded
 
 
-@task(retries=0)
 def preflight(run_plan: dict) -> dict:
     """What only AWS or this machine can tell, still before anything is created: the experiment's code
     (a framework version with no image, a Dockerfile with no Docker engine to build it), an existing bucket
@@ -198,17 +210,17 @@ def preflight(run_plan: dict) -> dict:
     return check(client, run_plan)
 
 
-@setup
 def open_run(run_plan: dict, pre: dict) -> dict:
     """The run's bucket, after the preflight (``pre``): created and configured when missing; any other one
     (the tag of the run that created it says whose it is) is used as it is."""
+    from ml_pipeline.infra import stack
+
     opened = stack.ensure_bucket(client, run_plan)
     log.info("run %s opened: bucket %s (%s)", run_plan["key"], opened["bucket"],
              "created" if opened["created"] else "existing, left as it is")
     return {**opened, "key": run_plan["key"]}
 
 
-@task
 def prepare_channels(run_plan: dict) -> dict:
     from ml_pipeline import channels
 
@@ -217,7 +229,6 @@ def prepare_channels(run_plan: dict) -> dict:
     return prepared
 
 
-@task
 def resolve_code(run_plan: dict) -> dict:
     """What the run trains and serves (``code.resolve``): script mode's source in S3 and the framework's
     images, the experiment's image, or the image its Dockerfile builds."""
@@ -228,7 +239,6 @@ def resolve_code(run_plan: dict) -> dict:
     return resolved
 
 
-@task.branch
 def choose_mode(run_plan: dict) -> str:
     if run_plan["params"]["compute"] == "host":
         return "host.command_request"
@@ -237,10 +247,11 @@ def choose_mode(run_plan: dict) -> str:
 
 def in_vpc(run_plan: dict) -> dict | None:
     """The VpcConfig of SageMaker jobs and models when the run provisioned its own VPC."""
+    from ml_pipeline.infra import stack
+
     return stack.vpc_config(client, run_plan) if run_plan["params"]["provision_vpc"] else None
 
 
-@task
 def training_request(run_plan: dict, code: dict, channels: dict) -> dict:
     from ml_pipeline import sagemaker_requests as requests
 
@@ -250,7 +261,6 @@ def training_request(run_plan: dict, code: dict, channels: dict) -> dict:
     return request
 
 
-@task
 def tuning_request(run_plan: dict, code: dict, channels: dict) -> dict:
     from ml_pipeline import sagemaker_requests as requests
 
@@ -261,7 +271,6 @@ def tuning_request(run_plan: dict, code: dict, channels: dict) -> dict:
     return request
 
 
-@task
 def command_request(run_plan: dict, code: dict, channels: dict) -> dict:
     from ml_pipeline.infra import host_training
 
@@ -270,7 +279,6 @@ def command_request(run_plan: dict, code: dict, channels: dict) -> dict:
                                          host["instance_id"])
 
 
-@task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
 def pick_best(run_plan: dict) -> dict:
     from ml_pipeline import steps
 
@@ -291,7 +299,6 @@ def pick_best(run_plan: dict) -> dict:
     return best
 
 
-@task
 def copy_best_weights(run_plan: dict, best: dict, channels: dict) -> dict:
     from ml_pipeline import steps
 
@@ -300,7 +307,6 @@ def copy_best_weights(run_plan: dict, best: dict, channels: dict) -> dict:
     return weights
 
 
-@task
 def register_model(run_plan: dict, best: dict, weights: dict, code: dict) -> str:
     from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 
@@ -311,7 +317,6 @@ def register_model(run_plan: dict, best: dict, weights: dict, code: dict) -> str
     return arn
 
 
-@task.short_circuit(ignore_downstream_trigger_rules=False)
 def quality_gate(run_plan: dict, best: dict) -> bool:
     from ml_pipeline import steps
 
@@ -321,7 +326,6 @@ def quality_gate(run_plan: dict, best: dict) -> bool:
     return verdict["deploy"]
 
 
-@task
 def create_model_and_config(run_plan: dict, weights: dict, code: dict) -> dict:
     from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 
@@ -333,7 +337,6 @@ def create_model_and_config(run_plan: dict, weights: dict, code: dict) -> dict:
     return made
 
 
-@task
 def endpoint_request(run_plan: dict) -> dict:
     """The deploy's request; and, with keep_endpoint, what the stable endpoint serves before this run's
     deploy (key "serving_before"), so that close_run can undo the deploy of a run that fails. Recorded
@@ -353,7 +356,6 @@ def endpoint_request(run_plan: dict) -> dict:
     return {"Endpoint": request}
 
 
-@task
 def autoscale(run_plan: dict) -> dict:
     from ml_pipeline import steps
 
@@ -363,7 +365,6 @@ def autoscale(run_plan: dict) -> dict:
     return scaling
 
 
-@task
 def smoke_test(run_plan: dict) -> dict:
     """The experiment's samples through the endpoint, and its check (``smoke.run``)."""
     from ml_pipeline import smoke
@@ -375,7 +376,6 @@ def smoke_test(run_plan: dict) -> dict:
     return result
 
 
-@task
 def promote(run_plan: dict, package_arn: str) -> dict:
     from ml_pipeline import steps
 
@@ -384,13 +384,13 @@ def promote(run_plan: dict, package_arn: str) -> dict:
     return promoted
 
 
-@task  # a teardown by as_teardown() in _chain: Airflow's @teardown decorator can be called only once
 def close_run(run_plan: dict) -> dict:
     """Whatever happened before: stop this run's jobs, remove what must not outlive it (saying what
     was already gone), undo a failed run's deploy, reject its model version, tear down its stack, and
     write the run's summary beside its artifacts (and, whatever happens to the bucket, into this log and
     this task's XCom). Every part runs; one error at the end names the parts that failed."""
     from ml_pipeline import closing
+    from ml_pipeline.infra import stack
     from ml_pipeline.infra.teardown import TeardownIncomplete
 
     created = xcom("deploy.create_model_and_config")
@@ -414,7 +414,6 @@ def close_run(run_plan: dict) -> dict:
         raise
 
 
-@task(retries=0)
 def outcome() -> None:
     """The run's verdict in one line. It fails, and with it the run, when a task of the run failed or
     the run did not reach its end (``closing.failures``): Airflow judges a run by its leaves, and a
@@ -432,17 +431,18 @@ def outcome() -> None:
     log.info("%s", line)
 
 
-@task
 def provision_step(run_plan: dict, pre: dict, step: str) -> dict:
+    from ml_pipeline.infra import stack
+
     made = stack.run_step(client, run_plan, step, pre)
     log.info("%s: %s", step, made)
     return made
 
 
 def _chain(experiment: dict, deploys: bool) -> None:
-    the_plan = plan(experiment["folder"])
-    checked = preflight(the_plan)
-    opened = open_run(the_plan, checked)
+    the_plan = _task(plan, experiment["folder"], retries=0)
+    checked = _task(preflight, the_plan, retries=0)
+    opened = _task(open_run, the_plan, checked).as_setup()
 
     @task_group(group_id="provision")
     def provision():
@@ -454,7 +454,7 @@ def _chain(experiment: dict, deploys: bool) -> None:
         opened >> decide
         previous = decide
         for step, kind, id_key, state in PROVISIONING:
-            made = provision_step.override(task_id=step)(the_plan, checked, step)
+            made = _task(provision_step, the_plan, checked, step, task_id=step)
             previous >> made
             previous = made
             step_tasks[step] = [made.operator.task_id]
@@ -486,17 +486,17 @@ def _chain(experiment: dict, deploys: bool) -> None:
         previous >> ready >> done
 
     provisioned = provision()
-    channels = prepare_channels(the_plan)
-    image = resolve_code(the_plan)
+    channels = _task(prepare_channels, the_plan)
+    image = _task(resolve_code, the_plan)
     provisioned >> [channels, image]
-    mode = choose_mode(the_plan)
+    mode = _task(choose_mode, the_plan, operator=BranchPythonOperator)
     [channels, image] >> mode
 
     @task_group(group_id="train")
     def train():
         started = RunTrainingJobOperator(
             task_id="start_training_job", aws_conn_id=AWS_CONN_ID,
-            config=training_request(the_plan, image, channels),
+            config=_task(training_request, the_plan, image, channels),
         )
         started >> DeferrableTrainingSensor(
             task_id="wait_for_training_job", aws_conn_id=AWS_CONN_ID,
@@ -507,7 +507,7 @@ def _chain(experiment: dict, deploys: bool) -> None:
     def tune():
         started = RunTuningJobOperator(
             task_id="start_tuning_job", aws_conn_id=AWS_CONN_ID,
-            config=tuning_request(the_plan, image, channels),
+            config=_task(tuning_request, the_plan, image, channels),
         )
         started >> DeferrableTuningSensor(
             task_id="wait_for_tuning_job", aws_conn_id=AWS_CONN_ID,
@@ -517,7 +517,7 @@ def _chain(experiment: dict, deploys: bool) -> None:
     @task_group(group_id="host")
     def host():
         started = RunHostTrainingOperator(task_id="start_host_training", aws_conn_id=AWS_CONN_ID,
-                                          request=command_request(the_plan, image, channels))
+                                          request=_task(command_request, the_plan, image, channels))
         started >> SsmRunCommandCompletedSensor(
             task_id="wait_for_host_training", aws_conn_id=AWS_CONN_ID, deferrable=True,
             command_id="{{ ti.xcom_pull(task_ids='host.start_host_training') }}",
@@ -526,36 +526,36 @@ def _chain(experiment: dict, deploys: bool) -> None:
 
     trained, tuned, on_host = train(), tune(), host()
     mode >> [trained, tuned, on_host]
-    best = pick_best(the_plan)
+    best = _task(pick_best, the_plan, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     [trained, tuned, on_host] >> best
-    weights = copy_best_weights(the_plan, best, channels)
-    package = register_model(the_plan, best, weights, image)
-    gate = quality_gate(the_plan, best)
+    weights = _task(copy_best_weights, the_plan, best, channels)
+    package = _task(register_model, the_plan, best, weights, image)
+    gate = _task(quality_gate, the_plan, best, operator=ShortCircuitOperator, ignore_downstream_trigger_rules=False)
     package >> gate
 
     @task_group(group_id="deploy")
     def deploy():
-        created = create_model_and_config(the_plan, weights, image)
+        created = _task(create_model_and_config, the_plan, weights, image)
         deployed = DeployEndpointOperator(task_id="deploy_endpoint", aws_conn_id=AWS_CONN_ID,
-                                          config=endpoint_request(the_plan))
+                                          config=_task(endpoint_request, the_plan))
         in_service = DeferrableEndpointSensor(
             task_id="wait_for_endpoint", aws_conn_id=AWS_CONN_ID,
             endpoint_name="{{ ti.xcom_pull(task_ids='plan')['names']['endpoint'] }}",
         )
         created >> deployed >> in_service
 
-    promoted = promote(the_plan, package)
+    promoted = _task(promote, the_plan, package)
     if deploys:
         deployed = deploy()
         gate >> deployed
-        deployed >> autoscale(the_plan) >> smoke_test(the_plan) >> promoted
+        deployed >> _task(autoscale, the_plan) >> _task(smoke_test, the_plan) >> promoted
     else:  # the gate decides the registry's production version; nothing is served
         gate >> promoted
 
-    closed = close_run(the_plan)
+    closed = _task(close_run, the_plan)
     opened >> closed
     promoted >> closed
     closed.as_teardown(setups=opened)
-    verdict = outcome()
+    verdict = _task(outcome, retries=0)
     closed >> verdict
     verdict.as_teardown(setups=opened, on_failure_fail_dagrun=True)

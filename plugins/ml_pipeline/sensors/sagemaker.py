@@ -30,8 +30,6 @@ from airflow.providers.amazon.aws.triggers.sagemaker import SageMakerTrigger
 from airflow.providers.common.compat.sdk import AirflowException
 from airflow.sdk.exceptions import AirflowFailException
 
-from ml_pipeline.closing import stop_or_failure_reason
-
 #: Seconds between status checks; localaws runs set it low (see README).
 DEFAULT_POLL_SECONDS = int(os.environ.get("ML_PIPELINE_POLL_SECONDS", "30"))
 
@@ -64,6 +62,8 @@ class _Deferring(SageMakerBaseSensor):
             return False
         self.ended(response)
         if state in self.failed_states():
+            from ml_pipeline.closing import stop_or_failure_reason  # noqa: PLC0415 - not at DAG parse time
+
             reason = stop_or_failure_reason(response) or "no reason given"
             raise AirflowFailException(f"{self.kind} {self._resource_name()} was {state} ({reason})")
         self.log.info("%s", self.success_line(response))

@@ -119,12 +119,12 @@ def train_on_host(localaws, run, channels, code, ids) -> tuple[str, dict]:
     return command_id, found
 
 
-def test_a_script_mode_experiment_trains_on_the_host(localaws_process, tmp_path):
+def test_a_script_mode_experiment_trains_on_the_host(localaws, tmp_path):
+    """Under both runners: our framework image as a process, and as a container with /opt/ml mounted."""
     from ml_pipeline.infra import host_training
     from ml_pipeline.infra.teardown import remaining, teardown_stack
     from tests.infra.support import ZERO
 
-    localaws = localaws_process
     run, channels, code, ids = host_run(localaws, tmp_path)
     try:
         # The framework's GPU-host image: scikit-learn has CPU images only, which a GPU host runs.
@@ -177,3 +177,18 @@ def test_a_failing_script_fails_the_host_command_with_its_error(localaws_process
                                       code["training_image"], code)
     finally:
         teardown_stack(localaws.client, run["key"], poll=0.2)
+
+
+def test_an_own_container_on_the_host_keeps_its_plain_hyperparameters(tmp_path):
+    """An image (or dockerfile) experiment's code carries no source: hyperparameters.json holds today's
+    plain strings and no sagemaker_* entry, as SageMaker writes it for an own container."""
+    from ml_pipeline.infra import host_training
+
+    experiment = write_experiment(tmp_path)
+    experiment.update(code_kind="image", image="123456789012.dkr.ecr.us-east-1.amazonaws.com/mine:1.0")
+    run = plan(experiment, compute="host", host_instance_type="g5.xlarge")
+    code = {"training_image": experiment["image"], "serving_image": experiment["image"], "hyperparameters": {},
+            "environment": {}, "source": None}
+    spec = host_training.job_spec(run, {"train": "s3://b/d/train/"}, code)
+    assert spec["hyperparameters"] == {"shift": "0.5", "fail": "no"}
+    assert spec["hyperparameters"] == host_training.job_spec(run, {"train": "s3://b/d/train/"})["hyperparameters"]

@@ -192,3 +192,18 @@ def test_an_own_container_on_the_host_keeps_its_plain_hyperparameters(tmp_path):
     spec = host_training.job_spec(run, {"train": "s3://b/d/train/"}, code)
     assert spec["hyperparameters"] == {"shift": "0.5", "fail": "no"}
     assert spec["hyperparameters"] == host_training.job_spec(run, {"train": "s3://b/d/train/"})["hyperparameters"]
+
+
+@pytest.mark.parametrize("framework, host_type, tag", [
+    ("pytorch", "g5.xlarge", "pytorch-training:2.5-gpu-py311"),
+    ("pytorch", "dl1.24xlarge", "pytorch-training:2.5-cpu-py311"),  # the SDK names no Habana image
+    ("sklearn", "g5.xlarge", "sagemaker-scikit-learn:1.2-1-cpu-py3"),  # CPU only: it runs on the GPU host
+])
+def test_the_host_trains_on_the_frameworks_image_for_its_type(tmp_path, framework, host_type, tag):
+    from ml_pipeline import code
+
+    experiment = {**write_experiment(tmp_path), "framework": framework, "framework_version": None}
+    run = plan(experiment, compute="host", host_instance_type=host_type)
+    assert code.training_image(experiment, run, "us-east-1").endswith("/" + tag)
+    run["params"]["compute"] = "sagemaker"  # a SageMaker job takes the experiment's instance_type
+    assert code.training_image(experiment, run, "us-east-1").endswith("-cpu-" + tag.rsplit("-", 1)[-1])

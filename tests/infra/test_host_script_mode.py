@@ -207,3 +207,26 @@ def test_the_host_trains_on_the_frameworks_image_for_its_type(tmp_path, framewor
     assert code.training_image(experiment, run, "us-east-1").endswith("/" + tag)
     run["params"]["compute"] = "sagemaker"  # a SageMaker job takes the experiment's instance_type
     assert code.training_image(experiment, run, "us-east-1").endswith("-cpu-" + tag.rsplit("-", 1)[-1])
+
+
+@pytest.mark.timeout(1200)
+def test_the_diabetes_dag_trains_on_the_host_and_deploys(localaws_process, tmp_path_factory):
+    """The diabetes example's DAG end to end with compute=host, as `make run` runs it: a scikit-learn
+    script trained on the run's GPU host, its weights deployed and smoke-tested, the stack torn down."""
+    from ml_pipeline.infra.teardown import remaining
+    from scripts.run_pipeline import airflow_env, migrate, read_summary, run_dag
+
+    home = tmp_path_factory.mktemp("airflow-home")
+    env = {**airflow_env(localaws_process.endpoint_url, home), "ML_PIPELINE_BUCKET": unique("diabetes-host"),
+           "ML_PIPELINE_POLL_SECONDS": "1"}
+    migrate(env)
+    conf = {"mode": "train", "compute": "host", "host_instance_type": "g5.xlarge", "preset": "quick",
+            "model_package_group": unique("diabetes")}
+    result = run_dag(env, conf, "2026-09-07T00:00:00+00:00", home / "diabetes-host.log", "diabetes")
+    log = (home / "diabetes-host.log").read_text()
+    assert result["state"] == "success", log[-5000:]
+    summary = read_summary(localaws_process.endpoint_url, env["ML_PIPELINE_BUCKET"], result, "diabetes")
+    assert summary["training_job"].startswith("diabetes-host-")  # host_training.job_name: it trained on the host
+    assert summary["metrics"]["validation:rmse"] > 0
+    assert summary["smoke_test"]["response_bytes"] > 0 and summary["smoke_test"]["check"]["samples"] == 20
+    assert set(remaining(localaws_process.client, summary["run"]).values()) == {0}

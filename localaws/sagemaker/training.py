@@ -19,7 +19,7 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from localaws.sagemaker import confined, frameworks, s3io
+from localaws.sagemaker import confined, s3io
 from localaws.sagemaker.cloudwatch import HostLog, MetricParser
 from localaws.sagemaker.contract import CHECKPOINT_LOCAL_PATH, HostConfig, Layout
 from localaws.sagemaker.frameworks import source
@@ -236,10 +236,8 @@ class TrainingExecutor:
     def _place_source(self, job: TrainingJob, image: str, layouts: dict[str, Layout], job_dir: Path) -> None:
         """Script mode on a framework image: its sourcedir.tar.gz unpacked into every host's /opt/ml/code,
         where the framework container's toolkit would have downloaded it."""
-        if frameworks.recognise(image) is None:
-            return
-        uri = frameworks.decoded(job.request.get("HyperParameters", {}).get("sagemaker_submit_directory", ""))
-        if not uri.startswith("s3://"):
+        uri = source.submit_directory(image, job.request.get("HyperParameters", {}))
+        if uri is None:
             return
         try:
             source.fetch(self.clients.s3, uri, job_dir / "sourcedir.tar.gz", [layout.code for layout in layouts.values()])

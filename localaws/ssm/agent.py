@@ -10,7 +10,9 @@ ListCommandInvocations or DescribeInstanceInformation. For the project's two doc
 * **TrainContainer**: what the document's script does on a host, with localaws's own pieces: the
   channels downloaded from S3 (``sagemaker/s3io.py``), the config files and environment of the
   ``/opt/ml`` contract (``sagemaker/contract.py``), the image's ``train`` started by the runner that
-  serves SageMaker jobs (``sagemaker/runners``), ``model.tar.gz`` and ``train.log`` uploaded. The
+  serves SageMaker jobs (``sagemaker/runners``), ``model.tar.gz`` and ``train.log`` uploaded. A SageMaker
+  framework image in script mode gets its ``sagemaker_submit_directory`` in /opt/ml/code first
+  (``sagemaker/frameworks/source.py``), as for a job: on a real host its toolkit downloads it itself. The
   accelerator flags (``--gpus all``, ``--runtime=habana``) can do nothing without an accelerator: the
   command records the line it would run and the runner runs without them.
 
@@ -593,6 +595,7 @@ class SsmAgent:
     def _train(self, invocation: Invocation, out: _Output, err: _Output) -> None:
         from localaws.sagemaker import confined, s3io  # noqa: PLC0415
         from localaws.sagemaker.contract import HostConfig, Layout  # noqa: PLC0415
+        from localaws.sagemaker.frameworks import source  # noqa: PLC0415
         from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound  # noqa: PLC0415
         from localaws.sagemaker.runners.process import EnvironmentBuildError  # noqa: PLC0415
 
@@ -612,6 +615,17 @@ class SsmAgent:
                 objects = s3io.channel_objects(s3, {"S3Uri": uri, "S3DataType": "S3Prefix"},
                                                f"instance profile of {invocation.instance_id}", invocation.region)
                 s3io.download(s3, objects, layout.channel(name))
+            submit = source.submit_directory(image, spec["hyperparameters"])
+            if submit is not None:
+                # Script mode: a framework image's toolkit would download the source on the host; ours
+                # cannot reach localaws's S3 from a container, so the agent puts it in /opt/ml/code first,
+                # as the SageMaker engine does for a job.
+                out.line(f"[localaws] script mode: {submit} into /opt/ml/code (on a host, the image's toolkit fetches it)")
+                try:
+                    source.fetch(s3, submit, work / "sourcedir.tar.gz", [layout.code])
+                except source.SourceUnavailable as error:
+                    err.line(f"AlgorithmError: {error}")
+                    return self._set(invocation, "Failed", code=1)
             out.line(f"[ml-pipeline] pulling {image}")
             try:
                 runner = self.runners(image)

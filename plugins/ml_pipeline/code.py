@@ -134,6 +134,20 @@ def framework_image(experiment: dict, region: str, instance_type: str, scope: st
                          f"in {region}: {message}") from None
 
 
+def training_image(experiment: dict, plan: dict, region: str) -> str:
+    """The framework's training image for where the run trains: its SageMaker instance type, or on
+    ``compute=host`` the host's type (a GPU host gets the GPU image); a framework with no image for the
+    host's processor (scikit-learn on a GPU) runs its CPU image there."""
+    p = plan["params"]
+    if p.get("compute") == "host":
+        try:
+            return framework_image(experiment, region, f"ml.{p['host_instance_type']}", "training")
+        except ValueError as error:
+            if "framework_version" in str(error):
+                raise
+    return framework_image(experiment, region, p["instance_type"], "training")
+
+
 def _serving_instance_type(plan: dict) -> str:
     p = plan["params"]
     return p.get("endpoint_instance_type") or (plan["experiment"].get("deploy") or {}).get("instance_type") \
@@ -155,7 +169,7 @@ def resolve(ecr, s3, plan: dict, endpoint_url: str | None = None) -> dict:
     if kind == "script":
         region = region_of(s3)
         source = upload_source(s3, p["bucket"], experiment)
-        training = framework_image(experiment, region, p["instance_type"], "training")
+        training = training_image(experiment, plan, region)
         serving = framework_image(experiment, region, _serving_instance_type(plan), "inference")
         program = experiment["entry_point"]
         return {

@@ -276,7 +276,7 @@ def command_request(run_plan: dict, code: dict, channels: dict) -> dict:
 
     host = xcom("provision.host")
     return host_training.command_request(client, run_plan, code["training_image"], channels,
-                                         host["instance_id"])
+                                         host["instance_id"], code)
 
 
 def pick_best(run_plan: dict) -> dict:
@@ -285,9 +285,9 @@ def pick_best(run_plan: dict) -> dict:
     if run_plan["params"]["compute"] == "host":
         from ml_pipeline.infra import host_training
 
+        code = xcom("resolve_code")
         return host_training.host_result(client, run_plan, xcom("host.start_host_training"),
-                                         xcom("provision.host")["instance_id"],
-                                         xcom("resolve_code")["training_image"])
+                                         xcom("provision.host")["instance_id"], code["training_image"], code)
     training = xcom("train.start_training_job")
     tuning = xcom("tune.start_tuning_job")
     best = steps.pick_best(

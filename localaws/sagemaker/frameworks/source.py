@@ -14,13 +14,22 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from localaws.sagemaker import archives, s3io
+from localaws.sagemaker import archives, frameworks, s3io
 
 CODE_IN_CONTAINER = "/opt/ml/code"
 
 
 class SourceUnavailable(Exception):
     """The archive cannot be had or is refused: the message says which and why."""
+
+
+def submit_directory(image: str, hyperparameters: dict) -> str | None:
+    """The s3:// sourcedir.tar.gz a training on ``image`` takes from its hyperparameters, or None: the
+    image is not a framework image (an own container carries its code), or names no archive in S3."""
+    if frameworks.recognise(image) is None:
+        return None
+    uri = frameworks.decoded(hyperparameters.get("sagemaker_submit_directory", ""))
+    return uri if uri.startswith("s3://") else None
 
 
 def fetch(s3, uri: str, scratch: Path, targets: list[Path]) -> None:

@@ -7,8 +7,11 @@ deleted by teardown):
                                       mounts the data volume)
     MLPipeline-TrainContainer-<run>   the training image's ``train`` under /opt/ml: channels from S3,
                                       hyperparameters.json, inputdataconfig.json and resourceconfig.json as
-                                      SageMaker writes them, the accelerator passed through (``--gpus all``,
-                                      or Habana's ``--runtime=habana``), then /opt/ml/model uploaded as
+                                      SageMaker writes them (script mode: the framework image's toolkit
+                                      fetches sagemaker_submit_directory with the instance profile's
+                                      credentials, IMDSv2 at hop limit 2), the accelerator passed
+                                      through (``--gpus all``, or Habana's ``--runtime=habana``), then
+                                      /opt/ml/model uploaded as
                                       ``<output>/<job>/output/model.tar.gz`` and the log as ``train.log``
 
 The command's output streams to CloudWatch Logs (``/ml-pipeline/host-training``, SSM's
@@ -80,7 +83,19 @@ def ensure_documents(ssm, plan: dict) -> dict:
 # --- the job ---------------------------------------------------------------------------------------
 
 
-def job_spec(plan: dict, channels: dict[str, str]) -> dict:
+def hyperparameters(plan: dict, code: dict | None = None) -> dict[str, str]:
+    """hyperparameters.json as a SageMaker job of the same code gets it (``sagemaker_requests``): script
+    mode's JSON-encoded values and ``sagemaker_*`` entries, which a framework image's toolkit reads to
+    fetch and run the source; an own container's plain strings (``code`` None: an own container)."""
+    from ml_pipeline import sagemaker_requests as requests  # noqa: PLC0415
+
+    if code is None or not requests.script_mode(code):
+        return {name: to_hyperparameter_string(value) for name, value in plan["hyperparameters"].items()}
+    return {**requests.encode_hyperparameters(plan["hyperparameters"], code), **code["hyperparameters"],
+            "sagemaker_job_name": json.dumps(job_name(plan))}
+
+
+def job_spec(plan: dict, channels: dict[str, str], code: dict | None = None) -> dict:
     """What the host writes under /opt/ml/input/config, exactly as SageMaker would for the same job
     (``localaws/sagemaker/contract.py``'s HostConfig), plus the channels to download and the environment."""
     p = plan["params"]
@@ -88,8 +103,7 @@ def job_spec(plan: dict, channels: dict[str, str]) -> dict:
     instance_type = p["host_instance_type"]
     return {
         "job_name": job,
-        # As SageMaker writes hyperparameters.json for an own container: strings (the plan's are JSON values).
-        "hyperparameters": {name: to_hyperparameter_string(value) for name, value in plan["hyperparameters"].items()},
+        "hyperparameters": hyperparameters(plan, code),
         "inputdataconfig": {
             name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated",
                    "RecordWrapperType": "None", "ContentType": "text/csv"}
@@ -119,12 +133,17 @@ def output_path(plan: dict) -> str:
     return f"s3://{plan['params']['bucket']}/{plan['names']['output_prefix']}"
 
 
-def command_request(client, plan: dict, image: str, channels: dict[str, str], instance_id: str) -> dict:
+def command_request(client, plan: dict, image: str, channels: dict[str, str], instance_id: str,
+                    code: dict | None = None) -> dict:
     """SendCommand's arguments (``DocumentName`` included) for the run's training on its host:
-    what ``RunHostTrainingOperator(request=...)`` takes."""
+    what ``RunHostTrainingOperator(request=...)`` takes. ``code`` is ``code.resolve``'s (script mode's
+    hyperparameters); None trains ``image`` as an own container."""
     p = plan["params"]
     region = client("ssm").meta.region_name
     timeout = int(p.get("max_runtime_seconds", 3600))
+    spec = job_spec(plan, channels, code)
+    # boto3 in the container (a framework image's toolkit fetching the source) finds the region here.
+    spec["environment"].update(AWS_REGION=region, AWS_DEFAULT_REGION=region)
     return {
         "DocumentName": document_names(plan)["training_document"],
         "InstanceIds": [instance_id],
@@ -133,7 +152,7 @@ def command_request(client, plan: dict, image: str, channels: dict[str, str], in
         "Parameters": {
             "JobName": [job_name(plan)],
             "Image": [image],
-            "Spec": [encode(job_spec(plan, channels))],
+            "Spec": [encode(spec)],
             "OutputPath": [output_path(plan)],
             "Accelerator": [accelerator(p["host_instance_type"])],
             "Region": [region],
@@ -240,7 +259,8 @@ def parse_metrics(text: str, definitions: list[dict]) -> dict[str, float]:
     return found
 
 
-def host_result(client, plan: dict, command_id: str, instance_id: str, image: str) -> dict:
+def host_result(client, plan: dict, command_id: str, instance_id: str, image: str,
+                code: dict | None = None) -> dict:
     """The host's training as ``steps.pick_best`` describes a SageMaker job: training_job, model_artifact
     (S3 URI of model.tar.gz), image, objective {metric, type, value}, metrics, hyperparameters, ..."""
     ssm, s3 = client("ssm"), client("s3")
@@ -267,8 +287,7 @@ def host_result(client, plan: dict, command_id: str, instance_id: str, image: st
         "image": image,
         "objective": {**objective, "value": metrics[objective["metric"]]},
         "metrics": metrics,
-        # As SageMaker writes hyperparameters.json for an own container: strings (the plan's are JSON values).
-        "hyperparameters": {name: to_hyperparameter_string(value) for name, value in plan["hyperparameters"].items()},
+        "hyperparameters": hyperparameters(plan, code),
         "tuned_hyperparameters": None,
         "training_seconds": seconds,
         "billable_seconds": seconds,

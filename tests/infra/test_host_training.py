@@ -18,6 +18,7 @@ import time
 import pytest
 
 from tests.conftest import REPO_ROOT, unique
+from tests.fixtures import digits_example
 from tests.infra.support import ZERO, plan
 
 pytestmark = pytest.mark.timeout(900)
@@ -150,9 +151,8 @@ def test_host_trains_for_real_and_its_weights_deploy(localaws_process, tmp_path,
                                       f"{best['training_job']}/output/model.tar.gz")
     net = model_from(localaws.client("s3"), best["model_artifact"], tmp_path / "model")
     from digits import model as digits_model
-    from ml_pipeline.dataset import held_out
 
-    features, labels = held_out(run["data_seed"])
+    features, labels = digits_example.held_out(run["data_seed"])
     predicted = digits_model.predict(net, features[:50])
     assert sum(int(a == b) for a, b in zip(predicted, labels[:50])) >= 45
 

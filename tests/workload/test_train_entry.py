@@ -361,15 +361,6 @@ def test_two_hosts_train_data_parallel_over_gloo(tmp_path, channels, quick):
     assert accuracy_of(tmp_path / "algo-1" / "model", features, labels) >= 0.9
 
 
-def test_held_out_is_the_test_channel_prepare_writes(tmp_path):
-    """The tests score models on ``held_out``: it must be exactly the rows of the test channel."""
-    written = digits_example.write_local_channels(tmp_path, seed=3)
-    rows = [[int(v) for v in line.split(",")] for line in (written["test"] / "test.csv").read_text().splitlines()]
-    features, labels = digits_example.held_out(3)
-    assert [row[0] for row in rows] == list(labels)
-    assert [row[1:] for row in rows] == features.tolist()
-
-
 def test_install_requirements_keeps_what_the_base_provides(tmp_path, capsys):
     import importlib.util
 

@@ -210,9 +210,9 @@ def hosting_benchmark(tmp: Path, runner: str = "process", image: str | None = No
     sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
     from localaws.client import register_image
     from ml_pipeline.images import context_hash
-    from ml_pipeline.config import load_preset, sagemaker_hyperparameters
-    from ml_pipeline.dataset import held_out, write_channels
+    from ml_pipeline.config import sagemaker_hyperparameters
     from tests.conftest import LocalAWSProcess
+    from tests.fixtures import digits_example
     from tests.support import ROLE_ARN, training_request, wait_for_training
 
     server = LocalAWSProcess(tmp, runner, **(env or {})).start()
@@ -222,11 +222,11 @@ def hosting_benchmark(tmp: Path, runner: str = "process", image: str | None = No
             register_image(server.endpoint_url, image, CONTEXT)
         s3, sm = server.client("s3"), server.client("sagemaker")
         s3.create_bucket(Bucket="bench-hosting")
-        channels = write_channels(s3, "bench-hosting", "digits", seed=11)
-        preset = load_preset("quick")
+        channels = digits_example.write_channels(s3, "bench-hosting", "digits", seed=11)
         sm.create_training_job(**training_request(
             "bench-serve", image, {"train": channels["train"], "validation": channels["validation"]},
-            "s3://bench-hosting/jobs", sagemaker_hyperparameters(preset), preset["metric_definitions"]))
+            "s3://bench-hosting/jobs", sagemaker_hyperparameters(digits_example.preset("quick")),
+            digits_example.experiment()["metric_definitions"]))
         job = wait_for_training(sm, "bench-serve", timeout=900)
         assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
         sm.create_model(ModelName="bench-model", ExecutionRoleArn=ROLE_ARN, PrimaryContainer={
@@ -246,7 +246,7 @@ def hosting_benchmark(tmp: Path, runner: str = "process", image: str | None = No
             create_seconds.append(round(time.monotonic() - started, 2))
             sm.delete_endpoint(EndpointName=name)
 
-        features, _ = held_out(seed=11)
+        features, _ = digits_example.held_out(seed=11)
         all_cpus = sorted(os.sched_getaffinity(0))
         model_cpus, other_cpus = set(all_cpus[len(all_cpus) // 2:]), set(all_cpus[:len(all_cpus) // 2])
         layouts = {}

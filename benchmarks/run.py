@@ -27,9 +27,9 @@ from ml_pipeline.images import context_hash  # noqa: E402
 from localaws.sagemaker.contract import HostConfig, Layout  # noqa: E402
 from localaws.sagemaker.runners.process import VirtualEnvs  # noqa: E402
 from localaws.settings import Settings  # noqa: E402
-from ml_pipeline.config import load_preset, sagemaker_hyperparameters  # noqa: E402
-from ml_pipeline.dataset import write_channels, write_local_channels  # noqa: E402
+from ml_pipeline.config import sagemaker_hyperparameters  # noqa: E402
 from tests.conftest import LocalAWSProcess  # noqa: E402
+from tests.fixtures import digits_example  # noqa: E402
 from tests.support import training_request, wait_for_training  # noqa: E402
 
 CONTEXT = ROOT / "experiments" / "digits"
@@ -39,15 +39,14 @@ SEED = 11
 
 def bench_hyperparameters() -> dict[str, str]:
     """The quick preset, made long enough (about 20 s on 2 cores) for overheads to be measured fairly."""
-    preset = load_preset("quick")
-    hyperparameters = sagemaker_hyperparameters(preset)
+    hyperparameters = sagemaker_hyperparameters(digits_example.preset("quick"))
     hyperparameters.update({"epochs": os.environ.get("BENCH_EPOCHS", "500"), "early_stopping_patience": "1000"})
     return hyperparameters
 
 
 def direct_layout(tmp: Path) -> Layout:
     layout = Layout(tmp / "opt-ml")
-    write_local_channels(layout.input_data, seed=SEED)
+    digits_example.write_local_channels(layout.input_data, seed=SEED)
     layout.create(["train", "validation"])
     return layout
 
@@ -98,7 +97,8 @@ def run_through_localaws(server, bucket: str, channels: dict, hyperparameters: d
     sm = server.client("sagemaker")
     name = f"bench-{server.runner}-{int(time.time())}-{index}"
     request = training_request(name, server.image_uri, {"train": channels["train"], "validation": channels["validation"]},
-                               f"s3://{bucket}/jobs", hyperparameters, load_preset("quick")["metric_definitions"])
+                               f"s3://{bucket}/jobs", hyperparameters,
+                               digits_example.experiment()["metric_definitions"])
     started = time.monotonic()
     sm.create_training_job(**request)
     description = wait_for_training(sm, name, timeout=900, poll=0.05)
@@ -119,7 +119,7 @@ def training_overhead(runner: str, tmp: Path, repeats: int, image: str | None = 
         s3 = server.client("s3")
         bucket = "bench"
         s3.create_bucket(Bucket=bucket)
-        channels = write_channels(s3, bucket, "digits", seed=SEED)
+        channels = digits_example.write_channels(s3, bucket, "digits", seed=SEED)
         # Warm-up: builds the cached environment or pulls the image, once, outside the timings.
         run_through_localaws(server, bucket, channels, {**hyperparameters, "epochs": "1"}, 0)
         direct, through, phases = [], [], []
@@ -154,16 +154,15 @@ def tuning_parallel_efficiency(tmp: Path) -> dict:
         register_image(server.endpoint_url, server.image_uri, CONTEXT)
         s3, sm = server.client("s3"), server.client("sagemaker")
         s3.create_bucket(Bucket="bench-tuning")
-        channels = write_channels(s3, "bench-tuning", "digits", seed=SEED)
-        preset = load_preset("quick")
-        static = {**sagemaker_hyperparameters(preset), "epochs": "30", "early_stopping_patience": "30"}
+        channels = digits_example.write_channels(s3, "bench-tuning", "digits", seed=SEED)
+        static = {**sagemaker_hyperparameters(digits_example.preset("quick")), "epochs": "30", "early_stopping_patience": "30"}
         ranges = {"ContinuousParameterRanges": [
             {"Name": "learning_rate", "MinValue": "0.002", "MaxValue": "0.05", "ScalingType": "Logarithmic"}]}
         static.pop("learning_rate")
         name = f"bench-tuning-{int(time.time())}"
         request = training_request(name, server.image_uri,
                                    {"train": channels["train"], "validation": channels["validation"]},
-                                   "s3://bench-tuning/jobs", {}, preset["metric_definitions"])
+                                   "s3://bench-tuning/jobs", {}, digits_example.experiment()["metric_definitions"])
         definition = {key: request[key] for key in ("AlgorithmSpecification", "RoleArn", "InputDataConfig",
                                                      "OutputDataConfig", "ResourceConfig", "StoppingCondition")}
         definition["StaticHyperParameters"] = static

@@ -3,6 +3,7 @@
     client("s3")   a boto3 client, made by the provider's own ``AwsBaseHook.get_client_type`` (the
                    connection's endpoint for that service, its botocore config, the provider's user agent)
     hook()         the task's hook (its ``conn_config`` says where the connection points)
+    object_exists(s3, bucket, key)   whether an S3 object is there (any other error raised)
 
 The connection is read once per task process, so the provider logs where its credentials came from once,
 not once per client; each client is made once. The DAGs pass ``client`` to the plugin's functions, which
@@ -31,3 +32,13 @@ def client(service: str, aws_conn_id: str = AWS_CONN_ID):
     service_hook = copy.copy(base)
     service_hook.client_type = service
     return service_hook.get_client_type(region_name=base.region_name)
+
+
+def object_exists(s3, bucket: str, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+        return True
+    except s3.exceptions.ClientError as error:
+        if error.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise

@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ml_pipeline import code, images
+from ml_pipeline.aws import object_exists
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +33,6 @@ log = logging.getLogger(__name__)
 def source_of(entry) -> str | None:
     """A channel's source: the string itself, or a mapping's ``source`` (None: ``prepare`` writes it)."""
     return entry.get("source") if isinstance(entry, dict) else entry
-
-
-def _exists(s3, bucket: str, key: str) -> bool:
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
-        return True
-    except s3.exceptions.ClientError as error:
-        if error.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise
 
 
 def _upload_tree(s3, folder: Path, files: list[str], bucket: str, prefix: str) -> None:
@@ -79,7 +70,7 @@ def _from_folder(s3, plan: dict, name: str, source: str, where: str) -> str:
     base = f"{experiment['name']}/data/{digest}"
     uri = f"s3://{bucket}/{base}/{name}/"
     marker = f"{base}/{name}.complete.json"  # beside the channel's prefix, so the job never downloads it
-    if _exists(s3, bucket, marker):
+    if object_exists(s3, bucket, marker):
         log.info("channel %s: %s holds %s already", name, uri, source)
         return uri
     _upload_tree(s3, folder, files, bucket, f"{base}/{name}")
@@ -104,7 +95,7 @@ def _prepared(s3, plan: dict, where: str) -> dict[str, str]:
     experiment, bucket = plan["experiment"], plan["params"]["bucket"]
     prefix = plan["names"]["data_prefix"].strip("/")
     manifest_key = f"{prefix}/manifest.json"
-    if _exists(s3, bucket, manifest_key):
+    if object_exists(s3, bucket, manifest_key):
         manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
         log.info("data partition s3://%s/%s exists: reused", bucket, prefix)
         return manifest["channels"]

@@ -27,6 +27,7 @@ import uuid
 from pathlib import Path
 
 from ml_pipeline import images
+from ml_pipeline.aws import object_exists
 
 #: Script mode's defaults per framework: (framework_version, py_version).
 FRAMEWORK_DEFAULTS = {"pytorch": ("2.5", "py311"), "sklearn": ("1.2-1", "py3")}
@@ -90,12 +91,8 @@ def upload_source(s3, bucket: str, experiment: dict) -> dict:
     body, digest = package_source(experiment["source_dir"])
     key = f"{experiment['name']}/source/{digest}/{ARCHIVE}"
     uri = f"s3://{bucket}/{key}"
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
+    if object_exists(s3, bucket, key):
         return {"uri": uri, "hash": digest, "uploaded": False}
-    except s3.exceptions.ClientError as error:
-        if error.response["Error"]["Code"] not in ("404", "NoSuchKey", "NotFound"):
-            raise
     try:
         s3.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*", ContentType="application/gzip")
     except s3.exceptions.ClientError as error:

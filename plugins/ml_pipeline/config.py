@@ -50,7 +50,7 @@ class ConfigError(ValueError):
 
 def hyperparams_dir() -> Path:
     override = os.environ.get(DIR_ENV)
-    return Path(override) if override else REPO_ROOT / "include" / "hyperparams" / "digits"
+    return Path(override) if override else REPO_ROOT / "include" / "hyperparams"
 
 
 def experiment_files(name: str) -> dict:

@@ -81,9 +81,12 @@ def test_digits_presets_and_tuning_are_files_beside_the_schemas():
     document = experiment("digits")
     assert "presets" not in document and "tuning" not in document
     # the file's defaults are the experiment's (one picture of the default run, whichever is read)
-    for key in ("hyperparameters", "metric_definitions", "objective", "instance_type", "instance_count",
-                "max_runtime_seconds"):
+    for key in ("hyperparameters", "instance_type", "instance_count", "max_runtime_seconds"):
         assert document[key] == default[key], key
+    # a preset is overrides and resources: the metrics and objective are the experiment's alone
+    for path in sorted(folder.glob("*.json")):
+        if path.name != "tuning.json":
+            assert not {"metric_definitions", "objective"} & set(json.loads(path.read_text())), path.name
     assert json.loads((folder / "tuning.json").read_text())["objective"] == document["objective"]
 
 

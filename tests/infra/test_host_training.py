@@ -17,7 +17,9 @@ import time
 
 import pytest
 
+from ml_pipeline.config import to_hyperparameter_string
 from tests.conftest import REPO_ROOT, unique
+from tests.fixtures import digits_example
 from tests.infra.support import ZERO, plan
 
 pytestmark = pytest.mark.timeout(900)
@@ -65,18 +67,20 @@ def airflow_env(localaws, tmp_path) -> dict:
 
 
 def prepared(localaws, instance_type: str, **overrides) -> tuple[dict, dict, dict]:
-    """A host run's plan, its data partition and its provisioned stack."""
-    from ml_pipeline import steps
+    """A host run's plan (the digits example, as the container localaws registered from its folder), its data
+    partition and its provisioned stack."""
+    from ml_pipeline import channels as data
     from ml_pipeline.infra.params import preflight, validate_infra
     from ml_pipeline.infra.stack import ensure_bucket, provision
 
-    run = plan(compute="host", host_instance_type=instance_type, bucket=unique("host"),
+    experiment = {**digits_example.experiment(), "code_kind": "image", "image": localaws.image_uri}
+    run = plan(experiment, compute="host", host_instance_type=instance_type, bucket=unique("host"),
                endpoint_name=unique("host-ep"), **overrides)
     assert validate_infra(run["params"]) == []
     client = localaws.client
     pre = preflight(client, run)
     ensure_bucket(client, run)  # open_run
-    channels = steps.prepare_dataset(client("s3"), run)
+    channels = data.prepare(client("s3"), run)
     ids = provision(client, run, pre)
     return run, channels, ids
 
@@ -92,18 +96,19 @@ def model_from(s3, uri: str, into):
 
 def deploy_and_smoke_test(localaws, run: dict, best: dict, channels: dict) -> dict:
     """What the rest of the chain does with a job's best weights: copy, model, config, endpoint, smoke test."""
+    from ml_pipeline import code, smoke, steps
     from ml_pipeline import sagemaker_requests as requests
-    from ml_pipeline import steps
     from tests.localaws.hosting_support import wait_endpoint, wait_gone
 
     s3, sm = localaws.client("s3"), localaws.client("sagemaker")
     weights = steps.copy_best_weights(s3, run, best, channels)
-    sm.create_model(**requests.model(run, best["image"], weights["model_data_url"]))
+    serving = {"serving_image": best["image"], "environment": dict(code.SERVING_ENVIRONMENT)}
+    sm.create_model(**requests.model(run, serving, weights["model_data_url"]))
     sm.create_endpoint_config(**requests.endpoint_config(run))
     sm.create_endpoint(**requests.endpoint(run))
     try:
         assert wait_endpoint(sm, run["names"]["endpoint"])["EndpointStatus"] == "InService"
-        return steps.smoke_test(localaws.client("sagemaker-runtime"), s3, run, channels)
+        return smoke.run(localaws.client("sagemaker-runtime"), run)
     finally:
         sm.delete_endpoint(EndpointName=run["names"]["endpoint"])
         wait_gone(sm, run["names"]["endpoint"])
@@ -145,19 +150,20 @@ def test_host_trains_for_real_and_its_weights_deploy(localaws_process, tmp_path,
     assert best["training_job"] == host_training.job_name(run) and best["tuning_job"] is None
     assert best["objective"]["metric"] == "validation:loss" and best["objective"]["value"] > 0
     assert best["metrics"]["validation:accuracy"] >= 0.9
-    assert best["hyperparameters"] == run["hyperparameters"]
+    # As SageMaker records an own container's: strings (the plan's are the experiment file's JSON values).
+    assert best["hyperparameters"] == {name: to_hyperparameter_string(value)
+                                       for name, value in run["hyperparameters"].items()}
     assert best["model_artifact"] == (f"s3://{run['params']['bucket']}/{run['names']['output_prefix']}/"
                                       f"{best['training_job']}/output/model.tar.gz")
     net = model_from(localaws.client("s3"), best["model_artifact"], tmp_path / "model")
     from digits import model as digits_model
-    from ml_pipeline.dataset import held_out
 
-    features, labels = held_out(run["data_seed"])
+    features, labels = digits_example.held_out(run["data_seed"])
     predicted = digits_model.predict(net, features[:50])
     assert sum(int(a == b) for a, b in zip(predicted, labels[:50])) >= 45
 
     smoke = deploy_and_smoke_test(localaws, run, best, channels)
-    assert smoke["accuracy"] >= 0.9
+    assert smoke["check"]["accuracy"] >= 0.9
 
     report = teardown_stack(localaws.client, run["key"], poll=0.2)
     assert report["errors"] == []
@@ -173,12 +179,13 @@ def test_the_host_gets_the_same_config_files_as_a_sagemaker_job():
     channels = {"train": "s3://b/d/train/", "validation": "s3://b/d/validation/", "test": "s3://b/d/test/"}
     spec = job_spec(run, channels)
     config = HostConfig(job_name=spec["job_name"], job_arn="arn", current_host="algo-1", hosts=["algo-1"],
-                        hyperparameters=run["hyperparameters"], channels=spec["inputdataconfig"],
+                        hyperparameters=spec["hyperparameters"], channels=spec["inputdataconfig"],
                         instance_type="p4d.24xlarge", num_cpus=1)
     assert spec["resourceconfig"] == config.resource_config()
-    assert spec["hyperparameters"] == run["hyperparameters"] and all(
-        isinstance(v, str) for v in spec["hyperparameters"].values())
-    assert set(spec["channels"]) == set(spec["inputdataconfig"]) == {"train", "validation"}
+    assert spec["hyperparameters"] == {name: to_hyperparameter_string(value)
+                                       for name, value in run["hyperparameters"].items()}
+    # every channel of the run, as a SageMaker job gets them (sagemaker_requests): no channel names of our own
+    assert set(spec["channels"]) == set(spec["inputdataconfig"]) == set(channels)
 
 
 def test_teardown_stops_a_training_in_progress(localaws_process):

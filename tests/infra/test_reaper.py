@@ -168,13 +168,13 @@ def test_the_reaper_dag_runs_hourly_and_reports(localaws, tmp_path):
         return text
 
     text = reaper_run({"idle_hours": 1}, "2026-03-02T00:00:00+00:00", "dry")
-    assert f"run {run['key']}: 3.0 h old, TTL 1.0 h: expired" in text
+    assert f"run {run['key']} (experiment {run['experiment']['name']}): 3.0 h old, TTL 1.0 h: expired" in text
     assert f"run {run['key']}: dry run, left in place" in text
     assert "reaper would remove (dry run) 1 stack(s)" in text
     assert remaining(client, run["key"]) == counts  # a curious trigger from the form deletes nothing
 
     text = reaper_run({"idle_hours": 1, "dry_run": False}, "2026-03-02T01:00:00+00:00", "remove")
-    assert f"run {run['key']}: 3.0 h old, TTL 1.0 h: expired" in text
+    assert f"run {run['key']} (experiment {run['experiment']['name']}): 3.0 h old, TTL 1.0 h: expired" in text
     assert "reaper removed 1 stack(s) and 0 endpoint(s)" in text
     assert remaining(client, run["key"]) == ZERO
 

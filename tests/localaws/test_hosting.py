@@ -11,6 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import TRAINING_CONTEXT, LocalAWSProcess, unique
+from tests.fixtures import digits_example
 from tests.localaws.hosting_support import (
     Load,
     alive,
@@ -40,18 +41,17 @@ CONSTANT_CLASS = 3
 @pytest.fixture(scope="session")
 def trained_model(localaws):
     """A real training job's model.tar.gz (the quick preset), in this server's S3."""
-    from ml_pipeline.config import load_preset, sagemaker_hyperparameters
-    from ml_pipeline.dataset import write_channels
+    from ml_pipeline.config import sagemaker_hyperparameters
 
     s3, sm = localaws.client("s3"), localaws.client("sagemaker")
     bucket = f"hosting-{uuid.uuid4().hex[:10]}"
     s3.create_bucket(Bucket=bucket)
-    channels = write_channels(s3, bucket, "digits", seed=SEED)
-    preset = load_preset("quick")
+    channels = digits_example.write_channels(s3, bucket, "digits", seed=SEED)
     name = unique("serve-train")
     sm.create_training_job(**training_request(
         name, localaws.image_uri, {"train": channels["train"], "validation": channels["validation"]},
-        f"s3://{bucket}/jobs", sagemaker_hyperparameters(preset), preset["metric_definitions"]))
+        f"s3://{bucket}/jobs", sagemaker_hyperparameters(digits_example.preset("quick")),
+        digits_example.experiment()["metric_definitions"]))
     done = wait_for_training(sm, name)
     assert done["TrainingJobStatus"] == "Completed", done.get("FailureReason")
     return {"bucket": bucket, "model_data": done["ModelArtifacts"]["S3ModelArtifacts"], "job": name}
@@ -68,9 +68,7 @@ def constant_model_data(localaws, trained_model, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def held_out():
-    from ml_pipeline.dataset import held_out as split
-
-    features, labels = split(seed=SEED)
+    features, labels = digits_example.held_out(seed=SEED)
     return features.tolist(), labels.tolist()
 
 

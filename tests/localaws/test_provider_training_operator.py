@@ -11,6 +11,7 @@ import time
 import pytest
 
 from tests.conftest import REPO_ROOT, unique
+from tests.fixtures import digits_example
 from tests.support import training_request
 
 pytestmark = pytest.mark.timeout(900)
@@ -29,14 +30,13 @@ print("RESULT " + result["Training"]["TrainingJobStatus"], flush=True)
 
 
 def test_training_operator_print_log_shows_the_job_log_live(localaws_process, tmp_path):
-    from ml_pipeline.config import load_preset, sagemaker_hyperparameters
-    from ml_pipeline.dataset import write_channels
+    from ml_pipeline.config import sagemaker_hyperparameters
 
     sm = localaws_process.client("sagemaker")
     bucket = unique("operator")
     localaws_process.client("s3").create_bucket(Bucket=bucket)
-    preset = load_preset("quick")
-    channels = write_channels(localaws_process.client("s3"), bucket, "data", seed=3)
+    preset = digits_example.preset("quick")
+    channels = digits_example.write_channels(localaws_process.client("s3"), bucket, "data", seed=3)
     name = unique("operator")
     config = training_request(
         name,
@@ -45,7 +45,7 @@ def test_training_operator_print_log_shows_the_job_log_live(localaws_process, tm
         f"s3://{bucket}/jobs",
         # Long enough that the job is still training when the operator first reads its log.
         {**sagemaker_hyperparameters(preset), "epochs": "40", "early_stopping_patience": "40"},
-        preset["metric_definitions"],
+        digits_example.experiment()["metric_definitions"],
     )
     env = {
         **os.environ,

@@ -9,6 +9,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import unique
+from tests.fixtures import digits_example
 from tests.support import training_request, unknown_members, wait_for_training
 
 pytestmark = pytest.mark.timeout(900)
@@ -24,7 +25,7 @@ def job_request(localaws, data, preset, name, **overrides):
         {"train": data["train"], "validation": data["validation"]},
         f"s3://{data['bucket']}/jobs",
         hyperparameters,
-        preset["metric_definitions"],
+        digits_example.experiment()["metric_definitions"],
         **overrides,
     )
 
@@ -77,15 +78,14 @@ def test_training_job_trains_and_writes_a_model_that_loads(localaws, data, prese
 
     metrics = {metric["MetricName"]: metric["Value"] for metric in done["FinalMetricDataList"]}
     assert metrics["validation:accuracy"] >= 0.9
-    assert set(metrics) == {definition["Name"] for definition in preset["metric_definitions"]}
+    assert set(metrics) == {definition["Name"] for definition in digits_example.experiment()["metric_definitions"]}
 
     artifact = done["ModelArtifacts"]["S3ModelArtifacts"]
     assert artifact == f"s3://{data['bucket']}/jobs/{name}/output/model.tar.gz"
     model_dir = download_model(s3, artifact, tmp_path / "model")
     from digits import model as digits_model
-    from ml_pipeline.dataset import held_out
 
-    features, labels = held_out(seed=7)
+    features, labels = digits_example.held_out(seed=7)
     predictions = digits_model.predict(digits_model.load(model_dir), features)
     accuracy = sum(int(p == y) for p, y in zip(predictions, labels)) / len(labels)
     assert accuracy >= 0.9

@@ -8,6 +8,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import unique
+from tests.fixtures import digits_example
 from tests.support import ROLE_ARN, unknown_members
 
 pytestmark = pytest.mark.timeout(900)
@@ -22,7 +23,7 @@ def definition(localaws, data, preset, static=None, **extra):
         "AlgorithmSpecification": {
             "TrainingImage": localaws.image_uri,
             "TrainingInputMode": "File",
-            "MetricDefinitions": preset["metric_definitions"],
+            "MetricDefinitions": digits_example.experiment()["metric_definitions"],
         },
         "RoleArn": ROLE_ARN,
         "InputDataConfig": [

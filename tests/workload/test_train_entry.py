@@ -27,7 +27,8 @@ for path in (REPO / "plugins", CONTEXT):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from ml_pipeline import config, dataset  # noqa: E402
+from ml_pipeline import config  # noqa: E402
+from tests.fixtures import digits_example  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -42,12 +43,17 @@ FINAL_LINE = re.compile(
 
 @pytest.fixture(scope="module")
 def channels(tmp_path_factory) -> dict:
-    return dataset.write_local_channels(tmp_path_factory.mktemp("digits"), seed=DATA_SEED)
+    return digits_example.write_local_channels(tmp_path_factory.mktemp("digits"), seed=DATA_SEED)
 
 
 @pytest.fixture(scope="module")
 def quick() -> dict:
-    return config.load_preset("quick")
+    return digits_example.preset("quick")
+
+
+@pytest.fixture(scope="module")
+def metric_definitions() -> list:
+    return digits_example.experiment()["metric_definitions"]
 
 
 def clean_env(**extra: str) -> dict:
@@ -151,7 +157,7 @@ def test_model_loads_and_predicts_the_test_split(quick_run):
     assert model_config["input_size"] == 64 and model_config["classes"] == list(range(10))
     assert model_config["hyperparameters"]["hidden_units"] == 128
     assert model_config["best"]["epoch"] == final_metrics(result.stdout)["epoch"]
-    features, labels = dataset.held_out(DATA_SEED)
+    features, labels = digits_example.held_out(DATA_SEED)
     assert features.max() == 16  # raw pixels: the model scales them itself
     assert accuracy_of(model_dir, features, labels) >= 0.9
 
@@ -185,14 +191,14 @@ def test_serve_runs_one_worker_per_cpu_it_may_use(quick_run):
     assert "with 1 worker(s)" in output, output
 
 
-def test_metric_lines_match_the_presets_metric_definitions(quick_run, quick):
+def test_metric_lines_match_the_experiments_metric_definitions(quick_run, metric_definitions):
     root, result, _ = quick_run
     lines = result.stdout.splitlines()
     epochs = metric_lines(result.stdout)
     best = json.loads((root / "model" / "model_config.json").read_text())["best"]
     keys = {"train:loss": "train_loss", "validation:loss": "validation_loss",
             "validation:accuracy": "validation_accuracy"}
-    for definition in quick["metric_definitions"]:
+    for definition in metric_definitions:
         values = [float(m.group(1)) for line in lines for m in [re.search(definition["Regex"], line)] if m]
         assert len(values) == len(epochs) + 1, definition  # one per epoch, then the best epoch's
         assert values[-1] == pytest.approx(best[keys[definition["Name"]]], abs=1e-6)
@@ -236,7 +242,8 @@ def test_missing_validation_channel_is_a_clear_error(tmp_path, channels):
     assert failure.startswith("DataError: channel 'validation' not found"), failure
 
 
-def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes_to_the_same_result(tmp_path, channels, quick):
+def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes_to_the_same_result(tmp_path, channels, quick,
+                                                                           metric_definitions):
     hyperparameters = dict(config.sagemaker_hyperparameters(quick), epochs="15", batch_size="8",
                            early_stopping_patience="0")
     root = opt_ml(tmp_path / "opt_ml", channels, hyperparameters)
@@ -272,11 +279,11 @@ def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes_to_the_same_result(tmp_p
     assert f"resumed from checkpoint at epoch={done}" in second.stdout
     resumed = metric_lines(second.stdout)
     assert int(resumed[0][0]) == done + 1 and int(resumed[-1][0]) == 15
-    for definition in quick["metric_definitions"]:  # nothing else in the log looks like a metric
+    for definition in metric_definitions:  # nothing else in the log looks like a metric
         assert len(re.findall(definition["Regex"], second.stdout)) == len(resumed) + 1
     resumed_final = final_metrics(second.stdout)
     assert resumed_final["validation_accuracy"] >= 0.9
-    features, labels = dataset.held_out(DATA_SEED)
+    features, labels = digits_example.held_out(DATA_SEED)
     assert accuracy_of(root / "model", features, labels) >= 0.9
     history = json.loads((root / "output" / "data" / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == list(range(1, 16))
@@ -350,36 +357,8 @@ def test_two_hosts_train_data_parallel_over_gloo(tmp_path, channels, quick):
     assert metric_lines(outputs[1]) == [] and "[algo-2]" in outputs[1]  # metrics from rank 0 only
     assert (tmp_path / "algo-1" / "model" / "model.pth").exists()
     assert not (tmp_path / "algo-2" / "model" / "model.pth").exists()
-    features, labels = dataset.held_out(DATA_SEED)
+    features, labels = digits_example.held_out(DATA_SEED)
     assert accuracy_of(tmp_path / "algo-1" / "model", features, labels) >= 0.9
-
-
-def test_write_channels_uploads_shards_and_returns_uris():
-    class FakeS3:
-        def __init__(self):
-            self.objects = {}
-
-        def put_object(self, Bucket, Key, Body, **kwargs):
-            self.objects[(Bucket, Key)] = Body
-
-    s3 = FakeS3()
-    uris = dataset.write_channels(s3, "bucket", "datasets/digits/", seed=3, train_shards=3)
-    assert uris == {channel: f"s3://bucket/datasets/digits/{channel}/" for channel in ("train", "validation", "test")}
-    keys = sorted(key for _, key in s3.objects)
-    assert keys == ["datasets/digits/test/test.csv", "datasets/digits/train/part-0000.csv",
-                    "datasets/digits/train/part-0001.csv", "datasets/digits/train/part-0002.csv",
-                    "datasets/digits/validation/validation.csv"]
-    rows = {name: [line.split(",") for line in s3.objects[("bucket", key)].decode().splitlines()]
-            for name, key in (("test", keys[0]), ("validation", keys[-1]))}
-    assert all(len(row) == 65 for row in rows["test"] + rows["validation"])
-    features, labels = dataset.held_out(3)
-    assert [int(row[0]) for row in rows["test"]] == list(labels)
-    assert [[int(v) for v in row[1:]] for row in rows["test"]] == features.tolist()
-    total = sum(len(body.decode().splitlines()) for body in s3.objects.values())
-    assert total == 1797
-    # deterministic for a seed, different for another
-    assert dataset.channel_files(3) == dataset.channel_files(3)
-    assert dataset.channel_files(3)["validation"] != dataset.channel_files(4)["validation"]
 
 
 def test_install_requirements_keeps_what_the_base_provides(tmp_path, capsys):

@@ -3,8 +3,8 @@
 
 Run by the Dockerfile (``python3 install_requirements.py requirements.txt``):
 
-* a base without torch (python:3.11-slim) gets every requirement, pinned as written,
-  with ``$TORCH_INDEX_URL`` (the Dockerfile's build argument; PyTorch's CPU wheel
+* a base without torch (python:3.11-slim) gets every requirement
+  as written, with ``$TORCH_INDEX_URL`` (the Dockerfile's build argument; PyTorch's CPU wheel
   index by default) as an extra index, so that ``torch==X`` resolves to ``X+cpu``
   rather than PyPI's CUDA build;
 * a base with torch (an AWS Deep Learning Container, pytorch/pytorch, Habana's

@@ -1,7 +1,7 @@
 """Runs an image's build context as local processes when no Docker engine is at hand.
 
 The context's ``requirements.txt`` is installed once into a virtual environment
-cached by its content; ``train`` or ``serve`` runs with that interpreter, in its
+cached by its content, over localaws's own packages (as an image's requirements over its base); ``train`` or ``serve`` runs with that interpreter, in its
 own process group, with the /opt/ml tree under the host directory and the
 contract's environment pointing there.
 
@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import site
 import threading
 import venv
 from pathlib import Path
@@ -58,6 +59,11 @@ class VirtualEnvs:
                 return python
             log(f"Creating the image's Python environment from {requirements} (cached for next time)")
             venv.EnvBuilder(with_pip=True, clear=True).create(target)
+            # localaws's own packages stay visible behind the environment's own, as a base image's are
+            # behind what its requirements add: ranges the framework satisfies install nothing (offline).
+            purelib = subprocess.check_output(
+                [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip()
+            Path(purelib, "_localaws_base.pth").write_text("\n".join(site.getsitepackages()) + "\n")
             if content:
                 result = subprocess.run(
                     [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",

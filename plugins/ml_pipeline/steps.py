@@ -52,6 +52,7 @@ def pick_best(sm, plan: dict, training: dict | None, tuning: dict | None) -> dic
     metrics = {m["MetricName"]: m["Value"] for m in job.get("FinalMetricDataList", [])}
     if objective["metric"] not in metrics:
         raise RuntimeError(f"{job_name} reported no {objective['metric']}: nothing to compare or deploy")
+    hyperparameters = user_hyperparameters(job["HyperParameters"])
     return {
         "training_job": job_name,
         "tuning_job": tuning["HyperParameterTuningJobName"] if tuning else None,
@@ -60,8 +61,10 @@ def pick_best(sm, plan: dict, training: dict | None, tuning: dict | None) -> dic
         "image": job["AlgorithmSpecification"]["TrainingImage"],
         "objective": {**objective, "value": metrics[objective["metric"]]},
         "metrics": metrics,
-        "hyperparameters": user_hyperparameters(job["HyperParameters"]),
-        "tuned_hyperparameters": tuned,
+        "hyperparameters": hyperparameters,
+        # The tuned ones as the job got them, decoded as its others are (script mode sends JSON).
+        "tuned_hyperparameters": {name: hyperparameters.get(name, value) for name, value in tuned.items()}
+        if tuned else tuned,
         "training_seconds": job.get("TrainingTimeInSeconds"),
         "billable_seconds": job.get("BillableTimeInSeconds"),
     }

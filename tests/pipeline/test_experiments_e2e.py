@@ -172,6 +172,9 @@ def test_a_strangers_script_mode_experiment_runs_end_to_end(airflow, monkeypatch
     assert sorted(c["ChannelName"] for c in job["InputDataConfig"]) == ["training", "validation"]
     assert job["HyperParameters"]["n_estimators"] == "50" and job["HyperParameters"]["max_depth"] == "4"
     assert job["HyperParameters"]["sagemaker_program"] == '"train.py"'
+    # the job's log, as the run printed it: requirements.txt installed before train.py ran and printed its metric
+    printed = re.search(r"\] validation accuracy: [0-9.]+ ", log)
+    assert printed and log.index("] Installing dependencies from requirements.txt") < printed.start()
     smoke = summary["smoke_test"]
     assert smoke["response_content_type"].startswith("application/json") and smoke["check"] is None
     sent = json.loads((FIXTURES / "wine" / "smoke" / "samples.json").read_text())["instances"]

@@ -148,9 +148,11 @@ def test_diabetes_in_tune_mode_end_to_end(airflow, monkeypatch):
     assert best["MetricName"] == "validation:rmse" and best["Value"] == pytest.approx(summary["objective"]["value"])
     tuned = summary["best_hyperparameters"]
     assert set(tuned) == {"n_estimators", "max_depth", "learning_rate"}, tuned
-    assert tuned == {k: v for k, v in tuning["BestTrainingJob"]["TunedHyperParameters"].items()}
-    assert 20 <= int(tuned["n_estimators"]) <= 200 and 2 <= int(tuned["max_depth"]) <= 5
-    assert 0.01 <= float(tuned["learning_rate"]) <= 0.3
+    # The job's TunedHyperParameters, as script mode sent them (JSON), decoded.
+    assert tuned == {k: json.loads(v) for k, v in tuning["BestTrainingJob"]["TunedHyperParameters"].items()}
+    assert isinstance(tuned["n_estimators"], int) and isinstance(tuned["learning_rate"], float)
+    assert 20 <= tuned["n_estimators"] <= 200 and 2 <= tuned["max_depth"] <= 5
+    assert 0.01 <= tuned["learning_rate"] <= 0.3
     assert summary["smoke_test"]["check"]["samples"] == 20
     assert math.isfinite(summary["smoke_test"]["check"]["mean_prediction"])
     assert_nothing_left(airflow["localaws"], summary)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 
 import pytest
 
@@ -22,14 +21,6 @@ def write_channels(output_dir, *, start, end, seed):
         for index in range(rows):
             (output_dir / channel / f"part-{index}.csv").write_text(f"{seed},{index}\\n")
 '''
-
-
-@pytest.fixture
-def s3_bucket(localaws_process):
-    s3 = localaws_process.client("s3")
-    name = f"channels-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    return s3, name
 
 
 def keys(s3, bucket: str, prefix: str = "") -> list[str]:

@@ -7,21 +7,12 @@ import json
 import os
 import sys
 import tarfile
-import uuid
 
 import pytest
 
 from tests.pipeline.steps_support import experiment, plan, write
 
 TRAIN = "import argparse\nprint('validation rmse=1.0')\n"
-
-
-@pytest.fixture
-def s3_bucket(localaws_process):
-    s3 = localaws_process.client("s3")
-    name = f"code-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    return s3, name
 
 
 def script_experiment(tmp_path, **keys):

@@ -163,7 +163,7 @@ def test_a_run_marked_failed_while_training_leaves_its_job_stopped(airflow_serve
     from ml_pipeline.naming import run_key
     import pendulum
 
-    key = run_key(run_id, pendulum.parse("2026-07-06T00:00:00Z"))
+    key = run_key(run_id, pendulum.parse("2026-07-06T00:00:00Z"), "digits")
 
     def training():
         jobs = sm.list_training_jobs(NameContains=key)["TrainingJobSummaries"]

@@ -48,7 +48,7 @@ def test_train_mode_end_to_end(airflow):
     result, summary = run(airflow, conf, "2026-03-02T00:00:00+00:00", "train")
     assert result["state"] == "success", (airflow["home"] / "train.log").read_text()[-5000:]
     assert summary["metrics"]["validation:accuracy"] >= 0.9
-    assert summary["smoke_test"]["accuracy"] >= 0.9
+    assert summary["smoke_test"]["check"]["accuracy"] >= 0.9
     assert summary["quality_gate"]["deploy"] is True
     weights = summary["best_weights"]["model_data_url"]
     assert weights == f"s3://{airflow['bucket']}/models/digits/{summary['run']}/model.tar.gz"
@@ -57,7 +57,7 @@ def test_train_mode_end_to_end(airflow):
                                         Key=f"models/digits/{summary['run']}/metadata.json")["Body"].read())
     assert metadata["training_job"] == summary["training_job"]
     assert metadata["objective"]["metric"] == "validation:loss"
-    assert metadata["image"] == summary["image"]["image"]
+    assert metadata["image"] == summary["code"]["training_image"]
     sm = localaws.client("sagemaker")
     package = sm.describe_model_package(ModelPackageName=summary["model_package"])
     assert package["ModelApprovalStatus"] == "Approved"
@@ -70,7 +70,7 @@ def test_train_mode_end_to_end(airflow):
     log = (airflow["home"] / "train.log").read_text()
     # Each task says its outcome in a plain log line; the job's log is printed once; no credential chatter.
     assert "[ml_pipeline.dag]" in next(line for line in log.splitlines() if "quality gate: deploy: " in line)
-    assert "smoke test passed: accuracy " in log
+    assert "smoke test passed: smoke/samples.csv answered " in log and "'accuracy': " in log
     assert f"training job {summary['training_job']} is Completed in " in log
     assert log.count("epoch=1 ") == 1, "the training log was printed more than once"
     assert "credentials retrieved" not in log
@@ -93,7 +93,7 @@ def test_clearing_the_finished_training_task_reattaches_instead_of_starting_a_se
     from ml_pipeline.naming import run_key
     import pendulum
 
-    key = run_key(result["run_id"], pendulum.parse(result["logical_date"]))
+    key = run_key(result["run_id"], pendulum.parse(result["logical_date"]), "digits")
     assert len(jobs_of(airflow["localaws"].client("sagemaker"), key)) == 1
 
 
@@ -113,7 +113,7 @@ def test_tune_mode_end_to_end(airflow):
         assert "production's" in gate["reason"], gate
         assert gate["production"]["objective_metric"] == "validation:loss"
     if gate["deploy"]:
-        assert summary["smoke_test"]["accuracy"] >= 0.9
+        assert summary["smoke_test"]["check"]["accuracy"] >= 0.9
     else:
         assert summary["smoke_test"] is None and "does not beat" in gate["reason"]
 
@@ -133,19 +133,15 @@ def test_two_logical_dates_write_two_sets_of_artifacts_and_overwrite_nothing(air
         assert len(keys) == len(set(keys)), f"an object under {prefix} was overwritten"
 
 
-def test_a_failing_training_job_fails_the_run_and_still_tears_down(airflow, tmp_path):
-    broken = tmp_path / "training"
+def test_a_failing_training_job_fails_the_run_and_still_tears_down(airflow, tmp_path, monkeypatch):
+    root = tmp_path / "experiments"
+    broken = root / "digits"
     shutil.copytree(REPO_ROOT / "experiments" / "digits", broken, ignore=shutil.ignore_patterns("__pycache__"))
-    (broken / "train").write_text(
-        "#!/usr/bin/env python3\n"
-        "import os, sys\n"
-        "print('this training script is broken on purpose', flush=True)\n"
-        "open(os.path.join(os.environ.get('SM_OUTPUT_DIR', '/opt/ml/output'), 'failure'), 'w')"
-        ".write('RuntimeError: broken on purpose')\n"
-        "sys.exit(3)\n"
-    )
+    (broken / "train.py").write_text("print('this training script is broken on purpose', flush=True)\n"
+                                     "raise RuntimeError('broken on purpose')\n")
+    monkeypatch.setenv("ML_PIPELINE_EXPERIMENTS_DIR", str(root))  # the DAG file run_dag parses
     result, summary = run(airflow, {"mode": "train", **QUICK}, "2026-05-04T00:00:00+00:00", "broken",
-                          ML_PIPELINE_BUILD_CONTEXT=str(broken))
+                          ML_PIPELINE_EXPERIMENTS_DIR=str(root))
     assert result["state"] == "failed"
     assert summary is not None, "teardown did not run"
     sm = airflow["localaws"].client("sagemaker")
@@ -184,14 +180,18 @@ def test_an_invalid_hyperparameter_file_is_refused_before_anything_is_created(ai
     hyperparams = tmp_path / "hyperparams"
     shutil.copytree(REPO_ROOT / "include" / "hyperparams" / "digits", hyperparams / "digits")
     preset = json.loads((hyperparams / "digits" / "quick.json").read_text())
-    preset["hyperparameters"]["learning_rate"] = -1
+    preset["hyperparameters"]["learning_rate"] = [0.01]  # a preset overrides with scalars only
     (hyperparams / "digits" / "quick.json").write_text(json.dumps(preset))
     bucket = unique("never")
-    result, summary = run(airflow, {"mode": "train", **QUICK}, "2026-06-08T00:00:00+00:00", "badfile",
-                          ML_PIPELINE_HYPERPARAMS_DIR=str(hyperparams), ML_PIPELINE_BUCKET=bucket)
-    assert result["state"] == "failed"
+    # The experiment's presets are part of its DAG file: a bad one is the DAG's import error, naming the
+    # file and the field, and no run starts.
+    with pytest.raises(SystemExit, match="did not finish"):
+        run(airflow, {"mode": "train", **QUICK}, "2026-06-08T00:00:00+00:00", "badfile",
+            ML_PIPELINE_HYPERPARAMS_DIR=str(hyperparams), ML_PIPELINE_BUCKET=bucket)
     log = (airflow["home"] / "badfile.log").read_text()
-    assert "hyperparameters.learning_rate" in log and "Refused before anything was created" in log
+    assert f"no DAG {DAG_ID}" in log
+    assert "experiments/digits/experiment.yaml: presets.quick: " in log
+    assert "quick.json: hyperparameters.learning_rate: [0.01] is not" in log
     s3 = airflow["localaws"].client("s3")
     assert bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
 
@@ -207,7 +207,7 @@ def test_host_compute_provisions_trains_on_the_host_deploys_and_leaves_nothing(a
     assert result["state"] == "success", log[-5000:]
     assert summary["training_job"].startswith("digits-")
     assert summary["metrics"]["validation:accuracy"] >= 0.9
-    assert summary["smoke_test"]["accuracy"] >= 0.9  # the host's weights, deployed like a SageMaker job's
+    assert summary["smoke_test"]["check"]["accuracy"] >= 0.9  # the host's weights, deployed like a SageMaker job's
     stack = summary["teardown"]["stack"]
     assert stack["removed"]["instance"] and stack["removed"]["vpc"]
     counts = remaining(airflow["localaws"].client, summary["run"])

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.run_pipeline import airflow_env, dag_id, migrate
+from scripts.run_pipeline import airflow_env, bundles, dag_id, migrate
 from tests.conftest import REPO_ROOT, free_port, unique
 from tests.support import wait_until
 
@@ -100,9 +100,15 @@ def airflow_server(localaws_process, tmp_path_factory):
     slow["hyperparameters"].update({"epochs": 3000, "early_stopping_patience": 0})
     (hyperparams / "digits" / "default.json").write_text(json.dumps(slow))
 
+    # Only the experiment the tests run: another's DAG would start a scheduled run of its own at once.
+    experiments = home / "experiments"
+    shutil.copytree(REPO_ROOT / "experiments" / "digits", experiments / "digits",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     port = free_port()
     env = airflow_env(localaws_process.endpoint_url, home)
     env.update({
+        "ML_PIPELINE_EXPERIMENTS_DIR": str(experiments),
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": bundles(REPO_ROOT / "dags", experiments),
         "ML_PIPELINE_BUCKET": unique("standalone"),
         "ML_PIPELINE_HYPERPARAMS_DIR": str(hyperparams),
         "ML_PIPELINE_POLL_SECONDS": "2",

@@ -91,10 +91,23 @@ def test_a_training_job_stopped_from_outside_fails_the_run_naming_the_job_and_ho
     assert [o["Key"].rsplit("/", 1)[1] for o in listed.get("Contents", [])] == ["checkpoint.pt"]
 
 
-def test_a_run_that_fails_after_registering_rejects_its_model_version(airflow):
-    # All 270 held-out digits right: the quick preset never gets there, so the smoke test fails the run.
-    conf = {"mode": "train", **QUICK, "smoke_min_accuracy": 1.0, "smoke_samples": 270}
-    result, summary = run(airflow, conf, "2026-09-14T00:00:00+00:00", "rejected")
+def failing_smoke_check(tmp_path, monkeypatch) -> dict:
+    """A copy of the digits experiment whose smoke check asks for more than all samples right: its runs
+    train, register and deploy, then fail their smoke test. The environment that runs it."""
+    root = tmp_path / "experiments"
+    copy = root / "digits"
+    shutil.copytree(REPO_ROOT / "experiments" / "digits", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    checks = copy / "checks.py"
+    checks.write_text(checks.read_text().replace("\nMIN_ACCURACY = 0.9\n", "\nMIN_ACCURACY = 1.01\n", 1))
+    assert "MIN_ACCURACY = 1.01" in checks.read_text()
+    monkeypatch.setenv("ML_PIPELINE_EXPERIMENTS_DIR", str(root))  # the DAG file run_dag parses
+    return {"ML_PIPELINE_EXPERIMENTS_DIR": str(root)}
+
+
+def test_a_run_that_fails_after_registering_rejects_its_model_version(airflow, tmp_path, monkeypatch):
+    conf = {"mode": "train", **QUICK}
+    result, summary = run(airflow, conf, "2026-09-14T00:00:00+00:00", "rejected",
+                          **failing_smoke_check(tmp_path, monkeypatch))
     assert result["state"] == "failed"
     assert summary["failed_tasks"] == {"smoke_test": "failed"}
     package = airflow["localaws"].client("sagemaker").describe_model_package(ModelPackageName=summary["model_package"])
@@ -103,19 +116,20 @@ def test_a_run_that_fails_after_registering_rejects_its_model_version(airflow):
     assert f"rejected model package version {summary['model_package']}" in " ".join(summary["teardown"]["removed"])
 
 
-def test_a_failed_run_undoes_its_deploy_on_a_kept_endpoint(airflow):
+def test_a_failed_run_undoes_its_deploy_on_a_kept_endpoint(airflow, tmp_path, monkeypatch):
     """keep_endpoint: the stable endpoint serves the last good run's model. A run that fails after it deployed
     there (its smoke test) puts it back on the endpoint config it served before, and one that created it
     deletes it: a rejected model never goes on serving."""
     sm = airflow["localaws"].client("sagemaker")
-    endpoint, failing = unique("kept"), {"smoke_min_accuracy": 1.0, "smoke_samples": 270}
+    endpoint = unique("kept")
     kept = {"mode": "train", **QUICK, "keep_endpoint": True, "endpoint_name": endpoint}
     good, _ = run(airflow, kept, "2026-10-05T00:00:00+00:00", "kept-good")
+    failing = failing_smoke_check(tmp_path, monkeypatch)  # the runs after this one fail their smoke test
     assert good["state"] == "success", (airflow["home"] / "kept-good.log").read_text()[-5000:]
     served = sm.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
     try:
         # Its own model package group: no production to beat, so the gate deploys it.
-        bad, summary = run(airflow, {**kept, **failing}, "2026-10-12T00:00:00+00:00", "kept-bad")
+        bad, summary = run(airflow, kept, "2026-10-12T00:00:00+00:00", "kept-bad", **failing)
         assert bad["state"] == "failed" and summary["failed_tasks"] == {"smoke_test": "failed"}
         now = sm.describe_endpoint(EndpointName=endpoint)
         assert (now["EndpointStatus"], now["EndpointConfigName"]) == ("InService", served)
@@ -133,8 +147,8 @@ def test_a_failed_run_undoes_its_deploy_on_a_kept_endpoint(airflow):
         sm.delete_endpoint_config(EndpointConfigName=served)
         sm.delete_model(ModelName=model)
 
-    first_deploy = {**kept, **failing, "endpoint_name": unique("kept-new")}
-    first, summary = run(airflow, first_deploy, "2026-10-19T00:00:00+00:00", "kept-first")
+    first_deploy = {**kept, "endpoint_name": unique("kept-new")}
+    first, summary = run(airflow, first_deploy, "2026-10-19T00:00:00+00:00", "kept-first", **failing)
     assert first["state"] == "failed" and summary["failed_tasks"] == {"smoke_test": "failed"}
     assert f"deleted endpoint {first_deploy['endpoint_name']}" in summary["teardown"]["removed"]
     assert sm.list_endpoints(NameContains=first_deploy["endpoint_name"])["Endpoints"] == []

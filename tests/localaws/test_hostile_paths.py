@@ -25,23 +25,28 @@ MISBEHAVING = Path(__file__).parent / "images" / "misbehaving"
 SECRET = "a file of the machine running localaws"
 
 
-@pytest.fixture(scope="module", params=["process", pytest.param("docker", marks=pytest.mark.docker)])
-def scripted(request):
-    """(localaws, the scripted trainer's image URI) under each runner."""
+def image_for(request, server, runner: str, context, name: str) -> str:
+    """``context`` as an image ``server`` runs: built and pushed under the docker runner, registered with the
+    process runner otherwise."""
     from localaws.client import register_image
     from ml_pipeline.images import context_hash
 
-    server = request.getfixturevalue(f"localaws_{request.param}")
-    if request.param == "docker":
+    if runner == "docker":
         from tests.fixtures.docker_engine import build_and_push
 
         engine = request.getfixturevalue("docker_engine")
-        image = build_and_push(request.getfixturevalue("docker_client"), SCRIPTED, "scripted-trainer",
-                               engine["registry"], base_image=engine["base_image"])
-    else:
-        image = ecr_uri("scripted-trainer", context_hash(SCRIPTED))
-        register_image(server.endpoint_url, image, SCRIPTED)
-    return server, image
+        return build_and_push(request.getfixturevalue("docker_client"), context, name, engine["registry"],
+                              base_image=engine["base_image"])
+    image = ecr_uri(name, context_hash(context))
+    register_image(server.endpoint_url, image, context)
+    return image
+
+
+@pytest.fixture(scope="module", params=["process", pytest.param("docker", marks=pytest.mark.docker)])
+def scripted(request):
+    """(localaws, the scripted trainer's image URI) under each runner."""
+    server = request.getfixturevalue(f"localaws_{request.param}")
+    return server, image_for(request, server, request.param, SCRIPTED, "scripted-trainer")
 
 
 @pytest.fixture
@@ -216,19 +221,8 @@ def test_model_data_that_leaves_the_model_folder_fails_the_endpoint(scripted, bu
 def test_an_absolute_link_into_the_model_folder_is_served_as_the_container_sees_it(scripted, bucket_of, request):
     """A model trained with ``latest -> /opt/ml/model/ckpt`` (training uploads links as links) points
     inside the container's model folder: the endpoint serves it, under either runner."""
-    from localaws.client import register_image
-    from ml_pipeline.images import context_hash
-
     server = scripted[0]
-    if server.runner == "docker":
-        from tests.fixtures.docker_engine import build_and_push
-
-        engine = request.getfixturevalue("docker_engine")
-        image = build_and_push(request.getfixturevalue("docker_client"), MISBEHAVING, "misbehaving",
-                               engine["registry"], base_image=engine["base_image"])
-    else:
-        image = ecr_uri("misbehaving", context_hash(MISBEHAVING))
-        register_image(server.endpoint_url, image, MISBEHAVING)
+    image = image_for(request, server, server.runner, MISBEHAVING, "misbehaving")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         info = tarfile.TarInfo("ckpt/weights.txt")

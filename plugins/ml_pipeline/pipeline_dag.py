@@ -173,7 +173,7 @@ def plan(folder: str, **context) -> dict:
     # The data interval prepare writes for: the run's (a trigger timetable's is the instant of its date).
     interval = (context.get("data_interval_start") or when, context.get("data_interval_end") or when)
     made = make_plan(context["params"], context["run_id"], when, experiment, interval)
-    made["revision"] = _revision(experiment, context)
+    made["revision"] = _revision(made["revision"], experiment, context)
     p = made["params"]
     log.info("plan: experiment %s (file %s, source %s), run %s, %s mode, preset %s, compute %s, bucket %s",
              experiment["name"], experiment["file_hash"], experiment["source_hash"], made["key"], p["mode"],
@@ -181,14 +181,13 @@ def plan(folder: str, **context) -> dict:
     return made
 
 
-def _revision(experiment: dict, context) -> dict:
-    """What the run trains from: the file and source as they are now, and the commit: the one whose change
-    started the run (the git watcher's or a webhook's asset event), else the working tree's HEAD."""
+def _revision(planned: dict, experiment: dict, context) -> dict:
+    """What the run trains from: the plan's file and source hashes (as they are now), and the commit: the one
+    whose change started the run (the git watcher's or a webhook's asset event), else the working tree's HEAD."""
     from ml_pipeline.gitops import head_commit, revision
 
     event = revision(context)
-    recorded = {"file_hash": experiment["file_hash"], "source_hash": experiment["source_hash"],
-                "commit": (event or {}).get("commit") or head_commit(experiment["folder"]),
+    recorded = {**planned, "commit": (event or {}).get("commit") or head_commit(experiment["folder"]),
                 "trigger": (event or {}).get("source") or str(context["dag_run"].run_type)}
     if event and event.get("file_hash") and event["file_hash"] != experiment["file_hash"]:
         # The deployed tree is not the commit that started the run (it lags or moved on): say both.

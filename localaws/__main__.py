@@ -6,6 +6,10 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
+
+from localaws.client import interrupt_spot_training, register_image
+from localaws.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,11 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        from pathlib import Path
-
-        from localaws.server import serve as run
-        from localaws.settings import Settings
-        from localaws.state import StateDirInUse
+        # The engine (moto, werkzeug, botocore's models) loads for serve only: the admin commands start quickly.
+        from localaws.server import serve as run  # noqa: PLC0415
+        from localaws.state import StateDirInUse  # noqa: PLC0415
 
         settings = Settings(host=args.host, port=args.port)
         if args.runner:
@@ -54,13 +56,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     if args.command == "register-image":
-        from localaws.client import register_image
-
         print(json.dumps(register_image(args.endpoint_url, args.image_uri, args.context)))
         return 0
     if args.command == "interrupt-spot":
-        from localaws.client import interrupt_spot_training
-
         print(json.dumps(interrupt_spot_training(args.endpoint_url, args.job_name)))
         return 0
     return 2

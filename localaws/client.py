@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 
 def _signed(url: str, data: bytes, headers: dict) -> dict:
     """``headers`` with a SigV4 signature by the environment's AWS credentials, when it has some: a
     localaws bound beyond loopback refuses requests with none (see localaws/unsigned.py)."""
-    try:
-        from botocore.auth import SigV4Auth
-        from botocore.awsrequest import AWSRequest
-        from botocore.credentials import EnvProvider
+    try:  # botocore is optional here: without it, requests go unsigned
+        from botocore.auth import SigV4Auth  # noqa: PLC0415
+        from botocore.awsrequest import AWSRequest  # noqa: PLC0415
+        from botocore.credentials import EnvProvider  # noqa: PLC0415
     except ImportError:
         return headers
     credentials = EnvProvider().load()  # the environment only: no slow look-up of instance metadata
@@ -28,9 +30,6 @@ def _signed(url: str, data: bytes, headers: dict) -> dict:
 
 
 def _post(endpoint_url: str, path: str, body: dict | None = None, timeout: float = 120) -> dict:
-    import urllib.error
-    import urllib.request
-
     url = endpoint_url.rstrip("/") + path
     data = json.dumps(body or {}).encode()
     request = urllib.request.Request(

@@ -20,7 +20,6 @@ needs a key the request does not give does not apply, and the key is reported in
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 import re
 import uuid
@@ -131,7 +130,8 @@ class Simulator:
         if kind == "user":
             for group in backend.get_groups_for_user(name):
                 found.extend(_own_policies(group, "group"))
-        boundary_arn = getattr(entity, "permissions_boundary_arn", None) or getattr(entity, "permissions_boundary", None)
+        boundary_arn = (getattr(entity, "permissions_boundary_arn", None)
+                        or getattr(entity, "permissions_boundary", None))
         boundary = None
         if isinstance(boundary_arn, str) and boundary_arn:
             policy = backend.managed_policies.get(boundary_arn) or _aws_managed(backend, boundary_arn)

@@ -5,6 +5,7 @@ Every knob a test or a demo may turn is here, with the AWS behaviour it scales.
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,6 +96,4 @@ class Settings:
 
 
 def _default_work_dir() -> Path:
-    import tempfile
-
     return Path(tempfile.gettempdir()) / f"localaws-{os.getuid()}"

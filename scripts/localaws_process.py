@@ -29,7 +29,7 @@ def ensure_localaws(endpoint: str, log_path: Path, state_dir: Path | None = None
         yield None
         return
     sys.path.insert(0, str(ROOT))
-    from localaws.lifetime import die_with_parent
+    from localaws.lifetime import die_with_parent  # noqa: PLC0415 - importable once ROOT is on sys.path
 
     port = endpoint.rsplit(":", 1)[1].strip("/")
     log = open(log_path, "w")

@@ -16,8 +16,14 @@ import sys
 import time
 from pathlib import Path
 
+import boto3
+import pendulum
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
+
+from ml_pipeline.closing import summary_key  # noqa: E402
+from ml_pipeline.naming import run_key  # noqa: E402
 
 from scripts.localaws_process import ensure_localaws  # noqa: E402
 
@@ -121,12 +127,6 @@ def run_dag(env: dict, conf: dict, logical_date: str, log_path: Path, experiment
 
 
 def read_summary(endpoint: str, bucket: str, run: dict, experiment: str) -> dict | None:
-    import boto3
-    import pendulum
-
-    from ml_pipeline.closing import summary_key
-    from ml_pipeline.naming import run_key
-
     key = run_key(run["run_id"], pendulum.parse(run["logical_date"]), experiment)
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                       aws_access_key_id="localaws", aws_secret_access_key="localaws")

@@ -17,15 +17,14 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from sklearn.datasets import load_diabetes
+from sklearn.model_selection import train_test_split
 
 VALIDATION_FRACTION = 0.2
 
 
 def write_channels(output_dir: Path, *, start: datetime, end: datetime, seed: int) -> dict:
     """Writes ``<output_dir>/{train,validation}/*.csv``; returns {channel: its folder}."""
-    from sklearn.datasets import load_diabetes
-    from sklearn.model_selection import train_test_split
-
     features, target = load_diabetes(return_X_y=True)
     x_train, x_val, y_train, y_val = train_test_split(
         features, target, test_size=VALIDATION_FRACTION, random_state=seed)

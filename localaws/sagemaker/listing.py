@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime
 
 from localaws.sagemaker.errors import ValidationError
 
@@ -72,6 +73,4 @@ def _within(value, after, before) -> bool:
 def _epoch(value) -> float:
     if isinstance(value, (int, float)):
         return float(value)
-    from datetime import datetime
-
     return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()

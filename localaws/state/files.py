@@ -13,12 +13,15 @@ part of one, and no two writers ever share a temporary file.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO, TextIO
 
 
 class StateDirInUse(RuntimeError):
@@ -32,7 +35,7 @@ class StateFolder:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.blobs = self.root / "blobs"
-        self._lock_file = None
+        self._lock_file: TextIO | None = None
 
     def open(self) -> None:
         """Create the folder and take it; ``StateDirInUse`` when another localaws has it."""
@@ -141,17 +144,14 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
-class _temporary:
+@contextlib.contextmanager
+def _temporary(path: Path) -> Iterator[tuple[BinaryIO, str]]:
     """A new temporary file beside ``path`` (its name unique: mkstemp), removed if writing it fails."""
-
-    def __init__(self, path: Path):
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        self.out, self.name = os.fdopen(fd, "wb"), name
-
-    def __enter__(self):
-        return self.out, self.name
-
-    def __exit__(self, kind, *_):
-        self.out.close()
-        if kind is not None:
-            Path(self.name).unlink(missing_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    with os.fdopen(fd, "wb") as out:
+        try:
+            yield out, name
+        except BaseException:
+            out.close()
+            Path(name).unlink(missing_ok=True)
+            raise

@@ -395,7 +395,8 @@ class TuningBackend:
                     )
                 if warm["WarmStartType"] == "IdenticalDataAndAlgorithm":
                     mine, theirs = definitions[0], other.definitions[0]
-                    if (mine["AlgorithmSpecification"]["TrainingImage"] != theirs["AlgorithmSpecification"]["TrainingImage"]
+                    image = mine["AlgorithmSpecification"]["TrainingImage"]
+                    if (image != theirs["AlgorithmSpecification"]["TrainingImage"]
                             or mine.get("InputDataConfig") != theirs.get("InputDataConfig")):
                         raise ValidationError(
                             "IdenticalDataAndAlgorithm needs the same training image and input data as "

@@ -190,7 +190,7 @@ class GridStrategy(Strategy):
         super().__init__(space, objective_type, seed, max_jobs)
         names = sorted(space.distributions)
         choices = [space.distributions[name].choices for name in names]
-        self.grid = [dict(zip(names, combination)) for combination in itertools.product(*choices)]
+        self.grid = [dict(zip(names, combination, strict=True)) for combination in itertools.product(*choices)]
         self._next = 0
 
     def propose(self) -> Proposal | None:

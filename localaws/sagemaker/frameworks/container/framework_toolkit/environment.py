@@ -117,8 +117,8 @@ class TrainingEnv:
 
         program = os.environ.get("SAGEMAKER_PROGRAM") or self.framework_hyperparameters.get("sagemaker_program")
         self.user_entry_point = str(program) if program else None
-        self.module_name = self.user_entry_point[:-3] if self.user_entry_point and self.user_entry_point.endswith(".py") \
-            else self.user_entry_point
+        entry = self.user_entry_point
+        self.module_name = entry[:-3] if entry and entry.endswith(".py") else entry
         self.module_dir = str(self.framework_hyperparameters.get("sagemaker_submit_directory", str(self.code_dir)))
         self.log_level = self.framework_hyperparameters.get("sagemaker_container_log_level", 20)
         self.job_name = os.environ.get("TRAINING_JOB_NAME")

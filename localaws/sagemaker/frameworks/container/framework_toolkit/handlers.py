@@ -10,6 +10,8 @@ first type of ``accept`` it supports.
 """
 from __future__ import annotations
 
+# numpy and torch are imported where used, not here: serving imports this module before it installs the
+# user's requirements.txt, which may bring versions of their own (and the scikit-learn container has no torch).
 import io
 import json
 import os
@@ -32,7 +34,7 @@ class UnsupportedFormatError(Exception):
 
 
 def decode(data, content_type: str):
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - after the user's requirements
 
     if content_type == JSON:
         return np.array(json.loads(data))
@@ -44,7 +46,7 @@ def decode(data, content_type: str):
 
 
 def encode(prediction, accept: str):
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - after the user's requirements
 
     if accept == JSON:
         return json.dumps(prediction, default=lambda value: value.tolist() if hasattr(value, "tolist")
@@ -73,7 +75,7 @@ class SklearnHandlers:
 
     @staticmethod
     def input_fn(input_data, content_type):
-        import numpy as np
+        import numpy as np  # noqa: PLC0415 - after the user's requirements
 
         array = decode(input_data, content_type)
         return array.astype(np.float32) if content_type in UTF8_TYPES else array
@@ -92,13 +94,13 @@ class PytorchHandlers:
 
     @staticmethod
     def _device():
-        import torch
+        import torch  # noqa: PLC0415 - after the user's requirements; PyTorch only
 
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     @classmethod
     def model_fn(cls, model_dir):
-        import torch
+        import torch  # noqa: PLC0415 - after the user's requirements; PyTorch only
 
         path = os.path.join(model_dir, cls.MODEL_FILE)
         if not os.path.exists(path):
@@ -110,7 +112,7 @@ class PytorchHandlers:
 
     @classmethod
     def input_fn(cls, input_data, content_type):
-        import torch
+        import torch  # noqa: PLC0415 - after the user's requirements; PyTorch only
 
         array = decode(input_data, content_type)
         tensor = torch.FloatTensor(array) if content_type in UTF8_TYPES else torch.from_numpy(array)
@@ -118,7 +120,7 @@ class PytorchHandlers:
 
     @classmethod
     def predict_fn(cls, data, model):
-        import torch
+        import torch  # noqa: PLC0415 - after the user's requirements; PyTorch only
 
         with torch.no_grad():
             model.eval()
@@ -126,7 +128,7 @@ class PytorchHandlers:
 
     @staticmethod
     def output_fn(prediction, accept):
-        import torch
+        import torch  # noqa: PLC0415 - after the user's requirements; PyTorch only
 
         if isinstance(prediction, torch.Tensor):
             prediction = prediction.detach().cpu().numpy().tolist()

@@ -80,8 +80,8 @@ def _venv(root: Path, requirements: Path, code_dir: Path) -> Path:
             return python
         venv.EnvBuilder(clear=True, symlinks=True).create(target)
         # This Python's packages (the framework, numpy...) stay visible behind the environment's own.
-        purelib = subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                          text=True).strip()
+        purelib = subprocess.check_output(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip()
         Path(purelib, "_localaws_base.pth").write_text("\n".join(_site_packages()) + "\n")
         # This Python's pip installs into it (pip --python): no pip of its own to bootstrap.
         _pip([sys.executable, "-m", "pip", "--python", str(python), "install", "-r", FILE], code_dir)

@@ -95,7 +95,8 @@ def _read(environ: dict, limit: int) -> bytes:
             return _read_exactly(stream, size)
     if not environ.get("wsgi.input_terminated"):
         return b""  # no length and no framing the server vouches for: no body
-    chunks, total = [], 0
+    chunks: list[bytes] = []
+    total = 0
     while True:  # chunked: read to the end, never more than the limit
         chunk = stream.read(min(65536, limit + 1 - total))
         if not chunk:

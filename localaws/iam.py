@@ -321,7 +321,8 @@ def _conditions_hold(conditions: dict, context: dict, missing: set[str]) -> bool
 
 def _decide(sources: list[Source], action: str, resource: str, context: dict) -> Decision:
     decision = Decision()
-    allows, denies = [], []
+    allows: list[Source] = []
+    denies: list[Source] = []
     for source in sources:
         for statement in source.statements:
             if _applies(statement, action, resource, context, decision.missing):
@@ -335,8 +336,9 @@ def _decide(sources: list[Source], action: str, resource: str, context: dict) ->
 
 def _result(action: str, resource: str, sources, boundaries, context) -> dict:
     identity = _decide(sources, action, resource, context)
-    result = {"EvalActionName": action, "EvalResourceName": resource, "EvalDecision": identity.decision,
-              "MatchedStatements": identity.matched, "MissingContextValues": sorted(identity.missing)}
+    result: dict[str, object] = {
+        "EvalActionName": action, "EvalResourceName": resource, "EvalDecision": identity.decision,
+        "MatchedStatements": identity.matched, "MissingContextValues": sorted(identity.missing)}
     if boundaries:
         bound = _decide(boundaries, action, resource, context)
         allowed = bound.decision == "allowed"

@@ -1,11 +1,12 @@
 """Serving the gateway over HTTP, and stopping everything it started when it stops."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
 
-from werkzeug.serving import make_server
+from werkzeug.serving import ThreadedWSGIServer
 
 from localaws import leftovers, state
 from localaws.gateway import Gateway
@@ -26,14 +27,16 @@ class _QuietHandler(KeepAliveRequestHandler):  # keep-alive: SDK clients reuse c
 class LocalAWS:
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or Settings()
-        self.gateway = self.work_dir = self.http = self.state = None
-        try:  # whatever fails here (the port in use, say), what was started so far stops again
+        # Whatever fails here (the port in use, say), what was started so far stops again.
+        with contextlib.ExitStack() as started:
             self.gateway = Gateway(self.settings)
+            started.callback(self.gateway.close)
             self.work_dir = leftovers.WorkDir(self.settings.work_dir)
+            started.callback(self.work_dir.close)
             leftovers.clean(self.settings, self.work_dir)
-            self.http = make_server(
-                self.settings.host, self.settings.port, self.gateway, threaded=True, request_handler=_QuietHandler
-            )
+            self.http = ThreadedWSGIServer(
+                self.settings.host, self.settings.port, self.gateway, handler=_QuietHandler)
+            started.callback(self.http.server_close)
             self.http.daemon_threads = True
             self.settings.port = self.http.server_port  # port 0 picks a free one
             # After the socket listens (a restored endpoint fetches its model through it), before serving.
@@ -44,9 +47,7 @@ class LocalAWS:
                             "refused (and no signature is checked)", self.settings.host)
                 app = RequireCredentials(app)
             self.http.app = app
-        except BaseException:
-            self._release()
-            raise
+            started.pop_all()  # all started: close() stops them from now on
 
     @property
     def endpoint_url(self) -> str:
@@ -71,11 +72,9 @@ class LocalAWS:
         self._release()
 
     def _release(self) -> None:
-        for part in (self.gateway, self.work_dir):
-            if part is not None:
-                part.close()
-        if self.http is not None:
-            self.http.server_close()
+        self.gateway.close()
+        self.work_dir.close()
+        self.http.server_close()
 
 
 def serve(settings: Settings) -> None:

@@ -38,6 +38,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import IO, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -191,8 +192,8 @@ def _ended(process) -> bool:
         return True
 
 
-def _prefix_output(name: str, process: subprocess.Popen) -> None:
-    for line in process.stdout:
+def _prefix_output(name: str, process: subprocess.Popen[bytes]) -> None:
+    for line in cast(IO[bytes], process.stdout):  # started with stdout=PIPE: a stream
         sys.stdout.write(f"{name:13} | {line.decode(errors='replace')}")
         sys.stdout.flush()
 

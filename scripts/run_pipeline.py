@@ -14,10 +14,10 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import boto3
-import pendulum
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
@@ -127,7 +127,7 @@ def run_dag(env: dict, conf: dict, logical_date: str, log_path: Path, experiment
 
 
 def read_summary(endpoint: str, bucket: str, run: dict, experiment: str) -> dict | None:
-    key = run_key(run["run_id"], pendulum.parse(run["logical_date"]), experiment)
+    key = run_key(run["run_id"], datetime.fromisoformat(run["logical_date"]), experiment)
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                       aws_access_key_id="localaws", aws_secret_access_key="localaws")
     try:

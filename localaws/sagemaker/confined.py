@@ -53,7 +53,7 @@ def tree(root: Path, directory: Path) -> list[Path]:
     into a linked directory; empty when ``directory`` is not a real directory under ``root``."""
     if not real_dir(root, directory):
         return []
-    found = []
+    found: list[Path] = []
     for parent, dirs, files in os.walk(directory, followlinks=False):
         found.extend(Path(parent) / name for name in (*dirs, *files))
     return sorted(found)

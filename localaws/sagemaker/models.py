@@ -222,10 +222,7 @@ class SageMakerBackend:
             status_key="TrainingJobStatus",
             sort_keys={"Name": "TrainingJobName", "CreationTime": "CreationTime", "Status": "TrainingJobStatus"},
         )
-        out = {"TrainingJobSummaries": page}
-        if token:
-            out["NextToken"] = token
-        return out
+        return {"TrainingJobSummaries": page, **({"NextToken": token} if token else {})}
 
     def stop_training_job(self, params: dict) -> dict:
         job = self.get_training_job(params["TrainingJobName"])

@@ -39,7 +39,7 @@ class ModelPackageGroup:
     next_version: int = 1
 
     def describe(self) -> dict:
-        out = {
+        out: dict[str, object] = {
             "ModelPackageGroupName": self.name,
             "ModelPackageGroupArn": self.arn,
             "ModelPackageGroupDescription": self.request.get("ModelPackageGroupDescription"),

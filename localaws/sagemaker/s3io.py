@@ -32,7 +32,7 @@ def split_uri(uri: str) -> tuple[str, str]:
 
 
 def _list_keys(s3, bucket: str, prefix: str) -> list[str]:
-    keys = []
+    keys: list[str] = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys.extend(obj["Key"] for obj in page.get("Contents", []) if not obj["Key"].endswith("/"))
     return sorted(keys)

@@ -36,7 +36,7 @@ from localaws import bodies
 from localaws.state import engine as engine_state
 from localaws.state.files import StateDirInUse, StateFolder
 from localaws.state.moto_backends import MotoState
-from localaws.state.pickling import Blobs
+from localaws.state.pickling import BLOB_NAME, Blobs
 
 __all__ = ["Persistence", "StateDirInUse", "attach"]
 
@@ -282,7 +282,7 @@ class Persistence:
                 self.folder.write_blob(name, key._value_buffer)
         self.folder.write(StateFolder.MOTO, data)
         for key, name in blobs.new:
-            key._localaws_blob = name
+            key.__dict__[BLOB_NAME] = name
         self.folder.prune_blobs(blobs.referenced)
 
     def _dump_moto(self, blobs: Blobs, quiet: bool) -> bytes:

@@ -16,8 +16,12 @@ import json
 import logging
 import pickle
 import sys
+from typing import TYPE_CHECKING, Any
 
 from localaws.state import pickling
+
+if TYPE_CHECKING:
+    from moto.core.base_backend import BackendDict
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,14 @@ def _moto_version() -> str:
 def _header() -> bytes:
     versions = {"format": FORMAT, "moto": _moto_version(), "python": "%d.%d" % sys.version_info[:2]}
     return _MAGIC + json.dumps(versions, sort_keys=True).encode() + b"\n"
+
+
+def _instances() -> list[BackendDict[Any]]:
+    """moto's list of the BackendDicts in use (the live list: appending to it registers one)."""
+    from moto.core.base_backend import BackendDict  # noqa: PLC0415
+
+    # A class variable of a generic class: read as moto reads it itself (BackendDict.reset).
+    return BackendDict._instances  # type: ignore[misc]
 
 
 class MotoState:
@@ -56,11 +68,9 @@ class MotoState:
                     return candidate, attribute
         return None
 
-    def _in_use(self) -> dict[tuple[str, str], object]:
-        from moto.core.base_backend import BackendDict  # noqa: PLC0415
-
+    def _in_use(self) -> dict[tuple[str, str], BackendDict[Any]]:
         found = {}
-        for backend_dict in list(BackendDict._instances):
+        for backend_dict in list(_instances()):
             where = self._locate(backend_dict)
             if where is None:
                 if backend_dict.service_name not in self._left_out:
@@ -76,9 +86,7 @@ class MotoState:
     def backends() -> int:
         """How many (service, account, region) backends moto has made: a read can make one (the first
         DescribeVpcs makes EC2's, with a default VPC of random id), and that is state to keep too."""
-        from moto.core.base_backend import BackendDict  # noqa: PLC0415
-
-        return sum(len(backends) for backend_dict in list(BackendDict._instances)
+        return sum(len(backends) for backend_dict in list(_instances())
                    for backends in list(dict.values(backend_dict)))
 
     def dump(self, blobs: pickling.Blobs) -> bytes:
@@ -111,7 +119,7 @@ class MotoState:
     @staticmethod
     def load(data: bytes, blobs: pickling.Blobs) -> dict:
         """Put a snapshot's accounts into moto's live BackendDicts; what it held, per service."""
-        from moto.core.base_backend import BackendDict, backend_lock  # noqa: PLC0415
+        from moto.core.base_backend import backend_lock  # noqa: PLC0415
 
         line, _, pickled = data.partition(b"\n")
         if not line.startswith(_MAGIC):
@@ -130,7 +138,7 @@ class MotoState:
                 live = pickling._backend_dict(module, name)
                 for account, backends in accounts.items():
                     dict.__setitem__(live, account, backends)
-                if live not in BackendDict._instances:
-                    BackendDict._instances.append(live)
+                if live not in _instances():
+                    _instances().append(live)
                 held[live.service_name] = sum(len(backends) for backends in accounts.values())
         return held

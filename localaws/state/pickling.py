@@ -31,10 +31,17 @@ import pickle
 import threading
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+if TYPE_CHECKING:
+    from moto.s3.models import FakeKey
 
 #: Field metadata of what is not persisted: the field comes back as its default (None if it has none).
 RUNTIME = {"localaws.state": "runtime"}
 
+#: A FakeKey's attribute of ours (in its __dict__: moto knows nothing of it): the blob file of its body.
+BLOB_NAME = "_localaws_blob"
 _LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
 #: Modules whose dataclasses are our engine's persisted records; any other object of ours is refused.
 _RECORD_MODULES = (
@@ -47,8 +54,17 @@ _RECORD_MODULES = (
 )
 
 
-def runtime(**kwargs) -> dataclasses.Field:
-    """A dataclass field that lives only as long as the process (not persisted)."""
+_T = TypeVar("_T")
+
+
+# Typed as typeshed types dataclasses.field: the default's type, so that mypy checks it against the annotation.
+@overload
+def runtime(*, default: _T) -> _T: ...
+@overload
+def runtime(*, default_factory: Callable[[], _T]) -> _T: ...
+def runtime(**kwargs: Any) -> Any:
+    """A dataclass field that lives only as long as the process (not persisted); it needs a default (a
+    field without one is ``dataclasses.field(metadata=RUNTIME)``: mypy sees no default only in ``field``)."""
     return dataclasses.field(metadata=RUNTIME, **kwargs)
 
 
@@ -108,7 +124,7 @@ def _rebuild_key(cls, state: dict, name: str):
     blobs.referenced.add(name)
     key = cls.__new__(cls)
     key.__setstate__({**state, "value": data})
-    key._localaws_blob = name
+    key.__dict__[BLOB_NAME] = name
     return key
 
 
@@ -139,7 +155,7 @@ class Blobs:
         self.read = read  # name -> bytes, when loading
         self.referenced: set[str] = set()
         #: (FakeKey, new blob name): to be written before the snapshot may be committed.
-        self.new: list[tuple[object, str]] = []
+        self.new: list[tuple[FakeKey, str]] = []
         self.missing: list[str] = []
         #: moto's AWS managed policies' data, parsed when a pickle names one.
         self.aws_policies: dict | None = None
@@ -193,8 +209,8 @@ class StatePickler(pickle.Pickler):
 
     def _reduce_key(self, key):
         state = {name: value for name, value in key.__dict__.items()
-                 if name not in ("_value_buffer", "lock", "_localaws_blob")}
-        name = key.__dict__.get("_localaws_blob")
+                 if name not in ("_value_buffer", "lock", BLOB_NAME)}
+        name = key.__dict__.get(BLOB_NAME)
         if name is None:
             name = uuid.uuid4().hex
             self.blobs.new.append((key, name))

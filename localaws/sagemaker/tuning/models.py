@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from localaws.sagemaker import listing
 from localaws.sagemaker.errors import ResourceInUse, ResourceNotFound, ValidationError
 from localaws.sagemaker.tuning.strategies import grid_size
-from localaws.state.pickling import runtime
+from localaws.state.pickling import RUNTIME, runtime
 
 _MAX_TUNED_PARAMETERS = 30
 STOPPED_WITH_LOCALAWS = "InternalServerError: localaws stopped while the tuning job was running."
@@ -25,7 +25,7 @@ class Trial:
     name: str
     definition: dict
     tuned: dict[str, str]
-    proposal: object = runtime()  # the strategy's handle: only the running tuning job needs it
+    proposal: object = field(metadata=RUNTIME)  # the strategy's handle: only the running tuning job needs it
     objective: dict  # {"Type", "MetricName"}
     early_stopped: bool = False
     told: bool = False
@@ -185,8 +185,8 @@ class TuningBackend:
     def list_training_jobs_for_hyper_parameter_tuning_job(self, params: dict) -> dict:
         job = self.get(params["HyperParameterTuningJobName"])
         with self.lock:
-            summaries = [self.trial_summary(job, trial) for trial in job.trials]
-        summaries = [s for s in summaries if s is not None]
+            found = [self.trial_summary(job, trial) for trial in job.trials]
+        summaries = [s for s in found if s is not None]
         sort_by = params.get("SortBy") or "Name"
         if sort_by == "FinalObjectiveMetricValue":
             # AWS lists only the trials that reported the objective, best first by default.

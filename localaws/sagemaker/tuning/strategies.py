@@ -13,7 +13,7 @@ import math
 import threading
 
 import optuna
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -32,7 +32,7 @@ class SearchSpace:
     """A definition's ParameterRanges as optuna distributions, and back to SageMaker's strings."""
 
     def __init__(self, ranges: dict):
-        self.distributions: dict[str, object] = {}
+        self.distributions: dict[str, BaseDistribution] = {}
         self.reverse: set[str] = set()
         self.integers: set[str] = set()
         for item in ranges.get("IntegerParameterRanges", []):
@@ -41,13 +41,13 @@ class SearchSpace:
             self.distributions[item["Name"]] = IntDistribution(low, high, log=log)
             self.integers.add(item["Name"])
         for item in ranges.get("ContinuousParameterRanges", []):
-            low, high = float(item["MinValue"]), float(item["MaxValue"])
-            scaling = _float_scale(item.get("ScalingType", "Auto"), low, high)
+            minimum, maximum = float(item["MinValue"]), float(item["MaxValue"])
+            scaling = _float_scale(item.get("ScalingType", "Auto"), minimum, maximum)
             if scaling == "ReverseLogarithmic":
                 self.reverse.add(item["Name"])
-                self.distributions[item["Name"]] = FloatDistribution(1 - high, 1 - low, log=True)
+                self.distributions[item["Name"]] = FloatDistribution(1 - maximum, 1 - minimum, log=True)
             else:
-                self.distributions[item["Name"]] = FloatDistribution(low, high, log=scaling == "Logarithmic")
+                self.distributions[item["Name"]] = FloatDistribution(minimum, maximum, log=scaling == "Logarithmic")
         for item in ranges.get("CategoricalParameterRanges", []):
             self.distributions[item["Name"]] = CategoricalDistribution(list(item["Values"]))
 
@@ -61,11 +61,12 @@ class SearchSpace:
 
     def from_hyperparameters(self, tuned: dict[str, str]) -> dict | None:
         """Internal params for a parent job's values, or None if they fall outside this space."""
-        params = {}
+        params: dict[str, str | int | float] = {}
         for name, distribution in self.distributions.items():
             if name not in tuned:
                 return None
             raw = tuned[name]
+            value: str | int | float
             try:
                 if isinstance(distribution, CategoricalDistribution):
                     value = raw

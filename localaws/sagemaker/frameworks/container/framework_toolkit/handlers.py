@@ -52,13 +52,13 @@ def encode(prediction, accept: str):
         return json.dumps(prediction, default=lambda value: value.tolist() if hasattr(value, "tolist")
                           else json.JSONEncoder().default(value))
     if accept == CSV:
-        stream = io.StringIO()
-        np.savetxt(stream, prediction, delimiter=",", fmt="%s")
-        return stream.getvalue()
+        text = io.StringIO()
+        np.savetxt(text, prediction, delimiter=",", fmt="%s")
+        return text.getvalue()
     if accept == NPY:
-        stream = io.BytesIO()
-        np.save(stream, prediction)
-        return stream.getvalue()
+        buffer = io.BytesIO()
+        np.save(buffer, prediction)
+        return buffer.getvalue()
     raise UnsupportedFormatError(accept)
 
 

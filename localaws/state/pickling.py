@@ -57,14 +57,16 @@ _RECORD_MODULES = (
 _T = TypeVar("_T")
 
 
-# Typed as typeshed types dataclasses.field: the default's type, so that mypy checks it against the annotation.
+# Typed as typeshed types dataclasses.field (the default's type), so that mypy checks the default against the
+# field's annotation.
 @overload
 def runtime(*, default: _T) -> _T: ...
 @overload
 def runtime(*, default_factory: Callable[[], _T]) -> _T: ...
 def runtime(**kwargs: Any) -> Any:
-    """A dataclass field that lives only as long as the process (not persisted); it needs a default (a
-    field without one is ``dataclasses.field(metadata=RUNTIME)``: mypy sees no default only in ``field``)."""
+    """A dataclass field that lives only as long as the process (not persisted), with a default or a
+    default_factory. One without a default is ``dataclasses.field(metadata=RUNTIME)``: mypy's dataclass
+    support knows that ``field`` call has none, not this one."""
     return dataclasses.field(metadata=RUNTIME, **kwargs)
 
 

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast bench localaws airflow docker-engine clean
+.PHONY: install run test test-fast lint bench localaws airflow docker-engine clean
 
 install: $(STAMP)
 
@@ -27,6 +27,12 @@ test: install
 test-fast: install
 	$(PY) -m pytest tests -m "not docker"
 
+## ruff (lint, then format) and mypy, as pyproject.toml sets them; CI runs it before the tests.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
 bench: install
 	$(PY) benchmarks/run.py
 
@@ -44,4 +50,4 @@ docker-engine:
 	bash scripts/docker-engine.sh base-image
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

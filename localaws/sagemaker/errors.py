@@ -5,7 +5,8 @@ from __future__ import annotations
 from localaws.aws_errors import AwsError, RequestTooLarge, SerializationError, ValidationError
 
 __all__ = ["SageMakerError", "ValidationError", "SerializationError", "RequestTooLarge", "ResourceNotFound",
-           "ResourceInUse", "ResourceLimitExceeded", "UnknownOperation", "not_found", "constraint"]
+           "ResourceInUse", "ResourceLimitExceeded", "UnknownOperation", "not_found", "constraint",
+           "InvokeError", "InvokeValidationError", "ModelError", "ServiceUnavailable"]
 
 
 class SageMakerError(AwsError):
@@ -28,6 +29,37 @@ class ResourceLimitExceeded(SageMakerError):
 
 class UnknownOperation(SageMakerError):
     code = "UnknownOperationException"
+
+
+# --- sagemaker-runtime (InvokeEndpoint, rest-json): its own codes and statuses -----------------------
+
+
+class InvokeError(SageMakerError):
+    """What InvokeEndpoint answers; ``members`` are the error's members beside its message."""
+
+    code = "InternalFailure"
+    status = 500
+
+    def __init__(self, message: str, **members):
+        super().__init__(message)
+        self.members = members
+
+
+class InvokeValidationError(InvokeError):
+    """sagemaker-runtime's ValidationError (not the control plane's ValidationException)."""
+
+    code = "ValidationError"
+    status = 400
+
+
+class ModelError(InvokeError):
+    code = "ModelError"
+    status = 424
+
+
+class ServiceUnavailable(InvokeError):
+    code = "ServiceUnavailable"
+    status = 503
 
 
 def not_found() -> ValidationError:

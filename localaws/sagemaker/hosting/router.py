@@ -15,39 +15,11 @@ import random
 import time
 from dataclasses import dataclass, field
 
+from localaws.sagemaker.errors import InvokeValidationError as ValidationError
+from localaws.sagemaker.errors import ModelError, ServiceUnavailable
 from localaws.sagemaker.hosting.upstream import Timeout, Unreachable, UpstreamError
 
 _MESSAGE_LIMIT = 2048
-
-
-class InvokeError(Exception):
-    code = "InternalFailure"
-    status = 500
-
-    def __init__(self, message: str, **members):
-        super().__init__(message)
-        self.message = message
-        self.members = members
-
-
-class ValidationError(InvokeError):
-    code = "ValidationError"
-    status = 400
-
-
-class ModelError(InvokeError):
-    code = "ModelError"
-    status = 424
-
-
-class ModelNotReady(InvokeError):
-    code = "ModelNotReadyException"
-    status = 429
-
-
-class ServiceUnavailable(InvokeError):
-    code = "ServiceUnavailable"
-    status = 503
 
 
 @dataclass

@@ -20,7 +20,9 @@ import uuid
 from urllib.parse import unquote
 
 from localaws import bodies
-from localaws.sagemaker.hosting.router import InvokeError, Router, ValidationError
+from localaws.sagemaker.errors import InvokeError
+from localaws.sagemaker.errors import InvokeValidationError as ValidationError
+from localaws.sagemaker.hosting.router import Router
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""One endpoint for every service: SageMaker to our engine, everything else to an embedded moto.
+"""One endpoint for every service: SageMaker (and Application Auto Scaling for its variants) to our
+engine, everything else to an embedded moto. The engine's parts are built here, each given what it
+needs in its constructor.
 
 A request's service is read the way AWS's front door reads it: the SigV4
 credential scope (``.../<region>/<service>/aws4_request``) and, for JSON
@@ -14,13 +16,20 @@ import threading
 from werkzeug.wrappers import Request, Response
 
 from localaws import aws_errors, bodies, iam
+from localaws.applicationautoscaling.models import AutoScalingBackend
+from localaws.applicationautoscaling.responses import TARGET_PREFIX as AUTOSCALING_TARGET_PREFIX
+from localaws.applicationautoscaling.responses import AutoScalingResponses
+from localaws.applicationautoscaling.scaling import ScalingLoop, TargetTrackingAlarms
 from localaws.aws import Clients
 from localaws.aws_errors import AwsError, MotoErrors
 from localaws.image_contexts import ImageContexts
-from localaws.sagemaker.hosting.service import AUTOSCALING_TARGET_PREFIX, Hosting
+from localaws.sagemaker.hosting.lifecycle import HostingEngine
+from localaws.sagemaker.hosting.models import HostingBackend
+from localaws.sagemaker.hosting.router import Router
+from localaws.sagemaker.hosting.runtime import RuntimeResponses, is_invocation
 from localaws.sagemaker.models import SageMakerBackend
 from localaws.sagemaker.registry import RegistryBackend
-from localaws.sagemaker.responses import TARGET_PREFIX, SageMakerResponses
+from localaws.sagemaker.responses import TARGET_PREFIX, sagemaker_protocol
 from localaws.sagemaker.runners import Runners
 from localaws.sagemaker.training import TrainingExecutor
 from localaws.sagemaker.tuning.executor import TuningExecutor
@@ -64,15 +73,22 @@ class Gateway:
         self.clients = Clients(settings)
         self.images = ImageContexts(settings.work_dir / "images")
         self.runners = Runners(settings, self.images)
-        lock = threading.RLock()
+        lock = threading.RLock()  # one lock: training, tuning, hosting's resources and the registry
         self.training = TrainingExecutor(settings, self.clients, self.runners, lock)
         self.sagemaker = SageMakerBackend(settings, self.training, lock)
-        self.tuning_executor = TuningExecutor()
-        self.tuning = TuningBackend(self.sagemaker, self.tuning_executor)
-        self.tuning_executor.backend = self.tuning
-        self.hosting = Hosting(settings, self.clients, self.runners, self.sagemaker)
+        self.tuning = TuningBackend(self.sagemaker, TuningExecutor)
+        # Hosting: InvokeEndpoint's router, the engine that runs endpoints (and their metrics), and
+        # Application Auto Scaling, which scales the engine's variants and hears of deleted endpoints.
+        self.router = Router(settings)
+        self.hosting_engine = HostingEngine(settings, self.clients, self.runners, self.router, lock)
+        alarms = TargetTrackingAlarms(settings, self.clients)
+        self.autoscaling = AutoScalingBackend(settings, self.hosting_engine, alarms)
+        self.scaling = ScalingLoop(settings, self.autoscaling, self.hosting_engine, alarms, self.clients)
+        self.hosting = HostingBackend(settings, self.sagemaker, self.hosting_engine, self.autoscaling)
         self.registry = RegistryBackend(self.sagemaker)
-        self.sagemaker_api = SageMakerResponses(self.sagemaker, self.tuning, self.hosting.backend, self.registry)
+        self.sagemaker_api = sagemaker_protocol(self.sagemaker, self.tuning, self.hosting, self.registry)
+        self.runtime = RuntimeResponses(self.router)
+        self.autoscaling_api = AutoScalingResponses(self.autoscaling)
         # Run Command of the project's host documents is carried out here (localaws/ssm); the rest is moto's.
         self.ssm = SsmAgent(settings, self.clients, self.runners)
 
@@ -90,8 +106,8 @@ class Gateway:
     def _route(self, environ, start_response):
         service = signing_service(environ)
         # InvokeEndpoint first: the one call on a model's request path.
-        if service in ("sagemaker", None) and self.hosting.is_invocation(environ):
-            return self.hosting.runtime(environ, start_response)
+        if service in ("sagemaker", None) and is_invocation(environ):
+            return self.runtime(environ, start_response)
         path = environ.get("PATH_INFO", "")
         if path.startswith("/_localaws/"):
             environ[ENGINE_CHANGE] = environ.get("REQUEST_METHOD") not in ("GET", "HEAD")
@@ -99,9 +115,9 @@ class Gateway:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         answer = None
         if target.startswith(TARGET_PREFIX) and service in ("sagemaker", None):
-            answer = self.sagemaker_api.handle(target, environ)
+            answer = self.sagemaker_api.handle(environ, target)
         elif target.startswith(AUTOSCALING_TARGET_PREFIX):  # sagemaker variants ours, the rest moto's
-            answer = self.hosting.autoscaling(environ, target)
+            answer = self.autoscaling_api.handle(environ, target)
         elif service == "iam":
             answer = self.iam_simulator.handle(environ)  # reads only
             if answer is not None:
@@ -129,7 +145,7 @@ class Gateway:
                 return _json(self.images.list())
             parts = path.split("/")
             if len(parts) == 2 and parts[0] == "endpoints" and request.method == "GET":
-                found = self.hosting.describe_instances(parts[1])
+                found = self.hosting_engine.describe_instances(parts[1])
                 if found is not None:
                     return _json(found)
                 return _json({"message": f"no endpoint {parts[1]}"}, status=404)
@@ -148,8 +164,9 @@ class Gateway:
         return _json({"message": f"unknown localaws admin path {request.method} {request.path}"}, status=404)
 
     def close(self) -> None:
-        self.tuning_executor.shutdown()  # first: it would launch new trials as the old ones stop
+        self.tuning.executor.shutdown()  # first: it would launch new trials as the old ones stop
         self.sagemaker.shutdown()
+        self.scaling.close()  # before the endpoints it scales
         self.hosting.shutdown()
         self.ssm.shutdown()
         self.runners.close()

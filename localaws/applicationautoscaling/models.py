@@ -1,46 +1,59 @@
-"""Application Auto Scaling for SageMaker variants, and the scaling itself.
+"""Application Auto Scaling's state for SageMaker variants: scalable targets, their policies and the
+scaling activities, and the API over them (ServiceNamespace ``sagemaker``; every other namespace is
+moto's, see ``responses.py``).
 
-Scalable targets are variants (``ResourceId`` ``endpoint/<name>/variant/<variant>``,
-dimension ``sagemaker:variant:DesiredInstanceCount``). A target tracking policy
-works as AWS's does: every minute the engine measures the policy's metric
-(``SageMakerVariantInvocationsPerInstance``: the invocations of that minute divided by
-the variant's instances; or a customized metric), keeps the two alarms AWS creates
-(``TargetTracking-<resource>-AlarmHigh-<uuid>``: above the target for 3 minutes;
-``...-AlarmLow-<uuid>``: under 90 % of it for 15 minutes) in CloudWatch, and when one
-fires sets the variant's desired instance count to ``ceil(current * metric / target)``
-within MinCapacity and MaxCapacity, honouring ScaleOutCooldown and ScaleInCooldown
-(and DisableScaleIn). Every change is a scaling activity, and the endpoint goes
-Updating while instances start or drain and stop.
+Scalable targets are variants (``ResourceId`` ``endpoint/<name>/variant/<variant>``, dimension
+``sagemaker:variant:DesiredInstanceCount``). A target tracking policy gets the two CloudWatch alarms AWS
+creates for it, and ``scaling.py`` carries it out every minute; step scaling policies are stored and
+described, not executed.
 
-``LOCALAWS_AUTOSCALING_TIME_SCALE`` compresses this clock: at 60 a minute of metrics,
-an alarm's evaluation period and a cooldown's minute each last one second.
-
-Step scaling policies are stored and described, not executed.
+SageMaker hosting is reached only through ``ScalableVariants``, given at construction; hosting tells
+this service of a deleted endpoint (``endpoint_deleted``) and asks whether a variant is registered.
 """
 from __future__ import annotations
 
 import collections
-import logging
-import math
 import re
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Callable, Protocol
 
 from localaws.aws_errors import AwsError, ValidationError
-from localaws.sagemaker.hosting.metrics import METRIC_NAMES, NAMESPACE
-from localaws.sagemaker.hosting.models import AUTOSCALING_DIMENSION
 from localaws.state.pickling import runtime
-
-log = logging.getLogger(__name__)
 
 SERVICE = "application-autoscaling"
 NAMESPACE_SAGEMAKER = "sagemaker"
+DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 PREDEFINED = "SageMakerVariantInvocationsPerInstance"
 RESOURCE = re.compile(r"^endpoint/([a-zA-Z0-9](?:-*[a-zA-Z0-9])*)/variant/([a-zA-Z0-9](?:-*[a-zA-Z0-9])*)$")
 HIGH_PERIODS, LOW_PERIODS, LOW_FRACTION = 3, 15, 0.9
 DEFAULT_COOLDOWN = 300
+
+
+class ScalableVariants(Protocol):
+    """What Application Auto Scaling needs of SageMaker hosting (the hosting engine provides it)."""
+
+    def capacity(self, endpoint: str, variant: str) -> tuple[int, int] | None:
+        """(current, desired) instance counts of a variant; None when it does not exist (or is being deleted)."""
+
+    def set_desired_count(self, endpoint: str, variant: str, count: int,
+                          done: Callable[[bool, str | None], None]) -> str | None:
+        """Start changing a variant's instance count (``done(ok, message)`` when it ends); None when it
+        started, else why it cannot be made now."""
+
+    def invocation_totals(self, endpoint: str, variant: str) -> dict | None:
+        """What a variant served since it first did (hosting's ``METRIC_NAMES``, running totals); None
+        when it has served nothing."""
+
+
+class TargetAlarms(Protocol):
+    """A target tracking policy's CloudWatch alarms (``scaling.TargetTrackingAlarms``)."""
+
+    def create(self, target: Target, policy: Policy) -> list[dict]: ...
+
+    def delete(self, policy: Policy) -> None: ...
 
 
 class AutoScalingError(AwsError):
@@ -91,7 +104,7 @@ class Policy:
             "PolicyName": self.name,
             "ServiceNamespace": NAMESPACE_SAGEMAKER,
             "ResourceId": self.resource_id,
-            "ScalableDimension": AUTOSCALING_DIMENSION,
+            "ScalableDimension": DIMENSION,
             "PolicyType": self.policy_type,
             "CreationTime": self.created,
             "Alarms": list(self.alarms),
@@ -125,7 +138,7 @@ class Target:
         return {
             "ServiceNamespace": NAMESPACE_SAGEMAKER,
             "ResourceId": self.resource_id,
-            "ScalableDimension": AUTOSCALING_DIMENSION,
+            "ScalableDimension": DIMENSION,
             "MinCapacity": self.min_capacity,
             "MaxCapacity": self.max_capacity,
             "RoleARN": self.role_arn,
@@ -139,8 +152,8 @@ class Target:
         }
 
 
-class AutoScaler:
-    """Application Auto Scaling's API for ServiceNamespace ``sagemaker``, and its scaling loop."""
+class AutoScalingBackend:
+    """Application Auto Scaling's API for ServiceNamespace ``sagemaker``."""
 
     operations = (
         "RegisterScalableTarget",
@@ -155,28 +168,17 @@ class AutoScaler:
         "ListTagsForResource",
     )
 
-    def __init__(self, settings, hosting, metrics, clients):
+    def __init__(self, settings, variants: ScalableVariants, alarms: TargetAlarms):
         self.settings = settings
-        self.hosting = hosting
-        self.metrics = metrics
-        self.clients = clients
+        self.variants = variants
+        self.alarms = alarms
         self.lock = threading.RLock()
         self.targets: dict[str, Target] = {}
         self.activities: list[dict] = []
-        hosting.autoscaled = lambda endpoint, variant: f"endpoint/{endpoint}/variant/{variant}" in self.targets
-        hosting.deletion_listeners.append(self.endpoint_deleted)
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="autoscaler", daemon=True)
-        self._thread.start()
 
-    @property
-    def scale(self) -> float:
-        return max(1e-6, float(self.settings.autoscaling_time_scale))
-
-    @property
-    def period(self) -> float:
-        """One minute of Application Auto Scaling's clock, in seconds."""
-        return 60.0 / self.scale
+    def registered(self, endpoint: str, variant: str) -> bool:
+        """Whether a variant is a scalable target (SageMaker refuses to change its instance type)."""
+        return f"endpoint/{endpoint}/variant/{variant}" in self.targets
 
     def owns_arn(self, arn: str) -> bool:
         with self.lock:
@@ -187,7 +189,7 @@ class AutoScaler:
     def _resource(self, params: dict) -> tuple[str, str, str]:
         resource_id, dimension = params["ResourceId"], params["ScalableDimension"]
         match = RESOURCE.match(resource_id)
-        if dimension != AUTOSCALING_DIMENSION or not match:
+        if dimension != DIMENSION or not match:
             raise ValidationException("Unsupported service namespace, resource type or scalable dimension")
         return resource_id, match.group(1), match.group(2)
 
@@ -197,13 +199,13 @@ class AutoScaler:
         if target is None:
             raise ObjectNotFoundException(
                 f"No scalable target registered for service namespace: {NAMESPACE_SAGEMAKER}, resource ID: "
-                f"{resource_id}, scalable dimension: {AUTOSCALING_DIMENSION}"
+                f"{resource_id}, scalable dimension: {DIMENSION}"
             )
         return target
 
     def register_scalable_target(self, params: dict) -> dict:
         resource_id, endpoint, variant = self._resource(params)
-        if self.hosting.variant_capacity(endpoint, variant) is None:
+        if self.variants.capacity(endpoint, variant) is None:
             raise ValidationException(f"SageMaker variant doesn't exist: {resource_id}")
         low, high = params.get("MinCapacity"), params.get("MaxCapacity")
         with self.lock:
@@ -256,7 +258,7 @@ class AutoScaler:
             items = [
                 target.describe() for target in self.targets.values()
                 if (not params.get("ResourceIds") or target.resource_id in params["ResourceIds"])
-                and params.get("ScalableDimension") in (None, AUTOSCALING_DIMENSION)
+                and params.get("ScalableDimension") in (None, DIMENSION)
             ]
         page, token = _page(items, params)
         return {"ScalableTargets": page, **({"NextToken": token} if token else {})}
@@ -268,11 +270,11 @@ class AutoScaler:
             if target is None:
                 raise ObjectNotFoundException(
                     f"No scalable target found for service namespace: {NAMESPACE_SAGEMAKER}, resource ID: "
-                    f"{resource_id}, scalable dimension: {AUTOSCALING_DIMENSION}"
+                    f"{resource_id}, scalable dimension: {DIMENSION}"
                 )
             policies = list(target.policies.values())
         for policy in policies:
-            self._delete_alarms(policy)
+            self.alarms.delete(policy)
         return {}
 
     def put_scaling_policy(self, params: dict) -> dict:
@@ -307,9 +309,9 @@ class AutoScaler:
             created=existing.created if existing else time.time(),
         )
         if existing:
-            self._delete_alarms(existing)
+            self.alarms.delete(existing)
         if policy_type == "TargetTrackingScaling":
-            self._create_alarms(target, policy)
+            policy.alarms = self.alarms.create(target, policy)
         with self.lock:
             target.policies[policy.name] = policy
         out = {"PolicyARN": policy.arn}
@@ -326,7 +328,7 @@ class AutoScaler:
             )
         if predefined and predefined["PredefinedMetricType"] != PREDEFINED:
             raise ValidationException(
-                f"Scalable dimension {AUTOSCALING_DIMENSION} only supports the following predefined metric "
+                f"Scalable dimension {DIMENSION} only supports the following predefined metric "
                 f"types: {PREDEFINED}"
             )
         if customized:
@@ -349,7 +351,7 @@ class AutoScaler:
                 for policy in target.policies.values()
                 if (not params.get("ResourceId") or target.resource_id == params["ResourceId"])
                 and (not params.get("PolicyNames") or policy.name in params["PolicyNames"])
-                and params.get("ScalableDimension") in (None, AUTOSCALING_DIMENSION)
+                and params.get("ScalableDimension") in (None, DIMENSION)
             ]
         page, token = _page(items, params)
         return {"ScalingPolicies": page, **({"NextToken": token} if token else {})}
@@ -362,9 +364,9 @@ class AutoScaler:
         if policy is None:
             raise ObjectNotFoundException(
                 f"No scaling policy found for service namespace: {NAMESPACE_SAGEMAKER}, resource ID: {resource_id}, "
-                f"scalable dimension: {AUTOSCALING_DIMENSION}, policy name: {params['PolicyName']}"
+                f"scalable dimension: {DIMENSION}, policy name: {params['PolicyName']}"
             )
-        self._delete_alarms(policy)
+        self.alarms.delete(policy)
         return {}
 
     def describe_scaling_activities(self, params: dict) -> dict:
@@ -373,7 +375,7 @@ class AutoScaler:
                 {key: value for key, value in activity.items() if value is not None}
                 for activity in reversed(self.activities)
                 if (not params.get("ResourceId") or activity["ResourceId"] == params["ResourceId"])
-                and params.get("ScalableDimension") in (None, AUTOSCALING_DIMENSION)
+                and params.get("ScalableDimension") in (None, DIMENSION)
             ]
         page, token = _page(items, params)
         return {"ScalingActivities": page, **({"NextToken": token} if token else {})}
@@ -408,231 +410,7 @@ class AutoScaler:
                 del self.targets[target.resource_id]
         for target in gone:
             for policy in target.policies.values():
-                self._delete_alarms(policy)
-
-    # --- CloudWatch alarms --------------------------------------------------------------
-
-    def _create_alarms(self, target: Target, policy: Policy) -> None:
-        value = policy.target_value
-        spec = policy.configuration.get("CustomizedMetricSpecification") or {
-            "MetricName": "InvocationsPerInstance",
-            "Namespace": NAMESPACE,
-            "Dimensions": [{"Name": "EndpointName", "Value": target.endpoint},
-                           {"Name": "VariantName", "Value": target.variant}],
-            "Statistic": "Sum",
-        }
-        action = f"{policy.arn}:createdBy/{uuid.uuid4()}"
-        alarms = []
-        for kind, periods, threshold, operator in (
-            ("AlarmHigh", HIGH_PERIODS, value, "GreaterThanThreshold"),
-            ("AlarmLow", LOW_PERIODS, value * LOW_FRACTION, "LessThanThreshold"),
-        ):
-            if kind == "AlarmLow" and policy.configuration.get("DisableScaleIn"):
-                continue
-            name = f"TargetTracking-{target.resource_id}-{kind}-{uuid.uuid4()}"
-            alarms.append({
-                "AlarmName": name,
-                "AlarmARN": f"arn:aws:cloudwatch:{self.settings.region}:{self.settings.account_id}:alarm:{name}",
-            })
-            try:
-                self.clients.cloudwatch.put_metric_alarm(
-                    AlarmName=name,
-                    AlarmDescription=f"DO NOT EDIT OR DELETE. For TargetTrackingScaling policy {action}.",
-                    ActionsEnabled=True,
-                    AlarmActions=[action],
-                    MetricName=spec["MetricName"],
-                    Namespace=spec["Namespace"],
-                    Statistic=spec["Statistic"],
-                    Dimensions=spec.get("Dimensions") or [],
-                    Period=60,
-                    EvaluationPeriods=periods,
-                    Threshold=threshold,
-                    ComparisonOperator=operator,
-                )
-            except Exception:  # noqa: BLE001 - the policy works without its mirror in CloudWatch
-                log.warning("could not create the alarm %s", name, exc_info=True)
-        policy.alarms = alarms
-
-    def _delete_alarms(self, policy: Policy) -> None:
-        if not policy.alarms:
-            return
-        try:
-            self.clients.cloudwatch.delete_alarms(AlarmNames=[alarm["AlarmName"] for alarm in policy.alarms])
-        except Exception:  # noqa: BLE001
-            log.warning("could not delete the alarms of %s", policy.name, exc_info=True)
-
-    def _set_alarm(self, policy: Policy, kind: str, state: str, reason: str) -> str | None:
-        alarm = next((a["AlarmName"] for a in policy.alarms if f"-{kind}-" in a["AlarmName"]), None)
-        if alarm is None or policy.alarm_states.get(alarm) == state:
-            return alarm
-        policy.alarm_states[alarm] = state
-        try:
-            self.clients.cloudwatch.set_alarm_state(AlarmName=alarm, StateValue=state, StateReason=reason)
-        except Exception:  # noqa: BLE001
-            log.debug("could not set the state of %s", alarm, exc_info=True)
-        return alarm
-
-    # --- the scaling loop ---------------------------------------------------------------------
-
-    def _run(self) -> None:
-        next_tick = time.monotonic() + self.period
-        while not self._stopped.wait(max(0.0, next_tick - time.monotonic())):
-            next_tick += self.period
-            if next_tick < time.monotonic():  # fell behind (a slow CloudWatch call): skip, don't burst
-                next_tick = time.monotonic() + self.period
-            try:
-                self.evaluate()
-            except Exception:  # noqa: BLE001 - the loop must survive a bad tick
-                log.exception("autoscaling evaluation failed")
-
-    def evaluate(self) -> None:
-        """One minute of Application Auto Scaling: measure, update alarms, scale."""
-        with self.lock:
-            targets = list(self.targets.values())
-        for target in targets:
-            self._evaluate(target)
-
-    def _evaluate(self, target: Target) -> None:
-        capacity = self.hosting.variant_capacity(target.endpoint, target.variant)
-        if capacity is None:
-            return
-        current, desired = capacity
-        counters = self.metrics.find(target.endpoint, target.variant)
-        totals = counters.totals() if counters else {name: 0 for name in METRIC_NAMES}
-        previous, target.last_totals = target.last_totals, totals
-        if previous is None:
-            return  # the first sample only sets the baseline
-        delta = {key: totals[key] - previous.get(key, 0) for key in totals}
-        instances = max(1, current)
-        wants = []  # (out | in | hold, instance count, cause)
-        policies = [p for p in list(target.policies.values()) if p.policy_type == "TargetTrackingScaling"]
-        for policy in policies:
-            value = self._measure(target, policy, delta, instances)
-            if value is None:
-                continue
-            policy.history.append(value)
-            history = list(policy.history)
-            goal = policy.target_value
-            high = len(history) >= HIGH_PERIODS and all(v > goal for v in history[-HIGH_PERIODS:])
-            low = len(history) >= LOW_PERIODS and all(v < goal * LOW_FRACTION for v in history[-LOW_PERIODS:])
-            reason = f"Threshold Crossed: the last datapoint was {value:g} (target {goal:g})."
-            high_alarm = self._set_alarm(policy, "AlarmHigh", "ALARM" if high else "OK", reason)
-            low_alarm = self._set_alarm(policy, "AlarmLow", "ALARM" if low else "OK", reason)
-            want = math.ceil(current * value / goal - 1e-9) if current else 1
-            if high:
-                wants.append(("out", max(want, current + 1),
-                              f"monitor alarm {high_alarm} in state ALARM triggered policy {policy.name}"))
-            elif low and not policy.configuration.get("DisableScaleIn"):
-                wants.append(("in", want,
-                              f"monitor alarm {low_alarm} in state ALARM triggered policy {policy.name}"))
-            else:
-                wants.append(("hold", current, None))
-        if target.scaling or desired != current:
-            return  # an activity (or another change of the endpoint) is under way
-        now = time.monotonic()
-        suspended_out = target.suspended.get("DynamicScalingOutSuspended")
-        suspended_in = target.suspended.get("DynamicScalingInSuspended")
-        new, cause = None, None
-        if desired < target.min_capacity:
-            new, cause = target.min_capacity, f"minimum capacity was set to {target.min_capacity}"
-        elif desired > target.max_capacity:
-            new, cause = target.max_capacity, f"maximum capacity was set to {target.max_capacity}"
-        elif any(kind == "out" for kind, _, _ in wants):
-            if not suspended_out and now >= target.out_until:
-                out = max((w for w in wants if w[0] == "out"), key=lambda w: w[1])
-                candidate = min(target.max_capacity, out[1])
-                if candidate > desired:
-                    new, cause = candidate, out[2]
-        elif wants and all(kind == "in" for kind, _, _ in wants):
-            # Scale in only when every policy agrees, to the largest of their wishes.
-            if not suspended_in and now >= target.in_until and now >= target.out_until:
-                candidate = max(target.min_capacity, max(want for _, want, _ in wants))
-                if candidate < desired:
-                    new, cause = candidate, wants[0][2]
-        if new is None:
-            return
-        self._scale(target, current, new, cause, policies)
-
-    def _measure(self, target: Target, policy: Policy, delta: dict, instances: int) -> float | None:
-        spec = policy.configuration.get("CustomizedMetricSpecification")
-        if not spec:
-            return delta["Invocations"] / instances
-        dimensions = {d["Name"]: d["Value"] for d in spec.get("Dimensions") or []}
-        ours = (spec["Namespace"] == NAMESPACE and spec["MetricName"] in METRIC_NAMES
-                and dimensions.get("EndpointName") == target.endpoint
-                and dimensions.get("VariantName", target.variant) == target.variant)
-        if ours:
-            name = spec["MetricName"]
-            if name == "InvocationsPerInstance":
-                return delta["Invocations"] / instances
-            if name in ("ModelLatency", "OverheadLatency"):
-                return delta[name] / delta["Invocations"] if delta["Invocations"] else None
-            return float(delta[name])
-        period = max(1, int(round(self.period)))
-        try:
-            points = self.clients.cloudwatch.get_metric_statistics(
-                Namespace=spec["Namespace"], MetricName=spec["MetricName"],
-                Dimensions=spec.get("Dimensions") or [], StartTime=time.time() - period,
-                EndTime=time.time(), Period=period, Statistics=[spec["Statistic"]],
-            )["Datapoints"]
-        except Exception:  # noqa: BLE001 - no data this minute
-            log.debug("could not read %s", spec, exc_info=True)
-            return None
-        if not points:
-            return None
-        latest = max(points, key=lambda point: point["Timestamp"])
-        return float(latest[spec["Statistic"]])
-
-    def _scale(self, target: Target, current: int, new: int, cause: str, policies: list[Policy]) -> None:
-        activity = {
-            "ActivityId": str(uuid.uuid4()),
-            "ServiceNamespace": NAMESPACE_SAGEMAKER,
-            "ResourceId": target.resource_id,
-            "ScalableDimension": AUTOSCALING_DIMENSION,
-            "Description": f"Setting desired instance count to {new}.",
-            "Cause": cause,
-            "StartTime": time.time(),
-            "EndTime": None,
-            "StatusCode": "InProgress",
-            "StatusMessage": None,
-        }
-        scale_out = new > current
-
-        def done(ok: bool, message: str | None) -> None:
-            with self.lock:
-                activity["EndTime"] = time.time()
-                if ok:
-                    activity["StatusCode"] = "Successful"
-                    activity["StatusMessage"] = (
-                        f"Successfully set desired instance count to {new}. Change successfully fulfilled by "
-                        "sagemaker."
-                    )
-                else:
-                    activity["StatusCode"] = "Failed"
-                    activity["StatusMessage"] = f"Failed to set desired instance count to {new}. Reason: {message}"
-                target.scaling = False
-                # Cooldowns run from the end of the activity; new evidence is needed after a change.
-                key = "ScaleOutCooldown" if scale_out else "ScaleInCooldown"
-                cooldown = max((p.cooldown(key) for p in policies), default=DEFAULT_COOLDOWN) / self.scale
-                if scale_out:
-                    target.out_until = time.monotonic() + cooldown
-                else:
-                    target.in_until = time.monotonic() + cooldown
-                for policy in policies:
-                    policy.history.clear()
-
-        with self.lock:
-            target.scaling = True
-            self.activities.append(activity)
-        problem = self.hosting.request_capacity(target.endpoint, target.variant, new, done=done)
-        if problem is not None:
-            with self.lock:
-                target.scaling = False
-                self.activities.remove(activity)  # not started: nothing happened (the next minute retries)
-
-    def close(self) -> None:
-        self._stopped.set()
-        self._thread.join(timeout=10)
+                self.alarms.delete(policy)
 
     # --- across restarts (localaws/state) ------------------------------------------------------
 
@@ -645,7 +423,7 @@ class AutoScaler:
         way when localaws stopped ends Failed. How many targets came back."""
         with self.lock:
             for resource_id, target in state.get("targets", {}).items():
-                if self.hosting.variant_capacity(target.endpoint, target.variant) is not None:
+                if self.variants.capacity(target.endpoint, target.variant) is not None:
                     self.targets[resource_id] = target
             for activity in state.get("activities", []):
                 if activity.get("StatusCode") == "InProgress":

@@ -2,42 +2,36 @@
 for ServiceNamespace ``sagemaker``; every other namespace stays with moto (see the gateway)."""
 from __future__ import annotations
 
-import json
-import logging
-
-from localaws import aws_errors
+from localaws import aws_errors, bodies
+from localaws.applicationautoscaling.models import NAMESPACE_SAGEMAKER, SERVICE, AutoScalingBackend
 from localaws.aws_errors import AwsError
-from localaws.sagemaker.hosting.autoscaler import SERVICE, AutoScaler
-from localaws.sagemaker.responses import JSON_CONTENT_TYPE, _json_default, _snake
-from localaws.sagemaker.shapes import validate_request
-
-log = logging.getLogger(__name__)
+from localaws.protocol import Answer, protocol_of
 
 TARGET_PREFIX = "AnyScaleFrontendService."
 _BY_ARN = ("TagResource", "UntagResource", "ListTagsForResource")
 
 
 class AutoScalingResponses:
-    def __init__(self, autoscaler: AutoScaler):
-        self.autoscaler = autoscaler
+    def __init__(self, backend: AutoScalingBackend):
+        self.backend = backend
+        # AWS answers this service's own failures InternalServiceException.
+        self.protocol = protocol_of(SERVICE, TARGET_PREFIX, [backend], crash_code="InternalServiceException")
 
-    def claims(self, target: str, params: dict) -> bool:
+    def claims(self, operation: str, params: dict) -> bool:
         """Whether a request is ours (a sagemaker scalable target) rather than moto's."""
-        operation = target[len(TARGET_PREFIX):]
-        if operation not in self.autoscaler.operations:
+        if not self.protocol.takes(operation):
             return False
         if operation in _BY_ARN:
-            return self.autoscaler.owns_arn(str(params.get("ResourceARN", "")))
-        return params.get("ServiceNamespace") == "sagemaker"
+            return self.backend.owns_arn(str(params.get("ResourceARN", "")))
+        return params.get("ServiceNamespace") == NAMESPACE_SAGEMAKER
 
-    def handle(self, environ: dict, target: str, params: dict) -> tuple[int, list, bytes]:
-        operation = target[len(TARGET_PREFIX):]
-        try:
-            params = validate_request(operation, params, service=SERVICE)
-            result = getattr(self.autoscaler, _snake(operation))(params)
-            return 200, [("Content-Type", JSON_CONTENT_TYPE)], json.dumps(result, default=_json_default).encode()
+    def handle(self, environ: dict, target: str) -> Answer | None:
+        """(status, headers, body) for a request about a SageMaker variant; None for any other (its
+        body kept for whoever reads it next)."""
+        try:  # moto would take NaN, a chunked body or any size: the service's errors, whoever's it is
+            params = aws_errors.json_request(environ, bodies.MAX_JSON_BODY)
         except AwsError as error:
             return aws_errors.answer(environ, "json", error)
-        except Exception as error:  # noqa: BLE001 - answer as AWS does, never drop the connection
-            log.exception("Application Auto Scaling %s failed", operation)
-            return aws_errors.error(environ, "json", "InternalServiceException", f"{type(error).__name__}: {error}", 500)
+        if isinstance(params, dict) and self.claims(self.protocol.operation(target), params):
+            return self.protocol.handle(environ, target, params, read=False)
+        return None

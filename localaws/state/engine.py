@@ -15,16 +15,16 @@ FORMAT = 1
 
 def dump(gateway) -> dict[str, bytes]:
     """Each part's pickle (compared with the last snapshot's to see whether anything changed)."""
-    sagemaker, autoscaler = gateway.sagemaker, gateway.hosting.autoscaler
+    sagemaker, autoscaling = gateway.sagemaker, gateway.autoscaling
     return {
         # One lock: shared by training, tuning, hosting's resources and the registry.
         "sagemaker": _pickled(sagemaker.lock, lambda: {
             "training": sagemaker.state(),
             "tuning": gateway.tuning.state(),
-            "hosting": gateway.hosting.backend.state(),
+            "hosting": gateway.hosting.state(),
             "registry": gateway.registry.state(),
         }),
-        "autoscaling": _pickled(autoscaler.lock, autoscaler.state),
+        "autoscaling": _pickled(autoscaling.lock, autoscaling.state),
         "ssm": _pickled(gateway.ssm.lock, gateway.ssm.state),
     }
 
@@ -42,16 +42,16 @@ def _pickled(lock, state, attempts: int = 3) -> bytes:
 
 def active(gateway) -> bool:
     """Whether something of the engine's runs, and so may change its records without a request."""
-    sagemaker, hosting = gateway.sagemaker, gateway.hosting
+    sagemaker, hosting, autoscaling = gateway.sagemaker, gateway.hosting, gateway.autoscaling
     with sagemaker.lock:
         if any(not job.done for job in sagemaker.training_jobs.values()):
             return True
         if any(not job.done for job in gateway.tuning.jobs.values()):
             return True
-        if any(endpoint.status not in ("InService", "Failed") for endpoint in hosting.backend.endpoints.values()):
+        if any(endpoint.status not in ("InService", "Failed") for endpoint in hosting.endpoints.values()):
             return True
-    with hosting.autoscaler.lock:
-        if any(target.scaling for target in hosting.autoscaler.targets.values()):
+    with autoscaling.lock:
+        if any(target.scaling for target in autoscaling.targets.values()):
             return True
     with gateway.ssm.lock:
         return any(not invocation.done for invocations in gateway.ssm.commands.values()
@@ -78,8 +78,8 @@ def restore(gateway, data: bytes, stopped_at: float) -> dict:
         "tuning jobs interrupted": gateway.tuning.restore(sagemaker.get("tuning", {}), stopped_at),
     }
     gateway.registry.restore(sagemaker.get("registry", {}))
-    summary["endpoints"] = gateway.hosting.backend.restore(sagemaker.get("hosting", {}))
-    summary["scalable targets"] = gateway.hosting.autoscaler.restore(parts.get("autoscaling", {}), stopped_at)
+    summary["endpoints"] = gateway.hosting.restore(sagemaker.get("hosting", {}))
+    summary["scalable targets"] = gateway.autoscaling.restore(parts.get("autoscaling", {}), stopped_at)
     summary["SSM commands interrupted"] = gateway.ssm.restore(parts.get("ssm", {}), stopped_at)
     summary["training jobs"] = len(gateway.sagemaker.training_jobs)
     return summary

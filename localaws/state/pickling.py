@@ -48,7 +48,7 @@ _RECORD_MODULES = (
     "localaws.sagemaker.models",
     "localaws.sagemaker.tuning.models",
     "localaws.sagemaker.hosting.models",
-    "localaws.sagemaker.hosting.autoscaler",
+    "localaws.applicationautoscaling.models",
     "localaws.sagemaker.registry",
     "localaws.ssm.agent",
 )

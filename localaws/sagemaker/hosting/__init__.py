@@ -4,8 +4,8 @@
 ``lifecycle.py``   what an endpoint does: create, blue/green update, scale, replace, delete
 ``fleet.py``       serving instances: model data, containers or processes, health checks, stop
 ``router.py``      InvokeEndpoint: a variant by weight, an instance of it, the container's answer
-``metrics.py``     per-variant AWS/SageMaker metrics (CloudWatch, and the autoscaler's measure)
-``autoscaler.py``  Application Auto Scaling for variants: targets, target tracking, activities
+``metrics.py``     per-variant AWS/SageMaker metrics (CloudWatch, and Application Auto Scaling's measure)
 ``runtime.py``     sagemaker-runtime's wire protocol (POST /endpoints/<name>/invocations)
-``autoscaling_responses.py``  Application Auto Scaling's wire protocol (AnyScaleFrontendService.*)
+
+Application Auto Scaling, which scales variants, is a service of its own: ``localaws/applicationautoscaling``.
 """

@@ -29,9 +29,11 @@ import shutil
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from localaws.sagemaker.hosting.fleet import Fleet, Instance, LaunchFailed
+from localaws.sagemaker.hosting.metrics import HostingMetrics
 from localaws.sagemaker.hosting.models import Endpoint, VariantState
 from localaws.sagemaker.hosting.router import Route
 
@@ -49,20 +51,16 @@ class Cancelled(Exception):
 
 
 class HostingEngine:
-    def __init__(self, settings, clients, runners, router, metrics):
+    def __init__(self, settings, clients, runners, router, lock: threading.RLock):
+        """``lock`` is the SageMaker backends' (hosting's resources are read and changed under it)."""
         self.settings = settings
         self.clients = clients
         self.router = router
-        self.metrics = metrics
+        self.lock = lock
         self.fleet = Fleet(settings, clients, runners)
-        self.backend = None
-        self.lock = threading.RLock()
+        self.metrics = HostingMetrics(settings, clients, self.instance_count)
         self.workers: dict[str, EndpointWorker] = {}
         self._closing = threading.Event()
-
-    def attach(self, backend) -> None:
-        self.backend = backend
-        self.lock = backend.lock
 
     # --- called by the backend, under its lock ---------------------------------------------
 
@@ -79,15 +77,16 @@ class HostingEngine:
     def change_capacity(self, endpoint: Endpoint, weights: dict, counts: dict, done=None) -> None:
         self.workers[endpoint.name].submit(("capacity", weights, counts, done))
 
-    def delete(self, endpoint: Endpoint) -> None:
-        self.workers[endpoint.name].submit(("delete",))
+    def delete(self, endpoint: Endpoint, deleted: Callable[[Endpoint], None]) -> None:
+        """Stop the endpoint; ``deleted(endpoint)`` once every instance of it is gone."""
+        self.workers[endpoint.name].submit(("delete", deleted))
 
-    def restart(self, endpoint: Endpoint) -> None:
+    def restart(self, endpoint: Endpoint, deleted: Callable[[Endpoint], None]) -> None:
         """localaws restarted and ``endpoint`` comes back from its state: it carries on as the cloud's
         would. Its instances are gone with the old process: an endpoint that served (InService, or in
         an update, a change of capacity, a replacement) starts its fleet again from the model data in
         S3 and serves (SystemUpdating meanwhile); an update in flight is rolled back; one being created
-        is created; one being deleted is deleted; a Failed one stays Failed."""
+        is created; one being deleted is deleted (``deleted`` as for ``delete``); a Failed one stays Failed."""
         worker = EndpointWorker(self, endpoint)
         self.workers[endpoint.name] = worker
         worker.start()
@@ -95,7 +94,7 @@ class HostingEngine:
             return
         if endpoint.status == "Deleting":
             endpoint.cancelled.set()
-            worker.submit(("delete",))
+            worker.submit(("delete", deleted))
             return
         if endpoint.status == "Creating":
             worker.submit(("create",))
@@ -132,6 +131,37 @@ class HostingEngine:
                 return 1
             return max(1, worker.endpoint.variants[variant].current_count)
 
+    # --- what Application Auto Scaling asks (applicationautoscaling.models.ScalableVariants) -----------
+
+    def capacity(self, endpoint: str, variant: str) -> tuple[int, int] | None:
+        """(current, desired) instance counts of a variant, None when it does not exist."""
+        with self.lock:
+            worker = self.workers.get(endpoint)
+            if worker is None or variant not in worker.endpoint.variants or worker.endpoint.status == "Deleting":
+                return None
+            state = worker.endpoint.variants[variant]
+            return state.current_count, state.desired_count
+
+    def set_desired_count(self, endpoint: str, variant: str, count: int, done) -> str | None:
+        """Set a variant's desired instance count. Returns None when the change was started
+        (``done(ok, message)`` is called when it ends), else why it cannot be made now."""
+        with self.lock:
+            worker = self.workers.get(endpoint)
+            if worker is None or variant not in worker.endpoint.variants:
+                return f"endpoint/{endpoint}/variant/{variant} does not exist"
+            if worker.endpoint.status != "InService":
+                return f"the endpoint is {worker.endpoint.status}"
+            state = worker.endpoint.variants[variant]
+            state.desired_count = count
+            state.set_status("Updating", "Scaling the variant (Application Auto Scaling)")
+            worker.endpoint.set_status("Updating", keep_reason=True)
+            self.change_capacity(worker.endpoint, {}, {variant: count}, done=done)
+        return None
+
+    def invocation_totals(self, endpoint: str, variant: str) -> dict | None:
+        counters = self.metrics.find(endpoint, variant)
+        return counters.totals() if counters else None
+
     def shutdown(self) -> None:
         """Stop every endpoint's instances: nothing is left running when localaws stops."""
         self._closing.set()
@@ -149,6 +179,7 @@ class HostingEngine:
         grace = min(self.settings.serving_stop_grace_seconds, 10.0)
         _parallel([lambda instance=instance: instance.stop(grace) for instance in instances])
         self.fleet.close()
+        self.metrics.close()
 
 
 class EndpointWorker:
@@ -566,7 +597,7 @@ class EndpointWorker:
             if endpoint.status != "Deleting":
                 endpoint.set_status("InService", reason[:1024])
 
-    def _delete(self) -> None:
+    def _delete(self, deleted: Callable[[Endpoint], None]) -> None:
         endpoint = self.endpoint
         self.engine.router.withdraw(endpoint.name)
         with self.lock:
@@ -581,7 +612,7 @@ class EndpointWorker:
         with self.lock:
             if self.engine.workers.get(endpoint.name) is self:
                 del self.engine.workers[endpoint.name]
-        self.engine.backend.endpoint_deleted(endpoint)
+        deleted(endpoint)
 
     def take_all_instances(self) -> list[Instance]:
         """Every instance of the endpoint (current, new and retiring fleets), now out of its hands."""

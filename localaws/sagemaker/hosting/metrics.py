@@ -9,7 +9,7 @@ additions: cheap on the request path). A thread ships what accumulated every
     Invocation4XXErrors, Invocation5XXErrors    Count (the container answered 4xx / 5xx)
     ModelLatency, OverheadLatency               Microseconds
 
-The running totals are what Application Auto Scaling measures (``autoscaler.py``).
+The running totals are what Application Auto Scaling measures (``applicationautoscaling/scaling.py``).
 """
 from __future__ import annotations
 
@@ -124,7 +124,8 @@ class VariantCounters:
 
 
 class HostingMetrics:
-    def __init__(self, settings, clients, instance_count=lambda endpoint, variant: 1):
+    def __init__(self, settings, clients, instance_count):
+        """``instance_count(endpoint, variant)``: what InvocationsPerInstance divides by."""
         self.settings = settings
         self.clients = clients
         self.instance_count = instance_count

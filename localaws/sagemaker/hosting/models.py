@@ -13,6 +13,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from localaws.sagemaker import listing
 from localaws.sagemaker.errors import ResourceLimitExceeded, ValidationError
@@ -20,8 +21,16 @@ from localaws.state.pickling import runtime
 
 STEADY = ("InService", "Failed")
 IN_PROGRESS = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
-#: Where Application Auto Scaling's service-linked role for SageMaker variants lives.
-AUTOSCALING_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+
+
+class Autoscaling(Protocol):
+    """What hosting asks of Application Auto Scaling (``applicationautoscaling.models.AutoScalingBackend``)."""
+
+    def registered(self, endpoint: str, variant: str) -> bool:
+        """Whether the variant is a scalable target."""
+
+    def endpoint_deleted(self, endpoint: str) -> None:
+        """The endpoint is gone: its variants' scalable targets go too."""
 
 
 @dataclass
@@ -250,9 +259,10 @@ class HostingBackend:
         "ListEndpoints",
     )
 
-    def __init__(self, settings, sagemaker, engine):
+    def __init__(self, settings, sagemaker, engine, autoscaling: Autoscaling):
         """``sagemaker`` is the training backend (ARNs, tags and the lock are shared with it);
-        ``engine`` runs endpoints (``lifecycle.HostingEngine``)."""
+        ``engine`` runs endpoints (``lifecycle.HostingEngine``, under the same lock); ``autoscaling``
+        is told of deleted endpoints."""
         self.settings = settings
         self.sagemaker = sagemaker
         self.lock: threading.RLock = sagemaker.lock
@@ -261,11 +271,7 @@ class HostingBackend:
         self.models: dict[str, Model] = {}
         self.endpoint_configs: dict[str, EndpointConfig] = {}
         self.endpoints: dict[str, Endpoint] = {}
-        #: Called with an endpoint's name once it is deleted (the autoscaler deregisters its targets).
-        self.deletion_listeners: list = []
-        #: (endpoint, variant) -> True when Application Auto Scaling has it registered.
-        self.autoscaled = lambda endpoint, variant: False
-        engine.attach(self)
+        self.autoscaling = autoscaling
 
     def arn(self, kind: str, name: str) -> str:
         return self.sagemaker.arn(kind, name)
@@ -466,7 +472,7 @@ class HostingBackend:
                         variant.desired_weight = old.desired_weight
             for name, variant in green.items():
                 old = endpoint.variants.get(name)
-                if old and old.instance_type != variant.instance_type and self.autoscaled(endpoint.name, name):
+                if old and old.instance_type != variant.instance_type and self.autoscaling.registered(endpoint.name, name):
                     raise ValidationError(
                         f"The variant {name} of endpoint \"{endpoint.arn}\" is registered with Application Auto "
                         "Scaling and the update changes its instance type: deregister the scalable target "
@@ -527,46 +533,18 @@ class HostingBackend:
             self.engine.change_capacity(endpoint, weights, counts)
         return {"EndpointArn": endpoint.arn}
 
-    def request_capacity(self, endpoint_name: str, variant_name: str, count: int, done=None) -> str | None:
-        """Application Auto Scaling's way in: set a variant's desired instance count.
-
-        Returns None when the change was started (``done(ok, message)`` is called when it
-        ends), else why it cannot be made now."""
-        with self.lock:
-            endpoint = self.endpoints.get(endpoint_name)
-            if endpoint is None or variant_name not in endpoint.variants:
-                return f"endpoint/{endpoint_name}/variant/{variant_name} does not exist"
-            if endpoint.status != "InService":
-                return f"the endpoint is {endpoint.status}"
-            variant = endpoint.variants[variant_name]
-            variant.desired_count = count
-            variant.set_status("Updating", "Scaling the variant (Application Auto Scaling)")
-            endpoint.set_status("Updating", keep_reason=True)
-            self.engine.change_capacity(endpoint, {}, {variant_name: count}, done=done)
-        return None
-
-    def variant_capacity(self, endpoint_name: str, variant_name: str) -> tuple[int, int] | None:
-        """(current, desired) instance counts of a variant, None when it does not exist."""
-        with self.lock:
-            endpoint = self.endpoints.get(endpoint_name)
-            if endpoint is None or variant_name not in endpoint.variants or endpoint.status == "Deleting":
-                return None
-            variant = endpoint.variants[variant_name]
-            return variant.current_count, variant.desired_count
-
     def delete_endpoint(self, params: dict) -> dict:
         with self.lock:
             endpoint = self._endpoint(params["EndpointName"])
             if endpoint.status != "Deleting":
                 endpoint.set_status("Deleting", keep_reason=True)
                 endpoint.cancelled.set()
-                self.engine.delete(endpoint)
+                self.engine.delete(endpoint, self.endpoint_deleted)
         return {}
 
     def endpoint_deleted(self, endpoint: Endpoint) -> None:
         """Called by the engine once every instance of a deleted endpoint is gone."""
-        for listener in self.deletion_listeners:  # first: the endpoint is gone once all of it is
-            listener(endpoint.name)
+        self.autoscaling.endpoint_deleted(endpoint.name)  # first: the endpoint is gone once all of it is
         with self.lock:
             if self.endpoints.get(endpoint.name) is endpoint:
                 del self.endpoints[endpoint.name]
@@ -590,7 +568,7 @@ class HostingBackend:
             self.endpoints.update(endpoints)
             was = {name: endpoint.status for name, endpoint in endpoints.items()}
             for endpoint in endpoints.values():
-                self.engine.restart(endpoint)
+                self.engine.restart(endpoint, self.endpoint_deleted)
         return was
 
 

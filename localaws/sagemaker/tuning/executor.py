@@ -24,8 +24,9 @@ _MEDIAN_RULE_MIN_STEPS = 3
 
 
 class TuningExecutor:
-    def __init__(self):
-        self.backend = None  # set by the TuningBackend's owner (gateway) once both exist
+    def __init__(self, backend):
+        """``backend`` is the TuningBackend whose jobs this runs (it builds its executor)."""
+        self.backend = backend
         self._threads: list[threading.Thread] = []
         self._closing = threading.Event()
 

@@ -87,9 +87,10 @@ class TuningBackend:
 
     def __init__(self, training, executor):
         """``training`` is the SageMakerBackend whose training jobs are the trials; it also holds
-        the tags and the lock; ``executor.start(job)`` runs a tuning job (``executor.py``)."""
+        the tags and the lock; ``executor(backend)`` makes what runs its tuning jobs (``executor.py``:
+        ``start(job)``, ``shutdown()``)."""
         self.training = training
-        self.executor = executor
+        self.executor = executor(self)
         self.lock = training.lock
         self.jobs: dict[str, TuningJob] = {}
 

@@ -71,7 +71,7 @@ def run_direct_process(tmp: Path, hyperparameters: dict) -> float:
     config = host_config(hyperparameters)
     config.write_config_files(layout)
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), **config.environment(layout),
-           "LOCALAWS_OPT_ML": str(layout.root)}
+           "SAGEMAKER_BASE_DIR": str(layout.root)}
     started = time.monotonic()
     subprocess.run([str(python), str(CONTEXT / "train")], cwd=CONTEXT, env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

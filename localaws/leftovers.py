@@ -9,7 +9,7 @@ made there, and nothing else on the machine:
 * the folders of jobs, commands and serving instances under the work dir (``LOCALAWS_KEEP_JOB_DIRS=1``
   keeps the jobs' and commands', for debugging, as it does while localaws runs);
 * the containers and networks labelled with this work dir (``localaws.work-dir``);
-* the processes whose ``LOCALAWS_OPT_ML`` (the /opt/ml tree the process runner gave them) lies in
+* the processes whose ``SAGEMAKER_BASE_DIR`` (the /opt/ml tree the process runner gave them) lies in
   it and whose localaws is gone.
 
 The work dir is taken with a lock for as long as localaws runs: a second localaws on the same work
@@ -84,7 +84,7 @@ def _remove_containers(settings, root: Path) -> int:
 
 
 def _kill_processes(root: Path) -> int:
-    """SIGKILL the orphans running with an /opt/ml tree (``LOCALAWS_OPT_ML``) under ``root``: those
+    """SIGKILL the orphans running with an /opt/ml tree (``SAGEMAKER_BASE_DIR``) under ``root``: those
     no living localaws (one that took no lock: an older version) is the parent of."""
     from localaws.sagemaker.contract import OPT_ML_ENV  # noqa: PLC0415
 

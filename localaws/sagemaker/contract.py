@@ -3,8 +3,9 @@
 A training container sees this layout under ``/opt/ml``; the docker runner
 mounts a job's host directory there, the process runner gives the process the
 same tree under a per-host directory and says where through ``SM_*`` variables
-(and ``LOCALAWS_OPT_ML`` for paths the sagemaker-training toolkit has no
-variable for, such as checkpoints).
+and ``SAGEMAKER_BASE_DIR``, the root the sagemaker-training toolkit itself reads
+(its ``environment.py``: ``os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml")``),
+for paths that have no variable of their own, such as checkpoints.
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from pathlib import Path
 from localaws.sagemaker import confined
 
 OPT_ML = "/opt/ml"
-#: Set only by the process runner: where its ``/opt/ml`` tree really is.
-OPT_ML_ENV = "LOCALAWS_OPT_ML"
+#: Set only by the process runner: where its ``/opt/ml`` tree really is (the toolkit's name for it).
+OPT_ML_ENV = "SAGEMAKER_BASE_DIR"
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 SERVING_PORT = 8080
 

@@ -56,7 +56,7 @@ TRAIN_PY = textwrap.dedent('''
     assert sys.argv[1:] == ["--learning_rate", "0.1", "--loss", "squared_error", "--n_estimators", "20"], sys.argv
     assert json.loads(os.environ["SM_USER_ARGS"]) == sys.argv[1:]
     assert os.environ["SM_HP_N_ESTIMATORS"] == "20" and "SM_HP_SAGEMAKER_PROGRAM" not in os.environ
-    base = os.environ.get("LOCALAWS_OPT_ML", "/opt/ml")  # where /opt/ml is under the process runner
+    base = os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml")  # where /opt/ml is under the process runner
     assert os.environ["SM_MODEL_DIR"] == base + "/model"
     assert os.environ["SM_CHANNEL_TRAIN"] == base + "/input/data/train"
     assert json.loads(os.environ["SM_CHANNELS"]) == ["train"]

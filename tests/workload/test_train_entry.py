@@ -119,7 +119,7 @@ def quick_run(tmp_path_factory, channels, quick):
                            _tuning_objective_metric="validation:loss")
     root = opt_ml(tmp_path_factory.mktemp("quick") / "opt_ml", channels, hyperparameters)
     started = time.monotonic()
-    result = run_train(clean_env(LOCALAWS_OPT_ML=str(root)))
+    result = run_train(clean_env(SAGEMAKER_BASE_DIR=str(root)))
     return root, result, time.monotonic() - started
 
 
@@ -172,7 +172,7 @@ def test_serve_runs_one_worker_per_cpu_it_may_use(quick_run):
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, str(CONTEXT / "serve")],
-        env=clean_env(LOCALAWS_OPT_ML=str(root), SAGEMAKER_BIND_TO_PORT=str(port)), stdout=subprocess.PIPE,
+        env=clean_env(SAGEMAKER_BASE_DIR=str(root), SAGEMAKER_BIND_TO_PORT=str(port)), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
     try:
         deadline = time.monotonic() + 60
@@ -210,7 +210,7 @@ def test_hyperparameters_from_sm_hps_and_channels_from_sm_channel(tmp_path, chan
         SM_CHANNEL_TRAIN=str(channels["train"]), SM_CHANNEL_VALIDATION=str(channels["validation"]),
         SM_MODEL_DIR=str(tmp_path / "m"), SM_OUTPUT_DIR=str(tmp_path / "o"),
         SM_OUTPUT_DATA_DIR=str(tmp_path / "o" / "data"), SM_HOSTS='["algo-1"]', SM_CURRENT_HOST="algo-1",
-        LOCALAWS_OPT_ML=str(tmp_path / "root"))
+        SAGEMAKER_BASE_DIR=str(tmp_path / "root"))
     result = run_train(env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(metric_lines(result.stdout)) == 1
@@ -226,7 +226,7 @@ def test_hyperparameters_from_sm_hps_and_channels_from_sm_channel(tmp_path, chan
 ])
 def test_bad_hyperparameter_fails_with_a_clear_reason(tmp_path, channels, hyperparameters, message):
     root = opt_ml(tmp_path / "opt_ml", channels, hyperparameters)
-    result = run_train(clean_env(LOCALAWS_OPT_ML=str(root)))
+    result = run_train(clean_env(SAGEMAKER_BASE_DIR=str(root)))
     assert result.returncode == 1
     failure = (root / "output" / "failure").read_text()
     assert failure.startswith(message), failure
@@ -236,7 +236,7 @@ def test_bad_hyperparameter_fails_with_a_clear_reason(tmp_path, channels, hyperp
 
 def test_missing_validation_channel_is_a_clear_error(tmp_path, channels):
     root = opt_ml(tmp_path / "opt_ml", channels, {"epochs": "1"}, names=("train",))
-    result = run_train(clean_env(LOCALAWS_OPT_ML=str(root)))
+    result = run_train(clean_env(SAGEMAKER_BASE_DIR=str(root)))
     assert result.returncode == 1
     failure = (root / "output" / "failure").read_text()
     assert failure.startswith("DataError: channel 'validation' not found"), failure
@@ -247,7 +247,7 @@ def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes_to_the_same_result(tmp_p
     hyperparameters = dict(config.sagemaker_hyperparameters(quick), epochs="15", batch_size="8",
                            early_stopping_patience="0")
     root = opt_ml(tmp_path / "opt_ml", channels, hyperparameters)
-    env = clean_env(LOCALAWS_OPT_ML=str(root))
+    env = clean_env(SAGEMAKER_BASE_DIR=str(root))
     process = subprocess.Popen([PYTHON, str(TRAIN)], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     first = []
@@ -290,7 +290,7 @@ def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes_to_the_same_result(tmp_p
 
     # Seeded per epoch, the resumed run ends where an uninterrupted one does.
     fresh = opt_ml(tmp_path / "fresh", channels, hyperparameters)
-    uninterrupted = run_train(clean_env(LOCALAWS_OPT_ML=str(fresh)))
+    uninterrupted = run_train(clean_env(SAGEMAKER_BASE_DIR=str(fresh)))
     assert uninterrupted.returncode == 0, uninterrupted.stderr
     expected = final_metrics(uninterrupted.stdout)
     assert resumed_final["epoch"] == expected["epoch"]
@@ -302,7 +302,7 @@ def test_early_stopping_keeps_the_best_epochs_weights(tmp_path, channels, quick)
     hyperparameters = dict(config.sagemaker_hyperparameters(quick), epochs="40", learning_rate="0.05",
                            early_stopping_patience="1")
     root = opt_ml(tmp_path / "opt_ml", channels, hyperparameters)
-    result = run_train(clean_env(LOCALAWS_OPT_ML=str(root)))
+    result = run_train(clean_env(SAGEMAKER_BASE_DIR=str(root)))
     assert result.returncode == 0, result.stdout + result.stderr
     epochs = metric_lines(result.stdout)
     stopped = int(epochs[-1][0])
@@ -315,7 +315,7 @@ def test_early_stopping_keeps_the_best_epochs_weights(tmp_path, channels, quick)
     assert validation_loss_of(root / "model", channels["validation"]) == pytest.approx(
         final["validation_loss"], abs=1e-5)
     # A rerun on the finished checkpoint trains no more and keeps the same model.
-    again = run_train(clean_env(LOCALAWS_OPT_ML=str(root)))
+    again = run_train(clean_env(SAGEMAKER_BASE_DIR=str(root)))
     assert again.returncode == 0 and metric_lines(again.stdout) == []
     assert final_metrics(again.stdout) == final
 
@@ -337,7 +337,7 @@ def test_two_hosts_train_data_parallel_over_gloo(tmp_path, channels, quick):
         (root / "input" / "data" / "train").mkdir()
         for shard in shards[rank::2]:  # ShardedByS3Key: each host gets its own files
             shutil.copy(shard, root / "input" / "data" / "train")
-        env = clean_env(LOCALAWS_OPT_ML=str(root), SM_HOSTS=json.dumps(hosts), SM_CURRENT_HOST=host,
+        env = clean_env(SAGEMAKER_BASE_DIR=str(root), SM_HOSTS=json.dumps(hosts), SM_CURRENT_HOST=host,
                         SM_MASTER_ADDR="127.0.0.1", SM_MASTER_PORT=port,
                         SM_INPUT_DATA_CONFIG=json.dumps({"train": {"S3DistributionType": "ShardedByS3Key"},
                                                          "validation": {}}))

@@ -2,8 +2,9 @@
 
 Every location comes from its ``SM_*`` variable when set (as SageMaker and the
 sagemaker-training toolkit set them) and otherwise from the ``/opt/ml`` tree.
-The root of that tree is ``$LOCALAWS_OPT_ML`` when set (a process that runs the
-build context directly rather than in a container), else ``/opt/ml``.
+The root of that tree is ``/opt/ml`` in a container; a process that runs the build
+context directly is given its tree as the sagemaker-training toolkit takes one,
+``$SAGEMAKER_BASE_DIR``.
 
     <root>/input/config/hyperparameters.json   SM_HPS wins when set
     <root>/input/config/resourceconfig.json    SM_HOSTS / SM_CURRENT_HOST win when set
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Mapping
 
 DEFAULT_ROOT = "/opt/ml"
-ROOT_ENV = "LOCALAWS_OPT_ML"
+ROOT_ENV = "SAGEMAKER_BASE_DIR"
 DEFAULT_MASTER_PORT = 7777
 
 

@@ -29,7 +29,7 @@ Server settings (environment), as SageMaker's own serving containers name them:
     SAGEMAKER_MODEL_SERVER_THREADS    threads per worker (default 4; /ping stays answerable under load)
     SAGEMAKER_MODEL_SERVER_TIMEOUT    seconds a request may take before its worker is restarted (default 60)
     SAGEMAKER_MODEL_SERVER_KEEPALIVE  seconds an idle keep-alive connection is kept (default 75)
-    SM_MODEL_DIR                      the model directory (default <LOCALAWS_OPT_ML or /opt/ml>/model)
+    SM_MODEL_DIR                      the model directory (default <SAGEMAKER_BASE_DIR or /opt/ml>/model)
 
 SIGTERM stops gracefully: no new connections, requests in flight are answered
 (up to 30 s), then the workers exit.
@@ -68,7 +68,7 @@ def model_dir(env=None) -> Path:
     env = os.environ if env is None else env
     if env.get("SM_MODEL_DIR"):
         return Path(env["SM_MODEL_DIR"])
-    return Path(env.get("LOCALAWS_OPT_ML") or "/opt/ml") / "model"
+    return Path(env.get("SAGEMAKER_BASE_DIR") or "/opt/ml") / "model"
 
 
 def _media_type(value: str | None) -> str:
@@ -215,8 +215,8 @@ def usable_cpus() -> int:
 def server_options(env=None) -> dict:
     env = os.environ if env is None else env
     port = int(env.get("SAGEMAKER_BIND_TO_PORT") or DEFAULT_PORT)
-    # Outside a container (LOCALAWS_OPT_ML: a process standing in for one) listen on loopback only.
-    host = "127.0.0.1" if env.get("LOCALAWS_OPT_ML") else "0.0.0.0"
+    # Outside a container (SAGEMAKER_BASE_DIR: a process standing in for one) listen on loopback only.
+    host = "127.0.0.1" if env.get("SAGEMAKER_BASE_DIR") else "0.0.0.0"
     timeout = int(env.get("SAGEMAKER_MODEL_SERVER_TIMEOUT") or 60)
     return {
         "bind": f"{host}:{port}",

@@ -8,13 +8,13 @@ OPT_ML = "/opt/ml"
 
 
 def base() -> Path:
-    """/opt/ml in a container; elsewhere what the toolkit's SAGEMAKER_BASE_DIR or localaws's process
-    runner (LOCALAWS_OPT_ML) says."""
-    return Path(os.environ.get("SAGEMAKER_BASE_DIR") or os.environ.get("LOCALAWS_OPT_ML") or OPT_ML)
+    """/opt/ml in a container; elsewhere what SAGEMAKER_BASE_DIR says, as the sagemaker-training toolkit
+    reads it (localaws's process runner sets it)."""
+    return Path(os.environ.get("SAGEMAKER_BASE_DIR") or OPT_ML)
 
 
 def in_container() -> bool:
-    return "LOCALAWS_OPT_ML" not in os.environ and "SAGEMAKER_BASE_DIR" not in os.environ
+    return "SAGEMAKER_BASE_DIR" not in os.environ
 
 
 def local(path: str) -> Path:

@@ -260,8 +260,7 @@ class AutoScalingBackend:
                 if (not params.get("ResourceIds") or target.resource_id in params["ResourceIds"])
                 and params.get("ScalableDimension") in (None, DIMENSION)
             ]
-        page, token = _page(items, params)
-        return {"ScalableTargets": page, **({"NextToken": token} if token else {})}
+        return _page("ScalableTargets", items, params)
 
     def deregister_scalable_target(self, params: dict) -> dict:
         resource_id, _, _ = self._resource(params)
@@ -353,8 +352,7 @@ class AutoScalingBackend:
                 and (not params.get("PolicyNames") or policy.name in params["PolicyNames"])
                 and params.get("ScalableDimension") in (None, DIMENSION)
             ]
-        page, token = _page(items, params)
-        return {"ScalingPolicies": page, **({"NextToken": token} if token else {})}
+        return _page("ScalingPolicies", items, params)
 
     def delete_scaling_policy(self, params: dict) -> dict:
         resource_id, _, _ = self._resource(params)
@@ -377,8 +375,7 @@ class AutoScalingBackend:
                 if (not params.get("ResourceId") or activity["ResourceId"] == params["ResourceId"])
                 and params.get("ScalableDimension") in (None, DIMENSION)
             ]
-        page, token = _page(items, params)
-        return {"ScalingActivities": page, **({"NextToken": token} if token else {})}
+        return _page("ScalingActivities", items, params)
 
     def _by_arn(self, arn: str) -> Target:
         for target in self.targets.values():
@@ -435,7 +432,8 @@ class AutoScalingBackend:
             return len(self.targets)
 
 
-def _page(items: list, params: dict) -> tuple[list, str | None]:
+def _page(member: str, items: list, params: dict) -> dict:
+    """A Describe* answer: ``member`` holds a page of ``items`` (MaxResults, NextToken)."""
     size = params.get("MaxResults") or 50
     start = 0
     if params.get("NextToken"):
@@ -443,6 +441,7 @@ def _page(items: list, params: dict) -> tuple[list, str | None]:
             start = int(params["NextToken"])
         except ValueError:
             raise InvalidNextTokenException("Invalid NextToken") from None
-    chunk = items[start : start + size]
-    token = str(start + size) if start + size < len(items) else None
-    return chunk, token
+    out = {member: items[start : start + size]}
+    if start + size < len(items):
+        out["NextToken"] = str(start + size)
+    return out

@@ -57,11 +57,8 @@ class TargetAlarms(Protocol):
 
 
 class AutoScalingError(AwsError):
-    code = "ValidationException"
-
-
-#: One ValidationException for this service's own checks and its model's (``shapes``).
-ValidationException = ValidationError
+    """An error only Application Auto Scaling answers (its ValidationException is every service's:
+    ``aws_errors.ValidationError``, for its own checks and its model's)."""
 
 
 class ObjectNotFoundException(AutoScalingError):
@@ -190,7 +187,7 @@ class AutoScalingBackend:
         resource_id, dimension = params["ResourceId"], params["ScalableDimension"]
         match = RESOURCE.match(resource_id)
         if dimension != DIMENSION or not match:
-            raise ValidationException("Unsupported service namespace, resource type or scalable dimension")
+            raise ValidationError("Unsupported service namespace, resource type or scalable dimension")
         return resource_id, match.group(1), match.group(2)
 
     def _target(self, params: dict) -> Target:
@@ -206,25 +203,25 @@ class AutoScalingBackend:
     def register_scalable_target(self, params: dict) -> dict:
         resource_id, endpoint, variant = self._resource(params)
         if self.variants.capacity(endpoint, variant) is None:
-            raise ValidationException(f"SageMaker variant doesn't exist: {resource_id}")
+            raise ValidationError(f"SageMaker variant doesn't exist: {resource_id}")
         low, high = params.get("MinCapacity"), params.get("MaxCapacity")
         with self.lock:
             target = self.targets.get(resource_id)
             if target is None and (low is None or high is None):
-                raise ValidationException(
+                raise ValidationError(
                     "MinCapacity and MaxCapacity are required when registering a new scalable target"
                 )
             low = target.min_capacity if low is None else low
             high = target.max_capacity if high is None else high
             if low < 1:
-                raise ValidationException(
+                raise ValidationError(
                     f"MinCapacity {low} is invalid: a SageMaker variant needs at least 1 instance"
                 )
             if low > high:
-                raise ValidationException(f"Minimum capacity {low} cannot be greater than maximum capacity {high}")
+                raise ValidationError(f"Minimum capacity {low} cannot be greater than maximum capacity {high}")
             if target is None:
                 if params.get("Tags") is not None and resource_id in self.targets:
-                    raise ValidationException(
+                    raise ValidationError(
                         "The scalable target that you tried to tag already exists. To update tags on an existing "
                         "scalable target, use the TagResource API."
                     )
@@ -244,7 +241,7 @@ class AutoScalingBackend:
                 self.targets[resource_id] = target
             else:
                 if params.get("Tags") is not None:
-                    raise ValidationException(
+                    raise ValidationError(
                         "The scalable target that you tried to tag already exists. To update tags on an existing "
                         "scalable target, use the TagResource API."
                     )
@@ -282,20 +279,20 @@ class AutoScalingBackend:
             target = self._target(params)
             existing = target.policies.get(params["PolicyName"])
         if policy_type == "PredictiveScaling":
-            raise ValidationException(
+            raise ValidationError(
                 "Predictive scaling is not supported for scalable dimension sagemaker:variant:DesiredInstanceCount"
             )
         if policy_type == "TargetTrackingScaling":
             configuration = params.get("TargetTrackingScalingPolicyConfiguration")
             if not configuration:
-                raise ValidationException(
+                raise ValidationError(
                     "TargetTrackingScalingPolicyConfiguration is required for a TargetTrackingScaling policy"
                 )
             self._check_target_tracking(configuration)
         else:
             configuration = params.get("StepScalingPolicyConfiguration")
             if not configuration:
-                raise ValidationException("StepScalingPolicyConfiguration is required for a StepScaling policy")
+                raise ValidationError("StepScalingPolicyConfiguration is required for a StepScaling policy")
         policy = Policy(
             name=params["PolicyName"],
             arn=existing.arn if existing else (
@@ -322,25 +319,25 @@ class AutoScalingBackend:
         predefined = configuration.get("PredefinedMetricSpecification")
         customized = configuration.get("CustomizedMetricSpecification")
         if bool(predefined) == bool(customized):
-            raise ValidationException(
+            raise ValidationError(
                 "Exactly one of PredefinedMetricSpecification and CustomizedMetricSpecification must be specified"
             )
         if predefined and predefined["PredefinedMetricType"] != PREDEFINED:
-            raise ValidationException(
+            raise ValidationError(
                 f"Scalable dimension {DIMENSION} only supports the following predefined metric "
                 f"types: {PREDEFINED}"
             )
         if customized:
             if customized.get("Metrics"):
-                raise ValidationException(
+                raise ValidationError(
                     "localaws supports customized metrics given by MetricName, Namespace, Dimensions and "
                     "Statistic; metric math (Metrics) is not supported"
                 )
             for key in ("MetricName", "Namespace", "Statistic"):
                 if not customized.get(key):
-                    raise ValidationException(f"CustomizedMetricSpecification.{key} is required")
+                    raise ValidationError(f"CustomizedMetricSpecification.{key} is required")
         if configuration["TargetValue"] <= 0:
-            raise ValidationException("TargetValue must be greater than 0")
+            raise ValidationError("TargetValue must be greater than 0")
 
     def describe_scaling_policies(self, params: dict) -> dict:
         with self.lock:

@@ -94,6 +94,19 @@ class JsonProtocol:
             log.exception("%s %s failed", self.service, operation)
             return aws_errors.error(environ, "json", self.crash_code, f"{type(error).__name__}: {error}", 500)
 
+    def handle_claimed(self, environ: dict, target: str, claims: Callable[[str, dict], bool]) -> Answer | None:
+        """For a service whose requests are shared with moto: the body read (in this protocol's errors,
+        whoever's the request is: moto would take NaN, a chunked body or any size) and answered when
+        ``claims(operation, params)``; None leaves it to moto, the body kept for it."""
+        operation = self.operation(target)
+        try:
+            params = self.read(environ, operation)
+        except AwsError as error:
+            return aws_errors.answer(environ, "json", error)
+        if not isinstance(params, dict) or not claims(operation, params):
+            return None
+        return self.handle(environ, target, params, read=False)
+
 
 def protocol_of(service: str, target_prefix: str, backends: Iterable[Any], **options: Any) -> JsonProtocol:
     """The protocol of ``service`` answered by ``backends`` (see ``handlers_of``)."""

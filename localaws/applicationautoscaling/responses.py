@@ -2,9 +2,7 @@
 for ServiceNamespace ``sagemaker``; every other namespace stays with moto (see the gateway)."""
 from __future__ import annotations
 
-from localaws import aws_errors, bodies
 from localaws.applicationautoscaling.models import NAMESPACE_SAGEMAKER, SERVICE, AutoScalingBackend
-from localaws.aws_errors import AwsError
 from localaws.protocol import Answer, protocol_of
 
 TARGET_PREFIX = "AnyScaleFrontendService."
@@ -26,12 +24,5 @@ class AutoScalingResponses:
         return params.get("ServiceNamespace") == NAMESPACE_SAGEMAKER
 
     def handle(self, environ: dict, target: str) -> Answer | None:
-        """(status, headers, body) for a request about a SageMaker variant; None for any other (its
-        body kept for whoever reads it next)."""
-        try:  # moto would take NaN, a chunked body or any size: the service's errors, whoever's it is
-            params = aws_errors.json_request(environ, bodies.MAX_JSON_BODY)
-        except AwsError as error:
-            return aws_errors.answer(environ, "json", error)
-        if isinstance(params, dict) and self.claims(self.protocol.operation(target), params):
-            return self.protocol.handle(environ, target, params, read=False)
-        return None
+        """(status, headers, body) for a request about a SageMaker variant; None for any other."""
+        return self.protocol.handle_claimed(environ, target, self.claims)

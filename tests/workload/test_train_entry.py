@@ -182,7 +182,7 @@ def test_serve_runs_one_worker_per_cpu_it_may_use(quick_run):
                     sock.sendall(b"GET /ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
                     assert sock.recv(64).startswith(b"HTTP/1.1 200")
                 break
-            except ConnectionRefusedError:
+            except (ConnectionRefusedError, TimeoutError):  # not listening yet, or its worker still booting
                 assert server.poll() is None and time.monotonic() < deadline, "serve did not start"
                 time.sleep(0.2)
     finally:

@@ -17,8 +17,9 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 from localaws.aws_errors import AwsError, ValidationError
 from localaws.state.pickling import runtime

@@ -14,5 +14,7 @@ TARGET_PREFIX = "SageMaker."
 
 def sagemaker_protocol(*backends) -> JsonProtocol:
     """SageMaker's operations, each answered by the backend that lists it in its ``operations``."""
-    return protocol_of("sagemaker", TARGET_PREFIX, backends,
-                       unknown=lambda operation: UnknownOperation(f"localaws does not implement SageMaker {operation}."))
+    def unknown(operation: str) -> UnknownOperation:
+        return UnknownOperation(f"localaws does not implement SageMaker {operation}.")
+
+    return protocol_of("sagemaker", TARGET_PREFIX, backends, unknown=unknown)

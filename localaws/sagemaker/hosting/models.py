@@ -472,7 +472,8 @@ class HostingBackend:
                         variant.desired_weight = old.desired_weight
             for name, variant in green.items():
                 old = endpoint.variants.get(name)
-                if old and old.instance_type != variant.instance_type and self.autoscaling.registered(endpoint.name, name):
+                changes_type = old is not None and old.instance_type != variant.instance_type
+                if changes_type and self.autoscaling.registered(endpoint.name, name):
                     raise ValidationError(
                         f"The variant {name} of endpoint \"{endpoint.arn}\" is registered with Application Auto "
                         "Scaling and the update changes its instance type: deregister the scalable target "

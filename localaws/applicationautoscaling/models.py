@@ -10,6 +10,7 @@ described, not executed.
 SageMaker hosting is reached only through ``ScalableVariants``, given at construction; hosting tells
 this service of a deleted endpoint (``endpoint_deleted``) and asks whether a variant is registered.
 """
+
 from __future__ import annotations
 
 import collections
@@ -39,8 +40,9 @@ class ScalableVariants(Protocol):
     def capacity(self, endpoint: str, variant: str) -> tuple[int, int] | None:
         """(current, desired) instance counts of a variant; None when it does not exist (or is being deleted)."""
 
-    def set_desired_count(self, endpoint: str, variant: str, count: int,
-                          done: Callable[[bool, str | None], None]) -> str | None:
+    def set_desired_count(
+        self, endpoint: str, variant: str, count: int, done: Callable[[bool, str | None], None]
+    ) -> str | None:
         """Start changing a variant's instance count (``done(ok, message)`` when it ends); None when it
         started, else why it cannot be made now."""
 
@@ -107,8 +109,11 @@ class Policy:
             "CreationTime": self.created,
             "Alarms": list(self.alarms),
         }
-        key = ("TargetTrackingScalingPolicyConfiguration" if self.policy_type == "TargetTrackingScaling"
-               else "StepScalingPolicyConfiguration")
+        key = (
+            "TargetTrackingScalingPolicyConfiguration"
+            if self.policy_type == "TargetTrackingScaling"
+            else "StepScalingPolicyConfiguration"
+        )
         out[key] = self.configuration
         return out
 
@@ -208,16 +213,13 @@ class AutoScalingBackend:
         low, high = params.get("MinCapacity"), params.get("MaxCapacity")
         with self.lock:
             target = self.targets.get(resource_id)
-            if target is None and (low is None or high is None):
-                raise ValidationError(
-                    "MinCapacity and MaxCapacity are required when registering a new scalable target"
-                )
-            low = target.min_capacity if low is None else low
-            high = target.max_capacity if high is None else high
+            if target is not None:
+                low = target.min_capacity if low is None else low
+                high = target.max_capacity if high is None else high
+            if low is None or high is None:  # a new target names both
+                raise ValidationError("MinCapacity and MaxCapacity are required when registering a new scalable target")
             if low < 1:
-                raise ValidationError(
-                    f"MinCapacity {low} is invalid: a SageMaker variant needs at least 1 instance"
-                )
+                raise ValidationError(f"MinCapacity {low} is invalid: a SageMaker variant needs at least 1 instance")
             if low > high:
                 raise ValidationError(f"Minimum capacity {low} cannot be greater than maximum capacity {high}")
             if target is None:
@@ -227,14 +229,20 @@ class AutoScalingBackend:
                         "scalable target, use the TagResource API."
                     )
                 target = Target(
-                    resource_id=resource_id, endpoint=endpoint, variant=variant,
-                    min_capacity=low, max_capacity=high,
-                    role_arn=params.get("RoleARN") or (
+                    resource_id=resource_id,
+                    endpoint=endpoint,
+                    variant=variant,
+                    min_capacity=low,
+                    max_capacity=high,
+                    role_arn=params.get("RoleARN")
+                    or (
                         f"arn:aws:iam::{self.settings.account_id}:role/aws-service-role/sagemaker.application-"
                         "autoscaling.amazonaws.com/AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
                     ),
-                    arn=(f"arn:aws:application-autoscaling:{self.settings.region}:{self.settings.account_id}:"
-                         f"scalable-target/{uuid.uuid4().hex}{uuid.uuid4().hex[:4]}"),
+                    arn=(
+                        f"arn:aws:application-autoscaling:{self.settings.region}:{self.settings.account_id}:"
+                        f"scalable-target/{uuid.uuid4().hex}{uuid.uuid4().hex[:4]}"
+                    ),
                     created=time.time(),
                     suspended=dict(params.get("SuspendedState") or {}),
                     tags=dict(params.get("Tags") or {}),
@@ -254,7 +262,8 @@ class AutoScalingBackend:
     def describe_scalable_targets(self, params: dict) -> dict:
         with self.lock:
             items = [
-                target.describe() for target in self.targets.values()
+                target.describe()
+                for target in self.targets.values()
                 if (not params.get("ResourceIds") or target.resource_id in params["ResourceIds"])
                 and params.get("ScalableDimension") in (None, DIMENSION)
             ]
@@ -296,7 +305,9 @@ class AutoScalingBackend:
                 raise ValidationError("StepScalingPolicyConfiguration is required for a StepScaling policy")
         policy = Policy(
             name=params["PolicyName"],
-            arn=existing.arn if existing else (
+            arn=existing.arn
+            if existing
+            else (
                 f"arn:aws:autoscaling:{self.settings.region}:{self.settings.account_id}:scalingPolicy:"
                 f"{uuid.uuid4()}:resource/{NAMESPACE_SAGEMAKER}/{target.resource_id}:policyName/{params['PolicyName']}"
             ),
@@ -311,7 +322,7 @@ class AutoScalingBackend:
             policy.alarms = self.alarms.create(target, policy)
         with self.lock:
             target.policies[policy.name] = policy
-        out = {"PolicyARN": policy.arn}
+        out: dict[str, object] = {"PolicyARN": policy.arn}
         if policy.alarms:
             out["Alarms"] = list(policy.alarms)
         return out
@@ -325,8 +336,7 @@ class AutoScalingBackend:
             )
         if predefined and predefined["PredefinedMetricType"] != PREDEFINED:
             raise ValidationError(
-                f"Scalable dimension {DIMENSION} only supports the following predefined metric "
-                f"types: {PREDEFINED}"
+                f"Scalable dimension {DIMENSION} only supports the following predefined metric types: {PREDEFINED}"
             )
         if customized:
             if customized.get("Metrics"):
@@ -424,8 +434,9 @@ class AutoScalingBackend:
                 if activity.get("StatusCode") == "InProgress":
                     activity["StatusCode"] = "Failed"
                     activity["EndTime"] = stopped_at
-                    activity["StatusMessage"] = ("Failed to set the desired instance count: localaws stopped "
-                                                 "while the activity was in progress.")
+                    activity["StatusMessage"] = (
+                        "Failed to set the desired instance count: localaws stopped while the activity was in progress."
+                    )
                 self.activities.append(activity)
             return len(self.targets)
 
@@ -439,7 +450,7 @@ def _page(member: str, items: list, params: dict) -> dict:
             start = int(params["NextToken"])
         except ValueError:
             raise InvalidNextTokenException("Invalid NextToken") from None
-    out = {member: items[start : start + size]}
+    out: dict[str, object] = {member: items[start : start + size]}
     if start + size < len(items):
         out["NextToken"] = str(start + size)
     return out

@@ -1,5 +1,6 @@
 """Application Auto Scaling's wire protocol (JSON 1.1, ``X-Amz-Target: AnyScaleFrontendService.<Op>``)
 for ServiceNamespace ``sagemaker``; every other namespace stays with moto (see the gateway)."""
+
 from __future__ import annotations
 
 from localaws.applicationautoscaling.models import NAMESPACE_SAGEMAKER, SERVICE, AutoScalingBackend

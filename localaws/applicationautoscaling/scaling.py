@@ -12,6 +12,7 @@ scaling activity, and the endpoint goes Updating while instances start or drain 
 ``LOCALAWS_AUTOSCALING_TIME_SCALE`` compresses this clock: at 60 a minute of metrics, an alarm's
 evaluation period and a cooldown's minute each last one second.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,8 +51,10 @@ class TargetTrackingAlarms:
         spec = policy.configuration.get("CustomizedMetricSpecification") or {
             "MetricName": "InvocationsPerInstance",
             "Namespace": NAMESPACE,
-            "Dimensions": [{"Name": "EndpointName", "Value": target.endpoint},
-                           {"Name": "VariantName", "Value": target.variant}],
+            "Dimensions": [
+                {"Name": "EndpointName", "Value": target.endpoint},
+                {"Name": "VariantName", "Value": target.variant},
+            ],
             "Statistic": "Sum",
         }
         action = f"{policy.arn}:createdBy/{uuid.uuid4()}"
@@ -63,10 +66,12 @@ class TargetTrackingAlarms:
             if kind == "AlarmLow" and policy.configuration.get("DisableScaleIn"):
                 continue
             name = f"TargetTracking-{target.resource_id}-{kind}-{uuid.uuid4()}"
-            alarms.append({
-                "AlarmName": name,
-                "AlarmARN": f"arn:aws:cloudwatch:{self.settings.region}:{self.settings.account_id}:alarm:{name}",
-            })
+            alarms.append(
+                {
+                    "AlarmName": name,
+                    "AlarmARN": f"arn:aws:cloudwatch:{self.settings.region}:{self.settings.account_id}:alarm:{name}",
+                }
+            )
             try:
                 self.clients.cloudwatch.put_metric_alarm(
                     AlarmName=name,
@@ -111,8 +116,9 @@ class ScalingLoop:
     """Every minute of Application Auto Scaling's clock: measure each target's policies, keep their
     alarms, scale (``variants.set_desired_count``)."""
 
-    def __init__(self, settings, backend: AutoScalingBackend, variants: ScalableVariants,
-                 alarms: TargetTrackingAlarms, clients):
+    def __init__(
+        self, settings, backend: AutoScalingBackend, variants: ScalableVariants, alarms: TargetTrackingAlarms, clients
+    ):
         """``clients`` read a customized metric that is not hosting's own from CloudWatch."""
         self.settings = settings
         self.backend = backend
@@ -161,7 +167,7 @@ class ScalingLoop:
             return  # the first sample only sets the baseline
         delta = {key: totals[key] - previous.get(key, 0) for key in totals}
         instances = max(1, current)
-        wants = []  # (out | in | hold, instance count, cause)
+        wants: list[tuple[str, int, str | None]] = []  # (out | in | hold, instance count, cause)
         policies = [p for p in list(target.policies.values()) if p.policy_type == "TargetTrackingScaling"]
         for policy in policies:
             value = self._measure(target, policy, delta, instances)
@@ -177,11 +183,15 @@ class ScalingLoop:
             low_alarm = self.alarms.set_state(policy, "AlarmLow", "ALARM" if low else "OK", reason)
             want = math.ceil(current * value / goal - 1e-9) if current else 1
             if high:
-                wants.append(("out", max(want, current + 1),
-                              f"monitor alarm {high_alarm} in state ALARM triggered policy {policy.name}"))
+                wants.append(
+                    (
+                        "out",
+                        max(want, current + 1),
+                        f"monitor alarm {high_alarm} in state ALARM triggered policy {policy.name}",
+                    )
+                )
             elif low and not policy.configuration.get("DisableScaleIn"):
-                wants.append(("in", want,
-                              f"monitor alarm {low_alarm} in state ALARM triggered policy {policy.name}"))
+                wants.append(("in", want, f"monitor alarm {low_alarm} in state ALARM triggered policy {policy.name}"))
             else:
                 wants.append(("hold", current, None))
         if target.scaling or desired != current:
@@ -215,9 +225,12 @@ class ScalingLoop:
         if not spec:
             return delta["Invocations"] / instances
         dimensions = {d["Name"]: d["Value"] for d in spec.get("Dimensions") or []}
-        ours = (spec["Namespace"] == NAMESPACE and spec["MetricName"] in METRIC_NAMES
-                and dimensions.get("EndpointName") == target.endpoint
-                and dimensions.get("VariantName", target.variant) == target.variant)
+        ours = (
+            spec["Namespace"] == NAMESPACE
+            and spec["MetricName"] in METRIC_NAMES
+            and dimensions.get("EndpointName") == target.endpoint
+            and dimensions.get("VariantName", target.variant) == target.variant
+        )
         if ours:
             name = spec["MetricName"]
             if name == "InvocationsPerInstance":
@@ -228,9 +241,13 @@ class ScalingLoop:
         period = max(1, int(round(self.period)))
         try:
             points = self.clients.cloudwatch.get_metric_statistics(
-                Namespace=spec["Namespace"], MetricName=spec["MetricName"],
-                Dimensions=spec.get("Dimensions") or [], StartTime=time.time() - period,
-                EndTime=time.time(), Period=period, Statistics=[spec["Statistic"]],
+                Namespace=spec["Namespace"],
+                MetricName=spec["MetricName"],
+                Dimensions=spec.get("Dimensions") or [],
+                StartTime=time.time() - period,
+                EndTime=time.time(),
+                Period=period,
+                Statistics=[spec["Statistic"]],
             )["Datapoints"]
         except Exception:  # noqa: BLE001 - no data this minute
             log.debug("could not read %s", spec, exc_info=True)
@@ -240,7 +257,7 @@ class ScalingLoop:
         latest = max(points, key=lambda point: point["Timestamp"])
         return float(latest[spec["Statistic"]])
 
-    def _scale(self, target: Target, current: int, new: int, cause: str, policies: list[Policy]) -> None:
+    def _scale(self, target: Target, current: int, new: int, cause: str | None, policies: list[Policy]) -> None:
         activity = {
             "ActivityId": str(uuid.uuid4()),
             "ServiceNamespace": NAMESPACE_SAGEMAKER,
@@ -261,8 +278,7 @@ class ScalingLoop:
                 if ok:
                     activity["StatusCode"] = "Successful"
                     activity["StatusMessage"] = (
-                        f"Successfully set desired instance count to {new}. Change successfully fulfilled by "
-                        "sagemaker."
+                        f"Successfully set desired instance count to {new}. Change successfully fulfilled by sagemaker."
                     )
                 else:
                     activity["StatusCode"] = "Failed"
@@ -290,4 +306,3 @@ class ScalingLoop:
     def close(self) -> None:
         self._stopped.set()
         self._thread.join(timeout=10)
-

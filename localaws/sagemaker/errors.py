@@ -1,12 +1,26 @@
 """SageMaker's errors, with the codes and messages AWS answers."""
+
 from __future__ import annotations
 
 # What every JSON service of localaws answers alike: defined once, there.
 from localaws.aws_errors import AwsError, RequestTooLarge, SerializationError, ValidationError
 
-__all__ = ["SageMakerError", "ValidationError", "SerializationError", "RequestTooLarge", "ResourceNotFound",
-           "ResourceInUse", "ResourceLimitExceeded", "UnknownOperation", "not_found", "constraint",
-           "InvokeError", "InvokeValidationError", "ModelError", "ServiceUnavailable"]
+__all__ = [
+    "SageMakerError",
+    "ValidationError",
+    "SerializationError",
+    "RequestTooLarge",
+    "ResourceNotFound",
+    "ResourceInUse",
+    "ResourceLimitExceeded",
+    "UnknownOperation",
+    "not_found",
+    "constraint",
+    "InvokeError",
+    "InvokeValidationError",
+    "ModelError",
+    "ServiceUnavailable",
+]
 
 
 class SageMakerError(AwsError):

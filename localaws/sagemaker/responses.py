@@ -4,6 +4,7 @@ the backends (``localaws.protocol``).
 Only the protocol knows about HTTP; the backends' ``models.py`` know only dicts shaped like botocore's
 service model.
 """
+
 from __future__ import annotations
 
 from localaws.protocol import JsonProtocol, protocol_of
@@ -14,6 +15,7 @@ TARGET_PREFIX = "SageMaker."
 
 def sagemaker_protocol(*backends) -> JsonProtocol:
     """SageMaker's operations, each answered by the backend that lists it in its ``operations``."""
+
     def unknown(operation: str) -> UnknownOperation:
         return UnknownOperation(f"localaws does not implement SageMaker {operation}.")
 

@@ -50,7 +50,7 @@ _RECORD_MODULES = (
     "localaws.sagemaker.hosting.models",
     "localaws.sagemaker.hosting.autoscaler",
     "localaws.sagemaker.registry",
-    "localaws.ssm.agent",
+    "localaws.ssm.models",
 )
 
 

@@ -209,7 +209,8 @@ class HostCommands:
             return self.commands.set(invocation, status, details, code=code)
         self.commands.set(invocation, "Success" if code == 0 else "Failed", code=code)
 
-    def _supervise(self, invocation: Invocation, host: Host, daemon: DockerDaemon) -> tuple[int, tuple[str, str] | None]:
+    def _supervise(self, invocation: Invocation, host: Host,
+                   daemon: DockerDaemon) -> tuple[int, tuple[str, str] | None]:
         """Wait for the script; stop it on CancelCommand, the step's timeout, localaws stopping, or its
         instance leaving the running state. Returns (exit code, (status, details) when it was stopped)."""
         deadline = (invocation.started or time.time()) + invocation.timeout
@@ -232,7 +233,8 @@ class HostCommands:
                     state = self._instance_state(invocation.instance_id)
                     if state != "running":  # cancelled while the state was asked (then terminated): Cancelled
                         ending = ("Cancelled", "Cancelled") if invocation.cancel.is_set() else ("Failed", "Failed")
-                        log.info("SSM command %s: instance %s is %s", invocation.command_id, invocation.instance_id, state)
+                        log.info("SSM command %s: instance %s is %s", invocation.command_id,
+                                 invocation.instance_id, state)
                 if ending is not None:
                     host.terminate()
                     daemon.terminate()

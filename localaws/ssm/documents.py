@@ -51,7 +51,8 @@ def resolve_parameters(document: dict, given: dict) -> dict[str, str]:
             raise SsmError("InvalidParameters", f"Parameter \"{name}\" is required but was not provided.")
         if spec.get("allowedValues") and value not in spec["allowedValues"]:
             raise SsmError("InvalidParameters",
-                           f"Parameter \"{name}\" \"{value}\" is not one of the allowed values {spec['allowedValues']}.")
+                           f"Parameter \"{name}\" \"{value}\" is not one of the allowed values "
+                           f"{spec['allowedValues']}.")
         if spec.get("allowedPattern") and not re.search(spec["allowedPattern"], value):
             raise SsmError("InvalidParameters",
                            f"Parameter \"{name}\" \"{value[:200]}\" fails to match the allowed pattern "

@@ -24,7 +24,8 @@ ACTIVE = ("Pending", "InProgress", "Delayed", "Cancelling")
 def iso(epoch: float | None) -> str:
     if epoch is None:
         return ""
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(epoch * 1000) % 1000:03d}Z"
+    moment = datetime.fromtimestamp(epoch, timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(epoch * 1000) % 1000:03d}Z"
 
 
 def duration(seconds: float) -> str:
@@ -100,7 +101,8 @@ class Commands:
     def matching(self, command_id: str | None, instance_id: str | None) -> list[Invocation]:
         with self.lock:
             return [i for invocations in self.commands.values() for i in invocations
-                    if (not command_id or i.command_id == command_id) and (not instance_id or i.instance_id == instance_id)]
+                    if (not command_id or i.command_id == command_id)
+                    and (not instance_id or i.instance_id == instance_id)]
 
     def command_ids(self, command_id: str | None, instance_id: str | None) -> list[str]:
         with self.lock:

@@ -69,6 +69,9 @@ class SsmResponses:
 
     def send_command(self, params: dict, region: str) -> dict:
         name = params["DocumentName"]
+        kind = documents.kind_of(name)
+        if kind is None:  # claims() took only the project's documents
+            raise SsmError("InvalidDocument", f"Document with name {name} does not exist.")
         ssm = self.clients.client("ssm")
         try:
             version = {"DocumentVersion": params["DocumentVersion"]} if params.get("DocumentVersion") else {}
@@ -91,7 +94,7 @@ class SsmResponses:
         delivery = int(params.get("TimeoutSeconds") or 3600)
         invocations = [
             Invocation(command_id=command_id, instance_id=instance_id, document_name=name,
-                       document_version=str(described.get("DocumentVersion", "1")), kind=documents.kind_of(name),
+                       document_version=str(described.get("DocumentVersion", "1")), kind=kind,
                        comment=params.get("Comment", ""), parameters=params.get("Parameters") or {}, values=values,
                        plugin=documents.step_name(document), timeout=documents.step_timeout(document, values),
                        requested=now, expires=now + delivery, cloudwatch=params.get("CloudWatchOutputConfig") or {},

@@ -43,6 +43,7 @@ SHIM_DIR = Path(__file__).resolve().parent / "bin"
 _ECR_REGISTRY = re.compile(r"^[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
 _MAX_REQUEST = 1 << 20
 _COMMANDS = ("train", "serve")
+_SOCKET_PREFIX = "localaws-docker-"
 
 
 class Refused(Exception):
@@ -92,7 +93,8 @@ class DockerDaemon:
         self._lock = threading.Lock()
         self._closed = threading.Event()
         # A short folder of its own: a socket's path has at most 107 bytes, and only localaws may enter.
-        self._socket_dir = Path(tempfile.mkdtemp(prefix="localaws-docker-"))
+        _remove_dead_sockets()
+        self._socket_dir = Path(tempfile.mkdtemp(prefix=_SOCKET_PREFIX))
         self.path = self._socket_dir / "docker.sock"
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._server.bind(str(self.path))
@@ -278,3 +280,20 @@ class DockerDaemon:
             running.remove()
             with self._lock:
                 self.hosts.pop(given, None)
+
+
+def _remove_dead_sockets() -> None:
+    """The socket folders a killed localaws left: nothing listens on them any more (and they are not
+    one being made, between its bind and its listen)."""
+    for folder in Path(tempfile.gettempdir()).glob(_SOCKET_PREFIX + "*"):
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            if time.time() - folder.stat().st_mtime < 60:
+                continue
+            probe.connect(str(folder / "docker.sock"))
+        except ConnectionRefusedError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass  # not ours to judge (not a socket, not ours to enter, just being made)
+        finally:
+            probe.close()

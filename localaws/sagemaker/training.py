@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
 import threading
 import time
 import traceback
@@ -25,6 +24,7 @@ from localaws.sagemaker.contract import CHECKPOINT_LOCAL_PATH, HostConfig, Layou
 from localaws.sagemaker.frameworks import source
 from localaws.sagemaker.models import TrainingJob
 from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound, Running, Runner
+from localaws.sagemaker.runners.hosts import Host, free_port
 from localaws.sagemaker.runners.process import EnvironmentBuildError
 
 log = logging.getLogger(__name__)
@@ -45,15 +45,8 @@ class StoppedBeforeTraining(Exception):
 class HostRun:
     host: str
     layout: Layout  # on this machine
-    running: Running
+    process: Host
     log: HostLog
-    reader: threading.Thread
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class TrainingExecutor:
@@ -310,11 +303,7 @@ class TrainingExecutor:
                     if host == hosts[0]
                     else None,
                 )
-                reader = threading.Thread(
-                    target=_pump, args=(running, host_log), name=f"lines-{spec.name}", daemon=True
-                )
-                reader.start()
-                runs.append(HostRun(host, layout, running, host_log, reader))
+                runs.append(HostRun(host, layout, Host(running, host_log.write, spec.name), host_log))
             # Training begins once every host's container runs, as SageMaker reports it, and a stop
             # before that ends the job without a SIGTERM to an algorithm only just started: run as
             # PID 1, it drops a SIGTERM that comes before its handler is in place and trains on until
@@ -327,12 +316,11 @@ class TrainingExecutor:
             return self._supervise(job, runs, checkpoint_syncs)
         finally:
             for run in runs:
-                run.running.kill()
-                run.reader.join(timeout=10)
+                run.process.close()
                 run.log.close()
             # Removing a container takes the engine a moment the job need not wait for (AWS bills no
             # teardown either); the runner's close() still removes whatever is left at shutdown.
-            threading.Thread(target=_remove_all, args=([run.running for run in runs],), daemon=True).start()
+            threading.Thread(target=_remove_all, args=([run.process.running for run in runs],), daemon=True).start()
             with self.lock:
                 if runs and runs[0].log.metrics is not None:
                     job.final_metrics = dict(runs[0].log.metrics.last)
@@ -346,7 +334,7 @@ class TrainingExecutor:
         # Runtime counts training only: a spot job's earlier attempts are spent already.
         deadline = attempt_start + stopping.get("MaxRuntimeInSeconds", 86400) - job.billable_seconds
         wait_deadline = job.created + stopping["MaxWaitTimeInSeconds"] if job.spot else None
-        terminated_at = None
+        stopping_sent = False  # SIGTERM went to every host: now only the grace period counts
         interrupted = False
         next_sync = time.monotonic() + self.settings.checkpoint_sync_seconds
         codes: dict[str, int] = {}
@@ -354,17 +342,17 @@ class TrainingExecutor:
             while len(codes) < len(runs):
                 for run in runs:
                     if run.host not in codes:
-                        code = run.running.wait(0)
+                        code = run.process.poll()
                         if code is not None:
                             codes[run.host] = code
                             # One host failing ends the job: SageMaker stops the others.
-                            if code != 0 and not job.stop_reason and terminated_at is None:
+                            if code != 0 and not job.stop_reason and not stopping_sent:
                                 for other in runs:
-                                    other.running.terminate()
-                                terminated_at = time.monotonic()
+                                    other.process.terminate()
+                                stopping_sent = True
                 if len(codes) == len(runs):
                     break
-                if terminated_at is None:
+                if not stopping_sent:
                     now = time.time()
                     if not job.stop_reason and (now >= deadline or (wait_deadline and now >= wait_deadline)):
                         reason = "MaxRuntimeExceeded" if now >= deadline else "MaxWaitTimeExceeded"
@@ -377,18 +365,18 @@ class TrainingExecutor:
                         interrupted = True
                     if self._stopping(job) or interrupted:
                         for run in runs:
-                            run.running.terminate()  # SIGTERM: the algorithm may save its model and checkpoint
-                        terminated_at = time.monotonic()
-                elif time.monotonic() - terminated_at > self.settings.stop_grace_seconds:
+                            run.process.terminate()  # SIGTERM: the algorithm may save its model and checkpoint
+                        stopping_sent = True
+                else:
                     for run in runs:
-                        run.running.kill()
+                        run.process.kill_after(self.settings.stop_grace_seconds)
                 if checkpoint_syncs and time.monotonic() >= next_sync:
                     for sync in checkpoint_syncs:
                         sync.sync()
                     next_sync = time.monotonic() + self.settings.checkpoint_sync_seconds
                 time.sleep(_POLL_SECONDS)
             for run in runs:
-                run.reader.join(timeout=10)
+                run.process.reader.join(timeout=10)
         finally:
             with self.lock:
                 job.billable_seconds += time.time() - attempt_start
@@ -424,11 +412,3 @@ def _remove_all(running: list[Running]) -> None:
             one.remove()
         except Exception:  # noqa: BLE001 - already gone, or the engine is shutting down
             log.debug("could not remove %s", one, exc_info=True)
-
-
-def _pump(running: Running, host_log: HostLog) -> None:
-    try:
-        for line in running.lines():
-            host_log.write(line)
-    except Exception:  # noqa: BLE001 - a closed stream at kill time is normal
-        log.debug("log stream ended", exc_info=True)

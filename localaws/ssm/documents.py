@@ -12,6 +12,7 @@ from localaws.aws_errors import AwsError
 
 TRAINING_PREFIX = "MLPipeline-TrainContainer"
 CHECK_PREFIX = "MLPipeline-HostCheck"
+_PARAMETER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
 
 class SsmError(AwsError):
@@ -50,7 +51,8 @@ def resolve_parameters(document: dict, given: dict) -> dict[str, str]:
             raise SsmError("InvalidParameters", f"Parameter \"{name}\" is required but was not provided.")
         if spec.get("allowedValues") and value not in spec["allowedValues"]:
             raise SsmError("InvalidParameters",
-                           f"Parameter \"{name}\" \"{value}\" is not one of the allowed values {spec['allowedValues']}.")
+                           f"Parameter \"{name}\" \"{value}\" is not one of the allowed values "
+                           f"{spec['allowedValues']}.")
         if spec.get("allowedPattern") and not re.search(spec["allowedPattern"], value):
             raise SsmError("InvalidParameters",
                            f"Parameter \"{name}\" \"{value[:200]}\" fails to match the allowed pattern "
@@ -64,9 +66,21 @@ def step_name(document: dict) -> str:
     return steps[0].get("name", "aws:runShellScript")
 
 
+def substitute(text: str, values: dict[str, str]) -> str:
+    """``{{ Name }}`` replaced by the parameter's value, as the agent does before it runs a step."""
+    return _PARAMETER.sub(lambda m: values[m.group(1)] if m.group(1) in values else m.group(0), text)
+
+
+def step_script(document: dict, values: dict[str, str]) -> str:
+    """The first step's ``aws:runShellScript`` lines, one script, its parameters substituted."""
+    inputs = (document.get("mainSteps") or [{}])[0].get("inputs", {})
+    lines = inputs.get("runCommand") or []
+    return substitute("\n".join(lines) if isinstance(lines, list) else str(lines), values) + "\n"
+
+
 def step_timeout(document: dict, values: dict[str, str], default: int = 3600) -> int:
-    raw = str((document.get("mainSteps") or [{}])[0].get("inputs", {}).get("timeoutSeconds", default))
-    raw = re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: values.get(m.group(1), ""), raw)
+    raw = substitute(str((document.get("mainSteps") or [{}])[0].get("inputs", {}).get("timeoutSeconds", default)),
+                     values)
     try:
         return int(raw)
     except ValueError:

@@ -50,7 +50,7 @@ _RECORD_MODULES = (
     "localaws.sagemaker.hosting.models",
     "localaws.applicationautoscaling.models",
     "localaws.sagemaker.registry",
-    "localaws.ssm.agent",
+    "localaws.ssm.models",
 )
 
 

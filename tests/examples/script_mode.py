@@ -2,9 +2,9 @@
 
 ``train`` lays out a temporary /opt/ml (the source copied into ``code/`` as ``sourcedir.tar.gz``
 unpacks there, channels in ``input/data/<name>``, ``input/config/*.json``), sets the environment
-the sagemaker-training toolkit sets (only that: no variable of ours) and runs
-``python <entry_point> --name value ...`` in ``code/`` as a subprocess, with the arguments
-the toolkit's ``to_cmd_args`` makes (sorted, ``str`` of each JSON-decoded value).
+the sagemaker-training toolkit sets, as localaws's framework toolkit computes it inside the framework
+containers (``framework_toolkit/environment.py``: one builder of it, only that, no variable of ours), and
+runs ``python <entry_point> --name value ...`` in ``code/`` as a subprocess, with the toolkit's arguments.
 ``serve`` calls inference.py's four functions as the inference toolkit does.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = REPO_ROOT / "experiments"
+TOOLKIT = REPO_ROOT / "localaws" / "sagemaker" / "frameworks" / "container"
 
 
 def experiment(name: str) -> dict:
@@ -39,12 +40,22 @@ def load_module(path: Path):
     return module
 
 
-def cmd_args(hyperparameters: dict) -> list:
-    """sagemaker-training's mapping.to_cmd_args: ``--name value`` in sorted order."""
-    args = []
-    for name in sorted(hyperparameters):
-        args += [f"--{name}" if len(name) > 1 else f"-{name}", str(hyperparameters[name])]
-    return args
+def toolkit_environment(root: Path) -> dict[str, str]:
+    """The SM_* variables the toolkit sets for the /opt/ml tree at ``root``: the framework containers' own
+    module (it runs inside a container, where localaws cannot be imported, so it is loaded by its path)."""
+    if str(TOOLKIT) not in sys.path:
+        sys.path.insert(0, str(TOOLKIT))
+    from framework_toolkit import environment  # noqa: PLC0415
+
+    before = os.environ.get("SAGEMAKER_BASE_DIR")
+    os.environ["SAGEMAKER_BASE_DIR"] = str(root)  # the toolkit's own way of naming the tree elsewhere
+    try:
+        return environment.TrainingEnv().to_env_vars()
+    finally:
+        if before is None:
+            del os.environ["SAGEMAKER_BASE_DIR"]
+        else:
+            os.environ["SAGEMAKER_BASE_DIR"] = before
 
 
 @dataclass
@@ -87,30 +98,9 @@ def train(root: Path, entry_point: str, hyperparameters: dict, *, timeout: float
         {"current_host": hosts[0], "hosts": hosts, "network_interface_name": "eth0"}))
     (root / "input" / "config" / "inputdataconfig.json").write_text(json.dumps(
         {channel: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated"} for channel in channels}))
-    args = cmd_args(hyperparameters)
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": os.environ.get("HOME", "/root"),
-        "PYTHONUNBUFFERED": "1",
-        "SM_HPS": json.dumps(hyperparameters),
-        "SM_USER_ARGS": json.dumps(args),
-        "SM_USER_ENTRY_POINT": entry_point,
-        "SM_MODULE_NAME": Path(entry_point).stem,
-        "SM_MODULE_DIR": "s3://bucket/experiment/source/0123456789ab/sourcedir.tar.gz",
-        "SM_CHANNELS": json.dumps(channels),
-        **{f"SM_CHANNEL_{channel.upper()}": str(root / "input" / "data" / channel) for channel in channels},
-        "SM_INPUT_DIR": str(root / "input"),
-        "SM_INPUT_CONFIG_DIR": str(root / "input" / "config"),
-        "SM_INPUT_DATA_CONFIG": (root / "input" / "config" / "inputdataconfig.json").read_text(),
-        "SM_MODEL_DIR": str(root / "model"),
-        "SM_OUTPUT_DIR": str(root / "output"),
-        "SM_OUTPUT_DATA_DIR": str(root / "output" / "data"),
-        "SM_HOSTS": json.dumps(hosts),
-        "SM_CURRENT_HOST": hosts[0],
-        "SM_NUM_GPUS": "0",
-        "SM_NUM_CPUS": str(os.cpu_count() or 1),
-        "SM_LOG_LEVEL": "20",
-    }
+    env = toolkit_environment(root)
+    args = json.loads(env["SM_USER_ARGS"])
+    env.update({"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "PYTHONUNBUFFERED": "1"})
     result = subprocess.run([sys.executable, entry_point, *args], cwd=root / "code", env=env,
                             capture_output=True, text=True, timeout=timeout)
     return Job(root, result)

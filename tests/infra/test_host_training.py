@@ -214,6 +214,40 @@ def test_teardown_stops_a_training_in_progress(localaws_process):
     assert remaining(localaws.client, run["key"]) == ZERO
 
 
+def test_the_host_runs_the_document_as_stored_and_times_it_out(localaws_process):
+    """What runs is the document SSM stores (a new version's script, its parameters substituted), and its
+    step's timeoutSeconds ends it TimedOut: the script and its container stopped, nothing uploaded."""
+    from ml_pipeline.infra import host_training
+    from ml_pipeline.infra.teardown import teardown_stack
+
+    localaws = localaws_process
+    run, channels, ids = prepared(localaws, "g5.xlarge")
+    run["hyperparameters"] = {**run["hyperparameters"], "epochs": "100000", "early_stopping_patience": "100000"}
+    request = host_training.command_request(localaws.client, run, localaws.image_uri, channels, ids["instance_id"])
+    request["Parameters"]["ExecutionTimeout"] = ["8"]
+    ssm, s3 = localaws.client("ssm"), localaws.client("s3")
+    document = request.pop("DocumentName")
+    content = json.loads(ssm.get_document(Name=document, DocumentFormat="JSON")["Content"])
+    content["mainSteps"][0]["inputs"]["runCommand"].insert(2, "echo \"version two trains {{ JobName }} on $BASH_VERSION\"")
+    version = ssm.update_document(Name=document, Content=json.dumps(content), DocumentVersion="$LATEST",
+                                  DocumentFormat="JSON")["DocumentDescription"]["DocumentVersion"]
+    ssm.update_document_default_version(Name=document, DocumentVersion=version)
+    started = time.monotonic()
+    command_id = ssm.send_command(DocumentName=document, **request)["Command"]["CommandId"]
+    deadline = time.monotonic() + 120
+    while (found := ssm.get_command_invocation(CommandId=command_id, InstanceId=ids["instance_id"]))["Status"] in (
+            "Pending", "InProgress"):
+        assert time.monotonic() < deadline, found
+        time.sleep(0.3)
+    assert (found["Status"], found["StatusDetails"]) == ("TimedOut", "Execution Timed Out"), found
+    assert 8 <= time.monotonic() - started < 60
+    assert found["StandardOutputContent"].startswith(f"version two trains {host_training.job_name(run)} on 5.")
+    assert found["DocumentVersion"] == version
+    model = f"{run['names']['output_prefix']}/{host_training.job_name(run)}/output/model.tar.gz"
+    assert "Contents" not in s3.list_objects_v2(Bucket=run["params"]["bucket"], Prefix=model)
+    teardown_stack(localaws.client, run["key"], poll=0.2)
+
+
 def test_a_failing_training_fails_its_command_with_the_algorithm_error(localaws_process):
     from ml_pipeline.infra import host_training
     from ml_pipeline.infra.teardown import teardown_stack

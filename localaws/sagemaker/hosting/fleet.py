@@ -14,7 +14,6 @@ import hashlib
 import logging
 import os
 import shutil
-import socket
 import tarfile
 import threading
 import time
@@ -31,6 +30,7 @@ from localaws.sagemaker.frameworks import source
 from localaws.sagemaker.hosting.logs import LogShipper, log_group
 from localaws.sagemaker.hosting.upstream import ConnectionPool
 from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound, Running
+from localaws.sagemaker.runners.hosts import free_port, pump
 from localaws.sagemaker.runners.process import EnvironmentBuildError
 
 log = logging.getLogger(__name__)
@@ -42,12 +42,6 @@ _NAME_PREFIX = "localaws-ep"
 
 class LaunchFailed(Exception):
     """An instance could not start or never became healthy: this is the FailureReason."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def instance_id() -> str:
@@ -355,7 +349,7 @@ class Fleet:
             ) from None
         stream = f"{variant.name}/{instance.id}" + (f"/{hostname}" if several else "")
         shipper = LogShipper(self.clients, log_group(endpoint), stream, self.settings.log_flush_seconds)
-        reader = threading.Thread(target=shipper.pump, args=(running,), name=f"lines-{spec.name}", daemon=True)
+        reader = threading.Thread(target=pump, args=(running, shipper.write), name=f"lines-{spec.name}", daemon=True)
         reader.start()
         return Container(
             hostname=hostname,

@@ -43,14 +43,6 @@ class LogShipper:
             self._events.append({"timestamp": ms, "message": line[:_MAX_EVENT_BYTES] or " "})
             self.tail = (self.tail + [line])[-20:]
 
-    def pump(self, running) -> None:
-        """Read ``running``'s lines until it exits (run in a thread)."""
-        try:
-            for line in running.lines():
-                self.write(line)
-        except Exception:  # noqa: BLE001 - a stream closed at kill time is normal
-            log.debug("log stream of %s ended", self.stream, exc_info=True)
-
     def _run(self) -> None:
         while not self._stopped.wait(self.flush_seconds):
             self._flush_quietly()

@@ -18,8 +18,8 @@ The command's output streams to CloudWatch Logs (``/ml-pipeline/host-training``,
 CloudWatchOutputConfig). ``host_result`` returns what ``steps.pick_best`` returns for a SageMaker job,
 so the rest of the chain (copy best weights, gate, deploy, autoscale, smoke test) takes it unchanged.
 
-On localaws, the gateway carries these two documents out itself (``localaws/ssm/``): the same image
-with localaws's runners, the same contract; there is no accelerator, so the flags are only recorded.
+On localaws, the gateway acts as the host's SSM agent (``localaws/ssm/``): the training document's own
+script runs there, its ``docker`` commands served by localaws's runners, its ``aws`` pointed at localaws.
 """
 from __future__ import annotations
 

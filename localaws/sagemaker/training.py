@@ -386,7 +386,8 @@ class TrainingExecutor:
                     for sync in checkpoint_syncs:
                         sync.sync()
                     next_sync = time.monotonic() + self.settings.checkpoint_sync_seconds
-                time.sleep(_POLL_SECONDS)
+                # A host's wait returns as it exits: the job goes on at once, not at the next poll.
+                next(run for run in runs if run.host not in codes).running.wait(_POLL_SECONDS)
             for run in runs:
                 run.reader.join(timeout=10)
         finally:

@@ -36,6 +36,10 @@ from localaws.sagemaker.runners.process import EnvironmentBuildError
 log = logging.getLogger(__name__)
 
 PING_TIMEOUT_SECONDS = 2.0
+#: Pings while an instance starts: every 20 ms at first (a small server is up a few hundred ms after its
+#: container starts, and the endpoint should serve from then), slowing to every 0.5 s for one that
+#: takes its time (a large model loading).
+_FIRST_PING_INTERVAL_SECONDS = 0.02
 _PING_INTERVAL_SECONDS = 0.5
 _NAME_PREFIX = "localaws-ep"
 
@@ -121,7 +125,7 @@ class ModelStore:
                         ) from None
                 else:
                     archive = self.root / f"{digest}.tar.gz"
-                    s3.download_file(bucket, key, str(archive))
+                    s3io.get_file(s3, bucket, key, archive)
                     try:
                         archives.extract(archive, staging, MODEL_IN_CONTAINER, "model")
                     except (tarfile.TarError, OSError) as error:
@@ -373,7 +377,8 @@ class Fleet:
         variant's ContainerStartupHealthCheckTimeoutInSeconds passes first."""
         timeout = variant.spec.get("ContainerStartupHealthCheckTimeoutInSeconds") or \
             self.settings.health_check_timeout_seconds
-        deadline = time.monotonic() + float(timeout)
+        began = time.monotonic()
+        deadline = began + float(timeout)
         pending = list(instance.containers)
         while pending:
             if cancelled is not None and cancelled.is_set():
@@ -387,9 +392,10 @@ class Fleet:
                     pending.remove(container)
             if not pending:
                 break
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 raise LaunchFailed(self._ping_failure(variant, pending[0], instance, None))
-            time.sleep(_PING_INTERVAL_SECONDS)
+            time.sleep(min(_PING_INTERVAL_SECONDS, _FIRST_PING_INTERVAL_SECONDS + (now - began) / 20))
         with instance.lock:
             instance.accepting = True
 

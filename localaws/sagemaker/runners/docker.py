@@ -24,14 +24,17 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import struct
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
 import docker
 import docker.errors
 import requests.exceptions
+import urllib3.exceptions
 from docker.utils import parse_repository_tag
 
 from localaws.sagemaker import frameworks
@@ -112,6 +115,15 @@ def cleanup_leftovers(base_url: str | None = None, name_prefix: str | None = Non
     return removed
 
 
+def _cut(sock) -> None:
+    """End a stream being read in another thread: its read returns what it has, then the end."""
+    if sock is not None:
+        try:  # the SDK hands out the socket's file (SocketIO) for a unix or tcp engine
+            getattr(sock, "_sock", sock).shutdown(socket.SHUT_RDWR)
+        except (OSError, AttributeError):  # closed already
+            pass
+
+
 class DockerRunning(Running):
     """One container started by a ``DockerRunner``."""
 
@@ -122,6 +134,37 @@ class DockerRunning(Running):
         self.name = spec.name
         self._exit_code: int | None = None
         self._removed = False
+        #: Set when the watch below ends: the container exited (or is gone, or the engine stopped answering).
+        self._ended = threading.Event()
+        self._follow_lock = threading.Lock()
+        self._following = None  # the socket of the log stream lines() follows
+
+    def watch(self) -> None:
+        """Hold one ``wait`` request open to the engine until the container exits, in a thread of its
+        own from its start: ``wait()`` is then an event, never a poll of the container's state."""
+        threading.Thread(target=self._watch, name=f"exit-{self.name}", daemon=True).start()
+
+    def _watch(self) -> None:
+        try:
+            while True:
+                try:
+                    result = self.container.wait(timeout=None)  # no read timeout: a job runs for days
+                except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                    if self._removed:
+                        return
+                    time.sleep(0.5)  # the engine restarting: ask again
+                    continue
+                with self._follow_lock:
+                    self._exit_code = int(result.get("StatusCode", -1))
+                    following = self._following
+                # The engine ends a follow only at its next look at the log file (up to 200 ms later,
+                # its file watcher polls): end it now, lines() reads the rest of the log itself.
+                _cut(following)
+                return
+        except docker.errors.DockerException:  # removed (404) or refused: wait() asks the engine itself
+            log.debug("watching %s ended", self.name, exc_info=True)
+        finally:
+            self._ended.set()
 
     @property
     def id(self) -> str:
@@ -143,21 +186,36 @@ class DockerRunning(Running):
             if error.status_code in (404, 409):
                 return
             raise
+        sock = api._get_raw_response_socket(response)
         # A quiet process must not time the stream out.
-        api._disable_socket_timeout(api._get_raw_response_socket(response))
+        api._disable_socket_timeout(sock)
+        if follow:
+            with self._follow_lock:
+                self._following = sock
+                exited = self._exit_code is not None
+            if exited:
+                _cut(sock)
         try:
             while True:
-                header = response.raw.read(_STREAM_HEADER.size)
-                if len(header) < _STREAM_HEADER.size:
-                    return
-                stream, length = _STREAM_HEADER.unpack(header)
-                if not length:
-                    continue
-                data = response.raw.read(length)
+                try:
+                    header = response.raw.read(_STREAM_HEADER.size)
+                    if len(header) < _STREAM_HEADER.size:
+                        return
+                    stream, length = _STREAM_HEADER.unpack(header)
+                    if not length:
+                        continue
+                    data = response.raw.read(length)
+                except (urllib3.exceptions.HTTPError, OSError):
+                    if follow:  # cut at the exit, or broken: lines() reads the rest once it has exited
+                        return
+                    raise
                 if not data:
                     return
                 yield stream, data
         finally:
+            if follow:
+                with self._follow_lock:
+                    self._following = None
             response.close()
 
     def lines(self) -> Iterator[str]:
@@ -194,26 +252,18 @@ class DockerRunning(Running):
                 yield pending.decode("utf-8", "replace").rstrip("\r")
 
     def wait(self, timeout: float | None = None) -> int | None:
-        if self._exit_code is not None:
-            return self._exit_code
-        if timeout is not None and timeout <= 0:  # a poll: ask the engine for the state, no waiting
+        if self._ended.wait(timeout) and self._exit_code is None:  # the watch ended without a code
             try:
                 self.container.reload()
             except docker.errors.NotFound:
-                return self._exit_code
+                return None
             if self.container.status in ("exited", "dead"):
                 self._exit_code = int(self.container.attrs["State"]["ExitCode"])
-            return self._exit_code
-        try:
-            result = self.container.wait(timeout=timeout)
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-            return None
-        except docker.errors.NotFound:
-            return self._exit_code
-        self._exit_code = int(result.get("StatusCode", -1))
         return self._exit_code
 
     def _signal(self, signal: str) -> None:
+        if self._exit_code is not None:  # exited: nothing to signal, no request to make
+            return
         try:
             self.container.kill(signal=signal)
         except docker.errors.NotFound:
@@ -421,6 +471,7 @@ class DockerRunner(Runner):
         except Exception:
             running.remove()
             raise
+        running.watch()
         return running
 
     def _forget(self, running: DockerRunning) -> None:

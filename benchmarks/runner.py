@@ -1,0 +1,270 @@
+"""The shared runner's figures (docker runner), each beside the bare path in the same run.
+
+One bring-your-own image (``benchmarks/images/byo``: a ``train`` that works for a fixed 3 s, a
+``serve`` answering one-row JSON), three figures:
+
+- ``training``: CreateTrainingJob to Completed (model.tar.gz in S3) through localaws, against the
+  bench doing the job by hand: an /opt/ml tree laid out (config files, the channel copied), a bare
+  ``docker run --rm <image> train``, the model tarred and uploaded to the same S3. Goal: <= 1.05x.
+- ``endpoint``: CreateEndpoint to the first successful InvokeEndpoint. Goal: <= 1.5 s. Beside it the
+  bare path: ``docker run -d -p ... <image> serve`` to the first answer of its /invocations.
+- ``invocation``: the median InvokeEndpoint through localaws (boto3) against the same one-row request
+  sent straight to the container's /invocations (a requests.Session), rounds alternating so drift
+  falls on both; both clients keep their connection alive (the count of connections each opened is
+  written beside the figure). Goal: <= 1.3x.
+
+Alone: ``.venv/bin/python benchmarks/run.py --only runner``.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTEXT = ROOT / "benchmarks" / "images" / "byo"
+REGISTRY = "127.0.0.1:5000"
+WORK_SECONDS = "3"
+ROW = json.dumps([[1, 2, 3, 4, 5, 6, 7, 8]])
+
+
+def _image(client) -> tuple[str, str]:
+    """The byo image built and pushed: its ECR-style URI (what localaws runs) and its local name."""
+    from ml_pipeline.images import context_hash
+    from tests.fixtures.docker_engine import build_and_push
+
+    uri = build_and_push(client, CONTEXT, "bench-byo", REGISTRY, untag_uri=False)
+    return uri, f"{REGISTRY}/bench-byo:{context_hash(CONTEXT)}"
+
+
+def _channel(tmp: Path) -> Path:
+    data = tmp / "byo-data"
+    data.mkdir(exist_ok=True)
+    for index in range(4):
+        (data / f"part-{index}.csv").write_text("".join(f"{index},{row},{row * row}\n" for row in range(5000)))
+    return data
+
+
+def bare_training(tmp: Path, s3, bucket: str, data: Path, image: str, index: int) -> float:
+    """The job by hand: layout, channel copied, docker run, model tarred and uploaded."""
+    from localaws.sagemaker.contract import OPT_ML, HostConfig, Layout
+
+    started = time.monotonic()
+    layout = Layout(tmp / f"bare-{index}")
+    layout.create(["train"])
+    for path in data.iterdir():
+        shutil.copyfile(path, layout.channel("train") / path.name)
+    config = HostConfig(job_name=f"bare-{index}", job_arn=f"arn:aws:sagemaker:us-east-1:123456789012:training-job/"
+                        f"bare-{index}", current_host="algo-1", hosts=["algo-1"],
+                        hyperparameters={"work_seconds": WORK_SECONDS},
+                        channels={"train": {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated",
+                                            "RecordWrapperType": "None"}},
+                        instance_type="ml.m5.large", num_cpus=os.cpu_count() or 1)
+    config.write_config_files(layout)
+    env = [arg for key, value in config.environment(Layout(Path(OPT_ML))).items() for arg in ("-e", f"{key}={value}")]
+    subprocess.run(["docker", "run", "--rm", "-v", f"{layout.root.resolve()}:{OPT_ML}", *env, image, "train"],
+                   check=True, stdout=subprocess.DEVNULL)
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        for path in sorted(layout.model.iterdir()):
+            tar.add(path, arcname=path.name)
+    s3.put_object(Bucket=bucket, Key=f"bare/{index}/model.tar.gz", Body=archive.getvalue())
+    elapsed = time.monotonic() - started
+    shutil.rmtree(layout.root, ignore_errors=True)
+    return elapsed
+
+
+def localaws_training(sm, bucket: str, image: str, index: int) -> tuple[float, dict]:
+    from tests.support import training_request
+
+    name = f"bench-byo-{int(time.time())}-{index}"
+    request = training_request(name, image, {"train": f"s3://{bucket}/data/"}, f"s3://{bucket}/jobs",
+                               {"work_seconds": WORK_SECONDS})
+    started = time.monotonic()
+    sm.create_training_job(**request)
+    while True:  # a client polling as closely as it likes: what it sees is localaws's own latency
+        description = sm.describe_training_job(TrainingJobName=name)
+        if description["TrainingJobStatus"] in ("Completed", "Failed", "Stopped"):
+            break
+        time.sleep(0.01)
+    elapsed = time.monotonic() - started
+    assert description["TrainingJobStatus"] == "Completed", description.get("FailureReason")
+    return elapsed, description
+
+
+def _ready(url: str, body: bytes | None, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.005)
+
+
+def bare_endpoint(tmp: Path, image: str, model: Path, index: int) -> float:
+    """docker run <image> serve with the model mounted, to the first answer of /invocations."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    name = f"localaws-bench-bare-serve-{os.getpid()}-{index}"
+    started = time.monotonic()
+    subprocess.run(["docker", "run", "-d", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:8080",
+                    "-v", f"{model.resolve()}:/opt/ml/model", image, "serve"], check=True, stdout=subprocess.DEVNULL)
+    try:
+        _ready(f"http://127.0.0.1:{port}/invocations", ROW.encode())
+        return time.monotonic() - started
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def localaws_endpoint(sm, runtime, config: str, name: str) -> float:
+    """CreateEndpoint to the first InvokeEndpoint that succeeds (a client trying every 5 ms)."""
+    started = time.monotonic()
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=config)
+    while True:
+        try:
+            runtime.invoke_endpoint(EndpointName=name, Body=ROW, ContentType="application/json")
+            return time.monotonic() - started
+        except runtime.exceptions.ClientError as error:  # not serving yet (ValidationError, ...)
+            if time.monotonic() - started > 120:
+                raise
+            if sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "Failed":
+                raise RuntimeError(f"{name} failed: {error}") from None
+        time.sleep(0.005)
+
+
+def _median_ms(call, count: int) -> float:
+    times = []
+    for _ in range(count):
+        began = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times) * 1000
+
+
+def _connections(pool_manager) -> int:
+    return sum(pool.num_connections for pool in pool_manager.pools._container.values())
+
+
+def invocations(runtime, endpoint: str, port: int, rounds: int, count: int) -> dict:
+    import requests
+
+    session = requests.Session()
+    url = f"http://127.0.0.1:{port}/invocations"
+    headers = {"Content-Type": "application/json"}
+
+    def direct():
+        response = session.post(url, data=ROW, headers=headers)
+        assert response.status_code == 200, response.text
+
+    def through():
+        runtime.invoke_endpoint(EndpointName=endpoint, Body=ROW, ContentType="application/json")["Body"].read()
+
+    _median_ms(direct, 50)  # warm both: connections, the first requests
+    _median_ms(through, 50)
+    direct_ms, localaws_ms = [], []
+    for _ in range(rounds):
+        direct_ms.append(_median_ms(direct, count))
+        localaws_ms.append(_median_ms(through, count))
+    return {
+        "direct_median_ms": [round(x, 3) for x in direct_ms],
+        "localaws_median_ms": [round(x, 3) for x in localaws_ms],
+        # Each localaws round against the direct round just before it.
+        "ratio_median": round(statistics.median(y / x for x, y in zip(direct_ms, localaws_ms)), 3),
+        "connections_opened": {"direct": _connections(session.get_adapter(url).poolmanager),
+                               "localaws": _connections(runtime._endpoint.http_session._manager)},
+        "requests_per_round": count,
+        "goal": "<= 1.3",
+    }
+
+
+def runner_benchmark(tmp: Path, repeats: int = 3, rounds: int = 5, count: int = 300) -> dict:
+    import docker
+
+    from tests.conftest import LocalAWSProcess
+    from tests.support import ROLE_ARN
+
+    client = docker.from_env(timeout=600)
+    uri, local_image = _image(client)
+    data = _channel(tmp)
+    server = LocalAWSProcess(tmp, "docker", LOCALAWS_REGISTRY=REGISTRY).start()
+    try:
+        s3, sm, runtime = server.client("s3"), server.client("sagemaker"), server.client("sagemaker-runtime")
+        bucket = "bench-runner"
+        s3.create_bucket(Bucket=bucket)
+        for path in data.iterdir():
+            s3.upload_file(str(path), bucket, f"data/{path.name}")
+        # Warm-up, outside the timings: localaws pulls the image from the registry once.
+        _, warm = localaws_training(sm, bucket, uri, 0)
+        bare, through, phases = [], [], []
+        for index in range(1, repeats + 1):
+            bare.append(bare_training(tmp, s3, bucket, data, local_image, index))
+            elapsed, description = localaws_training(sm, bucket, uri, index)
+            through.append(elapsed)
+            phases.append({t["Status"]: round(t["EndTime"].timestamp() - t["StartTime"].timestamp(), 3)
+                           for t in description["SecondaryStatusTransitions"] if "EndTime" in t})
+        training = {
+            "work_seconds": float(WORK_SECONDS),
+            "bare_docker_run_seconds": [round(x, 3) for x in bare],
+            "localaws_seconds": [round(x, 3) for x in through],
+            "ratio_median": round(statistics.median(through) / statistics.median(bare), 3),
+            "goal": "<= 1.05",
+            "phases_seconds": phases,
+        }
+        print(json.dumps(training, indent=2), flush=True)
+
+        model_dir = tmp / "byo-model"
+        model_dir.mkdir(exist_ok=True)
+        bucket_key = warm["ModelArtifacts"]["S3ModelArtifacts"].split("/", 3)[3]
+        with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=bucket_key)["Body"].read())) as tar:
+            tar.extractall(model_dir, filter="data")
+        sm.create_model(ModelName="bench-byo", ExecutionRoleArn=ROLE_ARN, PrimaryContainer={
+            "Image": uri, "ModelDataUrl": warm["ModelArtifacts"]["S3ModelArtifacts"]})
+        sm.create_endpoint_config(EndpointConfigName="bench-byo", ProductionVariants=[{
+            "VariantName": "AllTraffic", "ModelName": "bench-byo", "InstanceType": "ml.m5.large",
+            "InitialInstanceCount": 1}])
+        bare_first, first = [], []
+        for index in range(repeats + 1):  # the first of each warms the model cache and the page cache
+            bare_first.append(bare_endpoint(tmp, local_image, model_dir, index))
+            name = f"bench-byo-{index}"
+            first.append(localaws_endpoint(sm, runtime, "bench-byo", name))
+            if index < repeats:
+                sm.delete_endpoint(EndpointName=name)
+        endpoint = {
+            "bare_docker_run_to_first_answer_seconds": [round(x, 3) for x in bare_first[1:]],
+            "create_endpoint_to_first_invocation_seconds": [round(x, 3) for x in first[1:]],
+            "median_seconds": round(statistics.median(first[1:]), 3),
+            "goal": "<= 1.5 s",
+        }
+        print(json.dumps(endpoint, indent=2), flush=True)
+
+        with urllib.request.urlopen(f"{server.endpoint_url}/_localaws/endpoints/bench-byo-{repeats}",
+                                    timeout=10) as response:
+            (instance,) = json.loads(response.read())["Instances"]
+        invocation = invocations(runtime, f"bench-byo-{repeats}", instance["Containers"][0]["Port"], rounds, count)
+        print(json.dumps(invocation, indent=2), flush=True)
+        sm.delete_endpoint(EndpointName=f"bench-byo-{repeats}")
+    finally:
+        server.stop()
+    return {"image": "benchmarks/images/byo", "training": training, "endpoint": endpoint, "invocation": invocation}
+
+
+if __name__ == "__main__":  # python benchmarks/runner.py: these figures alone
+    import tempfile
+
+    sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
+    with tempfile.TemporaryDirectory() as directory:
+        print(json.dumps(runner_benchmark(Path(directory)), indent=2))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from localaws.sagemaker import archives, frameworks, s3io
+from localaws.sagemaker import archives, devices, frameworks, s3io
 from localaws.sagemaker.contract import SERVING_PORT
 from localaws.sagemaker.frameworks import source
 from localaws.sagemaker.hosting.logs import LogShipper, log_group
@@ -345,6 +345,7 @@ class Fleet:
             env=env,
             name=container_name(endpoint, variant.name, instance.id, index),
             ports={SERVING_PORT: port},
+            devices=devices.grant(variant.instance_type),
         )
         try:
             running = self._spawner.submit(runner.start, spec).result()
@@ -359,6 +360,9 @@ class Fleet:
             ) from None
         stream = f"{variant.name}/{instance.id}" + (f"/{hostname}" if several else "")
         shipper = LogShipper(self.clients, log_group(endpoint), stream, self.settings.log_flush_seconds)
+        if spec.devices.note:  # a GPU type on a machine without: its log says where it runs
+            shipper.write(f"[localaws] {spec.devices.note}")
+            log.info("endpoint %s: %s", endpoint, spec.devices.note)
         reader = threading.Thread(target=shipper.pump, args=(running,), name=f"lines-{spec.name}", daemon=True)
         reader.start()
         return Container(

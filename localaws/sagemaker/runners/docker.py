@@ -33,12 +33,14 @@ from typing import Iterator
 
 import docker
 import docker.errors
+import docker.types
 import requests.exceptions
 import urllib3.exceptions
 from docker.utils import parse_repository_tag
 
 from localaws.sagemaker import frameworks
 from localaws.sagemaker.contract import OPT_ML
+from localaws.sagemaker.devices import HABANA, NVIDIA, Grant
 from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound, Running, Runner
 
 log = logging.getLogger(__name__)
@@ -113,6 +115,20 @@ def cleanup_leftovers(base_url: str | None = None, name_prefix: str | None = Non
     finally:
         client.close()
     return removed
+
+
+def _accelerators(devices: Grant | None, environment: dict) -> dict:
+    """``docker run --gpus <count>`` for NVIDIA GPUs; Habana's runtime (as Habana documents its
+    ``docker run``) for Gaudi cards."""
+    if devices is None or not devices.count:
+        return {}
+    if devices.kind == NVIDIA:
+        return {"device_requests": [docker.types.DeviceRequest(count=devices.count, capabilities=[["gpu"]])]}
+    if devices.kind == HABANA:
+        environment["HABANA_VISIBLE_DEVICES"] = devices.visible
+        environment.setdefault("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
+        return {"runtime": "habana", "cap_add": ["SYS_NICE"], "ipc_mode": "host"}
+    return {}
 
 
 def _cut(sock) -> None:
@@ -443,6 +459,20 @@ class DockerRunner(Runner):
         host_dir = Path(spec.host_dir).resolve()
         host_dir.mkdir(parents=True, exist_ok=True)
         self._remove_stale(spec.name)
+        container = self.client.containers.create(**self.create_options(spec, image, host_dir))
+        running = DockerRunning(self, container, spec)
+        with self._lock:
+            self._running[container.id] = running
+        try:
+            container.start()
+        except Exception:
+            running.remove()
+            raise
+        running.watch()
+        return running
+
+    def create_options(self, spec: ContainerSpec, image: str, host_dir: Path) -> dict:
+        """What ``docker create`` is given for ``spec`` (the SDK's ``containers.create`` arguments)."""
         kwargs: dict = dict(
             image=image,
             command=spec.arguments if spec.arguments is not None else ([] if spec.entrypoint else [spec.command]),
@@ -462,17 +492,8 @@ class DockerRunner(Runner):
             kwargs["networking_config"] = {
                 spec.network: self.client.api.create_endpoint_config(aliases=[spec.host_name])
             }
-        container = self.client.containers.create(**kwargs)
-        running = DockerRunning(self, container, spec)
-        with self._lock:
-            self._running[container.id] = running
-        try:
-            container.start()
-        except Exception:
-            running.remove()
-            raise
-        running.watch()
-        return running
+        kwargs.update(_accelerators(spec.devices, kwargs["environment"]))
+        return kwargs
 
     def _forget(self, running: DockerRunning) -> None:
         with self._lock:

@@ -27,8 +27,9 @@ test: install
 test-fast: install
 	$(PY) -m pytest tests -m "not docker"
 
+## Benchmarks; a part alone: make bench BENCH_ARGS="--only runner" (see benchmarks/run.py).
 bench: install
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 ## localaws in the foreground on 127.0.0.1:4566.
 localaws: install

@@ -36,9 +36,10 @@ from localaws.sagemaker.runners.process import EnvironmentBuildError
 log = logging.getLogger(__name__)
 
 PING_TIMEOUT_SECONDS = 2.0
-#: Pings while an instance starts: every 20 ms at first (a small server is up a few hundred ms after its
-#: container starts, and the endpoint should serve from then), slowing to every 0.5 s for one that
-#: takes its time (a large model loading).
+_DIRECT_CONNECT_SECONDS = 0.25
+#: Pings while an instance starts: every 20 ms for its first 2 s (a small server is up a few hundred ms
+#: after its container starts, and the endpoint should serve from then), then slowing to every 0.5 s
+#: for one that takes its time (a large model loading).
 _FIRST_PING_INTERVAL_SECONDS = 0.02
 _PING_INTERVAL_SECONDS = 0.5
 _NAME_PREFIX = "localaws-ep"
@@ -180,8 +181,29 @@ class Container:
         except Exception:  # noqa: BLE001 - refused, reset or timed out: not healthy
             return False
 
+    def route_directly(self) -> None:
+        """Send invocations to the container's own address when this machine reaches it (a Linux
+        engine's bridge), as SageMaker's front end reaches an instance on its network: the published
+        port passes each request through the engine's userland proxy (about 0.25 ms a request here)."""
+        address = self.running.own_address()
+        if not address:
+            return
+        # A bridge connects in well under a millisecond; a container that died leaves an address that
+        # answers nothing (no refusal), so the router learns it within this and tries another instance.
+        direct = ConnectionPool(SERVING_PORT, _DIRECT_CONNECT_SECONDS, self.pool.read_timeout, host=address)
+        try:
+            reachable = direct.request("GET", "/ping").status == 200
+        except Exception:  # noqa: BLE001 - not routable from here (Docker Desktop, a remote engine)
+            reachable = False
+        if not reachable:
+            direct.close()
+            return
+        published, self.pool = self.pool, direct
+        published.close()
+
     def describe(self) -> dict:
-        out = {"ContainerHostname": self.hostname, "Port": self.port}
+        out = {"ContainerHostname": self.hostname, "Port": self.port,
+               "InvokedAt": f"{self.pool.host}:{self.pool.port}"}  # the published port, or its own address
         process = getattr(self.running, "process", None)
         if process is not None:
             out["Pid"] = process.pid
@@ -399,7 +421,9 @@ class Fleet:
             now = time.monotonic()
             if now >= deadline:
                 raise LaunchFailed(self._ping_failure(variant, pending[0], instance, None))
-            time.sleep(min(_PING_INTERVAL_SECONDS, _FIRST_PING_INTERVAL_SECONDS + (now - began) / 20))
+            time.sleep(min(_PING_INTERVAL_SECONDS, max(_FIRST_PING_INTERVAL_SECONDS, (now - began - 2) / 10)))
+        for container in instance.containers:
+            container.route_directly()
         with instance.lock:
             instance.accepting = True
 

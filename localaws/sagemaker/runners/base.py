@@ -61,6 +61,11 @@ class Running(abc.ABC):
     def remove(self) -> None:
         """Release everything it holds (container, process group); idempotent."""
 
+    def own_address(self) -> str | None:
+        """Its own network address, where it has one this machine may reach (a container's on the
+        engine's bridge); None for a process, which shares this machine's."""
+        return None
+
 
 class Runner(abc.ABC):
     #: Whether each host runs isolated under its own name (containers on a shared network), or as

@@ -277,6 +277,15 @@ class DockerRunning(Running):
                 self._exit_code = int(self.container.attrs["State"]["ExitCode"])
         return self._exit_code
 
+    def own_address(self) -> str | None:
+        try:
+            self.container.reload()
+        except docker.errors.DockerException:
+            return None
+        settings = self.container.attrs.get("NetworkSettings") or {}
+        addresses = [settings.get("IPAddress")] + [n.get("IPAddress") for n in (settings.get("Networks") or {}).values()]
+        return next((address for address in addresses if address), None)  # none with host networking
+
     def _signal(self, signal: str) -> None:
         if self._exit_code is not None:  # exited: nothing to signal, no request to make
             return

@@ -16,6 +16,7 @@ One bring-your-own image (``benchmarks/images/byo``: a ``train`` that works for 
 
 Alone: ``.venv/bin/python benchmarks/run.py --only runner``.
 """
+
 from __future__ import annotations
 
 import io
@@ -35,8 +36,9 @@ CONTEXT = ROOT / "benchmarks" / "images" / "byo"
 REGISTRY = "127.0.0.1:5000"
 WORK_SECONDS = "3"
 ROW = json.dumps([[1, 2, 3, 4, 5, 6, 7, 8]])
-#: How often both endpoint clients try: each try costs CPU the starting server would use on 2 cores.
-POLL_SECONDS = 0.02
+#: How often both endpoint clients try (DescribeEndpoint's waiter asks every 30 s; the SageMaker SDK's
+#: local mode every 5 s): each try of boto3's costs the CPU a starting server needs on 2 cores.
+POLL_SECONDS = 0.05
 
 
 def _image(client) -> tuple[str, str]:
@@ -65,16 +67,25 @@ def bare_training(tmp: Path, s3, bucket: str, data: Path, image: str, index: int
     layout.create(["train"])
     for path in data.iterdir():
         shutil.copyfile(path, layout.channel("train") / path.name)
-    config = HostConfig(job_name=f"bare-{index}", job_arn=f"arn:aws:sagemaker:us-east-1:123456789012:training-job/"
-                        f"bare-{index}", current_host="algo-1", hosts=["algo-1"],
-                        hyperparameters={"work_seconds": WORK_SECONDS},
-                        channels={"train": {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated",
-                                            "RecordWrapperType": "None"}},
-                        instance_type="ml.m5.large", num_cpus=os.cpu_count() or 1)
+    config = HostConfig(
+        job_name=f"bare-{index}",
+        job_arn=f"arn:aws:sagemaker:us-east-1:123456789012:training-job/bare-{index}",
+        current_host="algo-1",
+        hosts=["algo-1"],
+        hyperparameters={"work_seconds": WORK_SECONDS},
+        channels={
+            "train": {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+        },
+        instance_type="ml.m5.large",
+        num_cpus=os.cpu_count() or 1,
+    )
     config.write_config_files(layout)
     env = [arg for key, value in config.environment(Layout(Path(OPT_ML))).items() for arg in ("-e", f"{key}={value}")]
-    subprocess.run(["docker", "run", "--rm", "-v", f"{layout.root.resolve()}:{OPT_ML}", *env, image, "train"],
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["docker", "run", "--rm", "-v", f"{layout.root.resolve()}:{OPT_ML}", *env, image, "train"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w:gz") as tar:
         for path in sorted(layout.model.iterdir()):
@@ -89,8 +100,9 @@ def localaws_training(sm, bucket: str, image: str, index: int) -> tuple[float, d
     from tests.support import training_request
 
     name = f"bench-byo-{int(time.time())}-{index}"
-    request = training_request(name, image, {"train": f"s3://{bucket}/data/"}, f"s3://{bucket}/jobs",
-                               {"work_seconds": WORK_SECONDS})
+    request = training_request(
+        name, image, {"train": f"s3://{bucket}/data/"}, f"s3://{bucket}/jobs", {"work_seconds": WORK_SECONDS}
+    )
     started = time.monotonic()
     sm.create_training_job(**request)
     while True:  # a client polling as closely as it likes: what it sees is localaws's own latency
@@ -118,14 +130,30 @@ def _ready(url: str, body: bytes | None, timeout: float = 60) -> None:
 
 
 def bare_endpoint(tmp: Path, image: str, model: Path, index: int) -> float:
-    """docker run <image> serve with the model mounted, to the first answer of /invocations (tried every 20 ms)."""
+    """docker run <image> serve with the model mounted, to the first answer of /invocations (tried every 50 ms)."""
     from tests.conftest import free_port
 
     port = free_port()
     name = f"localaws-bench-bare-serve-{os.getpid()}-{index}"
     started = time.monotonic()
-    subprocess.run(["docker", "run", "-d", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:8080",
-                    "-v", f"{model.resolve()}:/opt/ml/model", image, "serve"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            "docker",
+            "run",
+            "-d",
+            "--rm",
+            "--name",
+            name,
+            "-p",
+            f"127.0.0.1:{port}:8080",
+            "-v",
+            f"{model.resolve()}:/opt/ml/model",
+            image,
+            "serve",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     try:
         _ready(f"http://127.0.0.1:{port}/invocations", ROW.encode())
         return time.monotonic() - started
@@ -134,7 +162,7 @@ def bare_endpoint(tmp: Path, image: str, model: Path, index: int) -> float:
 
 
 def localaws_endpoint(sm, runtime, config: str, name: str) -> float:
-    """CreateEndpoint to the first InvokeEndpoint that succeeds (a client trying every 20 ms)."""
+    """CreateEndpoint to the first InvokeEndpoint that succeeds (a client trying every 50 ms)."""
     started = time.monotonic()
     sm.create_endpoint(EndpointName=name, EndpointConfigName=config)
     while True:
@@ -207,17 +235,19 @@ def invocations(runtime, endpoint_url: str, endpoint: str, port: int, rounds: in
             figures[key].append(statistics.median(triple[index] for triple in triples) * 1000)
 
     def ratio(key: str) -> float:
-        return round(statistics.median(y / x for x, y in zip(figures["direct"], figures[key])), 3)
+        return round(statistics.median(y / x for x, y in zip(figures["direct"], figures[key], strict=True)), 3)
 
     return {
         **{f"{key}_median_ms": [round(x, 3) for x in values] for key, values in figures.items()},
         "ratio_median": ratio("localaws"),
         "boto3_ratio_median": ratio("localaws_boto3"),
-        "connections_opened": {"requests_session_both_ways": _connections(session.get_adapter(direct_url).poolmanager),
-                               "boto3": _connections(runtime._endpoint.http_session._manager)},
+        "connections_opened": {
+            "requests_session_both_ways": _connections(session.get_adapter(direct_url).poolmanager),
+            "boto3": _connections(runtime._endpoint.http_session._manager),
+        },
         "client": "one-row JSON, kept-alive connections; ratio_median: the same requests.Session both ways; "
-                  "boto3_ratio_median: boto3's sagemaker-runtime through localaws against that direct figure; "
-                  f"{rounds} rounds of {count} (direct, localaws, localaws by boto3) triples",
+        "boto3_ratio_median: boto3's sagemaker-runtime through localaws against that direct figure; "
+        f"{rounds} rounds of {count} (direct, localaws, localaws by boto3) triples",
         "goal": "<= 1.3",
     }
 
@@ -229,8 +259,13 @@ def boto3_client_ms(port: int, count: int = 400) -> dict:
     import requests
 
     session = requests.Session()
-    runtime = boto3.client("sagemaker-runtime", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-                           aws_access_key_id="testing", aws_secret_access_key="testing")
+    runtime = boto3.client(
+        "sagemaker-runtime",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
     def by_requests():
         session.post(f"http://127.0.0.1:{port}/invocations", data=ROW, headers={"Content-Type": "application/json"})
@@ -241,8 +276,10 @@ def boto3_client_ms(port: int, count: int = 400) -> dict:
     for _ in range(50):
         by_requests(), by_boto3()
     pairs = [(_timed(by_requests), _timed(by_boto3)) for _ in range(count)]
-    return {"requests_median_ms": round(statistics.median(a for a, _ in pairs) * 1000, 3),
-            "boto3_median_ms": round(statistics.median(b for _, b in pairs) * 1000, 3)}
+    return {
+        "requests_median_ms": round(statistics.median(a for a, _ in pairs) * 1000, 3),
+        "boto3_median_ms": round(statistics.median(b for _, b in pairs) * 1000, 3),
+    }
 
 
 def runner_benchmark(tmp: Path, repeats: int = 3, rounds: int = 5, count: int = 400) -> dict:
@@ -268,8 +305,13 @@ def runner_benchmark(tmp: Path, repeats: int = 3, rounds: int = 5, count: int = 
             bare.append(bare_training(tmp, s3, bucket, data, local_image, index))
             elapsed, description = localaws_training(sm, bucket, uri, index)
             through.append(elapsed)
-            phases.append({t["Status"]: round(t["EndTime"].timestamp() - t["StartTime"].timestamp(), 3)
-                           for t in description["SecondaryStatusTransitions"] if "EndTime" in t})
+            phases.append(
+                {
+                    t["Status"]: round(t["EndTime"].timestamp() - t["StartTime"].timestamp(), 3)
+                    for t in description["SecondaryStatusTransitions"]
+                    if "EndTime" in t
+                }
+            )
         training = {
             "work_seconds": float(WORK_SECONDS),
             "bare_docker_run_seconds": [round(x, 3) for x in bare],
@@ -285,11 +327,22 @@ def runner_benchmark(tmp: Path, repeats: int = 3, rounds: int = 5, count: int = 
         bucket_key = warm["ModelArtifacts"]["S3ModelArtifacts"].split("/", 3)[3]
         with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=bucket_key)["Body"].read())) as tar:
             tar.extractall(model_dir, filter="data")
-        sm.create_model(ModelName="bench-byo", ExecutionRoleArn=ROLE_ARN, PrimaryContainer={
-            "Image": uri, "ModelDataUrl": warm["ModelArtifacts"]["S3ModelArtifacts"]})
-        sm.create_endpoint_config(EndpointConfigName="bench-byo", ProductionVariants=[{
-            "VariantName": "AllTraffic", "ModelName": "bench-byo", "InstanceType": "ml.m5.large",
-            "InitialInstanceCount": 1}])
+        sm.create_model(
+            ModelName="bench-byo",
+            ExecutionRoleArn=ROLE_ARN,
+            PrimaryContainer={"Image": uri, "ModelDataUrl": warm["ModelArtifacts"]["S3ModelArtifacts"]},
+        )
+        sm.create_endpoint_config(
+            EndpointConfigName="bench-byo",
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": "bench-byo",
+                    "InstanceType": "ml.m5.large",
+                    "InitialInstanceCount": 1,
+                }
+            ],
+        )
         bare_first, first = [], []
         for index in range(repeats + 1):  # the first of each warms the model cache and the page cache
             bare_first.append(bare_endpoint(tmp, local_image, model_dir, index))
@@ -305,13 +358,15 @@ def runner_benchmark(tmp: Path, repeats: int = 3, rounds: int = 5, count: int = 
         }
         print(json.dumps(endpoint, indent=2), flush=True)
 
-        with urllib.request.urlopen(f"{server.endpoint_url}/_localaws/endpoints/bench-byo-{repeats}",
-                                    timeout=10) as response:
+        with urllib.request.urlopen(
+            f"{server.endpoint_url}/_localaws/endpoints/bench-byo-{repeats}", timeout=10
+        ) as response:
             (instance,) = json.loads(response.read())["Instances"]
         # A client of its own: the connections it opens are the measurement's alone.
         port = instance["Containers"][0]["Port"]
-        invocation = invocations(server.client("sagemaker-runtime"), server.endpoint_url, f"bench-byo-{repeats}",
-                                 port, rounds, count)
+        invocation = invocations(
+            server.client("sagemaker-runtime"), server.endpoint_url, f"bench-byo-{repeats}", port, rounds, count
+        )
         invocation["boto3_client_alone"] = boto3_client_ms(port)
         print(json.dumps(invocation, indent=2), flush=True)
         sm.delete_endpoint(EndpointName=f"bench-byo-{repeats}")

@@ -8,6 +8,7 @@ the process runner through ``CUDA_VISIBLE_DEVICES`` / ``HABANA_VISIBLE_DEVICES``
 
 What the machine has is asked once, of ``nvidia-smi -L`` and ``hl-smi``, through ``query`` alone.
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,10 +22,19 @@ NVIDIA, HABANA = "nvidia", "habana"
 #: Accelerators of the instance types whose count is not their family's usual one (AWS's instance
 #: type pages): every other size of a g family has one GPU.
 _COUNTS = {
-    "ml.p2.xlarge": 1, "ml.p2.8xlarge": 8, "ml.p2.16xlarge": 16,
-    "ml.p3.2xlarge": 1, "ml.p3.8xlarge": 4, "ml.p3.16xlarge": 8, "ml.p3dn.24xlarge": 8,
-    "ml.p4d.24xlarge": 8, "ml.p4de.24xlarge": 8,
-    "ml.p5.48xlarge": 8, "ml.p5e.48xlarge": 8, "ml.p5en.48xlarge": 8, "ml.p6-b200.48xlarge": 8,
+    "ml.p2.xlarge": 1,
+    "ml.p2.8xlarge": 8,
+    "ml.p2.16xlarge": 16,
+    "ml.p3.2xlarge": 1,
+    "ml.p3.8xlarge": 4,
+    "ml.p3.16xlarge": 8,
+    "ml.p3dn.24xlarge": 8,
+    "ml.p4d.24xlarge": 8,
+    "ml.p4de.24xlarge": 8,
+    "ml.p5.48xlarge": 8,
+    "ml.p5e.48xlarge": 8,
+    "ml.p5en.48xlarge": 8,
+    "ml.p6-b200.48xlarge": 8,
     "ml.dl1.24xlarge": 8,
 }
 #: Sizes of the g families (g4dn, g5, g6, g6e, ...) with more than one GPU.

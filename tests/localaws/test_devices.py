@@ -6,6 +6,7 @@ device query, the grant, the process runner's CUDA_VISIBLE_DEVICES, SM_NUM_GPUS,
 the status messages. The docker runner's device request is checked in what it gives ``docker create``
 (an engine without NVIDIA's runtime refuses it).
 """
+
 from __future__ import annotations
 
 import io
@@ -49,15 +50,19 @@ def _stub(directory: Path, name: str, script: str) -> Path:
 
 def four_gpus(directory: Path) -> Path:
     """nvidia-smi -L as on a machine with four A10Gs."""
-    lines = "".join(f'echo "GPU {i}: NVIDIA A10G (UUID: GPU-0000000{i}-aaaa-bbbb-cccc-dddddddddddd)"\n'
-                    for i in range(4))
+    lines = "".join(
+        f'echo "GPU {i}: NVIDIA A10G (UUID: GPU-0000000{i}-aaaa-bbbb-cccc-dddddddddddd)"\n' for i in range(4)
+    )
     return _stub(directory, "nvidia-smi", f'[ "$1" = "-L" ] || exit 2\n{lines}')
 
 
 def no_driver(directory: Path) -> Path:
     """nvidia-smi where the driver is missing: what a machine without a usable GPU answers."""
-    return _stub(directory, "nvidia-smi", 'echo "NVIDIA-SMI has failed because it couldn\'t communicate with the '
-                                          'NVIDIA driver." >&2\nexit 9\n')
+    return _stub(
+        directory,
+        "nvidia-smi",
+        'echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver." >&2\nexit 9\n',
+    )
 
 
 @pytest.fixture
@@ -67,13 +72,24 @@ def fresh_query():
     devices.query.cache_clear()
 
 
-@pytest.mark.parametrize("instance_type, expected", [
-    ("ml.g5.xlarge", ("nvidia", 1)), ("ml.g5.12xlarge", ("nvidia", 4)), ("ml.g5.48xlarge", ("nvidia", 8)),
-    ("ml.g4dn.xlarge", ("nvidia", 1)), ("ml.g6e.24xlarge", ("nvidia", 4)), ("ml.p3.2xlarge", ("nvidia", 1)),
-    ("ml.p3.8xlarge", ("nvidia", 4)), ("ml.p4d.24xlarge", ("nvidia", 8)), ("ml.p5.48xlarge", ("nvidia", 8)),
-    ("ml.dl1.24xlarge", ("habana", 8)), ("ml.m5.large", (None, 0)), ("ml.c5.xlarge", (None, 0)),
-    ("ml.g4ad.xlarge", (None, 0)),
-])
+@pytest.mark.parametrize(
+    "instance_type, expected",
+    [
+        ("ml.g5.xlarge", ("nvidia", 1)),
+        ("ml.g5.12xlarge", ("nvidia", 4)),
+        ("ml.g5.48xlarge", ("nvidia", 8)),
+        ("ml.g4dn.xlarge", ("nvidia", 1)),
+        ("ml.g6e.24xlarge", ("nvidia", 4)),
+        ("ml.p3.2xlarge", ("nvidia", 1)),
+        ("ml.p3.8xlarge", ("nvidia", 4)),
+        ("ml.p4d.24xlarge", ("nvidia", 8)),
+        ("ml.p5.48xlarge", ("nvidia", 8)),
+        ("ml.dl1.24xlarge", ("habana", 8)),
+        ("ml.m5.large", (None, 0)),
+        ("ml.c5.xlarge", (None, 0)),
+        ("ml.g4ad.xlarge", (None, 0)),
+    ],
+)
 def test_instance_type_accelerators(instance_type, expected):
     assert devices.instance_accelerators(instance_type) == expected
 
@@ -105,28 +121,38 @@ def _runner():
 
 
 def _spec(tmp_path: Path, grant: devices.Grant | None) -> ContainerSpec:
-    return ContainerSpec(image="img", command="train", host_dir=tmp_path, host_name="algo-1",
-                         env={"SM_NUM_GPUS": str(grant.count if grant else 0)}, name="job-algo-1", devices=grant)
+    return ContainerSpec(
+        image="img",
+        command="train",
+        host_dir=tmp_path,
+        host_name="algo-1",
+        env={"SM_NUM_GPUS": str(grant.count if grant else 0)},
+        name="job-algo-1",
+        devices=grant,
+    )
 
 
 def test_docker_gpu_types_get_a_device_request(tmp_path):
-    options = _runner().create_options(_spec(tmp_path, devices.Grant("ml.g5.12xlarge", "nvidia", 4, 4)), "img",
-                                       tmp_path)
+    options = _runner().create_options(
+        _spec(tmp_path, devices.Grant("ml.g5.12xlarge", "nvidia", 4, 4)), "img", tmp_path
+    )
     (request,) = options["device_requests"]
     assert request["Count"] == 4 and request["Capabilities"] == [["gpu"]]
     assert "runtime" not in options
 
 
 def test_docker_habana_types_get_the_habana_runtime(tmp_path):
-    options = _runner().create_options(_spec(tmp_path, devices.Grant("ml.dl1.24xlarge", "habana", 2, 8)), "img",
-                                       tmp_path)
+    options = _runner().create_options(
+        _spec(tmp_path, devices.Grant("ml.dl1.24xlarge", "habana", 2, 8)), "img", tmp_path
+    )
     assert options["runtime"] == "habana"
     assert options["environment"]["HABANA_VISIBLE_DEVICES"] == "0,1"
     assert "device_requests" not in options
 
 
-@pytest.mark.parametrize("grant", [None, devices.Grant("ml.m5.large", None, 0, 0),
-                                   devices.Grant("ml.g5.xlarge", "nvidia", 0, 1)])
+@pytest.mark.parametrize(
+    "grant", [None, devices.Grant("ml.m5.large", None, 0, 0), devices.Grant("ml.g5.xlarge", "nvidia", 0, 1)]
+)
 def test_docker_without_accelerators_asks_for_none(tmp_path, grant):
     options = _runner().create_options(_spec(tmp_path, grant), "img", tmp_path)
     assert "device_requests" not in options and "runtime" not in options
@@ -198,5 +224,6 @@ def test_without_gpus_a_g5_job_runs_on_the_cpu_and_says_so(tmp_path):
         server.stop()
     assert seen["CUDA_VISIBLE_DEVICES"] == "" and seen["SM_NUM_GPUS"] == "0"
     assert seen["training_env_num_gpus"] == 0
-    assert _starting(description) == ("Preparing the instances for training (ml.g5.xlarge has 1 GPU; this machine "
-                                      "has none: it runs on the CPU)")
+    assert _starting(description) == (
+        "Preparing the instances for training (ml.g5.xlarge has 1 GPU; this machine has none: it runs on the CPU)"
+    )

@@ -283,7 +283,8 @@ class DockerRunning(Running):
         except docker.errors.DockerException:
             return None
         settings = self.container.attrs.get("NetworkSettings") or {}
-        addresses = [settings.get("IPAddress")] + [n.get("IPAddress") for n in (settings.get("Networks") or {}).values()]
+        networks = (settings.get("Networks") or {}).values()
+        addresses = [settings.get("IPAddress")] + [network.get("IPAddress") for network in networks]
         return next((address for address in addresses if address), None)  # none with host networking
 
     def _signal(self, signal: str) -> None:

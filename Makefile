@@ -27,7 +27,6 @@ test: install
 test-fast: install
 	$(PY) -m pytest tests -m "not docker"
 
-## Benchmarks; a part alone: make bench BENCH_ARGS="--only runner" (see benchmarks/run.py).
 bench: install
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 

@@ -34,7 +34,7 @@ lint: install
 	$(VENV)/bin/mypy
 
 bench: install
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 ## localaws in the foreground on 127.0.0.1:4566.
 localaws: install

@@ -1,5 +1,9 @@
 """`make bench`: localaws's overheads, measured, written to benchmarks/results.json.
 
+``--only SECTION`` (repeatable) measures a part alone and updates its figures in results.json:
+training, tuning, parse, pipeline, hosting, docker (the digits image under the docker runner),
+runner (the shared runner against a bare ``docker run``: benchmarks/runner.py).
+
 training_overhead: one training job of about 20 s through localaws (create to
 Completed, as a client sees it) against the same ``train`` entry run directly on
 the same data with the same interpreter (process runner) or the same image
@@ -197,58 +201,88 @@ def tuning_parallel_efficiency(tmp: Path) -> dict:
     }
 
 
-def docker_image() -> str | None:
-    """Build and push the training image when a Docker engine can be had (root, as in CI)."""
+def docker_ready() -> bool:
+    """A Docker engine with the base image, started (and the engine installed) when it can be (root, as in CI)."""
     from tests.fixtures import docker_engine as engine
 
     try:
         engine._script("install", timeout=900)
         engine._script("start", timeout=300)
         engine._script("base-image", timeout=1800)
-        import docker
+        return True
+    except Exception as error:  # noqa: BLE001 - report and go on with what can be measured
+        print(f"docker runner not measured: {error}")
+        return False
 
+
+def docker_image() -> str | None:
+    """The digits training image, built and pushed to the local registry."""
+    if not docker_ready():
+        return None
+    from tests.fixtures import docker_engine as engine
+    import docker
+
+    try:
         return engine.build_and_push(docker.from_env(timeout=600), CONTEXT, "digits-training", "127.0.0.1:5000")
     except Exception as error:  # noqa: BLE001 - report and go on with what can be measured
         print(f"docker runner not measured: {error}")
         return None
 
 
+SECTIONS = ("training", "tuning", "parse", "pipeline", "hosting", "docker", "runner")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", "3")))
     parser.add_argument("--skip-docker", action="store_true")
+    parser.add_argument("--only", action="append", choices=SECTIONS,
+                        help="measure only these (repeatable); the other figures in results.json stay as they were")
     args = parser.parse_args()
-    results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    with tempfile.TemporaryDirectory() as tmp:
-        results["training_overhead_process"] = training_overhead("process", Path(tmp), args.repeats)
-        print(json.dumps(results["training_overhead_process"], indent=2))
-        results["tuning_parallel_efficiency"] = tuning_parallel_efficiency(Path(tmp))
-        print(json.dumps(results["tuning_parallel_efficiency"], indent=2))
-        from benchmarks.pipeline import dag_parse_times, experiments_parse_time, pipeline_overhead
+    only = set(args.only or SECTIONS)
+    if args.skip_docker:
+        only -= {"docker", "runner"}
+    results = json.loads(RESULTS.read_text()) if args.only and RESULTS.exists() else {}
+    results.update({"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                    "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
-        results["dag_parse"] = dag_parse_times()
-        print(json.dumps(results["dag_parse"], indent=2))
-        (Path(tmp) / "parse").mkdir()
-        results["experiments_parse"] = experiments_parse_time(Path(tmp) / "parse")
-        print(json.dumps(results["experiments_parse"], indent=2))
-        (Path(tmp) / "pipeline").mkdir()
-        results["pipeline_overhead"] = pipeline_overhead(Path(tmp) / "pipeline")
-        print(json.dumps(results["pipeline_overhead"], indent=2))
+    def record(key: str, figures: dict, show=lambda figures: figures) -> None:
+        results[key] = figures
+        print(json.dumps(show(figures), indent=2), flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if "training" in only:
+            record("training_overhead_process", training_overhead("process", Path(tmp), args.repeats))
+        if "tuning" in only:
+            record("tuning_parallel_efficiency", tuning_parallel_efficiency(Path(tmp)))
+        if "parse" in only:
+            from benchmarks.pipeline import dag_parse_times, experiments_parse_time
+
+            record("dag_parse", dag_parse_times())
+            (Path(tmp) / "parse").mkdir()
+            record("experiments_parse", experiments_parse_time(Path(tmp) / "parse"))
+        if "pipeline" in only:
+            from benchmarks.pipeline import pipeline_overhead
+
+            (Path(tmp) / "pipeline").mkdir()
+            record("pipeline_overhead", pipeline_overhead(Path(tmp) / "pipeline"))
         from benchmarks.hosting import brief, hosting_benchmark
 
-        (Path(tmp) / "hosting").mkdir()
-        results["hosting"] = hosting_benchmark(Path(tmp) / "hosting")
-        print(json.dumps(brief(results["hosting"]), indent=2))
-        image = None if args.skip_docker else docker_image()
+        if "hosting" in only:
+            (Path(tmp) / "hosting").mkdir()
+            record("hosting", hosting_benchmark(Path(tmp) / "hosting"), brief)
+        if "runner" in only and docker_ready():
+            from benchmarks.runner import runner_benchmark
+
+            (Path(tmp) / "runner").mkdir()
+            record("runner_docker", runner_benchmark(Path(tmp) / "runner", args.repeats))
+        image = docker_image() if "docker" in only else None
         if image:
-            results["training_overhead_docker"] = training_overhead(
-                "docker", Path(tmp), args.repeats, image, {"LOCALAWS_REGISTRY": "127.0.0.1:5000"})
-            print(json.dumps(results["training_overhead_docker"], indent=2))
+            record("training_overhead_docker", training_overhead(
+                "docker", Path(tmp), args.repeats, image, {"LOCALAWS_REGISTRY": "127.0.0.1:5000"}))
             (Path(tmp) / "hosting-docker").mkdir()
-            results["hosting_docker"] = hosting_benchmark(
-                Path(tmp) / "hosting-docker", "docker", image, {"LOCALAWS_REGISTRY": "127.0.0.1:5000"})
-            print(json.dumps(brief(results["hosting_docker"]), indent=2))
+            record("hosting_docker", hosting_benchmark(
+                Path(tmp) / "hosting-docker", "docker", image, {"LOCALAWS_REGISTRY": "127.0.0.1:5000"}), brief)
     RESULTS.write_text(json.dumps(results, indent=2))
     print(f"written to {RESULTS}")
     return 0

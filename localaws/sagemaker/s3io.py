@@ -5,6 +5,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -70,6 +71,35 @@ def shard(objects: list, host_index: int, host_count: int, distribution: str) ->
     return objects
 
 
+#: Objects up to this size move in one request; larger ones through boto3's transfer manager (parts
+#: in parallel). Its thread pool and HeadObject cost a small object more than the transfer itself.
+_ONE_REQUEST_BYTES = 8 * 1024 * 1024
+
+
+def get_file(s3, bucket: str, key: str, target: Path) -> None:
+    """Download one object to ``target``: a GetObject streamed to the file."""
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    try:
+        with open(target, "wb") as handle:
+            shutil.copyfileobj(body, handle, 1024 * 1024)
+    finally:
+        body.close()
+
+
+def put_file(s3, source, bucket: str, key: str, size: int) -> None:
+    """Upload a file (a path or a binary file object) of ``size`` bytes."""
+    if size > _ONE_REQUEST_BYTES:
+        if isinstance(source, (str, Path)):
+            s3.upload_file(str(source), bucket, key)
+        else:
+            s3.upload_fileobj(source, bucket, key)
+    elif isinstance(source, (str, Path)):
+        with open(source, "rb") as handle:
+            s3.put_object(Bucket=bucket, Key=key, Body=handle)
+    else:
+        s3.put_object(Bucket=bucket, Key=key, Body=source)
+
+
 def download(s3, objects: list[tuple[str, str, str]], into: Path) -> int:
     """Download each (bucket, key, relative path) into ``into``; every path is checked before the first
     download: a key that would land outside ``into`` fails the whole download (``DataDownloadError``)."""
@@ -82,7 +112,7 @@ def download(s3, objects: list[tuple[str, str, str]], into: Path) -> int:
     total = 0
     for bucket, key, target in targets:
         target.parent.mkdir(parents=True, exist_ok=True)
-        s3.download_file(bucket, key, str(target))
+        get_file(s3, bucket, key, target)
         total += target.stat().st_size
     return total
 
@@ -96,9 +126,10 @@ def upload_tar(s3, directory: Path, uri: str, *, within: Path) -> None:
     with tarfile.open(fileobj=buffer, mode="w:gz", dereference=False) as tar:
         for path in confined.tree(within, directory):
             tar.add(path, arcname=str(path.relative_to(directory)), recursive=False)
+    size = buffer.tell()
     buffer.seek(0)
     bucket, key = split_uri(uri)
-    s3.upload_fileobj(buffer, bucket, key)
+    put_file(s3, buffer, bucket, key, size)
 
 
 def upload_tree(s3, directory: Path, uri: str, *, within: Path) -> None:
@@ -111,7 +142,7 @@ def upload_tree(s3, directory: Path, uri: str, *, within: Path) -> None:
         if path.is_symlink():
             log.warning("not uploading %s: a link (S3 objects cannot be links)", path)
         elif path.is_file():
-            s3.upload_file(str(path), bucket, prefix + str(path.relative_to(directory)))
+            put_file(s3, path, bucket, prefix + str(path.relative_to(directory)), path.stat().st_size)
 
 
 class CheckpointSync:
@@ -138,7 +169,7 @@ class CheckpointSync:
         count = 0
         for key, target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
-            self.s3.download_file(self.bucket, key, str(target))
+            get_file(self.s3, self.bucket, key, target)
             stat = target.stat()
             self._sent[str(target.relative_to(self.local))] = (stat.st_mtime, stat.st_size)
             count += 1
@@ -168,7 +199,7 @@ class CheckpointSync:
             if self._sent.get(relative) == signature:
                 continue
             try:
-                self.s3.upload_file(str(path), self.bucket, self.prefix + relative)
+                put_file(self.s3, path, self.bucket, self.prefix + relative, stat.st_size)
             except FileNotFoundError:
                 present.discard(relative)
                 continue

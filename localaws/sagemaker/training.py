@@ -18,7 +18,7 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from localaws.sagemaker import confined, s3io
+from localaws.sagemaker import confined, devices, s3io
 from localaws.sagemaker.cloudwatch import HostLog, MetricParser
 from localaws.sagemaker.contract import CHECKPOINT_LOCAL_PATH, HostConfig, Layout
 from localaws.sagemaker.frameworks import source
@@ -124,7 +124,10 @@ class TrainingExecutor:
         channels = {channel["ChannelName"]: channel for channel in request.get("InputDataConfig", [])}
 
         # Starting: instances and the image.
-        self._update(job, "Starting", "Preparing the instances for training")
+        note = devices.grant(request["ResourceConfig"]["InstanceType"]).note  # a GPU type on a machine without
+        self._update(job, "Starting", "Preparing the instances for training" + (f" ({note})" if note else ""))
+        if note:
+            log.info("training job %s: %s", job.name, note)
         image = request["AlgorithmSpecification"]["TrainingImage"]
         try:
             runner = self.runners(image)
@@ -259,6 +262,7 @@ class TrainingExecutor:
             },
             instance_type=request["ResourceConfig"]["InstanceType"],
             num_cpus=os.cpu_count() or 1,
+            num_gpus=devices.grant(request["ResourceConfig"]["InstanceType"]).count,
             extra_env={**(request.get("Environment") or {}), **master},
         )
 
@@ -289,6 +293,7 @@ class TrainingExecutor:
                     network=network,
                     entrypoint=job.request["AlgorithmSpecification"].get("ContainerEntrypoint"),
                     arguments=job.request["AlgorithmSpecification"].get("ContainerArguments"),
+                    devices=devices.grant(config.instance_type),
                 )
                 try:
                     running = runner.start(spec)
@@ -374,7 +379,8 @@ class TrainingExecutor:
                     for sync in checkpoint_syncs:
                         sync.sync()
                     next_sync = time.monotonic() + self.settings.checkpoint_sync_seconds
-                time.sleep(_POLL_SECONDS)
+                # A host's wait returns as it exits: the job goes on at once, not at the next poll.
+                next(run for run in runs if run.host not in codes).running.wait(_POLL_SECONDS)
             for run in runs:
                 run.process.reader.join(timeout=10)
         finally:

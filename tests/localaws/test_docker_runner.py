@@ -249,6 +249,9 @@ def test_serving_port_on_localhost(runner, docker_engine, docker_client, needs_b
             time.sleep(0.3)
     bindings = docker_client.api.port(running.id, 8080)
     assert {b["HostIp"] for b in bindings} == {"127.0.0.1"}
+    # Its own address on the bridge answers too: where hosting sends invocations, past the engine's proxy.
+    with urllib.request.urlopen(f"http://{running.own_address()}:8080/ping", timeout=2) as response:
+        assert response.read() == b"pong"
     running.terminate()
     running.kill()
     running.remove()

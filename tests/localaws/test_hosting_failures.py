@@ -147,8 +147,12 @@ def test_an_instance_that_dies_in_service_is_replaced(strict):
         (before,) = instances(strict, name)["Instances"]
         container = before["Containers"][0]
         if "Pid" in container:
+            assert container["InvokedAt"] == f"127.0.0.1:{container['Port']}"
             os.killpg(container["Pid"], signal.SIGKILL)
         else:
+            # Invoked at its own address on the bridge (past the engine's proxy), where this machine has one.
+            address = strict.docker_client.containers.get(container["ContainerId"]).attrs["NetworkSettings"]["IPAddress"]
+            assert container["InvokedAt"] == (f"{address}:8080" if address else f"127.0.0.1:{container['Port']}")
             strict.docker_client.containers.get(container["ContainerId"]).kill()
         seen: list[str] = []
         deadline = time.monotonic() + 120

@@ -41,7 +41,7 @@ def fetch(s3, uri: str, scratch: Path, targets: list[Path]) -> None:
         raise SourceUnavailable(f"sagemaker_submit_directory {uri!r} is not an s3:// URI") from None
     scratch.parent.mkdir(parents=True, exist_ok=True)
     try:
-        s3.download_file(bucket, key, str(scratch))
+        s3io.get_file(s3, bucket, key, scratch)
     except (ClientError, BotoCoreError) as error:
         raise SourceUnavailable(f"the source archive {uri} (sagemaker_submit_directory) could not be "
                                 f"downloaded: {error}") from None

@@ -47,13 +47,13 @@ class Response:
 class _Connection:
     __slots__ = ("sock", "reader")
 
-    def __init__(self, port: int, connect_timeout: float, read_timeout: float):
+    def __init__(self, host: str, port: int, connect_timeout: float, read_timeout: float):
         try:
-            sock = socket.create_connection(("127.0.0.1", port), timeout=connect_timeout)
+            sock = socket.create_connection((host, port), timeout=connect_timeout)
         except socket.timeout:
-            raise Unreachable(f"connecting to 127.0.0.1:{port} timed out") from None
+            raise Unreachable(f"connecting to {host}:{port} timed out") from None
         except OSError as error:
-            raise Unreachable(f"cannot connect to 127.0.0.1:{port}: {error}") from None
+            raise Unreachable(f"cannot connect to {host}:{port}: {error}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(read_timeout)
         self.sock = sock
@@ -122,9 +122,11 @@ class _Connection:
 
 
 class ConnectionPool:
-    """Kept-alive connections to one container port on 127.0.0.1."""
+    """Kept-alive connections to one container port (on 127.0.0.1, or at the container's own address)."""
 
-    def __init__(self, port: int, connect_timeout: float, read_timeout: float, max_idle: int = 64):
+    def __init__(self, port: int, connect_timeout: float, read_timeout: float, max_idle: int = 64,
+                 host: str = "127.0.0.1"):
+        self.host = host
         self.port = port
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
@@ -132,7 +134,7 @@ class ConnectionPool:
         self._idle: list[_Connection] = []
         self._lock = threading.Lock()
         self._closed = False
-        self._host = f"Host: 127.0.0.1:{port}\r\n"
+        self._host = f"Host: {host}:{port}\r\n"
 
     def request(self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b"") -> Response:
         head = [f"{method} {path} HTTP/1.1\r\n", self._host]
@@ -148,7 +150,7 @@ class ConnectionPool:
         for attempt in range(2):
             reused = connection is not None
             if connection is None:
-                connection = _Connection(self.port, self.connect_timeout, self.read_timeout)
+                connection = _Connection(self.host, self.port, self.connect_timeout, self.read_timeout)
             try:
                 response, keep = connection.exchange(payload, reused)
             except _Stale:

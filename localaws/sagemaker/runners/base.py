@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from localaws.sagemaker.devices import Grant
+
 
 class ImageNotFound(Exception):
     """The image cannot be found or pulled: the job fails with this message."""
@@ -32,6 +34,8 @@ class ContainerSpec:
     #: (what the SageMaker SDK 3's ModelTrainer sends with SourceCode: ``/bin/bash -c sm_train.sh``).
     entrypoint: list[str] | None = None
     arguments: list[str] | None = None
+    #: The accelerators its instance type gets on this machine (devices.grant); None: the runner's default.
+    devices: Grant | None = None
 
 
 class Running(abc.ABC):
@@ -56,6 +60,11 @@ class Running(abc.ABC):
     @abc.abstractmethod
     def remove(self) -> None:
         """Release everything it holds (container, process group); idempotent."""
+
+    def own_address(self) -> str | None:
+        """Its own network address, where it has one this machine may reach (a container's on the
+        engine's bridge); None for a process, which shares this machine's."""
+        return None
 
 
 class Runner(abc.ABC):

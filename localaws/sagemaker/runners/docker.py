@@ -24,18 +24,23 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import struct
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
 import docker
 import docker.errors
+import docker.types
 import requests.exceptions
+import urllib3.exceptions
 from docker.utils import parse_repository_tag
 
 from localaws.sagemaker import frameworks
 from localaws.sagemaker.contract import OPT_ML
+from localaws.sagemaker.devices import HABANA, NVIDIA, Grant
 from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound, Running, Runner
 
 log = logging.getLogger(__name__)
@@ -112,6 +117,29 @@ def cleanup_leftovers(base_url: str | None = None, name_prefix: str | None = Non
     return removed
 
 
+def _accelerators(devices: Grant | None, environment: dict) -> dict:
+    """``docker run --gpus <count>`` for NVIDIA GPUs; Habana's runtime (as Habana documents its
+    ``docker run``) for Gaudi cards."""
+    if devices is None or not devices.count:
+        return {}
+    if devices.kind == NVIDIA:
+        return {"device_requests": [docker.types.DeviceRequest(count=devices.count, capabilities=[["gpu"]])]}
+    if devices.kind == HABANA:
+        environment["HABANA_VISIBLE_DEVICES"] = devices.visible
+        environment.setdefault("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
+        return {"runtime": "habana", "cap_add": ["SYS_NICE"], "ipc_mode": "host"}
+    return {}
+
+
+def _cut(sock) -> None:
+    """End a stream being read in another thread: its read returns what it has, then the end."""
+    if sock is not None:
+        try:  # the SDK hands out the socket's file (SocketIO) for a unix or tcp engine
+            getattr(sock, "_sock", sock).shutdown(socket.SHUT_RDWR)
+        except (OSError, AttributeError):  # closed already
+            pass
+
+
 class DockerRunning(Running):
     """One container started by a ``DockerRunner``."""
 
@@ -122,6 +150,37 @@ class DockerRunning(Running):
         self.name = spec.name
         self._exit_code: int | None = None
         self._removed = False
+        #: Set when the watch below ends: the container exited (or is gone, or the engine stopped answering).
+        self._ended = threading.Event()
+        self._follow_lock = threading.Lock()
+        self._following = None  # the socket of the log stream lines() follows
+
+    def watch(self) -> None:
+        """Hold one ``wait`` request open to the engine until the container exits, in a thread of its
+        own from its start: ``wait()`` is then an event, never a poll of the container's state."""
+        threading.Thread(target=self._watch, name=f"exit-{self.name}", daemon=True).start()
+
+    def _watch(self) -> None:
+        try:
+            while True:
+                try:
+                    result = self.container.wait(timeout=None)  # no read timeout: a job runs for days
+                except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                    if self._removed:
+                        return
+                    time.sleep(0.5)  # the engine restarting: ask again
+                    continue
+                with self._follow_lock:
+                    self._exit_code = int(result.get("StatusCode", -1))
+                    following = self._following
+                # The engine ends a follow only at its next look at the log file (up to 200 ms later,
+                # its file watcher polls): end it now, lines() reads the rest of the log itself.
+                _cut(following)
+                return
+        except docker.errors.DockerException:  # removed (404) or refused: wait() asks the engine itself
+            log.debug("watching %s ended", self.name, exc_info=True)
+        finally:
+            self._ended.set()
 
     @property
     def id(self) -> str:
@@ -143,21 +202,36 @@ class DockerRunning(Running):
             if error.status_code in (404, 409):
                 return
             raise
+        sock = api._get_raw_response_socket(response)
         # A quiet process must not time the stream out.
-        api._disable_socket_timeout(api._get_raw_response_socket(response))
+        api._disable_socket_timeout(sock)
+        if follow:
+            with self._follow_lock:
+                self._following = sock
+                exited = self._exit_code is not None
+            if exited:
+                _cut(sock)
         try:
             while True:
-                header = response.raw.read(_STREAM_HEADER.size)
-                if len(header) < _STREAM_HEADER.size:
-                    return
-                stream, length = _STREAM_HEADER.unpack(header)
-                if not length:
-                    continue
-                data = response.raw.read(length)
+                try:
+                    header = response.raw.read(_STREAM_HEADER.size)
+                    if len(header) < _STREAM_HEADER.size:
+                        return
+                    stream, length = _STREAM_HEADER.unpack(header)
+                    if not length:
+                        continue
+                    data = response.raw.read(length)
+                except (urllib3.exceptions.HTTPError, OSError):
+                    if follow:  # cut at the exit, or broken: lines() reads the rest once it has exited
+                        return
+                    raise
                 if not data:
                     return
                 yield stream, data
         finally:
+            if follow:
+                with self._follow_lock:
+                    self._following = None
             response.close()
 
     def lines(self) -> Iterator[str]:
@@ -194,26 +268,28 @@ class DockerRunning(Running):
                 yield pending.decode("utf-8", "replace").rstrip("\r")
 
     def wait(self, timeout: float | None = None) -> int | None:
-        if self._exit_code is not None:
-            return self._exit_code
-        if timeout is not None and timeout <= 0:  # a poll: ask the engine for the state, no waiting
+        if self._ended.wait(timeout) and self._exit_code is None:  # the watch ended without a code
             try:
                 self.container.reload()
             except docker.errors.NotFound:
-                return self._exit_code
+                return None
             if self.container.status in ("exited", "dead"):
                 self._exit_code = int(self.container.attrs["State"]["ExitCode"])
-            return self._exit_code
-        try:
-            result = self.container.wait(timeout=timeout)
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-            return None
-        except docker.errors.NotFound:
-            return self._exit_code
-        self._exit_code = int(result.get("StatusCode", -1))
         return self._exit_code
 
+    def own_address(self) -> str | None:
+        try:
+            self.container.reload()
+        except docker.errors.DockerException:
+            return None
+        settings = self.container.attrs.get("NetworkSettings") or {}
+        networks = (settings.get("Networks") or {}).values()
+        addresses = [settings.get("IPAddress")] + [network.get("IPAddress") for network in networks]
+        return next((address for address in addresses if address), None)  # none with host networking
+
     def _signal(self, signal: str) -> None:
+        if self._exit_code is not None:  # exited: nothing to signal, no request to make
+            return
         try:
             self.container.kill(signal=signal)
         except docker.errors.NotFound:
@@ -393,6 +469,20 @@ class DockerRunner(Runner):
         host_dir = Path(spec.host_dir).resolve()
         host_dir.mkdir(parents=True, exist_ok=True)
         self._remove_stale(spec.name)
+        container = self.client.containers.create(**self.create_options(spec, image, host_dir))
+        running = DockerRunning(self, container, spec)
+        with self._lock:
+            self._running[container.id] = running
+        try:
+            container.start()
+        except Exception:
+            running.remove()
+            raise
+        running.watch()
+        return running
+
+    def create_options(self, spec: ContainerSpec, image: str, host_dir: Path) -> dict:
+        """What ``docker create`` is given for ``spec`` (the SDK's ``containers.create`` arguments)."""
         kwargs: dict = dict(
             image=image,
             command=spec.arguments if spec.arguments is not None else ([] if spec.entrypoint else [spec.command]),
@@ -412,16 +502,8 @@ class DockerRunner(Runner):
             kwargs["networking_config"] = {
                 spec.network: self.client.api.create_endpoint_config(aliases=[spec.host_name])
             }
-        container = self.client.containers.create(**kwargs)
-        running = DockerRunning(self, container, spec)
-        with self._lock:
-            self._running[container.id] = running
-        try:
-            container.start()
-        except Exception:
-            running.remove()
-            raise
-        return running
+        kwargs.update(_accelerators(spec.devices, kwargs["environment"]))
+        return kwargs
 
     def _forget(self, running: DockerRunning) -> None:
         with self._lock:

@@ -28,6 +28,7 @@ from localaws.image_contexts import ImageContexts
 from localaws.lifetime import die_with_parent
 from localaws.sagemaker import frameworks
 from localaws.sagemaker.contract import OPT_ML_ENV
+from localaws.sagemaker.devices import HABANA, NVIDIA
 from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound, Running, Runner
 
 # What a process inherits from localaws's environment; the rest is SageMaker's contract.
@@ -171,6 +172,12 @@ class ProcessRunner(Runner):
         env["PATH"] = f"{python.parent}{os.pathsep}{context}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
         env.update(spec.env)
         env[OPT_ML_ENV] = str(spec.host_dir)
+        if spec.devices is not None:
+            # The GPUs its instance type gets, and none for one without: a process sees every GPU of
+            # the machine unless told otherwise, a container none unless given them.
+            env["CUDA_VISIBLE_DEVICES"] = spec.devices.visible if spec.devices.kind == NVIDIA else ""
+            if spec.devices.kind == HABANA and spec.devices.count:
+                env["HABANA_VISIBLE_DEVICES"] = spec.devices.visible
         if framework is not None:
             env["LOCALAWS_FRAMEWORK"] = framework.framework
             env["LOCALAWS_FRAMEWORK_VENVS"] = str(self.venvs.root / "script-mode")

@@ -45,6 +45,9 @@ def decode_hyperparameters(raw: dict) -> dict:
 
 
 def num_gpus() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:  # a process given some of the machine's GPUs (nvidia-smi lists them all)
+        return len([index for index in visible.split(",") if index.strip()])
     if not shutil.which("nvidia-smi"):
         return 0
     try:

@@ -101,6 +101,13 @@ class Grant:
         return f"{self.instance_type} has {self.wanted} {what}{plural}; this machine has {self.count}: it gets those"
 
 
+def every(kind: str) -> Grant:
+    """What a host's ``docker run --gpus all`` (NVIDIA) or ``--runtime=habana`` gets: every device of that
+    kind this machine has (none here: the container runs on the CPU)."""
+    have = query().get(kind, 0)
+    return Grant(f"docker run ({kind})", kind, have, have)
+
+
 def grant(instance_type: str) -> Grant:
     kind, wanted = instance_accelerators(instance_type)
     have = query().get(kind, 0) if kind else 0

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from localaws import bodies
-from localaws.sagemaker import confined
+from localaws.sagemaker import confined, devices
 from localaws.sagemaker.contract import OPT_ML
 from localaws.sagemaker.frameworks import source
 from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound
@@ -250,10 +250,15 @@ class DockerDaemon:
         if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
             raise Refused("docker: the environment must be names and strings")
         runner = self._ready(image)
-        accelerator = [flag for flag in request.get("flags", []) if str(flag).startswith(("--gpus", "--runtime"))]
+        accelerator = [str(flag) for flag in request.get("flags", []) if str(flag).startswith(("--gpus", "--runtime"))]
+        grant = None
         if accelerator:
-            connection.err(f"[localaws] {type(runner).__name__} runs it with the devices this machine has "
-                           f"(asked: {' '.join(accelerator)})")
+            # The document's --gpus all / --runtime=habana: every device of that kind this machine has.
+            kind = devices.HABANA if any("habana" in flag for flag in accelerator) else devices.NVIDIA
+            grant = devices.every(kind)
+            given = (f"it gets this machine's {grant.count} {kind} devices" if grant.count
+                     else f"this machine has no {kind} device: it runs on the CPU")
+            connection.err(f"[localaws] {' '.join(accelerator)}: {given}")
         self._place_source(image, root, connection)
         given = str(request.get("name") or "container")
         name = f"{given}-{self.suffix}"
@@ -262,7 +267,8 @@ class DockerDaemon:
                 raise Refused(f"docker: Error response from daemon: Conflict. The container name \"/{given}\" "
                               "is already in use", 125)
         spec = ContainerSpec(image=image, command=command[0], host_dir=root,
-                             host_name=str(request.get("hostname") or given), env=dict(env), name=name)
+                             host_name=str(request.get("hostname") or given), env=dict(env), name=name,
+                             devices=grant)
         try:
             running = runner.start(spec)
         except (ImageNotFound, EnvironmentBuildError) as error:

@@ -481,7 +481,8 @@ def close_run(client, plan: dict, made: dict, failures: dict[str, str]) -> dict:
     deploy on a kept endpoint), reject a failed run's model version, name its jobs, tear down its stack,
     and summarize. ``made`` is what the run's tasks returned: {"hosting": remove_hosting's ``made``,
     "model_package": ARN, "jobs": {"training": [names], "tuning": [names]}, "provisioned": {step: ids},
-    "outcome": {SUMMARY_SOURCES name: value, "gate": verdict}}; ``failures`` is ``failures()`` so far.
+    "outcome": {name: what the task the DAG reports under it returned, "gate": verdict}}; ``failures`` is
+    ``failures()`` so far.
 
     Each part runs whatever the others did: an error is collected and the rest goes on, the stack
     included. The summary (whose state counts this task's own failure) is logged before anything else can

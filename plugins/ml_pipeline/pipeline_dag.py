@@ -45,6 +45,7 @@ from ml_pipeline.aws import hook as aws_hook
 from ml_pipeline.gitops import describe, schedule_for
 from ml_pipeline.infra.operators import RunHostTrainingOperator, SkipUnneededSteps
 from ml_pipeline.infra.params import infra_params
+from ml_pipeline.infra.provisioning import STEPS, merged
 from ml_pipeline.infra.sensors import HostReadySensor, ResourceStateSensor
 from ml_pipeline.operators.sagemaker import DeployEndpointOperator, RunTrainingJobOperator, RunTuningJobOperator
 from ml_pipeline.params import pipeline_params
@@ -53,32 +54,6 @@ from ml_pipeline.sensors.sagemaker import (
     DeferrableEndpointSensor,
     DeferrableTrainingSensor,
     DeferrableTuningSensor,
-)
-
-#: What the run's summary reports, by the task that produced it.
-SUMMARY_SOURCES = {
-    "data": "prepare_channels",
-    "code": "resolve_code",
-    "best": "pick_best",
-    "weights": "copy_best_weights",
-    "model_package": "register_model",
-    "autoscaling": "autoscale",
-    "smoke_test": "smoke_test",
-    "promoted": "promote",
-}
-#: The provisioning steps in order, and the state each one's resource must reach before the next:
-#: (step, resource kind to watch or None, the id's key in the step's result, target state).
-PROVISIONING = (
-    ("vpc", "vpc", "vpc_id", "available"),
-    ("internet_gateway", "internet_gateway", "internet_gateway_id", "attached"),
-    ("subnets", "subnet", "private_subnet_id", "available"),
-    ("route_tables", None, None, None),
-    ("security_groups", None, None, None),
-    ("instance_profile", "instance_profile", "instance_profile_name", "ready"),
-    ("volume", "volume", "volume_id", "available"),
-    ("documents", None, None, None),
-    ("host", None, None, None),
-    ("attach_volume", "volume", "volume_id", "in-use"),
 )
 
 
@@ -244,49 +219,48 @@ def choose_mode(run_plan: dict) -> str:
     return "train.training_request" if run_plan["params"]["mode"] == "train" else "tune.tuning_request"
 
 
-def in_vpc(run_plan: dict) -> dict | None:
-    """The VpcConfig of SageMaker jobs and models when the run provisioned its own VPC."""
+def in_vpc(run_plan: dict, provisioned: dict) -> dict | None:
+    """The VpcConfig of SageMaker jobs and models when the run provisioned its own VPC (``provisioned``: the
+    ids its provisioning returned)."""
     from ml_pipeline.infra import stack
 
-    return stack.vpc_config(client, run_plan) if run_plan["params"]["provision_vpc"] else None
+    return stack.vpc_config(provisioned) if run_plan["params"]["provision_vpc"] else None
 
 
-def training_request(run_plan: dict, code: dict, channels: dict) -> dict:
+def training_request(run_plan: dict, code: dict, channels: dict, provisioned: dict) -> dict:
     from ml_pipeline import sagemaker_requests as requests
 
-    request = requests.training_job(run_plan, code, channels, in_vpc(run_plan))
+    request = requests.training_job(run_plan, code, channels, in_vpc(run_plan, provisioned))
     log.info("training job %s on %s x %s", request["TrainingJobName"], request["ResourceConfig"]["InstanceCount"],
              request["ResourceConfig"]["InstanceType"])
     return request
 
 
-def tuning_request(run_plan: dict, code: dict, channels: dict) -> dict:
+def tuning_request(run_plan: dict, code: dict, channels: dict, provisioned: dict) -> dict:
     from ml_pipeline import sagemaker_requests as requests
 
-    request = requests.tuning_job(run_plan, code, channels, in_vpc(run_plan))
+    request = requests.tuning_job(run_plan, code, channels, in_vpc(run_plan, provisioned))
     limits = request["HyperParameterTuningJobConfig"]["ResourceLimits"]
     log.info("tuning job %s: %s trials, %s at a time", request["HyperParameterTuningJobName"],
              limits.get("MaxNumberOfTrainingJobs"), limits["MaxParallelTrainingJobs"])
     return request
 
 
-def command_request(run_plan: dict, code: dict, channels: dict) -> dict:
+def command_request(run_plan: dict, code: dict, channels: dict, provisioned: dict) -> dict:
     from ml_pipeline.infra import host_training
 
-    host = xcom("provision.host")
     return host_training.command_request(client, run_plan, code["training_image"], channels,
-                                         host["instance_id"], code)
+                                         provisioned["instance_id"], code)
 
 
-def pick_best(run_plan: dict) -> dict:
+def pick_best(run_plan: dict, code: dict, provisioned: dict) -> dict:
     from ml_pipeline import steps
 
     if run_plan["params"]["compute"] == "host":
         from ml_pipeline.infra import host_training
 
-        code = xcom("resolve_code")
         return host_training.host_result(client, run_plan, xcom("host.start_host_training"),
-                                         xcom("provision.host")["instance_id"], code["training_image"], code)
+                                         provisioned["instance_id"], code["training_image"], code)
     training = xcom("train.start_training_job")
     tuning = xcom("tune.start_tuning_job")
     best = steps.pick_best(
@@ -325,13 +299,14 @@ def quality_gate(run_plan: dict, best: dict) -> bool:
     return verdict["deploy"]
 
 
-def create_model_and_config(run_plan: dict, weights: dict, code: dict) -> dict:
+def create_model_and_config(run_plan: dict, weights: dict, code: dict, provisioned: dict) -> dict:
     from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 
     from ml_pipeline import steps
 
     hook = SageMakerHook(aws_conn_id=AWS_CONN_ID)
-    made = steps.create_model_and_config(hook, run_plan, code, weights["model_data_url"], in_vpc(run_plan))
+    made = steps.create_model_and_config(hook, run_plan, code, weights["model_data_url"],
+                                         in_vpc(run_plan, provisioned))
     log.info("model %s, endpoint config %s", made["model"], made["endpoint_config"])
     return made
 
@@ -383,13 +358,14 @@ def promote(run_plan: dict, package_arn: str) -> dict:
     return promoted
 
 
-def close_run(run_plan: dict) -> dict:
+def close_run(run_plan: dict, reported: dict) -> dict:
     """Whatever happened before: stop this run's jobs, remove what must not outlive it (saying what
     was already gone), undo a failed run's deploy, reject its model version, tear down its stack, and
     write the run's summary beside its artifacts (and, whatever happens to the bucket, into this log and
-    this task's XCom). Every part runs; one error at the end names the parts that failed."""
+    this task's XCom). Every part runs; one error at the end names the parts that failed. ``reported``: what
+    the summary reports, by name, as the tasks the DAG gave for each returned it (None: it did not run)."""
     from ml_pipeline import closing
-    from ml_pipeline.infra import stack
+    from ml_pipeline.infra.provisioning import steps_for
     from ml_pipeline.infra.teardown import TeardownIncomplete
 
     created = xcom("deploy.create_model_and_config")
@@ -401,9 +377,8 @@ def close_run(run_plan: dict) -> dict:
         "model_package": xcom("register_model"),
         "jobs": {"training": [training["Training"]["TrainingJobName"]] if training else [],
                  "tuning": [tuning["Tuning"]["HyperParameterTuningJobName"]] if tuning else []},
-        "provisioned": {step: xcom(f"provision.{step}") for step in stack.steps_for(run_plan)},
-        "outcome": {**{name: xcom(task_id) for name, task_id in SUMMARY_SOURCES.items()},
-                    "gate": xcom("quality_gate", key="verdict")},
+        "provisioned": {step: xcom(f"provision.{step}") for step in steps_for(run_plan["params"])},
+        "outcome": {**reported, "gate": xcom("quality_gate", key="verdict")},
     }
     try:
         return closing.close_run(client, run_plan, made, run_failures())
@@ -430,12 +405,19 @@ def outcome() -> None:
     log.info("%s", line)
 
 
-def provision_step(run_plan: dict, pre: dict, step: str) -> dict:
+def provision_step(run_plan: dict, pre: dict, step: str, made: dict) -> dict:
+    """One step of the run's stack (``stack.run_step``), given the results of the earlier steps it builds on."""
     from ml_pipeline.infra import stack
 
-    made = stack.run_step(client, run_plan, step, pre)
-    log.info("%s: %s", step, made)
-    return made
+    result = stack.run_step(client, run_plan, step, pre, made)
+    log.info("%s: %s", step, result)
+    return result
+
+
+def provisioned(*results: dict | None) -> dict:
+    """The ids of everything the run provisioned, from each step's result (none: nothing was provisioned,
+    with compute=sagemaker and no VPC of its own): what the tasks after the provision group use."""
+    return merged(results)
 
 
 def _chain(experiment: dict, deploys: bool) -> None:
@@ -444,50 +426,52 @@ def _chain(experiment: dict, deploys: bool) -> None:
     opened = _task(open_run, the_plan, checked).as_setup()
 
     @task_group(group_id="provision")
-    def provision():
-        """Each step creates one part of the run's stack (or finds it, on a retry), tagged with the run;
-        a sensor waits for the part's state. The steps the run's compute does not need are skipped
-        together by the one decision in front of them."""
+    def provision() -> XComArg:
+        """Each step creates one part of the run's stack (or finds it, on a retry), tagged with the run,
+        given the ids the earlier steps it builds on returned; a sensor waits for the part's state. The steps
+        the run's compute does not need are skipped together by the one decision in front of them. The
+        group's result is every id provisioned (``provisioned``)."""
         step_tasks: dict[str, list[str]] = {}
         decide = SkipUnneededSteps(task_id="needed_steps", plan=the_plan, step_tasks=step_tasks)
         opened >> decide
         previous = decide
-        for step, kind, id_key, state in PROVISIONING:
-            made = _task(provision_step, the_plan, checked, step, task_id=step)
-            previous >> made
-            previous = made
-            step_tasks[step] = [made.operator.task_id]
-            if kind:
+        made: dict[str, XComArg] = {}
+        for step in STEPS:
+            made[step.name] = result = _task(provision_step, the_plan, checked, step.name,
+                                             {need: made[need] for need in step.needs}, task_id=step.name)
+            previous >> result
+            previous = result
+            step_tasks[step.name] = [result.operator.task_id]
+            if step.watch:
                 waited = ResourceStateSensor(
-                    task_id=f"{step}_{state.replace('-', '_')}", aws_conn_id=AWS_CONN_ID, kind=kind,
-                    resource_id=f"{{{{ ti.xcom_pull(task_ids='provision.{step}')['{id_key}'] }}}}",
-                    target_state=state, poke_interval=5, timeout=1800,
+                    task_id=f"{step.name}_{step.state.replace('-', '_')}", aws_conn_id=AWS_CONN_ID,
+                    kind=step.watch, resource_id=result[step.id_key], target_state=step.state, poke_interval=5,
+                    timeout=1800,
                 )
-                made >> waited
+                result >> waited
                 previous = waited
-                step_tasks[step].append(waited.task_id)
-            if step == "host":
+                step_tasks[step.name].append(waited.task_id)
+            if step.name == "host":
                 running = EC2InstanceStateSensor(
                     task_id="host_running", aws_conn_id=AWS_CONN_ID, target_state="running", deferrable=True,
-                    instance_id="{{ ti.xcom_pull(task_ids='provision.host')['instance_id'] }}",
-                    poke_interval=DEFAULT_POLL_SECONDS,
+                    instance_id=result["instance_id"], poke_interval=DEFAULT_POLL_SECONDS,
                 )
-                made >> running
+                result >> running
                 previous = running
-                step_tasks[step].append(running.task_id)
+                step_tasks[step.name].append(running.task_id)
         ready = HostReadySensor(
             task_id="host_ready", aws_conn_id=AWS_CONN_ID, plan=the_plan, poke_interval=10,
-            timeout=3600, instance_id="{{ ti.xcom_pull(task_ids='provision.host')['instance_id'] }}",
-            volume_id="{{ ti.xcom_pull(task_ids='provision.volume')['volume_id'] }}",
+            timeout=3600, instance_id=made["host"]["instance_id"], volume_id=made["volume"]["volume_id"],
         )
-        step_tasks["attach_volume"].append(ready.task_id)
-        done = EmptyOperator(task_id="provisioned", trigger_rule=TriggerRule.NONE_FAILED)
+        step_tasks[STEPS[-1].name].append(ready.task_id)
+        done = _task(provisioned, *made.values(), trigger_rule=TriggerRule.NONE_FAILED)
         previous >> ready >> done
+        return done
 
-    provisioned = provision()
+    stack_ids = provision()
     channels = _task(prepare_channels, the_plan)
     image = _task(resolve_code, the_plan)
-    provisioned >> [channels, image]
+    stack_ids >> [channels, image]
     mode = _task(choose_mode, the_plan, operator=BranchPythonOperator)
     [channels, image] >> mode
 
@@ -495,7 +479,7 @@ def _chain(experiment: dict, deploys: bool) -> None:
     def train():
         started = RunTrainingJobOperator(
             task_id="start_training_job", aws_conn_id=AWS_CONN_ID,
-            config=_task(training_request, the_plan, image, channels),
+            config=_task(training_request, the_plan, image, channels, stack_ids),
         )
         started >> DeferrableTrainingSensor(
             task_id="wait_for_training_job", aws_conn_id=AWS_CONN_ID,
@@ -506,7 +490,7 @@ def _chain(experiment: dict, deploys: bool) -> None:
     def tune():
         started = RunTuningJobOperator(
             task_id="start_tuning_job", aws_conn_id=AWS_CONN_ID,
-            config=_task(tuning_request, the_plan, image, channels),
+            config=_task(tuning_request, the_plan, image, channels, stack_ids),
         )
         started >> DeferrableTuningSensor(
             task_id="wait_for_tuning_job", aws_conn_id=AWS_CONN_ID,
@@ -516,7 +500,7 @@ def _chain(experiment: dict, deploys: bool) -> None:
     @task_group(group_id="host")
     def host():
         started = RunHostTrainingOperator(task_id="start_host_training", aws_conn_id=AWS_CONN_ID,
-                                          request=_task(command_request, the_plan, image, channels))
+                                          request=_task(command_request, the_plan, image, channels, stack_ids))
         started >> SsmRunCommandCompletedSensor(
             task_id="wait_for_host_training", aws_conn_id=AWS_CONN_ID, deferrable=True,
             command_id="{{ ti.xcom_pull(task_ids='host.start_host_training') }}",
@@ -525,7 +509,7 @@ def _chain(experiment: dict, deploys: bool) -> None:
 
     trained, tuned, on_host = train(), tune(), host()
     mode >> [trained, tuned, on_host]
-    best = _task(pick_best, the_plan, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+    best = _task(pick_best, the_plan, image, stack_ids, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     [trained, tuned, on_host] >> best
     weights = _task(copy_best_weights, the_plan, best, channels)
     package = _task(register_model, the_plan, best, weights, image)
@@ -534,7 +518,7 @@ def _chain(experiment: dict, deploys: bool) -> None:
 
     @task_group(group_id="deploy")
     def deploy():
-        created = _task(create_model_and_config, the_plan, weights, image)
+        created = _task(create_model_and_config, the_plan, weights, image, stack_ids)
         deployed = DeployEndpointOperator(task_id="deploy_endpoint", aws_conn_id=AWS_CONN_ID,
                                           config=_task(endpoint_request, the_plan))
         in_service = DeferrableEndpointSensor(
@@ -544,14 +528,19 @@ def _chain(experiment: dict, deploys: bool) -> None:
         created >> deployed >> in_service
 
     promoted = _task(promote, the_plan, package)
+    # What the run's summary reports, by the task that produces it (what a task that did not run gives: None).
+    reported = {"data": channels, "code": image, "best": best, "weights": weights, "model_package": package,
+                "promoted": promoted}
     if deploys:
         deployed = deploy()
         gate >> deployed
-        deployed >> _task(autoscale, the_plan) >> _task(smoke_test, the_plan) >> promoted
+        scaled, smoked = _task(autoscale, the_plan), _task(smoke_test, the_plan)
+        deployed >> scaled >> smoked >> promoted
+        reported |= {"autoscaling": scaled, "smoke_test": smoked}
     else:  # the gate decides the registry's production version; nothing is served
         gate >> promoted
 
-    closed = _task(close_run, the_plan)
+    closed = _task(close_run, the_plan, reported)
     opened >> closed
     promoted >> closed
     closed.as_teardown(setups=opened)

@@ -138,14 +138,14 @@ def test_one_decision_skips_the_provisioning_steps_the_run_does_not_need(pipelin
     """The decision in front of the group names every task of the group but the join, so the scheduler
     never queues one only for it to skip itself; the join runs past what was skipped."""
     from ml_pipeline.infra.operators import SkipUnneededSteps
-    from ml_pipeline.infra.stack import HOST_STEPS, NETWORK_STEPS
+    from ml_pipeline.infra.provisioning import STEPS
 
     decide = pipeline.get_task("provision.needed_steps")
     assert isinstance(decide, SkipUnneededSteps)
     named = {task_id for task_ids in decide.step_tasks.values() for task_id in task_ids}
     group = {t.task_id for t in pipeline.tasks if t.task_id.startswith("provision.")}
     assert named == group - {"provision.needed_steps", "provision.provisioned"}
-    assert list(decide.step_tasks) == [*NETWORK_STEPS, *HOST_STEPS]
+    assert list(decide.step_tasks) == [step.name for step in STEPS]
     assert pipeline.get_task("provision.provisioned").trigger_rule == "none_failed"
 
 

@@ -5,6 +5,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from ml_pipeline.infra.tags import project_tag
+
 _SKIP_DIRS = {"__pycache__"}
 _SKIP_SUFFIXES = (".pyc", ".pyo")
 
@@ -80,7 +82,7 @@ def ensure_repository(ecr, name: str) -> dict:
             imageTagMutability="IMMUTABLE",
             imageScanningConfiguration={"scanOnPush": True},
             encryptionConfiguration={"encryptionType": "AES256"},
-            tags=[{"Key": "project", "Value": "ml-pipeline"}],
+            tags=[project_tag()],
         )["repository"]
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from ml_pipeline.infra.tags import EXPERIMENT_KEY, RUN_KEY, project_tag
+
 PRIMARY_VARIANT = "AllTraffic"
 
 
@@ -119,9 +121,9 @@ def _job_parts(plan: dict, code: dict, channels: dict[str, str], vpc_config: dic
 def tags(plan: dict, *, run: bool = True) -> list[dict]:
     """project, experiment, run (not on a kept endpoint, which outlives runs) and the revision trained
     from: the experiment file's hash, its source's, and the commit when known."""
-    result = [{"Key": "project", "Value": "ml-pipeline"}, {"Key": "experiment", "Value": plan["experiment"]["name"]}]
+    result = [project_tag(), {"Key": EXPERIMENT_KEY, "Value": plan["experiment"]["name"]}]
     if run:
-        result.append({"Key": "run", "Value": plan["key"]})
+        result.append({"Key": RUN_KEY, "Value": plan["key"]})
         for name in ("file_hash", "source_hash", "commit"):
             value = (plan.get("revision") or {}).get(name)
             if value:

@@ -20,7 +20,7 @@ EXPERIMENT_KEY = "experiment"
 CREATED_AT = "created-at"
 TTL_HOURS = "ttl-hours"
 #: IAM roles and instance profiles of this project live under this path.
-IAM_PATH = "/ml-pipeline/"
+IAM_PATH = f"/{PROJECT}/"
 
 
 def now_iso() -> str:
@@ -31,10 +31,15 @@ def parse_iso(value: str) -> datetime:
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
 
+def project_tag() -> dict[str, str]:
+    """The tag on everything this project makes (S3, EC2, IAM, SSM, ECR and SageMaker take this shape)."""
+    return {"Key": PROJECT_KEY, "Value": PROJECT}
+
+
 def run_tags(run_key: str, part: str | None = None, ttl_hours: float | None = None,
              created_at: str | None = None, experiment: str | None = None) -> list[dict]:
     tags = [
-        {"Key": PROJECT_KEY, "Value": PROJECT},
+        project_tag(),
         {"Key": RUN_KEY, "Value": run_key},
         {"Key": CREATED_AT, "Value": created_at or now_iso()},
     ]

@@ -32,6 +32,7 @@ anything is created.
 
 import logging
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 import pendulum
 from airflow.providers.amazon.aws.sensors.ec2 import EC2InstanceStateSensor
@@ -56,6 +57,10 @@ from ml_pipeline.sensors.sagemaker import (
     DeferrableTuningSensor,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from ml_pipeline.plan import Plan, Revision
 
 #: Each task's outcome in one plain line of its own log.
 log = logging.getLogger("ml_pipeline.dag")
@@ -68,7 +73,7 @@ def dag_id(name: str) -> str:
     return f"{DAG_ID_PREFIX}{name}"
 
 
-def xcom(task_id: str, key: str = "return_value"):
+def xcom(task_id: str, key: str = "return_value") -> Any:
     return get_current_context()["ti"].xcom_pull(task_ids=task_id, key=key)
 
 
@@ -121,7 +126,8 @@ def build_dag(experiment: dict) -> DAG:
 # --- the tasks (each DAG makes one operator of each function with _task) --------------------------
 
 
-def _task(function, *args, operator: type = PythonOperator, task_id: str | None = None, **kwargs) -> XComArg:
+def _task(function: "Callable[..., Any]", *args: Any, operator: type = PythonOperator, task_id: str | None = None,
+          **kwargs: Any) -> XComArg:
     """A task calling ``function(*args)`` (XComArgs resolved, their tasks upstream; the context as keyword
     arguments where the function takes ``**context``), as ``@task`` makes it: the function's docstring is the
     task's documentation, and a ``dict`` return is pushed key by key too (``multiple_outputs``).
@@ -135,7 +141,7 @@ def _task(function, *args, operator: type = PythonOperator, task_id: str | None 
                     **kwargs).output
 
 
-def plan(folder: str, **context) -> dict:
+def plan(folder: str, **context: Any) -> "Plan":
     """Refuse bad input before anything is created; fix every name the run will use. The experiment is read
     again here, from the folder this DAG was built from: the run plans with the file as it is now."""
     from ml_pipeline.experiments import load
@@ -156,14 +162,14 @@ def plan(folder: str, **context) -> dict:
     return made
 
 
-def _revision(planned: dict, experiment: dict, context) -> dict:
+def _revision(planned: "Revision", experiment: dict, context: "Mapping[str, Any]") -> "Revision":
     """What the run trains from: the plan's file and source hashes (as they are now), and the commit: the one
     whose change started the run (the git watcher's or a webhook's asset event), else the working tree's HEAD."""
     from ml_pipeline.gitops import head_commit, revision
 
     event = revision(context)
-    recorded = {**planned, "commit": (event or {}).get("commit") or head_commit(experiment["folder"]),
-                "trigger": (event or {}).get("source") or str(context["dag_run"].run_type)}
+    recorded: Revision = {**planned, "commit": (event or {}).get("commit") or head_commit(experiment["folder"]),
+                          "trigger": (event or {}).get("source") or str(context["dag_run"].run_type)}
     if event and event.get("file_hash") and event["file_hash"] != experiment["file_hash"]:
         # The deployed tree is not the commit that started the run (it lags or moved on): say both.
         recorded["event_file_hash"] = event["file_hash"]
@@ -172,7 +178,7 @@ def _revision(planned: dict, experiment: dict, context) -> dict:
     return recorded
 
 
-def preflight(run_plan: dict) -> dict:
+def preflight(run_plan: "Plan") -> dict:
     """What only AWS or this machine can tell, still before anything is created: the experiment's code
     (a framework version with no image, a Dockerfile with no Docker engine to build it), an existing bucket
     that is unencrypted or public (refused, never changed), the host's AMI (a missing one is refused here)
@@ -184,7 +190,7 @@ def preflight(run_plan: dict) -> dict:
     return check(client, run_plan)
 
 
-def open_run(run_plan: dict, pre: dict) -> dict:
+def open_run(run_plan: "Plan", pre: dict) -> dict:
     """The run's bucket, after the preflight (``pre``): created and configured when missing; any other one
     (the tag of the run that created it says whose it is) is used as it is."""
     from ml_pipeline.infra import stack
@@ -195,7 +201,7 @@ def open_run(run_plan: dict, pre: dict) -> dict:
     return {**opened, "key": run_plan["key"]}
 
 
-def prepare_channels(run_plan: dict) -> dict:
+def prepare_channels(run_plan: "Plan") -> dict:
     from ml_pipeline import channels
 
     prepared = channels.prepare(client("s3"), run_plan)
@@ -203,7 +209,7 @@ def prepare_channels(run_plan: dict) -> dict:
     return prepared
 
 
-def resolve_code(run_plan: dict) -> dict:
+def resolve_code(run_plan: "Plan") -> dict:
     """What the run trains and serves (``code.resolve``): script mode's source in S3 and the framework's
     images, the experiment's image, or the image its Dockerfile builds."""
     from ml_pipeline import code
@@ -213,13 +219,13 @@ def resolve_code(run_plan: dict) -> dict:
     return resolved
 
 
-def choose_mode(run_plan: dict) -> str:
+def choose_mode(run_plan: "Plan") -> str:
     if run_plan["params"]["compute"] == "host":
         return "host.command_request"
     return "train.training_request" if run_plan["params"]["mode"] == "train" else "tune.tuning_request"
 
 
-def in_vpc(run_plan: dict, provisioned: dict) -> dict | None:
+def in_vpc(run_plan: "Plan", provisioned: dict) -> dict | None:
     """The VpcConfig of SageMaker jobs and models when the run provisioned its own VPC (``provisioned``: the
     ids its provisioning returned)."""
     from ml_pipeline.infra import stack
@@ -227,7 +233,7 @@ def in_vpc(run_plan: dict, provisioned: dict) -> dict | None:
     return stack.vpc_config(provisioned) if run_plan["params"]["provision_vpc"] else None
 
 
-def training_request(run_plan: dict, code: dict, channels: dict, provisioned: dict) -> dict:
+def training_request(run_plan: "Plan", code: dict, channels: dict, provisioned: dict) -> dict:
     from ml_pipeline import sagemaker_requests as requests
 
     request = requests.training_job(run_plan, code, channels, in_vpc(run_plan, provisioned))
@@ -236,7 +242,7 @@ def training_request(run_plan: dict, code: dict, channels: dict, provisioned: di
     return request
 
 
-def tuning_request(run_plan: dict, code: dict, channels: dict, provisioned: dict) -> dict:
+def tuning_request(run_plan: "Plan", code: dict, channels: dict, provisioned: dict) -> dict:
     from ml_pipeline import sagemaker_requests as requests
 
     request = requests.tuning_job(run_plan, code, channels, in_vpc(run_plan, provisioned))
@@ -246,14 +252,14 @@ def tuning_request(run_plan: dict, code: dict, channels: dict, provisioned: dict
     return request
 
 
-def command_request(run_plan: dict, code: dict, channels: dict, provisioned: dict) -> dict:
+def command_request(run_plan: "Plan", code: dict, channels: dict, provisioned: dict) -> dict:
     from ml_pipeline.infra import host_training
 
     return host_training.command_request(client, run_plan, code["training_image"], channels,
                                          provisioned["instance_id"], code)
 
 
-def pick_best(run_plan: dict, code: dict, provisioned: dict) -> dict:
+def pick_best(run_plan: "Plan", code: dict, provisioned: dict) -> dict:
     from ml_pipeline import steps
 
     if run_plan["params"]["compute"] == "host":
@@ -272,7 +278,7 @@ def pick_best(run_plan: dict, code: dict, provisioned: dict) -> dict:
     return best
 
 
-def copy_best_weights(run_plan: dict, best: dict, channels: dict) -> dict:
+def copy_best_weights(run_plan: "Plan", best: dict, channels: dict) -> dict:
     from ml_pipeline import steps
 
     weights = steps.copy_best_weights(client("s3"), run_plan, best, channels)
@@ -280,7 +286,7 @@ def copy_best_weights(run_plan: dict, best: dict, channels: dict) -> dict:
     return weights
 
 
-def register_model(run_plan: dict, best: dict, weights: dict, code: dict) -> str:
+def register_model(run_plan: "Plan", best: dict, weights: dict, code: dict) -> str:
     from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 
     from ml_pipeline import steps
@@ -290,7 +296,7 @@ def register_model(run_plan: dict, best: dict, weights: dict, code: dict) -> str
     return arn
 
 
-def quality_gate(run_plan: dict, best: dict) -> bool:
+def quality_gate(run_plan: "Plan", best: dict) -> bool:
     from ml_pipeline import steps
 
     verdict = steps.quality_gate(client("sagemaker"), run_plan, best)
@@ -299,7 +305,7 @@ def quality_gate(run_plan: dict, best: dict) -> bool:
     return verdict["deploy"]
 
 
-def create_model_and_config(run_plan: dict, weights: dict, code: dict, provisioned: dict) -> dict:
+def create_model_and_config(run_plan: "Plan", weights: dict, code: dict, provisioned: dict) -> dict:
     from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 
     from ml_pipeline import steps
@@ -311,7 +317,7 @@ def create_model_and_config(run_plan: dict, weights: dict, code: dict, provision
     return made
 
 
-def endpoint_request(run_plan: dict) -> dict:
+def endpoint_request(run_plan: "Plan") -> dict:
     """The deploy's request; and, with keep_endpoint, what the stable endpoint serves before this run's
     deploy (key "serving_before"), so that close_run can undo the deploy of a run that fails. Recorded
     here, not by the deploy task, whose retry would find the endpoint on this run's config already."""
@@ -330,7 +336,7 @@ def endpoint_request(run_plan: dict) -> dict:
     return {"Endpoint": request}
 
 
-def autoscale(run_plan: dict) -> dict:
+def autoscale(run_plan: "Plan") -> dict:
     from ml_pipeline import steps
 
     scaling = steps.autoscale(client("application-autoscaling"), run_plan)
@@ -339,7 +345,7 @@ def autoscale(run_plan: dict) -> dict:
     return scaling
 
 
-def smoke_test(run_plan: dict) -> dict:
+def smoke_test(run_plan: "Plan") -> dict:
     """The experiment's samples through the endpoint, and its check (``smoke.run``)."""
     from ml_pipeline import smoke
 
@@ -350,7 +356,7 @@ def smoke_test(run_plan: dict) -> dict:
     return result
 
 
-def promote(run_plan: dict, package_arn: str) -> dict:
+def promote(run_plan: "Plan", package_arn: str) -> dict:
     from ml_pipeline import steps
 
     promoted = steps.promote(client("sagemaker"), run_plan, package_arn)
@@ -358,7 +364,7 @@ def promote(run_plan: dict, package_arn: str) -> dict:
     return promoted
 
 
-def close_run(run_plan: dict, reported: dict) -> dict:
+def close_run(run_plan: "Plan", reported: dict) -> dict:
     """Whatever happened before: stop this run's jobs, remove what must not outlive it (saying what
     was already gone), undo a failed run's deploy, reject its model version, tear down its stack, and
     write the run's summary beside its artifacts (and, whatever happens to the bucket, into this log and
@@ -405,7 +411,7 @@ def outcome() -> None:
     log.info("%s", line)
 
 
-def provision_step(run_plan: dict, pre: dict, step: str, made: dict) -> dict:
+def provision_step(run_plan: "Plan", pre: dict, step: str, made: dict) -> dict:
     """One step of the run's stack (``stack.run_step``), given the results of the earlier steps it builds on."""
     from ml_pipeline.infra import stack
 

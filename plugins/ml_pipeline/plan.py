@@ -19,7 +19,7 @@ import ipaddress
 import re
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict, cast
 
 from ml_pipeline import config as hyperparams
 from ml_pipeline.infra.params import validate_infra
@@ -203,7 +203,7 @@ def name_errors(params: dict) -> list[str]:
     return errors
 
 
-def bucket_name_errors(bucket) -> list[str]:
+def bucket_name_errors(bucket: object) -> list[str]:
     if not isinstance(bucket, str) or not _BUCKET.match(bucket):
         return [f"bucket: {bucket!r} is not an S3 bucket name (3-63 lowercase letters, digits, dots and hyphens, "
                 "a letter or digit at each end)"]
@@ -284,7 +284,7 @@ def make_plan(params: dict[str, Any], run_id: str, logical_date: datetime, exper
 
     static: dict[str, Any] = {}
     if tuning is not None:
-        tuning = dict(tuning)
+        tuning = cast(Tuning, dict(tuning))  # the experiment's, with the run's limits
         if p.get("max_jobs"):
             tuning["max_jobs"] = p["max_jobs"]
         if p.get("max_parallel_jobs"):

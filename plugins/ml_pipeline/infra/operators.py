@@ -8,13 +8,16 @@ tags on a retry.)
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.operators.ssm import SsmRunCommandOperator
 from airflow.providers.standard.utils.skipmixin import SkipMixin
 from airflow.sdk import BaseOperator
 
 from ml_pipeline.infra.provisioning import steps_for
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 
 class SkipUnneededSteps(BaseOperator, SkipMixin):
@@ -35,7 +38,7 @@ class SkipUnneededSteps(BaseOperator, SkipMixin):
         self.plan = plan
         self.step_tasks = step_tasks
 
-    def execute(self, context) -> list[str] | None:
+    def execute(self, context: Context) -> list[str] | None:
         needed = steps_for(self.plan["params"])
         skipped = [task_id for step, task_ids in self.step_tasks.items() if step not in needed for task_id in task_ids]
         p = self.plan["params"]
@@ -63,7 +66,7 @@ class RunHostTrainingOperator(SsmRunCommandOperator):
         super().__init__(document_name="(from request)", **kwargs)
         self.request = request
 
-    def execute(self, context) -> str:
+    def execute(self, context: Context) -> str:
         from ml_pipeline.infra.host_training import find_command  # noqa: PLC0415
 
         request = dict(self.request)

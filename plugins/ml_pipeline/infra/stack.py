@@ -39,13 +39,18 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ml_pipeline.infra import iam, tags
 from ml_pipeline.infra.params import accelerator, choose_availability_zone, cidr_errors
 from ml_pipeline.infra.provisioning import STEPS, merged, steps_for
+
+if TYPE_CHECKING:
+    from ml_pipeline.aws import Client, Clients
+    from ml_pipeline.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +66,7 @@ LIVE_INSTANCE_STATES = ["pending", "running", "stopping", "stopped", "shutting-d
 # --- finding the run's resources by their tags --------------------------------------------------
 
 
-def _part_filter(plan_or_key, part: str) -> list[dict]:
+def _part_filter(plan_or_key: Plan | str, part: str) -> list[dict]:
     key = plan_or_key["key"] if isinstance(plan_or_key, dict) else plan_or_key
     return tags.run_filter(key) + [{"Name": "tag:Name", "Values": [f"{tags.PROJECT}-{key}-{part}"]}]
 
@@ -72,25 +77,25 @@ def _one(items: list[dict], what: str) -> dict | None:
     return items[0] if items else None
 
 
-def find_vpc(ec2, plan) -> dict | None:
+def find_vpc(ec2: Client, plan: Plan) -> dict | None:
     return _one(ec2.describe_vpcs(Filters=_part_filter(plan, "vpc"))["Vpcs"], "VPCs")
 
 
-def find_subnet(ec2, plan, part: str) -> dict | None:
+def find_subnet(ec2: Client, plan: Plan, part: str) -> dict | None:
     return _one(ec2.describe_subnets(Filters=_part_filter(plan, part))["Subnets"], f"{part} subnets")
 
 
-def find_host(ec2, plan) -> dict | None:
+def find_host(ec2: Client, plan: Plan) -> dict | None:
     filters = _part_filter(plan, "host") + [{"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES}]
     instances = [i for r in ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]]
     return _one(instances, "hosts")
 
 
-def find_volume(ec2, plan) -> dict | None:
+def find_volume(ec2: Client, plan: Plan) -> dict | None:
     return _one(ec2.describe_volumes(Filters=_part_filter(plan, "data"))["Volumes"], "data volumes")
 
 
-def find_security_group(ec2, plan, part: str) -> dict | None:
+def find_security_group(ec2: Client, plan: Plan, part: str) -> dict | None:
     return _one(ec2.describe_security_groups(Filters=_part_filter(plan, part))["SecurityGroups"],
                 f"{part} security groups")
 
@@ -102,7 +107,7 @@ def role_name(key: str) -> str:
 # --- network -------------------------------------------------------------------------------------
 
 
-def create_vpc(client, plan: dict) -> dict:
+def create_vpc(client: Clients, plan: Plan) -> dict:
     ec2 = client("ec2")
     vpc = find_vpc(ec2, plan)
     if vpc is None:
@@ -114,7 +119,7 @@ def create_vpc(client, plan: dict) -> dict:
     return {"vpc_id": vpc["VpcId"]}
 
 
-def create_internet_gateway(client, plan: dict, vpc_id: str) -> dict:
+def create_internet_gateway(client: Clients, plan: Plan, vpc_id: str) -> dict:
     ec2 = client("ec2")
     found = ec2.describe_internet_gateways(Filters=_part_filter(plan, "igw"))["InternetGateways"]
     igw = _one(found, "internet gateways") or ec2.create_internet_gateway(
@@ -131,7 +136,7 @@ def subnet_cidrs(vpc_cidr: str) -> tuple[str, str]:
     return str(quarters[0]), str(quarters[1])
 
 
-def create_subnets(client, plan: dict, vpc_id: str, availability_zone: str | None = None) -> dict:
+def create_subnets(client: Clients, plan: Plan, vpc_id: str, availability_zone: str | None = None) -> dict:
     ec2 = client("ec2")
     p = plan["params"]
     public_cidr, private_cidr = subnet_cidrs(p["vpc_cidr"])  # the VPC's, as create_vpc made it
@@ -154,13 +159,13 @@ def create_subnets(client, plan: dict, vpc_id: str, availability_zone: str | Non
     return {**ids, "availability_zone": zone, "vpc_id": vpc_id}
 
 
-def _route_table(ec2, plan, vpc_id: str, part: str) -> dict:
+def _route_table(ec2: Client, plan: Plan, vpc_id: str, part: str) -> dict:
     found = ec2.describe_route_tables(Filters=_part_filter(plan, f"{part}-rt"))["RouteTables"]
     return _one(found, f"{part} route tables") or ec2.create_route_table(
         VpcId=vpc_id, TagSpecifications=tags.tag_spec("route-table", tags.plan_tags(plan, f"{part}-rt")))["RouteTable"]
 
 
-def create_route_tables(client, plan: dict, vpc_id: str, internet_gateway_id: str, public_subnet_id: str,
+def create_route_tables(client: Clients, plan: Plan, vpc_id: str, internet_gateway_id: str, public_subnet_id: str,
                         private_subnet_id: str) -> dict:
     ec2 = client("ec2")
     public = _route_table(ec2, plan, vpc_id, "public")
@@ -183,7 +188,7 @@ def create_route_tables(client, plan: dict, vpc_id: str, internet_gateway_id: st
             "s3_endpoint_id": endpoint["VpcEndpointId"]}
 
 
-def _security_group(ec2, plan, vpc_id: str, part: str, description: str) -> tuple[dict, bool]:
+def _security_group(ec2: Client, plan: Plan, vpc_id: str, part: str, description: str) -> tuple[dict, bool]:
     group = find_security_group(ec2, plan, part)
     if group is not None:
         return group, False
@@ -193,7 +198,7 @@ def _security_group(ec2, plan, vpc_id: str, part: str, description: str) -> tupl
     return ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0], True
 
 
-def _https_out_only(ec2, group: dict) -> None:
+def _https_out_only(ec2: Client, group: dict) -> None:
     """Egress: HTTPS to AWS's endpoints, nothing else (the default allow-all rule is removed)."""
     for rule in group.get("IpPermissionsEgress", []):
         if rule.get("IpProtocol") == "-1":
@@ -215,7 +220,7 @@ def ssh_ingress(cidrs: list[str]) -> list[dict]:
     return [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": v4, "Ipv6Ranges": v6}] if cidrs else []
 
 
-def create_security_groups(client, plan: dict, vpc_id: str) -> dict:
+def create_security_groups(client: Clients, plan: Plan, vpc_id: str) -> dict:
     ec2 = client("ec2")
     p = plan["params"]
     ids = {"host_security_group_id": None, "sagemaker_security_group_id": None}
@@ -272,12 +277,12 @@ def _owned_by(owner: str | None) -> dict:
     return {"ExpectedBucketOwner": owner} if owner else {}
 
 
-def account_of(client) -> str:
+def account_of(client: Clients) -> str:
     """The account the run's credentials belong to (STS GetCallerIdentity needs no permission)."""
     return client("sts").get_caller_identity()["Account"]
 
 
-def _bucket_exists(s3, bucket: str, owner: str | None = None) -> bool:
+def _bucket_exists(s3: Client, bucket: str, owner: str | None = None) -> bool:
     try:
         s3.head_bucket(Bucket=bucket, **_owned_by(owner))
         return True
@@ -290,7 +295,7 @@ def _bucket_exists(s3, bucket: str, owner: str | None = None) -> bool:
         raise
 
 
-def _read(s3, operation: str, bucket: str, absent: str | None = None, owner: str | None = None) -> dict | None:
+def _read(s3: Client, operation: str, bucket: str, absent: str | None = None, owner: str | None = None) -> dict | None:
     """One of the bucket's settings (None: it has none); a setting the run may not read refuses the bucket."""
     try:
         return getattr(s3, operation)(Bucket=bucket, **_owned_by(owner))
@@ -302,7 +307,7 @@ def _read(s3, operation: str, bucket: str, absent: str | None = None, owner: str
         raise
 
 
-def bucket_findings(s3, bucket: str, owner: str | None = None) -> tuple[list[str], list[str]]:
+def bucket_findings(s3: Client, bucket: str, owner: str | None = None) -> tuple[list[str], list[str]]:
     """What makes an existing bucket unfit (refusals) and what is only worth saying (warnings); read only."""
     refusals, warnings = [], []
     encryption = _read(s3, "get_bucket_encryption", bucket, "ServerSideEncryptionConfigurationNotFoundError", owner)
@@ -331,7 +336,7 @@ def bucket_findings(s3, bucket: str, owner: str | None = None) -> tuple[list[str
     return refusals, warnings
 
 
-def check_bucket(s3, bucket: str, run_key: str | None = None, owner: str | None = None) -> dict:
+def check_bucket(s3: Client, bucket: str, run_key: str | None = None, owner: str | None = None) -> dict:
     """The preflight of the run's bucket, changing nothing: ``{"bucket", "exists", "warnings"}``; an existing
     bucket that is unencrypted or public, or not this account's (``owner``, the account: every call names it as
     the ExpectedBucketOwner, so another account's bucket is refused even when it grants this role access), raises
@@ -349,14 +354,14 @@ def check_bucket(s3, bucket: str, run_key: str | None = None, owner: str | None 
     return {"bucket": bucket, "exists": True, "warnings": warnings}
 
 
-def _bucket_tags(s3, bucket: str, owner: str | None = None) -> dict[str, str]:
+def _bucket_tags(s3: Client, bucket: str, owner: str | None = None) -> dict[str, str]:
     try:
         return tags.as_dict(s3.get_bucket_tagging(Bucket=bucket, **_owned_by(owner))["TagSet"])
     except s3.exceptions.ClientError:  # NoSuchTagSet
         return {}
 
 
-def _created_by(s3, bucket: str, owner: str | None = None) -> str | None:
+def _created_by(s3: Client, bucket: str, owner: str | None = None) -> str | None:
     return _bucket_tags(s3, bucket, owner).get(CREATED_BY_RUN)
 
 
@@ -367,7 +372,7 @@ def tls_only_policy(bucket: str, region: str) -> dict:
         "Resource": [arn, f"{arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}
 
 
-def _configure_new_bucket(s3, bucket: str) -> None:
+def _configure_new_bucket(s3: Client, bucket: str) -> None:
     """A bucket the run created: private, encrypted, versioned, and TLS-only where S3 is reached over HTTPS."""
     s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
         "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
@@ -380,7 +385,7 @@ def _configure_new_bucket(s3, bucket: str) -> None:
         log.info("s3://%s is reached over plain HTTP (%s): no TLS-only policy", bucket, s3.meta.endpoint_url)
 
 
-def ensure_bucket(client, plan: dict) -> dict:
+def ensure_bucket(client: Clients, plan: Plan) -> dict:
     """The run's bucket (open_run). Only its ``created-by-run`` tag says the run created it: a bucket the run
     creates is tagged right after its CreateBucket succeeded (with the project too, not with ``run``: it
     outlives runs and no teardown removes it), then configured; TLS only when S3 is reached over HTTPS (always
@@ -402,7 +407,7 @@ def ensure_bucket(client, plan: dict) -> dict:
     return {"bucket": bucket, "created": True, "warnings": []}
 
 
-def _create_bucket(s3, bucket: str, key: str, owner: str) -> str | None:
+def _create_bucket(s3: Client, bucket: str, key: str, owner: str) -> str | None:
     """Creates the bucket and tags it as run ``key``'s; the run that created it (None: not this run)."""
     region = s3.meta.region_name
     kwargs = {"CreateBucketConfiguration": {"LocationConstraint": region}} if region != "us-east-1" else {}
@@ -426,7 +431,7 @@ def _create_bucket(s3, bucket: str, key: str, owner: str) -> str | None:
 # --- the host --------------------------------------------------------------------------------------
 
 
-def create_instance_profile(client, plan: dict) -> dict:
+def create_instance_profile(client: Clients, plan: Plan) -> dict:
     """The host's role (trust: EC2; inline policy: include/iam/host-instance-policy.json) and its profile."""
     iam_client = client("iam")
     name = role_name(plan["key"])
@@ -455,7 +460,7 @@ def create_instance_profile(client, plan: dict) -> dict:
             "instance_profile_arn": profile["Arn"]}
 
 
-def create_volume(client, plan: dict, availability_zone: str) -> dict:
+def create_volume(client: Clients, plan: Plan, availability_zone: str) -> dict:
     """The data volume, in the subnets' zone (the host's)."""
     ec2 = client("ec2")
     volume = find_volume(ec2, plan)
@@ -467,12 +472,12 @@ def create_volume(client, plan: dict, availability_zone: str) -> dict:
     return {"volume_id": volume["VolumeId"], "availability_zone": volume["AvailabilityZone"]}
 
 
-def user_data(plan: dict) -> str:
+def user_data(plan: Plan) -> str:
     values = {"Accelerator": accelerator(plan["params"]["host_instance_type"]), "RunKey": plan["key"]}
     return re.sub(r"\$\{(Accelerator|RunKey)\}", lambda m: values[m.group(1)], USER_DATA.read_text())
 
 
-def host_request(client, plan: dict, ami_id: str, subnet_id: str, security_group_id: str,
+def host_request(client: Clients, plan: Plan, ami_id: str, subnet_id: str, security_group_id: str,
                  instance_profile_name: str) -> dict:
     """RunInstances' arguments for the run's host, in its public subnet with its security group and profile."""
     ec2 = client("ec2")
@@ -504,7 +509,7 @@ def host_request(client, plan: dict, ami_id: str, subnet_id: str, security_group
     return request
 
 
-def create_host(client, plan: dict, ami_id: str, subnet_id: str, security_group_id: str,
+def create_host(client: Clients, plan: Plan, ami_id: str, subnet_id: str, security_group_id: str,
                 instance_profile_name: str, profile_wait_seconds: float = 90) -> dict:
     """The run's host, launched once: a retry finds it by its tags."""
     ec2 = client("ec2")
@@ -527,7 +532,7 @@ def create_host(client, plan: dict, ami_id: str, subnet_id: str, security_group_
             "availability_zone": host["Placement"]["AvailabilityZone"], "ami_id": host["ImageId"]}
 
 
-def attach_volume(client, plan: dict, volume_id: str, instance_id: str) -> dict:
+def attach_volume(client: Clients, plan: Plan, volume_id: str, instance_id: str) -> dict:
     ec2 = client("ec2")
     volume = ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
     if not any(a["InstanceId"] == instance_id for a in volume.get("Attachments", [])):
@@ -538,7 +543,7 @@ def attach_volume(client, plan: dict, volume_id: str, instance_id: str) -> dict:
 # --- states the sensors watch ---------------------------------------------------------------------
 
 
-def resource_state(client, kind: str, resource_id: str) -> str | None:
+def resource_state(client: Clients, kind: str, resource_id: str) -> str | None:
     """The state of one resource as AWS reports it (None: not found).
 
     vpc, subnet: pending | available. internet_gateway: attached | detached. volume: creating |
@@ -581,7 +586,7 @@ def resource_state(client, kind: str, resource_id: str) -> str | None:
 
 # --- everything in order ----------------------------------------------------------------------------
 
-def run_step(client, plan: dict, step: str, pre: dict, made: Mapping[str, dict | None]) -> dict:
+def run_step(client: Clients, plan: Plan, step: str, pre: dict, made: Mapping[str, dict | None]) -> dict:
     """Runs provisioning ``step`` (``provisioning.STEPS``): ``pre`` is what the preflight found, ``made`` the
     results of earlier steps by name (at least the step's ``needs``), whose ids the step builds on."""
     from ml_pipeline.infra import host_training  # noqa: PLC0415 - no cycle at import
@@ -608,7 +613,8 @@ def run_step(client, plan: dict, step: str, pre: dict, made: Mapping[str, dict |
     return functions[step]()
 
 
-def provision(client, plan: dict, pre: dict, after_step=None) -> dict:
+def provision(client: Clients, plan: Plan, pre: dict,
+              after_step: Callable[[str, dict], object] | None = None) -> dict:
     """Every step the run needs in order, each given the earlier ones' results; ``after_step(name, ids)`` is
     called after each (tests inject failures there). Returns every id, merged."""
     made: dict[str, dict | None] = {}

@@ -12,6 +12,10 @@ Resources are always found by these tags, never by names alone.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ml_pipeline.plan import Plan
 
 PROJECT = "ml-pipeline"
 PROJECT_KEY = "project"
@@ -52,7 +56,7 @@ def run_tags(run_key: str, part: str | None = None, ttl_hours: float | None = No
     return tags
 
 
-def plan_tags(plan: dict, part: str | None = None) -> list[dict]:
+def plan_tags(plan: Plan, part: str | None = None) -> list[dict]:
     return run_tags(plan["key"], part, plan["params"].get("stack_ttl_hours"),
                     experiment=(plan.get("experiment") or {}).get("name"))
 

@@ -67,6 +67,8 @@ log = logging.getLogger("ml_pipeline.dag")
 #: Every experiment's DAG is this prefix and the experiment's name.
 DAG_ID_PREFIX = "train_"
 START_DATE = pendulum.datetime(2026, 1, 5, tz="UTC")
+#: The task group of the provisioning steps: each step's task is ``provision.<step>``.
+PROVISION = "provision"
 
 
 def dag_id(name: str) -> str:
@@ -364,12 +366,12 @@ def promote(run_plan: "Plan", package_arn: str) -> dict:
     return promoted
 
 
-def close_run(run_plan: "Plan", reported: dict) -> dict:
+def close_run(run_plan: "Plan", reported: dict[str, str]) -> dict:
     """Whatever happened before: stop this run's jobs, remove what must not outlive it (saying what
     was already gone), undo a failed run's deploy, reject its model version, tear down its stack, and
     write the run's summary beside its artifacts (and, whatever happens to the bucket, into this log and
     this task's XCom). Every part runs; one error at the end names the parts that failed. ``reported``: what
-    the summary reports, by name, as the tasks the DAG gave for each returned it (None: it did not run)."""
+    the summary reports, by name: the id of the task whose result it is (the DAG's builder gives them)."""
     from ml_pipeline import closing
     from ml_pipeline.infra.provisioning import steps_for
     from ml_pipeline.infra.teardown import TeardownIncomplete
@@ -383,8 +385,9 @@ def close_run(run_plan: "Plan", reported: dict) -> dict:
         "model_package": xcom("register_model"),
         "jobs": {"training": [training["Training"]["TrainingJobName"]] if training else [],
                  "tuning": [tuning["Tuning"]["HyperParameterTuningJobName"]] if tuning else []},
-        "provisioned": {step: xcom(f"provision.{step}") for step in steps_for(run_plan["params"])},
-        "outcome": {**reported, "gate": xcom("quality_gate", key="verdict")},
+        "provisioned": {step: xcom(f"{PROVISION}.{step}") for step in steps_for(run_plan["params"])},
+        "outcome": {**{name: xcom(task_id) for name, task_id in reported.items()},
+                    "gate": xcom("quality_gate", key="verdict")},
     }
     try:
         return closing.close_run(client, run_plan, made, run_failures())
@@ -411,19 +414,26 @@ def outcome() -> None:
     log.info("%s", line)
 
 
-def provision_step(run_plan: "Plan", pre: dict, step: str, made: dict) -> dict:
-    """One step of the run's stack (``stack.run_step``), given the results of the earlier steps it builds on."""
+def provision_step(run_plan: "Plan", pre: dict, step: str, needs: list[str]) -> dict:
+    """One step of the run's stack (``stack.run_step``), given what the earlier steps it builds on (``needs``)
+    returned. Their results are read from their XComs here rather than passed as XComArgs: each XComArg adds an
+    edge to the DAG (a DAG hash or two at every parse), and these steps follow them already."""
     from ml_pipeline.infra import stack
 
-    result = stack.run_step(client, run_plan, step, pre, made)
+    result = stack.run_step(client, run_plan, step, pre, {need: xcom(f"{PROVISION}.{need}") for need in needs})
     log.info("%s: %s", step, result)
     return result
 
 
-def provisioned(*results: dict | None) -> dict:
+def provisioned() -> dict:
     """The ids of everything the run provisioned, from each step's result (none: nothing was provisioned,
     with compute=sagemaker and no VPC of its own): what the tasks after the provision group use."""
-    return merged(results)
+    return merged(xcom(f"{PROVISION}.{step.name}") for step in STEPS)
+
+
+def _pulled(step: str, key: str) -> str:
+    """A template of one id a provisioning step returned, for a sensor that follows the step already."""
+    return f"{{{{ ti.xcom_pull(task_ids='{PROVISION}.{step}')['{key}'] }}}}"
 
 
 def _chain(experiment: dict, deploys: bool) -> None:
@@ -431,7 +441,7 @@ def _chain(experiment: dict, deploys: bool) -> None:
     checked = _task(preflight, the_plan, retries=0)
     opened = _task(open_run, the_plan, checked).as_setup()
 
-    @task_group(group_id="provision")
+    @task_group(group_id=PROVISION)
     def provision() -> XComArg:
         """Each step creates one part of the run's stack (or finds it, on a retry), tagged with the run,
         given the ids the earlier steps it builds on returned; a sensor waits for the part's state. The steps
@@ -441,18 +451,16 @@ def _chain(experiment: dict, deploys: bool) -> None:
         decide = SkipUnneededSteps(task_id="needed_steps", plan=the_plan, step_tasks=step_tasks)
         opened >> decide
         previous = decide
-        made: dict[str, XComArg] = {}
         for step in STEPS:
-            made[step.name] = result = _task(provision_step, the_plan, checked, step.name,
-                                             {need: made[need] for need in step.needs}, task_id=step.name)
+            result = _task(provision_step, the_plan, checked, step.name, list(step.needs), task_id=step.name)
             previous >> result
             previous = result
             step_tasks[step.name] = [result.operator.task_id]
             if step.watch:
                 waited = ResourceStateSensor(
                     task_id=f"{step.name}_{step.state.replace('-', '_')}", aws_conn_id=AWS_CONN_ID,
-                    kind=step.watch, resource_id=result[step.id_key], target_state=step.state, poke_interval=5,
-                    timeout=1800,
+                    kind=step.watch, resource_id=_pulled(step.name, step.id_key), target_state=step.state,
+                    poke_interval=5, timeout=1800,
                 )
                 result >> waited
                 previous = waited
@@ -460,17 +468,17 @@ def _chain(experiment: dict, deploys: bool) -> None:
             if step.name == "host":
                 running = EC2InstanceStateSensor(
                     task_id="host_running", aws_conn_id=AWS_CONN_ID, target_state="running", deferrable=True,
-                    instance_id=result["instance_id"], poke_interval=DEFAULT_POLL_SECONDS,
+                    instance_id=_pulled("host", "instance_id"), poke_interval=DEFAULT_POLL_SECONDS,
                 )
                 result >> running
                 previous = running
                 step_tasks[step.name].append(running.task_id)
         ready = HostReadySensor(
             task_id="host_ready", aws_conn_id=AWS_CONN_ID, plan=the_plan, poke_interval=10,
-            timeout=3600, instance_id=made["host"]["instance_id"], volume_id=made["volume"]["volume_id"],
+            timeout=3600, instance_id=_pulled("host", "instance_id"), volume_id=_pulled("volume", "volume_id"),
         )
         step_tasks[STEPS[-1].name].append(ready.task_id)
-        done = _task(provisioned, *made.values(), trigger_rule=TriggerRule.NONE_FAILED)
+        done = _task(provisioned, trigger_rule=TriggerRule.NONE_FAILED)
         previous >> ready >> done
         return done
 
@@ -546,7 +554,7 @@ def _chain(experiment: dict, deploys: bool) -> None:
     else:  # the gate decides the registry's production version; nothing is served
         gate >> promoted
 
-    closed = _task(close_run, the_plan, reported)
+    closed = _task(close_run, the_plan, {name: task.operator.task_id for name, task in reported.items()})
     opened >> closed
     promoted >> closed
     closed.as_teardown(setups=opened)

@@ -31,7 +31,7 @@ from ml_pipeline import images
 from ml_pipeline.aws import object_exists
 
 if TYPE_CHECKING:
-    from ml_pipeline.aws import Client, Clients
+    from ml_pipeline.aws import Client
     from ml_pipeline.plan import Plan
 
 #: Script mode's defaults per framework: (framework_version, py_version).

@@ -27,9 +27,9 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jsonschema

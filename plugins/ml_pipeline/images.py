@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ml_pipeline.infra.tags import project_tag

@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 import pendulum
 from airflow.providers.amazon.aws.sensors.ec2 import EC2InstanceStateSensor
 from airflow.providers.amazon.aws.sensors.ssm import SsmRunCommandCompletedSensor
-from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator, ShortCircuitOperator
 from airflow.sdk import DAG, TriggerRule, XComArg, get_current_context, task_group
 

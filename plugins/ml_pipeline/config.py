@@ -286,7 +286,7 @@ def sagemaker_hyperparameters(preset: dict) -> dict:
             for name, value in preset["hyperparameters"].items() if value is not None}
 
 
-def tuning_parameter_ranges(tuning: dict) -> dict:
+def tuning_parameter_ranges(tuning: Mapping[str, Any]) -> dict:
     """boto3's ``ParameterRanges``: all three lists, every value a string."""
     ranges = tuning["parameter_ranges"]
     result: dict = {kind: [] for kind in RANGE_KINDS}

@@ -59,6 +59,8 @@ from ml_pipeline.sensors.sagemaker import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from airflow.sdk.definitions._internal.mixins import DependencyMixin
+
     from ml_pipeline.plan import Plan, Revision
 
 #: Each task's outcome in one plain line of its own log.
@@ -449,17 +451,17 @@ def _chain(experiment: dict, deploys: bool) -> None:
         step_tasks: dict[str, list[str]] = {}
         decide = SkipUnneededSteps(task_id="needed_steps", plan=the_plan, step_tasks=step_tasks)
         opened >> decide
-        previous = decide
+        previous: DependencyMixin = decide  # what the next step follows: the last step or its sensor
         for step in STEPS:
             result = _task(provision_step, the_plan, checked, step.name, list(step.needs), task_id=step.name)
             previous >> result
             previous = result
-            step_tasks[step.name] = [result.operator.task_id]
-            if step.watch:
+            step_tasks[step.name] = [f"{PROVISION}.{step.name}"]
+            if step.wait:
                 waited = ResourceStateSensor(
-                    task_id=f"{step.name}_{step.state.replace('-', '_')}", aws_conn_id=AWS_CONN_ID,
-                    kind=step.watch, resource_id=_pulled(step.name, step.id_key), target_state=step.state,
-                    poke_interval=5, timeout=1800,
+                    task_id=f"{step.name}_{step.wait.state.replace('-', '_')}", aws_conn_id=AWS_CONN_ID,
+                    kind=step.wait.kind, resource_id=_pulled(step.name, step.wait.id_key),
+                    target_state=step.wait.state, poke_interval=5, timeout=1800,
                 )
                 result >> waited
                 previous = waited

@@ -4,8 +4,8 @@
 Each step has its name (its task's id in the provision group, its function in ``stack.run_step``), the part
 of the stack it belongs to (``network``: compute=host, or compute=sagemaker with provision_vpc; ``host``:
 compute=host), the earlier steps whose results it builds on (given to it: it never looks them up again by
-tags) and, where its resource has a state to reach before the next step builds on it, the resource's kind
-(``stack.resource_state``), the key of its id in the step's result, and that state.
+tags) and, where its resource has a state to reach before the next step builds on it, what to wait for
+(``Wait``).
 
 Read when the DAG is built: the standard library only.
 """
@@ -15,26 +15,33 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 
+class Wait(NamedTuple):
+    """The state a step's resource must reach: its kind (``stack.resource_state``), the key of its id in the
+    step's result, the state."""
+
+    kind: str
+    id_key: str
+    state: str
+
+
 class Step(NamedTuple):
     name: str
     part: str
     needs: tuple[str, ...] = ()
-    watch: str | None = None
-    id_key: str | None = None
-    state: str | None = None
+    wait: Wait | None = None
 
 
 STEPS = (
-    Step("vpc", "network", (), "vpc", "vpc_id", "available"),
-    Step("internet_gateway", "network", ("vpc",), "internet_gateway", "internet_gateway_id", "attached"),
-    Step("subnets", "network", ("vpc",), "subnet", "private_subnet_id", "available"),
+    Step("vpc", "network", (), Wait("vpc", "vpc_id", "available")),
+    Step("internet_gateway", "network", ("vpc",), Wait("internet_gateway", "internet_gateway_id", "attached")),
+    Step("subnets", "network", ("vpc",), Wait("subnet", "private_subnet_id", "available")),
     Step("route_tables", "network", ("vpc", "internet_gateway", "subnets")),
     Step("security_groups", "network", ("vpc",)),
-    Step("instance_profile", "host", (), "instance_profile", "instance_profile_name", "ready"),
-    Step("volume", "host", ("subnets",), "volume", "volume_id", "available"),
+    Step("instance_profile", "host", (), Wait("instance_profile", "instance_profile_name", "ready")),
+    Step("volume", "host", ("subnets",), Wait("volume", "volume_id", "available")),
     Step("documents", "host"),
     Step("host", "host", ("subnets", "security_groups", "instance_profile")),
-    Step("attach_volume", "host", ("volume", "host"), "volume", "volume_id", "in-use"),
+    Step("attach_volume", "host", ("volume", "host"), Wait("volume", "volume_id", "in-use")),
 )
 
 

@@ -595,7 +595,7 @@ def run_step(client: Clients, plan: Plan, step: str, pre: dict, made: Mapping[st
     missing = [need for need in needs if not made.get(need)]
     if missing:
         raise RuntimeError(f"run {plan['key']}: step {step} builds on {', '.join(missing)}, which returned nothing")
-    ids = {key: value for need in needs for key, value in made[need].items()}
+    ids = merged(made[need] for need in needs)
     functions = {
         "vpc": lambda: create_vpc(client, plan),
         "internet_gateway": lambda: create_internet_gateway(client, plan, ids["vpc_id"]),

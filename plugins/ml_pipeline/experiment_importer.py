@@ -46,7 +46,8 @@ class ExperimentDagImporter(AbstractDagImporter):
                 if (folder / experiments.FILE).is_file() and not folder.name.startswith("."):
                     yield str(folder / experiments.FILE)
 
-    def import_file(self, file_path: str | os.PathLike, *, bundle_path: Path | None = None, bundle_name: str | None = None,
+    def import_file(self, file_path: str | os.PathLike, *, bundle_path: Path | None = None,
+                    bundle_name: str | None = None,
                     safe_mode: bool = True) -> DagImportResult:
         path = Path(file_path)
         relative = self.get_relative_path(path, bundle_path)

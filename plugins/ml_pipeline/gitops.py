@@ -39,7 +39,8 @@ def asset_name(experiment_name: str) -> str:
     return f"experiments/{experiment_name}"
 
 
-def schedule_for(experiment: dict, repo: str | None = None, *, poll_seconds: float | None = None) -> Asset | AssetOrTimeSchedule:
+def schedule_for(experiment: dict, repo: str | None = None, *,
+                 poll_seconds: float | None = None) -> Asset | AssetOrTimeSchedule:
     """The DAG's ``schedule``: the experiment's asset (watched in git where there is a repository), or
     ``AssetOrTimeSchedule`` of the asset and the experiment's ``schedule:`` (a cron expression or preset).
 

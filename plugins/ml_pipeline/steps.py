@@ -183,7 +183,8 @@ def quality_gate(sm: Client, plan: Plan, best: dict) -> dict:
 # --- hosting -----------------------------------------------------------------------------------
 
 
-def create_model_and_config(hook: SageMakerHook, plan: Plan, code: dict, model_data_url: str, vpc_config: dict | None = None) -> dict:
+def create_model_and_config(hook: SageMakerHook, plan: Plan, code: dict, model_data_url: str,
+                            vpc_config: dict | None = None) -> dict:
     """The run's SageMaker model (``code``: ``code.resolve``'s serving image and environment) and endpoint
     config, created once."""
     sm = hook.conn

@@ -88,7 +88,8 @@ def find_stacks(client: Clients) -> dict[str, dict]:
     return stacks
 
 
-def expired_stacks(client: Clients, now: datetime | None = None, default_ttl_hours: float = DEFAULT_TTL_HOURS) -> list[dict]:
+def expired_stacks(client: Clients, now: datetime | None = None,
+                   default_ttl_hours: float = DEFAULT_TTL_HOURS) -> list[dict]:
     """The stacks older than their time-to-live (a stack with no ``created-at`` is never judged expired)."""
     now = now or datetime.now(timezone.utc)
     expired = []

@@ -3,9 +3,10 @@
 Every step is ``step(client, plan, [the ids it builds on]) -> ids`` (a small dict for XCom): the ids of
 the earlier steps' resources are given to it (``provisioning.STEPS`` says which, ``run_step`` passes them),
 never looked up again. Each step first looks for what it would create itself among the resources tagged
-with the run (``tags.py``) and creates only what is missing, so a retried or cleared task never makes a second VPC or host. Everything is created
-with its tags in the same call (TagSpecifications, IAM Tags), so there is no window in which a resource
-exists untagged, and teardown can always find a partly created stack.
+with the run (``tags.py``) and creates only what is missing, so a retried or cleared task never makes a
+second VPC or host. Everything is created with its tags in the same call (TagSpecifications, IAM Tags),
+so there is no window in which a resource exists untagged, and teardown can always find a partly created
+stack.
 
 The network (compute=host, or compute=sagemaker with provision_vpc):
 

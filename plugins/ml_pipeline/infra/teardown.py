@@ -103,7 +103,8 @@ class _Teardown:
             return []
         return getattr(self.ec2, describe)(Filters=[{"Name": "vpc-id", "Values": vpc_ids}])[key]
 
-    def instances(self, states: tuple[str, ...] = ("pending", "running", "stopping", "stopped", "shutting-down")) -> list[dict]:
+    def instances(self, states: tuple[str, ...] = ("pending", "running", "stopping", "stopped",
+                                                    "shutting-down")) -> list[dict]:
         reservations = self.ec2.describe_instances(
             Filters=tags.run_filter(self.key) + [{"Name": "instance-state-name", "Values": list(states)}])
         return [i for r in reservations["Reservations"] for i in r["Instances"]]

@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -383,7 +384,8 @@ def earlier_removed(s3: Client, plan: Plan) -> dict[str, list[str]]:
 # --- the summary -----------------------------------------------------------------------------------
 
 
-def summary_key(plan: Plan) -> str:
+def summary_key(plan: Mapping[str, Any]) -> str:
+    """Where the run's summary lies in its bucket: the plan, or anything with its key."""
     return f"runs/{plan['key']}/summary.json"
 
 

@@ -5,14 +5,16 @@ import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ml_pipeline.infra.tags import project_tag
 
 if TYPE_CHECKING:
-    from docker import DockerClient
     from ml_pipeline.aws import Client
 
+#: The Docker SDK's ``docker.DockerClient``. Named here, not imported: to a type checker run from the
+#: repository, ``docker`` is the repository's docker/ folder.
+DockerClient = Any
 _SKIP_DIRS = {"__pycache__"}
 _SKIP_SUFFIXES = (".pyc", ".pyo")
 

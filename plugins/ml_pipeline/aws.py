@@ -13,10 +13,17 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Callable
+from typing import Any
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
 AWS_CONN_ID = "aws_default"
+#: A boto3 client. botocore makes its methods from the service's model when the client is created, so to a
+#: type checker they are Any.
+Client = Any
+#: ``client(service) -> Client``: the DAG's ``client`` below, ``LocalAWSProcess.client`` in tests.
+Clients = Callable[[str], Client]
 
 
 @functools.cache
@@ -25,7 +32,7 @@ def hook(aws_conn_id: str = AWS_CONN_ID) -> AwsBaseHook:
 
 
 @functools.cache
-def client(service: str, aws_conn_id: str = AWS_CONN_ID):
+def client(service: str, aws_conn_id: str = AWS_CONN_ID) -> Client:
     base = hook(aws_conn_id)
     base.conn_config  # noqa: B018 - read the connection once: the copies below share it
     # A hook is made for one client type: a copy of the task's hook, for this service, shares its connection.
@@ -34,7 +41,7 @@ def client(service: str, aws_conn_id: str = AWS_CONN_ID):
     return service_hook.get_client_type(region_name=base.region_name)
 
 
-def object_exists(s3, bucket: str, key: str) -> bool:
+def object_exists(s3: Client, bucket: str, key: str) -> bool:
     try:
         s3.head_object(Bucket=bucket, Key=key)
         return True

@@ -23,19 +23,24 @@ import logging
 import tempfile
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ml_pipeline import code, images
 from ml_pipeline.aws import object_exists
 
+if TYPE_CHECKING:
+    from ml_pipeline.aws import Client
+    from ml_pipeline.plan import Plan
+
 log = logging.getLogger(__name__)
 
 
-def source_of(entry) -> str | None:
+def source_of(entry: str | dict) -> str | None:
     """A channel's source: the string itself, or a mapping's ``source`` (None: ``prepare`` writes it)."""
     return entry.get("source") if isinstance(entry, dict) else entry
 
 
-def _upload_tree(s3, folder: Path, files: list[str], bucket: str, prefix: str) -> None:
+def _upload_tree(s3: Client, folder: Path, files: list[str], bucket: str, prefix: str) -> None:
     for relative in files:
         s3.upload_file(str(folder / relative), bucket, f"{prefix}/{relative}")
 
@@ -50,7 +55,7 @@ def _channel_files(folder: Path, name: str, where: str) -> list[str]:
     return files
 
 
-def _from_s3(s3, name: str, uri: str, where: str) -> str:
+def _from_s3(s3: Client, name: str, uri: str, where: str) -> str:
     bucket, _, prefix = uri[len("s3://"):].partition("/")
     if not bucket:
         raise ValueError(f"{where}: channel {name}: {uri} names no bucket")
@@ -60,7 +65,7 @@ def _from_s3(s3, name: str, uri: str, where: str) -> str:
     return uri
 
 
-def _from_folder(s3, plan: dict, name: str, source: str, where: str) -> str:
+def _from_folder(s3: Client, plan: Plan, name: str, source: str, where: str) -> str:
     experiment, bucket = plan["experiment"], plan["params"]["bucket"]
     folder = code.inside(experiment["folder"], source, f"{where}: channel {name}")
     if not folder.is_dir():
@@ -80,16 +85,17 @@ def _from_folder(s3, plan: dict, name: str, source: str, where: str) -> str:
     return uri
 
 
-def data_interval(plan: dict) -> tuple[datetime, datetime]:
-    interval = plan.get("data_interval") or {}
+def data_interval(plan: Plan) -> tuple[datetime, datetime]:
+    interval = plan.get("data_interval")
     try:
-        return datetime.fromisoformat(interval["start"]), datetime.fromisoformat(interval["end"])
-    except (KeyError, TypeError, ValueError):
-        raise ValueError(f"the plan has no data interval to prepare the data for (data_interval: {interval!r})") \
-            from None
+        if interval and interval["start"] and interval["end"]:
+            return datetime.fromisoformat(interval["start"]), datetime.fromisoformat(interval["end"])
+    except ValueError:
+        pass
+    raise ValueError(f"the plan has no data interval to prepare the data for (data_interval: {interval!r})")
 
 
-def _prepared(s3, plan: dict, where: str) -> dict[str, str]:
+def _prepared(s3: Client, plan: Plan, where: str) -> dict[str, str]:
     """``prepare``'s channels for the run's data interval: the partition's manifest when complete, else
     written now (every file first, the manifest last)."""
     experiment, bucket = plan["experiment"], plan["params"]["bucket"]
@@ -124,7 +130,7 @@ def _prepared(s3, plan: dict, where: str) -> dict[str, str]:
     return channels
 
 
-def prepare(s3, plan: dict) -> dict[str, str]:
+def prepare(s3: Client, plan: Plan) -> dict[str, str]:
     """{channel: s3 URI} for every channel of the run, in the experiment's order (then prepare's)."""
     experiment = plan["experiment"]
     where = f"experiments/{experiment['name']}/experiment.yaml"

@@ -20,11 +20,17 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ml_pipeline import sagemaker_requests as requests
 from ml_pipeline.infra.teardown import TeardownIncomplete, teardown_stack
+
+if TYPE_CHECKING:
+    from ml_pipeline.aws import Client, Clients
+    from ml_pipeline.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +102,7 @@ def failure_sentence(failed: dict[str, str]) -> str:
 # --- jobs ------------------------------------------------------------------------------------------
 
 
-def name_parts(plan: dict) -> dict[str, list[str]]:
+def name_parts(plan: Plan) -> dict[str, list[str]]:
     """What the names of the run's jobs contain, by kind: its training jobs (and host jobs) carry the run's key,
     its tuning job (and attempts, -r2...) the run's tuning name, which is also the start of each trial's name
     (``<tuning job>-<NNN>-<hex>``): a tuning job's 32 characters hold no room for the key itself."""
@@ -111,7 +117,7 @@ def _list_jobs(lister, field: str, parts: list[str], **filters) -> list[dict]:
     return list(found.values())
 
 
-def stop_jobs(sm, plan: dict, report: Report) -> None:
+def stop_jobs(sm: Client, plan: Plan, report: Report) -> None:
     """Stop the run's tuning and training jobs still in progress (found by ``name_parts``)."""
     parts = name_parts(plan)
     for summary in _list_jobs(sm.list_hyper_parameter_tuning_jobs, "HyperParameterTuningJobSummaries",
@@ -153,7 +159,7 @@ def stop_or_failure_reason(description: dict) -> str | None:
     return None
 
 
-def jobs_of_run(sm, plan: dict, started: dict, report: Report, wait_seconds: float = STOP_WAIT_SECONDS) -> dict:
+def jobs_of_run(sm: Client, plan: Plan, started: dict, report: Report, wait_seconds: float = STOP_WAIT_SECONDS) -> dict:
     """Every training and tuning job the run started, with its end state: the jobs its tasks started
     (``started``: {"training": [names], "tuning": [names]}) and any other of its jobs (a tuning job's
     trials, earlier attempts). A job its task started that AWS no longer knows is reported as gone. Jobs
@@ -193,7 +199,7 @@ def jobs_of_run(sm, plan: dict, started: dict, report: Report, wait_seconds: flo
 # --- hosting ---------------------------------------------------------------------------------------
 
 
-def remove_hosting(sm, aas, plan: dict, made: dict, failed: bool, report: Report) -> bool:
+def remove_hosting(sm: Client, aas: Client, plan: Plan, made: dict, failed: bool, report: Report) -> bool:
     """The run's endpoint, scaling target, endpoint config and model, unless the endpoint is kept.
 
     ``made`` says what the run's tasks created ({"endpoint", "autoscaling", "model", "endpoint_config"}:
@@ -235,16 +241,17 @@ def remove_hosting(sm, aas, plan: dict, made: dict, failed: bool, report: Report
         _wait_gone(sm, names["endpoint"])
     elif made.get("endpoint") and endpoint is None:
         report.gone(f"endpoint {names['endpoint']}")
-    for kind, delete, argument in (("endpoint_config", sm.delete_endpoint_config, "EndpointConfigName"),
-                                   ("model", sm.delete_model, "ModelName")):
+    for kind, delete, argument, name in (
+            ("endpoint_config", sm.delete_endpoint_config, "EndpointConfigName", names["endpoint_config"]),
+            ("model", sm.delete_model, "ModelName", names["model"])):
         try:
-            delete(**{argument: names[kind]})
-            report.did(f"deleted {kind.replace('_', ' ')} {names[kind]}")
+            delete(**{argument: name})
+            report.did(f"deleted {kind.replace('_', ' ')} {name}")
         except sm.exceptions.ClientError as error:
             if not _missing(error):
                 raise
             if made.get(kind):
-                report.gone(f"{kind.replace('_', ' ')} {names[kind]}")
+                report.gone(f"{kind.replace('_', ' ')} {name}")
     return False
 
 
@@ -259,7 +266,7 @@ def _deploying(endpoint: dict, config: str) -> bool:
     return endpoint["EndpointStatus"] in _CHANGING and config in (pending, endpoint.get("EndpointConfigName"))
 
 
-def _wait_settled(sm, name: str, timeout: float = STOP_WAIT_SECONDS) -> dict | None:
+def _wait_settled(sm: Client, name: str, timeout: float = STOP_WAIT_SECONDS) -> dict | None:
     deadline = time.monotonic() + timeout
     endpoint = _describe_endpoint(sm, name)
     while endpoint is not None and endpoint["EndpointStatus"] in _CHANGING and time.monotonic() < deadline:
@@ -268,7 +275,7 @@ def _wait_settled(sm, name: str, timeout: float = STOP_WAIT_SECONDS) -> dict | N
     return endpoint
 
 
-def _roll_back(sm, name: str, config: str, report: Report) -> None:
+def _roll_back(sm: Client, name: str, config: str, report: Report) -> None:
     """The stable endpoint back on ``config`` (blue/green, as any update), waited for."""
     sm.update_endpoint(EndpointName=name, EndpointConfigName=config)
     endpoint = _wait_settled(sm, name)
@@ -279,7 +286,7 @@ def _roll_back(sm, name: str, config: str, report: Report) -> None:
     report.did(f"rolled endpoint {name} back to endpoint config {config}, which it served before this failed run")
 
 
-def serving_before(sm, plan: dict) -> dict | None:
+def serving_before(sm: Client, plan: Plan) -> dict | None:
     """What the stable endpoint (keep_endpoint) serves before this run deploys to it, for ``remove_hosting``
     to undo the deploy of a run that fails: {"endpoint_config": its config, or None when there is no endpoint
     and the deploy creates it}. While another deploy is changing it, raises (the task retries once it
@@ -299,7 +306,7 @@ def serving_before(sm, plan: dict) -> dict | None:
     return {"endpoint_config": endpoint["EndpointConfigName"]}
 
 
-def _describe_endpoint(sm, name: str) -> dict | None:
+def _describe_endpoint(sm: Client, name: str) -> dict | None:
     try:
         return sm.describe_endpoint(EndpointName=name)
     except sm.exceptions.ClientError as error:
@@ -308,7 +315,7 @@ def _describe_endpoint(sm, name: str) -> dict | None:
         return None
 
 
-def _wait_gone(sm, name: str, timeout: float = 300) -> None:
+def _wait_gone(sm: Client, name: str, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while _describe_endpoint(sm, name) is not None and time.monotonic() < deadline:
         time.sleep(1)
@@ -317,7 +324,7 @@ def _wait_gone(sm, name: str, timeout: float = 300) -> None:
 # --- the registry ----------------------------------------------------------------------------------
 
 
-def reject_version(sm, package_arn: str | None, failures: dict[str, str], plan: dict, report: Report) -> None:
+def reject_version(sm: Client, package_arn: str | None, failures: dict[str, str], plan: Plan, report: Report) -> None:
     """The model package version of a run that failed becomes ``Rejected``, with the reason.
 
     Rejecting rather than deleting: the registry is the record of what was trained, on which data and
@@ -364,7 +371,7 @@ def stack_gone(provisioned: dict, stack_report: dict) -> list[str]:
     return sorted(expected - removed - failed)
 
 
-def earlier_removed(s3, plan: dict) -> dict[str, list[str]]:
+def earlier_removed(s3: Client, plan: Plan) -> dict[str, list[str]]:
     """What an earlier try of this run's teardown removed of its stack, from the summary it wrote ({} when
     there is none): a retry finds those resources gone because that try removed them."""
     try:
@@ -377,11 +384,12 @@ def earlier_removed(s3, plan: dict) -> dict[str, list[str]]:
 # --- the summary -----------------------------------------------------------------------------------
 
 
-def summary_key(plan: dict) -> str:
+def summary_key(plan: Mapping[str, Any]) -> str:
+    """Where the run's summary lies in its bucket: the plan, or anything with its key."""
     return f"runs/{plan['key']}/summary.json"
 
 
-def summarize(plan: dict, outcome: dict, jobs: dict, failures: dict[str, str], teardown_result: dict) -> dict:
+def summarize(plan: Plan, outcome: dict, jobs: dict, failures: dict[str, str], teardown_result: dict) -> dict:
     """One JSON a newcomer can read: how the run ended, which jobs it ran and how they ended, what they
     scored, where the weights are, what was removed."""
     best = outcome.get("best") or {}
@@ -421,7 +429,7 @@ def _is_trial(name: str, jobs: dict) -> bool:
     return any(name.startswith(tuning["name"] + "-") for tuning in jobs.get("tuning", []))
 
 
-def write_summary(s3, plan: dict, summary: dict) -> str:
+def write_summary(s3: Client, plan: Plan, summary: dict) -> str:
     """``s3://<bucket>/runs/<run>/summary.json``, or a sentence saying why it could not be written there
     (the bucket is gone, or S3 refused: a bucket policy, a KMS key the role may not use); either way the
     caller still has the summary to log and return."""
@@ -476,12 +484,13 @@ def outcome_line(summary: dict) -> str:
 # --- the run's teardown, every part of it ----------------------------------------------------------
 
 
-def close_run(client, plan: dict, made: dict, failures: dict[str, str]) -> dict:
+def close_run(client: Clients, plan: Plan, made: dict, failures: dict[str, str]) -> dict:
     """The run's teardown (the DAG's ``close_run``): stop its jobs, remove its hosting (undo a failed run's
     deploy on a kept endpoint), reject a failed run's model version, name its jobs, tear down its stack,
     and summarize. ``made`` is what the run's tasks returned: {"hosting": remove_hosting's ``made``,
     "model_package": ARN, "jobs": {"training": [names], "tuning": [names]}, "provisioned": {step: ids},
-    "outcome": {SUMMARY_SOURCES name: value, "gate": verdict}}; ``failures`` is ``failures()`` so far.
+    "outcome": {name: what the task the DAG reports under it returned, "gate": verdict}}; ``failures`` is
+    ``failures()`` so far.
 
     Each part runs whatever the others did: an error is collected and the rest goes on, the stack
     included. The summary (whose state counts this task's own failure) is logged before anything else can

@@ -25,9 +25,14 @@ import sys
 import tarfile
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ml_pipeline import images
 from ml_pipeline.aws import object_exists
+
+if TYPE_CHECKING:
+    from ml_pipeline.aws import Client
+    from ml_pipeline.plan import Plan
 
 #: Script mode's defaults per framework: (framework_version, py_version).
 FRAMEWORK_DEFAULTS = {"pytorch": ("2.5", "py311"), "sklearn": ("1.2-1", "py3")}
@@ -54,7 +59,7 @@ def inside(folder: str | os.PathLike, relative: str, what: str) -> Path:
     return path
 
 
-def region_of(client) -> str:
+def region_of(client: Client) -> str:
     return client.meta.region_name
 
 
@@ -84,7 +89,7 @@ def package_source(source_dir: str | os.PathLike) -> tuple[bytes, str]:
     return buffer.getvalue(), images.files_hash(root, files)
 
 
-def upload_source(s3, bucket: str, experiment: dict) -> dict:
+def upload_source(s3: Client, bucket: str, experiment: dict) -> dict:
     """The experiment's source in ``s3://<bucket>/<experiment>/source/<hash>/sourcedir.tar.gz``, uploaded
     once: the key names the content, so an existing object is that same archive and is never written
     over (the put is conditional, for two runs racing)."""
@@ -131,7 +136,7 @@ def framework_image(experiment: dict, region: str, instance_type: str, scope: st
                          f"in {region}: {message}") from None
 
 
-def training_image(experiment: dict, plan: dict, region: str) -> str:
+def training_image(experiment: dict, plan: Plan, region: str) -> str:
     """The framework's training image for where the run trains: its SageMaker instance type, or on
     ``compute=host`` the host's type (a GPU host gets the GPU image); a framework with no image for the
     host's processor (scikit-learn on a GPU) runs its CPU image there."""
@@ -145,7 +150,7 @@ def training_image(experiment: dict, plan: dict, region: str) -> str:
     return framework_image(experiment, region, p["instance_type"], "training")
 
 
-def _serving_instance_type(plan: dict) -> str:
+def _serving_instance_type(plan: Plan) -> str:
     p = plan["params"]
     return p.get("endpoint_instance_type") or (plan["experiment"].get("deploy") or {}).get("instance_type") \
         or p["instance_type"]
@@ -157,7 +162,7 @@ def _serving_program(experiment: dict) -> str:
     return "inference.py" if (Path(experiment["source_dir"]) / "inference.py").is_file() else experiment["entry_point"]
 
 
-def resolve(ecr, s3, plan: dict, endpoint_url: str | None = None) -> dict:
+def resolve(ecr: Client, s3: Client, plan: Plan, endpoint_url: str | None = None) -> dict:
     """What the run trains and serves: {training_image, serving_image, hyperparameters (script mode's
     ``sagemaker_*``, JSON-encoded as the SDK does; {} for a container), environment (the model
     container's), source (None or {uri, hash}), how (one line for the log)}."""
@@ -205,12 +210,12 @@ def resolve(ecr, s3, plan: dict, endpoint_url: str | None = None) -> dict:
 # --- refusals before anything is created ------------------------------------------------------------
 
 
-def _region(plan: dict) -> str:
+def _region(plan: Plan) -> str:
     return (plan["params"].get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
             or "us-east-1")
 
 
-def preflight(plan: dict) -> None:
+def preflight(plan: Plan) -> None:
     """Raise ValueError, naming the experiment file and the field, for what would fail later: a framework
     version or instance type the framework has no image for, an entry point, module or build context
     that is missing, a source that cannot be packed, a Dockerfile with no Docker engine to build it."""
@@ -310,7 +315,7 @@ def _isolated(source_dir: str):
                 sys.modules.pop(name, None)
 
 
-def call(experiment: dict, spec: str, *args, **kwargs):
+def call(experiment: dict, spec: str, *args: Any, **kwargs: Any) -> Any:
     """``module:function`` of the experiment's source_dir, imported under a name of its own (not its
     module name, so no module of the same name elsewhere is taken or replaced) and called."""
     path = module_file(experiment, spec)

@@ -27,9 +27,10 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import jsonschema
 
@@ -133,7 +134,7 @@ def schema(name: str) -> dict:
 
 
 @lru_cache(maxsize=None)
-def validator(name: str):
+def validator(name: str) -> jsonschema.Draft202012Validator:
     """A validator for one of the code's schemas, the experiment's included: it refers to the preset and
     tuning schemas by their ``$id``."""
     from referencing import Registry, Resource  # noqa: PLC0415 - jsonschema's own dependency
@@ -285,7 +286,7 @@ def sagemaker_hyperparameters(preset: dict) -> dict:
             for name, value in preset["hyperparameters"].items() if value is not None}
 
 
-def tuning_parameter_ranges(tuning: dict) -> dict:
+def tuning_parameter_ranges(tuning: Mapping[str, Any]) -> dict:
     """boto3's ``ParameterRanges``: all three lists, every value a string."""
     ranges = tuning["parameter_ranges"]
     result: dict = {kind: [] for kind in RANGE_KINDS}
@@ -305,11 +306,11 @@ def tuning_parameter_ranges(tuning: dict) -> dict:
     return result
 
 
-def tuned_names(tuning: dict) -> set:
+def tuned_names(tuning: Mapping[str, Any]) -> set:
     return {entry["Name"] for kind in RANGE_KINDS for entry in tuning["parameter_ranges"].get(kind, [])}
 
 
-def tuning_job_config(tuning: dict) -> dict:
+def tuning_job_config(tuning: Mapping[str, Any]) -> dict:
     """boto3's ``HyperParameterTuningJobConfig`` for create_hyper_parameter_tuning_job."""
     return {
         "Strategy": tuning.get("strategy", "Bayesian"),

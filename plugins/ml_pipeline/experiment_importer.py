@@ -15,7 +15,9 @@ prepare.py) is never imported by Airflow.
 """
 from __future__ import annotations
 
+import os
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 from airflow.dag_processing.importers.base import AbstractDagImporter, DagImportError, DagImportResult
@@ -34,7 +36,7 @@ class ExperimentDagImporter(AbstractDagImporter):
     def supported_extensions(cls) -> list[str]:
         return [".yaml"]
 
-    def list_dag_files(self, directory, safe_mode: bool = True):
+    def list_dag_files(self, directory: str | os.PathLike, safe_mode: bool = True) -> Iterator[str]:
         base = Path(directory)
         if (base / experiments.FILE).is_file():
             yield str(base / experiments.FILE)
@@ -44,7 +46,8 @@ class ExperimentDagImporter(AbstractDagImporter):
                 if (folder / experiments.FILE).is_file() and not folder.name.startswith("."):
                     yield str(folder / experiments.FILE)
 
-    def import_file(self, file_path, *, bundle_path: Path | None = None, bundle_name: str | None = None,
+    def import_file(self, file_path: str | os.PathLike, *, bundle_path: Path | None = None,
+                    bundle_name: str | None = None,
                     safe_mode: bool = True) -> DagImportResult:
         path = Path(file_path)
         relative = self.get_relative_path(path, bundle_path)
@@ -71,7 +74,7 @@ class ExperimentDagImporter(AbstractDagImporter):
         return result
 
 
-def is_experiments_root(directory) -> bool:
+def is_experiments_root(directory: str | os.PathLike) -> bool:
     try:
         return Path(directory).resolve() == experiments.root().resolve()
     except OSError:

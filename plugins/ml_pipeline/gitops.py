@@ -22,6 +22,11 @@ import math
 import os
 import re
 import subprocess
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow.sdk import Asset, AssetOrTimeSchedule
 
 DEFAULT_POLL_SECONDS = 60.0
 #: A git object name (SHA-1 or SHA-256, abbreviated to at least 7): what an event's commit must look like.
@@ -34,7 +39,8 @@ def asset_name(experiment_name: str) -> str:
     return f"experiments/{experiment_name}"
 
 
-def schedule_for(experiment: dict, repo: str | None = None, *, poll_seconds: float | None = None):
+def schedule_for(experiment: dict, repo: str | None = None, *,
+                 poll_seconds: float | None = None) -> Asset | AssetOrTimeSchedule:
     """The DAG's ``schedule``: the experiment's asset (watched in git where there is a repository), or
     ``AssetOrTimeSchedule`` of the asset and the experiment's ``schedule:`` (a cron expression or preset).
 
@@ -72,7 +78,7 @@ def describe(experiment: dict, repo: str | None = None, *, poll_seconds: float |
             f"at every {poll:g} s by the triggerer), or on {event}. The run records the commit it trained from.")
 
 
-def revision(context) -> dict | None:
+def revision(context: Mapping[str, Any]) -> dict | None:
     """``{"commit", "file_hash", "source"}`` of the asset event that started this run (the latest, when
     several did), ``source`` being ``"watcher"`` or ``"webhook"``; None for a run nothing but the clock or
     a person started (the caller then records ``head_commit`` of the experiment folder and its own

@@ -3,8 +3,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from ml_pipeline.infra.tags import project_tag
+
+if TYPE_CHECKING:
+    from ml_pipeline.aws import Client
+
+#: The Docker SDK's ``docker.DockerClient``. Named here, not imported: to a type checker run from the
+#: repository, ``docker`` is the repository's docker/ folder.
+DockerClient = Any
 _SKIP_DIRS = {"__pycache__"}
 _SKIP_SUFFIXES = (".pyc", ".pyo")
 
@@ -70,7 +80,7 @@ def context_hash(path: str | os.PathLike) -> str:
 LOCAL_BASE_IMAGE = "localaws/debian-python-torch:bookworm"
 
 
-def ensure_repository(ecr, name: str) -> dict:
+def ensure_repository(ecr: Client, name: str) -> dict:
     """The ECR repository, created encrypted, scanned on push and with immutable tags if missing."""
     try:
         return ecr.describe_repositories(repositoryNames=[name])["repositories"][0]
@@ -80,11 +90,11 @@ def ensure_repository(ecr, name: str) -> dict:
             imageTagMutability="IMMUTABLE",
             imageScanningConfiguration={"scanOnPush": True},
             encryptionConfiguration={"encryptionType": "AES256"},
-            tags=[{"Key": "project", "Value": "ml-pipeline"}],
+            tags=[project_tag()],
         )["repository"]
 
 
-def has_tag(ecr, repository: str, tag: str) -> bool:
+def has_tag(ecr: Client, repository: str, tag: str) -> bool:
     try:
         return bool(ecr.describe_images(repositoryName=repository, imageIds=[{"imageTag": tag}])["imageDetails"])
     except ecr.exceptions.ImageNotFoundException:
@@ -105,7 +115,7 @@ def localaws_endpoint(endpoint_url: str | None) -> str | None:
         return None
 
 
-def docker_engine():
+def docker_engine() -> DockerClient | None:
     """A Docker engine's client, or None when no engine answers."""
     try:
         import docker  # noqa: PLC0415
@@ -117,7 +127,7 @@ def docker_engine():
         return None
 
 
-def _record_in_ecr(ecr, repository: str, tag: str, digest: str) -> None:
+def _record_in_ecr(ecr: Client, repository: str, tag: str, digest: str) -> None:
     """localaws's ECR (moto) stores manifests but speaks no registry protocol: record the tag there."""
     manifest = {
         "schemaVersion": 2,
@@ -133,8 +143,8 @@ def _record_in_ecr(ecr, repository: str, tag: str, digest: str) -> None:
         pass
 
 
-def build_and_push(ecr, repository: str, context: str | os.PathLike, endpoint_url: str | None = None,
-                   log=print) -> dict:
+def build_and_push(ecr: Client, repository: str, context: str | os.PathLike, endpoint_url: str | None = None,
+                   log: Callable[[str], object] = print) -> dict:
     """The image of the build context ``context``, tagged by its content hash, in ECR.
 
     Skipped when ECR already holds the tag. Otherwise built with the Docker engine's SDK and pushed to
@@ -172,7 +182,7 @@ def _takes_base_image(context: Path) -> bool:
     return dockerfile.is_file() and bool(re.search(r"^\s*ARG\s+BASE_IMAGE\b", dockerfile.read_text(), re.M | re.I))
 
 
-def _image_available(client, name: str) -> bool:
+def _image_available(client: DockerClient, name: str) -> bool:
     import docker.errors  # noqa: PLC0415
 
     try:
@@ -186,7 +196,7 @@ def _image_available(client, name: str) -> bool:
             return False
 
 
-def _docker_build_push(client, ecr, uri, repository, tag, base, local, log, context: Path) -> str:
+def _docker_build_push(client: DockerClient, ecr: Client, uri, repository, tag, base, local, log, context: Path) -> str:
     buildargs = {"BASE_IMAGE": base} if base else {}
     client.images.build(path=str(context), tag=uri, buildargs=buildargs, rm=True, pull=False)
     if local:
@@ -203,7 +213,7 @@ def _docker_build_push(client, ecr, uri, repository, tag, base, local, log, cont
     return "built with Docker and pushed to ECR"
 
 
-def _push(client, repository: str, tag: str, auth: dict | None) -> None:
+def _push(client: DockerClient, repository: str, tag: str, auth: dict | None) -> None:
     for line in client.images.push(repository, tag=tag, auth_config=auth, stream=True, decode=True):
         if "error" in line:
             raise RuntimeError(f"push of {repository}:{tag} failed: {line['error']}")

@@ -32,11 +32,11 @@ anything is created.
 
 import logging
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 import pendulum
 from airflow.providers.amazon.aws.sensors.ec2 import EC2InstanceStateSensor
 from airflow.providers.amazon.aws.sensors.ssm import SsmRunCommandCompletedSensor
-from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.python import BranchPythonOperator, PythonOperator, ShortCircuitOperator
 from airflow.sdk import DAG, TriggerRule, XComArg, get_current_context, task_group
 
@@ -45,6 +45,7 @@ from ml_pipeline.aws import hook as aws_hook
 from ml_pipeline.gitops import describe, schedule_for
 from ml_pipeline.infra.operators import RunHostTrainingOperator, SkipUnneededSteps
 from ml_pipeline.infra.params import infra_params
+from ml_pipeline.infra.provisioning import STEPS, merged
 from ml_pipeline.infra.sensors import HostReadySensor, ResourceStateSensor
 from ml_pipeline.operators.sagemaker import DeployEndpointOperator, RunTrainingJobOperator, RunTuningJobOperator
 from ml_pipeline.params import pipeline_params
@@ -55,45 +56,27 @@ from ml_pipeline.sensors.sagemaker import (
     DeferrableTuningSensor,
 )
 
-#: What the run's summary reports, by the task that produced it.
-SUMMARY_SOURCES = {
-    "data": "prepare_channels",
-    "code": "resolve_code",
-    "best": "pick_best",
-    "weights": "copy_best_weights",
-    "model_package": "register_model",
-    "autoscaling": "autoscale",
-    "smoke_test": "smoke_test",
-    "promoted": "promote",
-}
-#: The provisioning steps in order, and the state each one's resource must reach before the next:
-#: (step, resource kind to watch or None, the id's key in the step's result, target state).
-PROVISIONING = (
-    ("vpc", "vpc", "vpc_id", "available"),
-    ("internet_gateway", "internet_gateway", "internet_gateway_id", "attached"),
-    ("subnets", "subnet", "private_subnet_id", "available"),
-    ("route_tables", None, None, None),
-    ("security_groups", None, None, None),
-    ("instance_profile", "instance_profile", "instance_profile_name", "ready"),
-    ("volume", "volume", "volume_id", "available"),
-    ("documents", None, None, None),
-    ("host", None, None, None),
-    ("attach_volume", "volume", "volume_id", "in-use"),
-)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
+    from airflow.sdk.definitions._internal.mixins import DependencyMixin
+
+    from ml_pipeline.plan import Plan, Revision
 
 #: Each task's outcome in one plain line of its own log.
 log = logging.getLogger("ml_pipeline.dag")
 #: Every experiment's DAG is this prefix and the experiment's name.
 DAG_ID_PREFIX = "train_"
 START_DATE = pendulum.datetime(2026, 1, 5, tz="UTC")
+#: The task group of the provisioning steps: each step's task is ``provision.<step>``.
+PROVISION = "provision"
 
 
 def dag_id(name: str) -> str:
     return f"{DAG_ID_PREFIX}{name}"
 
 
-def xcom(task_id: str, key: str = "return_value"):
+def xcom(task_id: str, key: str = "return_value") -> Any:
     return get_current_context()["ti"].xcom_pull(task_ids=task_id, key=key)
 
 
@@ -146,7 +129,8 @@ def build_dag(experiment: dict) -> DAG:
 # --- the tasks (each DAG makes one operator of each function with _task) --------------------------
 
 
-def _task(function, *args, operator: type = PythonOperator, task_id: str | None = None, **kwargs) -> XComArg:
+def _task(function: "Callable[..., Any]", *args: Any, operator: type = PythonOperator, task_id: str | None = None,
+          **kwargs: Any) -> XComArg:
     """A task calling ``function(*args)`` (XComArgs resolved, their tasks upstream; the context as keyword
     arguments where the function takes ``**context``), as ``@task`` makes it: the function's docstring is the
     task's documentation, and a ``dict`` return is pushed key by key too (``multiple_outputs``).
@@ -160,7 +144,7 @@ def _task(function, *args, operator: type = PythonOperator, task_id: str | None 
                     **kwargs).output
 
 
-def plan(folder: str, **context) -> dict:
+def plan(folder: str, **context: Any) -> "Plan":
     """Refuse bad input before anything is created; fix every name the run will use. The experiment is read
     again here, from the folder this DAG was built from: the run plans with the file as it is now."""
     from ml_pipeline.experiments import load
@@ -181,14 +165,14 @@ def plan(folder: str, **context) -> dict:
     return made
 
 
-def _revision(planned: dict, experiment: dict, context) -> dict:
+def _revision(planned: "Revision", experiment: dict, context: "Mapping[str, Any]") -> "Revision":
     """What the run trains from: the plan's file and source hashes (as they are now), and the commit: the one
     whose change started the run (the git watcher's or a webhook's asset event), else the working tree's HEAD."""
     from ml_pipeline.gitops import head_commit, revision
 
     event = revision(context)
-    recorded = {**planned, "commit": (event or {}).get("commit") or head_commit(experiment["folder"]),
-                "trigger": (event or {}).get("source") or str(context["dag_run"].run_type)}
+    recorded: Revision = {**planned, "commit": (event or {}).get("commit") or head_commit(experiment["folder"]),
+                          "trigger": (event or {}).get("source") or str(context["dag_run"].run_type)}
     if event and event.get("file_hash") and event["file_hash"] != experiment["file_hash"]:
         # The deployed tree is not the commit that started the run (it lags or moved on): say both.
         recorded["event_file_hash"] = event["file_hash"]
@@ -197,7 +181,7 @@ def _revision(planned: dict, experiment: dict, context) -> dict:
     return recorded
 
 
-def preflight(run_plan: dict) -> dict:
+def preflight(run_plan: "Plan") -> dict:
     """What only AWS or this machine can tell, still before anything is created: the experiment's code
     (a framework version with no image, a Dockerfile with no Docker engine to build it), an existing bucket
     that is unencrypted or public (refused, never changed), the host's AMI (a missing one is refused here)
@@ -209,7 +193,7 @@ def preflight(run_plan: dict) -> dict:
     return check(client, run_plan)
 
 
-def open_run(run_plan: dict, pre: dict) -> dict:
+def open_run(run_plan: "Plan", pre: dict) -> dict:
     """The run's bucket, after the preflight (``pre``): created and configured when missing; any other one
     (the tag of the run that created it says whose it is) is used as it is."""
     from ml_pipeline.infra import stack
@@ -220,7 +204,7 @@ def open_run(run_plan: dict, pre: dict) -> dict:
     return {**opened, "key": run_plan["key"]}
 
 
-def prepare_channels(run_plan: dict) -> dict:
+def prepare_channels(run_plan: "Plan") -> dict:
     from ml_pipeline import channels
 
     prepared = channels.prepare(client("s3"), run_plan)
@@ -228,7 +212,7 @@ def prepare_channels(run_plan: dict) -> dict:
     return prepared
 
 
-def resolve_code(run_plan: dict) -> dict:
+def resolve_code(run_plan: "Plan") -> dict:
     """What the run trains and serves (``code.resolve``): script mode's source in S3 and the framework's
     images, the experiment's image, or the image its Dockerfile builds."""
     from ml_pipeline import code
@@ -238,55 +222,54 @@ def resolve_code(run_plan: dict) -> dict:
     return resolved
 
 
-def choose_mode(run_plan: dict) -> str:
+def choose_mode(run_plan: "Plan") -> str:
     if run_plan["params"]["compute"] == "host":
         return "host.command_request"
     return "train.training_request" if run_plan["params"]["mode"] == "train" else "tune.tuning_request"
 
 
-def in_vpc(run_plan: dict) -> dict | None:
-    """The VpcConfig of SageMaker jobs and models when the run provisioned its own VPC."""
+def in_vpc(run_plan: "Plan", provisioned: dict) -> dict | None:
+    """The VpcConfig of SageMaker jobs and models when the run provisioned its own VPC (``provisioned``: the
+    ids its provisioning returned)."""
     from ml_pipeline.infra import stack
 
-    return stack.vpc_config(client, run_plan) if run_plan["params"]["provision_vpc"] else None
+    return stack.vpc_config(provisioned) if run_plan["params"]["provision_vpc"] else None
 
 
-def training_request(run_plan: dict, code: dict, channels: dict) -> dict:
+def training_request(run_plan: "Plan", code: dict, channels: dict, provisioned: dict) -> dict:
     from ml_pipeline import sagemaker_requests as requests
 
-    request = requests.training_job(run_plan, code, channels, in_vpc(run_plan))
+    request = requests.training_job(run_plan, code, channels, in_vpc(run_plan, provisioned))
     log.info("training job %s on %s x %s", request["TrainingJobName"], request["ResourceConfig"]["InstanceCount"],
              request["ResourceConfig"]["InstanceType"])
     return request
 
 
-def tuning_request(run_plan: dict, code: dict, channels: dict) -> dict:
+def tuning_request(run_plan: "Plan", code: dict, channels: dict, provisioned: dict) -> dict:
     from ml_pipeline import sagemaker_requests as requests
 
-    request = requests.tuning_job(run_plan, code, channels, in_vpc(run_plan))
+    request = requests.tuning_job(run_plan, code, channels, in_vpc(run_plan, provisioned))
     limits = request["HyperParameterTuningJobConfig"]["ResourceLimits"]
     log.info("tuning job %s: %s trials, %s at a time", request["HyperParameterTuningJobName"],
              limits.get("MaxNumberOfTrainingJobs"), limits["MaxParallelTrainingJobs"])
     return request
 
 
-def command_request(run_plan: dict, code: dict, channels: dict) -> dict:
+def command_request(run_plan: "Plan", code: dict, channels: dict, provisioned: dict) -> dict:
     from ml_pipeline.infra import host_training
 
-    host = xcom("provision.host")
     return host_training.command_request(client, run_plan, code["training_image"], channels,
-                                         host["instance_id"], code)
+                                         provisioned["instance_id"], code)
 
 
-def pick_best(run_plan: dict) -> dict:
+def pick_best(run_plan: "Plan", code: dict, provisioned: dict) -> dict:
     from ml_pipeline import steps
 
     if run_plan["params"]["compute"] == "host":
         from ml_pipeline.infra import host_training
 
-        code = xcom("resolve_code")
         return host_training.host_result(client, run_plan, xcom("host.start_host_training"),
-                                         xcom("provision.host")["instance_id"], code["training_image"], code)
+                                         provisioned["instance_id"], code["training_image"], code)
     training = xcom("train.start_training_job")
     tuning = xcom("tune.start_tuning_job")
     best = steps.pick_best(
@@ -298,7 +281,7 @@ def pick_best(run_plan: dict) -> dict:
     return best
 
 
-def copy_best_weights(run_plan: dict, best: dict, channels: dict) -> dict:
+def copy_best_weights(run_plan: "Plan", best: dict, channels: dict) -> dict:
     from ml_pipeline import steps
 
     weights = steps.copy_best_weights(client("s3"), run_plan, best, channels)
@@ -306,7 +289,7 @@ def copy_best_weights(run_plan: dict, best: dict, channels: dict) -> dict:
     return weights
 
 
-def register_model(run_plan: dict, best: dict, weights: dict, code: dict) -> str:
+def register_model(run_plan: "Plan", best: dict, weights: dict, code: dict) -> str:
     from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 
     from ml_pipeline import steps
@@ -316,7 +299,7 @@ def register_model(run_plan: dict, best: dict, weights: dict, code: dict) -> str
     return arn
 
 
-def quality_gate(run_plan: dict, best: dict) -> bool:
+def quality_gate(run_plan: "Plan", best: dict) -> bool:
     from ml_pipeline import steps
 
     verdict = steps.quality_gate(client("sagemaker"), run_plan, best)
@@ -325,18 +308,19 @@ def quality_gate(run_plan: dict, best: dict) -> bool:
     return verdict["deploy"]
 
 
-def create_model_and_config(run_plan: dict, weights: dict, code: dict) -> dict:
+def create_model_and_config(run_plan: "Plan", weights: dict, code: dict, provisioned: dict) -> dict:
     from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 
     from ml_pipeline import steps
 
     hook = SageMakerHook(aws_conn_id=AWS_CONN_ID)
-    made = steps.create_model_and_config(hook, run_plan, code, weights["model_data_url"], in_vpc(run_plan))
+    made = steps.create_model_and_config(hook, run_plan, code, weights["model_data_url"],
+                                         in_vpc(run_plan, provisioned))
     log.info("model %s, endpoint config %s", made["model"], made["endpoint_config"])
     return made
 
 
-def endpoint_request(run_plan: dict) -> dict:
+def endpoint_request(run_plan: "Plan") -> dict:
     """The deploy's request; and, with keep_endpoint, what the stable endpoint serves before this run's
     deploy (key "serving_before"), so that close_run can undo the deploy of a run that fails. Recorded
     here, not by the deploy task, whose retry would find the endpoint on this run's config already."""
@@ -355,7 +339,7 @@ def endpoint_request(run_plan: dict) -> dict:
     return {"Endpoint": request}
 
 
-def autoscale(run_plan: dict) -> dict:
+def autoscale(run_plan: "Plan") -> dict:
     from ml_pipeline import steps
 
     scaling = steps.autoscale(client("application-autoscaling"), run_plan)
@@ -364,7 +348,7 @@ def autoscale(run_plan: dict) -> dict:
     return scaling
 
 
-def smoke_test(run_plan: dict) -> dict:
+def smoke_test(run_plan: "Plan") -> dict:
     """The experiment's samples through the endpoint, and its check (``smoke.run``)."""
     from ml_pipeline import smoke
 
@@ -375,7 +359,7 @@ def smoke_test(run_plan: dict) -> dict:
     return result
 
 
-def promote(run_plan: dict, package_arn: str) -> dict:
+def promote(run_plan: "Plan", package_arn: str) -> dict:
     from ml_pipeline import steps
 
     promoted = steps.promote(client("sagemaker"), run_plan, package_arn)
@@ -383,13 +367,14 @@ def promote(run_plan: dict, package_arn: str) -> dict:
     return promoted
 
 
-def close_run(run_plan: dict) -> dict:
+def close_run(run_plan: "Plan", reported: dict[str, str]) -> dict:
     """Whatever happened before: stop this run's jobs, remove what must not outlive it (saying what
     was already gone), undo a failed run's deploy, reject its model version, tear down its stack, and
     write the run's summary beside its artifacts (and, whatever happens to the bucket, into this log and
-    this task's XCom). Every part runs; one error at the end names the parts that failed."""
+    this task's XCom). Every part runs; one error at the end names the parts that failed. ``reported``: what
+    the summary reports, by name: the id of the task whose result it is (the DAG's builder gives them)."""
     from ml_pipeline import closing
-    from ml_pipeline.infra import stack
+    from ml_pipeline.infra.provisioning import steps_for
     from ml_pipeline.infra.teardown import TeardownIncomplete
 
     created = xcom("deploy.create_model_and_config")
@@ -401,8 +386,8 @@ def close_run(run_plan: dict) -> dict:
         "model_package": xcom("register_model"),
         "jobs": {"training": [training["Training"]["TrainingJobName"]] if training else [],
                  "tuning": [tuning["Tuning"]["HyperParameterTuningJobName"]] if tuning else []},
-        "provisioned": {step: xcom(f"provision.{step}") for step in stack.steps_for(run_plan)},
-        "outcome": {**{name: xcom(task_id) for name, task_id in SUMMARY_SOURCES.items()},
+        "provisioned": {step: xcom(f"{PROVISION}.{step}") for step in steps_for(run_plan["params"])},
+        "outcome": {**{name: xcom(task_id) for name, task_id in reported.items()},
                     "gate": xcom("quality_gate", key="verdict")},
     }
     try:
@@ -430,12 +415,26 @@ def outcome() -> None:
     log.info("%s", line)
 
 
-def provision_step(run_plan: dict, pre: dict, step: str) -> dict:
+def provision_step(run_plan: "Plan", pre: dict, step: str, needs: list[str]) -> dict:
+    """One step of the run's stack (``stack.run_step``), given what the earlier steps it builds on (``needs``)
+    returned. Their results are read from their XComs here rather than passed as XComArgs: each XComArg adds an
+    edge to the DAG (a DAG hash or two at every parse), and these steps follow them already."""
     from ml_pipeline.infra import stack
 
-    made = stack.run_step(client, run_plan, step, pre)
-    log.info("%s: %s", step, made)
-    return made
+    result = stack.run_step(client, run_plan, step, pre, {need: xcom(f"{PROVISION}.{need}") for need in needs})
+    log.info("%s: %s", step, result)
+    return result
+
+
+def provisioned() -> dict:
+    """The ids of everything the run provisioned, from each step's result (none: nothing was provisioned,
+    with compute=sagemaker and no VPC of its own): what the tasks after the provision group use."""
+    return merged(xcom(f"{PROVISION}.{step.name}") for step in STEPS)
+
+
+def _pulled(step: str, key: str) -> str:
+    """A template of one id a provisioning step returned, for a sensor that follows the step already."""
+    return f"{{{{ ti.xcom_pull(task_ids='{PROVISION}.{step}')['{key}'] }}}}"
 
 
 def _chain(experiment: dict, deploys: bool) -> None:
@@ -443,51 +442,51 @@ def _chain(experiment: dict, deploys: bool) -> None:
     checked = _task(preflight, the_plan, retries=0)
     opened = _task(open_run, the_plan, checked).as_setup()
 
-    @task_group(group_id="provision")
-    def provision():
-        """Each step creates one part of the run's stack (or finds it, on a retry), tagged with the run;
-        a sensor waits for the part's state. The steps the run's compute does not need are skipped
-        together by the one decision in front of them."""
+    @task_group(group_id=PROVISION)
+    def provision() -> XComArg:
+        """Each step creates one part of the run's stack (or finds it, on a retry), tagged with the run,
+        given the ids the earlier steps it builds on returned; a sensor waits for the part's state. The steps
+        the run's compute does not need are skipped together by the one decision in front of them. The
+        group's result is every id provisioned (``provisioned``)."""
         step_tasks: dict[str, list[str]] = {}
         decide = SkipUnneededSteps(task_id="needed_steps", plan=the_plan, step_tasks=step_tasks)
         opened >> decide
-        previous = decide
-        for step, kind, id_key, state in PROVISIONING:
-            made = _task(provision_step, the_plan, checked, step, task_id=step)
-            previous >> made
-            previous = made
-            step_tasks[step] = [made.operator.task_id]
-            if kind:
+        previous: DependencyMixin = decide  # what the next step follows: the last step or its sensor
+        for step in STEPS:
+            result = _task(provision_step, the_plan, checked, step.name, list(step.needs), task_id=step.name)
+            previous >> result
+            previous = result
+            step_tasks[step.name] = [f"{PROVISION}.{step.name}"]
+            if step.wait:
                 waited = ResourceStateSensor(
-                    task_id=f"{step}_{state.replace('-', '_')}", aws_conn_id=AWS_CONN_ID, kind=kind,
-                    resource_id=f"{{{{ ti.xcom_pull(task_ids='provision.{step}')['{id_key}'] }}}}",
-                    target_state=state, poke_interval=5, timeout=1800,
+                    task_id=f"{step.name}_{step.wait.state.replace('-', '_')}", aws_conn_id=AWS_CONN_ID,
+                    kind=step.wait.kind, resource_id=_pulled(step.name, step.wait.id_key),
+                    target_state=step.wait.state, poke_interval=5, timeout=1800,
                 )
-                made >> waited
+                result >> waited
                 previous = waited
-                step_tasks[step].append(waited.task_id)
-            if step == "host":
+                step_tasks[step.name].append(waited.task_id)
+            if step.name == "host":
                 running = EC2InstanceStateSensor(
                     task_id="host_running", aws_conn_id=AWS_CONN_ID, target_state="running", deferrable=True,
-                    instance_id="{{ ti.xcom_pull(task_ids='provision.host')['instance_id'] }}",
-                    poke_interval=DEFAULT_POLL_SECONDS,
+                    instance_id=_pulled("host", "instance_id"), poke_interval=DEFAULT_POLL_SECONDS,
                 )
-                made >> running
+                result >> running
                 previous = running
-                step_tasks[step].append(running.task_id)
+                step_tasks[step.name].append(running.task_id)
         ready = HostReadySensor(
             task_id="host_ready", aws_conn_id=AWS_CONN_ID, plan=the_plan, poke_interval=10,
-            timeout=3600, instance_id="{{ ti.xcom_pull(task_ids='provision.host')['instance_id'] }}",
-            volume_id="{{ ti.xcom_pull(task_ids='provision.volume')['volume_id'] }}",
+            timeout=3600, instance_id=_pulled("host", "instance_id"), volume_id=_pulled("volume", "volume_id"),
         )
-        step_tasks["attach_volume"].append(ready.task_id)
-        done = EmptyOperator(task_id="provisioned", trigger_rule=TriggerRule.NONE_FAILED)
+        step_tasks[STEPS[-1].name].append(ready.task_id)
+        done = _task(provisioned, trigger_rule=TriggerRule.NONE_FAILED)
         previous >> ready >> done
+        return done
 
-    provisioned = provision()
+    stack_ids = provision()
     channels = _task(prepare_channels, the_plan)
     image = _task(resolve_code, the_plan)
-    provisioned >> [channels, image]
+    stack_ids >> [channels, image]
     mode = _task(choose_mode, the_plan, operator=BranchPythonOperator)
     [channels, image] >> mode
 
@@ -495,7 +494,7 @@ def _chain(experiment: dict, deploys: bool) -> None:
     def train():
         started = RunTrainingJobOperator(
             task_id="start_training_job", aws_conn_id=AWS_CONN_ID,
-            config=_task(training_request, the_plan, image, channels),
+            config=_task(training_request, the_plan, image, channels, stack_ids),
         )
         started >> DeferrableTrainingSensor(
             task_id="wait_for_training_job", aws_conn_id=AWS_CONN_ID,
@@ -506,7 +505,7 @@ def _chain(experiment: dict, deploys: bool) -> None:
     def tune():
         started = RunTuningJobOperator(
             task_id="start_tuning_job", aws_conn_id=AWS_CONN_ID,
-            config=_task(tuning_request, the_plan, image, channels),
+            config=_task(tuning_request, the_plan, image, channels, stack_ids),
         )
         started >> DeferrableTuningSensor(
             task_id="wait_for_tuning_job", aws_conn_id=AWS_CONN_ID,
@@ -516,7 +515,7 @@ def _chain(experiment: dict, deploys: bool) -> None:
     @task_group(group_id="host")
     def host():
         started = RunHostTrainingOperator(task_id="start_host_training", aws_conn_id=AWS_CONN_ID,
-                                          request=_task(command_request, the_plan, image, channels))
+                                          request=_task(command_request, the_plan, image, channels, stack_ids))
         started >> SsmRunCommandCompletedSensor(
             task_id="wait_for_host_training", aws_conn_id=AWS_CONN_ID, deferrable=True,
             command_id="{{ ti.xcom_pull(task_ids='host.start_host_training') }}",
@@ -525,7 +524,7 @@ def _chain(experiment: dict, deploys: bool) -> None:
 
     trained, tuned, on_host = train(), tune(), host()
     mode >> [trained, tuned, on_host]
-    best = _task(pick_best, the_plan, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+    best = _task(pick_best, the_plan, image, stack_ids, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     [trained, tuned, on_host] >> best
     weights = _task(copy_best_weights, the_plan, best, channels)
     package = _task(register_model, the_plan, best, weights, image)
@@ -534,7 +533,7 @@ def _chain(experiment: dict, deploys: bool) -> None:
 
     @task_group(group_id="deploy")
     def deploy():
-        created = _task(create_model_and_config, the_plan, weights, image)
+        created = _task(create_model_and_config, the_plan, weights, image, stack_ids)
         deployed = DeployEndpointOperator(task_id="deploy_endpoint", aws_conn_id=AWS_CONN_ID,
                                           config=_task(endpoint_request, the_plan))
         in_service = DeferrableEndpointSensor(
@@ -544,14 +543,19 @@ def _chain(experiment: dict, deploys: bool) -> None:
         created >> deployed >> in_service
 
     promoted = _task(promote, the_plan, package)
+    # What the run's summary reports, by the task that produces it (what a task that did not run gives: None).
+    reported = {"data": channels, "code": image, "best": best, "weights": weights, "model_package": package,
+                "promoted": promoted}
     if deploys:
         deployed = deploy()
         gate >> deployed
-        deployed >> _task(autoscale, the_plan) >> _task(smoke_test, the_plan) >> promoted
+        scaled, smoked = _task(autoscale, the_plan), _task(smoke_test, the_plan)
+        deployed >> scaled >> smoked >> promoted
+        reported |= {"autoscaling": scaled, "smoke_test": smoked}
     else:  # the gate decides the registry's production version; nothing is served
         gate >> promoted
 
-    closed = _task(close_run, the_plan)
+    closed = _task(close_run, the_plan, {name: task.operator.task_id for name, task in reported.items()})
     opened >> closed
     promoted >> closed
     closed.as_teardown(setups=opened)

@@ -8,12 +8,18 @@ experiment's (``resolve_from_preset``). The plan carries the resolved experiment
 and what it trained from (``plan["revision"]``). Its hyperparameters are typed (JSON values): the
 request builders encode them as the job's code kind wants them. The rest of the chain reads the plan
 from XCom (it holds no secret).
+
+The plan is a ``Plan``, a TypedDict with typed parts (``RunParams``, ``Names``, ``Revision`` ...): what
+travels through XCom is the plain JSON object it is, so a run planned before a change of these types reads
+as it did, and a type checker sees every lookup. The resolved experiment stays the mapping its schema
+describes (include/experiment.schema.json).
 """
-from __future__ import annotations
 
 import ipaddress
 import re
+from datetime import datetime
 from functools import lru_cache
+from typing import Any, Literal, NotRequired, TypedDict, cast
 
 from ml_pipeline import config as hyperparams
 from ml_pipeline.infra.params import validate_infra
@@ -41,6 +47,117 @@ DEFAULT_VOLUME_GB = 30
 
 class PlanError(ValueError):
     """Bad input: the run fails before creating anything."""
+
+
+class RunParams(TypedDict):
+    """The run's Params (``pipeline_params`` and ``infra_params``) as ``make_plan`` resolved them: the
+    Training fields taken from the preset are set, and ``volume_size_gb``, not a Param, is the preset's."""
+
+    mode: Literal["train", "tune"]
+    preset: str | None
+    bucket: str
+    role_arn: str
+    ecr_repository: str
+    model_package_group: str
+    instance_type: str
+    instance_count: int
+    use_spot: bool
+    max_runtime_seconds: int
+    max_wait_seconds: int
+    hyperparameters: dict[str, Any]
+    max_jobs: int | None
+    max_parallel_jobs: int | None
+    endpoint_name: str
+    endpoint_instance_type: str
+    keep_endpoint: bool
+    min_capacity: int
+    max_capacity: int
+    target_invocations_per_instance: int
+    scale_out_cooldown: int
+    scale_in_cooldown: int
+    compute: Literal["sagemaker", "host"]
+    host_instance_type: str
+    allowed_cidrs: list[str]
+    ssh_key_name: str | None
+    ami_id: str | None
+    ami_ssm_parameter: str | None
+    data_volume_gb: int
+    provision_vpc: bool
+    vpc_cidr: str
+    availability_zone: str | None
+    stack_ttl_hours: float
+    volume_size_gb: int
+
+
+class Objective(TypedDict):
+    metric: str
+    type: Literal["Minimize", "Maximize"]
+
+
+class MetricDefinition(TypedDict):
+    Name: str
+    Regex: str
+
+
+class Tuning(TypedDict):
+    """The experiment's tuning (include/hyperparams/tuning.schema.json), with the run's trial limits."""
+
+    objective: Objective
+    max_jobs: int
+    max_parallel_jobs: int
+    parameter_ranges: dict[str, list[dict[str, Any]]]
+    strategy: NotRequired[str]
+    early_stopping: NotRequired[str]
+    base_preset: NotRequired[str]
+    description: NotRequired[str]
+
+
+class Names(TypedDict):
+    """Every name the run uses (``naming.run_names``, and the endpoint's)."""
+
+    training_job: str
+    tuning_job: str
+    model: str
+    endpoint_config: str
+    endpoint: str
+    data_prefix: str
+    model_prefix: str
+    output_prefix: str
+    checkpoint_prefix: str
+
+
+class Revision(TypedDict):
+    """What the run trains from: the experiment file's and its source's hashes, and (the DAG's plan task
+    adds them) the commit and what started the run, with the started commit's file hash when it differs."""
+
+    file_hash: str
+    source_hash: str | None
+    commit: str | None
+    trigger: NotRequired[str]
+    event_file_hash: NotRequired[str]
+
+
+class DataInterval(TypedDict):
+    start: str | None
+    end: str | None
+
+
+class Plan(TypedDict):
+    """A run's plan (``make_plan``): JSON through XCom as it is."""
+
+    params: RunParams
+    experiment: dict[str, Any]
+    revision: Revision
+    hyperparameters: dict[str, Any]
+    metric_definitions: list[MetricDefinition]
+    objective: Objective
+    tuning: NotRequired[Tuning]
+    tuning_config: NotRequired[dict[str, Any]]
+    static_hyperparameters: NotRequired[dict[str, Any]]
+    key: str
+    names: Names
+    data_seed: int
+    data_interval: DataInterval
 
 
 @lru_cache(maxsize=None)
@@ -86,7 +203,7 @@ def name_errors(params: dict) -> list[str]:
     return errors
 
 
-def bucket_name_errors(bucket) -> list[str]:
+def bucket_name_errors(bucket: object) -> list[str]:
     if not isinstance(bucket, str) or not _BUCKET.match(bucket):
         return [f"bucket: {bucket!r} is not an S3 bucket name (3-63 lowercase letters, digits, dots and hyphens, "
                 "a letter or digit at each end)"]
@@ -133,18 +250,16 @@ def _preset(p: dict, experiment: dict, errors: list) -> dict:
     return experiment["presets"][name]
 
 
-def make_plan(params: dict, run_id: str, logical_date, experiment: dict, data_interval: tuple | None = None) -> dict:
+def make_plan(params: dict[str, Any], run_id: str, logical_date: datetime, experiment: dict[str, Any],
+              data_interval: tuple[datetime | None, datetime | None] | None = None) -> Plan:
     """The run's plan for ``experiment`` (the resolved one, ``experiments.load``). ``data_interval``: the run's
     (start, end), which the experiment's ``prepare`` writes the data for; default: the logical date's instant."""
-    p = dict(params)
+    p: Any = dict(params)  # RunParams once resolve_from_preset has filled it and every check below passed
     errors = non_finite_errors(p, experiment)
     if errors:  # nothing else can be judged on such numbers
         raise PlanError("Refused before anything was created:\n- " + "\n- ".join(errors))
     errors.extend(name_errors(p))
 
-    plan = {"params": p, "experiment": experiment,
-            "revision": {"file_hash": experiment["file_hash"], "source_hash": experiment["source_hash"],
-                         "commit": None}}
     overrides = dict(p.get("hyperparameters") or {})
     preset = _preset(p, experiment, errors)
     tuning = None
@@ -167,31 +282,36 @@ def make_plan(params: dict, run_id: str, logical_date, experiment: dict, data_in
     if p["use_spot"] and p["max_wait_seconds"] < p["max_runtime_seconds"]:
         errors.append("max_wait_seconds must be at least max_runtime_seconds with managed spot training")
 
-    plan["hyperparameters"] = {**experiment["hyperparameters"], **preset["hyperparameters"], **overrides}
-    plan["metric_definitions"] = experiment["metric_definitions"]
-    plan["objective"] = experiment["objective"]
+    static: dict[str, Any] = {}
     if tuning is not None:
-        tuning = dict(tuning)
+        tuning = cast(Tuning, dict(tuning))  # the experiment's, with the run's limits
         if p.get("max_jobs"):
             tuning["max_jobs"] = p["max_jobs"]
         if p.get("max_parallel_jobs"):
             tuning["max_parallel_jobs"] = p["max_parallel_jobs"]
         if tuning["max_parallel_jobs"] > tuning["max_jobs"]:
             errors.append("max_parallel_jobs is above max_jobs")
-        plan["tuning"] = tuning
-        plan["tuning_config"] = hyperparams.tuning_job_config(tuning)
-        plan["objective"] = tuning["objective"]
         tuned = hyperparams.tuned_names(tuning)
         static = {**experiment["hyperparameters"], **(base or {}).get("hyperparameters", {}), **overrides}
-        plan["static_hyperparameters"] = {name: value for name, value in static.items() if name not in tuned}
+        static = {name: value for name, value in static.items() if name not in tuned}
     if errors:
         raise PlanError("Refused before anything was created:\n- " + "\n- ".join(errors))
 
     key = run_key(run_id, logical_date, experiment["name"])
-    plan["key"] = key
-    plan["names"] = run_names(experiment["name"], key)
-    plan["names"]["endpoint"] = endpoint_name(p["endpoint_name"], key, p["keep_endpoint"])
-    plan["data_seed"] = int(key.split("-")[0]) if key[0].isdigit() else 0
+    names: Any = run_names(experiment["name"], key)
+    names["endpoint"] = endpoint_name(p["endpoint_name"], key, p["keep_endpoint"])
     start, end = data_interval or (logical_date, logical_date)
-    plan["data_interval"] = {"start": start.isoformat() if start else None, "end": end.isoformat() if end else None}
+    plan = Plan(
+        params=p, experiment=experiment,
+        revision=Revision(file_hash=experiment["file_hash"], source_hash=experiment["source_hash"], commit=None),
+        hyperparameters={**experiment["hyperparameters"], **preset["hyperparameters"], **overrides},
+        metric_definitions=experiment["metric_definitions"],
+        objective=tuning["objective"] if tuning is not None else experiment["objective"],
+        key=key, names=names, data_seed=int(key.split("-")[0]) if key[0].isdigit() else 0,
+        data_interval=DataInterval(start=start.isoformat() if start else None, end=end.isoformat() if end else None),
+    )
+    if tuning is not None:
+        plan["tuning"] = tuning
+        plan["tuning_config"] = hyperparams.tuning_job_config(tuning)
+        plan["static_hyperparameters"] = static
     return plan

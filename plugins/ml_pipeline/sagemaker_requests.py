@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
+
+from ml_pipeline.infra.tags import EXPERIMENT_KEY, RUN_KEY, project_tag
+
+if TYPE_CHECKING:
+    from ml_pipeline.plan import MetricDefinition, Plan
 
 PRIMARY_VARIANT = "AllTraffic"
 
 
-def _channel_options(plan: dict, name: str) -> dict:
+def _channel_options(plan: Plan, name: str) -> dict:
     entry = (plan["experiment"].get("channels") or {}).get(name)
     return entry if isinstance(entry, dict) else {}
 
 
-def _channels(plan: dict, channels: dict[str, str]) -> list[dict]:
+def _channels(plan: Plan, channels: dict[str, str]) -> list[dict]:
     """Every channel of the run, with the content type and distribution its mapping gives (none, and
     FullyReplicated: every host sees all of it, unless the file says ShardedByS3Key)."""
     result = []
@@ -69,7 +75,7 @@ def _categorical(value) -> str:
     return json.dumps(value, allow_nan=False)
 
 
-def tuning_config(plan: dict, code: dict) -> dict:
+def tuning_config(plan: Plan, code: dict) -> dict:
     """The plan's ``HyperParameterTuningJobConfig`` with every range value a string: typed values (or
     today's strings) plain for an own container, categorical ones JSON in script mode."""
     config = json.loads(json.dumps(plan["tuning_config"]))
@@ -83,12 +89,12 @@ def tuning_config(plan: dict, code: dict) -> dict:
     return config
 
 
-def _metric_definitions(plan: dict) -> list[dict]:
+def _metric_definitions(plan: Plan) -> list[MetricDefinition]:
     found = plan.get("metric_definitions")
     return found if found is not None else plan["experiment"].get("metric_definitions") or []
 
 
-def _job_parts(plan: dict, code: dict, channels: dict[str, str], vpc_config: dict | None) -> dict:
+def _job_parts(plan: Plan, code: dict, channels: dict[str, str], vpc_config: dict | None) -> dict:
     p, names = plan["params"], plan["names"]
     stopping = {"MaxRuntimeInSeconds": p["max_runtime_seconds"]}
     if p["use_spot"]:
@@ -116,12 +122,12 @@ def _job_parts(plan: dict, code: dict, channels: dict[str, str], vpc_config: dic
     return parts
 
 
-def tags(plan: dict, *, run: bool = True) -> list[dict]:
+def tags(plan: Plan, *, run: bool = True) -> list[dict]:
     """project, experiment, run (not on a kept endpoint, which outlives runs) and the revision trained
     from: the experiment file's hash, its source's, and the commit when known."""
-    result = [{"Key": "project", "Value": "ml-pipeline"}, {"Key": "experiment", "Value": plan["experiment"]["name"]}]
+    result = [project_tag(), {"Key": EXPERIMENT_KEY, "Value": plan["experiment"]["name"]}]
     if run:
-        result.append({"Key": "run", "Value": plan["key"]})
+        result.append({"Key": RUN_KEY, "Value": plan["key"]})
         for name in ("file_hash", "source_hash", "commit"):
             value = (plan.get("revision") or {}).get(name)
             if value:
@@ -129,7 +135,7 @@ def tags(plan: dict, *, run: bool = True) -> list[dict]:
     return result
 
 
-def training_job(plan: dict, code: dict, channels: dict[str, str], vpc_config: dict | None = None) -> dict:
+def training_job(plan: Plan, code: dict, channels: dict[str, str], vpc_config: dict | None = None) -> dict:
     name = plan["names"]["training_job"]
     hyperparameters = encode_hyperparameters(plan["hyperparameters"], code)
     if script_mode(code):
@@ -142,7 +148,7 @@ def training_job(plan: dict, code: dict, channels: dict[str, str], vpc_config: d
     }
 
 
-def tuning_job(plan: dict, code: dict, channels: dict[str, str], vpc_config: dict | None = None) -> dict:
+def tuning_job(plan: Plan, code: dict, channels: dict[str, str], vpc_config: dict | None = None) -> dict:
     name = plan["names"]["tuning_job"]
     definition = _job_parts(plan, code, channels, vpc_config)
     static = encode_hyperparameters(plan["static_hyperparameters"], code)
@@ -157,7 +163,7 @@ def tuning_job(plan: dict, code: dict, channels: dict[str, str], vpc_config: dic
     }
 
 
-def model(plan: dict, code: dict, model_data_url: str, vpc_config: dict | None = None) -> dict:
+def model(plan: Plan, code: dict, model_data_url: str, vpc_config: dict | None = None) -> dict:
     request = {
         "ModelName": plan["names"]["model"],
         "PrimaryContainer": {
@@ -173,7 +179,7 @@ def model(plan: dict, code: dict, model_data_url: str, vpc_config: dict | None =
     return request
 
 
-def endpoint_config(plan: dict) -> dict:
+def endpoint_config(plan: Plan) -> dict:
     p = plan["params"]
     return {
         "EndpointConfigName": plan["names"]["endpoint_config"],
@@ -190,7 +196,7 @@ def endpoint_config(plan: dict) -> dict:
     }
 
 
-def endpoint(plan: dict) -> dict:
+def endpoint(plan: Plan) -> dict:
     return {
         "EndpointName": plan["names"]["endpoint"],
         "EndpointConfigName": plan["names"]["endpoint_config"],
@@ -198,6 +204,6 @@ def endpoint(plan: dict) -> dict:
     }
 
 
-def scalable_target_id(plan: dict) -> str:
+def scalable_target_id(plan: Plan) -> str:
     return f"endpoint/{plan['names']['endpoint']}/variant/{PRIMARY_VARIANT}"
 

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 
 from ml_pipeline import code
+
+if TYPE_CHECKING:
+    from ml_pipeline.aws import Client
+    from ml_pipeline.plan import Plan
 
 #: How much of the endpoint's answer the result keeps, for the summary.
 PREVIEW_BYTES = 200
@@ -20,7 +25,7 @@ class SmokeTestFailed(RuntimeError):
     """The endpoint answered, but not as the experiment expects."""
 
 
-def run(runtime, plan: dict) -> dict:
+def run(runtime: Client, plan: Plan) -> dict:
     experiment = plan["experiment"]
     where = f"experiments/{experiment['name']}/experiment.yaml"
     smoke = (experiment.get("deploy") or {}).get("smoke")

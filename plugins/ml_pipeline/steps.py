@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import TYPE_CHECKING
 
 from ml_pipeline import sagemaker_requests as requests
+
+if TYPE_CHECKING:
+    from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
+
+    from ml_pipeline.aws import Client
+    from ml_pipeline.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +42,7 @@ def user_hyperparameters(sent: dict[str, str]) -> dict:
     return result
 
 
-def pick_best(sm, plan: dict, training: dict | None, tuning: dict | None) -> dict:
+def pick_best(sm: Client, plan: Plan, training: dict | None, tuning: dict | None) -> dict:
     """The run's best training job: the tuning job's BestTrainingJob, or the training job itself."""
     objective = plan["objective"]
     if tuning:
@@ -70,7 +77,7 @@ def pick_best(sm, plan: dict, training: dict | None, tuning: dict | None) -> dic
     }
 
 
-def copy_best_weights(s3, plan: dict, best: dict, channels: dict) -> dict:
+def copy_best_weights(s3: Client, plan: Plan, best: dict, channels: dict) -> dict:
     """The best weights under the run's stable prefix, with a metadata file beside them."""
     bucket, prefix = plan["params"]["bucket"], plan["names"]["model_prefix"]
     source_bucket, source_key = best["model_artifact"][len("s3://"):].split("/", 1)
@@ -93,7 +100,7 @@ def copy_best_weights(s3, plan: dict, best: dict, channels: dict) -> dict:
             "metadata_url": f"s3://{bucket}/{prefix}/metadata.json"}
 
 
-def _package_container(plan: dict, best: dict, weights: dict, code: dict | None) -> dict:
+def _package_container(plan: Plan, best: dict, weights: dict, code: dict | None) -> dict:
     """The version's inference container: the code's serving image and environment (script mode's
     framework image and SAGEMAKER_* settings), else the image the best job trained with."""
     container = {"Image": best["image"], "ModelDataUrl": weights["model_data_url"]}
@@ -108,7 +115,7 @@ def _package_container(plan: dict, best: dict, weights: dict, code: dict | None)
     return container
 
 
-def register_model_version(hook, plan: dict, best: dict, weights: dict, code: dict | None = None) -> str:
+def register_model_version(hook: SageMakerHook, plan: Plan, best: dict, weights: dict, code: dict | None = None) -> str:
     """A version in the model package group, pending approval; the same run gets the same version.
     The content types it answers are the experiment's smoke test's (``deploy.smoke``)."""
     sm = hook.conn
@@ -145,7 +152,7 @@ def register_model_version(hook, plan: dict, best: dict, weights: dict, code: di
     return response["ModelPackageArn"]
 
 
-def production_version(sm, group: str) -> dict | None:
+def production_version(sm: Client, group: str) -> dict | None:
     """The newest approved version of the group: the model in production."""
     try:
         listed = sm.list_model_packages(ModelPackageGroupName=group, ModelApprovalStatus="Approved",
@@ -157,7 +164,7 @@ def production_version(sm, group: str) -> dict | None:
     return sm.describe_model_package(ModelPackageName=listed["ModelPackageSummaryList"][0]["ModelPackageArn"])
 
 
-def quality_gate(sm, plan: dict, best: dict) -> dict:
+def quality_gate(sm: Client, plan: Plan, best: dict) -> dict:
     """Deploy only when the new objective beats production's (the first run deploys)."""
     production = production_version(sm, plan["params"]["model_package_group"])
     new = best["objective"]
@@ -176,7 +183,8 @@ def quality_gate(sm, plan: dict, best: dict) -> dict:
 # --- hosting -----------------------------------------------------------------------------------
 
 
-def create_model_and_config(hook, plan: dict, code: dict, model_data_url: str, vpc_config: dict | None = None) -> dict:
+def create_model_and_config(hook: SageMakerHook, plan: Plan, code: dict, model_data_url: str,
+                            vpc_config: dict | None = None) -> dict:
     """The run's SageMaker model (``code``: ``code.resolve``'s serving image and environment) and endpoint
     config, created once."""
     sm = hook.conn
@@ -192,7 +200,7 @@ def create_model_and_config(hook, plan: dict, code: dict, model_data_url: str, v
     return {"model": names["model"], "endpoint_config": names["endpoint_config"]}
 
 
-def autoscale(aas, plan: dict) -> dict:
+def autoscale(aas: Client, plan: Plan) -> dict:
     """Target tracking on invocations per instance for the endpoint's variant (idempotent upserts)."""
     p = plan["params"]
     resource_id = requests.scalable_target_id(plan)
@@ -215,7 +223,7 @@ def autoscale(aas, plan: dict) -> dict:
             "min": p["min_capacity"], "max": p["max_capacity"], "target": p["target_invocations_per_instance"]}
 
 
-def promote(sm, plan: dict, package_arn: str) -> dict:
+def promote(sm: Client, plan: Plan, package_arn: str) -> dict:
     """The smoke-tested version becomes production: approved in the registry."""
     sm.update_model_package(ModelPackageArn=package_arn, ModelApprovalStatus="Approved",
                             ApprovalDescription=f"Deployed and smoke-tested by run {plan['key']}")

@@ -14,12 +14,17 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def provisioned(client, run: dict) -> dict:
-    """The run's stack, one step at a time as the DAG's provisioning tasks make it: {step: its XCom}."""
+    """The run's stack, one step at a time as the DAG's provisioning tasks make it (each given the earlier
+    steps' results): {step: its XCom}."""
     from ml_pipeline.infra import stack
     from ml_pipeline.infra.params import preflight
+    from ml_pipeline.infra.provisioning import steps_for
 
     pre = preflight(client, run)
-    return {step: stack.run_step(client, run, step, pre) for step in stack.steps_for(run)}
+    steps: dict = {}
+    for step in steps_for(run["params"]):
+        steps[step] = stack.run_step(client, run, step, pre, steps)
+    return steps
 
 
 def made(steps: dict, training: list[str] | None = None) -> dict:

@@ -122,6 +122,23 @@ def test_teardown_is_a_teardown_of_the_run_and_runs_whatever_failed(pipeline):
             assert "close_run" in {t.task_id for t in task.get_flat_relatives(upstream=False)}, task.task_id
 
 
+def test_the_summary_reports_what_the_dags_own_tasks_returned(pipeline):
+    """close_run learns the summary's sources from the DAG it is built in: each a task of this DAG."""
+    reported = pipeline.get_task("close_run").op_args[1]
+    assert set(reported) == {"data", "code", "best", "weights", "model_package", "autoscaling", "smoke_test",
+                             "promoted"}
+    assert reported["smoke_test"] == "smoke_test" and reported["best"] == "pick_best"
+    assert all(pipeline.has_task(task_id) for task_id in reported.values())
+
+
+def test_the_tasks_after_provisioning_take_the_ids_it_returned(pipeline):
+    """The jobs' and the model's VpcConfig, the host's command and its result use the ids the provision group
+    returned (its ``provisioned`` task's XCom, an argument of theirs), never a lookup by tags."""
+    for task_id in ("train.training_request", "tune.tuning_request", "deploy.create_model_and_config",
+                    "host.command_request", "pick_best"):
+        assert "provision.provisioned" in upstream(pipeline, task_id), task_id
+
+
 def test_the_runs_outcome_is_a_teardown_that_decides_the_runs_state(pipeline):
     """Airflow judges a run by its leaves, teardowns left out; a run marked failed from the UI fails the
     running tasks and skips the rest (leaves included), so the outcome task, a teardown marking the run
@@ -138,14 +155,14 @@ def test_one_decision_skips_the_provisioning_steps_the_run_does_not_need(pipelin
     """The decision in front of the group names every task of the group but the join, so the scheduler
     never queues one only for it to skip itself; the join runs past what was skipped."""
     from ml_pipeline.infra.operators import SkipUnneededSteps
-    from ml_pipeline.infra.stack import HOST_STEPS, NETWORK_STEPS
+    from ml_pipeline.infra.provisioning import STEPS
 
     decide = pipeline.get_task("provision.needed_steps")
     assert isinstance(decide, SkipUnneededSteps)
     named = {task_id for task_ids in decide.step_tasks.values() for task_id in task_ids}
     group = {t.task_id for t in pipeline.tasks if t.task_id.startswith("provision.")}
     assert named == group - {"provision.needed_steps", "provision.provisioned"}
-    assert list(decide.step_tasks) == [*NETWORK_STEPS, *HOST_STEPS]
+    assert list(decide.step_tasks) == [step.name for step in STEPS]
     assert pipeline.get_task("provision.provisioned").trigger_rule == "none_failed"
 
 

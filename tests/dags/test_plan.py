@@ -160,3 +160,26 @@ def test_the_spot_rule_is_judged_on_the_resolved_runtime():
 def test_the_params_defaults_are_a_valid_run():
     assert params()["instance_type"] is None  # empty in the form
     assert plan()["params"]["instance_type"] == "ml.m5.large"
+
+
+# --- the plan's type --------------------------------------------------------------------------------
+
+
+def test_the_plans_type_names_every_param_and_every_part_make_plan_fills():
+    """``Plan`` and its parts say what ``make_plan`` returns: every Param of the form (and the preset's
+    volume), every name, and no key that is not there; and it is plain JSON, as XCom carries it."""
+    import json
+
+    from ml_pipeline.infra.params import infra_params
+    from ml_pipeline.params import pipeline_params
+    from ml_pipeline.plan import Names, Plan, RunParams
+
+    for mode in ("train", "tune"):
+        made = plan(mode=mode)
+        assert json.loads(json.dumps(made)) == made
+        assert set(made) - Plan.__optional_keys__ == Plan.__required_keys__
+        assert set(made) <= Plan.__required_keys__ | Plan.__optional_keys__
+        assert ({"tuning", "tuning_config", "static_hyperparameters"} <= set(made)) == (mode == "tune")
+        assert set(made["params"]) == RunParams.__required_keys__
+        assert set(made["names"]) == Names.__required_keys__
+    assert RunParams.__required_keys__ == {*pipeline_params(plain()), *infra_params(), "volume_size_gb"}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from ml_pipeline.infra.provisioning import STEPS
 from tests.infra.support import ZERO, FailingClients, Failure, key_pair, plan
 
 pytestmark = pytest.mark.timeout(300)
@@ -39,7 +40,7 @@ def test_host_stack_is_provisioned_tagged_locked_down_and_removed(aws):
     run = plan(compute="host", host_instance_type="g5.xlarge", ssh_key_name="ops",
                allowed_cidrs=["203.0.113.0/24", "2001:db8::/48"])
     ids = provision(aws, run)
-    assert provision(aws, run) == ids  # every step finds what it made: nothing is created twice
+    assert provision(aws, run) == ids  # every step finds what it made (the host too): nothing is created twice
     counts = remaining(aws, run["key"])
     assert counts == {**ZERO, "instances": 1, "volumes": 2, "security_groups": 1, "subnets": 2, "route_tables": 2,
                       "internet_gateways": 1, "vpc_endpoints": 1, "vpcs": 1, "roles": 1, "instance_profiles": 1,
@@ -99,7 +100,7 @@ def test_sagemaker_in_the_vpc_gets_a_network_and_no_host(aws):
     run = plan(compute="sagemaker", provision_vpc=True)
     ids = provision(aws, run)
     assert "instance_id" not in ids and "role_name" not in ids
-    config = vpc_config(aws, run)
+    config = vpc_config(ids)  # from the ids provisioning returned, not looked up again
     assert config == {"SecurityGroupIds": [ids["sagemaker_security_group_id"]], "Subnets": [ids["private_subnet_id"]]}
     group = aws("ec2").describe_security_groups(GroupIds=[ids["sagemaker_security_group_id"]])["SecurityGroups"][0]
     # Ingress only from the group itself (the job's hosts talk to each other); no CIDR at all.
@@ -110,17 +111,25 @@ def test_sagemaker_in_the_vpc_gets_a_network_and_no_host(aws):
     assert remaining(aws, run["key"]) == ZERO
 
 
-def test_no_provisioning_with_compute_sagemaker_alone(aws):
-    from ml_pipeline.infra.stack import steps_for
+def test_no_provisioning_with_compute_sagemaker_alone():
+    from ml_pipeline.infra.provisioning import steps_for
 
-    assert steps_for(plan(compute="sagemaker")) == []
-
-
-HOST_STEPS = ["vpc", "internet_gateway", "subnets", "route_tables", "security_groups", "instance_profile", "volume",
-              "documents", "host", "attach_volume"]
+    assert steps_for(plan(compute="sagemaker")["params"]) == []
 
 
-@pytest.mark.parametrize("failing_step", HOST_STEPS)
+def test_a_step_is_given_the_ids_it_builds_on_and_refuses_to_run_without_them():
+    """A step builds on what the earlier steps returned (the DAG passes their XComs), never on a lookup of
+    their resources by tags: without them it refuses before any call to AWS."""
+    from ml_pipeline.infra import stack
+
+    run = plan(compute="host")
+    with pytest.raises(RuntimeError, match="step route_tables builds on internet_gateway, subnets"):
+        stack.run_step(None, run, "route_tables", {}, {"vpc": {"vpc_id": "vpc-1"}})
+    with pytest.raises(RuntimeError, match="step host builds on subnets, security_groups, instance_profile"):
+        stack.run_step(None, run, "host", {"ami_id": "ami-1"}, {"subnets": None})
+
+
+@pytest.mark.parametrize("failing_step", [step.name for step in STEPS])
 def test_a_failure_after_any_step_still_tears_down_to_zero(aws, failing_step):
     run = plan(compute="host", host_instance_type="dl1.24xlarge")
 
@@ -179,31 +188,6 @@ def test_teardown_sweeps_the_runs_vpc_but_reports_what_it_must_not_remove(aws):
     ec2.terminate_instances(InstanceIds=[stranger])
     teardown(aws, run["key"])  # the retry finishes the job
     assert remaining(aws, run["key"]) == ZERO
-
-
-def test_the_host_operator_launches_once_and_re_attaches_on_retry(localaws_process, monkeypatch, tmp_path):
-    """``CreateHostOperator``: the provider's EC2CreateInstanceOperator with the run's request, safe to retry."""
-    import json
-
-    from ml_pipeline.infra import stack
-    from ml_pipeline.infra.operators import CreateHostOperator
-    from ml_pipeline.infra.params import preflight
-
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({
-        "conn_type": "aws", "login": "testing", "password": "testing",
-        "extra": {"endpoint_url": localaws_process.endpoint_url, "region_name": "us-east-1"}}))
-    client = localaws_process.client
-    run = plan(compute="host", host_instance_type="p4d.24xlarge")
-    pre = preflight(client, run)
-    for step in stack.steps_for(run)[:-2]:  # everything the host needs, not the host
-        stack.run_step(client, run, step, pre)
-    first = CreateHostOperator(task_id="create_host", plan=run, ami_id=pre["ami_id"]).execute({})
-    assert first["launched"] == [first["instance_id"]] and first["instance_type"] == "p4d.24xlarge"
-    again = CreateHostOperator(task_id="create_host", plan=run, ami_id=pre["ami_id"]).execute({})
-    assert again["instance_id"] == first["instance_id"] and "launched" not in again
-    assert remaining(client, run["key"])["instances"] == 1
-    teardown(client, run["key"])
-    assert remaining(client, run["key"]) == ZERO
 
 
 def test_the_project_bucket_is_encrypted_versioned_and_private(aws):

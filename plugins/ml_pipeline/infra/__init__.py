@@ -3,7 +3,8 @@
     params.py         infra_params() (Airflow Params), validate_infra() (refusals before anything
                       exists), check_ami() / preflight() (the AMI and availability zone, asked of AWS)
     tags.py           what every resource carries: project, run, created-at, ttl-hours
-    stack.py          idempotent provisioning steps, each ``step(client, plan) -> ids``
+    provisioning.py   the provisioning steps in order: what each builds on and the state it waits for
+    stack.py          idempotent provisioning steps, each ``step(client, plan, [ids]) -> ids``
     iam.py            the policy documents in include/iam/, rendered
     host_training.py  the training image on the host through SSM Run Command (include/ssm/)
     teardown.py       teardown_stack(client, run_key): every resource tagged with the run, in order

@@ -29,11 +29,16 @@ import logging
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ml_pipeline import naming
+from ml_pipeline.config import to_hyperparameter_string
 from ml_pipeline.infra import iam, tags
 from ml_pipeline.infra.params import accelerator
-from ml_pipeline.config import to_hyperparameter_string
+
+if TYPE_CHECKING:
+    from ml_pipeline.aws import Client, Clients
+    from ml_pipeline.plan import MetricDefinition, Plan
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +56,11 @@ class HostNotReady(RuntimeError):
     """The host reports it cannot train (no Docker, no accelerator, user data failed)."""
 
 
-def job_name(plan: dict) -> str:
+def job_name(plan: Plan) -> str:
     return naming.name(plan["experiment"]["name"], "host", plan["key"])
 
 
-def document_names(plan: dict) -> dict:
+def document_names(plan: Plan) -> dict:
     return {"training_document": f"{TRAINING_DOCUMENT}-{plan['key']}", "check_document": f"{CHECK_DOCUMENT}-{plan['key']}"}
 
 
@@ -63,7 +68,7 @@ def document_content(prefix: str) -> str:
     return (SSM_DIR / DOCUMENT_FILES[prefix]).read_text()
 
 
-def ensure_documents(ssm, plan: dict) -> dict:
+def ensure_documents(ssm: Client, plan: Plan) -> dict:
     """The run's two command documents, created (or brought up to date) from include/ssm/."""
     names = document_names(plan)
     for prefix, name in ((TRAINING_DOCUMENT, names["training_document"]), (CHECK_DOCUMENT, names["check_document"])):
@@ -83,7 +88,7 @@ def ensure_documents(ssm, plan: dict) -> dict:
 # --- the job ---------------------------------------------------------------------------------------
 
 
-def hyperparameters(plan: dict, code: dict | None = None) -> dict[str, str]:
+def hyperparameters(plan: Plan, code: dict | None = None) -> dict[str, str]:
     """hyperparameters.json as a SageMaker job of the same code gets it (``sagemaker_requests``): script
     mode's JSON-encoded values and ``sagemaker_*`` entries, which a framework image's toolkit reads to
     fetch and run the source; an own container's plain strings (``code`` None: an own container)."""
@@ -95,7 +100,7 @@ def hyperparameters(plan: dict, code: dict | None = None) -> dict[str, str]:
             "sagemaker_job_name": json.dumps(job_name(plan))}
 
 
-def job_spec(plan: dict, channels: dict[str, str], code: dict | None = None) -> dict:
+def job_spec(plan: Plan, channels: dict[str, str], code: dict | None = None) -> dict:
     """What the host writes under /opt/ml/input/config, exactly as SageMaker would for the same job
     (``localaws/sagemaker/contract.py``'s HostConfig), plus the channels to download and the environment."""
     p = plan["params"]
@@ -129,11 +134,11 @@ def encode(spec: dict) -> str:
     return base64.b64encode(json.dumps(spec, separators=(",", ":")).encode()).decode()
 
 
-def output_path(plan: dict) -> str:
+def output_path(plan: Plan) -> str:
     return f"s3://{plan['params']['bucket']}/{plan['names']['output_prefix']}"
 
 
-def command_request(client, plan: dict, image: str, channels: dict[str, str], instance_id: str,
+def command_request(client: Clients, plan: Plan, image: str, channels: dict[str, str], instance_id: str,
                     code: dict | None = None) -> dict:
     """SendCommand's arguments (``DocumentName`` included) for the run's training on its host:
     what ``RunHostTrainingOperator(request=...)`` takes. ``code`` is ``code.resolve``'s (script mode's
@@ -162,8 +167,8 @@ def command_request(client, plan: dict, image: str, channels: dict[str, str], in
     }
 
 
-def find_command(ssm, instance_id: str, document: str, comment: str | None = None,
-                 statuses=("Pending", "InProgress", "Delayed", "Success")) -> dict | None:
+def find_command(ssm: Client, instance_id: str, document: str, comment: str | None = None,
+                 statuses: tuple[str, ...] = ("Pending", "InProgress", "Delayed", "Success")) -> dict | None:
     """The newest command of ``document`` on the instance in one of ``statuses`` (a retry re-attaches to it)."""
     commands = ssm.list_commands(InstanceId=instance_id,
                                  Filters=[{"key": "DocumentName", "value": document}])["Commands"]
@@ -171,7 +176,7 @@ def find_command(ssm, instance_id: str, document: str, comment: str | None = Non
     return max(commands, key=lambda c: c["RequestedDateTime"]) if commands else None
 
 
-def invocation(ssm, command_id: str, instance_id: str) -> dict | None:
+def invocation(ssm: Client, command_id: str, instance_id: str) -> dict | None:
     try:
         return ssm.get_command_invocation(CommandId=command_id, InstanceId=instance_id)
     except ssm.exceptions.InvocationDoesNotExist:
@@ -181,7 +186,7 @@ def invocation(ssm, command_id: str, instance_id: str) -> dict | None:
 # --- readiness --------------------------------------------------------------------------------------
 
 
-def host_readiness(client, plan: dict, instance_id: str, volume_id: str | None = None) -> dict:
+def host_readiness(client: Clients, plan: Plan, instance_id: str, volume_id: str | None = None) -> dict:
     """Whether the host can train: ``{"ready", "stage", "detail"}``. Honest on AWS and on localaws:
 
     1. EC2 says the instance is running and its status checks pass;
@@ -236,7 +241,7 @@ def _epoch(value) -> float:
 # --- the result, as pick_best returns it --------------------------------------------------------------
 
 
-def parse_metrics(text: str, definitions: list[dict]) -> dict[str, float]:
+def parse_metrics(text: str, definitions: list[MetricDefinition]) -> dict[str, float]:
     """The last value of each metric definition found in the log, as SageMaker reports FinalMetricDataList."""
     found: dict[str, float] = {}
     compiled = []
@@ -259,7 +264,7 @@ def parse_metrics(text: str, definitions: list[dict]) -> dict[str, float]:
     return found
 
 
-def host_result(client, plan: dict, command_id: str, instance_id: str, image: str,
+def host_result(client: Clients, plan: Plan, command_id: str, instance_id: str, image: str,
                 code: dict | None = None) -> dict:
     """The host's training as ``steps.pick_best`` describes a SageMaker job: training_job, model_artifact
     (S3 URI of model.tar.gz), image, objective {metric, type, value}, metrics, hyperparameters, ..."""

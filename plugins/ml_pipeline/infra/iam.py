@@ -23,6 +23,11 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ml_pipeline.aws import Clients
+    from ml_pipeline.plan import Plan
 
 IAM_DIR = Path(os.environ.get("ML_PIPELINE_IAM_DIR", "") or Path(__file__).resolve().parents[3] / "include" / "iam")
 #: The CloudWatch Logs group of the host's training commands (SSM's CloudWatch output goes there).
@@ -61,7 +66,7 @@ def _fill(node, values: dict):
     return node
 
 
-def render(name: str, **values) -> dict:
+def render(name: str, **values: str | list[str]) -> dict:
     """``include/iam/<name>`` with every ``${Key}`` replaced; a missing value is an error. A value may be a
     list (e.g. the experiments a role serves): a string naming it becomes one string per item (a lone
     string, such as a Resource, becomes a list of them)."""
@@ -83,11 +88,11 @@ def partition_of(region: str) -> str:
     return "aws"
 
 
-def account_of(client) -> str:
+def account_of(client: Clients) -> str:
     return client("sts").get_caller_identity()["Account"]
 
 
-def host_values(client, plan: dict) -> dict:
+def host_values(client: Clients, plan: Plan) -> dict:
     """What the host's policy documents are rendered with."""
     region = client("ec2").meta.region_name
     p = plan["params"]

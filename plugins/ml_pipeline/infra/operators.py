@@ -1,19 +1,23 @@
-"""The provider's EC2 and SSM operators, made safe to retry for the run's host, and the one decision
-in front of the provisioning steps.
+"""The provider's SSM operator, made safe to retry for the run's host, and the one decision in front of
+the provisioning steps.
 
-The provider's ``EC2CreateInstanceOperator`` launches a new instance on every try, and
-``SsmRunCommandOperator`` sends a new command on every try (a second training on the same host). These
-subclasses first look for what the run already has (by its tags, or the command's document and comment)
-and re-attach to it.
+The provider's ``SsmRunCommandOperator`` sends a new command on every try (a second training on the same
+host). Its subclass here first looks for the run's command (by its document and comment) and re-attaches
+to it. (The host itself is launched by its provisioning step, ``stack.create_host``, which finds it by its
+tags on a retry.)
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow.providers.amazon.aws.operators.ec2 import EC2CreateInstanceOperator
 from airflow.providers.amazon.aws.operators.ssm import SsmRunCommandOperator
 from airflow.providers.standard.utils.skipmixin import SkipMixin
 from airflow.sdk import BaseOperator
+
+from ml_pipeline.infra.provisioning import steps_for
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 
 class SkipUnneededSteps(BaseOperator, SkipMixin):
@@ -21,7 +25,7 @@ class SkipUnneededSteps(BaseOperator, SkipMixin):
     ``compute=sagemaker`` and no VPC; the host's with ``provision_vpc``), so the scheduler never queues them
     one by one only for each to skip itself.
 
-    ``plan`` (templated) is the run's plan; ``step_tasks`` maps each step of ``stack.steps_for`` to the
+    ``plan`` (templated) is the run's plan; ``step_tasks`` maps each step of ``provisioning.STEPS`` to the
     task ids that belong to it (the step and the sensors on its resource). The tasks of the needed steps
     run as wired; what follows the group joins on a ``NONE_FAILED`` task. It logs the needed steps, and
     returns them only when it skips nothing: skipping ends the task at once (``DownstreamTasksSkipped``),
@@ -34,10 +38,8 @@ class SkipUnneededSteps(BaseOperator, SkipMixin):
         self.plan = plan
         self.step_tasks = step_tasks
 
-    def execute(self, context) -> list[str] | None:
-        from ml_pipeline.infra.stack import steps_for  # noqa: PLC0415
-
-        needed = steps_for(self.plan)
+    def execute(self, context: Context) -> list[str] | None:
+        needed = steps_for(self.plan["params"])
         skipped = [task_id for step, task_ids in self.step_tasks.items() if step not in needed for task_id in task_ids]
         p = self.plan["params"]
         self.log.info("provisioning for compute=%s%s: %s", p["compute"],
@@ -46,44 +48,6 @@ class SkipUnneededSteps(BaseOperator, SkipMixin):
         # Raises DownstreamTasksSkipped: the task succeeds and the listed tasks are skipped in one call.
         self.skip(ti=context["ti"], tasks=[self.dag.get_task(task_id) for task_id in skipped])
         return needed
-
-
-class CreateHostOperator(EC2CreateInstanceOperator):
-    """Launches the run's host, or re-attaches to it; returns ``{"instance_id", ...}`` like ``stack.create_host``.
-
-    ``plan`` (templated) is the run's plan and ``ami_id`` the preflight's AMI. The RunInstances request is
-    ``stack.host_request`` (tags, user data, IMDSv2, encrypted root, instance profile). Terminates what it
-    launched if the task fails while waiting, as the provider's operator does.
-    """
-
-    template_fields = (*EC2CreateInstanceOperator.template_fields, "plan")
-
-    def __init__(self, *, plan: Any, ami_id: str, **kwargs: Any):
-        kwargs.setdefault("wait_for_completion", False)
-        super().__init__(image_id=ami_id, **kwargs)
-        self.plan = plan
-
-    def execute(self, context) -> dict:
-        from ml_pipeline.infra import stack  # noqa: PLC0415
-
-        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook  # noqa: PLC0415
-
-        def client(service: str):
-            if service == "ec2":
-                return self.hook.conn
-            return AwsBaseHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name,
-                               client_type=service).get_conn()
-
-        existing = stack.find_host(self.hook.conn, self.plan)
-        if existing is not None:
-            self.log.info("Host %s of run %s exists (%s): re-attaching", existing["InstanceId"], self.plan["key"],
-                          existing["State"]["Name"])
-            return {"instance_id": existing["InstanceId"], "instance_type": existing["InstanceType"],
-                    "availability_zone": existing["Placement"]["AvailabilityZone"], "ami_id": existing["ImageId"]}
-        self.config = {k: v for k, v in stack.host_request(client, self.plan, self.image_id).items()
-                       if k not in ("ImageId", "MinCount", "MaxCount")}
-        instance_ids = super().execute(context)
-        return stack.create_host(client, self.plan, self.image_id) | {"launched": instance_ids}
 
 
 class RunHostTrainingOperator(SsmRunCommandOperator):
@@ -102,7 +66,7 @@ class RunHostTrainingOperator(SsmRunCommandOperator):
         super().__init__(document_name="(from request)", **kwargs)
         self.request = request
 
-    def execute(self, context) -> str:
+    def execute(self, context: Context) -> str:
         from ml_pipeline.infra.host_training import find_command  # noqa: PLC0415
 
         request = dict(self.request)

@@ -14,11 +14,17 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Param
 
 from ml_pipeline.params import HOST, RUN, VPC, form_param
+
+if TYPE_CHECKING:
+    from ml_pipeline.aws import Client, Clients
+    from ml_pipeline.plan import Plan
 
 COMPUTE = ["sagemaker", "host"]
 #: The instance families the host's AMI supports, each with its accelerator runtime. NVIDIA: those the release
@@ -166,7 +172,7 @@ def _cidr_error(cidr: str, network) -> str | None:
     return None
 
 
-def cidr_errors(cidrs) -> list[str]:
+def cidr_errors(cidrs: object) -> list[str]:
     """What is wrong with ``allowed_cidrs``, as EC2 and the project's limits see it (empty: fine)."""
     if not isinstance(cidrs, (list, tuple)):
         return [f"allowed_cidrs must be a list of CIDRs, got {cidrs!r}"]
@@ -192,7 +198,7 @@ def host_family(instance_type: str) -> str:
     return str(instance_type).split(".", 1)[0]
 
 
-def validate_infra(params: dict) -> list[str]:
+def validate_infra(params: Mapping[str, Any]) -> list[str]:
     """Every refusal that needs no AWS call, as messages (empty: fine)."""
     p = params
     errors: list[str] = []
@@ -240,11 +246,11 @@ def accelerator(instance_type: str) -> str:
     return HOST_FAMILIES[host_family(instance_type)]
 
 
-def ami_parameter(params: dict) -> str:
+def ami_parameter(params: Mapping[str, Any]) -> str:
     return params.get("ami_ssm_parameter") or DEFAULT_AMI_PARAMETERS[accelerator(params["host_instance_type"])]
 
 
-def _existing_image(ec2, ami_id: str, source: str) -> str:
+def _existing_image(ec2: Client, ami_id: str, source: str) -> str:
     try:
         images = ec2.describe_images(ImageIds=[ami_id])["Images"]
     except ec2.exceptions.ClientError as error:
@@ -256,7 +262,7 @@ def _existing_image(ec2, ami_id: str, source: str) -> str:
     return ami_id
 
 
-def check_ami(ssm, ec2, params: dict) -> str:
+def check_ami(ssm: Client, ec2: Client, params: Mapping[str, Any]) -> str:
     """The host's AMI id: ``ami_id`` when given, else the one the (public) SSM parameter names; it must exist.
     Raises AmiError with a message saying which source failed."""
     if params.get("ami_id"):
@@ -270,7 +276,7 @@ def check_ami(ssm, ec2, params: dict) -> str:
     return _existing_image(ec2, value, f"SSM parameter {name}")
 
 
-def choose_availability_zone(ec2, params: dict) -> str:
+def choose_availability_zone(ec2: Client, params: Mapping[str, Any]) -> str:
     """The given zone, or the first of the region's zones offering the host type; refused when none does."""
     instance_type = params["host_instance_type"]
     offered = sorted(o["Location"] for o in ec2.describe_instance_type_offerings(
@@ -286,7 +292,7 @@ def choose_availability_zone(ec2, params: dict) -> str:
     return offered[0]
 
 
-def check_zone(ec2, params: dict) -> str:
+def check_zone(ec2: Client, params: Mapping[str, Any]) -> str:
     """The given availability zone, which must be an available zone of this region, else the region's first."""
     zones = ec2.describe_availability_zones(Filters=[{"Name": "state", "Values": ["available"]}])
     names = sorted(z["ZoneName"] for z in zones["AvailabilityZones"])
@@ -297,7 +303,7 @@ def check_zone(ec2, params: dict) -> str:
     return wanted or names[0]
 
 
-def check_key_pair(ec2, params: dict) -> None:
+def check_key_pair(ec2: Client, params: Mapping[str, Any]) -> None:
     """``ssh_key_name``, when set, must be an EC2 key pair of this region (RunInstances would refuse it only
     after the VPC exists)."""
     name = params.get("ssh_key_name")
@@ -311,7 +317,7 @@ def check_key_pair(ec2, params: dict) -> None:
         raise
 
 
-def preflight(client, plan: dict) -> dict:
+def preflight(client: Clients, plan: Plan) -> dict:
     """The AWS-side checks before anything is created. Every run: the bucket (an existing one must be this
     account's, encrypted and private; it is never changed). compute=host: the AMI, the key pair and a zone
     offering the type. With compute=sagemaker and provision_vpc: a zone of the region. Returns what open_run

@@ -19,9 +19,13 @@ from __future__ import annotations
 import logging
 import math
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 from ml_pipeline.infra import tags
 from ml_pipeline.infra.teardown import TeardownIncomplete, teardown_stack
+
+if TYPE_CHECKING:
+    from ml_pipeline.aws import Clients
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +56,7 @@ def _note(stacks: dict, tag_list: list[dict] | None) -> None:
         stack["ttl_hours"] = ttl
 
 
-def find_stacks(client) -> dict[str, dict]:
+def find_stacks(client: Clients) -> dict[str, dict]:
     """run key -> {"run", "experiment" (str | None), "created_at" (datetime | None), "ttl_hours" (float | None),
     "resources" (count)}."""
     ec2 = client("ec2")
@@ -84,7 +88,8 @@ def find_stacks(client) -> dict[str, dict]:
     return stacks
 
 
-def expired_stacks(client, now: datetime | None = None, default_ttl_hours: float = DEFAULT_TTL_HOURS) -> list[dict]:
+def expired_stacks(client: Clients, now: datetime | None = None,
+                   default_ttl_hours: float = DEFAULT_TTL_HOURS) -> list[dict]:
     """The stacks older than their time-to-live (a stack with no ``created-at`` is never judged expired)."""
     now = now or datetime.now(timezone.utc)
     expired = []
@@ -100,7 +105,7 @@ def expired_stacks(client, now: datetime | None = None, default_ttl_hours: float
     return sorted(expired, key=lambda s: s["run"])
 
 
-def reap_stacks(client, now: datetime | None = None, default_ttl_hours: float = DEFAULT_TTL_HOURS,
+def reap_stacks(client: Clients, now: datetime | None = None, default_ttl_hours: float = DEFAULT_TTL_HOURS,
                 dry_run: bool = False, timeout: float = 900, poll: float = 5) -> dict:
     removed, errors = [], []
     for stack in expired_stacks(client, now, default_ttl_hours):
@@ -127,7 +132,7 @@ def _invocations(cloudwatch, endpoint: str, variant: str, start: datetime, end: 
     return sum(point.get("Sum", 0.0) for point in points)
 
 
-def idle_endpoints(client, idle_hours: float = DEFAULT_IDLE_HOURS, now: datetime | None = None) -> list[dict]:
+def idle_endpoints(client: Clients, idle_hours: float = DEFAULT_IDLE_HOURS, now: datetime | None = None) -> list[dict]:
     """The project's endpoints (tag project=ml-pipeline) in service for longer than ``idle_hours`` with no
     invocation on any variant during the last ``idle_hours``."""
     sm, cloudwatch = client("sagemaker"), client("cloudwatch")
@@ -157,7 +162,7 @@ def idle_endpoints(client, idle_hours: float = DEFAULT_IDLE_HOURS, now: datetime
     return idle
 
 
-def reap_endpoints(client, idle_hours: float = DEFAULT_IDLE_HOURS, now: datetime | None = None,
+def reap_endpoints(client: Clients, idle_hours: float = DEFAULT_IDLE_HOURS, now: datetime | None = None,
                    dry_run: bool = False) -> dict:
     sm, aas = client("sagemaker"), client("application-autoscaling")
     removed, errors = [], []
@@ -181,7 +186,7 @@ def reap_endpoints(client, idle_hours: float = DEFAULT_IDLE_HOURS, now: datetime
     return {"endpoints": removed, "errors": errors}
 
 
-def reap(client, default_ttl_hours: float = DEFAULT_TTL_HOURS, idle_hours: float = DEFAULT_IDLE_HOURS,
+def reap(client: Clients, default_ttl_hours: float = DEFAULT_TTL_HOURS, idle_hours: float = DEFAULT_IDLE_HOURS,
          now: datetime | None = None, dry_run: bool = False, timeout: float = 900, poll: float = 5) -> dict:
     """Expired stacks and idle endpoints removed; ``{"stacks": [...], "endpoints": [...], "errors": [...]}``."""
     stacks = reap_stacks(client, now, default_ttl_hours, dry_run, timeout, poll)

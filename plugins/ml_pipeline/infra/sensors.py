@@ -13,11 +13,16 @@ the training command the provider's ``SsmRunCommandCompletedSensor``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
 from airflow.providers.amazon.aws.sensors.base_aws import AwsBaseSensor
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from ml_pipeline.aws import Client
 
 #: States after which waiting is pointless.
 FAILED_STATES = {"volume": {"error", "deleted", "deleting"}, "vpc_endpoint": {"failed", "rejected", "deleted"},
@@ -35,7 +40,7 @@ class _StackSensor(AwsBaseSensor[EC2Hook]):
     def _hook_parameters(self) -> dict[str, Any]:
         return {**super()._hook_parameters, "api_type": "client_type"}
 
-    def client(self, service: str):
+    def client(self, service: str) -> Client:
         if service == "ec2":
             return self.hook.conn
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook  # noqa: PLC0415
@@ -55,7 +60,7 @@ class ResourceStateSensor(_StackSensor):
         self.resource_id = resource_id
         self.target_state = target_state
 
-    def poke(self, context) -> bool:
+    def poke(self, context: Context) -> bool:
         from ml_pipeline.infra.stack import resource_state  # noqa: PLC0415
 
         state = resource_state(self.client, self.kind, self.resource_id)
@@ -78,7 +83,7 @@ class HostReadySensor(_StackSensor):
         self.instance_id = instance_id
         self.volume_id = volume_id
 
-    def poke(self, context) -> bool:
+    def poke(self, context: Context) -> bool:
         from ml_pipeline.infra.host_training import host_readiness  # noqa: PLC0415
 
         readiness = host_readiness(self.client, self.plan, self.instance_id, self.volume_id or None)

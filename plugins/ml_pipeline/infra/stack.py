@@ -1,10 +1,12 @@
 """Provisioning the run's stack, one idempotent step at a time.
 
-Every step is ``step(client, plan, [what preflight found]) -> ids`` (a small dict for XCom). Each first
-looks for what it would create among the resources tagged with the run (``tags.py``) and creates only
-what is missing, so a retried or cleared task never makes a second VPC or host. Everything is created
-with its tags in the same call (TagSpecifications, IAM Tags), so there is no window in which a resource
-exists untagged, and teardown can always find a partly created stack.
+Every step is ``step(client, plan, [the ids it builds on]) -> ids`` (a small dict for XCom): the ids of
+the earlier steps' resources are given to it (``provisioning.STEPS`` says which, ``run_step`` passes them),
+never looked up again. Each step first looks for what it would create itself among the resources tagged
+with the run (``tags.py``) and creates only what is missing, so a retried or cleared task never makes a
+second VPC or host. Everything is created with its tags in the same call (TagSpecifications, IAM Tags),
+so there is no window in which a resource exists untagged, and teardown can always find a partly created
+stack.
 
 The network (compute=host, or compute=sagemaker with provision_vpc):
 
@@ -25,7 +27,8 @@ The host (compute=host):
                       checking Docker and the accelerator (include/host/user-data.sh)
     attach_volume     the data volume on /dev/sdf
 
-``resource_state`` is what the sensors watch; ``provision`` runs every step in order (tests, scripts).
+``resource_state`` is what the sensors watch; ``provision`` runs every step in order (tests, scripts), as
+the DAG's provision group does.
 The project's bucket (every run, whatever its compute): ``check_bucket`` (preflight, read only) and
 ``ensure_bucket`` (open_run: creates and configures only a bucket the run creates).
 """
@@ -37,11 +40,18 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ml_pipeline.infra import iam, tags
 from ml_pipeline.infra.params import accelerator, choose_availability_zone, cidr_errors
+from ml_pipeline.infra.provisioning import STEPS, merged, steps_for
+
+if TYPE_CHECKING:
+    from ml_pipeline.aws import Client, Clients
+    from ml_pipeline.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +67,7 @@ LIVE_INSTANCE_STATES = ["pending", "running", "stopping", "stopped", "shutting-d
 # --- finding the run's resources by their tags --------------------------------------------------
 
 
-def _part_filter(plan_or_key, part: str) -> list[dict]:
+def _part_filter(plan_or_key: Plan | str, part: str) -> list[dict]:
     key = plan_or_key["key"] if isinstance(plan_or_key, dict) else plan_or_key
     return tags.run_filter(key) + [{"Name": "tag:Name", "Values": [f"{tags.PROJECT}-{key}-{part}"]}]
 
@@ -68,32 +78,25 @@ def _one(items: list[dict], what: str) -> dict | None:
     return items[0] if items else None
 
 
-def find_vpc(ec2, plan) -> dict | None:
+def find_vpc(ec2: Client, plan: Plan) -> dict | None:
     return _one(ec2.describe_vpcs(Filters=_part_filter(plan, "vpc"))["Vpcs"], "VPCs")
 
 
-def _require_vpc(ec2, plan) -> dict:
-    vpc = find_vpc(ec2, plan)
-    if vpc is None:
-        raise RuntimeError(f"run {plan['key']} has no VPC yet: the vpc step runs first")
-    return vpc
-
-
-def find_subnet(ec2, plan, part: str) -> dict | None:
+def find_subnet(ec2: Client, plan: Plan, part: str) -> dict | None:
     return _one(ec2.describe_subnets(Filters=_part_filter(plan, part))["Subnets"], f"{part} subnets")
 
 
-def find_host(ec2, plan) -> dict | None:
+def find_host(ec2: Client, plan: Plan) -> dict | None:
     filters = _part_filter(plan, "host") + [{"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES}]
     instances = [i for r in ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]]
     return _one(instances, "hosts")
 
 
-def find_volume(ec2, plan) -> dict | None:
+def find_volume(ec2: Client, plan: Plan) -> dict | None:
     return _one(ec2.describe_volumes(Filters=_part_filter(plan, "data"))["Volumes"], "data volumes")
 
 
-def find_security_group(ec2, plan, part: str) -> dict | None:
+def find_security_group(ec2: Client, plan: Plan, part: str) -> dict | None:
     return _one(ec2.describe_security_groups(Filters=_part_filter(plan, part))["SecurityGroups"],
                 f"{part} security groups")
 
@@ -105,11 +108,11 @@ def role_name(key: str) -> str:
 # --- network -------------------------------------------------------------------------------------
 
 
-def create_vpc(client, plan: dict) -> dict:
+def create_vpc(client: Clients, plan: Plan) -> dict:
     ec2 = client("ec2")
     vpc = find_vpc(ec2, plan)
     if vpc is None:
-        vpc = ec2.create_vpc(CidrBlock=plan["params"].get("vpc_cidr", "10.42.0.0/16"),
+        vpc = ec2.create_vpc(CidrBlock=plan["params"]["vpc_cidr"],
                              TagSpecifications=tags.tag_spec("vpc", tags.plan_tags(plan, "vpc")))["Vpc"]
         log.info("created VPC %s", vpc["VpcId"])
     for attribute in ("EnableDnsSupport", "EnableDnsHostnames"):  # SSM's endpoints are reached by name
@@ -117,15 +120,14 @@ def create_vpc(client, plan: dict) -> dict:
     return {"vpc_id": vpc["VpcId"]}
 
 
-def create_internet_gateway(client, plan: dict) -> dict:
+def create_internet_gateway(client: Clients, plan: Plan, vpc_id: str) -> dict:
     ec2 = client("ec2")
-    vpc = _require_vpc(ec2, plan)
     found = ec2.describe_internet_gateways(Filters=_part_filter(plan, "igw"))["InternetGateways"]
     igw = _one(found, "internet gateways") or ec2.create_internet_gateway(
         TagSpecifications=tags.tag_spec("internet-gateway", tags.plan_tags(plan, "igw")))["InternetGateway"]
-    if not any(a["VpcId"] == vpc["VpcId"] for a in igw.get("Attachments", [])):
-        ec2.attach_internet_gateway(InternetGatewayId=igw["InternetGatewayId"], VpcId=vpc["VpcId"])
-    return {"internet_gateway_id": igw["InternetGatewayId"], "vpc_id": vpc["VpcId"]}
+    if not any(a["VpcId"] == vpc_id for a in igw.get("Attachments", [])):
+        ec2.attach_internet_gateway(InternetGatewayId=igw["InternetGatewayId"], VpcId=vpc_id)
+    return {"internet_gateway_id": igw["InternetGatewayId"], "vpc_id": vpc_id}
 
 
 def subnet_cidrs(vpc_cidr: str) -> tuple[str, str]:
@@ -135,11 +137,10 @@ def subnet_cidrs(vpc_cidr: str) -> tuple[str, str]:
     return str(quarters[0]), str(quarters[1])
 
 
-def create_subnets(client, plan: dict, availability_zone: str | None = None) -> dict:
+def create_subnets(client: Clients, plan: Plan, vpc_id: str, availability_zone: str | None = None) -> dict:
     ec2 = client("ec2")
-    vpc = _require_vpc(ec2, plan)
     p = plan["params"]
-    public_cidr, private_cidr = subnet_cidrs(vpc["CidrBlock"])
+    public_cidr, private_cidr = subnet_cidrs(p["vpc_cidr"])  # the VPC's, as create_vpc made it
     existing = {part: find_subnet(ec2, plan, part) for part in ("public", "private")}
     zone = next((s["AvailabilityZone"] for s in existing.values() if s), None) or availability_zone
     if zone is None:
@@ -151,48 +152,44 @@ def create_subnets(client, plan: dict, availability_zone: str | None = None) -> 
     ids = {}
     for part, cidr in (("public", public_cidr), ("private", private_cidr)):
         subnet = existing[part] or ec2.create_subnet(
-            VpcId=vpc["VpcId"], CidrBlock=cidr, AvailabilityZone=zone,
+            VpcId=vpc_id, CidrBlock=cidr, AvailabilityZone=zone,
             TagSpecifications=tags.tag_spec("subnet", tags.plan_tags(plan, part)))["Subnet"]
         ids[f"{part}_subnet_id"] = subnet["SubnetId"]
     # The host gets a public address to reach SSM, ECR and S3 without a NAT gateway; no port is open to it.
     ec2.modify_subnet_attribute(SubnetId=ids["public_subnet_id"], MapPublicIpOnLaunch={"Value": True})
-    return {**ids, "availability_zone": zone, "vpc_id": vpc["VpcId"]}
+    return {**ids, "availability_zone": zone, "vpc_id": vpc_id}
 
 
-def _route_table(ec2, plan, vpc_id: str, part: str) -> dict:
+def _route_table(ec2: Client, plan: Plan, vpc_id: str, part: str) -> dict:
     found = ec2.describe_route_tables(Filters=_part_filter(plan, f"{part}-rt"))["RouteTables"]
     return _one(found, f"{part} route tables") or ec2.create_route_table(
         VpcId=vpc_id, TagSpecifications=tags.tag_spec("route-table", tags.plan_tags(plan, f"{part}-rt")))["RouteTable"]
 
 
-def create_route_tables(client, plan: dict) -> dict:
+def create_route_tables(client: Clients, plan: Plan, vpc_id: str, internet_gateway_id: str, public_subnet_id: str,
+                        private_subnet_id: str) -> dict:
     ec2 = client("ec2")
-    vpc = _require_vpc(ec2, plan)
-    igw = _one(ec2.describe_internet_gateways(Filters=_part_filter(plan, "igw"))["InternetGateways"], "igws")
-    subnets = {part: find_subnet(ec2, plan, part) for part in ("public", "private")}
-    if igw is None or None in subnets.values():
-        raise RuntimeError(f"run {plan['key']}: the internet gateway and subnets come before the route tables")
-    public = _route_table(ec2, plan, vpc["VpcId"], "public")
+    public = _route_table(ec2, plan, vpc_id, "public")
     if not any(r.get("DestinationCidrBlock") == "0.0.0.0/0" for r in public.get("Routes", [])):
         ec2.create_route(RouteTableId=public["RouteTableId"], DestinationCidrBlock="0.0.0.0/0",
-                         GatewayId=igw["InternetGatewayId"])
-    private = _route_table(ec2, plan, vpc["VpcId"], "private")
-    for table, subnet in ((public, subnets["public"]), (private, subnets["private"])):
-        if not any(a.get("SubnetId") == subnet["SubnetId"] for a in table.get("Associations", [])):
-            ec2.associate_route_table(RouteTableId=table["RouteTableId"], SubnetId=subnet["SubnetId"])
+                         GatewayId=internet_gateway_id)
+    private = _route_table(ec2, plan, vpc_id, "private")
+    for table, subnet_id in ((public, public_subnet_id), (private, private_subnet_id)):
+        if not any(a.get("SubnetId") == subnet_id for a in table.get("Associations", [])):
+            ec2.associate_route_table(RouteTableId=table["RouteTableId"], SubnetId=subnet_id)
     region = ec2.meta.region_name
     endpoint = _one(ec2.describe_vpc_endpoints(Filters=_part_filter(plan, "s3-endpoint"))["VpcEndpoints"],
                     "S3 endpoints")
     if endpoint is None:
         endpoint = ec2.create_vpc_endpoint(
-            VpcId=vpc["VpcId"], ServiceName=f"com.amazonaws.{region}.s3", VpcEndpointType="Gateway",
+            VpcId=vpc_id, ServiceName=f"com.amazonaws.{region}.s3", VpcEndpointType="Gateway",
             RouteTableIds=[private["RouteTableId"]],
             TagSpecifications=tags.tag_spec("vpc-endpoint", tags.plan_tags(plan, "s3-endpoint")))["VpcEndpoint"]
     return {"public_route_table_id": public["RouteTableId"], "private_route_table_id": private["RouteTableId"],
             "s3_endpoint_id": endpoint["VpcEndpointId"]}
 
 
-def _security_group(ec2, plan, vpc_id: str, part: str, description: str) -> tuple[dict, bool]:
+def _security_group(ec2: Client, plan: Plan, vpc_id: str, part: str, description: str) -> tuple[dict, bool]:
     group = find_security_group(ec2, plan, part)
     if group is not None:
         return group, False
@@ -202,7 +199,7 @@ def _security_group(ec2, plan, vpc_id: str, part: str, description: str) -> tupl
     return ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0], True
 
 
-def _https_out_only(ec2, group: dict) -> None:
+def _https_out_only(ec2: Client, group: dict) -> None:
     """Egress: HTTPS to AWS's endpoints, nothing else (the default allow-all rule is removed)."""
     for rule in group.get("IpPermissionsEgress", []):
         if rule.get("IpProtocol") == "-1":
@@ -224,13 +221,12 @@ def ssh_ingress(cidrs: list[str]) -> list[dict]:
     return [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": v4, "Ipv6Ranges": v6}] if cidrs else []
 
 
-def create_security_groups(client, plan: dict) -> dict:
+def create_security_groups(client: Clients, plan: Plan, vpc_id: str) -> dict:
     ec2 = client("ec2")
-    vpc = _require_vpc(ec2, plan)
     p = plan["params"]
     ids = {"host_security_group_id": None, "sagemaker_security_group_id": None}
     if p.get("compute") == "host":
-        group, new = _security_group(ec2, plan, vpc["VpcId"], "host",
+        group, new = _security_group(ec2, plan, vpc_id, "host",
                                      "ml-pipeline host: no ingress but SSH from allowed_cidrs when enabled")
         if new:
             _https_out_only(ec2, group)
@@ -240,7 +236,7 @@ def create_security_groups(client, plan: dict) -> dict:
                     ec2.authorize_security_group_ingress(GroupId=group["GroupId"], IpPermissions=rules)
         ids["host_security_group_id"] = group["GroupId"]
     else:
-        group, new = _security_group(ec2, plan, vpc["VpcId"], "sagemaker",
+        group, new = _security_group(ec2, plan, vpc_id, "sagemaker",
                                      "ml-pipeline SageMaker jobs and endpoint: ingress only from this group")
         if new:
             _https_out_only(ec2, group)
@@ -251,14 +247,13 @@ def create_security_groups(client, plan: dict) -> dict:
     return ids
 
 
-def vpc_config(client, plan: dict) -> dict:
-    """SageMaker's VpcConfig for the run's jobs, model and endpoint (compute=sagemaker, provision_vpc)."""
-    ec2 = client("ec2")
-    group = find_security_group(ec2, plan, "sagemaker")
-    subnet = find_subnet(ec2, plan, "private")
-    if group is None or subnet is None:
-        raise RuntimeError(f"run {plan['key']}: no private subnet or SageMaker security group provisioned")
-    return {"SecurityGroupIds": [group["GroupId"]], "Subnets": [subnet["SubnetId"]]}
+def vpc_config(provisioned: dict) -> dict:
+    """SageMaker's VpcConfig for the run's jobs, model and endpoint (compute=sagemaker, provision_vpc): the
+    private subnet and the SageMaker security group, as provisioning returned them."""
+    if not provisioned.get("sagemaker_security_group_id") or not provisioned.get("private_subnet_id"):
+        raise RuntimeError("no private subnet or SageMaker security group was provisioned for the run")
+    return {"SecurityGroupIds": [provisioned["sagemaker_security_group_id"]],
+            "Subnets": [provisioned["private_subnet_id"]]}
 
 
 # --- the project's bucket -------------------------------------------------------------------------
@@ -283,12 +278,12 @@ def _owned_by(owner: str | None) -> dict:
     return {"ExpectedBucketOwner": owner} if owner else {}
 
 
-def account_of(client) -> str:
+def account_of(client: Clients) -> str:
     """The account the run's credentials belong to (STS GetCallerIdentity needs no permission)."""
     return client("sts").get_caller_identity()["Account"]
 
 
-def _bucket_exists(s3, bucket: str, owner: str | None = None) -> bool:
+def _bucket_exists(s3: Client, bucket: str, owner: str | None = None) -> bool:
     try:
         s3.head_bucket(Bucket=bucket, **_owned_by(owner))
         return True
@@ -301,7 +296,7 @@ def _bucket_exists(s3, bucket: str, owner: str | None = None) -> bool:
         raise
 
 
-def _read(s3, operation: str, bucket: str, absent: str | None = None, owner: str | None = None) -> dict | None:
+def _read(s3: Client, operation: str, bucket: str, absent: str | None = None, owner: str | None = None) -> dict | None:
     """One of the bucket's settings (None: it has none); a setting the run may not read refuses the bucket."""
     try:
         return getattr(s3, operation)(Bucket=bucket, **_owned_by(owner))
@@ -313,7 +308,7 @@ def _read(s3, operation: str, bucket: str, absent: str | None = None, owner: str
         raise
 
 
-def bucket_findings(s3, bucket: str, owner: str | None = None) -> tuple[list[str], list[str]]:
+def bucket_findings(s3: Client, bucket: str, owner: str | None = None) -> tuple[list[str], list[str]]:
     """What makes an existing bucket unfit (refusals) and what is only worth saying (warnings); read only."""
     refusals, warnings = [], []
     encryption = _read(s3, "get_bucket_encryption", bucket, "ServerSideEncryptionConfigurationNotFoundError", owner)
@@ -342,7 +337,7 @@ def bucket_findings(s3, bucket: str, owner: str | None = None) -> tuple[list[str
     return refusals, warnings
 
 
-def check_bucket(s3, bucket: str, run_key: str | None = None, owner: str | None = None) -> dict:
+def check_bucket(s3: Client, bucket: str, run_key: str | None = None, owner: str | None = None) -> dict:
     """The preflight of the run's bucket, changing nothing: ``{"bucket", "exists", "warnings"}``; an existing
     bucket that is unencrypted or public, or not this account's (``owner``, the account: every call names it as
     the ExpectedBucketOwner, so another account's bucket is refused even when it grants this role access), raises
@@ -360,14 +355,14 @@ def check_bucket(s3, bucket: str, run_key: str | None = None, owner: str | None 
     return {"bucket": bucket, "exists": True, "warnings": warnings}
 
 
-def _bucket_tags(s3, bucket: str, owner: str | None = None) -> dict[str, str]:
+def _bucket_tags(s3: Client, bucket: str, owner: str | None = None) -> dict[str, str]:
     try:
         return tags.as_dict(s3.get_bucket_tagging(Bucket=bucket, **_owned_by(owner))["TagSet"])
     except s3.exceptions.ClientError:  # NoSuchTagSet
         return {}
 
 
-def _created_by(s3, bucket: str, owner: str | None = None) -> str | None:
+def _created_by(s3: Client, bucket: str, owner: str | None = None) -> str | None:
     return _bucket_tags(s3, bucket, owner).get(CREATED_BY_RUN)
 
 
@@ -378,7 +373,7 @@ def tls_only_policy(bucket: str, region: str) -> dict:
         "Resource": [arn, f"{arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}
 
 
-def _configure_new_bucket(s3, bucket: str) -> None:
+def _configure_new_bucket(s3: Client, bucket: str) -> None:
     """A bucket the run created: private, encrypted, versioned, and TLS-only where S3 is reached over HTTPS."""
     s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
         "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
@@ -391,7 +386,7 @@ def _configure_new_bucket(s3, bucket: str) -> None:
         log.info("s3://%s is reached over plain HTTP (%s): no TLS-only policy", bucket, s3.meta.endpoint_url)
 
 
-def ensure_bucket(client, plan: dict) -> dict:
+def ensure_bucket(client: Clients, plan: Plan) -> dict:
     """The run's bucket (open_run). Only its ``created-by-run`` tag says the run created it: a bucket the run
     creates is tagged right after its CreateBucket succeeded (with the project too, not with ``run``: it
     outlives runs and no teardown removes it), then configured; TLS only when S3 is reached over HTTPS (always
@@ -413,7 +408,7 @@ def ensure_bucket(client, plan: dict) -> dict:
     return {"bucket": bucket, "created": True, "warnings": []}
 
 
-def _create_bucket(s3, bucket: str, key: str, owner: str) -> str | None:
+def _create_bucket(s3: Client, bucket: str, key: str, owner: str) -> str | None:
     """Creates the bucket and tags it as run ``key``'s; the run that created it (None: not this run)."""
     region = s3.meta.region_name
     kwargs = {"CreateBucketConfiguration": {"LocationConstraint": region}} if region != "us-east-1" else {}
@@ -429,7 +424,7 @@ def _create_bucket(s3, bucket: str, key: str, owner: str) -> str | None:
     if found:
         return found.get(CREATED_BY_RUN)
     s3.put_bucket_tagging(Bucket=bucket, ExpectedBucketOwner=owner, Tagging={"TagSet": [
-        {"Key": tags.PROJECT_KEY, "Value": tags.PROJECT}, {"Key": CREATED_BY_RUN, "Value": key}]})
+        tags.project_tag(), {"Key": CREATED_BY_RUN, "Value": key}]})
     log.info("created s3://%s", bucket)
     return key
 
@@ -437,7 +432,7 @@ def _create_bucket(s3, bucket: str, key: str, owner: str) -> str | None:
 # --- the host --------------------------------------------------------------------------------------
 
 
-def create_instance_profile(client, plan: dict) -> dict:
+def create_instance_profile(client: Clients, plan: Plan) -> dict:
     """The host's role (trust: EC2; inline policy: include/iam/host-instance-policy.json) and its profile."""
     iam_client = client("iam")
     name = role_name(plan["key"])
@@ -466,32 +461,27 @@ def create_instance_profile(client, plan: dict) -> dict:
             "instance_profile_arn": profile["Arn"]}
 
 
-def create_volume(client, plan: dict) -> dict:
+def create_volume(client: Clients, plan: Plan, availability_zone: str) -> dict:
+    """The data volume, in the subnets' zone (the host's)."""
     ec2 = client("ec2")
     volume = find_volume(ec2, plan)
     if volume is None:
-        subnet = find_subnet(ec2, plan, "public")
-        if subnet is None:
-            raise RuntimeError(f"run {plan['key']}: the subnets come before the data volume")
         volume = ec2.create_volume(
-            AvailabilityZone=subnet["AvailabilityZone"], Size=int(plan["params"].get("data_volume_gb", 100)),
+            AvailabilityZone=availability_zone, Size=int(plan["params"].get("data_volume_gb", 100)),
             VolumeType="gp3", Encrypted=True,
             TagSpecifications=tags.tag_spec("volume", tags.plan_tags(plan, "data")))
     return {"volume_id": volume["VolumeId"], "availability_zone": volume["AvailabilityZone"]}
 
 
-def user_data(plan: dict) -> str:
+def user_data(plan: Plan) -> str:
     values = {"Accelerator": accelerator(plan["params"]["host_instance_type"]), "RunKey": plan["key"]}
     return re.sub(r"\$\{(Accelerator|RunKey)\}", lambda m: values[m.group(1)], USER_DATA.read_text())
 
 
-def host_request(client, plan: dict, ami_id: str) -> dict:
-    """RunInstances' arguments for the run's host (the same for EC2CreateInstanceOperator's ``config``)."""
+def host_request(client: Clients, plan: Plan, ami_id: str, subnet_id: str, security_group_id: str,
+                 instance_profile_name: str) -> dict:
+    """RunInstances' arguments for the run's host, in its public subnet with its security group and profile."""
     ec2 = client("ec2")
-    subnet = find_subnet(ec2, plan, "public")
-    group = find_security_group(ec2, plan, "host")
-    if subnet is None or group is None:
-        raise RuntimeError(f"run {plan['key']}: the subnets and the host security group come before the host")
     image = ec2.describe_images(ImageIds=[ami_id])["Images"][0]
     root = image.get("RootDeviceName") or "/dev/sda1"
     # The AMI's root snapshot size (the Deep Learning AMIs need their full size); 100 GiB when not reported.
@@ -503,9 +493,9 @@ def host_request(client, plan: dict, ami_id: str) -> dict:
         "InstanceType": p["host_instance_type"],
         "MinCount": 1,
         "MaxCount": 1,
-        "SubnetId": subnet["SubnetId"],
-        "SecurityGroupIds": [group["GroupId"]],
-        "IamInstanceProfile": {"Name": role_name(plan["key"])},
+        "SubnetId": subnet_id,
+        "SecurityGroupIds": [security_group_id],
+        "IamInstanceProfile": {"Name": instance_profile_name},
         "UserData": user_data(plan),
         "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 2},
         "BlockDeviceMappings": [{"DeviceName": root, "Ebs": {"Encrypted": True, "VolumeType": "gp3",
@@ -520,12 +510,13 @@ def host_request(client, plan: dict, ami_id: str) -> dict:
     return request
 
 
-def create_host(client, plan: dict, ami_id: str, profile_wait_seconds: float = 90) -> dict:
+def create_host(client: Clients, plan: Plan, ami_id: str, subnet_id: str, security_group_id: str,
+                instance_profile_name: str, profile_wait_seconds: float = 90) -> dict:
     """The run's host, launched once: a retry finds it by its tags."""
     ec2 = client("ec2")
     host = find_host(ec2, plan)
     if host is None:
-        request = host_request(client, plan, ami_id)
+        request = host_request(client, plan, ami_id, subnet_id, security_group_id, instance_profile_name)
         deadline = time.monotonic() + profile_wait_seconds
         while True:
             try:
@@ -542,21 +533,18 @@ def create_host(client, plan: dict, ami_id: str, profile_wait_seconds: float = 9
             "availability_zone": host["Placement"]["AvailabilityZone"], "ami_id": host["ImageId"]}
 
 
-def attach_volume(client, plan: dict) -> dict:
+def attach_volume(client: Clients, plan: Plan, volume_id: str, instance_id: str) -> dict:
     ec2 = client("ec2")
-    host, volume = find_host(ec2, plan), find_volume(ec2, plan)
-    if host is None or volume is None:
-        raise RuntimeError(f"run {plan['key']}: the host and the data volume come before attaching it")
-    attached = [a for a in volume.get("Attachments", []) if a["InstanceId"] == host["InstanceId"]]
-    if not attached:
-        ec2.attach_volume(VolumeId=volume["VolumeId"], InstanceId=host["InstanceId"], Device=DATA_DEVICE)
-    return {"volume_id": volume["VolumeId"], "instance_id": host["InstanceId"], "device": DATA_DEVICE}
+    volume = ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
+    if not any(a["InstanceId"] == instance_id for a in volume.get("Attachments", [])):
+        ec2.attach_volume(VolumeId=volume_id, InstanceId=instance_id, Device=DATA_DEVICE)
+    return {"volume_id": volume_id, "instance_id": instance_id, "device": DATA_DEVICE}
 
 
 # --- states the sensors watch ---------------------------------------------------------------------
 
 
-def resource_state(client, kind: str, resource_id: str) -> str | None:
+def resource_state(client: Clients, kind: str, resource_id: str) -> str | None:
     """The state of one resource as AWS reports it (None: not found).
 
     vpc, subnet: pending | available. internet_gateway: attached | detached. volume: creating |
@@ -599,44 +587,40 @@ def resource_state(client, kind: str, resource_id: str) -> str | None:
 
 # --- everything in order ----------------------------------------------------------------------------
 
-NETWORK_STEPS = ("vpc", "internet_gateway", "subnets", "route_tables", "security_groups")
-HOST_STEPS = ("instance_profile", "volume", "documents", "host", "attach_volume")
-
-
-def steps_for(plan: dict) -> list[str]:
-    """The provisioning steps this run needs, in order (none with compute=sagemaker and no VPC)."""
-    p = plan["params"]
-    if p.get("compute") == "host":
-        return [*NETWORK_STEPS, *HOST_STEPS]
-    if p.get("provision_vpc"):
-        return list(NETWORK_STEPS)
-    return []
-
-
-def run_step(client, plan: dict, step: str, pre: dict) -> dict:
+def run_step(client: Clients, plan: Plan, step: str, pre: dict, made: Mapping[str, dict | None]) -> dict:
+    """Runs provisioning ``step`` (``provisioning.STEPS``): ``pre`` is what the preflight found, ``made`` the
+    results of earlier steps by name (at least the step's ``needs``), whose ids the step builds on."""
     from ml_pipeline.infra import host_training  # noqa: PLC0415 - no cycle at import
 
+    needs = next(s.needs for s in STEPS if s.name == step)
+    missing = [need for need in needs if not made.get(need)]
+    if missing:
+        raise RuntimeError(f"run {plan['key']}: step {step} builds on {', '.join(missing)}, which returned nothing")
+    ids = merged(made[need] for need in needs)
     functions = {
         "vpc": lambda: create_vpc(client, plan),
-        "internet_gateway": lambda: create_internet_gateway(client, plan),
-        "subnets": lambda: create_subnets(client, plan, pre.get("availability_zone")),
-        "route_tables": lambda: create_route_tables(client, plan),
-        "security_groups": lambda: create_security_groups(client, plan),
+        "internet_gateway": lambda: create_internet_gateway(client, plan, ids["vpc_id"]),
+        "subnets": lambda: create_subnets(client, plan, ids["vpc_id"], pre.get("availability_zone")),
+        "route_tables": lambda: create_route_tables(client, plan, ids["vpc_id"], ids["internet_gateway_id"],
+                                                    ids["public_subnet_id"], ids["private_subnet_id"]),
+        "security_groups": lambda: create_security_groups(client, plan, ids["vpc_id"]),
         "instance_profile": lambda: create_instance_profile(client, plan),
-        "volume": lambda: create_volume(client, plan),
+        "volume": lambda: create_volume(client, plan, ids["availability_zone"]),
         "documents": lambda: host_training.ensure_documents(client("ssm"), plan),
-        "host": lambda: create_host(client, plan, pre["ami_id"]),
-        "attach_volume": lambda: attach_volume(client, plan),
+        "host": lambda: create_host(client, plan, pre["ami_id"], ids["public_subnet_id"],
+                                    ids["host_security_group_id"], ids["instance_profile_name"]),
+        "attach_volume": lambda: attach_volume(client, plan, ids["volume_id"], ids["instance_id"]),
     }
     return functions[step]()
 
 
-def provision(client, plan: dict, pre: dict, after_step=None) -> dict:
-    """Every step in order; ``after_step(name, ids)`` is called after each (tests inject failures there)."""
-    ids: dict = {}
-    for step in steps_for(plan):
-        result = run_step(client, plan, step, pre)
-        ids.update({k: v for k, v in result.items() if v is not None})
+def provision(client: Clients, plan: Plan, pre: dict,
+              after_step: Callable[[str, dict], object] | None = None) -> dict:
+    """Every step the run needs in order, each given the earlier ones' results; ``after_step(name, ids)`` is
+    called after each (tests inject failures there). Returns every id, merged."""
+    made: dict[str, dict | None] = {}
+    for step in steps_for(plan["params"]):
+        made[step] = run_step(client, plan, step, pre, made)
         if after_step is not None:
-            after_step(step, ids)
-    return ids
+            after_step(step, merged(made.values()))
+    return merged(made.values())

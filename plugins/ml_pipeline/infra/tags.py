@@ -12,6 +12,10 @@ Resources are always found by these tags, never by names alone.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ml_pipeline.plan import Plan
 
 PROJECT = "ml-pipeline"
 PROJECT_KEY = "project"
@@ -20,7 +24,7 @@ EXPERIMENT_KEY = "experiment"
 CREATED_AT = "created-at"
 TTL_HOURS = "ttl-hours"
 #: IAM roles and instance profiles of this project live under this path.
-IAM_PATH = "/ml-pipeline/"
+IAM_PATH = f"/{PROJECT}/"
 
 
 def now_iso() -> str:
@@ -31,10 +35,15 @@ def parse_iso(value: str) -> datetime:
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
 
+def project_tag() -> dict[str, str]:
+    """The tag on everything this project makes (S3, EC2, IAM, SSM, ECR and SageMaker take this shape)."""
+    return {"Key": PROJECT_KEY, "Value": PROJECT}
+
+
 def run_tags(run_key: str, part: str | None = None, ttl_hours: float | None = None,
              created_at: str | None = None, experiment: str | None = None) -> list[dict]:
     tags = [
-        {"Key": PROJECT_KEY, "Value": PROJECT},
+        project_tag(),
         {"Key": RUN_KEY, "Value": run_key},
         {"Key": CREATED_AT, "Value": created_at or now_iso()},
     ]
@@ -47,7 +56,7 @@ def run_tags(run_key: str, part: str | None = None, ttl_hours: float | None = No
     return tags
 
 
-def plan_tags(plan: dict, part: str | None = None) -> list[dict]:
+def plan_tags(plan: Plan, part: str | None = None) -> list[dict]:
     return run_tags(plan["key"], part, plan["params"].get("stack_ttl_hours"),
                     experiment=(plan.get("experiment") or {}).get("name"))
 

@@ -20,8 +20,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ml_pipeline.infra import tags
+
+if TYPE_CHECKING:
+    from ml_pipeline.aws import Client, Clients
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +46,7 @@ def _code(error) -> str:
 
 
 class _Teardown:
-    def __init__(self, client, run_key: str, timeout: float, poll: float):
+    def __init__(self, client: Clients, run_key: str, timeout: float, poll: float):
         self.client = client
         self.key = run_key
         self.timeout = timeout
@@ -54,7 +59,7 @@ class _Teardown:
         self.removed.setdefault(kind, []).append(resource_id)
         log.info("teardown %s: removed %s %s", self.key, kind, resource_id)
 
-    def attempt(self, kind: str, resource_id: str, call, *, retry: bool = True) -> bool:
+    def attempt(self, kind: str, resource_id: str, call: Callable[..., object], *, retry: bool = True) -> bool:
         """``call()`` until it succeeds or the resource is gone; retries dependency errors until the timeout."""
         deadline = time.monotonic() + (self.timeout if retry else 0)
         while True:
@@ -72,7 +77,7 @@ class _Teardown:
                 self.errors.append(f"{kind} {resource_id}: {code or type(error).__name__}: {error}")
                 return False
 
-    def wait_until(self, what: str, done, timeout: float | None = None) -> bool:
+    def wait_until(self, what: str, done: Callable[..., bool], timeout: float | None = None) -> bool:
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while not done():
             if time.monotonic() > deadline:
@@ -83,7 +88,7 @@ class _Teardown:
 
     # --- finding ---------------------------------------------------------------------------------
 
-    def tagged(self, describe, key: str, **kwargs) -> list[dict]:
+    def tagged(self, describe: str, key: str, **kwargs: Any) -> list[dict]:
         pages = self.ec2.get_paginator(describe).paginate(Filters=tags.run_filter(self.key), **kwargs) \
             if self.ec2.can_paginate(describe) else [getattr(self.ec2, describe)(Filters=tags.run_filter(self.key))]
         # The filter asks AWS; the tags are checked again here, so an emulator ignoring a filter never
@@ -93,12 +98,13 @@ class _Teardown:
     def vpc_ids(self) -> list[str]:
         return [vpc["VpcId"] for vpc in self.tagged("describe_vpcs", "Vpcs")]
 
-    def in_vpcs(self, describe, key: str, vpc_ids: list[str]) -> list[dict]:
+    def in_vpcs(self, describe: str, key: str, vpc_ids: list[str]) -> list[dict]:
         if not vpc_ids:
             return []
         return getattr(self.ec2, describe)(Filters=[{"Name": "vpc-id", "Values": vpc_ids}])[key]
 
-    def instances(self, states=("pending", "running", "stopping", "stopped", "shutting-down")) -> list[dict]:
+    def instances(self, states: tuple[str, ...] = ("pending", "running", "stopping", "stopped",
+                                                    "shutting-down")) -> list[dict]:
         reservations = self.ec2.describe_instances(
             Filters=tags.run_filter(self.key) + [{"Name": "instance-state-name", "Values": list(states)}])
         return [i for r in reservations["Reservations"] for i in r["Instances"]]
@@ -331,7 +337,7 @@ class _Teardown:
                 "seconds": round(time.monotonic() - started, 1)}
 
 
-def teardown_stack(client, run_key: str, timeout: float = 900, poll: float = 5) -> dict:
+def teardown_stack(client: Clients, run_key: str, timeout: float = 900, poll: float = 5) -> dict:
     """Remove every resource of run ``run_key``; returns ``{"run", "removed": {kind: [ids]}, "errors", "seconds"}``.
     Raises TeardownIncomplete (with that report) when something could not be removed."""
     report = _Teardown(client, run_key, timeout, poll).run()
@@ -340,7 +346,7 @@ def teardown_stack(client, run_key: str, timeout: float = 900, poll: float = 5) 
     return report
 
 
-def remaining(client, run_key: str) -> dict[str, int]:
+def remaining(client: Clients, run_key: str) -> dict[str, int]:
     """What is left of the run, counted per resource type (instances: not terminated). Each resource's
     tags are checked, not only the filter's answer."""
     ec2 = client("ec2")
@@ -376,7 +382,7 @@ def remaining(client, run_key: str) -> dict[str, int]:
     return counts
 
 
-def run_documents(ssm, run_key: str) -> list[dict]:
+def run_documents(ssm: Client, run_key: str) -> list[dict]:
     """The run's SSM documents: asked by tag, and each one's tags checked (moto ignores tag filters here)."""
     filters = [{"Key": f"tag:{tags.PROJECT_KEY}", "Values": [tags.PROJECT]},
                {"Key": f"tag:{tags.RUN_KEY}", "Values": [run_key]}, {"Key": "Owner", "Values": ["Self"]}]

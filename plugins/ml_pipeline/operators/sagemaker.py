@@ -9,7 +9,7 @@ training job's log).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from airflow.providers.amazon.aws.operators.sagemaker import (
     SageMakerEndpointOperator,
@@ -20,6 +20,9 @@ from airflow.providers.amazon.aws.utils import trim_none_values
 from botocore.exceptions import ClientError
 
 from ml_pipeline.naming import MAX_NAME, MAX_TUNING_NAME, attempt_name
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 #: States in which the existing job is this task's job: it is running, stopping on its own, or done well.
 REATTACH_STATES = ("InProgress", "Stopping", "Completed")
@@ -57,7 +60,7 @@ class RunTrainingJobOperator(SageMakerTrainingOperator):
         kwargs.setdefault("print_log", False)
         super().__init__(check_if_job_exists=False, **kwargs)
 
-    def execute(self, context) -> dict:
+    def execute(self, context: Context) -> dict:
         base = self.config["TrainingJobName"]
         name, existing = resolve_attempt(base, self.hook.describe_training_job, "TrainingJobStatus", MAX_NAME)
         if existing is not None:
@@ -76,7 +79,7 @@ class RunTuningJobOperator(SageMakerTuningOperator):
         kwargs.setdefault("wait_for_completion", False)
         super().__init__(**kwargs)
 
-    def execute(self, context) -> dict:
+    def execute(self, context: Context) -> dict:
         base = self.config["HyperParameterTuningJobName"]
         name, existing = resolve_attempt(
             base, self.hook.describe_tuning_job, "HyperParameterTuningJobStatus", MAX_TUNING_NAME
@@ -97,7 +100,7 @@ class DeployEndpointOperator(SageMakerEndpointOperator):
         kwargs.setdefault("wait_for_completion", False)
         super().__init__(**kwargs)
 
-    def execute(self, context) -> dict:
+    def execute(self, context: Context) -> dict:
         endpoint = self.config.get("Endpoint", self.config)
         try:
             current = self.hook.describe_endpoint(endpoint["EndpointName"])

@@ -17,7 +17,7 @@ themselves:
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.hooks.sagemaker import LogState
 from airflow.providers.amazon.aws.sensors.sagemaker import (
@@ -29,6 +29,9 @@ from airflow.providers.amazon.aws.sensors.sagemaker import (
 from airflow.providers.amazon.aws.triggers.sagemaker import SageMakerTrigger
 from airflow.providers.common.compat.sdk import AirflowException
 from airflow.sdk.exceptions import AirflowFailException
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 #: Seconds between status checks; localaws runs set it low (see README).
 DEFAULT_POLL_SECONDS = int(os.environ.get("ML_PIPELINE_POLL_SECONDS", "30"))
@@ -54,7 +57,7 @@ class _Deferring(SageMakerBaseSensor):
     def failed_states(self) -> set[str]:
         return {"Failed", "Stopped"}
 
-    def poke(self, context) -> bool:
+    def poke(self, context: Context) -> bool:
         response = self.get_sagemaker_response()
         state = self.state_from_response(response)
         if state in self.non_terminal_states():
@@ -75,7 +78,7 @@ class _Deferring(SageMakerBaseSensor):
     def success_line(self, response: dict) -> str:
         return f"{self.kind} {self._resource_name()} is {self.state_from_response(response)}"
 
-    def execute(self, context) -> None:
+    def execute(self, context: Context) -> None:
         if not self.deferrable:
             return super().execute(context)
         if self.poke(context):  # already done: a re-attached job, or a fast one
@@ -95,7 +98,7 @@ class _Deferring(SageMakerBaseSensor):
         )
         return None
 
-    def execute_complete(self, context, event: dict[str, Any] | None = None) -> None:
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> None:
         # The trigger ends on any terminal state; poke judges it (and raises for a failure).
         if not self.poke(context):
             raise AirflowException(f"{self._resource_name()} is not done after the trigger fired: {event}")

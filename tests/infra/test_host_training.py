@@ -140,6 +140,9 @@ def test_host_trains_for_real_and_its_weights_deploy(localaws_process, tmp_path,
     invocation = ssm.get_command_invocation(CommandId=command_id, InstanceId=ids["instance_id"])
     assert invocation["Status"] == "Success" and invocation["ResponseCode"] == 0
     assert f"docker run {flag}" in invocation["StandardOutputContent"]  # what a real host would run
+    # This machine has no accelerator: the container is given none and the command's log says so.
+    output = invocation["StandardOutputContent"] + invocation["StandardErrorContent"]
+    assert f"this machine has no {accelerator} device: it runs on the CPU" in output
     assert invocation["CloudWatchOutputConfig"]["CloudWatchLogGroupName"] == "/ml-pipeline/host-training"
     stream = f"{command_id}/{ids['instance_id']}/RunTrainingContainer/stdout"
     events = localaws.client("logs").get_log_events(logGroupName="/ml-pipeline/host-training",

@@ -380,7 +380,7 @@ class TrainingExecutor:
                         sync.sync()
                     next_sync = time.monotonic() + self.settings.checkpoint_sync_seconds
                 # A host's wait returns as it exits: the job goes on at once, not at the next poll.
-                next(run for run in runs if run.host not in codes).running.wait(_POLL_SECONDS)
+                next(run for run in runs if run.host not in codes).process.wait(_POLL_SECONDS)
             for run in runs:
                 run.process.reader.join(timeout=10)
         finally:

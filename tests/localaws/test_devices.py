@@ -28,7 +28,7 @@ from tests.support import training_request, wait_for_training
 TRAIN = """\
 #!/usr/bin/env python3
 import json, os
-opt_ml = os.environ.get("LOCALAWS_OPT_ML", "/opt/ml")
+opt_ml = os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml")
 with open(os.path.join(opt_ml, "input", "config", "resourceconfig.json")) as handle:
     resource = json.load(handle)
 seen = {name: os.environ.get(name) for name in ("CUDA_VISIBLE_DEVICES", "HABANA_VISIBLE_DEVICES", "SM_NUM_GPUS",

@@ -131,10 +131,17 @@ def localaws_docker(tmp_path_factory, docker_engine, training_image):
     server.stop()
 
 
-@pytest.fixture(scope="session", params=["process", "docker"])
+@pytest.fixture(scope="session")
 def localaws(request):
-    """Each test that takes it runs under both runners: the process runner, then real containers."""
-    return request.getfixturevalue(f"localaws_{request.param}")
+    """localaws with the process runner; under both runners (the process runner, then real containers)
+    for a test marked ``runners``, where the runner is what the test is about."""
+    return request.getfixturevalue(f"localaws_{getattr(request, 'param', 'process')}")
+
+
+def pytest_generate_tests(metafunc):
+    if "localaws" in metafunc.fixturenames and metafunc.definition.get_closest_marker("runners"):
+        metafunc.parametrize("localaws", ["process", pytest.param("docker", marks=pytest.mark.docker)],
+                             indirect=True, scope="session")
 
 
 @pytest.fixture

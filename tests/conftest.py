@@ -55,6 +55,8 @@ class LocalAWSProcess:
             # Tests need not wait AWS's 120 s between SIGTERM and SIGKILL.
             "LOCALAWS_STOP_GRACE_SECONDS": "15",
             "LOCALAWS_CHECKPOINT_SYNC_SECONDS": "1",
+            # An interrupted spot job finds capacity again after a second rather than 5.
+            "LOCALAWS_SPOT_CAPACITY_WAIT_SECONDS": "1",
             # Endpoints: a minute of autoscaling's clock lasts a second (see README, Hosting), and
             # a serving container ignoring SIGTERM is killed after 10 s rather than AWS's 30.
             "LOCALAWS_AUTOSCALING_TIME_SCALE": "60",

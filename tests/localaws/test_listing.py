@@ -1,6 +1,5 @@
-"""The List* calls' filters, sorting and pagination in-process (localaws/sagemaker/listing.py). Each
-List* call through localaws over HTTP: test_training_jobs.py (ListTrainingJobs), test_tuning.py,
-test_model_registry.py."""
+"""The List* calls' filters, sorting and pagination in-process (localaws/sagemaker/listing.py). The List*
+calls through localaws over HTTP: test_training_jobs.py, test_tuning.py, test_model_registry.py."""
 from __future__ import annotations
 
 import pytest

@@ -119,6 +119,7 @@ def train_on_host(localaws, run, channels, code, ids) -> tuple[str, dict]:
     return command_id, found
 
 
+@pytest.mark.runners
 def test_a_script_mode_experiment_trains_on_the_host(localaws, tmp_path):
     """Under both runners: our framework image as a process, and as a container with /opt/ml mounted."""
     from ml_pipeline.infra import host_training

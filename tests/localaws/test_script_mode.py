@@ -209,6 +209,7 @@ def serve(sm, name: str, image: str, model_data: str, env: dict) -> dict:
     return wait_endpoint(sm, name, timeout=300)
 
 
+@pytest.mark.runners
 def test_sklearn_script_mode_trains_on_two_hosts_and_serves(localaws, bucket):
     sm, s3, rt = localaws.client("sagemaker"), localaws.client("s3"), localaws.client("sagemaker-runtime")
     submit = put(s3, bucket, "digits-free/source/abc/sourcedir.tar.gz", sourcedir())
@@ -327,6 +328,7 @@ PYTORCH_TRAIN = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.runners
 def test_pytorch_script_mode_trains_and_serves_with_the_default_handlers(localaws, bucket):
     """No inference.py at all: the PyTorch container's model_fn loads model.pt (TorchScript), JSON in and out."""
     sm, s3, rt = (localaws.client(s) for s in ("sagemaker", "s3", "sagemaker-runtime"))

@@ -31,7 +31,7 @@ from tests.localaws.hosting_support import (
 )
 from tests.support import training_request, unknown_members, wait_for_training, wait_until
 
-pytestmark = pytest.mark.timeout(1200)
+pytestmark = [pytest.mark.timeout(1200), pytest.mark.e2e]  # endpoints serving a real training job's weights
 
 SEED = 7
 CONSTANT_CLASS = 3

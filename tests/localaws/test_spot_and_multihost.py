@@ -15,6 +15,7 @@ from tests.support import wait_for_training
 pytestmark = pytest.mark.timeout(900)
 
 
+@pytest.mark.slow
 @pytest.mark.runners
 def test_spot_interruption_resumes_from_the_checkpoint(localaws, data, preset, quick_trainer):
     sm = localaws.client("sagemaker")
@@ -48,6 +49,7 @@ def test_spot_interruption_resumes_from_the_checkpoint(localaws, data, preset, q
     assert done["BillableTimeInSeconds"] <= done["TrainingTimeInSeconds"]
 
 
+@pytest.mark.slow
 def test_spot_job_that_cannot_finish_in_time_ends_max_wait_time_exceeded(localaws, data, preset, quick_trainer):
     sm = localaws.client("sagemaker")
     name = unique("spotwait")
@@ -68,6 +70,7 @@ def test_interrupting_an_on_demand_job_is_refused(localaws_process):
         interrupt_spot_training(localaws_process.endpoint_url, "no-such-job")
 
 
+@pytest.mark.e2e
 @pytest.mark.runners
 def test_two_hosts_train_with_torch_distributed_on_sharded_data(localaws, data, preset, tmp_path):
     sm = localaws.client("sagemaker")

@@ -62,6 +62,7 @@ def log_lines(logs, name: str) -> list[str]:
     return lines
 
 
+@pytest.mark.e2e
 @pytest.mark.runners
 def test_training_job_trains_and_writes_a_model_that_loads(localaws, data, preset, tmp_path):
     sm, s3 = localaws.client("sagemaker"), localaws.client("s3")
@@ -143,6 +144,7 @@ def test_missing_channel_data_fails_with_a_client_error(localaws, data, preset, 
     assert done["FailureReason"].startswith("ClientError: Data download failed:No S3 objects found")
 
 
+@pytest.mark.slow
 @pytest.mark.runners
 def test_stop_training_job_sends_sigterm_and_keeps_the_model(localaws, data, preset, quick_trainer):
     sm, s3 = localaws.client("sagemaker"), localaws.client("s3")
@@ -166,6 +168,7 @@ def test_stop_training_job_sends_sigterm_and_keeps_the_model(localaws, data, pre
     assert error.value.response["Error"]["Code"] == "ValidationException"
 
 
+@pytest.mark.slow
 @pytest.mark.runners
 def test_max_runtime_stops_the_job(localaws, data, preset, quick_trainer):
     sm = localaws.client("sagemaker")
@@ -178,6 +181,7 @@ def test_max_runtime_stops_the_job(localaws, data, preset, quick_trainer):
     assert done["SecondaryStatus"] == "MaxRuntimeExceeded"
 
 
+@pytest.mark.slow
 @pytest.mark.runners
 def test_a_new_job_restores_the_checkpoints_of_an_earlier_one(localaws, data, preset, quick_trainer):
     sm, s3 = localaws.client("sagemaker"), localaws.client("s3")

@@ -15,7 +15,7 @@ from tests.conftest import unique
 from tests.fixtures import digits_example
 from tests.support import ROLE_ARN, unknown_members
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]  # tuning jobs of several trials each
 TERMINAL = ("Completed", "Failed", "Stopped")
 
 

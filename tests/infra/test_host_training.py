@@ -116,6 +116,7 @@ def deploy_and_smoke_test(localaws, run: dict, best: dict, channels: dict) -> di
         sm.delete_model(ModelName=run["names"]["model"])
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("instance_type, accelerator, flag", [
     ("g5.xlarge", "nvidia", "--gpus all"),
     ("dl1.24xlarge", "habana", "--runtime=habana -e HABANA_VISIBLE_DEVICES=all"),

@@ -72,6 +72,7 @@ def untrained_model(s3, bucket: str) -> str:
     return f"s3://{bucket}/models/reaper/model.tar.gz"
 
 
+@pytest.mark.slow
 def test_the_reaper_removes_an_expired_stack_and_an_idle_endpoint_and_nothing_else(localaws, tmp_path):
     """Whichever experiment made them: the stacks and endpoints are found by the project's tags."""
     from ml_pipeline import experiments
@@ -134,6 +135,7 @@ def test_the_reaper_removes_an_expired_stack_and_an_idle_endpoint_and_nothing_el
         sm.delete_endpoint(EndpointName=names[kind])
 
 
+@pytest.mark.e2e
 def test_the_reaper_dag_runs_hourly_and_reports(localaws, tmp_path):
     """The DAG itself, with ``dag.test()`` (a manual run) against this localaws: with the form's defaults a
     dry run that removes nothing; with Dry run off, the expired stack torn down by its mapped task, and the

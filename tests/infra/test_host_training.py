@@ -189,6 +189,7 @@ def test_the_host_gets_the_same_config_files_as_a_sagemaker_job():
     assert set(spec["channels"]) == set(spec["inputdataconfig"]) == set(channels)
 
 
+@pytest.mark.slow
 def test_teardown_stops_a_training_in_progress(localaws_process):
     from ml_pipeline.infra import host_training
     from ml_pipeline.infra.teardown import remaining, teardown_stack
@@ -215,6 +216,7 @@ def test_teardown_stops_a_training_in_progress(localaws_process):
     assert remaining(localaws.client, run["key"]) == ZERO
 
 
+@pytest.mark.slow
 def test_a_failing_training_fails_its_command_with_the_algorithm_error(localaws_process):
     from ml_pipeline.infra import host_training
     from ml_pipeline.infra.teardown import teardown_stack
@@ -237,6 +239,7 @@ def test_a_failing_training_fails_its_command_with_the_algorithm_error(localaws_
     teardown_stack(localaws.client, run["key"], poll=0.2)
 
 
+@pytest.mark.slow
 def test_send_command_is_checked_as_ssm_checks_it(localaws_process):
     from botocore.exceptions import ClientError
 

@@ -33,6 +33,7 @@ def remaining(client, key: str) -> dict:
     return count(client, key)
 
 
+@pytest.mark.slow
 def test_host_stack_is_provisioned_tagged_locked_down_and_removed(aws):
     from ml_pipeline.infra import stack, tags
 
@@ -120,6 +121,7 @@ HOST_STEPS = ["vpc", "internet_gateway", "subnets", "route_tables", "security_gr
               "documents", "host", "attach_volume"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("failing_step", HOST_STEPS)
 def test_a_failure_after_any_step_still_tears_down_to_zero(aws, failing_step):
     run = plan(compute="host", host_instance_type="dl1.24xlarge")
@@ -135,6 +137,7 @@ def test_a_failure_after_any_step_still_tears_down_to_zero(aws, failing_step):
     assert remaining(aws, run["key"]) == ZERO
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("operation", [
     "modify_vpc_attribute",            # a VPC without its DNS settings
     "attach_internet_gateway",         # a gateway never attached
@@ -153,6 +156,7 @@ def test_a_half_created_resource_is_removed_too(aws, operation):
     assert remaining(aws, run["key"]) == ZERO
 
 
+@pytest.mark.slow
 def test_teardown_sweeps_the_runs_vpc_but_reports_what_it_must_not_remove(aws):
     """Inside the run's VPC, network pieces go tagged or not (they would keep the VPC alive). An instance
     the run did not launch is never terminated: teardown reports it and raises, after removing the rest."""
@@ -181,6 +185,7 @@ def test_teardown_sweeps_the_runs_vpc_but_reports_what_it_must_not_remove(aws):
     assert remaining(aws, run["key"]) == ZERO
 
 
+@pytest.mark.slow
 def test_the_host_operator_launches_once_and_re_attaches_on_retry(localaws_process, monkeypatch, tmp_path):
     """``CreateHostOperator``: the provider's EC2CreateInstanceOperator with the run's request, safe to retry."""
     import json

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import unique
+from tests.fixtures.docker_engine import ecr_uri
 from tests.fixtures.images import MISBEHAVING, SCRIPTED_TRAINER, image_for
 from tests.localaws.hosting_support import deploy, delete_quietly
 from tests.support import ROLE_ARN, training_request, wait_for_training, wait_until

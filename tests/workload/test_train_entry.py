@@ -204,6 +204,7 @@ def test_metric_lines_match_the_experiments_metric_definitions(quick_run, metric
         assert values[-1] == pytest.approx(best[keys[definition["Name"]]], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_hyperparameters_from_sm_hps_and_channels_from_sm_channel(tmp_path, channels):
     env = clean_env(
         SM_HPS=json.dumps({"epochs": "1", "num_threads": "1"}),
@@ -242,6 +243,7 @@ def test_missing_validation_channel_is_a_clear_error(tmp_path, channels):
     assert failure.startswith("DataError: channel 'validation' not found"), failure
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes_to_the_same_result(tmp_path, channels, quick,
                                                                            metric_definitions):
     hyperparameters = dict(config.sagemaker_hyperparameters(quick), epochs="15", batch_size="8",
@@ -298,6 +300,7 @@ def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes_to_the_same_result(tmp_p
     assert resumed_final["validation_accuracy"] == pytest.approx(expected["validation_accuracy"], abs=0.01)
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_the_best_epochs_weights(tmp_path, channels, quick):
     hyperparameters = dict(config.sagemaker_hyperparameters(quick), epochs="40", learning_rate="0.05",
                            early_stopping_patience="1")
@@ -326,6 +329,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_hosts_train_data_parallel_over_gloo(tmp_path, channels, quick):
     hosts = ["algo-1", "algo-2"]
     hyperparameters = config.sagemaker_hyperparameters(quick)

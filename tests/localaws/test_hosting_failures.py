@@ -49,6 +49,7 @@ def strict(request, tmp_path_factory):
     server.stop()
 
 
+@pytest.mark.slow
 def test_a_ping_that_never_passes_fails_the_endpoint(strict):
     sm = strict.client("sagemaker")
     name = unique("noping")
@@ -170,6 +171,7 @@ def test_an_instance_that_dies_in_service_is_replaced(strict):
         wait_gone(sm, name)
 
 
+@pytest.mark.slow
 def test_an_update_whose_new_fleet_never_gets_healthy_leaves_the_old_one_serving(strict):
     sm, rt = strict.client("sagemaker"), strict.client("sagemaker-runtime")
     name = unique("badupdate")

@@ -162,6 +162,7 @@ def test_model_loads_and_predicts_the_test_split(quick_run):
     assert accuracy_of(model_dir, features, labels) >= 0.9
 
 
+@pytest.mark.slow
 def test_serve_runs_one_worker_per_cpu_it_may_use(quick_run):
     """``serve`` confined to one CPU, as in a container given a cpuset, runs one gunicorn worker, not one
     per CPU of the machine (os.cpu_count() counts them all), and answers /ping."""

@@ -320,6 +320,7 @@ def test_what_the_container_saves_on_sigterm_is_uploaded(scripted, bucket_of):
     assert model["written.txt"] == b"written by the container"
 
 
+@pytest.mark.slow
 def test_a_job_stopped_before_its_containers_run_ends_stopped_untrained(localaws_process, tmp_path):
     """Stopped while its instances start, the algorithm never runs. Deterministically so: the job's image
     is a build context whose Python environment is being built by someone else sharing localaws's cache

@@ -19,13 +19,14 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 run: install
 	$(PY) scripts/run_pipeline.py $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(MODES),--modes $(MODES))
 
-## Every test, including the docker runner's (installs and starts a Docker engine when root).
+## Every test, every layer (pytest.ini's markers), including the docker runner's (installs and starts a
+## Docker engine when root).
 test: install
 	$(PY) -m pytest tests
 
-## The tests that need no Docker engine.
+## The quick layer: no Docker engine, no end-to-end run of the real network or a DAG, nothing slow.
 test-fast: install
-	$(PY) -m pytest tests -m "not docker"
+	$(PY) -m pytest tests -m "not docker and not e2e and not slow"
 
 ## ruff (lint, then format) and mypy, as pyproject.toml sets them; CI runs it before the tests.
 lint: install

@@ -55,6 +55,8 @@ class LocalAWSProcess:
             # Tests need not wait AWS's 120 s between SIGTERM and SIGKILL.
             "LOCALAWS_STOP_GRACE_SECONDS": "15",
             "LOCALAWS_CHECKPOINT_SYNC_SECONDS": "1",
+            # An interrupted spot job finds capacity again after a second rather than 5.
+            "LOCALAWS_SPOT_CAPACITY_WAIT_SECONDS": "1",
             # Endpoints: a minute of autoscaling's clock lasts a second (see README, Hosting), and
             # a serving container ignoring SIGTERM is killed after 10 s rather than AWS's 30.
             "LOCALAWS_AUTOSCALING_TIME_SCALE": "60",
@@ -131,10 +133,17 @@ def localaws_docker(tmp_path_factory, docker_engine, training_image):
     server.stop()
 
 
-@pytest.fixture(scope="session", params=["process", "docker"])
+@pytest.fixture(scope="session")
 def localaws(request):
-    """Each test that takes it runs under both runners: the process runner, then real containers."""
-    return request.getfixturevalue(f"localaws_{request.param}")
+    """localaws with the process runner; under both runners (the process runner, then real containers)
+    for a test marked ``runners``, where the runner is what the test is about."""
+    return request.getfixturevalue(f"localaws_{getattr(request, 'param', 'process')}")
+
+
+def pytest_generate_tests(metafunc):
+    if "localaws" in metafunc.fixturenames and metafunc.definition.get_closest_marker("runners"):
+        metafunc.parametrize("localaws", ["process", pytest.param("docker", marks=pytest.mark.docker)],
+                             indirect=True, scope="session")
 
 
 @pytest.fixture

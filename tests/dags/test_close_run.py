@@ -52,6 +52,7 @@ def run_bucket(localaws_process):
     return bucket
 
 
+@pytest.mark.slow
 def test_an_error_early_in_close_run_still_tears_down_the_stack_and_fails_it_once_at_the_end(
         localaws_process, run_bucket):
     from ml_pipeline.closing import close_run
@@ -78,6 +79,7 @@ def test_an_error_early_in_close_run_still_tears_down_the_stack_and_fails_it_onc
     assert (stored["state"], stored["failed_tasks"]) == ("failed", summary["failed_tasks"])
 
 
+@pytest.mark.slow
 def test_already_gone_is_only_what_teardown_looked_for_and_did_not_find_on_any_try(localaws_process, run_bucket):
     """Someone deleted the run's private route table; an instance the run did not launch keeps its subnet and
     VPC (teardown fails, naming them); the host's AMI is no resource of the run. Only the route table is
@@ -113,6 +115,7 @@ def test_already_gone_is_only_what_teardown_looked_for_and_did_not_find_on_any_t
     assert remaining(client, run["key"]) == ZERO
 
 
+@pytest.mark.slow
 def test_the_summary_survives_a_bucket_that_refuses_it(tmp_path, caplog):
     """The run's bucket is another account's that this role may not write (S3 answers AccessDenied, as for a
     bucket policy or a KMS key the role may not use): the summary is logged first, and returned saying why

@@ -12,7 +12,7 @@ import pytest
 
 from tests.dags.experiment_support import write_experiment
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]  # Airflow's own dag-processor, started and stopped
 
 
 def process(env: dict, log_path) -> None:

@@ -23,6 +23,7 @@ def bag(path):
     return DagBag(dag_folder=str(path), bundle_path=path if path.is_dir() else None)
 
 
+@pytest.mark.slow
 def test_two_experiments_load_while_a_broken_third_is_an_import_error_naming_its_field(tmp_path, monkeypatch):
     from ml_pipeline import experiments
 

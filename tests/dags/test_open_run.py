@@ -52,6 +52,7 @@ def snapshot(s3, bucket: str) -> dict:
     return found
 
 
+@pytest.mark.slow
 def test_an_existing_sse_kms_bucket_is_used_and_left_untouched(tasks, localaws_process):
     s3, kms = localaws_process.client("s3"), localaws_process.client("kms")
     bucket = unique("users-kms")

@@ -164,6 +164,7 @@ def _command(service: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------- validity
+@pytest.mark.slow
 @pytest.mark.parametrize("profiles", [(), ("localaws",), ("localaws", "flower")], ids=["plain", "localaws", "flower"])
 def test_the_compose_tool_validates_the_file(compose, empty_env_file, profiles):
     args = [arg for profile in profiles for arg in ("--profile", profile)]

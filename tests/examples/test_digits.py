@@ -63,6 +63,7 @@ def test_train_py_trains_with_the_toolkits_arguments_and_environment(trained):
     assert trained.failure is None
 
 
+@pytest.mark.slow
 def test_a_second_job_on_the_same_checkpoints_resumes(tmp_path, channels, trained):
     """What a spot job restarted by SageMaker does: the checkpoint directory comes back, training goes on.
     (As a tuning trial: SageMaker's own ``_tuning_objective_metric`` argument is passed over.)"""

@@ -38,6 +38,7 @@ def test_the_section_names_make_run_with_the_experiment():
     assert ("bash", "make run EXPERIMENT=iris\n") in BLOCKS
 
 
+@pytest.mark.slow
 def test_the_tutorials_files_train_and_load_as_the_section_says(folder, tmp_path):
     document = yaml.safe_load((folder / "experiment.yaml").read_text())
     assert document["framework"] == "sklearn" and (folder / document["entry_point"]).is_file()

@@ -119,6 +119,8 @@ def train_on_host(localaws, run, channels, code, ids) -> tuple[str, dict]:
     return command_id, found
 
 
+@pytest.mark.slow
+@pytest.mark.runners
 def test_a_script_mode_experiment_trains_on_the_host(localaws, tmp_path):
     """Under both runners: our framework image as a process, and as a container with /opt/ml mounted."""
     from ml_pipeline.infra import host_training
@@ -161,6 +163,7 @@ def test_a_script_mode_experiment_trains_on_the_host(localaws, tmp_path):
     assert remaining(localaws.client, run["key"]) == ZERO
 
 
+@pytest.mark.slow
 def test_a_failing_script_fails_the_host_command_with_its_error(localaws_process, tmp_path):
     from ml_pipeline.infra import host_training
     from ml_pipeline.infra.teardown import teardown_stack
@@ -209,6 +212,7 @@ def test_the_host_trains_on_the_frameworks_image_for_its_type(tmp_path, framewor
     assert code.training_image(experiment, run, "us-east-1").endswith("-cpu-" + tag.rsplit("-", 1)[-1])
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(1200)
 def test_the_diabetes_dag_trains_on_the_host_and_deploys(localaws_process, tmp_path_factory):
     """The diabetes example's DAG end to end with compute=host, as `make run` runs it: a scikit-learn

@@ -116,6 +116,7 @@ def deploy_and_smoke_test(localaws, run: dict, best: dict, channels: dict) -> di
         sm.delete_model(ModelName=run["names"]["model"])
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("instance_type, accelerator, flag", [
     ("g5.xlarge", "nvidia", "--gpus all"),
     ("dl1.24xlarge", "habana", "--runtime=habana -e HABANA_VISIBLE_DEVICES=all"),
@@ -191,6 +192,7 @@ def test_the_host_gets_the_same_config_files_as_a_sagemaker_job():
     assert set(spec["channels"]) == set(spec["inputdataconfig"]) == set(channels)
 
 
+@pytest.mark.slow
 def test_teardown_stops_a_training_in_progress(localaws_process):
     from ml_pipeline.infra import host_training
     from ml_pipeline.infra.teardown import remaining, teardown_stack
@@ -217,6 +219,7 @@ def test_teardown_stops_a_training_in_progress(localaws_process):
     assert remaining(localaws.client, run["key"]) == ZERO
 
 
+@pytest.mark.slow
 def test_the_host_runs_the_document_as_stored_and_times_it_out(localaws_process):
     """What runs is the document SSM stores (a new version's script, its parameters substituted), and its
     step's timeoutSeconds ends it TimedOut: the script and its container stopped, nothing uploaded."""
@@ -251,6 +254,7 @@ def test_the_host_runs_the_document_as_stored_and_times_it_out(localaws_process)
     teardown_stack(localaws.client, run["key"], poll=0.2)
 
 
+@pytest.mark.slow
 def test_a_failing_training_fails_its_command_with_the_algorithm_error(localaws_process):
     from ml_pipeline.infra import host_training
     from ml_pipeline.infra.teardown import teardown_stack
@@ -273,6 +277,7 @@ def test_a_failing_training_fails_its_command_with_the_algorithm_error(localaws_
     teardown_stack(localaws.client, run["key"], poll=0.2)
 
 
+@pytest.mark.slow
 def test_send_command_is_checked_as_ssm_checks_it(localaws_process):
     from botocore.exceptions import ClientError
 

@@ -164,6 +164,7 @@ def test_iam_accepts_every_document(localaws_process):
         iam.delete_role(RoleName=role)
 
 
+@pytest.mark.slow
 def test_the_host_role_carries_the_rendered_policy(localaws_process):
     from ml_pipeline.infra.stack import create_instance_profile
     from ml_pipeline.infra.teardown import teardown_stack

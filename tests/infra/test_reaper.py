@@ -5,15 +5,15 @@ neither its victims nor its alibis.
 """
 from __future__ import annotations
 
-import io
-import tarfile
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.conftest import TRAINING_CONTEXT, LocalAWSProcess, unique
+from tests.conftest import LocalAWSProcess, unique
+from tests.fixtures.images import MISBEHAVING
 from tests.infra.support import ZERO, plan
+from tests.support import wait_until
 
 pytestmark = pytest.mark.timeout(600)
 WINDOW_SECONDS = 12
@@ -27,8 +27,9 @@ def localaws(tmp_path_factory):
 
     server = LocalAWSProcess(tmp_path_factory.mktemp("localaws-reaper"), "process",
                              LOCALAWS_HOSTING_METRICS_SECONDS="0.5").start()
-    server.image_uri = ecr_uri("digits-training", context_hash(TRAINING_CONTEXT))
-    register_image(server.endpoint_url, server.image_uri, TRAINING_CONTEXT)
+    # The endpoints only need to answer (the reaper reads their invocations): the standard-library server.
+    server.image_uri = ecr_uri("misbehaving", context_hash(MISBEHAVING))
+    register_image(server.endpoint_url, server.image_uri, MISBEHAVING)
     yield server
     server.stop()
 
@@ -55,23 +56,7 @@ def age(client, run_key: str, hours: float) -> None:
         ssm.add_tags_to_resource(ResourceType="Document", ResourceId=document["Name"], Tags=tag)
 
 
-def untrained_model(s3, bucket: str) -> str:
-    from digits import model as digits_model
-
-    net = digits_model.build(digits_model.architecture(64, 32, 10, 0.0))
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        import tempfile
-        from pathlib import Path
-
-        with tempfile.TemporaryDirectory() as directory:
-            digits_model.save(Path(directory), net.state_dict(), digits_model.architecture(64, 32, 10, 0.0))
-            for path in Path(directory).iterdir():
-                tar.add(path, arcname=path.name)
-    s3.put_object(Bucket=bucket, Key="models/reaper/model.tar.gz", Body=buffer.getvalue())
-    return f"s3://{bucket}/models/reaper/model.tar.gz"
-
-
+@pytest.mark.slow
 def test_the_reaper_removes_an_expired_stack_and_an_idle_endpoint_and_nothing_else(localaws, tmp_path):
     """Whichever experiment made them: the stacks and endpoints are found by the project's tags."""
     from ml_pipeline import experiments
@@ -80,7 +65,7 @@ def test_the_reaper_removes_an_expired_stack_and_an_idle_endpoint_and_nothing_el
     from ml_pipeline.infra.stack import provision
     from ml_pipeline.infra.teardown import remaining, teardown_stack
     from tests.dags.experiment_support import write_experiment
-    from tests.localaws.hosting_support import predict, wait_endpoint, wait_gone
+    from tests.localaws.hosting_support import wait_endpoint, wait_gone
 
     client = localaws.client
     other = experiments.load(write_experiment(tmp_path, "another-model"))
@@ -94,12 +79,10 @@ def test_the_reaper_removes_an_expired_stack_and_an_idle_endpoint_and_nothing_el
     s3, sm = client("s3"), client("sagemaker")
     bucket = unique("reaper")
     s3.create_bucket(Bucket=bucket)
-    model_data = untrained_model(s3, bucket)
     names = {kind: unique(f"reaper-{kind}") for kind in ("idle", "busy", "other")}
     for kind, name in names.items():
         sm.create_model(ModelName=name, ExecutionRoleArn="arn:aws:iam::123456789012:role/SageMakerExecution",
-                        PrimaryContainer={"Image": localaws.image_uri, "ModelDataUrl": model_data,
-                                          "Environment": {"SAGEMAKER_MODEL_SERVER_WORKERS": "1"}})
+                        PrimaryContainer={"Image": localaws.image_uri})
         sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
             "VariantName": "AllTraffic", "ModelName": name, "InstanceType": "ml.m5.large",
             "InitialInstanceCount": 1}])
@@ -110,8 +93,17 @@ def test_the_reaper_removes_an_expired_stack_and_an_idle_endpoint_and_nothing_el
         assert wait_endpoint(sm, name)["EndpointStatus"] == "InService"
     time.sleep(WINDOW_SECONDS + 1)  # every endpoint is now older than the idle window
     for _ in range(3):
-        predict(client("sagemaker-runtime"), names["busy"], [[0] * 64])
-    time.sleep(1.5)  # the metrics reach CloudWatch
+        client("sagemaker-runtime").invoke_endpoint(EndpointName=names["busy"], Body=b"{}",
+                                                    ContentType="application/json")
+
+    def invocations() -> float:
+        return sum(point["Sum"] for point in client("cloudwatch").get_metric_statistics(
+            Namespace="AWS/SageMaker", MetricName="Invocations", StartTime=time.time() - 600,
+            EndTime=time.time() + 60, Period=60, Statistics=["Sum"],
+            Dimensions=[{"Name": "EndpointName", "Value": names["busy"]},
+                        {"Name": "VariantName", "Value": "AllTraffic"}])["Datapoints"])
+
+    wait_until(lambda: invocations() >= 3, timeout=60, waiting_for="the busy endpoint's metrics in CloudWatch")
 
     report = reap(client, idle_hours=WINDOW_SECONDS / 3600, poll=0.2, timeout=60)
     assert report["errors"] == []
@@ -134,6 +126,7 @@ def test_the_reaper_removes_an_expired_stack_and_an_idle_endpoint_and_nothing_el
         sm.delete_endpoint(EndpointName=names[kind])
 
 
+@pytest.mark.e2e
 def test_the_reaper_dag_runs_hourly_and_reports(localaws, tmp_path):
     """The DAG itself, with ``dag.test()`` (a manual run) against this localaws: with the form's defaults a
     dry run that removes nothing; with Dry run off, the expired stack torn down by its mapped task, and the

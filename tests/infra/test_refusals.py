@@ -26,6 +26,7 @@ def vpc_count(client) -> int:
     return len(client("ec2").describe_vpcs()["Vpcs"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides, message", [
     ({"allowed_cidrs": ["0.0.0.0/0"]}, "whole internet"),
     ({"allowed_cidrs": ["203.0.113.0/24", "::/0"]}, "whole internet"),

@@ -34,6 +34,7 @@ def remaining(client, key: str) -> dict:
     return count(client, key)
 
 
+@pytest.mark.slow
 def test_host_stack_is_provisioned_tagged_locked_down_and_removed(aws):
     from ml_pipeline.infra import stack, tags
 
@@ -129,6 +130,7 @@ def test_a_step_is_given_the_ids_it_builds_on_and_refuses_to_run_without_them():
         stack.run_step(None, run, "host", {"ami_id": "ami-1"}, {"subnets": None})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("failing_step", [step.name for step in STEPS])
 def test_a_failure_after_any_step_still_tears_down_to_zero(aws, failing_step):
     run = plan(compute="host", host_instance_type="dl1.24xlarge")
@@ -144,6 +146,7 @@ def test_a_failure_after_any_step_still_tears_down_to_zero(aws, failing_step):
     assert remaining(aws, run["key"]) == ZERO
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("operation", [
     "modify_vpc_attribute",            # a VPC without its DNS settings
     "attach_internet_gateway",         # a gateway never attached
@@ -162,6 +165,7 @@ def test_a_half_created_resource_is_removed_too(aws, operation):
     assert remaining(aws, run["key"]) == ZERO
 
 
+@pytest.mark.slow
 def test_teardown_sweeps_the_runs_vpc_but_reports_what_it_must_not_remove(aws):
     """Inside the run's VPC, network pieces go tagged or not (they would keep the VPC alive). An instance
     the run did not launch is never terminated: teardown reports it and raises, after removing the rest."""

@@ -5,6 +5,7 @@ import pytest
 
 from tests.conftest import unique
 from tests.fixtures import digits_example
+from tests.fixtures.images import QUICK_TRAINER, image_for
 
 
 @pytest.fixture(scope="module")
@@ -24,3 +25,10 @@ def process_data(localaws_process):
     bucket = unique("data")
     localaws_process.client("s3").create_bucket(Bucket=bucket)
     return {"bucket": bucket, **digits_example.write_channels(localaws_process.client("s3"), bucket, "datasets/digits", seed=7)}
+
+
+@pytest.fixture
+def quick_trainer(request, localaws):
+    """The digits trainer's stand-in (tests/localaws/images/quick-trainer) as an image of ``localaws``:
+    the digits metrics its hyperparameters imply, in a fraction of a second."""
+    return image_for(request, localaws, QUICK_TRAINER, "quick-trainer")

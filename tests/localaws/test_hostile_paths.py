@@ -15,38 +15,20 @@ import pytest
 
 from tests.conftest import unique
 from tests.fixtures.docker_engine import ecr_uri
+from tests.fixtures.images import MISBEHAVING, SCRIPTED_TRAINER, image_for
 from tests.localaws.hosting_support import deploy, delete_quietly
 from tests.support import ROLE_ARN, training_request, wait_for_training, wait_until
 
 pytestmark = pytest.mark.timeout(900)
 
-SCRIPTED = Path(__file__).parent / "images" / "scripted-trainer"
-MISBEHAVING = Path(__file__).parent / "images" / "misbehaving"
 SECRET = "a file of the machine running localaws"
-
-
-def image_for(request, server, runner: str, context, name: str) -> str:
-    """``context`` as an image ``server`` runs: built and pushed under the docker runner, registered with the
-    process runner otherwise."""
-    from localaws.client import register_image
-    from ml_pipeline.images import context_hash
-
-    if runner == "docker":
-        from tests.fixtures.docker_engine import build_and_push
-
-        engine = request.getfixturevalue("docker_engine")
-        return build_and_push(request.getfixturevalue("docker_client"), context, name, engine["registry"],
-                              base_image=engine["base_image"])
-    image = ecr_uri(name, context_hash(context))
-    register_image(server.endpoint_url, image, context)
-    return image
 
 
 @pytest.fixture(scope="module", params=["process", pytest.param("docker", marks=pytest.mark.docker)])
 def scripted(request):
     """(localaws, the scripted trainer's image URI) under each runner."""
     server = request.getfixturevalue(f"localaws_{request.param}")
-    return server, image_for(request, server, request.param, SCRIPTED, "scripted-trainer")
+    return server, image_for(request, server, SCRIPTED_TRAINER, "scripted-trainer")
 
 
 @pytest.fixture
@@ -227,7 +209,7 @@ def test_an_absolute_link_into_the_model_folder_is_served_as_the_container_sees_
     """A model trained with ``latest -> /opt/ml/model/ckpt`` (training uploads links as links) points
     inside the container's model folder: the endpoint serves it, under either runner."""
     server = scripted[0]
-    image = image_for(request, server, server.runner, MISBEHAVING, "misbehaving")
+    image = image_for(request, server, MISBEHAVING, "misbehaving")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         info = tarfile.TarInfo("ckpt/weights.txt")
@@ -343,6 +325,7 @@ def test_what_the_container_saves_on_sigterm_is_uploaded(scripted, bucket_of):
     assert model["written.txt"] == b"written by the container"
 
 
+@pytest.mark.slow
 def test_a_job_stopped_before_its_containers_run_ends_stopped_untrained(localaws_process, tmp_path):
     """Stopped while its instances start, the algorithm never runs. Deterministically so: the job's image
     is a build context whose Python environment is being built by someone else sharing localaws's cache
@@ -357,7 +340,7 @@ def test_a_job_stopped_before_its_containers_run_ends_stopped_untrained(localaws
     from ml_pipeline.images import context_hash
 
     context = tmp_path / "context"
-    shutil.copytree(SCRIPTED, context)
+    shutil.copytree(SCRIPTED_TRAINER, context)
     requirements = f"# {unique('an environment of its own')}\n".encode()
     (context / "requirements.txt").write_bytes(requirements)
     image = ecr_uri("scripted-building", context_hash(context))

@@ -1,6 +1,8 @@
-"""SageMaker hosting through localaws over HTTP with boto3, under both runners: endpoints that
-really serve a trained model, blue/green updates under load, rollbacks, traffic split by weight,
-autoscaling, and nothing left running afterwards."""
+"""SageMaker hosting through localaws over HTTP with boto3: endpoints that really serve a trained model,
+blue/green updates under load, rollbacks, traffic split by weight, autoscaling, and nothing left running
+afterwards. Serving a training job's weights, deleting an endpoint and stopping localaws run under both
+runners (containers are the runner's); updates, weights and autoscaling are the router's and the
+autoscaler's, the same under either, and run under the process runner."""
 from __future__ import annotations
 
 import json
@@ -27,9 +29,9 @@ from tests.localaws.hosting_support import (
     wait_endpoint,
     wait_gone,
 )
-from tests.support import training_request, unknown_members, wait_for_training
+from tests.support import training_request, unknown_members, wait_for_training, wait_until
 
-pytestmark = pytest.mark.timeout(1200)
+pytestmark = [pytest.mark.timeout(1200), pytest.mark.e2e]  # endpoints serving a real training job's weights
 
 SEED = 7
 CONSTANT_CLASS = 3
@@ -91,6 +93,7 @@ def accuracy(rt, name: str, features, labels, batch: int = 60) -> float:
 # --- serving a trained model ----------------------------------------------------------------------
 
 
+@pytest.mark.runners
 def test_an_endpoint_serves_the_weights_of_a_training_job(localaws, trained_model, held_out, engine):
     sm, rt = localaws.client("sagemaker"), localaws.client("sagemaker-runtime")
     name = unique("serve")
@@ -163,7 +166,7 @@ def test_an_endpoint_serves_the_weights_of_a_training_job(localaws, trained_mode
             )["Datapoints"]
             if sum(p["Sum"] for p in points) >= len(features) // 60 + 3 or time.monotonic() > deadline:
                 break
-            time.sleep(1)
+            time.sleep(0.3)
         assert sum(p["Sum"] for p in points) >= len(features) // 60 + 3
         names = {m["MetricName"] for m in cloudwatch.list_metrics(Namespace="AWS/SageMaker",
                                                                   Dimensions=dimensions[:1])["Metrics"]}
@@ -203,7 +206,7 @@ def test_update_under_load_drops_nothing_and_ends_on_the_new_model(
                                   ProductionVariants=[variant("AllTraffic", f"{name}-m2")])
         seen: list[str] = []
         with Load(localaws, name, features[:5], threads=3) as load:
-            time.sleep(2)
+            wait_until(lambda: len(load.results) >= 10, timeout=60, waiting_for="the old model answering")
             sm.update_endpoint(EndpointName=name, EndpointConfigName=f"{name}-c2", DeploymentConfig={
                 "BlueGreenUpdatePolicy": {
                     "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 1},
@@ -218,7 +221,8 @@ def test_update_under_load_drops_nothing_and_ends_on_the_new_model(
             assert error.value.response["Error"]["Message"] == \
                 f'Cannot update in-progress endpoint "arn:aws:sagemaker:us-east-1:123456789012:endpoint/{name}".'
             done = wait_endpoint(sm, name, seen=seen, timeout=300)
-            time.sleep(2)
+            answered = len(load.results)
+            wait_until(lambda: len(load.results) >= answered + 20, timeout=60, waiting_for="the new model answering")
         assert done["EndpointStatus"] == "InService", done.get("FailureReason")
         assert "FailureReason" not in done and "PendingDeploymentSummary" not in done
         assert done["EndpointConfigName"] == f"{name}-c2"
@@ -462,6 +466,7 @@ def test_autoscaling_scales_out_to_max_under_load_and_back_in(localaws, trained_
 # --- nothing left behind --------------------------------------------------------------------------
 
 
+@pytest.mark.runners
 def test_delete_endpoint_stops_every_instance(localaws, constant_model_data, engine):
     sm = localaws.client("sagemaker")
     name = unique("delete")
@@ -480,6 +485,7 @@ def test_delete_endpoint_stops_every_instance(localaws, constant_model_data, eng
         f'Could not find endpoint "arn:aws:sagemaker:us-east-1:123456789012:endpoint/{name}".'
 
 
+@pytest.mark.runners
 def test_nothing_is_left_running_after_localaws_stops(localaws, constant_model_data, tmp_path, engine):
     from localaws.client import register_image
 

@@ -1,4 +1,6 @@
-"""The Amazon provider's own SageMakerTrainingOperator against localaws, print_log streaming live."""
+"""The Amazon provider's own SageMakerTrainingOperator against localaws, print_log streaming live. The job
+runs the digits trainer's stand-in (tests/localaws/images/quick-trainer): the log's streaming is the
+point, not training."""
 from __future__ import annotations
 
 import json
@@ -29,7 +31,8 @@ print("RESULT " + result["Training"]["TrainingJobStatus"], flush=True)
 """
 
 
-def test_training_operator_print_log_shows_the_job_log_live(localaws_process, tmp_path):
+@pytest.mark.slow
+def test_training_operator_print_log_shows_the_job_log_live(localaws_process, quick_trainer, tmp_path):
     from ml_pipeline.config import sagemaker_hyperparameters
 
     sm = localaws_process.client("sagemaker")
@@ -40,12 +43,13 @@ def test_training_operator_print_log_shows_the_job_log_live(localaws_process, tm
     name = unique("operator")
     config = training_request(
         name,
-        localaws_process.image_uri,
+        quick_trainer,
         {"train": channels["train"], "validation": channels["validation"]},
         f"s3://{bucket}/jobs",
         # Long enough that the job is still training when the operator first reads its log.
         {**sagemaker_hyperparameters(preset), "epochs": "40", "early_stopping_patience": "40"},
         digits_example.experiment()["metric_definitions"],
+        Environment={"EPOCH_SECONDS": "0.25"},
     )
     env = {
         **os.environ,

@@ -209,6 +209,8 @@ def serve(sm, name: str, image: str, model_data: str, env: dict) -> dict:
     return wait_endpoint(sm, name, timeout=300)
 
 
+@pytest.mark.slow
+@pytest.mark.runners
 def test_sklearn_script_mode_trains_on_two_hosts_and_serves(localaws, bucket):
     sm, s3, rt = localaws.client("sagemaker"), localaws.client("s3"), localaws.client("sagemaker-runtime")
     submit = put(s3, bucket, "digits-free/source/abc/sourcedir.tar.gz", sourcedir())
@@ -265,6 +267,7 @@ def test_sklearn_script_mode_trains_on_two_hosts_and_serves(localaws, bucket):
         delete_quietly(sm, endpoint)
 
 
+@pytest.mark.slow
 def test_a_failing_script_fails_the_job_with_its_error(localaws_process):
     sm, s3 = localaws_process.client("sagemaker"), localaws_process.client("s3")
     bucket = unique("fail")
@@ -327,6 +330,8 @@ PYTORCH_TRAIN = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
+@pytest.mark.runners
 def test_pytorch_script_mode_trains_and_serves_with_the_default_handlers(localaws, bucket):
     """No inference.py at all: the PyTorch container's model_fn loads model.pt (TorchScript), JSON in and out."""
     sm, s3, rt = (localaws.client(s) for s in ("sagemaker", "s3", "sagemaker-runtime"))
@@ -347,6 +352,7 @@ def test_pytorch_script_mode_trains_and_serves_with_the_default_handlers(localaw
         delete_quietly(sm, endpoint)
 
 
+@pytest.mark.slow
 def test_the_sdks_registry_is_recognised_across_regions():
     """What image_uris.retrieve names in each region the SDK lists is a framework image; another account's
     repository of the same name is not (it is the user's own image)."""

@@ -1,4 +1,6 @@
-"""Managed spot training with an injected interruption, and multi-host training, under both runners."""
+"""Managed spot training with an injected interruption (the digits trainer's stand-in,
+tests/localaws/images/quick-trainer, under both runners: the restart is the runner's), a spot job out of
+time, and multi-host training of the real network under both runners."""
 from __future__ import annotations
 
 import time
@@ -13,11 +15,13 @@ from tests.support import wait_for_training
 pytestmark = pytest.mark.timeout(900)
 
 
-def test_spot_interruption_resumes_from_the_checkpoint(localaws, data, preset):
+@pytest.mark.slow
+@pytest.mark.runners
+def test_spot_interruption_resumes_from_the_checkpoint(localaws, data, preset, quick_trainer):
     sm = localaws.client("sagemaker")
     name = unique("spot")
     request = job_request(
-        localaws, data, preset, name,
+        quick_trainer, data, preset, name, epoch_seconds=0.1,
         hyperparameters={"epochs": "60", "early_stopping_patience": "60"},
         EnableManagedSpotTraining=True,
         CheckpointConfig={"S3Uri": f"s3://{data['bucket']}/checkpoints/{name}"},
@@ -45,10 +49,11 @@ def test_spot_interruption_resumes_from_the_checkpoint(localaws, data, preset):
     assert done["BillableTimeInSeconds"] <= done["TrainingTimeInSeconds"]
 
 
-def test_spot_job_that_cannot_finish_in_time_ends_max_wait_time_exceeded(localaws, data, preset):
+@pytest.mark.slow
+def test_spot_job_that_cannot_finish_in_time_ends_max_wait_time_exceeded(localaws, data, preset, quick_trainer):
     sm = localaws.client("sagemaker")
     name = unique("spotwait")
-    request = job_request(localaws, data, preset, name, max_runtime=8,
+    request = job_request(quick_trainer, data, preset, name, max_runtime=8, epoch_seconds=0.1,
                           hyperparameters={"epochs": "5000", "early_stopping_patience": "5000"},
                           EnableManagedSpotTraining=True)
     request["StoppingCondition"]["MaxWaitTimeInSeconds"] = 10
@@ -65,10 +70,12 @@ def test_interrupting_an_on_demand_job_is_refused(localaws_process):
         interrupt_spot_training(localaws_process.endpoint_url, "no-such-job")
 
 
+@pytest.mark.e2e
+@pytest.mark.runners
 def test_two_hosts_train_with_torch_distributed_on_sharded_data(localaws, data, preset, tmp_path):
     sm = localaws.client("sagemaker")
     name = unique("multi")
-    request = job_request(localaws, data, preset, name, hyperparameters={"epochs": "8"})
+    request = job_request(localaws.image_uri, data, preset, name, hyperparameters={"epochs": "8"})
     request["ResourceConfig"]["InstanceCount"] = 2
     request["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3DataDistributionType"] = "ShardedByS3Key"
     sm.create_training_job(**request)

@@ -27,7 +27,7 @@ from tests.fixtures.docker_engine import ecr_uri
 from tests.localaws.hosting_support import deploy, instances, wait_endpoint, wait_gone
 from tests.support import ROLE_ARN, training_request, wait_for_training, wait_until
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]  # localaws stopped, killed and started again
 
 IMAGES = Path(__file__).parent / "images"
 LINGERING = IMAGES / "lingering"

@@ -1,7 +1,12 @@
-"""SageMaker training jobs through localaws over HTTP with boto3, under both runners."""
+"""SageMaker training jobs through localaws over HTTP with boto3. One job trains the real network under
+both runners; the others run the digits trainer's stand-in (tests/localaws/images/quick-trainer), under
+both runners where the runner is what they are about (signals, failure files, checkpoint folders), as
+what they test is the job's lifecycle, not training (the real trainer's own failures, SIGTERM and
+checkpoints: tests/workload)."""
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 import time
 
@@ -10,18 +15,21 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import unique
 from tests.fixtures import digits_example
-from tests.support import training_request, unknown_members, wait_for_training
+from tests.support import training_request, unknown_members, wait_for_training, wait_until
 
 pytestmark = pytest.mark.timeout(900)
 
 
-def job_request(localaws, data, preset, name, **overrides):
+def job_request(image, data, preset, name, epoch_seconds=None, **overrides):
+    """A digits job's request; ``epoch_seconds``: how long each of the stand-in trainer's epochs takes."""
     from ml_pipeline.config import sagemaker_hyperparameters
 
     hyperparameters = {**sagemaker_hyperparameters(preset), **overrides.pop("hyperparameters", {})}
+    if epoch_seconds is not None:
+        overrides["Environment"] = {"EPOCH_SECONDS": str(epoch_seconds)}
     return training_request(
         name,
-        localaws.image_uri,
+        image,
         {"train": data["train"], "validation": data["validation"]},
         f"s3://{data['bucket']}/jobs",
         hyperparameters,
@@ -54,10 +62,12 @@ def log_lines(logs, name: str) -> list[str]:
     return lines
 
 
+@pytest.mark.e2e
+@pytest.mark.runners
 def test_training_job_trains_and_writes_a_model_that_loads(localaws, data, preset, tmp_path):
     sm, s3 = localaws.client("sagemaker"), localaws.client("s3")
     name = unique("train")
-    arn = sm.create_training_job(**job_request(localaws, data, preset, name))["TrainingJobArn"]
+    arn = sm.create_training_job(**job_request(localaws.image_uri, data, preset, name))["TrainingJobArn"]
     assert arn.endswith(f":training-job/{name}")
 
     first = sm.describe_training_job(TrainingJobName=name)
@@ -110,10 +120,11 @@ def test_training_job_trains_and_writes_a_model_that_loads(localaws, data, prese
     assert sum(point["SampleCount"] for point in series) >= 2  # one per epoch, not just the last
 
 
-def test_failing_script_gives_failed_and_its_reason(localaws, data, preset):
+@pytest.mark.runners
+def test_failing_script_gives_failed_and_its_reason(localaws, data, preset, quick_trainer):
     sm = localaws.client("sagemaker")
     name = unique("fail")
-    sm.create_training_job(**job_request(localaws, data, preset, name, hyperparameters={"learning_rate": "-1"}))
+    sm.create_training_job(**job_request(quick_trainer, data, preset, name, hyperparameters={"learning_rate": "-1"}))
     done = wait_for_training(sm, name)
     assert done["TrainingJobStatus"] == "Failed"
     assert done["SecondaryStatus"] == "Failed"
@@ -122,10 +133,10 @@ def test_failing_script_gives_failed_and_its_reason(localaws, data, preset):
     assert "exit code: 1" in done["FailureReason"]
 
 
-def test_missing_channel_data_fails_with_a_client_error(localaws, data, preset):
+def test_missing_channel_data_fails_with_a_client_error(localaws, data, preset, quick_trainer):
     sm = localaws.client("sagemaker")
     name = unique("nodata")
-    request = job_request(localaws, data, preset, name)
+    request = job_request(quick_trainer, data, preset, name)
     request["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] = f"s3://{data['bucket']}/nothing-here/"
     sm.create_training_job(**request)
     done = wait_for_training(sm, name)
@@ -133,13 +144,15 @@ def test_missing_channel_data_fails_with_a_client_error(localaws, data, preset):
     assert done["FailureReason"].startswith("ClientError: Data download failed:No S3 objects found")
 
 
-def test_stop_training_job_sends_sigterm_and_keeps_the_model(localaws, data, preset):
-    sm = localaws.client("sagemaker")
+@pytest.mark.slow
+@pytest.mark.runners
+def test_stop_training_job_sends_sigterm_and_keeps_the_model(localaws, data, preset, quick_trainer):
+    sm, s3 = localaws.client("sagemaker"), localaws.client("s3")
     name = unique("stop")
-    sm.create_training_job(**job_request(localaws, data, preset, name, hyperparameters={"epochs": "5000",
-                                                                                       "early_stopping_patience": "5000"}))
-    wait_for_training(sm, name, until=("Training",))
-    time.sleep(3)  # a few epochs in
+    sm.create_training_job(**job_request(quick_trainer, data, preset, name, epoch_seconds=0.1,
+                                         hyperparameters={"epochs": "5000", "early_stopping_patience": "5000"}))
+    wait_until(lambda: any("epoch=3 " in line for line in log_lines(localaws.client("logs"), name)),
+               timeout=120, waiting_for="a few epochs in")
     sm.stop_training_job(TrainingJobName=name)
     assert sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] in ("Stopping", "Stopped")
     done = wait_for_training(sm, name, timeout=120)
@@ -147,15 +160,20 @@ def test_stop_training_job_sends_sigterm_and_keeps_the_model(localaws, data, pre
     assert done["SecondaryStatus"] == "Stopped"
     assert "Stopping" in [t["Status"] for t in done["SecondaryStatusTransitions"]]
     assert "ModelArtifacts" in done  # what the algorithm saved on SIGTERM is uploaded
+    bucket, key = done["ModelArtifacts"]["S3ModelArtifacts"][len("s3://"):].split("/", 1)
+    with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())) as tar:
+        assert json.load(tar.extractfile("model.json"))["epoch"] >= 3
     with pytest.raises(ClientError) as error:
         sm.stop_training_job(TrainingJobName=name)
     assert error.value.response["Error"]["Code"] == "ValidationException"
 
 
-def test_max_runtime_stops_the_job(localaws, data, preset):
+@pytest.mark.slow
+@pytest.mark.runners
+def test_max_runtime_stops_the_job(localaws, data, preset, quick_trainer):
     sm = localaws.client("sagemaker")
     name = unique("maxrt")
-    request = job_request(localaws, data, preset, name, max_runtime=5,
+    request = job_request(quick_trainer, data, preset, name, max_runtime=2, epoch_seconds=0.1,
                           hyperparameters={"epochs": "5000", "early_stopping_patience": "5000"})
     sm.create_training_job(**request)
     done = wait_for_training(sm, name, timeout=600)
@@ -163,13 +181,15 @@ def test_max_runtime_stops_the_job(localaws, data, preset):
     assert done["SecondaryStatus"] == "MaxRuntimeExceeded"
 
 
-def test_a_new_job_restores_the_checkpoints_of_an_earlier_one(localaws, data, preset):
+@pytest.mark.slow
+@pytest.mark.runners
+def test_a_new_job_restores_the_checkpoints_of_an_earlier_one(localaws, data, preset, quick_trainer):
     sm, s3 = localaws.client("sagemaker"), localaws.client("s3")
     checkpoints = f"s3://{data['bucket']}/checkpoints/{unique('run')}"
     long_run = {"epochs": "5000", "early_stopping_patience": "5000"}
     first = unique("ckpt-a")
-    sm.create_training_job(**job_request(localaws, data, preset, first, hyperparameters=long_run,
-                                         CheckpointConfig={"S3Uri": checkpoints}))
+    sm.create_training_job(**job_request(quick_trainer, data, preset, first, hyperparameters=long_run,
+                                         epoch_seconds=0.1, CheckpointConfig={"S3Uri": checkpoints}))
     wait_for_training(sm, first, until=("Training",))
     deadline = time.monotonic() + 120
     while not s3.list_objects_v2(Bucket=data["bucket"], Prefix=checkpoints.split("/", 3)[3]).get("Contents"):
@@ -179,19 +199,19 @@ def test_a_new_job_restores_the_checkpoints_of_an_earlier_one(localaws, data, pr
     wait_for_training(sm, first, timeout=120)
 
     second = unique("ckpt-b")
-    sm.create_training_job(**job_request(localaws, data, preset, second,
+    sm.create_training_job(**job_request(quick_trainer, data, preset, second,
                                          CheckpointConfig={"S3Uri": checkpoints}))
     done = wait_for_training(sm, second)
     assert done["TrainingJobStatus"] == "Completed", done.get("FailureReason")
     assert any("resumed from checkpoint" in line for line in log_lines(localaws.client("logs"), second))
 
 
-def test_duplicate_and_unknown_names_give_aws_errors(localaws, data, preset):
+def test_duplicate_and_unknown_names_give_aws_errors(localaws, data, preset, quick_trainer):
     sm = localaws.client("sagemaker")
     name = unique("dup")
-    sm.create_training_job(**job_request(localaws, data, preset, name))
+    sm.create_training_job(**job_request(quick_trainer, data, preset, name))
     with pytest.raises(ClientError) as error:
-        sm.create_training_job(**job_request(localaws, data, preset, name))
+        sm.create_training_job(**job_request(quick_trainer, data, preset, name))
     assert error.value.response["Error"]["Code"] == "ResourceInUse"
     assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
 

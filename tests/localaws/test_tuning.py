@@ -1,4 +1,8 @@
-"""Hyperparameter tuning jobs through localaws over HTTP with boto3, under both runners."""
+"""Hyperparameter tuning jobs through localaws over HTTP with boto3. Their trials run the digits
+trainer's stand-in (tests/localaws/images/quick-trainer), which prints the metrics its hyperparameters
+imply in a fraction of a second: the executor's counters, parallelism, stopping and strategies are what
+these tests are about, not training (the real network is tuned end to end in tests/pipeline). The
+strategies' proposals are tested in-process in test_tuning_strategies.py."""
 from __future__ import annotations
 
 import itertools
@@ -11,17 +15,20 @@ from tests.conftest import unique
 from tests.fixtures import digits_example
 from tests.support import ROLE_ARN, unknown_members
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]  # tuning jobs of several trials each
 TERMINAL = ("Completed", "Failed", "Stopped")
 
 
-def definition(localaws, data, preset, static=None, **extra):
+def definition(image, data, preset, static=None, epoch_seconds=None, **extra):
+    """A trial's definition; ``epoch_seconds``: how long each of the stand-in's epochs takes."""
     from ml_pipeline.config import sagemaker_hyperparameters
 
+    if epoch_seconds is not None:
+        extra["Environment"] = {"EPOCH_SECONDS": str(epoch_seconds)}
     return {
         "StaticHyperParameters": {**sagemaker_hyperparameters(preset), **(static or {})},
         "AlgorithmSpecification": {
-            "TrainingImage": localaws.image_uri,
+            "TrainingImage": image,
             "TrainingInputMode": "File",
             "MetricDefinitions": digits_example.experiment()["metric_definitions"],
         },
@@ -93,7 +100,8 @@ RANGES = {
 }
 
 
-def test_six_trials_two_at_a_time_and_the_best_is_the_best(localaws, data, preset):
+@pytest.mark.runners
+def test_six_trials_two_at_a_time_and_the_best_is_the_best(localaws, data, preset, quick_trainer):
     sm = localaws.client("sagemaker")
     name = unique("tune")[:32]
     seen_in_progress = []
@@ -108,7 +116,8 @@ def test_six_trials_two_at_a_time_and_the_best_is_the_best(localaws, data, prese
         if description["HyperParameterTuningJobStatus"] in TERMINAL:
             assert sum(counters.values()) == len(listed)
 
-    create(sm, name, tuning_config("Random", RANGES, 6, 2, RandomSeed=3), definition(localaws, data, preset))
+    create(sm, name, tuning_config("Random", RANGES, 6, 2, RandomSeed=3),
+           definition(quick_trainer, data, preset, epoch_seconds=0.1))
     done = wait_tuning(sm, name, check=check)
     assert done["HyperParameterTuningJobStatus"] == "Completed", done.get("FailureReason")
     assert unknown_members("sagemaker", "DescribeHyperParameterTuningJob", done) == []
@@ -136,14 +145,14 @@ def test_six_trials_two_at_a_time_and_the_best_is_the_best(localaws, data, prese
     assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
 
 
-def test_grid_covers_its_grid_exactly(localaws, data, preset):
+def test_grid_covers_its_grid_exactly(localaws, data, preset, quick_trainer):
     sm = localaws.client("sagemaker")
     name = unique("grid")[:32]
     ranges = {"CategoricalParameterRanges": [
         {"Name": "optimizer", "Values": ["adam", "sgd"]},
         {"Name": "batch_size", "Values": ["16", "32", "64"]},
     ]}
-    create(sm, name, tuning_config("Grid", ranges, parallel=2), definition(localaws, data, preset))
+    create(sm, name, tuning_config("Grid", ranges, parallel=2), definition(quick_trainer, data, preset))
     done = wait_tuning(sm, name)
     assert done["HyperParameterTuningJobStatus"] == "Completed", done.get("FailureReason")
     tried = sorted((s["TunedHyperParameters"]["optimizer"], s["TunedHyperParameters"]["batch_size"])
@@ -151,14 +160,14 @@ def test_grid_covers_its_grid_exactly(localaws, data, preset):
     assert tried == sorted(itertools.product(["adam", "sgd"], ["16", "32", "64"]))
 
 
-def test_a_failing_child_is_counted_and_the_rest_go_on(localaws, data, preset):
+def test_a_failing_child_is_counted_and_the_rest_go_on(localaws, data, preset, quick_trainer):
     sm = localaws.client("sagemaker")
     name = unique("fails")[:32]
     ranges = {"CategoricalParameterRanges": [
         {"Name": "optimizer", "Values": ["adam", "no-such-optimizer"]},
         {"Name": "batch_size", "Values": ["16", "32"]},
     ]}
-    create(sm, name, tuning_config("Grid", ranges, parallel=2), definition(localaws, data, preset))
+    create(sm, name, tuning_config("Grid", ranges, parallel=2), definition(quick_trainer, data, preset))
     done = wait_tuning(sm, name)
     assert done["HyperParameterTuningJobStatus"] == "Completed"
     assert done["TrainingJobStatusCounters"]["Completed"] == 2
@@ -169,30 +178,29 @@ def test_a_failing_child_is_counted_and_the_rest_go_on(localaws, data, preset):
     assert all("optimizer" in s["FailureReason"] for s in failed)
 
 
-def test_tuning_fails_only_when_every_child_fails(localaws_process, process_data, preset):
-    data = process_data
-    sm = localaws_process.client("sagemaker")
+def test_tuning_fails_only_when_every_child_fails(localaws, data, preset, quick_trainer):
+    sm = localaws.client("sagemaker")
     name = unique("allfail")[:32]
     ranges = {"CategoricalParameterRanges": [{"Name": "optimizer", "Values": ["bogus-a", "bogus-b"]}]}
-    create(sm, name, tuning_config("Grid", ranges), definition(localaws_process, data, preset))
+    create(sm, name, tuning_config("Grid", ranges), definition(quick_trainer, data, preset))
     done = wait_tuning(sm, name)
     assert done["HyperParameterTuningJobStatus"] == "Failed"
     assert "All training jobs failed" in done["FailureReason"]
     assert "BestTrainingJob" not in done
 
 
-def test_bayesian_proposals_depend_on_earlier_results(localaws_process, process_data, preset):
-    data = process_data
+def test_bayesian_proposals_depend_on_earlier_results(localaws, data, preset, quick_trainer):
     """Same seed, same ranges, opposite objective directions: the GP's random start-up proposals
-    agree, the model-based ones that follow cannot. Random search, the control, agrees throughout."""
-    sm = localaws_process.client("sagemaker")
+    agree, the model-based one that follows cannot: the executor tells the strategy each trial's
+    objective. (Random search, the control, agrees throughout: test_tuning_strategies.py.)"""
+    sm = localaws.client("sagemaker")
     ranges = {"ContinuousParameterRanges": [
         {"Name": "learning_rate", "MinValue": "0.001", "MaxValue": "0.1", "ScalingType": "Logarithmic"}]}
 
     def proposals(strategy, objective_type):
         name = unique(f"{strategy[:3].lower()}{objective_type[:3].lower()}")[:32]
-        create(sm, name, tuning_config(strategy, ranges, 5, 1, objective_type, RandomSeed=11),
-               definition(localaws_process, data, preset))
+        create(sm, name, tuning_config(strategy, ranges, 3, 1, objective_type, RandomSeed=11),
+               definition(quick_trainer, data, preset))
         assert wait_tuning(sm, name)["HyperParameterTuningJobStatus"] == "Completed"
         listed = sorted(children(sm, name), key=lambda s: s["CreationTime"])
         return [float(s["TunedHyperParameters"]["learning_rate"]) for s in listed]
@@ -200,14 +208,13 @@ def test_bayesian_proposals_depend_on_earlier_results(localaws_process, process_
     minimize, maximize = proposals("Bayesian", "Minimize"), proposals("Bayesian", "Maximize")
     assert minimize[:2] == maximize[:2]  # random start-up, same seed
     assert minimize[2:] != maximize[2:]  # fitted to the results, opposite goals
-    assert proposals("Random", "Minimize") == proposals("Random", "Maximize")
 
 
-def test_stopping_the_tuning_job_stops_its_children(localaws, data, preset):
+def test_stopping_the_tuning_job_stops_its_children(localaws, data, preset, quick_trainer):
     sm = localaws.client("sagemaker")
     name = unique("stop")[:32]
     create(sm, name, tuning_config("Random", RANGES, 6, 2),
-           definition(localaws, data, preset, {"epochs": "5000", "early_stopping_patience": "5000"}))
+           definition(quick_trainer, data, preset, {"epochs": "5000", "early_stopping_patience": "5000"}))
     deadline = time.monotonic() + 300
     while sm.describe_hyper_parameter_tuning_job(
             HyperParameterTuningJobName=name)["TrainingJobStatusCounters"]["InProgress"] < 2:
@@ -223,14 +230,13 @@ def test_stopping_the_tuning_job_stops_its_children(localaws, data, preset):
     assert {s["TrainingJobStatus"] for s in listed} == {"Stopped"}
 
 
-def test_auto_early_stopping_stops_a_clearly_losing_trial(localaws_process, process_data, preset):
-    data = process_data
-    sm = localaws_process.client("sagemaker")
+def test_auto_early_stopping_stops_a_clearly_losing_trial(localaws, data, preset, quick_trainer):
+    sm = localaws.client("sagemaker")
     name = unique("early")[:32]
     ranges = {"CategoricalParameterRanges": [{"Name": "learning_rate", "Values": ["0.01", "0.02", "0.0000001"]}]}
     config = tuning_config("Grid", ranges, parallel=1, TrainingJobEarlyStoppingType="Auto")
-    create(sm, name, config, definition(localaws_process, data, preset,
-                                        {"epochs": "60", "early_stopping_patience": "60"}))
+    create(sm, name, config, definition(quick_trainer, data, preset,
+                                        {"epochs": "30", "early_stopping_patience": "30"}, epoch_seconds=0.1))
     done = wait_tuning(sm, name)
     assert done["HyperParameterTuningJobStatus"] == "Completed"
     by_rate = {s["TunedHyperParameters"]["learning_rate"]: s for s in children(sm, name)}
@@ -239,17 +245,16 @@ def test_auto_early_stopping_stops_a_clearly_losing_trial(localaws_process, proc
     assert done["BestTrainingJob"]["TunedHyperParameters"]["learning_rate"] in ("0.01", "0.02")
 
 
-def test_warm_start_and_several_definitions(localaws_process, process_data, preset):
-    data = process_data
-    sm = localaws_process.client("sagemaker")
+def test_warm_start_and_several_definitions(localaws, data, preset, quick_trainer):
+    sm = localaws.client("sagemaker")
     parent = unique("parent")[:32]
-    create(sm, parent, tuning_config("Random", RANGES, 2, 2, RandomSeed=1), definition(localaws_process, data, preset))
+    create(sm, parent, tuning_config("Random", RANGES, 2, 2, RandomSeed=1), definition(quick_trainer, data, preset))
     parent_done = wait_tuning(sm, parent)
 
     child = unique("warm")[:32]
     defs = []
     for optimizer in ("adam", "sgd"):
-        job_definition = definition(localaws_process, data, preset, {"optimizer": optimizer})
+        job_definition = definition(quick_trainer, data, preset, {"optimizer": optimizer})
         job_definition["StaticHyperParameters"] = strip_static(RANGES, job_definition["StaticHyperParameters"])
         job_definition["DefinitionName"] = optimizer
         job_definition["HyperParameterRanges"] = RANGES
@@ -271,14 +276,13 @@ def test_warm_start_and_several_definitions(localaws_process, process_data, pres
     assert done["OverallBestTrainingJob"]["TrainingJobName"] == best["TrainingJobName"]
 
 
-def test_hyperband_stops_trials_by_max_resource_and_pruning(localaws_process, process_data, preset):
-    data = process_data
-    sm = localaws_process.client("sagemaker")
+def test_hyperband_stops_trials_by_max_resource_and_pruning(localaws, data, preset, quick_trainer):
+    sm = localaws.client("sagemaker")
     name = unique("hyper")[:32]
     config = tuning_config("Hyperband", RANGES, 6, 2,
                            StrategyConfig={"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": 9}})
-    create(sm, name, config, definition(localaws_process, data, preset,
-                                        {"epochs": "40", "early_stopping_patience": "40"}))
+    create(sm, name, config, definition(quick_trainer, data, preset,
+                                        {"epochs": "40", "early_stopping_patience": "40"}, epoch_seconds=0.2))
     done = wait_tuning(sm, name)
     assert done["HyperParameterTuningJobStatus"] == "Completed", done.get("FailureReason")
     listed = children(sm, name)
@@ -288,9 +292,8 @@ def test_hyperband_stops_trials_by_max_resource_and_pruning(localaws_process, pr
     assert "BestTrainingJob" in done
 
 
-def test_tuning_errors_are_aws_errors(localaws_process, process_data, preset):
-    data = process_data
-    sm = localaws_process.client("sagemaker")
+def test_tuning_errors_are_aws_errors(localaws, data, preset, quick_trainer):
+    sm = localaws.client("sagemaker")
     with pytest.raises(ClientError) as error:
         sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="no-such-tuning")
     assert error.value.response["Error"]["Code"] == "ResourceNotFound"
@@ -298,24 +301,24 @@ def test_tuning_errors_are_aws_errors(localaws_process, process_data, preset):
     bad_metric = tuning_config("Random", RANGES, 2, 1)
     bad_metric["HyperParameterTuningJobObjective"]["MetricName"] = "test:nonexistent"
     with pytest.raises(ClientError) as error:
-        create(sm, unique("bad")[:32], bad_metric, definition(localaws_process, data, preset))
+        create(sm, unique("bad")[:32], bad_metric, definition(quick_trainer, data, preset))
     assert error.value.response["Error"]["Code"] == "ValidationException"
     assert "MetricDefinitions" in error.value.response["Error"]["Message"]
 
     grid_with_continuous = tuning_config("Grid", RANGES)
     with pytest.raises(ClientError) as error:
-        create(sm, unique("bad")[:32], grid_with_continuous, definition(localaws_process, data, preset))
+        create(sm, unique("bad")[:32], grid_with_continuous, definition(quick_trainer, data, preset))
     assert "categorical" in error.value.response["Error"]["Message"]
 
     too_parallel = tuning_config("Random", RANGES, 2, 3)
     with pytest.raises(ClientError) as error:
-        create(sm, unique("bad")[:32], too_parallel, definition(localaws_process, data, preset))
+        create(sm, unique("bad")[:32], too_parallel, definition(quick_trainer, data, preset))
     assert error.value.response["Error"]["Code"] == "ValidationException"
 
     name = unique("dup")[:32]
-    create(sm, name, tuning_config("Random", RANGES, 1, 1), definition(localaws_process, data, preset))
+    create(sm, name, tuning_config("Random", RANGES, 1, 1), definition(quick_trainer, data, preset))
     with pytest.raises(ClientError) as error:
-        create(sm, name, tuning_config("Random", RANGES, 1, 1), definition(localaws_process, data, preset))
+        create(sm, name, tuning_config("Random", RANGES, 1, 1), definition(quick_trainer, data, preset))
     assert error.value.response["Error"]["Code"] == "ResourceInUse"
     wait_tuning(sm, name)
     listed = sm.list_hyper_parameter_tuning_jobs(NameContains=name)["HyperParameterTuningJobSummaries"]

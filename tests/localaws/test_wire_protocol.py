@@ -508,6 +508,7 @@ def test_simulate_custom_policy_with_conditions_and_pages(localaws_process):
     assert [len(page["EvaluationResults"]) for page in pages] == [2, 2, 1]
 
 
+@pytest.mark.slow
 def test_the_sagemaker_sdk_validates_a_role_against_localaws(localaws_process, monkeypatch):
     """The SDK's own role validation (iam:SimulatePrincipalPolicy, then the trust policy), unchanged."""
     import boto3
@@ -598,6 +599,7 @@ def in_process(tmp_path):
     server.stop()
 
 
+@pytest.mark.slow
 def test_a_crash_of_ours_is_answered_in_the_requests_protocol_never_as_html(in_process, monkeypatch):
     """Whatever one of our handlers raises, the client gets AWS's InternalFailure in its protocol."""
     def crash(*args, **kwargs):

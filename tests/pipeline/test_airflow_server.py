@@ -30,7 +30,7 @@ DAG_ID = dag_id("digits")  # the digits example's DAG (experiments/digits)
 
 REAPER_ID = "ml_pipeline_reaper"
 
-pytestmark = pytest.mark.timeout(1500)
+pytestmark = [pytest.mark.timeout(1500), pytest.mark.e2e]  # a real Airflow running the pipeline
 
 
 class AirflowServer:

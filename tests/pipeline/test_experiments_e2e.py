@@ -17,7 +17,7 @@ from scripts.run_pipeline import airflow_env, migrate, read_summary, run_dag
 from tests.conftest import REPO_ROOT, unique
 from tests.examples.test_readme_tutorial import folder  # noqa: F401  the section's steps 1 to 4, as a fixture
 
-pytestmark = pytest.mark.timeout(1200)
+pytestmark = [pytest.mark.timeout(1200), pytest.mark.e2e]  # whole DAG runs through dag.test()
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "experiments"
 
 

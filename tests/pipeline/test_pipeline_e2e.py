@@ -13,7 +13,7 @@ from tests.conftest import REPO_ROOT, unique
 
 DAG_ID = dag_id("digits")  # the digits example's DAG (experiments/digits)
 
-pytestmark = pytest.mark.timeout(1200)
+pytestmark = [pytest.mark.timeout(1200), pytest.mark.e2e]  # whole DAG runs through dag.test()
 QUICK = {"preset": "quick", "max_jobs": 4, "max_parallel_jobs": 2}
 
 

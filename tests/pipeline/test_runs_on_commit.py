@@ -23,7 +23,7 @@ from scripts.run_pipeline import migrate
 from tests.conftest import REPO_ROOT, free_port
 from tests.pipeline.test_airflow_server import AirflowServer, _answers
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.e2e]  # a real Airflow starting runs
 
 DAG_ID = "runs_on_commit_toy"
 POLL_SECONDS = 1

@@ -67,6 +67,7 @@ def test_a_run_succeeds_only_when_no_task_failed_and_it_reached_its_end(states, 
     assert failures(states, gate) == why
 
 
+@pytest.mark.e2e
 def test_a_training_job_stopped_from_outside_fails_the_run_naming_the_job_and_how_it_ended(airflow, slow_presets):
     sm, s3 = airflow["localaws"].client("sagemaker"), airflow["localaws"].client("s3")
     thread, out = in_background(lambda: run(airflow, {"mode": "train", **QUICK}, "2026-09-07T00:00:00+00:00",
@@ -104,6 +105,7 @@ def failing_smoke_check(tmp_path, monkeypatch) -> dict:
     return {"ML_PIPELINE_EXPERIMENTS_DIR": str(root)}
 
 
+@pytest.mark.e2e
 def test_a_run_that_fails_after_registering_rejects_its_model_version(airflow, tmp_path, monkeypatch):
     conf = {"mode": "train", **QUICK}
     result, summary = run(airflow, conf, "2026-09-14T00:00:00+00:00", "rejected",
@@ -116,6 +118,7 @@ def test_a_run_that_fails_after_registering_rejects_its_model_version(airflow, t
     assert f"rejected model package version {summary['model_package']}" in " ".join(summary["teardown"]["removed"])
 
 
+@pytest.mark.e2e
 def test_a_failed_run_undoes_its_deploy_on_a_kept_endpoint(airflow, tmp_path, monkeypatch):
     """keep_endpoint: the stable endpoint serves the last good run's model. A run that fails after it deployed
     there (its smoke test) puts it back on the endpoint config it served before, and one that created it
@@ -154,6 +157,7 @@ def test_a_failed_run_undoes_its_deploy_on_a_kept_endpoint(airflow, tmp_path, mo
     assert sm.list_endpoints(NameContains=first_deploy["endpoint_name"])["Endpoints"] == []
 
 
+@pytest.mark.e2e
 def test_after_localaws_forgot_everything_teardown_says_what_is_gone_and_still_summarizes(tmp_path, slow_presets):
     from localaws.client import register_image
     from ml_pipeline.images import context_hash

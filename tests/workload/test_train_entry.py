@@ -162,6 +162,7 @@ def test_model_loads_and_predicts_the_test_split(quick_run):
     assert accuracy_of(model_dir, features, labels) >= 0.9
 
 
+@pytest.mark.slow
 def test_serve_runs_one_worker_per_cpu_it_may_use(quick_run):
     """``serve`` confined to one CPU, as in a container given a cpuset, runs one gunicorn worker, not one
     per CPU of the machine (os.cpu_count() counts them all), and answers /ping."""
@@ -204,6 +205,7 @@ def test_metric_lines_match_the_experiments_metric_definitions(quick_run, metric
         assert values[-1] == pytest.approx(best[keys[definition["Name"]]], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_hyperparameters_from_sm_hps_and_channels_from_sm_channel(tmp_path, channels):
     env = clean_env(
         SM_HPS=json.dumps({"epochs": "1", "num_threads": "1"}),
@@ -242,6 +244,7 @@ def test_missing_validation_channel_is_a_clear_error(tmp_path, channels):
     assert failure.startswith("DataError: channel 'validation' not found"), failure
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes_to_the_same_result(tmp_path, channels, quick,
                                                                            metric_definitions):
     hyperparameters = dict(config.sagemaker_hyperparameters(quick), epochs="15", batch_size="8",
@@ -298,6 +301,7 @@ def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes_to_the_same_result(tmp_p
     assert resumed_final["validation_accuracy"] == pytest.approx(expected["validation_accuracy"], abs=0.01)
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_the_best_epochs_weights(tmp_path, channels, quick):
     hyperparameters = dict(config.sagemaker_hyperparameters(quick), epochs="40", learning_rate="0.05",
                            early_stopping_patience="1")
@@ -326,6 +330,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_hosts_train_data_parallel_over_gloo(tmp_path, channels, quick):
     hosts = ["algo-1", "algo-2"]
     hyperparameters = config.sagemaker_hyperparameters(quick)

@@ -149,7 +149,7 @@ def _presets(folder: Path, document: dict) -> dict:
     for preset, path in config.experiment_files(name)["presets"].items():
         if preset in presets:
             _fail(folder, ("presets", preset), f"defined inline and in {config.display(path)}: keep one")
-        if not config.hyperparams_dir().resolve() in path.resolve().parents:
+        if config.hyperparams_dir().resolve() not in path.resolve().parents:
             _fail(folder, ("presets", preset), f"{config.display(path)} leads out of the hyperparams folder")
         try:
             presets[preset] = {k: v for k, v in config.load_preset(path).items() if k != "_path"}

@@ -12,24 +12,6 @@ PythonOperator made by ``_task`` (see there why not ``@task``). No ``from __futu
 here: a task's ``multiple_outputs`` comes from its function's return annotation (``dict``).
 """
 
-DOC = """
-### Deep-learning training on AWS, end to end
-
-plan → preflight (AMI, zone, the experiment's code) → open the run (bucket) → provision (VPC, subnets, routes, security
-groups, instance profile, volume, host: only what the run's compute needs) → data channels →
-the experiment's code (script mode's source and framework images, its image, or its Dockerfile built) → **train** (one SageMaker training job), **tune** (a hyperparameter tuning job) or
-**host** (the image on the run's GPU or DL1 host through SSM Run Command) → pick the best → copy its weights and register them →
-quality gate → model, endpoint config, endpoint (created, or updated blue/green) → autoscaling →
-smoke test → promote (with `deploy: false`: the gate, then promote, no endpoint) → **teardown**, which runs
-whatever failed → **outcome**, the run's verdict in one line (a teardown too, so that a run marked failed
-from the UI still ends failed).
-
-Every job is waited for by a deferrable sensor. Names are derived from the run (see
-`ml_pipeline.naming`), so retries re-attach to their own jobs and runs never collide. Params are
-validated by their JSON Schema in the trigger form, and again with the experiment by `plan` before
-anything is created.
-"""
-
 import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -62,6 +44,25 @@ if TYPE_CHECKING:
     from airflow.sdk.definitions._internal.mixins import DependencyMixin
 
     from ml_pipeline.plan import Plan, Revision
+
+DOC = """
+### Deep-learning training on AWS, end to end
+
+plan → preflight (AMI, zone, the experiment's code) → open the run (bucket) → provision (VPC, subnets, routes, security
+groups, instance profile, volume, host: only what the run's compute needs) → data channels →
+the experiment's code (script mode's source and framework images, its image, or its Dockerfile built) →
+**train** (one SageMaker training job), **tune** (a hyperparameter tuning job) or **host** (the image on the
+run's GPU or DL1 host through SSM Run Command) → pick the best → copy its weights and register them →
+quality gate → model, endpoint config, endpoint (created, or updated blue/green) → autoscaling →
+smoke test → promote (with `deploy: false`: the gate, then promote, no endpoint) → **teardown**, which runs
+whatever failed → **outcome**, the run's verdict in one line (a teardown too, so that a run marked failed
+from the UI still ends failed).
+
+Every job is waited for by a deferrable sensor. Names are derived from the run (see
+`ml_pipeline.naming`), so retries re-attach to their own jobs and runs never collide. Params are
+validated by their JSON Schema in the trigger form, and again with the experiment by `plan` before
+anything is created.
+"""
 
 #: Each task's outcome in one plain line of its own log.
 log = logging.getLogger("ml_pipeline.dag")

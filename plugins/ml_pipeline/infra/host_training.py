@@ -61,7 +61,8 @@ def job_name(plan: Plan) -> str:
 
 
 def document_names(plan: Plan) -> dict:
-    return {"training_document": f"{TRAINING_DOCUMENT}-{plan['key']}", "check_document": f"{CHECK_DOCUMENT}-{plan['key']}"}
+    return {"training_document": f"{TRAINING_DOCUMENT}-{plan['key']}",
+            "check_document": f"{CHECK_DOCUMENT}-{plan['key']}"}
 
 
 def document_content(prefix: str) -> str:
@@ -209,9 +210,11 @@ def host_readiness(client: Clients, plan: Plan, instance_id: str, volume_id: str
     info = ssm.describe_instance_information(
         Filters=[{"Key": "InstanceIds", "Values": [instance_id]}])["InstanceInformationList"]
     if not info or info[0].get("PingStatus") != "Online":
-        return {"ready": False, "stage": "ssm", "detail": f"SSM agent {info[0].get('PingStatus') if info else 'not registered'}"}
+        return {"ready": False, "stage": "ssm",
+                "detail": f"SSM agent {info[0].get('PingStatus') if info else 'not registered'}"}
     document = document_names(plan)["check_document"]
-    command = find_command(ssm, instance_id, document, statuses=("Pending", "InProgress", "Delayed", "Success", "Failed"))
+    command = find_command(ssm, instance_id, document,
+                           statuses=("Pending", "InProgress", "Delayed", "Success", "Failed"))
     if command is not None and command["Status"] == "Failed":
         found = invocation(ssm, command["CommandId"], instance_id) or {}
         if found.get("ResponseCode") != NOT_YET:

@@ -117,7 +117,8 @@ def wildcard_exceptions() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python plugins/ml_pipeline/infra/iam.py airflow-policy.json Account=123456789012 Region=eu-west-1
-    Experiment=digits,diabetes ...``: a document rendered for your account and experiments (print it, then ``aws iam create-policy --policy-document file://...``)."""
+    Experiment=digits,diabetes ...``: a document rendered for your account and experiments (print it, then
+    ``aws iam create-policy --policy-document file://...``)."""
     import sys  # noqa: PLC0415
 
     args = sys.argv[1:] if argv is None else argv

@@ -41,10 +41,11 @@ HOST_EXAMPLES = ["g5.xlarge", "g5.2xlarge", "g4dn.xlarge", "g6.xlarge", "g6e.xla
                  "p4d.24xlarge", "p4de.24xlarge", "p5.4xlarge", "p5.48xlarge", "p5e.48xlarge", "p5en.48xlarge",
                  "p6-b200.48xlarge", "p6-b300.48xlarge", "dl1.24xlarge"]
 _HOST_TYPE = rf"^({'|'.join(sorted(HOST_FAMILIES, key=len, reverse=True))})\.[a-z0-9]+$"
-#: The public SSM parameters of the AWS Deep Learning AMIs (``/aws/service/deeplearning/ami/<arch>/<type>/latest/ami-id``,
-#: where <type> is the DLAMI's name without "Deep Learning AMI"). NVIDIA: "Deep Learning Base OSS Nvidia Driver
-#: GPU AMI (Ubuntu 22.04)", documented in the DLAMI guide. Habana: AWS documents no public parameter we could
-#: confirm; this name follows the same convention, and ``ami_ssm_parameter`` or ``ami_id`` override it.
+#: The public SSM parameters of the AWS Deep Learning AMIs
+#: (``/aws/service/deeplearning/ami/<arch>/<type>/latest/ami-id``, where <type> is the DLAMI's name without "Deep
+#: Learning AMI"). NVIDIA: "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04)", documented in the DLAMI
+#: guide. Habana: AWS documents no public parameter we could confirm; this name follows the same convention, and
+#: ``ami_ssm_parameter`` or ``ami_id`` override it.
 DEFAULT_AMI_PARAMETERS = {
     "nvidia": "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id",
     "habana": "/aws/service/deeplearning/ami/x86_64/habana-pytorch-ubuntu-22.04/latest/ami-id",

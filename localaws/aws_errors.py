@@ -271,10 +271,12 @@ class MotoErrors:
                     status = 400
                 elif status in (404, 405):  # moto has no route for an operation AWS has
                     code, status = "NotImplemented", 501
-                    message = f"localaws does not implement {_service_title(service)} {operation} (moto has no route for it)."
+                    message = (f"localaws does not implement {_service_title(service)} {operation} "
+                               "(moto has no route for it).")
                 else:
                     code = "InternalFailure" if status >= 500 else "InvalidRequest"
-                    message = f"localaws (moto) answered {answer['status']} to {_service_title(service)} {operation or 'request'}."
+                    message = (f"localaws (moto) answered {answer['status']} to {_service_title(service)} "
+                               f"{operation or 'request'}.")
                 return respond(environ, start_response, protocol, code, message, status)
             chunks = [page]
         start_response(answer["status"], answer["headers"])
@@ -375,7 +377,8 @@ class _Capped:
         return self._take(self._stream.read(self._left + 1 if size is None or size < 0 else min(size, self._left + 1)))
 
     def readline(self, size: int = -1) -> bytes:
-        return self._take(self._stream.readline(self._left + 1 if size is None or size < 0 else min(size, self._left + 1)))
+        return self._take(
+            self._stream.readline(self._left + 1 if size is None or size < 0 else min(size, self._left + 1)))
 
 
 def _decoded(environ: dict, body: bytes, limit: int) -> bytes:

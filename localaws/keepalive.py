@@ -335,7 +335,7 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
                     execute(InternalServerError())
                 except Exception:  # noqa: BLE001
                     pass
-            from werkzeug.debug.tbtools import DebugTraceback
+            from werkzeug.debug.tbtools import DebugTraceback  # noqa: PLC0415 - only on a crash, as werkzeug does
 
             self.server.log("error", f"Error on request:\n{DebugTraceback(error).render_traceback_text()}")
             return

@@ -311,7 +311,8 @@ class Fleet:
 
     def launch(self, endpoint: str, variant, cancelled: threading.Event | None = None) -> Instance:
         """Start one instance of ``variant`` (a models.VariantState); not yet healthy."""
-        instance = Instance(id=instance_id(), endpoint=endpoint, variant=variant.name, mode=variant.model.execution_mode)
+        instance = Instance(id=instance_id(), endpoint=endpoint, variant=variant.name,
+                            mode=variant.model.execution_mode)
         containers = variant.model.containers
         try:
             for index, definition in enumerate(containers):
@@ -442,7 +443,7 @@ class Fleet:
         except BaseException:
             instance.stop(0)
             raise
-        for index, container in enumerate(instance.containers):
+        for index in range(len(instance.containers)):
             variant.resolved_images.setdefault(index, variant.model.containers[index]["Image"])
         return instance
 

@@ -444,7 +444,8 @@ class EndpointWorker:
                     variant.desired_count = variant.current_count
             if endpoint.status != "Deleting":
                 if problems:
-                    endpoint.set_status("InService", ("Failed to update the endpoint's capacity: " + problems[0])[:1024])
+                    endpoint.set_status("InService",
+                                        ("Failed to update the endpoint's capacity: " + problems[0])[:1024])
                 else:
                     endpoint.set_status("InService", keep_reason=True)
         if done is not None:
@@ -604,7 +605,8 @@ class EndpointWorker:
             self._deleting = True
             instances = self.take_all_instances()
         _parallel([
-            lambda instance=instance: (instance.drain(5.0), instance.stop(self.engine.settings.serving_stop_grace_seconds))
+            lambda instance=instance: (instance.drain(5.0),
+                                       instance.stop(self.engine.settings.serving_stop_grace_seconds))
             for instance in instances
         ])
         self.engine.metrics.forget(endpoint.name)

@@ -147,7 +147,7 @@ class ConnectionPool:
         payload = "".join(head).encode("latin-1") + body
         with self._lock:
             connection = self._idle.pop() if self._idle else None
-        for attempt in range(2):
+        for _attempt in range(2):
             reused = connection is not None
             if connection is None:
                 connection = _Connection(self.host, self.port, self.connect_timeout, self.read_timeout)

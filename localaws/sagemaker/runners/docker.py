@@ -74,11 +74,11 @@ def engine_available(base_url: str | None = None) -> bool:
             timeout=0.8,
             version="1.41",  # no version round trip: one ping
         )
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure to reach an engine means there is none
         return False
     try:
         return bool(client.ping())
-    except Exception:
+    except Exception:  # noqa: BLE001 - as above
         return False
     finally:
         client.close()
@@ -518,7 +518,7 @@ class DockerRunner(Runner):
         for item in running:
             try:
                 item.remove()
-            except Exception as error:  # keep cleaning up
+            except Exception as error:  # noqa: BLE001 - keep cleaning up
                 log.warning("could not remove container %s: %s", item.name, error)
         for name, network in networks:
             try:

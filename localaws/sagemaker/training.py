@@ -111,7 +111,8 @@ class TrainingExecutor:
                 "MaxWaitTimeExceeded": "Training job stopped: MaxWaitTimeInSeconds exceeded",
             }
             job.finish(status, secondary, messages.get(secondary, secondary))
-            if job.training_start and not job.spot:  # on demand: every second from start is billed
+            # On demand: every second from start is billed (finish set the end wherever there is a start).
+            if job.training_start and job.training_end is not None and not job.spot:
                 job.billable_seconds = job.training_end - job.training_start
         self.job_ended.set()
 
@@ -382,7 +383,7 @@ class TrainingExecutor:
                         sync.sync()
                     next_sync = time.monotonic() + self.settings.checkpoint_sync_seconds
                 # A host's wait returns as it exits: the job goes on at once, not at the next poll.
-                next(run for run in runs if run.host not in codes).running.wait(_POLL_SECONDS)
+                next(run for run in runs if run.host not in codes).process.wait(_POLL_SECONDS)
             for run in runs:
                 run.process.reader.join(timeout=10)
         finally:

@@ -104,7 +104,7 @@ class _Connection:
         return Response(status, headers, data), keep
 
     def _chunked(self) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         while True:
             size = int(self.reader.readline(_MAX_LINE + 1).split(b";", 1)[0].strip() or b"0", 16)
             if size == 0:

@@ -122,13 +122,12 @@ def error(environ: dict, protocol: str, code: str, message: str, status: int) ->
         fault = "Receiver" if status >= 500 else "Sender"
         headers = [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)]
         body = (f"<ErrorResponse><Error><Type>{fault}</Type><Code>{escape(code)}</Code>"
-                f"<Message>{escape(message)}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>")
-        body = body.encode()
+                f"<Message>{escape(message)}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>").encode()
     elif protocol == "ec2":
         headers = [("Content-Type", "text/xml;charset=UTF-8")]
         body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{escape(code)}</Code>'
-                f"<Message>{escape(message)}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>")
-        body = body.encode()
+                f"<Message>{escape(message)}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>"
+                ).encode()
     else:  # rest-xml (S3 and friends)
         headers = [("Content-Type", "application/xml"), ("x-amz-request-id", request_id)]
         body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{escape(code)}</Code>'

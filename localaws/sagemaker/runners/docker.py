@@ -29,7 +29,7 @@ import struct
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import docker
 import docker.errors
@@ -338,7 +338,7 @@ class DockerRunner(Runner):
         self._lock = threading.RLock()
         self._image_locks: dict[str, threading.Lock] = {}
         self._running: dict[str, DockerRunning] = {}  # container id -> started here
-        self._networks: dict[str, object] = {}  # name -> networks created here
+        self._networks: dict[str, Any] = {}  # name -> networks created here (the SDK's Network)
 
     # -- images ----------------------------------------------------------------
 

@@ -310,8 +310,10 @@ def host_result(client: Clients, plan: Plan, command_id: str, instance_id: str, 
 def _elapsed(start: str | None, end: str | None) -> int | None:
     from datetime import datetime  # noqa: PLC0415
 
+    if start is None or end is None:
+        return None
     try:
         return int((datetime.fromisoformat(end.replace("Z", "+00:00"))
                     - datetime.fromisoformat(start.replace("Z", "+00:00"))).total_seconds())
-    except (AttributeError, ValueError):
+    except ValueError:
         return None

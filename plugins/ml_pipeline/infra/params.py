@@ -142,8 +142,8 @@ def _ipv4_covered(network: ipaddress.IPv6Network) -> tuple[int, str] | None:
     """(the prefix length of the IPv4 space an IPv6 range covers, the embedding's name), or None when it
     carries no IPv4 address. Of several RFC 6052 layouts, the broadest reading counts."""
     covered = None
-    for block, kind, layouts in IPV4_EMBEDDINGS:
-        block = ipaddress.ip_network(block)
+    for block_cidr, kind, layouts in IPV4_EMBEDDINGS:
+        block = ipaddress.ip_network(block_cidr)
         if not network.overlaps(block):
             continue
         if network.prefixlen <= block.prefixlen:  # the whole embedding, every IPv4 address
@@ -189,9 +189,9 @@ def cidr_errors(cidrs: object) -> list[str]:
             errors.append(f"allowed_cidrs: {cidr} is the same range as {seen[network]}")
             continue
         seen[network] = cidr
-        error = _cidr_error(cidr, network)
-        if error:
-            errors.append(error)
+        refusal = _cidr_error(cidr, network)
+        if refusal:
+            errors.append(refusal)
     return errors
 
 

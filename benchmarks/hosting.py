@@ -313,7 +313,7 @@ def hosting_benchmark(tmp: Path, runner: str = "process", image: str | None = No
     def compare(direct: list[dict], gateway: list[dict]) -> dict:
         d, g = summary(direct), summary(gateway)
         # Each gateway round against the direct round just before it: drift on a shared machine cancels.
-        pairs = list(zip(direct, gateway))
+        pairs = list(zip(direct, gateway, strict=True))
         return {
             "direct": d,
             "gateway": g,

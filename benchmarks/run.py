@@ -88,7 +88,8 @@ def run_direct_docker(tmp: Path, hyperparameters: dict, image: str) -> float:
     layout = direct_layout(tmp)
     config = host_config(hyperparameters)
     config.write_config_files(layout)
-    env_args = [arg for key, value in config.environment(Layout(Path("/opt/ml"))).items() for arg in ("-e", f"{key}={value}")]
+    env_args = [arg for key, value in config.environment(Layout(Path("/opt/ml"))).items()
+                for arg in ("-e", f"{key}={value}")]
     started = time.monotonic()
     subprocess.run(["docker", "run", "--rm", "-v", f"{layout.root}:/opt/ml", *env_args, image, "train"],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -100,7 +101,8 @@ def run_direct_docker(tmp: Path, hyperparameters: dict, image: str) -> float:
 def run_through_localaws(server, bucket: str, channels: dict, hyperparameters: dict, index: int) -> tuple[float, dict]:
     sm = server.client("sagemaker")
     name = f"bench-{server.runner}-{int(time.time())}-{index}"
-    request = training_request(name, server.image_uri, {"train": channels["train"], "validation": channels["validation"]},
+    request = training_request(name, server.image_uri,
+                               {"train": channels["train"], "validation": channels["validation"]},
                                f"s3://{bucket}/jobs", hyperparameters,
                                digits_example.experiment()["metric_definitions"])
     started = time.monotonic()
@@ -159,7 +161,8 @@ def tuning_parallel_efficiency(tmp: Path) -> dict:
         s3, sm = server.client("s3"), server.client("sagemaker")
         s3.create_bucket(Bucket="bench-tuning")
         channels = digits_example.write_channels(s3, "bench-tuning", "digits", seed=SEED)
-        static = {**sagemaker_hyperparameters(digits_example.preset("quick")), "epochs": "30", "early_stopping_patience": "30"}
+        static = {**sagemaker_hyperparameters(digits_example.preset("quick")),
+                  "epochs": "30", "early_stopping_patience": "30"}
         ranges = {"ContinuousParameterRanges": [
             {"Name": "learning_rate", "MinValue": "0.002", "MaxValue": "0.05", "ScalingType": "Logarithmic"}]}
         static.pop("learning_rate")

@@ -159,7 +159,8 @@ def snapshots_and_start(tmp: Path, objects: int, size: int) -> dict:
     from localaws.state.moto_backends import MotoState
     from localaws.state.pickling import Blobs
 
-    MotoState.load((folder / "moto.pickle").read_bytes(), Blobs(read=lambda name: (folder / "blobs" / name).read_bytes()))
+    MotoState.load((folder / "moto.pickle").read_bytes(),
+                   Blobs(read=lambda name: (folder / "blobs" / name).read_bytes()))
     state = MotoState()
     dumps = []
     for _ in range(5):
@@ -168,7 +169,8 @@ def snapshots_and_start(tmp: Path, objects: int, size: int) -> dict:
         dumps.append(time.perf_counter() - started)
 
     starts = {}
-    for label, env in (("no state folder", {}), (f"state: {objects} objects, {blobs >> 20} MiB", {"LOCALAWS_STATE_DIR": str(folder)})):
+    for label, env in (("no state folder", {}),
+                       (f"state: {objects} objects, {blobs >> 20} MiB", {"LOCALAWS_STATE_DIR": str(folder)})):
         took, restores = [], []
         for _ in range(3):
             started = time.perf_counter()

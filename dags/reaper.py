@@ -2,10 +2,11 @@
 ### The reaper: nothing this project made outlives its welcome
 
 Hourly. Finds every run's stack, whichever experiment's, by its tags (`project=ml-pipeline`, `run=<key>`,
-`created-at`, `ttl-hours`; `experiment=<name>` says whose) and removes those older than their time-to-live with the same teardown a run ends with
-(one mapped task per stack, so each retries on its own). Then deletes the project's SageMaker endpoints
-(tag `project=ml-pipeline`) that served no invocation (CloudWatch `AWS/SageMaker` `Invocations`, per
-variant) in the last `idle_hours`. Reports what it removed. Only what carries the project's tag is touched.
+`created-at`, `ttl-hours`; `experiment=<name>` says whose) and removes those older than their time-to-live with the
+same teardown a run ends with (one mapped task per stack, so each retries on its own). Then deletes the project's
+SageMaker endpoints (tag `project=ml-pipeline`) that served no invocation (CloudWatch `AWS/SageMaker`
+`Invocations`, per variant) in the last `idle_hours`. Reports what it removed. Only what carries the project's tag
+is touched.
 
 A run triggered by hand is a dry run (it reports what it would remove) unless its form's "Dry run" is
 turned off; the hourly schedule removes.
@@ -62,8 +63,8 @@ with DAG(
 
         expired = expired_stacks(client, default_ttl_hours=params["default_ttl_hours"])
         for stack in expired:
-            print(f"run {stack['run']} (experiment {stack['experiment'] or 'unknown'}): {stack['age_hours']:.1f} h old, "
-                  f"TTL {stack['ttl_hours']:.1f} h: expired")
+            print(f"run {stack['run']} (experiment {stack['experiment'] or 'unknown'}): "
+                  f"{stack['age_hours']:.1f} h old, TTL {stack['ttl_hours']:.1f} h: expired")
         return [stack["run"] for stack in expired]
 
     @task(max_active_tis_per_dagrun=4)

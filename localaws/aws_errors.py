@@ -122,13 +122,12 @@ def error(environ: dict, protocol: str, code: str, message: str, status: int) ->
         fault = "Receiver" if status >= 500 else "Sender"
         headers = [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)]
         body = (f"<ErrorResponse><Error><Type>{fault}</Type><Code>{escape(code)}</Code>"
-                f"<Message>{escape(message)}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>")
-        body = body.encode()
+                f"<Message>{escape(message)}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>").encode()
     elif protocol == "ec2":
         headers = [("Content-Type", "text/xml;charset=UTF-8")]
         body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{escape(code)}</Code>'
-                f"<Message>{escape(message)}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>")
-        body = body.encode()
+                f"<Message>{escape(message)}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>"
+                ).encode()
     else:  # rest-xml (S3 and friends)
         headers = [("Content-Type", "application/xml"), ("x-amz-request-id", request_id)]
         body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{escape(code)}</Code>'
@@ -271,10 +270,12 @@ class MotoErrors:
                     status = 400
                 elif status in (404, 405):  # moto has no route for an operation AWS has
                     code, status = "NotImplemented", 501
-                    message = f"localaws does not implement {_service_title(service)} {operation} (moto has no route for it)."
+                    message = (f"localaws does not implement {_service_title(service)} {operation} "
+                               "(moto has no route for it).")
                 else:
                     code = "InternalFailure" if status >= 500 else "InvalidRequest"
-                    message = f"localaws (moto) answered {answer['status']} to {_service_title(service)} {operation or 'request'}."
+                    message = (f"localaws (moto) answered {answer['status']} to {_service_title(service)} "
+                               f"{operation or 'request'}.")
                 return respond(environ, start_response, protocol, code, message, status)
             chunks = [page]
         start_response(answer["status"], answer["headers"])
@@ -375,7 +376,8 @@ class _Capped:
         return self._take(self._stream.read(self._left + 1 if size is None or size < 0 else min(size, self._left + 1)))
 
     def readline(self, size: int = -1) -> bytes:
-        return self._take(self._stream.readline(self._left + 1 if size is None or size < 0 else min(size, self._left + 1)))
+        return self._take(
+            self._stream.readline(self._left + 1 if size is None or size < 0 else min(size, self._left + 1)))
 
 
 def _decoded(environ: dict, body: bytes, limit: int) -> bytes:

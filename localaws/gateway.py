@@ -63,7 +63,11 @@ def signing_region(environ: dict) -> str | None:
 
 class Gateway:
     def __init__(self, settings: Settings):
-        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+        # moto's server app (every backend's URL map) loads when a gateway is built, not on import.
+        from moto.moto_server.werkzeug_app import (  # noqa: PLC0415 - see above
+            DomainDispatcherApplication,
+            create_backend_app,
+        )
 
         self.settings = settings
         settings.work_dir.mkdir(parents=True, exist_ok=True)

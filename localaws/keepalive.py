@@ -22,6 +22,7 @@ import socket
 import sys
 import time
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import unquote
 
 from werkzeug.exceptions import InternalServerError
@@ -116,10 +117,12 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
     timeout = 120
 
     _date = (0, "")
+    #: Our own parse, read the way http.server's handlers and werkzeug read its email Message.
+    headers: Headers  # type: ignore[assignment]
 
     def parse_request(self) -> bool:
         """http.server's parse_request, reading the headers without the email package."""
-        self.command = None
+        self.command = None  # type: ignore[assignment]  # as http.server's own parse_request: None until parsed
         self.request_version = version = self.default_request_version
         self.close_connection = True
         requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
@@ -198,7 +201,7 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
         if "chunked" in headers.get("Transfer-Encoding", "").lower():
             return None
         path, _, query = self.path.partition("?")
-        environ = {
+        environ: dict[str, Any] = {
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": "http",
             "wsgi.input": self.rfile,
@@ -236,6 +239,7 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
         lean = environ is not None
         self.environ = environ = environ or self.make_environ()
         framed = True
+        body: DechunkedInput | _Body | LimitedStream
         if isinstance(environ["wsgi.input"], DechunkedInput):
             body = environ["wsgi.input"]
             environ.pop("CONTENT_LENGTH", None)  # Transfer-Encoding wins over Content-Length (RFC 9112 6.3)
@@ -247,11 +251,12 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
                 size, framed = 0, False
             if size < 0:
                 size, framed = 0, False
-            body = _Body(self.rfile, size) if lean else LimitedStream(self.rfile, size)
+            # werkzeug's stub asks for IO[bytes]; LimitedStream reads only read/readline of it.
+            body = _Body(self.rfile, size) if lean else LimitedStream(self.rfile, size)  # type: ignore[arg-type]
             environ["wsgi.input"] = body
             environ["wsgi.input_terminated"] = True
 
-        state = {"status": None, "headers": None, "sent": False, "chunked": False}
+        state: dict[str, Any] = {"status": None, "headers": None, "sent": False, "chunked": False}
         head_request = environ["REQUEST_METHOD"] == "HEAD"
 
         def send_head(first: bytes) -> None:
@@ -335,7 +340,7 @@ class KeepAliveRequestHandler(WSGIRequestHandler):
                     execute(InternalServerError())
                 except Exception:  # noqa: BLE001
                     pass
-            from werkzeug.debug.tbtools import DebugTraceback
+            from werkzeug.debug.tbtools import DebugTraceback  # noqa: PLC0415 - only on a crash, as werkzeug does
 
             self.server.log("error", f"Error on request:\n{DebugTraceback(error).render_traceback_text()}")
             return

@@ -34,10 +34,10 @@ def accuracy(samples: bytes, response: bytes, accept: str) -> dict:
     predicted = predicted_classes(response, accept)
     if len(predicted) != rows:
         raise ValueError(f"{rows} samples sent, {len(predicted)} predictions received")
-    correct = sum(int(guess == label) for guess, label in zip(predicted, labels))
+    correct = sum(int(guess == label) for guess, label in zip(predicted, labels, strict=True))
     result = {"samples": rows, "accuracy": round(correct / rows, 4), "min_accuracy": MIN_ACCURACY,
               "examples": [{"label": label, "predicted": guess}
-                           for label, guess in list(zip(labels, predicted))[:10]]}
+                           for label, guess in list(zip(labels, predicted, strict=True))[:10]]}
     if result["accuracy"] < MIN_ACCURACY:
         raise ValueError(f"smoke test failed: accuracy {result['accuracy']:.3f} < {MIN_ACCURACY} ({result})")
     return result

@@ -46,8 +46,8 @@ def requirements(path: str) -> dict:
 
 def has_torch() -> bool:
     try:
-        import torch  # noqa: F401
-    except Exception:
+        import torch  # noqa: F401, PLC0415 - whether it imports is the question
+    except Exception:  # noqa: BLE001 - a broken install counts as none
         return False
     return True
 
@@ -94,9 +94,9 @@ def report() -> int:
     print("installed: " + ", ".join(f"{name} {version or '-'}" for name, version in versions.items()),
           flush=True)
     try:
-        import numpy  # noqa: F401
-        import torch  # noqa: F401
-    except Exception as error:
+        import numpy  # noqa: F401, PLC0415 - whether they import is the question
+        import torch  # noqa: F401, PLC0415
+    except Exception as error:  # noqa: BLE001 - reported, with its type
         print(f"ERROR: the training code needs torch and numpy: {type(error).__name__}: {error}",
               flush=True)
         return 1

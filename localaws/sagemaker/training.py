@@ -111,7 +111,8 @@ class TrainingExecutor:
                 "MaxWaitTimeExceeded": "Training job stopped: MaxWaitTimeInSeconds exceeded",
             }
             job.finish(status, secondary, messages.get(secondary, secondary))
-            if job.training_start and not job.spot:  # on demand: every second from start is billed
+            # On demand: every second from start is billed (finish set the end wherever there is a start).
+            if job.training_start and job.training_end is not None and not job.spot:
                 job.billable_seconds = job.training_end - job.training_start
         self.job_ended.set()
 
@@ -236,7 +237,8 @@ class TrainingExecutor:
         if uri is None:
             return
         try:
-            source.fetch(self.clients.s3, uri, job_dir / "sourcedir.tar.gz", [layout.code for layout in layouts.values()])
+            source.fetch(self.clients.s3, uri, job_dir / "sourcedir.tar.gz",
+                         [layout.code for layout in layouts.values()])
         except source.SourceUnavailable as error:
             raise JobFailed(f"AlgorithmError: {error}") from None
 
@@ -266,7 +268,8 @@ class TrainingExecutor:
             extra_env={**(request.get("Environment") or {}), **master},
         )
 
-    def _train(self, job, runner: Runner, image, hosts, layouts, channels, checkpoint_syncs) -> tuple[dict[str, int], bool]:
+    def _train(self, job, runner: Runner, image, hosts, layouts, channels,
+               checkpoint_syncs) -> tuple[dict[str, int], bool]:
         network = f"localaws-{job.name}" if len(hosts) > 1 else None
         master = {}
         if len(hosts) > 1:  # where torch.distributed and friends rendezvous

@@ -81,7 +81,8 @@ def seed_region(account_id: str, region: str) -> None:
                     architecture="x86_64", root_device_type="ebs", root_device_name="/dev/sda1",
                     hypervisor="xen", region_name=region, boot_mode="uefi-preferred")
             if not ssm._parameters.get(name):
-                ssm._parameters[name].append(Parameter(
+                # moto's CloudFormationModel declares abstract members Parameter leaves out; not an ABC at run time.
+                ssm._parameters[name].append(Parameter(  # type: ignore[abstract]
                     account_id=account_id, name=name, value=ami_id, parameter_type="String", description=None,
                     allowed_pattern=None, keyid=None, last_modified_date=utcnow(), version=1,
                     data_type="aws:ec2:image"))

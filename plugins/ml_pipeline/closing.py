@@ -215,7 +215,7 @@ def remove_hosting(sm: Client, aas: Client, plan: Plan, made: dict, failed: bool
     if endpoint is not None and _deploying(endpoint, names["endpoint_config"]):
         endpoint = _wait_settled(sm, names["endpoint"])  # this run's deploy ends before it is judged
     ours = endpoint is not None and endpoint.get("EndpointConfigName") == names["endpoint_config"]
-    if p["keep_endpoint"] and ours and endpoint["EndpointStatus"] == "InService":
+    if p["keep_endpoint"] and ours and endpoint is not None and endpoint["EndpointStatus"] == "InService":
         if not failed:
             return True
         before = made.get("serving_before")
@@ -280,7 +280,7 @@ def _roll_back(sm: Client, name: str, config: str, report: Report) -> None:
     sm.update_endpoint(EndpointName=name, EndpointConfigName=config)
     endpoint = _wait_settled(sm, name)
     status = endpoint["EndpointStatus"] if endpoint else "gone"
-    if status != "InService" or endpoint["EndpointConfigName"] != config:
+    if endpoint is None or status != "InService" or endpoint["EndpointConfigName"] != config:
         where = f" on {endpoint['EndpointConfigName']} ({endpoint.get('FailureReason')})" if endpoint else ""
         raise RuntimeError(f"endpoint {name} did not go back to {config}: {status}{where}")
     report.did(f"rolled endpoint {name} back to endpoint config {config}, which it served before this failed run")

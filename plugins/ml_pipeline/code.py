@@ -211,8 +211,8 @@ def resolve(ecr: Client, s3: Client, plan: Plan, endpoint_url: str | None = None
 
 
 def _region(plan: Plan) -> str:
-    return (plan["params"].get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-            or "us-east-1")
+    # The run has no region Param: the region is the environment's, as the AWS connection's.
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
 
 def preflight(plan: Plan) -> None:
@@ -324,6 +324,8 @@ def call(experiment: dict, spec: str, *args: Any, **kwargs: Any) -> Any:
     with _isolated(source_dir):
         unique = f"_ml_pipeline_experiment_{uuid.uuid4().hex}"
         loader_spec = importlib.util.spec_from_file_location(unique, path)
+        if loader_spec is None or loader_spec.loader is None:
+            raise ImportError(f"{path}: not a Python module that can be loaded")
         module = importlib.util.module_from_spec(loader_spec)
         sys.modules[unique] = module
         loader_spec.loader.exec_module(module)

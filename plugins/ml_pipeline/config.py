@@ -27,7 +27,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -81,7 +81,7 @@ def field_path(parts: Iterable) -> str:
     return text or "(top level)"
 
 
-def non_finite(value: Any, where: tuple = ()) -> Iterable[tuple[tuple, float]]:
+def non_finite(value: Any, where: tuple = ()) -> Iterator[tuple[tuple, float]]:
     """(path, value) of every NaN or infinite number in a decoded JSON document."""
     if isinstance(value, float) and not math.isfinite(value):
         yield where, value

@@ -20,6 +20,7 @@ import hashlib
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from ml_pipeline import config
 
@@ -32,9 +33,10 @@ FRAMEWORK_VERSIONS = {"pytorch": "2.5", "sklearn": "1.2-1"}
 #: Airflow's schedule presets (airflow.sdk.definitions.dag, timetables/_cron.py); anything else must be cron.
 SCHEDULE_PRESETS = {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly",
                     "@annually", "@midnight"}
-DEFAULTS = {"source_dir": ".", "channels": {}, "prepare": None, "hyperparameters": {}, "instance_type": "ml.m5.large",
-            "instance_count": 1, "max_runtime_seconds": 3600, "use_spot": False, "presets": {}, "tuning": None,
-            "deploy": False, "schedule": None, "description": ""}
+DEFAULTS: dict[str, Any] = {
+    "source_dir": ".", "channels": {}, "prepare": None, "hyperparameters": {}, "instance_type": "ml.m5.large",
+    "instance_count": 1, "max_runtime_seconds": 3600, "use_spot": False, "presets": {}, "tuning": None,
+    "deploy": False, "schedule": None, "description": ""}
 DEPLOY_DEFAULTS = {"instance_type": "ml.m5.large", "min_capacity": 1, "max_capacity": 2,
                    "target_invocations_per_instance": 50}
 
@@ -58,7 +60,7 @@ def discover(folder: str | os.PathLike | None = None) -> list[tuple[Path, dict |
     base = Path(folder) if folder is not None else root()
     if not base.is_dir():
         return []
-    found = []
+    found: list[tuple[Path, dict | ExperimentError]] = []
     for candidate in sorted(base.iterdir()):
         if (candidate / FILE).is_file() and not candidate.name.startswith("."):
             try:
@@ -149,7 +151,7 @@ def _presets(folder: Path, document: dict) -> dict:
     for preset, path in config.experiment_files(name)["presets"].items():
         if preset in presets:
             _fail(folder, ("presets", preset), f"defined inline and in {config.display(path)}: keep one")
-        if not config.hyperparams_dir().resolve() in path.resolve().parents:
+        if config.hyperparams_dir().resolve() not in path.resolve().parents:
             _fail(folder, ("presets", preset), f"{config.display(path)} leads out of the hyperparams folder")
         try:
             presets[preset] = {k: v for k, v in config.load_preset(path).items() if k != "_path"}

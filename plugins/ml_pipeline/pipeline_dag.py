@@ -12,27 +12,9 @@ PythonOperator made by ``_task`` (see there why not ``@task``). No ``from __futu
 here: a task's ``multiple_outputs`` comes from its function's return annotation (``dict``).
 """
 
-DOC = """
-### Deep-learning training on AWS, end to end
-
-plan → preflight (AMI, zone, the experiment's code) → open the run (bucket) → provision (VPC, subnets, routes, security
-groups, instance profile, volume, host: only what the run's compute needs) → data channels →
-the experiment's code (script mode's source and framework images, its image, or its Dockerfile built) → **train** (one SageMaker training job), **tune** (a hyperparameter tuning job) or
-**host** (the image on the run's GPU or DL1 host through SSM Run Command) → pick the best → copy its weights and register them →
-quality gate → model, endpoint config, endpoint (created, or updated blue/green) → autoscaling →
-smoke test → promote (with `deploy: false`: the gate, then promote, no endpoint) → **teardown**, which runs
-whatever failed → **outcome**, the run's verdict in one line (a teardown too, so that a run marked failed
-from the UI still ends failed).
-
-Every job is waited for by a deferrable sensor. Names are derived from the run (see
-`ml_pipeline.naming`), so retries re-attach to their own jobs and runs never collide. Params are
-validated by their JSON Schema in the trigger form, and again with the experiment by `plan` before
-anything is created.
-"""
-
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pendulum
 from airflow.providers.amazon.aws.sensors.ec2 import EC2InstanceStateSensor
@@ -60,8 +42,28 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from airflow.sdk.definitions._internal.mixins import DependencyMixin
+    from airflow.sdk.definitions.xcom_arg import PlainXComArg
 
     from ml_pipeline.plan import Plan, Revision
+
+DOC = """
+### Deep-learning training on AWS, end to end
+
+plan → preflight (AMI, zone, the experiment's code) → open the run (bucket) → provision (VPC, subnets, routes, security
+groups, instance profile, volume, host: only what the run's compute needs) → data channels →
+the experiment's code (script mode's source and framework images, its image, or its Dockerfile built) →
+**train** (one SageMaker training job), **tune** (a hyperparameter tuning job) or **host** (the image on the
+run's GPU or DL1 host through SSM Run Command) → pick the best → copy its weights and register them →
+quality gate → model, endpoint config, endpoint (created, or updated blue/green) → autoscaling →
+smoke test → promote (with `deploy: false`: the gate, then promote, no endpoint) → **teardown**, which runs
+whatever failed → **outcome**, the run's verdict in one line (a teardown too, so that a run marked failed
+from the UI still ends failed).
+
+Every job is waited for by a deferrable sensor. Names are derived from the run (see
+`ml_pipeline.naming`), so retries re-attach to their own jobs and runs never collide. Params are
+validated by their JSON Schema in the trigger form, and again with the experiment by `plan` before
+anything is created.
+"""
 
 #: Each task's outcome in one plain line of its own log.
 log = logging.getLogger("ml_pipeline.dag")
@@ -130,7 +132,7 @@ def build_dag(experiment: dict) -> DAG:
 
 
 def _task(function: "Callable[..., Any]", *args: Any, operator: type = PythonOperator, task_id: str | None = None,
-          **kwargs: Any) -> XComArg:
+          **kwargs: Any) -> "PlainXComArg":
     """A task calling ``function(*args)`` (XComArgs resolved, their tasks upstream; the context as keyword
     arguments where the function takes ``**context``), as ``@task`` makes it: the function's docstring is the
     task's documentation, and a ``dict`` return is pushed key by key too (``multiple_outputs``).
@@ -139,9 +141,10 @@ def _task(function: "Callable[..., Any]", *args: Any, operator: type = PythonOpe
     operator, which costs two and a half times as much to construct: Airflow runs its ``apply_defaults`` at each
     of the class's four ``__init__`` levels, inspecting the function's signature at each; the pipeline's 30
     Python tasks were a third of a DAG's parse. The UI names the task's kind PythonOperator, not @task."""
-    return operator(task_id=task_id or function.__name__, python_callable=function, op_args=list(args),
-                    doc_md=function.__doc__, multiple_outputs=function.__annotations__.get("return") is dict,
-                    **kwargs).output
+    # An operator's output is its PlainXComArg, typed by Airflow as the base XComArg.
+    return cast("PlainXComArg", operator(
+        task_id=task_id or function.__name__, python_callable=function, op_args=list(args),
+        doc_md=function.__doc__, multiple_outputs=function.__annotations__.get("return") is dict, **kwargs).output)
 
 
 def plan(folder: str, **context: Any) -> "Plan":
@@ -442,7 +445,8 @@ def _chain(experiment: dict, deploys: bool) -> None:
     checked = _task(preflight, the_plan, retries=0)
     opened = _task(open_run, the_plan, checked).as_setup()
 
-    @task_group(group_id=PROVISION)
+    # task_group's stub leaves out the XComArg a group may return, which Airflow takes.
+    @task_group(group_id=PROVISION)  # type: ignore[type-var]
     def provision() -> XComArg:
         """Each step creates one part of the run's stack (or finds it, on a retry), tagged with the run,
         given the ids the earlier steps it builds on returned; a sensor waits for the part's state. The steps
@@ -558,7 +562,8 @@ def _chain(experiment: dict, deploys: bool) -> None:
     closed = _task(close_run, the_plan, {name: task.operator.task_id for name, task in reported.items()})
     opened >> closed
     promoted >> closed
-    closed.as_teardown(setups=opened)
+    # as_teardown takes any task or XComArg as setup (it checks DependencyMixin); its stub, operators only.
+    closed.as_teardown(setups=opened)  # type: ignore[arg-type]
     verdict = _task(outcome, retries=0)
     closed >> verdict
-    verdict.as_teardown(setups=opened, on_failure_fail_dagrun=True)
+    verdict.as_teardown(setups=opened, on_failure_fail_dagrun=True)  # type: ignore[arg-type]

@@ -53,8 +53,10 @@ def pick_best(sm: Client, plan: Plan, training: dict | None, tuning: dict | None
             raise RuntimeError(f"Tuning job {described['HyperParameterTuningJobName']} has no best training job")
         job_name, tuned = best["TrainingJobName"], best["TunedHyperParameters"]
         counters = described["TrainingJobStatusCounters"]
-    else:
+    elif training is not None:
         job_name, tuned, counters = training["TrainingJobName"], None, None
+    else:
+        raise ValueError("neither a training job nor a tuning job to pick the best of")
     job = sm.describe_training_job(TrainingJobName=job_name)
     metrics = {m["MetricName"]: m["Value"] for m in job.get("FinalMetricDataList", [])}
     if objective["metric"] not in metrics:

@@ -71,7 +71,8 @@ class RunSummaryPlugin(AirflowPlugin):
         "url_route": "run-summary",
     }]
 
+    # AirflowPlugin declares a plain list; Airflow only reads it, so one built when read serves.
     @cached_property
-    def fastapi_apps(self) -> list[dict]:
+    def fastapi_apps(self) -> list[dict]:  # type: ignore[override]
         # Built when the api-server asks: other processes load this plugin without importing FastAPI.
         return [{"app": _app(), "url_prefix": PREFIX, "name": "ml-pipeline run summaries"}]

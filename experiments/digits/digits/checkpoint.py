@@ -103,6 +103,6 @@ def load(directory: Path):
         if meta.get("format") != FORMAT:
             raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT}")
         return _decode(meta["state"], list(stored["tensors"]))
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - whatever breaks the read, the job says which file and how
         raise CheckpointError(f"cannot read the checkpoint {path}: {type(error).__name__}: {error} "
                               f"(remove it to start afresh)") from None

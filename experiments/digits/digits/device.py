@@ -44,8 +44,8 @@ class Device:
 
 def _habana():
     try:
-        import habana_frameworks.torch.core as htcore  # noqa: F401  (registers the hpu device)
-    except Exception:  # ImportError, or a broken driver install
+        import habana_frameworks.torch.core as htcore  # noqa: F401, PLC0415  (registers the hpu device; Habana only)
+    except Exception:  # noqa: BLE001 - ImportError, or a broken driver install: no hpu
         return None
     return htcore
 
@@ -61,9 +61,9 @@ def select(local_rank: int = 0) -> Device:
     if htcore is not None:
         count = ""
         try:
-            import habana_frameworks.torch.hpu as hthpu
+            import habana_frameworks.torch.hpu as hthpu  # noqa: PLC0415 - Habana only
             count = f" ({hthpu.device_count()} visible)"
-        except Exception:
+        except Exception:  # noqa: BLE001 - the count is only for the log line
             pass
         return Device(torch.device("hpu"), "hpu", f"hpu (Habana Gaudi{count})", htcore.mark_step)
     threads = torch.get_num_threads()

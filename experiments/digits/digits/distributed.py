@@ -20,6 +20,8 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from .errors import TrainingError
+
 #: Seconds to wait for the other hosts (rendezvous and each collective).
 TIMEOUT_ENV = "DIGITS_DIST_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 600
@@ -29,8 +31,6 @@ RESOLVE_WAIT_S = 60
 
 def wait_for_name(host: str, wait_s: float = RESOLVE_WAIT_S) -> None:
     """Fails clearly, instead of hanging in the rendezvous, when ``host`` never resolves."""
-    from .errors import TrainingError
-
     deadline = time.monotonic() + wait_s
     while True:
         try:
@@ -72,7 +72,7 @@ class Gloo:
     is_main = False
 
     def __init__(self, master_addr: str, master_port: int, rank: int, world_size: int):
-        import torch.distributed as dist
+        import torch.distributed as dist  # noqa: PLC0415 - only a multi-host job loads it (see above)
 
         self.dist = dist
         self.rank = rank
@@ -105,7 +105,7 @@ class Gloo:
             return True
         flat = flat[:-1] / self.world_size
         offset = 0
-        for parameter, grad in zip(parameters, grads):
+        for parameter, grad in zip(parameters, grads, strict=True):
             count = grad.numel()
             parameter.grad = flat[offset:offset + count].view_as(grad).to(grad.device, grad.dtype)
             offset += count
@@ -135,7 +135,7 @@ class Gloo:
     def close(self) -> None:
         try:
             self.dist.destroy_process_group()
-        except Exception:
+        except Exception:  # noqa: BLE001 - closing after a failed peer: nothing left to tear down
             pass
 
 

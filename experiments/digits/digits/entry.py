@@ -34,7 +34,7 @@ class StopFlag:
 
 
 def _failure_file() -> Path:
-    from .paths import DEFAULT_ROOT, ROOT_ENV
+    from .paths import DEFAULT_ROOT, ROOT_ENV  # noqa: PLC0415 - the failure path imports only what it must
 
     output = os.environ.get("SM_OUTPUT_DIR") or os.path.join(
         os.environ.get(ROOT_ENV) or DEFAULT_ROOT, "output")
@@ -57,15 +57,16 @@ def main(argv: list | None = None) -> int:
     stop = StopFlag()
     signal.signal(signal.SIGTERM, stop.handler)
     try:
-        from .errors import TrainingError
+        # Imported inside the try: even a failing import ends in a failure file (see above).
+        from .errors import TrainingError  # noqa: PLC0415
 
         try:
-            from . import hyperparameters, paths
+            from . import hyperparameters, paths  # noqa: PLC0415
 
             where = paths.resolve()
             raw = where.raw_hyperparameters if argv is None else hyperparameters.from_args(argv)
             hps = hyperparameters.parse(raw)  # fails fast, before torch loads
-            from . import training
+            from . import training  # noqa: PLC0415 - torch loads only after the hyperparameters parse
 
             training.train(where, hps, stop, started)
             return 0

@@ -132,10 +132,11 @@ def format_predictions(classes: list, probabilities: list, accept: str | None) -
     media = _media_type(accept)
     if media in ("", "*/*", JSON, "application/*"):
         out = {"predictions": [{"class": label, "probabilities": [round(p, 6) for p in row]}
-                               for label, row in zip(classes, probabilities)]}
+                               for label, row in zip(classes, probabilities, strict=True)]}
         return json.dumps(out, separators=(",", ":")).encode(), JSON
     if media in (CSV, "text/*"):
-        lines = [",".join([str(label)] + [f"{p:.6f}" for p in row]) for label, row in zip(classes, probabilities)]
+        lines = [",".join([str(label)] + [f"{p:.6f}" for p in row])
+                 for label, row in zip(classes, probabilities, strict=True)]
         return ("\n".join(lines) + "\n").encode(), CSV
     raise NotAcceptable(f"unsupported Accept {accept!r}: ask for {JSON} or {CSV}")
 
@@ -144,9 +145,10 @@ class Predictor:
     """The loaded model, answering feature rows with classes and probabilities."""
 
     def __init__(self, directory: Path):
-        import torch
+        # torch loads with the model, not with the module.
+        import torch  # noqa: PLC0415
 
-        from . import model as digits_model
+        from . import model as digits_model  # noqa: PLC0415
 
         if not os.environ.get("OMP_NUM_THREADS"):
             torch.set_num_threads(1)  # one request, one core: the workers are the parallelism
@@ -247,7 +249,7 @@ def main(argv=None) -> int:
               f"into {directory})", file=sys.stderr, flush=True)
         return 1
     try:
-        from gunicorn.app.base import BaseApplication
+        from gunicorn.app.base import BaseApplication  # noqa: PLC0415 - its absence is reported, below
     except ImportError:
         print("ERROR gunicorn is not installed in this image", file=sys.stderr, flush=True)
         return 1

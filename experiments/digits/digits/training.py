@@ -154,7 +154,7 @@ def train(paths: Paths, hps: Hyperparameters | None = None, stop=None,
         group.close()
 
 
-def _train(paths, hps, device, group, log, train_set, validation_set, stop, started) -> dict:
+def _train(paths, hps, device, group, log, train_set, validation_set, stop, started) -> dict:  # noqa: C901 - the epoch loop, read in one piece
     rank, world = group.rank, group.world_size
     if world > 1:
         log(f"distributed: gloo, rank {rank} of {world}, master {paths.master_addr}:{paths.master_port}")

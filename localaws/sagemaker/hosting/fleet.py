@@ -74,7 +74,7 @@ class ModelStore:
     def fetch(self, container: dict, index: int) -> Path | None:
         """The unpacked model directory of a container, or None when it has no model data."""
         url = container.get("ModelDataUrl")
-        source = (container.get("ModelDataSource") or {}).get("S3DataSource")
+        source = (container.get("ModelDataSource") or {}).get("S3DataSource") or {}
         if not url and not source:
             return None
         uri = url or source["S3Uri"]
@@ -201,8 +201,9 @@ class Container:
         process = getattr(self.running, "process", None)
         if process is not None:
             out["Pid"] = process.pid
-        if getattr(self.running, "container", None) is not None:
-            out["ContainerId"] = self.running.id
+        container = getattr(self.running, "container", None)
+        if container is not None:
+            out["ContainerId"] = container.id
         return out
 
 
@@ -311,7 +312,8 @@ class Fleet:
 
     def launch(self, endpoint: str, variant, cancelled: threading.Event | None = None) -> Instance:
         """Start one instance of ``variant`` (a models.VariantState); not yet healthy."""
-        instance = Instance(id=instance_id(), endpoint=endpoint, variant=variant.name, mode=variant.model.execution_mode)
+        instance = Instance(id=instance_id(), endpoint=endpoint, variant=variant.name,
+                            mode=variant.model.execution_mode)
         containers = variant.model.containers
         try:
             for index, definition in enumerate(containers):
@@ -353,6 +355,7 @@ class Fleet:
         if several:  # SageMaker's multi-container contract: each container binds the port it is given
             env["SAGEMAKER_BIND_TO_PORT"] = str(SERVING_PORT)
             env["SAGEMAKER_SAFE_PORT_RANGE"] = f"{SERVING_PORT}-{SERVING_PORT}"
+        grant = devices.grant(variant.instance_type)
         spec = ContainerSpec(
             image=image,
             command="serve",
@@ -361,7 +364,7 @@ class Fleet:
             env=env,
             name=container_name(endpoint, variant.name, instance.id, index),
             ports={SERVING_PORT: port},
-            devices=devices.grant(variant.instance_type),
+            devices=grant,
         )
         try:
             running = self._spawner.submit(runner.start, spec).result()
@@ -376,9 +379,9 @@ class Fleet:
             ) from None
         stream = f"{variant.name}/{instance.id}" + (f"/{hostname}" if several else "")
         shipper = LogShipper(self.clients, log_group(endpoint), stream, self.settings.log_flush_seconds)
-        if spec.devices.note:  # a GPU type on a machine without: its log says where it runs
-            shipper.write(f"[localaws] {spec.devices.note}")
-            log.info("endpoint %s: %s", endpoint, spec.devices.note)
+        if grant.note:  # a GPU type on a machine without: its log says where it runs
+            shipper.write(f"[localaws] {grant.note}")
+            log.info("endpoint %s: %s", endpoint, grant.note)
         reader = threading.Thread(target=pump, args=(running, shipper.write), name=f"lines-{spec.name}", daemon=True)
         reader.start()
         return Container(
@@ -442,7 +445,7 @@ class Fleet:
         except BaseException:
             instance.stop(0)
             raise
-        for index, container in enumerate(instance.containers):
+        for index in range(len(instance.containers)):
             variant.resolved_images.setdefault(index, variant.model.containers[index]["Image"])
         return instance
 

@@ -29,7 +29,8 @@ import shutil
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 
 from localaws.sagemaker.hosting.fleet import Fleet, Instance, LaunchFailed
@@ -115,7 +116,7 @@ class HostingEngine:
             if worker is None:
                 return None
             endpoint = worker.endpoint
-            out = {"EndpointName": name, "EndpointStatus": endpoint.status, "Instances": []}
+            out: dict[str, Any] = {"EndpointName": name, "EndpointStatus": endpoint.status, "Instances": []}
             for fleet, variants in (("current", endpoint.variants), ("pending", endpoint.pending.variants
                                                                       if endpoint.pending else {})):
                 for variant in variants.values():
@@ -288,7 +289,7 @@ class EndpointWorker:
         jobs = [variant for variant, count in plan for _ in range(max(0, count))]
         if not jobs:
             return []
-        started: list[Instance] = []
+        started: list[tuple[VariantState, Instance]] = []
         failures: list[BaseException] = []
         guard = threading.Lock()
 
@@ -444,7 +445,8 @@ class EndpointWorker:
                     variant.desired_count = variant.current_count
             if endpoint.status != "Deleting":
                 if problems:
-                    endpoint.set_status("InService", ("Failed to update the endpoint's capacity: " + problems[0])[:1024])
+                    endpoint.set_status("InService",
+                                        ("Failed to update the endpoint's capacity: " + problems[0])[:1024])
                 else:
                     endpoint.set_status("InService", keep_reason=True)
         if done is not None:
@@ -453,6 +455,7 @@ class EndpointWorker:
     def _update(self, deployment: dict | None) -> None:
         endpoint = self.endpoint
         pending = endpoint.pending
+        assert pending is not None, "an update runs with its deployment pending"
         green = pending.variants
         deployment = deployment or {}
         blue_green = deployment.get("BlueGreenUpdatePolicy")
@@ -586,6 +589,7 @@ class EndpointWorker:
         with self.lock:
             endpoint.set_status("RollingBack", keep_reason=True)
             self.green_share = 0.0
+            assert endpoint.pending is not None, "a rollback undoes a pending deployment"
             green = [instance for variant in endpoint.pending.variants.values() for instance in variant.instances]
             for instance in green:
                 with instance.lock:
@@ -604,7 +608,8 @@ class EndpointWorker:
             self._deleting = True
             instances = self.take_all_instances()
         _parallel([
-            lambda instance=instance: (instance.drain(5.0), instance.stop(self.engine.settings.serving_stop_grace_seconds))
+            lambda instance=instance: (instance.drain(5.0),
+                                       instance.stop(self.engine.settings.serving_stop_grace_seconds))
             for instance in instances
         ])
         self.engine.metrics.forget(endpoint.name)
@@ -665,7 +670,7 @@ class EndpointWorker:
         if dead or short:
             self._replace(dead, short)
 
-    def _replace(self, dead: list, short: list = ()) -> None:
+    def _replace(self, dead: list, short: Sequence[tuple[VariantState, int]] = ()) -> None:
         endpoint = self.endpoint
         with self.lock:
             if endpoint.status != "InService":

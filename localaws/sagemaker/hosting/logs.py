@@ -69,7 +69,8 @@ class LogShipper:
             self._created = True
         for start in range(0, len(events), _MAX_EVENTS_PER_PUT):
             logs.put_log_events(
-                logGroupName=self.group, logStreamName=self.stream, logEvents=events[start : start + _MAX_EVENTS_PER_PUT]
+                logGroupName=self.group, logStreamName=self.stream,
+                logEvents=events[start : start + _MAX_EVENTS_PER_PUT],
             )
 
     def close(self) -> None:

@@ -512,7 +512,7 @@ class HostingBackend:
                         f"Either DesiredWeight or DesiredInstanceCount must be specified for variant "
                         f"{entry['VariantName']}."
                     )
-            grow = {}
+            grow: dict[str, int] = {}
             for entry in desired:
                 variant = endpoint.variants[entry["VariantName"]]
                 if entry.get("DesiredInstanceCount") is not None:
@@ -587,7 +587,7 @@ def _check_model_request(params: dict) -> None:
         raise ValidationError("Only one of PrimaryContainer and Containers may be specified.")
     if not primary and not containers:
         raise ValidationError("Either PrimaryContainer or Containers must be specified.")
-    containers = [primary] if primary else containers
+    containers = [primary] if primary else containers or []
     mode = (params.get("InferenceExecutionConfig") or {}).get("Mode")
     if mode and len(containers) < 2:
         raise ValidationError("InferenceExecutionConfig is only supported for models with multiple containers.")

@@ -104,7 +104,7 @@ class _Connection:
         return Response(status, headers, data), keep
 
     def _chunked(self) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         while True:
             size = int(self.reader.readline(_MAX_LINE + 1).split(b";", 1)[0].strip() or b"0", 16)
             if size == 0:
@@ -147,7 +147,7 @@ class ConnectionPool:
         payload = "".join(head).encode("latin-1") + body
         with self._lock:
             connection = self._idle.pop() if self._idle else None
-        for attempt in range(2):
+        for _attempt in range(2):
             reused = connection is not None
             if connection is None:
                 connection = _Connection(self.host, self.port, self.connect_timeout, self.read_timeout)

@@ -6,6 +6,7 @@ import logging
 import threading
 
 from localaws.image_contexts import ImageContexts
+from localaws.leftovers import WORK_DIR_LABEL
 from localaws.sagemaker.runners.base import ImageNotFound, Runner
 from localaws.sagemaker.runners.process import ProcessRunner, VirtualEnvs
 
@@ -22,12 +23,11 @@ class Runners:
     def docker(self):
         with self._lock:
             if self._docker is None:
-                from localaws.sagemaker.runners.docker import DockerRunner, engine_available
+                # The Docker SDK loads only where a Docker runner is asked for.
+                from localaws.sagemaker.runners.docker import DockerRunner, engine_available  # noqa: PLC0415
 
                 if not engine_available(self.settings.docker_host):
                     return None
-                from localaws.leftovers import WORK_DIR_LABEL
-
                 # Labelled with the work dir, so the next start finds what a killed localaws left.
                 self._docker = DockerRunner(base_url=self.settings.docker_host, registry=self.settings.registry,
                                             labels={WORK_DIR_LABEL: str(self.settings.work_dir)})

@@ -79,5 +79,5 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def start(self, spec: ContainerSpec) -> Running: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: a runner that keeps nothing has nothing to stop
         """Stop everything this runner started."""

@@ -29,7 +29,7 @@ import struct
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import docker
 import docker.errors
@@ -74,11 +74,11 @@ def engine_available(base_url: str | None = None) -> bool:
             timeout=0.8,
             version="1.41",  # no version round trip: one ping
         )
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure to reach an engine means there is none
         return False
     try:
         return bool(client.ping())
-    except Exception:
+    except Exception:  # noqa: BLE001 - as above
         return False
     finally:
         client.close()
@@ -338,7 +338,7 @@ class DockerRunner(Runner):
         self._lock = threading.RLock()
         self._image_locks: dict[str, threading.Lock] = {}
         self._running: dict[str, DockerRunning] = {}  # container id -> started here
-        self._networks: dict[str, object] = {}  # name -> networks created here
+        self._networks: dict[str, Any] = {}  # name -> networks created here (the SDK's Network)
 
     # -- images ----------------------------------------------------------------
 
@@ -518,7 +518,7 @@ class DockerRunner(Runner):
         for item in running:
             try:
                 item.remove()
-            except Exception as error:  # keep cleaning up
+            except Exception as error:  # noqa: BLE001 - keep cleaning up
                 log.warning("could not remove container %s: %s", item.name, error)
         for name, network in networks:
             try:

@@ -1,9 +1,9 @@
 """Runs an image's build context as local processes when no Docker engine is at hand.
 
 The context's ``requirements.txt`` is installed once into a virtual environment
-cached by its content, over localaws's own packages (as an image's requirements over its base); ``train`` or ``serve`` runs with that interpreter, in its
-own process group, with the /opt/ml tree under the host directory and the
-contract's environment pointing there.
+cached by its content, over localaws's own packages (as an image's requirements over its base);
+``train`` or ``serve`` runs with that interpreter, in its own process group, with the /opt/ml tree under
+the host directory and the contract's environment pointing there.
 
 A SageMaker framework image (``frameworks.recognise``) needs no registration: its stand-in's
 ``train`` or ``serve`` runs with this Python, which has the frameworks; the user's

@@ -61,7 +61,8 @@ def job_name(plan: Plan) -> str:
 
 
 def document_names(plan: Plan) -> dict:
-    return {"training_document": f"{TRAINING_DOCUMENT}-{plan['key']}", "check_document": f"{CHECK_DOCUMENT}-{plan['key']}"}
+    return {"training_document": f"{TRAINING_DOCUMENT}-{plan['key']}",
+            "check_document": f"{CHECK_DOCUMENT}-{plan['key']}"}
 
 
 def document_content(prefix: str) -> str:
@@ -209,9 +210,11 @@ def host_readiness(client: Clients, plan: Plan, instance_id: str, volume_id: str
     info = ssm.describe_instance_information(
         Filters=[{"Key": "InstanceIds", "Values": [instance_id]}])["InstanceInformationList"]
     if not info or info[0].get("PingStatus") != "Online":
-        return {"ready": False, "stage": "ssm", "detail": f"SSM agent {info[0].get('PingStatus') if info else 'not registered'}"}
+        return {"ready": False, "stage": "ssm",
+                "detail": f"SSM agent {info[0].get('PingStatus') if info else 'not registered'}"}
     document = document_names(plan)["check_document"]
-    command = find_command(ssm, instance_id, document, statuses=("Pending", "InProgress", "Delayed", "Success", "Failed"))
+    command = find_command(ssm, instance_id, document,
+                           statuses=("Pending", "InProgress", "Delayed", "Success", "Failed"))
     if command is not None and command["Status"] == "Failed":
         found = invocation(ssm, command["CommandId"], instance_id) or {}
         if found.get("ResponseCode") != NOT_YET:
@@ -307,8 +310,10 @@ def host_result(client: Clients, plan: Plan, command_id: str, instance_id: str, 
 def _elapsed(start: str | None, end: str | None) -> int | None:
     from datetime import datetime  # noqa: PLC0415
 
+    if start is None or end is None:
+        return None
     try:
         return int((datetime.fromisoformat(end.replace("Z", "+00:00"))
                     - datetime.fromisoformat(start.replace("Z", "+00:00"))).total_seconds())
-    except (AttributeError, ValueError):
+    except ValueError:
         return None

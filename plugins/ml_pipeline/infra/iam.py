@@ -117,7 +117,8 @@ def wildcard_exceptions() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python plugins/ml_pipeline/infra/iam.py airflow-policy.json Account=123456789012 Region=eu-west-1
-    Experiment=digits,diabetes ...``: a document rendered for your account and experiments (print it, then ``aws iam create-policy --policy-document file://...``)."""
+    Experiment=digits,diabetes ...``: a document rendered for your account and experiments (print it, then
+    ``aws iam create-policy --policy-document file://...``)."""
     import sys  # noqa: PLC0415
 
     args = sys.argv[1:] if argv is None else argv
@@ -126,7 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     values = {key: value.split(",") if "," in value else value
               for key, value in (arg.split("=", 1) for arg in args[1:])}
-    values.setdefault("Partition", partition_of(values.get("Region", "us-east-1")))
+    region = values.get("Region", "us-east-1")
+    if not isinstance(region, str):
+        print("usage: Region takes one region", file=sys.stderr)
+        return 2
+    values.setdefault("Partition", partition_of(region))
     values.setdefault("LogGroup", HOST_LOG_GROUP)
     try:
         print(json.dumps(render(args[0], **values), indent=2))

@@ -41,10 +41,11 @@ HOST_EXAMPLES = ["g5.xlarge", "g5.2xlarge", "g4dn.xlarge", "g6.xlarge", "g6e.xla
                  "p4d.24xlarge", "p4de.24xlarge", "p5.4xlarge", "p5.48xlarge", "p5e.48xlarge", "p5en.48xlarge",
                  "p6-b200.48xlarge", "p6-b300.48xlarge", "dl1.24xlarge"]
 _HOST_TYPE = rf"^({'|'.join(sorted(HOST_FAMILIES, key=len, reverse=True))})\.[a-z0-9]+$"
-#: The public SSM parameters of the AWS Deep Learning AMIs (``/aws/service/deeplearning/ami/<arch>/<type>/latest/ami-id``,
-#: where <type> is the DLAMI's name without "Deep Learning AMI"). NVIDIA: "Deep Learning Base OSS Nvidia Driver
-#: GPU AMI (Ubuntu 22.04)", documented in the DLAMI guide. Habana: AWS documents no public parameter we could
-#: confirm; this name follows the same convention, and ``ami_ssm_parameter`` or ``ami_id`` override it.
+#: The public SSM parameters of the AWS Deep Learning AMIs
+#: (``/aws/service/deeplearning/ami/<arch>/<type>/latest/ami-id``, where <type> is the DLAMI's name without "Deep
+#: Learning AMI"). NVIDIA: "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04)", documented in the DLAMI
+#: guide. Habana: AWS documents no public parameter we could confirm; this name follows the same convention, and
+#: ``ami_ssm_parameter`` or ``ami_id`` override it.
 DEFAULT_AMI_PARAMETERS = {
     "nvidia": "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id",
     "habana": "/aws/service/deeplearning/ami/x86_64/habana-pytorch-ubuntu-22.04/latest/ami-id",
@@ -141,8 +142,8 @@ def _ipv4_covered(network: ipaddress.IPv6Network) -> tuple[int, str] | None:
     """(the prefix length of the IPv4 space an IPv6 range covers, the embedding's name), or None when it
     carries no IPv4 address. Of several RFC 6052 layouts, the broadest reading counts."""
     covered = None
-    for block, kind, layouts in IPV4_EMBEDDINGS:
-        block = ipaddress.ip_network(block)
+    for block_cidr, kind, layouts in IPV4_EMBEDDINGS:
+        block = ipaddress.ip_network(block_cidr)
         if not network.overlaps(block):
             continue
         if network.prefixlen <= block.prefixlen:  # the whole embedding, every IPv4 address
@@ -188,9 +189,9 @@ def cidr_errors(cidrs: object) -> list[str]:
             errors.append(f"allowed_cidrs: {cidr} is the same range as {seen[network]}")
             continue
         seen[network] = cidr
-        error = _cidr_error(cidr, network)
-        if error:
-            errors.append(error)
+        refusal = _cidr_error(cidr, network)
+        if refusal:
+            errors.append(refusal)
     return errors
 
 

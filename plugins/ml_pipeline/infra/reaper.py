@@ -118,7 +118,8 @@ def reap_stacks(client: Clients, now: datetime | None = None, default_ttl_hours:
         except TeardownIncomplete as error:
             removed.append({**stack, "removed": error.report["removed"]})
             errors.extend(error.report["errors"])
-        log.info("reaper: run %s (%.1f h old, TTL %.1f h) removed", stack["run"], stack["age_hours"], stack["ttl_hours"])
+        log.info("reaper: run %s (%.1f h old, TTL %.1f h) removed",
+                 stack["run"], stack["age_hours"], stack["ttl_hours"])
     return {"stacks": removed, "errors": errors}
 
 

@@ -42,7 +42,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 from urllib.parse import urlsplit
 
 from ml_pipeline.infra import iam, tags
@@ -296,6 +296,10 @@ def _bucket_exists(s3: Client, bucket: str, owner: str | None = None) -> bool:
         raise
 
 
+@overload
+def _read(s3: Client, operation: str, bucket: str, absent: None = None, owner: str | None = None) -> dict: ...
+@overload
+def _read(s3: Client, operation: str, bucket: str, absent: str, owner: str | None = None) -> dict | None: ...
 def _read(s3: Client, operation: str, bucket: str, absent: str | None = None, owner: str | None = None) -> dict | None:
     """One of the bucket's settings (None: it has none); a setting the run may not read refuses the bucket."""
     try:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from typing import TYPE_CHECKING, Any
 
 from ml_pipeline.infra import tags
@@ -146,8 +146,8 @@ class _Teardown:
                 if attachment.get("State") in ("attached", "attaching", "busy"):
                     # moto crashes on DetachVolume with only VolumeId; AWS takes all three as well.
                     self.attempt("volume attachment", f"{volume_id}@{attachment['InstanceId']}",
-                                 lambda a=attachment: self.ec2.detach_volume(
-                                     VolumeId=volume_id, InstanceId=a["InstanceId"], Device=a["Device"], Force=True))
+                                 lambda a=attachment, v=volume_id: self.ec2.detach_volume(
+                                     VolumeId=v, InstanceId=a["InstanceId"], Device=a["Device"], Force=True))
             self.wait_until(f"volume {volume_id} is detached", lambda v=volume_id: self._volume_free(v))
             self.attempt("volume", volume_id, lambda v=volume_id: self.ec2.delete_volume(VolumeId=v))
 
@@ -186,7 +186,8 @@ class _Teardown:
         for eni in self.in_vpcs("describe_network_interfaces", "NetworkInterfaces", vpc_ids):
             if eni.get("Status") == "available":
                 self.attempt("network interface", eni["NetworkInterfaceId"],
-                             lambda e=eni: self.ec2.delete_network_interface(NetworkInterfaceId=e["NetworkInterfaceId"]))
+                             lambda e=eni: self.ec2.delete_network_interface(
+                                 NetworkInterfaceId=e["NetworkInterfaceId"]))
 
     def security_groups(self, vpc_ids: list[str]) -> None:
         groups = {g["GroupId"]: g for g in self.tagged("describe_security_groups", "SecurityGroups")}
@@ -246,7 +247,7 @@ class _Teardown:
                                f"{instance['VpcId']} was not launched by run {self.key}: left, with its subnet and VPC")
         return {i["SubnetId"] for i in strangers}, [v for v in vpc_ids if v not in {i["VpcId"] for i in strangers}]
 
-    def subnets(self, vpc_ids: list[str], kept: set[str] = frozenset()) -> None:
+    def subnets(self, vpc_ids: list[str], kept: Set[str] = frozenset()) -> None:
         subnets = {s["SubnetId"] for s in self.tagged("describe_subnets", "Subnets")}
         subnets |= {s["SubnetId"] for s in self.in_vpcs("describe_subnets", "Subnets", vpc_ids)}
         for subnet_id in sorted(subnets - set(kept)):
@@ -284,8 +285,8 @@ class _Teardown:
                 continue
             for role in described.get("Roles", []):
                 self.attempt("instance profile role", f"{name}/{role['RoleName']}",
-                             lambda r=role: iam_client.remove_role_from_instance_profile(
-                                 InstanceProfileName=name, RoleName=r["RoleName"]), retry=False)
+                             lambda r=role, n=name: iam_client.remove_role_from_instance_profile(
+                                 InstanceProfileName=n, RoleName=r["RoleName"]), retry=False)
             self.attempt("instance profile", name,
                          lambda n=name: iam_client.delete_instance_profile(InstanceProfileName=n))
         roles = [r for page in iam_client.get_paginator("list_roles").paginate(PathPrefix=tags.IAM_PATH)
@@ -300,15 +301,16 @@ class _Teardown:
                 continue
             for profile in iam_client.list_instance_profiles_for_role(RoleName=name)["InstanceProfiles"]:
                 self.attempt("instance profile role", f"{profile['InstanceProfileName']}/{name}",
-                             lambda p=profile: iam_client.remove_role_from_instance_profile(
-                                 InstanceProfileName=p["InstanceProfileName"], RoleName=name), retry=False)
+                             lambda p=profile, n=name: iam_client.remove_role_from_instance_profile(
+                                 InstanceProfileName=p["InstanceProfileName"], RoleName=n), retry=False)
             for policy in iam_client.list_role_policies(RoleName=name)["PolicyNames"]:
                 self.attempt("role policy", f"{name}/{policy}",
-                             lambda p=policy: iam_client.delete_role_policy(RoleName=name, PolicyName=p), retry=False)
+                             lambda p=policy, n=name: iam_client.delete_role_policy(RoleName=n, PolicyName=p),
+                             retry=False)
             for policy in iam_client.list_attached_role_policies(RoleName=name)["AttachedPolicies"]:
                 self.attempt("role policy attachment", f"{name}/{policy['PolicyName']}",
-                             lambda p=policy: iam_client.detach_role_policy(RoleName=name, PolicyArn=p["PolicyArn"]),
-                             retry=False)
+                             lambda p=policy, n=name: iam_client.detach_role_policy(
+                                 RoleName=n, PolicyArn=p["PolicyArn"]), retry=False)
             self.attempt("role", name, lambda n=name: iam_client.delete_role(RoleName=n))
 
     def documents(self) -> None:
@@ -391,7 +393,8 @@ def run_documents(ssm: Client, run_key: str) -> list[dict]:
         for document in page["DocumentIdentifiers"]:
             document_tags = document.get("Tags")
             if document_tags is None:
-                document_tags = ssm.list_tags_for_resource(ResourceType="Document", ResourceId=document["Name"])["TagList"]
+                document_tags = ssm.list_tags_for_resource(
+                    ResourceType="Document", ResourceId=document["Name"])["TagList"]
             if tags.is_run(document_tags, run_key):
                 found.append(document)
     return found

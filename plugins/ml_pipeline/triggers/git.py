@@ -18,6 +18,7 @@ that event (the next change, or the schedule, runs the experiment).
 from __future__ import annotations
 
 import asyncio
+import enum
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -28,7 +29,15 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 #: The asset state store's key for the last tree seen.
 STATE_KEY = "git_folder_last_seen"
 GIT_TIMEOUT_SECONDS = 30
-_UNKNOWN = object()
+
+
+class _Unknown(enum.Enum):
+    """What was last seen cannot be read now (a sentinel with a type of its own, told apart by ``is``)."""
+
+    TOKEN = 0
+
+
+_UNKNOWN = _Unknown.TOKEN
 #: What git reads from the environment that would point it at another repository than ``repo``.
 _GIT_LOCATION = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR")
 
@@ -57,7 +66,7 @@ async def git(repo: str, *args: str) -> bytes:
     return out
 
 
-async def folder_at_head(repo: str, path: str) -> dict[str, str | None] | None:
+async def folder_at_head(repo: str, path: str) -> dict[str, Any] | None:
     """``{"commit", "tree", "path"}`` of ``path`` at HEAD, or None when HEAD has no such folder (or no
     commit yet). The commit is read first and the tree from that commit, so both belong together."""
     try:
@@ -105,7 +114,7 @@ class GitFolderTrigger(BaseEventTrigger):
                 {"repo": self.repo, "path": self.path, "file": self.file, "poll_seconds": self.poll_seconds})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        last: dict | None | object = _UNKNOWN
+        last: dict | None | _Unknown = _UNKNOWN
         failing = None  # the last error said, so that a lasting one is said once
         while True:
             if last is _UNKNOWN:
@@ -132,7 +141,7 @@ class GitFolderTrigger(BaseEventTrigger):
                     await self._remember(seen)
             await asyncio.sleep(self.poll_seconds)
 
-    async def _last_seen(self) -> dict | None | object:
+    async def _last_seen(self) -> dict | None | _Unknown:
         """What was seen last (None: nothing yet), or ``_UNKNOWN`` while the store cannot be read: no event
         is fired then, since the folder may well be the one already seen."""
         store = self.asset_state_store

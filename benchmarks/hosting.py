@@ -22,6 +22,7 @@ whose model server runs one worker per core it gets (the image's rule):
 
 Goals: gateway throughput >= 0.8 x direct, gateway p99 <= 1.3 x direct.
 """
+
 from __future__ import annotations
 
 import json
@@ -152,8 +153,13 @@ print(json.dumps({"requests": len(latencies), "errors": errors[0], "seconds": se
 
 
 def _load(mode: str, port: int, path: str, body: str, threads: int, seconds: float) -> dict:
-    result = subprocess.run([sys.executable, "-c", CLIENT, mode, str(port), path, str(threads), str(seconds)],
-                            input=body, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", CLIENT, mode, str(port), path, str(threads), str(seconds)],
+        input=body,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(result.stdout)
 
 
@@ -205,8 +211,15 @@ def _instance_root(instance: dict) -> int:
     return docker.from_env().containers.get(container["ContainerId"]).attrs["State"]["Pid"]
 
 
-def hosting_benchmark(tmp: Path, runner: str = "process", image: str | None = None, env: dict | None = None,
-                      threads: int = 4, seconds: float = 5.0, rounds: int = 4) -> dict:
+def hosting_benchmark(
+    tmp: Path,
+    runner: str = "process",
+    image: str | None = None,
+    env: dict | None = None,
+    threads: int = 4,
+    seconds: float = 5.0,
+    rounds: int = 4,
+) -> dict:
     sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
     from localaws.client import register_image
     from ml_pipeline.images import context_hash
@@ -223,17 +236,34 @@ def hosting_benchmark(tmp: Path, runner: str = "process", image: str | None = No
         s3, sm = server.client("s3"), server.client("sagemaker")
         s3.create_bucket(Bucket="bench-hosting")
         channels = digits_example.write_channels(s3, "bench-hosting", "digits", seed=11)
-        sm.create_training_job(**training_request(
-            "bench-serve", image, {"train": channels["train"], "validation": channels["validation"]},
-            "s3://bench-hosting/jobs", sagemaker_hyperparameters(digits_example.preset("quick")),
-            digits_example.experiment()["metric_definitions"]))
+        sm.create_training_job(
+            **training_request(
+                "bench-serve",
+                image,
+                {"train": channels["train"], "validation": channels["validation"]},
+                "s3://bench-hosting/jobs",
+                sagemaker_hyperparameters(digits_example.preset("quick")),
+                digits_example.experiment()["metric_definitions"],
+            )
+        )
         job = wait_for_training(sm, "bench-serve", timeout=900)
         assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
-        sm.create_model(ModelName="bench-model", ExecutionRoleArn=ROLE_ARN, PrimaryContainer={
-            "Image": image, "ModelDataUrl": job["ModelArtifacts"]["S3ModelArtifacts"]})
-        sm.create_endpoint_config(EndpointConfigName="bench-config", ProductionVariants=[{
-            "VariantName": "AllTraffic", "ModelName": "bench-model", "InstanceType": "ml.m5.large",
-            "InitialInstanceCount": 1}])
+        sm.create_model(
+            ModelName="bench-model",
+            ExecutionRoleArn=ROLE_ARN,
+            PrimaryContainer={"Image": image, "ModelDataUrl": job["ModelArtifacts"]["S3ModelArtifacts"]},
+        )
+        sm.create_endpoint_config(
+            EndpointConfigName="bench-config",
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": "bench-model",
+                    "InstanceType": "ml.m5.large",
+                    "InitialInstanceCount": 1,
+                }
+            ],
+        )
 
         # CreateEndpoint -> InService, a few times (the first also warms caches: model data, image).
         create_seconds = []
@@ -248,7 +278,7 @@ def hosting_benchmark(tmp: Path, runner: str = "process", image: str | None = No
 
         features, _ = digits_example.held_out(seed=11)
         all_cpus = sorted(os.sched_getaffinity(0))
-        model_cpus, other_cpus = set(all_cpus[len(all_cpus) // 2:]), set(all_cpus[:len(all_cpus) // 2])
+        model_cpus, other_cpus = set(all_cpus[len(all_cpus) // 2 :]), set(all_cpus[: len(all_cpus) // 2])
         layouts = {}
         if other_cpus:
             layouts["own_cores"] = (model_cpus, other_cpus)
@@ -259,17 +289,30 @@ def hosting_benchmark(tmp: Path, runner: str = "process", image: str | None = No
             # per core, the image's rule): more workers than cores would only contend.
             workers = len(cpus[0]) if cpus else len(all_cpus)
             name = f"bench-{layout.replace('_', '-')}"
-            sm.create_model(ModelName=name, ExecutionRoleArn=ROLE_ARN, PrimaryContainer={
-                "Image": image, "ModelDataUrl": job["ModelArtifacts"]["S3ModelArtifacts"],
-                "Environment": {"SAGEMAKER_MODEL_SERVER_WORKERS": str(workers)}})
-            sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
-                "VariantName": "AllTraffic", "ModelName": name, "InstanceType": "ml.m5.large",
-                "InitialInstanceCount": 1}])
+            sm.create_model(
+                ModelName=name,
+                ExecutionRoleArn=ROLE_ARN,
+                PrimaryContainer={
+                    "Image": image,
+                    "ModelDataUrl": job["ModelArtifacts"]["S3ModelArtifacts"],
+                    "Environment": {"SAGEMAKER_MODEL_SERVER_WORKERS": str(workers)},
+                },
+            )
+            sm.create_endpoint_config(
+                EndpointConfigName=name,
+                ProductionVariants=[
+                    {
+                        "VariantName": "AllTraffic",
+                        "ModelName": name,
+                        "InstanceType": "ml.m5.large",
+                        "InitialInstanceCount": 1,
+                    }
+                ],
+            )
             sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
             described = _wait(sm, name)
             assert described["EndpointStatus"] == "InService", described.get("FailureReason")
-            with urllib.request.urlopen(f"{server.endpoint_url}/_localaws/endpoints/{name}",
-                                        timeout=10) as response:
+            with urllib.request.urlopen(f"{server.endpoint_url}/_localaws/endpoints/{name}", timeout=10) as response:
                 (instance,) = json.loads(response.read())["Instances"]
             direct_port = instance["Containers"][0]["Port"]
             if cpus:
@@ -291,8 +334,9 @@ def hosting_benchmark(tmp: Path, runner: str = "process", image: str | None = No
                 direct, gateway = [], []
                 for _ in range(rounds):
                     direct.append(_load("direct", direct_port, "/invocations", body, threads, seconds))
-                    gateway.append(_load("gateway", server.port, f"/endpoints/{name}/invocations", body,
-                                         threads, seconds))
+                    gateway.append(
+                        _load("gateway", server.port, f"/endpoints/{name}/invocations", body, threads, seconds)
+                    )
                 loads[layout][label] = (direct, gateway)
             if cpus:  # the next layout starts from every CPU
                 os.sched_setaffinity(0, set(all_cpus))
@@ -317,8 +361,9 @@ def hosting_benchmark(tmp: Path, runner: str = "process", image: str | None = No
         return {
             "direct": d,
             "gateway": g,
-            "throughput_ratio": round(statistics.median(y["throughput_rps"] / x["throughput_rps"]
-                                                        for x, y in pairs), 3),
+            "throughput_ratio": round(
+                statistics.median(y["throughput_rps"] / x["throughput_rps"] for x, y in pairs), 3
+            ),
             "p99_ratio": round(statistics.median(y["p99_ms"] / x["p99_ms"] for x, y in pairs), 3),
             "p50_added_ms": round(g["p50_ms"] - d["p50_ms"], 2),
             "rounds": {"direct": direct, "gateway": gateway},
@@ -337,10 +382,12 @@ def hosting_benchmark(tmp: Path, runner: str = "process", image: str | None = No
     return {
         "runner": runner,
         "client": f"{threads} keep-alive connections from a client process of their own, closed loop, "
-                  f"{rounds} alternating rounds x {seconds:g} s per target; gateway requests SigV4-signed",
+        f"{rounds} alternating rounds x {seconds:g} s per target; gateway requests SigV4-signed",
         "serving": "the image's serve (gunicorn gthread, one worker per core of its layout), one instance",
-        "cpus": {"all": all_cpus,
-                 "own_cores": {"model": sorted(model_cpus), "client_and_localaws": sorted(other_cpus)}},
+        "cpus": {
+            "all": all_cpus,
+            "own_cores": {"model": sorted(model_cpus), "client_and_localaws": sorted(other_cpus)},
+        },
         "throughput_ratio": headline["throughput_ratio"],
         "p99_ratio": headline["p99_ratio"],
         "goal": "throughput_ratio >= 0.8 and p99_ratio <= 1.3 (one JSON row per request, model on its own cores)",
@@ -359,5 +406,8 @@ def brief(figures: dict) -> dict:
 
 if __name__ == "__main__":  # python benchmarks/hosting.py: these figures alone
     with tempfile.TemporaryDirectory() as directory:
-        print(json.dumps(brief(hosting_benchmark(Path(directory), seconds=float(os.environ.get("BENCH_SECONDS", "5")))),
-                         indent=2))
+        print(
+            json.dumps(
+                brief(hosting_benchmark(Path(directory), seconds=float(os.environ.get("BENCH_SECONDS", "5")))), indent=2
+            )
+        )

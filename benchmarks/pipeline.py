@@ -1,5 +1,6 @@
 """The pipeline DAG's figures: how long each DAG file takes to parse, how long 20 experiments' DAGs take,
 and how much the chain adds to the time its jobs take themselves."""
+
 from __future__ import annotations
 
 import json
@@ -34,16 +35,20 @@ def dag_parse_times(repeats: int = 5) -> dict:
     dag-processor spends on each parse, after pre-importing the file's ``airflow.*`` imports (the
     Amazon provider, with boto3) before it forks. Goal: < 0.2 s. ``cold``: everything after
     ``airflow.sdk``, the provider's import included (what ``python dags/<file>`` adds to Airflow)."""
-    env = {**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)])}
+    env = {
+        **os.environ,
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)]),
+    }
     out = {}
     for path in sorted((ROOT / "dags").glob("*.py")):
         figures = {}
         for how in ("processor", "cold"):
             times = []
             for _ in range(repeats):
-                result = subprocess.run([sys.executable, "-c", PARSE, str(path), how], env=env,
-                                        capture_output=True, text=True, check=True)
+                result = subprocess.run(
+                    [sys.executable, "-c", PARSE, str(path), how], env=env, capture_output=True, text=True, check=True
+                )
                 times.append(float(result.stdout.split("PARSE ")[1]))
             figures[how] = {"median_seconds": round(statistics.median(times), 3), "all": times}
         out[path.name] = {**figures, "goal": "processor < 0.2"}
@@ -83,19 +88,39 @@ def experiments_parse_time(tmp: Path, count: int = 20, repeats: int = 5) -> dict
     source = ROOT / "tests" / "dags" / "experiments" / "plain"
     for index in range(count):
         shutil.copytree(source, root / f"parse-benchmarked-{index:02d}")
-    env = {**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "ML_PIPELINE_EXPERIMENTS_DIR": str(root),
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)])}
+    env = {
+        **os.environ,
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "ML_PIPELINE_EXPERIMENTS_DIR": str(root),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT)]),
+    }
     walls, cpus = [], []
     for _ in range(repeats):
-        result = subprocess.run([sys.executable, "-c", PARSE_EXPERIMENTS, str(root),
-                                 str(ROOT / "plugins" / "ml_pipeline" / "pipeline_dag.py")],
-                                env=env, capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                PARSE_EXPERIMENTS,
+                str(root),
+                str(ROOT / "plugins" / "ml_pipeline" / "pipeline_dag.py"),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         wall, cpu, dags, tasks = result.stdout.split("PARSE ")[1].split()
         walls.append(float(wall))
         cpus.append(float(cpu))
-    return {"experiments": int(dags), "tasks": int(tasks), "median_wall_seconds": round(statistics.median(walls), 3),
-            "median_cpu_seconds": round(statistics.median(cpus), 3), "all_wall": walls, "all_cpu": cpus,
-            "goal": "<= 0.3 in all"}
+    return {
+        "experiments": int(dags),
+        "tasks": int(tasks),
+        "median_wall_seconds": round(statistics.median(walls), 3),
+        "median_cpu_seconds": round(statistics.median(cpus), 3),
+        "all_wall": walls,
+        "all_cpu": cpus,
+        "goal": "<= 0.3 in all",
+    }
 
 
 def _epochs_lasting(seconds: float, preset: dict, tmp: Path) -> int:
@@ -107,8 +132,9 @@ def _epochs_lasting(seconds: float, preset: dict, tmp: Path) -> int:
     took = {}
     for epochs in (30, 230):
         hyperparameters = {**preset["hyperparameters"], "epochs": epochs, "early_stopping_patience": 0}
-        took[epochs] = run_direct_process(tmp / f"calibrate-{epochs}", sagemaker_hyperparameters(
-            {"hyperparameters": hyperparameters}))
+        took[epochs] = run_direct_process(
+            tmp / f"calibrate-{epochs}", sagemaker_hyperparameters({"hyperparameters": hyperparameters})
+        )
     per_epoch = max((took[230] - took[30]) / 200, 1e-3)
     return max(100, round(seconds / per_epoch))
 
@@ -133,25 +159,41 @@ def pipeline_overhead(tmp: Path) -> dict:
     shutil.copytree(ROOT / "include" / "hyperparams" / "digits", hyperparams / "digits", dirs_exist_ok=True)
     preset = json.loads((hyperparams / "digits" / "default.json").read_text())
     epochs = os.environ.get("BENCH_PIPELINE_EPOCHS") or _epochs_lasting(
-        float(os.environ.get("BENCH_PIPELINE_TRAINING_SECONDS", "300")), preset, tmp)
+        float(os.environ.get("BENCH_PIPELINE_TRAINING_SECONDS", "300")), preset, tmp
+    )
     preset["hyperparameters"].update({"epochs": int(epochs), "early_stopping_patience": 0})
     (hyperparams / "digits" / "default.json").write_text(json.dumps(preset))
 
     server = LocalAWSProcess(tmp, "process").start()
     try:
         env = airflow_env(server.endpoint_url, tmp / "airflow-home")
-        env.update({"ML_PIPELINE_HYPERPARAMS_DIR": str(hyperparams), "ML_PIPELINE_BUCKET": "bench-pipeline",
-                    "ML_PIPELINE_POLL_SECONDS": "2"})
+        env.update(
+            {
+                "ML_PIPELINE_HYPERPARAMS_DIR": str(hyperparams),
+                "ML_PIPELINE_BUCKET": "bench-pipeline",
+                "ML_PIPELINE_POLL_SECONDS": "2",
+            }
+        )
         migrate(env)
         # Warm-up outside the timing: the image's cached environment and the bucket.
         run_dag(env, {"mode": "train", "preset": "quick"}, "2026-01-05T00:00:00+00:00", tmp / "warmup.log", "digits")
         started = time.monotonic()
-        run = run_dag(env, {"mode": "train", "preset": "default", "keep_endpoint": True},
-                      "2026-01-12T00:00:00+00:00", tmp / "bench.log", "digits")
+        run = run_dag(
+            env,
+            {"mode": "train", "preset": "default", "keep_endpoint": True},
+            "2026-01-12T00:00:00+00:00",
+            tmp / "bench.log",
+            "digits",
+        )
         wall = time.monotonic() - started
         summary = read_summary(server.endpoint_url, "bench-pipeline", run, "digits")
-        sm = boto3.client("sagemaker", endpoint_url=server.endpoint_url, region_name="us-east-1",
-                          aws_access_key_id="x", aws_secret_access_key="x")
+        sm = boto3.client(
+            "sagemaker",
+            endpoint_url=server.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+        )
         job = sm.describe_training_job(TrainingJobName=summary["training_job"])
         training = (job["TrainingEndTime"] - job["CreationTime"]).total_seconds()
         described = sm.describe_endpoint(EndpointName=summary["endpoint"])  # kept for this measurement

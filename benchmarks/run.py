@@ -9,6 +9,7 @@ Completed, as a client sees it) against the same ``train`` entry run directly on
 the same data with the same interpreter (process runner) or the same image
 (docker runner). Goal: at most 1.1 times the direct run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,10 @@ def host_config(hyperparameters: dict) -> HostConfig:
         current_host="algo-1",
         hosts=["algo-1"],
         hyperparameters=hyperparameters,
-        channels={name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated",
-                         "RecordWrapperType": "None"} for name in ("train", "validation")},
+        channels={
+            name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+            for name in ("train", "validation")
+        },
         instance_type="ml.m5.large",
         num_cpus=os.cpu_count() or 1,
     )
@@ -74,11 +77,21 @@ def run_direct_process(tmp: Path, hyperparameters: dict) -> float:
     layout = direct_layout(tmp)
     config = host_config(hyperparameters)
     config.write_config_files(layout)
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), **config.environment(layout),
-           "SAGEMAKER_BASE_DIR": str(layout.root)}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/root"),
+        **config.environment(layout),
+        "SAGEMAKER_BASE_DIR": str(layout.root),
+    }
     started = time.monotonic()
-    subprocess.run([str(python), str(CONTEXT / "train")], cwd=CONTEXT, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [str(python), str(CONTEXT / "train")],
+        cwd=CONTEXT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     elapsed = time.monotonic() - started
     shutil.rmtree(layout.root, ignore_errors=True)
     return elapsed
@@ -88,11 +101,16 @@ def run_direct_docker(tmp: Path, hyperparameters: dict, image: str) -> float:
     layout = direct_layout(tmp)
     config = host_config(hyperparameters)
     config.write_config_files(layout)
-    env_args = [arg for key, value in config.environment(Layout(Path("/opt/ml"))).items()
-                for arg in ("-e", f"{key}={value}")]
+    env_args = [
+        arg for key, value in config.environment(Layout(Path("/opt/ml"))).items() for arg in ("-e", f"{key}={value}")
+    ]
     started = time.monotonic()
-    subprocess.run(["docker", "run", "--rm", "-v", f"{layout.root}:/opt/ml", *env_args, image, "train"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        ["docker", "run", "--rm", "-v", f"{layout.root}:/opt/ml", *env_args, image, "train"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     elapsed = time.monotonic() - started
     shutil.rmtree(layout.root, ignore_errors=True)
     return elapsed
@@ -101,10 +119,14 @@ def run_direct_docker(tmp: Path, hyperparameters: dict, image: str) -> float:
 def run_through_localaws(server, bucket: str, channels: dict, hyperparameters: dict, index: int) -> tuple[float, dict]:
     sm = server.client("sagemaker")
     name = f"bench-{server.runner}-{int(time.time())}-{index}"
-    request = training_request(name, server.image_uri,
-                               {"train": channels["train"], "validation": channels["validation"]},
-                               f"s3://{bucket}/jobs", hyperparameters,
-                               digits_example.experiment()["metric_definitions"])
+    request = training_request(
+        name,
+        server.image_uri,
+        {"train": channels["train"], "validation": channels["validation"]},
+        f"s3://{bucket}/jobs",
+        hyperparameters,
+        digits_example.experiment()["metric_definitions"],
+    )
     started = time.monotonic()
     sm.create_training_job(**request)
     description = wait_for_training(sm, name, timeout=900, poll=0.05)
@@ -136,8 +158,13 @@ def training_overhead(runner: str, tmp: Path, repeats: int, image: str | None = 
                 direct.append(run_direct_docker(tmp, hyperparameters, image))
             elapsed, description = run_through_localaws(server, bucket, channels, hyperparameters, index + 1)
             through.append(elapsed)
-            phases.append({t["Status"]: round(t["EndTime"].timestamp() - t["StartTime"].timestamp(), 2)
-                           for t in description["SecondaryStatusTransitions"] if "EndTime" in t})
+            phases.append(
+                {
+                    t["Status"]: round(t["EndTime"].timestamp() - t["StartTime"].timestamp(), 2)
+                    for t in description["SecondaryStatusTransitions"]
+                    if "EndTime" in t
+                }
+            )
     finally:
         server.stop()
     return {
@@ -161,17 +188,37 @@ def tuning_parallel_efficiency(tmp: Path) -> dict:
         s3, sm = server.client("s3"), server.client("sagemaker")
         s3.create_bucket(Bucket="bench-tuning")
         channels = digits_example.write_channels(s3, "bench-tuning", "digits", seed=SEED)
-        static = {**sagemaker_hyperparameters(digits_example.preset("quick")),
-                  "epochs": "30", "early_stopping_patience": "30"}
-        ranges = {"ContinuousParameterRanges": [
-            {"Name": "learning_rate", "MinValue": "0.002", "MaxValue": "0.05", "ScalingType": "Logarithmic"}]}
+        static = {
+            **sagemaker_hyperparameters(digits_example.preset("quick")),
+            "epochs": "30",
+            "early_stopping_patience": "30",
+        }
+        ranges = {
+            "ContinuousParameterRanges": [
+                {"Name": "learning_rate", "MinValue": "0.002", "MaxValue": "0.05", "ScalingType": "Logarithmic"}
+            ]
+        }
         static.pop("learning_rate")
         name = f"bench-tuning-{int(time.time())}"
-        request = training_request(name, server.image_uri,
-                                   {"train": channels["train"], "validation": channels["validation"]},
-                                   "s3://bench-tuning/jobs", {}, digits_example.experiment()["metric_definitions"])
-        definition = {key: request[key] for key in ("AlgorithmSpecification", "RoleArn", "InputDataConfig",
-                                                     "OutputDataConfig", "ResourceConfig", "StoppingCondition")}
+        request = training_request(
+            name,
+            server.image_uri,
+            {"train": channels["train"], "validation": channels["validation"]},
+            "s3://bench-tuning/jobs",
+            {},
+            digits_example.experiment()["metric_definitions"],
+        )
+        definition = {
+            key: request[key]
+            for key in (
+                "AlgorithmSpecification",
+                "RoleArn",
+                "InputDataConfig",
+                "OutputDataConfig",
+                "ResourceConfig",
+                "StoppingCondition",
+            )
+        }
         definition["StaticHyperParameters"] = static
         sm.create_hyper_parameter_tuning_job(
             HyperParameterTuningJobName=name,
@@ -189,8 +236,9 @@ def tuning_parallel_efficiency(tmp: Path) -> dict:
                 break
             time.sleep(0.5)
         assert tuning["HyperParameterTuningJobStatus"] == "Completed", tuning.get("FailureReason")
-        trials = sm.list_training_jobs_for_hyper_parameter_tuning_job(
-            HyperParameterTuningJobName=name, MaxResults=100)["TrainingJobSummaries"]
+        trials = sm.list_training_jobs_for_hyper_parameter_tuning_job(HyperParameterTuningJobName=name, MaxResults=100)[
+            "TrainingJobSummaries"
+        ]
         own = [(t["TrainingEndTime"] - t["CreationTime"]).total_seconds() for t in trials]
         wall = (tuning["HyperParameterTuningEndTime"] - tuning["CreationTime"]).total_seconds()
     finally:
@@ -239,15 +287,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=int(os.environ.get("BENCH_REPEATS", "3")))
     parser.add_argument("--skip-docker", action="store_true")
-    parser.add_argument("--only", action="append", choices=SECTIONS,
-                        help="measure only these (repeatable); the other figures in results.json stay as they were")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SECTIONS,
+        help="measure only these (repeatable); the other figures in results.json stay as they were",
+    )
     args = parser.parse_args()
     only = set(args.only or SECTIONS)
     if args.skip_docker:
         only -= {"docker", "runner"}
     results = json.loads(RESULTS.read_text()) if args.only and RESULTS.exists() else {}
-    results.update({"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                    "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    results.update(
+        {
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    )
 
     def record(key: str, figures: dict, show=lambda figures: figures) -> None:
         results[key] = figures
@@ -281,11 +337,18 @@ def main() -> int:
             record("runner_docker", runner_benchmark(Path(tmp) / "runner", args.repeats))
         image = docker_image() if "docker" in only else None
         if image:
-            record("training_overhead_docker", training_overhead(
-                "docker", Path(tmp), args.repeats, image, {"LOCALAWS_REGISTRY": "127.0.0.1:5000"}))
+            record(
+                "training_overhead_docker",
+                training_overhead("docker", Path(tmp), args.repeats, image, {"LOCALAWS_REGISTRY": "127.0.0.1:5000"}),
+            )
             (Path(tmp) / "hosting-docker").mkdir()
-            record("hosting_docker", hosting_benchmark(
-                Path(tmp) / "hosting-docker", "docker", image, {"LOCALAWS_REGISTRY": "127.0.0.1:5000"}), brief)
+            record(
+                "hosting_docker",
+                hosting_benchmark(
+                    Path(tmp) / "hosting-docker", "docker", image, {"LOCALAWS_REGISTRY": "127.0.0.1:5000"}
+                ),
+                brief,
+            )
     RESULTS.write_text(json.dumps(results, indent=2))
     print(f"written to {RESULTS}")
     return 0

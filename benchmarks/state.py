@@ -10,6 +10,7 @@ start-up       spawn to the first answer, with no state folder and with the fold
 
 Figures depend on the machine: nothing here is a test.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,11 +40,14 @@ def _calls(server, bucket: str) -> dict:
         "s3 PutObject 1 KiB (write)": lambda: s3.put_object(Bucket=bucket, Key=f"k/{next(counter)}", Body=b"x" * 1024),
         "s3 GetObject (read)": lambda: s3.get_object(Bucket=bucket, Key="k/0")["Body"].read(),
         "ec2 DescribeVpcs (read, query protocol)": lambda: ec2.describe_vpcs(),
-        "ssm PutParameter (write, JSON)": lambda: ssm.put_parameter(Name="/bench/p", Value=str(next(counter)),
-                                                                   Type="String", Overwrite=True),
+        "ssm PutParameter (write, JSON)": lambda: ssm.put_parameter(
+            Name="/bench/p", Value=str(next(counter)), Type="String", Overwrite=True
+        ),
         "logs PutLogEvents (write, JSON)": lambda: logs.put_log_events(
-            logGroupName="bench", logStreamName="s",
-            logEvents=[{"timestamp": int(time.time() * 1000), "message": "line"}]),
+            logGroupName="bench",
+            logStreamName="s",
+            logEvents=[{"timestamp": int(time.time() * 1000), "message": "line"}],
+        ),
     }
 
 
@@ -87,8 +91,10 @@ def request_path(tmp: Path, requests: int) -> dict:
         out = {}
         for name in calls["in memory"]:
             out[name] = {
-                label: {"median_ms": round(statistics.median(t[name]), 2),
-                        "p90_ms": round(statistics.quantiles(t[name], n=10)[-1], 2)}
+                label: {
+                    "median_ms": round(statistics.median(t[name]), 2),
+                    "p90_ms": round(statistics.quantiles(t[name], n=10)[-1], 2),
+                }
                 for label, t in times.items()
             }
         return out
@@ -106,8 +112,12 @@ def gate_overhead() -> dict:
     environs = {
         "S3 GET": {"REQUEST_METHOD": "GET", "PATH_INFO": "/bucket/key", "QUERY_STRING": ""},
         "JSON target": {"REQUEST_METHOD": "POST", "HTTP_X_AMZ_TARGET": "Logs_20140328.PutLogEvents"},
-        "query protocol (body read)": {"REQUEST_METHOD": "POST", "CONTENT_TYPE": "application/x-www-form-urlencoded",
-                                       "CONTENT_LENGTH": str(len(form)), BUFFERED: form},
+        "query protocol (body read)": {
+            "REQUEST_METHOD": "POST",
+            "CONTENT_TYPE": "application/x-www-form-urlencoded",
+            "CONTENT_LENGTH": str(len(form)),
+            BUFFERED: form,
+        },
     }
     out = {}
     for label, environ in environs.items():
@@ -130,9 +140,19 @@ def engine_snapshot(jobs: int = 200, points: int = 500) -> str:
     records = {}
     for index in range(jobs):
         name = f"job-{index}"
-        job = TrainingJob(name, f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{name}",
-                          training_request(name, "123456789012.dkr.ecr.us-east-1.amazonaws.com/x:1", {"train": "s3://b/t"},
-                                           "s3://b/o", {"epochs": "10"}), time.time(), status="Completed")
+        job = TrainingJob(
+            name,
+            f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{name}",
+            training_request(
+                name,
+                "123456789012.dkr.ecr.us-east-1.amazonaws.com/x:1",
+                {"train": "s3://b/t"},
+                "s3://b/o",
+                {"epochs": "10"},
+            ),
+            time.time(),
+            status="Completed",
+        )
         job.metric_series = {"loss": [(time.time(), 0.5) for _ in range(points)]}
         records[name] = job
     took = []
@@ -159,8 +179,9 @@ def snapshots_and_start(tmp: Path, objects: int, size: int) -> dict:
     from localaws.state.moto_backends import MotoState
     from localaws.state.pickling import Blobs
 
-    MotoState.load((folder / "moto.pickle").read_bytes(),
-                   Blobs(read=lambda name: (folder / "blobs" / name).read_bytes()))
+    MotoState.load(
+        (folder / "moto.pickle").read_bytes(), Blobs(read=lambda name: (folder / "blobs" / name).read_bytes())
+    )
     state = MotoState()
     dumps = []
     for _ in range(5):
@@ -169,18 +190,24 @@ def snapshots_and_start(tmp: Path, objects: int, size: int) -> dict:
         dumps.append(time.perf_counter() - started)
 
     starts = {}
-    for label, env in (("no state folder", {}),
-                       (f"state: {objects} objects, {blobs >> 20} MiB", {"LOCALAWS_STATE_DIR": str(folder)})):
+    for label, env in (
+        ("no state folder", {}),
+        (f"state: {objects} objects, {blobs >> 20} MiB", {"LOCALAWS_STATE_DIR": str(folder)}),
+    ):
         took, restores = [], []
         for _ in range(3):
             started = time.perf_counter()
             again = _server(tmp / "starts", **env)
             took.append(time.perf_counter() - started)
             again.stop()
-            restores += [float(line.rsplit("'seconds': ", 1)[1].rstrip("}\n")) for line in open(again.log_path)
-                         if "localaws state: restored" in line]
+            restores += [
+                float(line.rsplit("'seconds': ", 1)[1].rstrip("}\n"))
+                for line in open(again.log_path)
+                if "localaws state: restored" in line
+            ]
         starts[label] = f"{statistics.median(took):.2f} s" + (
-            f" (of which the restore: {statistics.median(restores) * 1000:.0f} ms)" if restores else "")
+            f" (of which the restore: {statistics.median(restores) * 1000:.0f} ms)" if restores else ""
+        )
     return {
         "files": {**sizes, "blobs (total)": blobs},
         "moto snapshot (pickle, with the gate shut)": f"{statistics.median(dumps) * 1000:.1f} ms",

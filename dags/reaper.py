@@ -11,6 +11,7 @@ is touched.
 A run triggered by hand is a dry run (it reports what it would remove) unless its form's "Dry run" is
 turned off; the hourly schedule removes.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,16 +43,30 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     params={
-        "default_ttl_hours": form_param(float(os.environ.get("ML_PIPELINE_STACK_TTL_HOURS", "12")), type="number",
-                                        minimum=0.1, maximum=720, title="Default stack TTL (hours)",
-                                        description="For a stack whose resources carry no ttl-hours tag."),
-        "idle_hours": form_param(float(os.environ.get("ML_PIPELINE_IDLE_ENDPOINT_HOURS", "24")), type="number",
-                                 minimum=0.001, maximum=720, title="Idle endpoint window (hours)",
-                                 description="An endpoint older than this with no invocation during it is deleted."),
-        "dry_run": form_param(True, type="boolean", title="Dry run",
-                              description="On (the default for a run triggered here): report what would be removed "
-                                          "and remove nothing. Turn it off to remove. The hourly schedule always "
-                                          "removes."),
+        "default_ttl_hours": form_param(
+            float(os.environ.get("ML_PIPELINE_STACK_TTL_HOURS", "12")),
+            type="number",
+            minimum=0.1,
+            maximum=720,
+            title="Default stack TTL (hours)",
+            description="For a stack whose resources carry no ttl-hours tag.",
+        ),
+        "idle_hours": form_param(
+            float(os.environ.get("ML_PIPELINE_IDLE_ENDPOINT_HOURS", "24")),
+            type="number",
+            minimum=0.001,
+            maximum=720,
+            title="Idle endpoint window (hours)",
+            description="An endpoint older than this with no invocation during it is deleted.",
+        ),
+        "dry_run": form_param(
+            True,
+            type="boolean",
+            title="Dry run",
+            description="On (the default for a run triggered here): report what would be removed "
+            "and remove nothing. Turn it off to remove. The hourly schedule always "
+            "removes.",
+        ),
     },
     default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=2)},
     tags=["ml", "cost", "cleanup"],
@@ -63,8 +78,10 @@ with DAG(
 
         expired = expired_stacks(client, default_ttl_hours=params["default_ttl_hours"])
         for stack in expired:
-            print(f"run {stack['run']} (experiment {stack['experiment'] or 'unknown'}): "
-                  f"{stack['age_hours']:.1f} h old, TTL {stack['ttl_hours']:.1f} h: expired")
+            print(
+                f"run {stack['run']} (experiment {stack['experiment'] or 'unknown'}): "
+                f"{stack['age_hours']:.1f} h old, TTL {stack['ttl_hours']:.1f} h: expired"
+            )
         return [stack["run"] for stack in expired]
 
     @task(max_active_tis_per_dagrun=4)
@@ -84,8 +101,10 @@ with DAG(
 
         result = reap_endpoints(client, idle_hours=params["idle_hours"], dry_run=this_run_is_dry(params))
         for endpoint in result["endpoints"]:
-            print(f"endpoint {endpoint['endpoint']} (experiment {endpoint['experiment'] or 'unknown'}): no invocations "
-                  f"in {endpoint['idle_hours']} h: {endpoint['removed']}")
+            print(
+                f"endpoint {endpoint['endpoint']} (experiment {endpoint['experiment'] or 'unknown'}): no invocations "
+                f"in {endpoint['idle_hours']} h: {endpoint['removed']}"
+            )
         if result["errors"]:
             raise RuntimeError(f"could not delete: {result['errors']}")
         return result
@@ -98,8 +117,7 @@ with DAG(
             "endpoints": [e["endpoint"] for e in (endpoints or {}).get("endpoints", [])],
         }
         verb = "would remove (dry run)" if summary["dry_run"] else "removed"
-        print(f"reaper {verb} {len(summary['stacks'])} stack(s) and {len(summary['endpoints'])} endpoint(s): "
-              f"{summary}")
+        print(f"reaper {verb} {len(summary['stacks'])} stack(s) and {len(summary['endpoints'])} endpoint(s): {summary}")
         return summary
 
     removed = remove_stack.expand(run_key=find_expired_stacks())

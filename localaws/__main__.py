@@ -1,4 +1,5 @@
 """python -m localaws serve | register-image URI CONTEXT | interrupt-spot JOB"""
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--runner", choices=("auto", "docker", "process"), default=None)
     serve.add_argument("--log-level", default=os.environ.get("LOCALAWS_LOG_LEVEL", "INFO"))
     serve.add_argument(
-        "--state-dir", default=None,
+        "--state-dir",
+        default=None,
         help="keep state across restarts in this folder (default: LOCALAWS_STATE_DIR; unset: in memory only)",
     )
     register = commands.add_parser(

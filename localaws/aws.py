@@ -3,6 +3,7 @@
 The engine reaches S3, CloudWatch Logs and CloudWatch through the gateway over
 HTTP, exactly as a container on AWS reaches them: no back door into moto.
 """
+
 from __future__ import annotations
 
 import threading

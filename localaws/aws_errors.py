@@ -13,6 +13,7 @@ lacks, ``MalformedXML`` / ``SerializationException`` (400) for a body that does 
 for a JSON service, whose values do not fit the operation's shapes in botocore's model),
 ``InternalFailure`` (500) for a crash, and the same for moto's bare HTML error pages.
 """
+
 from __future__ import annotations
 
 import json
@@ -121,17 +122,22 @@ def error(environ: dict, protocol: str, code: str, message: str, status: int) ->
     elif protocol == "query":
         fault = "Receiver" if status >= 500 else "Sender"
         headers = [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)]
-        body = (f"<ErrorResponse><Error><Type>{fault}</Type><Code>{escape(code)}</Code>"
-                f"<Message>{escape(message)}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>").encode()
+        body = (
+            f"<ErrorResponse><Error><Type>{fault}</Type><Code>{escape(code)}</Code>"
+            f"<Message>{escape(message)}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+        ).encode()
     elif protocol == "ec2":
         headers = [("Content-Type", "text/xml;charset=UTF-8")]
-        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{escape(code)}</Code>'
-                f"<Message>{escape(message)}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>"
-                ).encode()
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{escape(code)}</Code>'
+            f"<Message>{escape(message)}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>"
+        ).encode()
     else:  # rest-xml (S3 and friends)
         headers = [("Content-Type", "application/xml"), ("x-amz-request-id", request_id)]
-        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{escape(code)}</Code>'
-                f"<Message>{escape(message)}</Message><RequestId>{request_id}</RequestId></Error>").encode()
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{escape(code)}</Code>'
+            f"<Message>{escape(message)}</Message><RequestId>{request_id}</RequestId></Error>"
+        ).encode()
     if environ.get("REQUEST_METHOD") == "HEAD":
         body = b""  # a HEAD answer has no body: the status tells
     headers.append(("Content-Length", str(len(body))))
@@ -149,9 +155,16 @@ def respond(environ, start_response, protocol: str, code: str, message: str, sta
     return [body]
 
 
-_REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-            411: "Length Required", 413: "Request Entity Too Large", 500: "Internal Server Error",
-            501: "Not Implemented"}
+_REASONS = {
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    411: "Length Required",
+    413: "Request Entity Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+}
 
 
 def json_request(environ: dict, limit: int, service: str | None = None, operation: str | None = None):
@@ -216,9 +229,14 @@ class MotoErrors:
         except Exception:  # noqa: BLE001 - moto has no backend for what the request names
             protocol = request_protocol(environ, None)
             code = "InvalidAction" if protocol in ("query", "ec2") else "UnknownOperationException"
-            return respond(environ, start_response, protocol, code,
-                           "localaws has no service for this request (its signature names a service moto "
-                           "does not have).", 400)
+            return respond(
+                environ,
+                start_response,
+                protocol,
+                code,
+                "localaws has no service for this request (its signature names a service moto does not have).",
+                400,
+            )
         service = botocore_name(getattr(app, "service", None))
         protocol = request_protocol(environ, service)
         try:
@@ -234,29 +252,50 @@ class MotoErrors:
         try:
             chunks = self.call(app, environ, capture)
         except bodies.BodyTooLarge:  # an aws-chunked upload longer than it said (see _limit_s3)
-            return respond(environ, start_response, protocol, "IncompleteBody",
-                           "The request body is longer than its x-amz-decoded-content-length says.", 400)
+            return respond(
+                environ,
+                start_response,
+                protocol,
+                "IncompleteBody",
+                "The request body is longer than its x-amz-decoded-content-length says.",
+                400,
+            )
         except NotImplementedError as crash:
             operation = self._operation(environ, service) or "this operation"
             if not _has_operation(service, operation):  # not AWS's either
                 code, message = _unknown_operation(protocol, environ, operation)
                 return respond(environ, start_response, protocol, code, message, 400)
-            return respond(environ, start_response, protocol, "NotImplemented",
-                           f"localaws does not implement {_service_title(service)} {operation} as asked "
-                           f"(moto: {crash}).", 501)
+            return respond(
+                environ,
+                start_response,
+                protocol,
+                "NotImplemented",
+                f"localaws does not implement {_service_title(service)} {operation} as asked (moto: {crash}).",
+                501,
+            )
         except OperationNotFoundError:  # an operation the service does not have at all
             code, message = _unknown_operation(protocol, environ, self._operation(environ, service))
             return respond(environ, start_response, protocol, code, message, 400)
         except (ExpatError, ParseError) as crash:  # moto's XML parsing of a malformed body
-            return respond(environ, start_response, protocol, "MalformedXML",
-                           "The XML you provided was not well-formed or did not validate against our published "
-                           f"schema ({crash}).", 400)
+            return respond(
+                environ,
+                start_response,
+                protocol,
+                "MalformedXML",
+                f"The XML you provided was not well-formed or did not validate against our published schema ({crash}).",
+                400,
+            )
         except Exception as crash:  # noqa: BLE001 - a crash of moto's is ours to answer, never HTML
             operation = self._operation(environ, service) or "request"
             log.exception("moto crashed on %s %s", service, operation)
-            return respond(environ, start_response, protocol, "InternalFailure",
-                           f"localaws (moto) failed on {_service_title(service)} {operation}: "
-                           f"{type(crash).__name__}: {crash}", 500)
+            return respond(
+                environ,
+                start_response,
+                protocol,
+                "InternalFailure",
+                f"localaws (moto) failed on {_service_title(service)} {operation}: {type(crash).__name__}: {crash}",
+                500,
+            )
         status = int(answer["status"].split(" ", 1)[0])
         content_type = dict((k.lower(), v) for k, v in answer["headers"]).get("content-type", "")
         if status >= 400 and environ.get("REQUEST_METHOD") != "HEAD" and content_type.startswith("text/html"):
@@ -270,12 +309,15 @@ class MotoErrors:
                     status = 400
                 elif status in (404, 405):  # moto has no route for an operation AWS has
                     code, status = "NotImplemented", 501
-                    message = (f"localaws does not implement {_service_title(service)} {operation} "
-                               "(moto has no route for it).")
+                    message = (
+                        f"localaws does not implement {_service_title(service)} {operation} (moto has no route for it)."
+                    )
                 else:
                     code = "InternalFailure" if status >= 500 else "InvalidRequest"
-                    message = (f"localaws (moto) answered {answer['status']} to {_service_title(service)} "
-                               f"{operation or 'request'}.")
+                    message = (
+                        f"localaws (moto) answered {answer['status']} to {_service_title(service)} "
+                        f"{operation or 'request'}."
+                    )
                 return respond(environ, start_response, protocol, code, message, status)
             chunks = [page]
         start_response(answer["status"], answer["headers"])
@@ -377,7 +419,8 @@ class _Capped:
 
     def readline(self, size: int = -1) -> bytes:
         return self._take(
-            self._stream.readline(self._left + 1 if size is None or size < 0 else min(size, self._left + 1)))
+            self._stream.readline(self._left + 1 if size is None or size < 0 else min(size, self._left + 1))
+        )
 
 
 def _decoded(environ: dict, body: bytes, limit: int) -> bytes:

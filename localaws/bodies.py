@@ -10,6 +10,7 @@ connection is closed after the answer rather than drained of it. A body is read 
 request: whoever reads it next (moto, after our engine passed on a request) gets the same bytes,
 and a body refused part-way read is never handed on.
 """
+
 from __future__ import annotations
 
 import io

@@ -2,6 +2,7 @@
 
 Kept free of the engine's imports so an Airflow task or a script can use it cheaply.
 """
+
 from __future__ import annotations
 
 import json

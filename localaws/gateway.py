@@ -6,6 +6,7 @@ A request's service is read the way AWS's front door reads it: the SigV4
 credential scope (``.../<region>/<service>/aws4_request``) and, for JSON
 protocols, ``X-Amz-Target``. ``/_localaws/...`` is localaws's own admin API.
 """
+
 from __future__ import annotations
 
 import json
@@ -104,8 +105,15 @@ class Gateway:
         except Exception as error:  # noqa: BLE001 - a bug of ours: still AWS's answer, never werkzeug's HTML
             log.exception("%s %s failed", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             protocol = aws_errors.request_protocol(environ, signing_service(environ))
-            return aws_errors.respond(environ, start_response, protocol, "InternalFailure",
-                                      f"localaws failed: {type(error).__name__}: {error}", 500, sys.exc_info())
+            return aws_errors.respond(
+                environ,
+                start_response,
+                protocol,
+                "InternalFailure",
+                f"localaws failed: {type(error).__name__}: {error}",
+                500,
+                sys.exc_info(),
+            )
 
     def _route(self, environ, start_response):
         service = signing_service(environ)

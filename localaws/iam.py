@@ -17,6 +17,7 @@ ARN, boolean and ``Null`` operators (``...IfExists`` too); a statement whose con
 needs a key the request does not give does not apply, and the key is reported in
 ``MissingContextValues``, as IAM reports it. Resource policies are not evaluated.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -88,13 +89,20 @@ class Simulator:
     def simulate(self, operation: str, values: dict) -> tuple[list[dict], bool, str | None]:
         actions = _members(values, "ActionNames")
         if not actions:
-            raise AwsError("1 validation error detected: Value null at 'actionNames' failed to satisfy "
-                           "constraint: Member must not be null", "ValidationError")
+            raise AwsError(
+                "1 validation error detected: Value null at 'actionNames' failed to satisfy "
+                "constraint: Member must not be null",
+                "ValidationError",
+            )
         resources = _members(values, "ResourceArns") or ["*"]
-        sources = [Source(f"PolicyInputList.{n}", "none", _statements(doc, f"PolicyInputList.{n}"))
-                   for n, doc in enumerate(_members(values, "PolicyInputList"), 1)]
-        boundaries = [Source(f"PermissionsBoundaryPolicyInputList.{n}", "none", _statements(doc, "boundary"))
-                      for n, doc in enumerate(_members(values, "PermissionsBoundaryPolicyInputList"), 1)]
+        sources = [
+            Source(f"PolicyInputList.{n}", "none", _statements(doc, f"PolicyInputList.{n}"))
+            for n, doc in enumerate(_members(values, "PolicyInputList"), 1)
+        ]
+        boundaries = [
+            Source(f"PermissionsBoundaryPolicyInputList.{n}", "none", _statements(doc, "boundary"))
+            for n, doc in enumerate(_members(values, "PermissionsBoundaryPolicyInputList"), 1)
+        ]
         if operation == "SimulatePrincipalPolicy":
             arn = values.get("PolicySourceArn") or ""
             principal, boundary = self._principal_policies(arn)
@@ -102,15 +110,18 @@ class Simulator:
             if boundary and not boundaries:
                 boundaries = [boundary]
         elif not sources:
-            raise AwsError("1 validation error detected: Value null at 'policyInputList' failed to satisfy "
-                           "constraint: Member must not be null", "ValidationError")
+            raise AwsError(
+                "1 validation error detected: Value null at 'policyInputList' failed to satisfy "
+                "constraint: Member must not be null",
+                "ValidationError",
+            )
         context = _context(values)
         results = []
         for action in actions:
             for resource in resources:
                 results.append(_result(action, resource, sources, boundaries, context))
         start, size = _marker(values.get("Marker")), _max_items(values.get("MaxItems"))
-        page = results[start:start + size]
+        page = results[start : start + size]
         truncated = start + size < len(results)
         return page, truncated, str(start + size) if truncated else None
 
@@ -130,8 +141,9 @@ class Simulator:
         if kind == "user":
             for group in backend.get_groups_for_user(name):
                 found.extend(_own_policies(group, "group"))
-        boundary_arn = (getattr(entity, "permissions_boundary_arn", None)
-                        or getattr(entity, "permissions_boundary", None))
+        boundary_arn = getattr(entity, "permissions_boundary_arn", None) or getattr(
+            entity, "permissions_boundary", None
+        )
         boundary = None
         if isinstance(boundary_arn, str) and boundary_arn:
             policy = backend.managed_policies.get(boundary_arn) or _aws_managed(backend, boundary_arn)
@@ -144,8 +156,11 @@ def _max_items(given: str | None) -> int:
     if given is None or given == "":
         return 100
     if not given.strip().lstrip("-").isdigit() or not 1 <= int(given) <= 1000:
-        raise AwsError(f"1 validation error detected: Value '{given}' at 'maxItems' failed to satisfy constraint: "
-                       "Member must be an integer between 1 and 1000", "ValidationError")
+        raise AwsError(
+            f"1 validation error detected: Value '{given}' at 'maxItems' failed to satisfy constraint: "
+            "Member must be an integer between 1 and 1000",
+            "ValidationError",
+        )
     return int(given)
 
 
@@ -236,9 +251,13 @@ def _check_statement(statement, where: str) -> None:
     conditions = statement.get("Condition", {})
     scalar = (str, bool, int, float)
     if not isinstance(conditions, dict) or not all(
-            isinstance(tests, dict) and all(isinstance(v, scalar) or (isinstance(v, list) and all(
-                isinstance(item, scalar) for item in v)) for v in tests.values())
-            for tests in conditions.values()):
+        isinstance(tests, dict)
+        and all(
+            isinstance(v, scalar) or (isinstance(v, list) and all(isinstance(item, scalar) for item in v))
+            for v in tests.values()
+        )
+        for tests in conditions.values()
+    ):
         raise _invalid(where, "has a Condition that is not operators mapping keys to values")
 
 
@@ -337,8 +356,12 @@ def _decide(sources: list[Source], action: str, resource: str, context: dict) ->
 def _result(action: str, resource: str, sources, boundaries, context) -> dict:
     identity = _decide(sources, action, resource, context)
     result: dict[str, object] = {
-        "EvalActionName": action, "EvalResourceName": resource, "EvalDecision": identity.decision,
-        "MatchedStatements": identity.matched, "MissingContextValues": sorted(identity.missing)}
+        "EvalActionName": action,
+        "EvalResourceName": resource,
+        "EvalDecision": identity.decision,
+        "MatchedStatements": identity.matched,
+        "MissingContextValues": sorted(identity.missing),
+    }
     if boundaries:
         bound = _decide(boundaries, action, resource, context)
         allowed = bound.decision == "allowed"
@@ -374,7 +397,8 @@ def _render(operation: str, results: list[dict], truncated: bool, marker: str | 
         if "PermissionsBoundaryDecisionDetail" in result:
             detail = SubElement(member, "PermissionsBoundaryDecisionDetail")
             SubElement(detail, "AllowedByPermissionsBoundary").text = str(
-                result["PermissionsBoundaryDecisionDetail"]).lower()
+                result["PermissionsBoundaryDecisionDetail"]
+            ).lower()
     SubElement(body, "IsTruncated").text = str(truncated).lower()
     if marker:
         SubElement(body, "Marker").text = marker

@@ -5,6 +5,7 @@ build context under the image's URI (``POST /_localaws/images``). The context is
 copied at registration, so the URI keeps naming what was registered even when
 the working tree changes afterwards, as a pushed image tag would.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +13,6 @@ import json
 import shutil
 import threading
 from pathlib import Path
-
 
 
 def repository_and_tag(uri: str) -> tuple[str, str]:

@@ -16,6 +16,7 @@ Request headers are parsed without the email package (http.server's way costs
 more than the rest of a small request), and an InvokeEndpoint request gets a
 lean WSGI environ: it is the one call on a model's request path.
 """
+
 from __future__ import annotations
 
 import socket

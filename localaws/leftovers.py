@@ -15,6 +15,7 @@ made there, and nothing else on the machine:
 The work dir is taken with a lock for as long as localaws runs: a second localaws on the same work
 dir does not clean up what the first one is running (it warns).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -52,8 +53,11 @@ class WorkDir:
 def clean(settings, work_dir: WorkDir) -> dict[str, int]:
     """Remove what a previous localaws on this work dir left; how much of each, for the log."""
     if not work_dir.owned:
-        log.warning("localaws: another localaws uses the work dir %s; what it runs there is left alone "
-                    "(give this one its own LOCALAWS_WORK_DIR)", work_dir.root)
+        log.warning(
+            "localaws: another localaws uses the work dir %s; what it runs there is left alone "
+            "(give this one its own LOCALAWS_WORK_DIR)",
+            work_dir.root,
+        )
         return {}
     removed = {"processes": _kill_processes(work_dir.root), "folders": 0, "containers": 0}
     keep_jobs = bool(os.environ.get("LOCALAWS_KEEP_JOB_DIRS"))
@@ -100,7 +104,7 @@ def _kill_processes(root: Path) -> int:
         except (OSError, ValueError, IndexError):  # gone, or not ours to read
             continue
         for variable in environ.split(b"\0"):
-            if variable.startswith(marker) and (variable[len(marker):] + b"/").startswith(prefixes):
+            if variable.startswith(marker) and (variable[len(marker) :] + b"/").startswith(prefixes):
                 marked.add(int(entry))
                 break
     killed = 0

@@ -1,4 +1,5 @@
 """Tying a child process's life to its parent's, so nothing outlives localaws."""
+
 from __future__ import annotations
 
 import ctypes

@@ -8,6 +8,7 @@ dropped connection or werkzeug's HTML page.
 
 Handlers are the methods, in snake case, of the backends that list the operation in their ``operations``.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,15 @@ class JsonProtocol:
     ``unknown(operation)`` builds the error for an operation no handler takes (each service words its own).
     """
 
-    def __init__(self, service: str, target_prefix: str, handlers: Mapping[str, Callable[[dict], Any]], *,
-                 crash_code: str = "InternalFailure", unknown: Callable[[str], AwsError] | None = None):
+    def __init__(
+        self,
+        service: str,
+        target_prefix: str,
+        handlers: Mapping[str, Callable[[dict], Any]],
+        *,
+        crash_code: str = "InternalFailure",
+        unknown: Callable[[str], AwsError] | None = None,
+    ):
         self.service = service
         self.target_prefix = target_prefix
         self.handlers = dict(handlers)
@@ -63,7 +71,7 @@ class JsonProtocol:
         self.unknown = unknown
 
     def operation(self, target: str) -> str:
-        return target[len(self.target_prefix):] if target.startswith(self.target_prefix) else target
+        return target[len(self.target_prefix) :] if target.startswith(self.target_prefix) else target
 
     def takes(self, operation: str) -> bool:
         return operation in self.handlers
@@ -81,8 +89,9 @@ class JsonProtocol:
             handler = self.handlers.get(operation)
             if handler is None:
                 if self.unknown is None:
-                    raise AwsError(f"localaws does not implement {self.service} {operation}.",
-                                   "UnknownOperationException")
+                    raise AwsError(
+                        f"localaws does not implement {self.service} {operation}.", "UnknownOperationException"
+                    )
                 raise self.unknown(operation)
             if read:
                 params = self.read(environ, operation)

@@ -1,4 +1,5 @@
 """Serving the gateway over HTTP, and stopping everything it started when it stops."""
+
 from __future__ import annotations
 
 import contextlib
@@ -18,7 +19,6 @@ log = logging.getLogger("localaws")
 
 
 class _QuietHandler(KeepAliveRequestHandler):  # keep-alive: SDK clients reuse connections
-
     def log_request(self, code="-", size="-"):  # one line per request drowns the job logs
         if log.isEnabledFor(logging.DEBUG):
             super().log_request(code, size)
@@ -34,8 +34,7 @@ class LocalAWS:
             self.work_dir = leftovers.WorkDir(self.settings.work_dir)
             started.callback(self.work_dir.close)
             leftovers.clean(self.settings, self.work_dir)
-            self.http = ThreadedWSGIServer(
-                self.settings.host, self.settings.port, self.gateway, handler=_QuietHandler)
+            self.http = ThreadedWSGIServer(self.settings.host, self.settings.port, self.gateway, handler=_QuietHandler)
             started.callback(self.http.server_close)
             self.http.daemon_threads = True
             self.settings.port = self.http.server_port  # port 0 picks a free one
@@ -43,8 +42,11 @@ class LocalAWS:
             self.state = state.attach(self.gateway)
             app = self.gateway if self.state is None else self.state.track(self.gateway)
             if not is_loopback(self.settings.host):  # reachable from elsewhere: no request without credentials
-                log.warning("localaws: listening on %s, beyond loopback: requests without credentials are "
-                            "refused (and no signature is checked)", self.settings.host)
+                log.warning(
+                    "localaws: listening on %s, beyond loopback: requests without credentials are "
+                    "refused (and no signature is checked)",
+                    self.settings.host,
+                )
                 app = RequireCredentials(app)
             self.http.app = app
             started.pop_all()  # all started: close() stops them from now on

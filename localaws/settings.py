@@ -2,6 +2,7 @@
 
 Every knob a test or a demo may turn is here, with the AWS behaviour it scales.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,18 +28,14 @@ class Settings:
     region: str = field(default_factory=lambda: os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     account_id: str = field(default_factory=lambda: os.environ.get("MOTO_ACCOUNT_ID", "123456789012"))
     #: Where jobs' /opt/ml trees and model snapshots live while localaws runs.
-    work_dir: Path = field(
-        default_factory=lambda: Path(os.environ.get("LOCALAWS_WORK_DIR", "") or _default_work_dir())
-    )
+    work_dir: Path = field(default_factory=lambda: Path(os.environ.get("LOCALAWS_WORK_DIR", "") or _default_work_dir()))
     #: Where localaws keeps its state across restarts (see localaws/state); None: in memory only.
     state_dir: Path | None = field(
         default_factory=lambda: Path(os.environ["LOCALAWS_STATE_DIR"]) if os.environ.get("LOCALAWS_STATE_DIR") else None
     )
     #: Cached virtual environments of build contexts, kept across runs.
     cache_dir: Path = field(
-        default_factory=lambda: Path(
-            os.environ.get("LOCALAWS_CACHE_DIR", "") or Path.home() / ".cache" / "localaws"
-        )
+        default_factory=lambda: Path(os.environ.get("LOCALAWS_CACHE_DIR", "") or Path.home() / ".cache" / "localaws")
     )
     #: "auto" (docker when an engine answers, else process), "docker" or "process".
     runner: str = field(default_factory=lambda: os.environ.get("LOCALAWS_RUNNER", "auto"))
@@ -48,9 +45,7 @@ class Settings:
     #: SIGTERM to SIGKILL on StopTrainingJob and MaxRuntimeInSeconds (AWS: 120 s).
     stop_grace_seconds: float = field(default_factory=lambda: _float("LOCALAWS_STOP_GRACE_SECONDS", 120.0))
     #: How often /opt/ml/checkpoints is synced to S3 while a job trains.
-    checkpoint_sync_seconds: float = field(
-        default_factory=lambda: _float("LOCALAWS_CHECKPOINT_SYNC_SECONDS", 2.0)
-    )
+    checkpoint_sync_seconds: float = field(default_factory=lambda: _float("LOCALAWS_CHECKPOINT_SYNC_SECONDS", 2.0))
     #: How often buffered log lines and metrics are shipped to CloudWatch.
     log_flush_seconds: float = field(default_factory=lambda: _float("LOCALAWS_LOG_FLUSH_SECONDS", 0.5))
     #: How long an interrupted managed spot job waits for capacity before it starts again.
@@ -58,9 +53,7 @@ class Settings:
         default_factory=lambda: _float("LOCALAWS_SPOT_CAPACITY_WAIT_SECONDS", 5.0)
     )
     #: Account quota: training instances of one type in use at once (ResourceLimitExceeded above it).
-    training_instance_quota: int = field(
-        default_factory=lambda: _int("LOCALAWS_TRAINING_INSTANCE_QUOTA", 16)
-    )
+    training_instance_quota: int = field(default_factory=lambda: _int("LOCALAWS_TRAINING_INSTANCE_QUOTA", 16))
 
     # --- hosting (endpoints) ------------------------------------------------------------
     #: How long a serving container has to answer GET /ping with 200 before its endpoint is
@@ -78,17 +71,11 @@ class Settings:
     )
     #: Application Auto Scaling's clock for SageMaker variants: 60 makes each minute of metrics,
     #: alarm evaluation and cooldown last one second (1: real time).
-    autoscaling_time_scale: float = field(
-        default_factory=lambda: _float("LOCALAWS_AUTOSCALING_TIME_SCALE", 1.0)
-    )
+    autoscaling_time_scale: float = field(default_factory=lambda: _float("LOCALAWS_AUTOSCALING_TIME_SCALE", 1.0))
     #: How often endpoints' AWS/SageMaker metrics are shipped to CloudWatch.
-    hosting_metrics_seconds: float = field(
-        default_factory=lambda: _float("LOCALAWS_HOSTING_METRICS_SECONDS", 2.0)
-    )
+    hosting_metrics_seconds: float = field(default_factory=lambda: _float("LOCALAWS_HOSTING_METRICS_SECONDS", 2.0))
     #: Account quota: endpoint instances of one type in use at once (ResourceLimitExceeded above it).
-    endpoint_instance_quota: int = field(
-        default_factory=lambda: _int("LOCALAWS_ENDPOINT_INSTANCE_QUOTA", 16)
-    )
+    endpoint_instance_quota: int = field(default_factory=lambda: _int("LOCALAWS_ENDPOINT_INSTANCE_QUOTA", 16))
 
     @property
     def endpoint_url(self) -> str:

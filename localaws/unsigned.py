@@ -10,6 +10,7 @@ That keeps a browser, a stray curl or an unsigned script from driving it by acci
 is not authentication (a made-up signature passes). localaws's admin API is held to the
 same rule (``localaws.client`` signs its calls), except ``GET /_localaws/health``.
 """
+
 from __future__ import annotations
 
 import ipaddress

@@ -3,6 +3,7 @@
 See ``ml_pipeline.experiment_importer``. A deployment with an airflow_local_settings.py of its own (in
 $AIRFLOW_HOME/config, found first) calls ``register()`` from it.
 """
+
 import sys
 
 # Importing ml_pipeline.experiment_importer first imports Airflow, which imports this file: the code that

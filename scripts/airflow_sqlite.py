@@ -5,4 +5,5 @@ and a write waits for the others' write transactions to end. sqlite3's default w
 on a loaded 2-core machine: a run triggered through the REST API then fails with "database is locked"
 (HTTP 500). Production uses Postgres (docker-compose.yaml), where this does not apply.
 """
+
 CONNECT_ARGS = {"timeout": 60}

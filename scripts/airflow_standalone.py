@@ -26,6 +26,7 @@ gets SIGTERM (the scheduler waits for its running tasks), what has not stopped a
 killed, and then so is whatever is left of this script's descendants (task processes run in process
 groups of their own; the script is their subreaper, so even one whose component died is found).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,7 +80,8 @@ def airflow_environment(home: Path = HOME) -> dict[str, str]:
     env["ML_PIPELINE_POLL_SECONDS"] = os.environ.get("ML_PIPELINE_POLL_SECONDS", "5")
     env["AIRFLOW__CORE__EXECUTOR"] = "LocalExecutor"
     env["AIRFLOW__CORE__AUTH_MANAGER"] = (
-        "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager")
+        "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+    )
     env.setdefault("AIRFLOW__CORE__PARALLELISM", str(parallelism()))
     env.setdefault("AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK", "False")
     env.setdefault("AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST", "127.0.0.1")
@@ -116,15 +118,24 @@ def run_components(env: dict[str, str], home: Path, spare: int | None = None) ->
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     host, port = env["AIRFLOW__API__HOST"], env["AIRFLOW__API__PORT"]
-    print(f"Airflow UI: http://{host}:{port}  (user admin, password in "
-          f"{home}/simple_auth_manager_passwords.json.generated)", flush=True)
+    print(
+        f"Airflow UI: http://{host}:{port}  (user admin, password in "
+        f"{home}/simple_auth_manager_passwords.json.generated)",
+        flush=True,
+    )
     # Each component in a process group of its own (with its workers and task processes): a Ctrl-C or a
     # SIGTERM reaches this script only, which signals each component once (a second signal makes
     # Airflow's components abandon their shutdown half-way, leaving workers behind). They die with it.
     processes = {
-        name: subprocess.Popen([sys.executable, "-m", "airflow", *command], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                               preexec_fn=die_with_parent(signal.SIGTERM))
+        name: subprocess.Popen(
+            [sys.executable, "-m", "airflow", *command],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM),
+        )
         for name, command in COMPONENTS.items()
     }
     for name, process in processes.items():

@@ -1,4 +1,5 @@
 """Start localaws for a command that needs it, unless one already listens; stop it after if we started it."""
+
 from __future__ import annotations
 
 import contextlib
@@ -38,8 +39,12 @@ def ensure_localaws(endpoint: str, log_path: Path, state_dir: Path | None = None
     if state_dir:
         command += ["--state-dir", str(state_dir)]
     process = subprocess.Popen(
-        command, cwd=ROOT, env=env,
-        stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent(signal.SIGTERM),
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent(signal.SIGTERM),
     )
     started = time.monotonic()
     while not healthy(endpoint):

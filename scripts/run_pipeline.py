@@ -6,6 +6,7 @@ Starts localaws unless one listens already, prepares a local Airflow home, runs 
 ``dag.test()``, and prints each run's summary (also written as JSON; the paths are printed). The same
 DAGs run against real AWS unchanged: see the README.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,12 @@ def bundles(dags: Path, experiments: Path) -> str:
     """Airflow's DAG bundles: the DAG files of dags/, and the experiments folder, whose DAG files are the
     experiment files (ml_pipeline.experiment_importer)."""
     local = "airflow.dag_processing.bundles.local.LocalDagBundle"
-    return json.dumps([{"name": "dags-folder", "classpath": local, "kwargs": {"path": str(dags)}},
-                       {"name": "experiments", "classpath": local, "kwargs": {"path": str(experiments)}}])
+    return json.dumps(
+        [
+            {"name": "dags-folder", "classpath": local, "kwargs": {"path": str(dags)}},
+            {"name": "experiments", "classpath": local, "kwargs": {"path": str(experiments)}},
+        ]
+    )
 
 
 def airflow_env(endpoint: str, home: Path) -> dict[str, str]:
@@ -63,13 +68,18 @@ def airflow_env(endpoint: str, home: Path) -> dict[str, str]:
         # The provider logs where each hook's connection got its credentials, one line per hook (several
         # per task): kept at WARNING, its warnings (a missing connection) still show.
         "AIRFLOW__LOGGING__NAMESPACE_LEVELS": os.environ.get(
-            "AIRFLOW__LOGGING__NAMESPACE_LEVELS", "airflow.providers.amazon.aws.utils.connection_wrapper=WARNING"),
+            "AIRFLOW__LOGGING__NAMESPACE_LEVELS", "airflow.providers.amazon.aws.utils.connection_wrapper=WARNING"
+        ),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "scripts.airflow_sqlite.CONNECT_ARGS",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "scripts.airflow_sqlite.CONNECT_ARGS",
-        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({
-            "conn_type": "aws", "login": "localaws", "password": "localaws",
-            "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-        }),
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "localaws",
+                "password": "localaws",
+                "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+            }
+        ),
         "AWS_DEFAULT_REGION": "us-east-1",
         "ML_PIPELINE_POLL_SECONDS": os.environ.get("ML_PIPELINE_POLL_SECONDS", "2"),
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")]),
@@ -84,8 +94,7 @@ def migrate(env: dict) -> None:
     stamp = home / ".migrated"
     if stamp.exists():
         return
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
     stamp.write_text("ok")
 
 
@@ -116,20 +125,35 @@ def run_dag(env: dict, conf: dict, logical_date: str, log_path: Path, experiment
     its log kept in a file."""
     with open(log_path, "w") as log:
         subprocess.run(
-            [sys.executable, "-c", INNER, str(experiment_file(experiment)), dag_id(experiment), json.dumps(conf),
-             logical_date],
-            env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-c",
+                INNER,
+                str(experiment_file(experiment)),
+                dag_id(experiment),
+                json.dumps(conf),
+                logical_date,
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
     lines = [line for line in log_path.read_text().splitlines() if line.startswith("DAGRUN ")]
     if not lines:
         raise SystemExit(f"the DAG run did not finish; see {log_path}")
-    return json.loads(lines[-1][len("DAGRUN "):])
+    return json.loads(lines[-1][len("DAGRUN ") :])
 
 
 def read_summary(endpoint: str, bucket: str, run: dict, experiment: str) -> dict | None:
     key = run_key(run["run_id"], datetime.fromisoformat(run["logical_date"]), experiment)
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                      aws_access_key_id="localaws", aws_secret_access_key="localaws")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="localaws",
+        aws_secret_access_key="localaws",
+    )
     try:
         body = s3.get_object(Bucket=bucket, Key=summary_key({"key": key}))["Body"].read()
     except (s3.exceptions.NoSuchKey, s3.exceptions.NoSuchBucket):  # the run ended before teardown wrote it
@@ -140,16 +164,20 @@ def read_summary(endpoint: str, bucket: str, run: dict, experiment: str) -> dict
 def print_summary(summary: dict, run: dict, path: Path) -> None:
     print(f"\n=== {summary.get('experiment')} {summary['mode']} run {summary['run']}: {run['state']} ===")
     revision = summary.get("revision") or {}
-    print(f"revision        experiment.yaml {revision.get('file_hash')}, source {revision.get('source_hash')}, "
-          f"commit {revision.get('commit')}")
+    print(
+        f"revision        experiment.yaml {revision.get('file_hash')}, source {revision.get('source_hash')}, "
+        f"commit {revision.get('commit')}"
+    )
     print(f"code            {(summary.get('code') or {}).get('how')}")
     for kind in ("tuning", "training"):
         for job in (summary.get("jobs") or {}).get(kind, []):
             if kind == "training" and summary.get("tuning_job") and job["name"].startswith(summary["tuning_job"] + "-"):
                 continue  # a trial: counted on the tuning job's line
-            print(f"{kind + ' job':15} {job['name']}: {job['status']}"
-                  + (f" ({job['reason']})" if job.get("reason") else "")
-                  + (f", trials {job['trials']}" if job.get("trials") else ""))
+            print(
+                f"{kind + ' job':15} {job['name']}: {job['status']}"
+                + (f" ({job['reason']})" if job.get("reason") else "")
+                + (f", trials {job['trials']}" if job.get("trials") else "")
+            )
     print(f"best job        {summary['training_job'] if summary.get('objective') else None}")
     if summary.get("objective"):
         objective = summary["objective"]
@@ -162,9 +190,11 @@ def print_summary(summary: dict, run: dict, path: Path) -> None:
     print(f"quality gate    {'deploy' if gate.get('deploy') else 'no deploy'}: {gate.get('reason')}")
     smoke = summary.get("smoke_test")
     if smoke:
-        print(f"endpoint        {summary['endpoint']}: {smoke['samples']} answered {smoke['response_bytes']} bytes "
-              f"({smoke['response_content_type']}) in {smoke['latency_seconds']} s: "
-              f"{smoke['response_preview'][:80]!r}; check {smoke['check']}")
+        print(
+            f"endpoint        {summary['endpoint']}: {smoke['samples']} answered {smoke['response_bytes']} bytes "
+            f"({smoke['response_content_type']}) in {smoke['latency_seconds']} s: "
+            f"{smoke['response_preview'][:80]!r}; check {smoke['check']}"
+        )
         print(f"autoscaling     {summary['autoscaling']}")
     elif summary.get("deploy"):
         print(f"endpoint        none: {summary['deploy']}")
@@ -177,9 +207,11 @@ def print_summary(summary: dict, run: dict, path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--endpoint-url", default=os.environ.get("LOCALAWS_ENDPOINT", "http://127.0.0.1:4566"))
-    parser.add_argument("--experiment", default=os.environ.get("EXPERIMENT") or None,
-                        help="run this experiment's DAG (default: the examples, digits train and tune, diabetes "
-                             "train)")
+    parser.add_argument(
+        "--experiment",
+        default=os.environ.get("EXPERIMENT") or None,
+        help="run this experiment's DAG (default: the examples, digits train and tune, diabetes train)",
+    )
     parser.add_argument("--modes", default=None, help="with --experiment: train,tune (default train)")
     parser.add_argument("--out", default=str(ROOT / "out"))
     args = parser.parse_args()

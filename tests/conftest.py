@@ -1,4 +1,5 @@
 """Fixtures shared by every test: a running localaws over HTTP, boto3 clients to it, the data."""
+
 from __future__ import annotations
 
 import os
@@ -142,8 +143,9 @@ def localaws(request):
 
 def pytest_generate_tests(metafunc):
     if "localaws" in metafunc.fixturenames and metafunc.definition.get_closest_marker("runners"):
-        metafunc.parametrize("localaws", ["process", pytest.param("docker", marks=pytest.mark.docker)],
-                             indirect=True, scope="session")
+        metafunc.parametrize(
+            "localaws", ["process", pytest.param("docker", marks=pytest.mark.docker)], indirect=True, scope="session"
+        )
 
 
 @pytest.fixture

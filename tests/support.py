@@ -1,4 +1,5 @@
 """Small helpers the tests share: request builders, waits, response-shape checks."""
+
 from __future__ import annotations
 
 import time

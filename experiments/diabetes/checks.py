@@ -3,6 +3,7 @@
 smoke/samples.csv holds 20 rows of features (no target); the endpoint must answer one finite
 number per row (text/csv: one per line). Raises otherwise; returns the figures for the summary.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,5 +23,9 @@ def check_predictions(samples: bytes, response: bytes, accept: str) -> dict:
     bad = [value for value in predictions if not math.isfinite(value)]
     if bad:
         raise ValueError(f"{len(bad)} of {rows} predictions are not finite numbers: {bad[:5]}")
-    return {"samples": rows, "mean_prediction": round(sum(predictions) / rows, 3),
-            "min_prediction": round(min(predictions), 3), "max_prediction": round(max(predictions), 3)}
+    return {
+        "samples": rows,
+        "mean_prediction": round(sum(predictions) / rows, 3),
+        "min_prediction": round(min(predictions), 3),
+        "max_prediction": round(max(predictions), 3),
+    }

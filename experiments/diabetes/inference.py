@@ -10,6 +10,7 @@ scikit-learn container calls.
 Any other content type, a non-numeric or non-finite value, or a row of the wrong width
 raises ValueError (the container answers with the message).
 """
+
 from __future__ import annotations
 
 import io

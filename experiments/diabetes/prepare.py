@@ -11,6 +11,7 @@ axis, so every data interval ``[start, end)`` gets all of it.
 CSV, no header, the target first (SageMaker's convention for CSV training data), then the
 features.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -27,7 +28,8 @@ def write_channels(output_dir: Path, *, start: datetime, end: datetime, seed: in
     """Writes ``<output_dir>/{train,validation}/*.csv``; returns {channel: its folder}."""
     features, target = load_diabetes(return_X_y=True)
     x_train, x_val, y_train, y_val = train_test_split(
-        features, target, test_size=VALIDATION_FRACTION, random_state=seed)
+        features, target, test_size=VALIDATION_FRACTION, random_state=seed
+    )
     written = {}
     for channel, x, y in (("train", x_train, y_train), ("validation", x_val, y_val)):
         folder = Path(output_dir) / channel

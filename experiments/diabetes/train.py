@@ -7,6 +7,7 @@ first), ``SM_MODEL_DIR`` (model.joblib goes there) and ``SM_OUTPUT_DATA_DIR`` (m
 The log ends with ``validation rmse=<x>`` (the objective, ``validation:rmse``) and
 ``train rmse=<x>``. A failure exits 1 with its reason in ``SM_OUTPUT_DIR/failure``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"subsample must be in (0, 1], got {args.subsample}")
     for name in ("train", "validation", "model_dir"):
         if not getattr(args, name):
-            parser.error(f"no {name} folder: set SM_CHANNEL_TRAIN, SM_CHANNEL_VALIDATION and SM_MODEL_DIR "
-                         "(SageMaker's training toolkit does)")
+            parser.error(
+                f"no {name} folder: set SM_CHANNEL_TRAIN, SM_CHANNEL_VALIDATION and SM_MODEL_DIR "
+                "(SageMaker's training toolkit does)"
+            )
     return args
 
 
@@ -74,9 +77,13 @@ def main(argv=None) -> int:
         raise ValueError(f"validation rows have {x_val.shape[1]} features, train rows {x_train.shape[1]}")
     print(f"train {len(y_train)} rows, validation {len(y_val)} rows, {x_train.shape[1]} features", flush=True)
 
-    model = GradientBoostingRegressor(n_estimators=args.n_estimators, learning_rate=args.learning_rate,
-                                      max_depth=args.max_depth, subsample=args.subsample,
-                                      random_state=args.random_state)
+    model = GradientBoostingRegressor(
+        n_estimators=args.n_estimators,
+        learning_rate=args.learning_rate,
+        max_depth=args.max_depth,
+        subsample=args.subsample,
+        random_state=args.random_state,
+    )
     model.fit(x_train, y_train)
     metrics = {"train_rmse": rmse(model, x_train, y_train), "validation_rmse": rmse(model, x_val, y_val)}
     print(f"train rmse={metrics['train_rmse']:.6f}", flush=True)
@@ -87,9 +94,18 @@ def main(argv=None) -> int:
     if args.output_data_dir:
         os.makedirs(args.output_data_dir, exist_ok=True)
         with open(os.path.join(args.output_data_dir, "metrics.json"), "w") as handle:
-            json.dump({**metrics, "hyperparameters": {k: v for k, v in vars(args).items()
-                                                      if k in ("n_estimators", "learning_rate", "max_depth",
-                                                               "subsample", "random_state")}}, handle, indent=2)
+            json.dump(
+                {
+                    **metrics,
+                    "hyperparameters": {
+                        k: v
+                        for k, v in vars(args).items()
+                        if k in ("n_estimators", "learning_rate", "max_depth", "subsample", "random_state")
+                    },
+                },
+                handle,
+                indent=2,
+            )
     return 0
 
 

@@ -10,6 +10,7 @@ The samples come from the seed-42 split's test set; a run's own split (its seed)
 trained on some of them, so this says "the endpoint serves this model", not how good it is
 (the job's validation metrics say that).
 """
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,14 @@ def accuracy(samples: bytes, response: bytes, accept: str) -> dict:
     if len(predicted) != rows:
         raise ValueError(f"{rows} samples sent, {len(predicted)} predictions received")
     correct = sum(int(guess == label) for guess, label in zip(predicted, labels, strict=True))
-    result = {"samples": rows, "accuracy": round(correct / rows, 4), "min_accuracy": MIN_ACCURACY,
-              "examples": [{"label": label, "predicted": guess}
-                           for label, guess in list(zip(labels, predicted, strict=True))[:10]]}
+    result = {
+        "samples": rows,
+        "accuracy": round(correct / rows, 4),
+        "min_accuracy": MIN_ACCURACY,
+        "examples": [
+            {"label": label, "predicted": guess} for label, guess in list(zip(labels, predicted, strict=True))[:10]
+        ],
+    }
     if result["accuracy"] < MIN_ACCURACY:
         raise ValueError(f"smoke test failed: accuracy {result['accuracy']:.3f} < {MIN_ACCURACY} ({result})")
     return result

@@ -13,6 +13,7 @@ inference container calls, around the same predictor as this folder's own ``serv
 Bad input raises (the container answers 500 with the message; an unsupported type
 names the ones this model takes).
 """
+
 import os
 import sys
 from pathlib import Path

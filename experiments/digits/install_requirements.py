@@ -15,6 +15,7 @@ Run by the Dockerfile (``python3 install_requirements.py requirements.txt``):
 
 Standard library only; works on Python 3.8+.
 """
+
 from __future__ import annotations
 
 import os
@@ -63,8 +64,11 @@ def main(path: str) -> int:
     specs = requirements(path)
     if not has_torch():
         index = os.environ.get("TORCH_INDEX_URL", "").strip()
-        print("base image has no torch: installing every requirement as pinned"
-              + (f" (torch from {index} too)" if index else ""), flush=True)
+        print(
+            "base image has no torch: installing every requirement as pinned"
+            + (f" (torch from {index} too)" if index else ""),
+            flush=True,
+        )
         pip(*(["--extra-index-url", index] if index else []), "-r", path)
         return 0
     missing = [name for name in specs if name != "torch" and installed(name) is None]
@@ -72,8 +76,10 @@ def main(path: str) -> int:
         print("base image provides every requirement: nothing to install", flush=True)
         return 0
     keep = [f"{name}=={installed(name)}" for name in KEEP if installed(name)]
-    print(f"base image provides torch; adding {', '.join(missing)} "
-          f"(keeping {', '.join(keep) or 'the base packages'})", flush=True)
+    print(
+        f"base image provides torch; adding {', '.join(missing)} (keeping {', '.join(keep) or 'the base packages'})",
+        flush=True,
+    )
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as constraints:
         constraints.write("\n".join(keep) + "\n")
     try:
@@ -81,8 +87,11 @@ def main(path: str) -> int:
     except subprocess.CalledProcessError as error:
         # Training needs only the framework the base has; the rest (scikit-learn, the
         # server for `serve`) is not worth failing the image over: say so loudly instead.
-        print(f"WARNING: could not install {', '.join(missing)} (pip exited {error.returncode}); "
-              f"the image lacks them: add them to the base image", flush=True)
+        print(
+            f"WARNING: could not install {', '.join(missing)} (pip exited {error.returncode}); "
+            f"the image lacks them: add them to the base image",
+            flush=True,
+        )
     finally:
         os.unlink(constraints.name)
     return 0
@@ -91,14 +100,12 @@ def main(path: str) -> int:
 def report() -> int:
     """Fails the build unless what `train` needs imports; lists the versions."""
     versions = {name: installed(name) for name in ("torch", "numpy", "scikit-learn", "gunicorn")}
-    print("installed: " + ", ".join(f"{name} {version or '-'}" for name, version in versions.items()),
-          flush=True)
+    print("installed: " + ", ".join(f"{name} {version or '-'}" for name, version in versions.items()), flush=True)
     try:
         import numpy  # noqa: F401, PLC0415 - whether they import is the question
         import torch  # noqa: F401, PLC0415
     except Exception as error:  # noqa: BLE001 - reported, with its type
-        print(f"ERROR: the training code needs torch and numpy: {type(error).__name__}: {error}",
-              flush=True)
+        print(f"ERROR: the training code needs torch and numpy: {type(error).__name__}: {error}", flush=True)
         return 1
     return 0
 

@@ -14,6 +14,7 @@ CSV, no header, one row per image: the label, then the 64 pixel values as intege
 0..16 exactly as scikit-learn gives them (the model divides by 16 itself, so the served
 model takes raw pixels too). Runs where the pipeline runs (numpy and scikit-learn; no torch).
 """
+
 from __future__ import annotations
 
 import io
@@ -36,9 +37,11 @@ def split(seed: int) -> dict:
     features, labels = digits.data.astype(np.int64), digits.target.astype(np.int64)
     rest = FRACTIONS["validation"] + FRACTIONS["test"]
     x_train, x_rest, y_train, y_rest = train_test_split(
-        features, labels, test_size=rest, stratify=labels, random_state=seed)
+        features, labels, test_size=rest, stratify=labels, random_state=seed
+    )
     x_val, x_test, y_val, y_test = train_test_split(
-        x_rest, y_rest, test_size=FRACTIONS["test"] / rest, stratify=y_rest, random_state=seed + 1)
+        x_rest, y_rest, test_size=FRACTIONS["test"] / rest, stratify=y_rest, random_state=seed + 1
+    )
     return {"train": (x_train, y_train), "validation": (x_val, y_val), "test": (x_test, y_test)}
 
 
@@ -56,8 +59,10 @@ def write_channels(output_dir: Path, *, start: datetime, end: datetime, seed: in
     parts = split(seed)
     x_train, y_train = parts["train"]
     files = {
-        "train": [(f"part-{index:04d}.csv", to_csv(x_train[rows], y_train[rows]))
-                  for index, rows in enumerate(np.array_split(np.arange(len(y_train)), TRAIN_SHARDS))],
+        "train": [
+            (f"part-{index:04d}.csv", to_csv(x_train[rows], y_train[rows]))
+            for index, rows in enumerate(np.array_split(np.arange(len(y_train)), TRAIN_SHARDS))
+        ],
         "validation": [("validation.csv", to_csv(*parts["validation"]))],
         "test": [("test.csv", to_csv(*parts["test"]))],
     }

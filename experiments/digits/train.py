@@ -13,6 +13,7 @@ job that SageMaker restarts resumes where it stopped.
 The same code runs in this folder's own container (``train``, from hyperparameters.json):
 see README.md and digits/ for the contract, the log lines and the outputs.
 """
+
 import os
 import sys
 

@@ -7,6 +7,7 @@ after. An absolute link into the folder as the container sees it (``/opt/ml/mode
 inside the folder, made relative so that it points at the same file where the folder is mounted
 elsewhere (under the process runner).
 """
+
 from __future__ import annotations
 
 import os

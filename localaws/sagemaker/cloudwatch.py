@@ -1,4 +1,5 @@
 """A training host's log stream and metrics, shipped to CloudWatch while the job runs."""
+
 from __future__ import annotations
 
 import re

@@ -7,6 +7,7 @@ link to this machine's file. Whatever localaws writes from a key stays inside th
 folder it is for, and whatever it reads back from a container's tree is what the
 container wrote, never what a link there points at.
 """
+
 from __future__ import annotations
 
 import os

@@ -7,6 +7,7 @@ and ``SAGEMAKER_BASE_DIR``, the root the sagemaker-training toolkit itself reads
 (its ``environment.py``: ``os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml")``),
 for paths that have no variable of their own, such as checkpoints.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """The List* calls' common filters, sorting and pagination, as SageMaker does them."""
+
 from __future__ import annotations
 
 import base64

@@ -4,6 +4,7 @@ The wire protocol lives in ``responses.py``; what a training job does while it
 runs lives in ``training.py``. Everything here is guarded by one lock per
 backend, since jobs' threads and requests change it concurrently.
 """
+
 from __future__ import annotations
 
 import copy
@@ -228,9 +229,7 @@ class SageMakerBackend:
         job = self.get_training_job(params["TrainingJobName"])
         with self.lock:
             if job.status != "InProgress" or job.stop_reason:
-                raise ValidationError(
-                    f"The request was rejected because the training job is in status {job.status}."
-                )
+                raise ValidationError(f"The request was rejected because the training job is in status {job.status}.")
             job.stop_reason = "Stopped"
             job.status = "Stopping"
             job.transition("Stopping", "Stopping the training job")
@@ -307,10 +306,14 @@ def check_channel_name(name) -> None:
     pattern and length in botocore's model, and not dots only (the pattern admits those; their folder
     would be input/data itself or the one above). ``ValidationError`` otherwise."""
     rule = service_model().shape_for("ChannelName").metadata
-    if not isinstance(name, str) or not rule["min"] <= len(name) <= rule["max"] \
-            or not re.fullmatch(rule["pattern"], name):
-        raise ValidationError(f"Channel name '{name}' is not valid: it must match {rule['pattern']} "
-                              f"(at most {rule['max']} characters).")
+    if (
+        not isinstance(name, str)
+        or not rule["min"] <= len(name) <= rule["max"]
+        or not re.fullmatch(rule["pattern"], name)
+    ):
+        raise ValidationError(
+            f"Channel name '{name}' is not valid: it must match {rule['pattern']} (at most {rule['max']} characters)."
+        )
     if name.strip(".") == "":
         raise ValidationError(f"Channel name '{name}' is not valid: it must not consist of dots only.")
 
@@ -345,8 +348,7 @@ def _check_training_request(params: dict) -> None:
             raise ValidationError("MaxWaitTimeInSeconds is required when managed spot training is enabled.")
         if wait < stopping.get("MaxRuntimeInSeconds", 86400):
             raise ValidationError(
-                "Invalid MaxWaitTimeInSeconds. It must be present and be greater than or equal to "
-                "MaxRuntimeInSeconds"
+                "Invalid MaxWaitTimeInSeconds. It must be present and be greater than or equal to MaxRuntimeInSeconds"
             )
     elif "MaxWaitTimeInSeconds" in stopping:
         raise ValidationError("MaxWaitTimeInSeconds can only be specified with managed spot training.")

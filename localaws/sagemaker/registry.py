@@ -7,6 +7,7 @@ lowercased as AWS writes it); an unversioned one has a name of its own
 so a package is ``Completed`` as soon as it is created. Tags live in the
 training backend's ``tags``, so AddTags/ListTags/DeleteTags work on these ARNs.
 """
+
 from __future__ import annotations
 
 import copy
@@ -284,7 +285,12 @@ class RegistryBackend:
                 if arn in self.packages:
                     raise ConflictException(f"Model Package already exists: {arn}")
                 package = ModelPackage(
-                    arn=arn, name=name, group=None, version=None, request=params, created=time.time(),
+                    arn=arn,
+                    name=name,
+                    group=None,
+                    version=None,
+                    request=params,
+                    created=time.time(),
                     seq=next(self._seq),
                 )
             package.customer_metadata = dict(params.get("CustomerMetadataProperties") or {})
@@ -363,8 +369,13 @@ class RegistryBackend:
                 package.approval_description = params["ApprovalDescription"]
             package.customer_metadata = metadata
             package.additional_inference.extend(copy.deepcopy(extra))
-            for key in ("InferenceSpecification", "SourceUri", "ModelCard", "ModelLifeCycle",
-                        "ModelPackageRegistrationType"):
+            for key in (
+                "InferenceSpecification",
+                "SourceUri",
+                "ModelCard",
+                "ModelLifeCycle",
+                "ModelPackageRegistrationType",
+            ):
                 if params.get(key) is not None:
                     package.updated[key] = copy.deepcopy(params[key])
             package.last_modified = time.time()

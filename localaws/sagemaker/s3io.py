@@ -1,4 +1,5 @@
 """Moving a job's files between S3 and its /opt/ml tree, as SageMaker's agent does."""
+
 from __future__ import annotations
 
 import io

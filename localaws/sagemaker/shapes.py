@@ -8,6 +8,7 @@ lengths and values (``ValidationException``). Doing it from the service model
 keeps localaws exactly as strict as AWS's published contract (every current
 ml.* instance type included) and words the errors as AWS does.
 """
+
 from __future__ import annotations
 
 import math
@@ -108,8 +109,16 @@ def _check(shape, value, path: str, errors: list[str]) -> None:
 
 
 # How AWS's JSON reader (Coral) names a JSON value that does not fit the member's shape.
-_TARGETS = {"integer": "an Integer", "long": "a Long", "float": "a Float", "double": "a Double",
-            "string": "a String", "boolean": "a Boolean", "blob": "a Blob", "timestamp": "a Date"}
+_TARGETS = {
+    "integer": "an Integer",
+    "long": "a Long",
+    "float": "a Float",
+    "double": "a Double",
+    "string": "a String",
+    "boolean": "a Boolean",
+    "blob": "a Blob",
+    "timestamp": "a Date",
+}
 
 
 def _json_kind(value) -> str:
@@ -180,8 +189,10 @@ def _epoch_seconds(value, target: str) -> float:
             try:
                 moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
             except ValueError:
-                raise SerializationError(f"STRING_VALUE can not be converted to {target}: '{value[:100]}' is "
-                                         "neither epoch seconds nor an ISO 8601 date") from None
+                raise SerializationError(
+                    f"STRING_VALUE can not be converted to {target}: '{value[:100]}' is "
+                    "neither epoch seconds nor an ISO 8601 date"
+                ) from None
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=timezone.utc)
             return moment.timestamp()
@@ -208,8 +219,11 @@ def check_request(operation: str, params: dict, service: str = "sagemaker", cons
     shape = service_model(service).operation_model(operation).input_shape
     if shape is None:
         return
-    missing = [name for name in shape.required_members
-               if params.get(name) is None and "location" not in shape.members[name].serialization]
+    missing = [
+        name
+        for name in shape.required_members
+        if params.get(name) is None and "location" not in shape.members[name].serialization
+    ]
     errors = [
         f"Value null at '{_member_path('', name)}' failed to satisfy constraint: Member must not be null"
         for name in missing

@@ -5,6 +5,7 @@ Starting (instances, image) -> Downloading (checkpoints, channels) -> Training
 max-runtime enforced with SIGTERM, a grace period, then SIGKILL) -> Uploading
 (model.tar.gz, output.tar.gz, checkpoints) -> Completed, Failed or Stopped.
 """
+
 from __future__ import annotations
 
 import logging
@@ -237,8 +238,9 @@ class TrainingExecutor:
         if uri is None:
             return
         try:
-            source.fetch(self.clients.s3, uri, job_dir / "sourcedir.tar.gz",
-                         [layout.code for layout in layouts.values()])
+            source.fetch(
+                self.clients.s3, uri, job_dir / "sourcedir.tar.gz", [layout.code for layout in layouts.values()]
+            )
         except source.SourceUnavailable as error:
             raise JobFailed(f"AlgorithmError: {error}") from None
 
@@ -268,8 +270,9 @@ class TrainingExecutor:
             extra_env={**(request.get("Environment") or {}), **master},
         )
 
-    def _train(self, job, runner: Runner, image, hosts, layouts, channels,
-               checkpoint_syncs) -> tuple[dict[str, int], bool]:
+    def _train(
+        self, job, runner: Runner, image, hosts, layouts, channels, checkpoint_syncs
+    ) -> tuple[dict[str, int], bool]:
         network = f"localaws-{job.name}" if len(hosts) > 1 else None
         master = {}
         if len(hosts) > 1:  # where torch.distributed and friends rendezvous

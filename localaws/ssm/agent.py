@@ -5,6 +5,7 @@ them (``responses.py``), and what runs on the stand-in host (``commands.py``: th
 its ``docker`` served by localaws's runner in ``dockerd.py``). ``SsmAgent`` wires them for the gateway
 and for snapshots (``localaws/state``).
 """
+
 from __future__ import annotations
 
 from localaws.ssm import seed
@@ -19,8 +20,9 @@ class SsmAgent:
         backend (for ListCommands, which merges moto's commands with ours)."""
         self.store = Commands()
         self.host = HostCommands(settings, clients, runners, self.store)
-        self.responses = SsmResponses(settings, clients, self.store, self.host,
-                                      moto_ssm_backend or moto_backend(settings.account_id))
+        self.responses = SsmResponses(
+            settings, clients, self.store, self.host, moto_ssm_backend or moto_backend(settings.account_id)
+        )
         self.lock = self.store.lock
         self.commands = self.store.commands
         seed.seed_offerings()

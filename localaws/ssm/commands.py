@@ -15,6 +15,7 @@ the ResponseCode. CancelCommand and the step's timeoutSeconds stop it as the age
 process group (and to the containers it started), SIGKILL after the grace period; a command whose
 instance stops running fails as its process is killed.
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,9 +50,12 @@ class Output:
         self.sink = sink
         self.shipper = None
         if invocation.cloudwatch.get("CloudWatchOutputEnabled"):
-            self.shipper = LogShipper(clients, invocation.log_group(),
-                                      f"{invocation.command_id}/{invocation.instance_id}/{invocation.plugin}/{stream}",
-                                      settings.log_flush_seconds)
+            self.shipper = LogShipper(
+                clients,
+                invocation.log_group(),
+                f"{invocation.command_id}/{invocation.instance_id}/{invocation.plugin}/{stream}",
+                settings.log_flush_seconds,
+            )
 
     def write(self, text: str) -> None:
         if not text:
@@ -100,8 +104,12 @@ class HostCommands:
         self._closing = threading.Event()
 
     def start(self, invocation: Invocation) -> None:
-        thread = threading.Thread(target=self._run, args=(invocation,), daemon=True,
-                                  name=f"ssm-{invocation.command_id[:8]}-{invocation.instance_id}")
+        thread = threading.Thread(
+            target=self._run,
+            args=(invocation,),
+            daemon=True,
+            name=f"ssm-{invocation.command_id[:8]}-{invocation.instance_id}",
+        )
         self._threads.append(thread)
         thread.start()
 
@@ -141,11 +149,13 @@ class HostCommands:
         if mode == "docker" and docker is None:
             err.line("docker is not running (LOCALAWS_RUNNER=docker but no Docker engine answers)")
             return self.commands.set(invocation, "Failed", code=1)
-        out.line(f"docker: {'a Docker engine' if docker else 'none; localaws runs images as processes'} "
-                 f"(runner {mode})")
+        out.line(
+            f"docker: {'a Docker engine' if docker else 'none; localaws runs images as processes'} (runner {mode})"
+        )
         tool = "nvidia-smi -L" if values["Accelerator"] == "nvidia" else "hl-smi"
-        out.line(f"accelerator {values['Accelerator']}: none on localaws (on the host: {tool}); "
-                 "training runs on the CPU")
+        out.line(
+            f"accelerator {values['Accelerator']}: none on localaws (on the host: {tool}); training runs on the CPU"
+        )
         volume_id = values.get("DataVolumeId")
         if volume_id:
             ec2 = self.clients.client("ec2")
@@ -165,8 +175,9 @@ class HostCommands:
     def _environment(self, invocation: Invocation, folder: Path, daemon: DockerDaemon) -> dict[str, str]:
         """What the script sees: the host's tools (our docker first, then the AWS CLI of localaws's
         environment), localaws as AWS with its dummy credentials, the command's folder as the data folder."""
-        path = os.pathsep.join([str(SHIM_DIR), str(Path(sys.executable).parent),
-                                os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")])
+        path = os.pathsep.join(
+            [str(SHIM_DIR), str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")]
+        )
         return {
             "PATH": path,
             "HOME": str(folder),
@@ -190,9 +201,18 @@ class HostCommands:
             path = folder / "_script.sh"  # where the agent writes a step's script on a host
             path.write_text(invocation.script)
             process = subprocess.Popen(
-                ["bash", str(path)], cwd=str(folder), env=self._environment(invocation, folder, daemon),
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-                errors="replace", start_new_session=True, preexec_fn=die_with_parent())
+                ["bash", str(path)],
+                cwd=str(folder),
+                env=self._environment(invocation, folder, daemon),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                bufsize=1,
+                errors="replace",
+                start_new_session=True,
+                preexec_fn=die_with_parent(),
+            )
             script = Script(process)
             host = Host(script, out.write, f"ssm-{invocation.command_id[:8]}")
             errors = threading.Thread(target=pump, args=(_Errors(script), err.write), daemon=True)
@@ -209,8 +229,9 @@ class HostCommands:
             return self.commands.set(invocation, status, details, code=code)
         self.commands.set(invocation, "Success" if code == 0 else "Failed", code=code)
 
-    def _supervise(self, invocation: Invocation, host: Host,
-                   daemon: DockerDaemon) -> tuple[int, tuple[str, str] | None]:
+    def _supervise(
+        self, invocation: Invocation, host: Host, daemon: DockerDaemon
+    ) -> tuple[int, tuple[str, str] | None]:
         """Wait for the script; stop it on CancelCommand, the step's timeout, localaws stopping, or its
         instance leaving the running state. Returns (exit code, (status, details) when it was stopped)."""
         deadline = (invocation.started or time.time()) + invocation.timeout
@@ -233,8 +254,9 @@ class HostCommands:
                     state = self._instance_state(invocation.instance_id)
                     if state != "running":  # cancelled while the state was asked (then terminated): Cancelled
                         ending = ("Cancelled", "Cancelled") if invocation.cancel.is_set() else ("Failed", "Failed")
-                        log.info("SSM command %s: instance %s is %s", invocation.command_id,
-                                 invocation.instance_id, state)
+                        log.info(
+                            "SSM command %s: instance %s is %s", invocation.command_id, invocation.instance_id, state
+                        )
                 if ending is not None:
                     host.terminate()
                     daemon.terminate()

@@ -16,6 +16,7 @@ localaws can enter), as JSON lines: the request, then the output as it comes and
   localaws's S3). The accelerator flags (``--gpus``, ``--runtime``) are reported, and the runner gives
   the devices it has.
 """
+
 from __future__ import annotations
 
 import base64
@@ -180,13 +181,17 @@ class DockerDaemon:
     def _login(self, request: dict, connection: Connection) -> int:
         registry = str(request.get("registry", ""))
         if not _ECR_REGISTRY.match(registry):
-            raise Refused(f"Error response from daemon: Get \"https://{registry}/v2/\": localaws serves ECR "
-                          "registries only", 1)
+            raise Refused(
+                f'Error response from daemon: Get "https://{registry}/v2/": localaws serves ECR registries only', 1
+            )
         token = self.clients.client("ecr").get_authorization_token()["authorizationData"][0]["authorizationToken"]
         user, _, password = base64.b64decode(token).decode().partition(":")
         if request.get("username") != user or request.get("password") != password:
-            raise Refused(f"Error response from daemon: login attempt to https://{registry}/v2/ failed with "
-                          "status: 400 Bad Request", 1)
+            raise Refused(
+                f"Error response from daemon: login attempt to https://{registry}/v2/ failed with "
+                "status: 400 Bad Request",
+                1,
+            )
         self.logged_in.add(registry)
         connection.out("Login Succeeded\n")
         return 0
@@ -194,7 +199,7 @@ class DockerDaemon:
     def _ready(self, image: str):
         registry = image.split("/", 1)[0]
         if _ECR_REGISTRY.match(registry) and registry not in self.logged_in:
-            raise Refused(f"Error response from daemon: Head \"https://{registry}/v2/\": no basic auth credentials", 1)
+            raise Refused(f'Error response from daemon: Head "https://{registry}/v2/": no basic auth credentials', 1)
         try:
             return self.runners(image)
         except (ImageNotFound, EnvironmentBuildError) as error:
@@ -256,19 +261,30 @@ class DockerDaemon:
             # The document's --gpus all / --runtime=habana: every device of that kind this machine has.
             kind = devices.HABANA if any("habana" in flag for flag in accelerator) else devices.NVIDIA
             grant = devices.every(kind)
-            given = (f"it gets this machine's {grant.count} {kind} devices" if grant.count
-                     else f"this machine has no {kind} device: it runs on the CPU")
+            given = (
+                f"it gets this machine's {grant.count} {kind} devices"
+                if grant.count
+                else f"this machine has no {kind} device: it runs on the CPU"
+            )
             connection.err(f"[localaws] {' '.join(accelerator)}: {given}")
         self._place_source(image, root, connection)
         given = str(request.get("name") or "container")
         name = f"{given}-{self.suffix}"
         with self._lock:
             if given in self.hosts:
-                raise Refused(f"docker: Error response from daemon: Conflict. The container name \"/{given}\" "
-                              "is already in use", 125)
-        spec = ContainerSpec(image=image, command=command[0], host_dir=root,
-                             host_name=str(request.get("hostname") or given), env=dict(env), name=name,
-                             devices=grant)
+                raise Refused(
+                    f'docker: Error response from daemon: Conflict. The container name "/{given}" is already in use',
+                    125,
+                )
+        spec = ContainerSpec(
+            image=image,
+            command=command[0],
+            host_dir=root,
+            host_name=str(request.get("hostname") or given),
+            env=dict(env),
+            name=name,
+            devices=grant,
+        )
         try:
             running = runner.start(spec)
         except (ImageNotFound, EnvironmentBuildError) as error:

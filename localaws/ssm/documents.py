@@ -3,6 +3,7 @@
 The names are those ``plugins/ml_pipeline/infra/host_training.py`` creates (``<prefix>-<run>``):
 localaws acts as the SSM agent of a host for them, and leaves every other document to moto.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ class SsmError(AwsError):
 
 
 def kind_of(document_name: str | None) -> str | None:
-    """"training", "check", or None (not ours)."""
+    """ "training", "check", or None (not ours)."""
     name = str(document_name or "")
     if name == TRAINING_PREFIX or name.startswith(TRAINING_PREFIX + "-"):
         return "training"
@@ -43,20 +44,22 @@ def resolve_parameters(document: dict, given: dict) -> dict[str, str]:
         if name in given:
             value = given[name]
             if not isinstance(value, list) or len(value) != 1:
-                raise SsmError("InvalidParameters", f"Parameter \"{name}\" takes one value.")
+                raise SsmError("InvalidParameters", f'Parameter "{name}" takes one value.')
             value = str(value[0])
         elif "default" in spec:
             value = str(spec["default"])
         else:
-            raise SsmError("InvalidParameters", f"Parameter \"{name}\" is required but was not provided.")
+            raise SsmError("InvalidParameters", f'Parameter "{name}" is required but was not provided.')
         if spec.get("allowedValues") and value not in spec["allowedValues"]:
-            raise SsmError("InvalidParameters",
-                           f"Parameter \"{name}\" \"{value}\" is not one of the allowed values "
-                           f"{spec['allowedValues']}.")
+            raise SsmError(
+                "InvalidParameters",
+                f'Parameter "{name}" "{value}" is not one of the allowed values {spec["allowedValues"]}.',
+            )
         if spec.get("allowedPattern") and not re.search(spec["allowedPattern"], value):
-            raise SsmError("InvalidParameters",
-                           f"Parameter \"{name}\" \"{value[:200]}\" fails to match the allowed pattern "
-                           f"\"{spec['allowedPattern']}\".")
+            raise SsmError(
+                "InvalidParameters",
+                f'Parameter "{name}" "{value[:200]}" fails to match the allowed pattern "{spec["allowedPattern"]}".',
+            )
         values[name] = value
     return values
 
@@ -79,8 +82,9 @@ def step_script(document: dict, values: dict[str, str]) -> str:
 
 
 def step_timeout(document: dict, values: dict[str, str], default: int = 3600) -> int:
-    raw = substitute(str((document.get("mainSteps") or [{}])[0].get("inputs", {}).get("timeoutSeconds", default)),
-                     values)
+    raw = substitute(
+        str((document.get("mainSteps") or [{}])[0].get("inputs", {}).get("timeoutSeconds", default)), values
+    )
     try:
         return int(raw)
     except ValueError:

@@ -5,6 +5,7 @@ Commands report as SSM does: Pending -> InProgress -> Success | Failed | Cancell
 ResponseCode (the script's exit code; -1 before it runs), StandardOutputContent (the first 24,000
 characters, empty until the command ends) and StandardErrorContent (the first 8,000).
 """
+
 from __future__ import annotations
 
 import threading
@@ -100,15 +101,21 @@ class Commands:
 
     def matching(self, command_id: str | None, instance_id: str | None) -> list[Invocation]:
         with self.lock:
-            return [i for invocations in self.commands.values() for i in invocations
-                    if (not command_id or i.command_id == command_id)
-                    and (not instance_id or i.instance_id == instance_id)]
+            return [
+                i
+                for invocations in self.commands.values()
+                for i in invocations
+                if (not command_id or i.command_id == command_id) and (not instance_id or i.instance_id == instance_id)
+            ]
 
     def command_ids(self, command_id: str | None, instance_id: str | None) -> list[str]:
         with self.lock:
-            return [cid for cid, invocations in self.commands.items()
-                    if (not command_id or cid == command_id)
-                    and (not instance_id or any(i.instance_id == instance_id for i in invocations))]
+            return [
+                cid
+                for cid, invocations in self.commands.items()
+                if (not command_id or cid == command_id)
+                and (not instance_id or any(i.instance_id == instance_id for i in invocations))
+            ]
 
     def running(self) -> bool:
         with self.lock:
@@ -148,8 +155,9 @@ class Commands:
                 "PluginName": invocation.plugin,
                 "ResponseCode": invocation.response_code,
                 "ExecutionStartDateTime": iso(invocation.started),
-                "ExecutionElapsedTime": duration(((invocation.ended or time.time()) - invocation.started)
-                                                 if invocation.started else 0),
+                "ExecutionElapsedTime": duration(
+                    ((invocation.ended or time.time()) - invocation.started) if invocation.started else 0
+                ),
                 "ExecutionEndDateTime": iso(invocation.ended),
                 "Status": invocation.status,
                 "StatusDetails": invocation.status_details,
@@ -225,20 +233,22 @@ class Commands:
                 "CloudWatchOutputConfig": invocation.cloudwatch_config(),
             }
             if details:
-                summary["CommandPlugins"] = [{
-                    "Name": invocation.plugin,
-                    "Status": invocation.status,
-                    "StatusDetails": invocation.status_details,
-                    "ResponseCode": invocation.response_code,
-                    **({"ResponseStartDateTime": invocation.started} if invocation.started else {}),
-                    **({"ResponseFinishDateTime": invocation.ended} if invocation.ended else {}),
-                    "Output": invocation.out_text()[:PLUGIN_OUTPUT_LIMIT] if invocation.done else "",
-                    "StandardOutputUrl": "",
-                    "StandardErrorUrl": "",
-                    "OutputS3Region": invocation.region,
-                    "OutputS3BucketName": "",
-                    "OutputS3KeyPrefix": "",
-                }]
+                summary["CommandPlugins"] = [
+                    {
+                        "Name": invocation.plugin,
+                        "Status": invocation.status,
+                        "StatusDetails": invocation.status_details,
+                        "ResponseCode": invocation.response_code,
+                        **({"ResponseStartDateTime": invocation.started} if invocation.started else {}),
+                        **({"ResponseFinishDateTime": invocation.ended} if invocation.ended else {}),
+                        "Output": invocation.out_text()[:PLUGIN_OUTPUT_LIMIT] if invocation.done else "",
+                        "StandardOutputUrl": "",
+                        "StandardErrorUrl": "",
+                        "OutputS3Region": invocation.region,
+                        "OutputS3BucketName": "",
+                        "OutputS3KeyPrefix": "",
+                    }
+                ]
         return summary
 
     # --- across restarts (localaws/state) ------------------------------------------------------

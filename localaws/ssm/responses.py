@@ -6,6 +6,7 @@ ListCommandInvocations or DescribeInstanceInformation. DescribeInstanceInformati
 instances whose instance profile's role may register with SSM (``ssm:UpdateInstanceInformation``, or
 AmazonSSMManagedInstanceCore) as ``Online``, as the agent preinstalled on the Deep Learning AMIs would.
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,8 +26,14 @@ TARGET_PREFIX = "AmazonSSM."
 
 
 class SsmResponses:
-    operations = ("SendCommand", "GetCommandInvocation", "ListCommandInvocations", "ListCommands",
-                  "CancelCommand", "DescribeInstanceInformation")
+    operations = (
+        "SendCommand",
+        "GetCommandInvocation",
+        "ListCommandInvocations",
+        "ListCommands",
+        "CancelCommand",
+        "DescribeInstanceInformation",
+    )
 
     def __init__(self, settings, clients, commands: Commands, host: HostCommands, moto_ssm_backend):
         self.settings = settings
@@ -39,9 +46,15 @@ class SsmResponses:
         """(status, headers, body) when the request is ours; None (its body read, for moto) otherwise."""
         region = region or self.settings.region
         seed.seed_region(self.settings.account_id, region)
-        protocol = JsonProtocol("ssm", TARGET_PREFIX, {
-            operation: functools.partial(getattr(self, snake(operation)), region=region)
-            for operation in self.operations}, crash_code="InternalServerError")
+        protocol = JsonProtocol(
+            "ssm",
+            TARGET_PREFIX,
+            {
+                operation: functools.partial(getattr(self, snake(operation)), region=region)
+                for operation in self.operations
+            },
+            crash_code="InternalServerError",
+        )
         operation = protocol.operation(target)
         try:
             # moto would take NaN, any JSON type anywhere, a chunked body or any size: SSM's errors,
@@ -61,8 +74,11 @@ class SsmResponses:
         if operation in ("ListCommandInvocations", "DescribeInstanceInformation"):
             return True  # moto has neither
         if operation == "ListCommands":
-            return params.get("CommandId") in self.commands or bool(params.get("InstanceId")) \
+            return (
+                params.get("CommandId") in self.commands
+                or bool(params.get("InstanceId"))
                 or bool(self.commands.commands and not params.get("CommandId"))
+            )
         return False
 
     # --- operations ------------------------------------------------------------------------------------
@@ -82,24 +98,37 @@ class SsmResponses:
         values = documents.resolve_parameters(document, params.get("Parameters") or {})
         instance_ids = list(params.get("InstanceIds") or [])
         if not instance_ids:
-            raise SsmError("InvalidInstanceId", "Targets are not supported for this document on localaws: "
-                                                "name InstanceIds.")
+            raise SsmError(
+                "InvalidInstanceId", "Targets are not supported for this document on localaws: name InstanceIds."
+            )
         running = self._running_instances(instance_ids)
         bad = [i for i in instance_ids if i not in running]
         if bad:
-            raise SsmError("InvalidInstanceId", f"Instances [{bad}] not in a valid state for account "
-                                                f"{self.settings.account_id}")
+            raise SsmError(
+                "InvalidInstanceId", f"Instances [{bad}] not in a valid state for account {self.settings.account_id}"
+            )
         command_id = str(uuid.uuid4())
         now = time.time()
         delivery = int(params.get("TimeoutSeconds") or 3600)
         invocations = [
-            Invocation(command_id=command_id, instance_id=instance_id, document_name=name,
-                       document_version=str(described.get("DocumentVersion", "1")), kind=kind,
-                       comment=params.get("Comment", ""), parameters=params.get("Parameters") or {}, values=values,
-                       plugin=documents.step_name(document), timeout=documents.step_timeout(document, values),
-                       requested=now, expires=now + delivery, cloudwatch=params.get("CloudWatchOutputConfig") or {},
-                       region=region, service_role=params.get("ServiceRoleArn", ""),
-                       script=documents.step_script(document, values))
+            Invocation(
+                command_id=command_id,
+                instance_id=instance_id,
+                document_name=name,
+                document_version=str(described.get("DocumentVersion", "1")),
+                kind=kind,
+                comment=params.get("Comment", ""),
+                parameters=params.get("Parameters") or {},
+                values=values,
+                plugin=documents.step_name(document),
+                timeout=documents.step_timeout(document, values),
+                requested=now,
+                expires=now + delivery,
+                cloudwatch=params.get("CloudWatchOutputConfig") or {},
+                region=region,
+                service_role=params.get("ServiceRoleArn", ""),
+                script=documents.step_script(document, values),
+            )
             for instance_id in instance_ids
         ]
         self.commands.add(command_id, invocations)
@@ -112,8 +141,10 @@ class SsmResponses:
 
     def list_command_invocations(self, params: dict, region: str) -> dict:
         command_id, instance_id = params.get("CommandId"), params.get("InstanceId")
-        listed = [self.commands.summary(i, bool(params.get("Details")))
-                  for i in self.commands.matching(command_id, instance_id)]
+        listed = [
+            self.commands.summary(i, bool(params.get("Details")))
+            for i in self.commands.matching(command_id, instance_id)
+        ]
         if command_id and command_id not in self.commands:
             listed = self._moto_invocations(command_id, instance_id, region)
         return {"CommandInvocations": listed}
@@ -154,23 +185,25 @@ class SsmResponses:
             role = self._ssm_role(instance)
             if role is None:
                 continue  # no instance profile allowing the agent to register: never Online
-            listed.append({
-                "InstanceId": instance["InstanceId"],
-                "PingStatus": "Online",
-                "LastPingDateTime": time.time(),
-                "AgentVersion": "3.3.0.0",
-                "IsLatestVersion": True,
-                "PlatformType": "Linux",
-                "PlatformName": "Ubuntu",
-                "PlatformVersion": "22.04",
-                "ResourceType": "EC2Instance",
-                "IamRole": role,
-                "IPAddress": instance.get("PrivateIpAddress", ""),
-                "ComputerName": instance.get("PrivateDnsName", ""),
-                "AssociationStatus": "Success",
-                "SourceId": instance["InstanceId"],
-                "SourceType": "AWS::EC2::Instance",
-            })
+            listed.append(
+                {
+                    "InstanceId": instance["InstanceId"],
+                    "PingStatus": "Online",
+                    "LastPingDateTime": time.time(),
+                    "AgentVersion": "3.3.0.0",
+                    "IsLatestVersion": True,
+                    "PlatformType": "Linux",
+                    "PlatformName": "Ubuntu",
+                    "PlatformVersion": "22.04",
+                    "ResourceType": "EC2Instance",
+                    "IamRole": role,
+                    "IPAddress": instance.get("PrivateIpAddress", ""),
+                    "ComputerName": instance.get("PrivateDnsName", ""),
+                    "AssociationStatus": "Success",
+                    "SourceId": instance["InstanceId"],
+                    "SourceType": "AWS::EC2::Instance",
+                }
+            )
         for flt in params.get("Filters") or []:
             if flt.get("Key") == "PingStatus":
                 listed = [i for i in listed if i["PingStatus"] in flt.get("Values", [])]
@@ -202,10 +235,18 @@ class SsmResponses:
             for iid in command["InstanceIds"]:
                 if instance_id and iid != instance_id:
                     continue
-                invocations.append({"CommandId": command["CommandId"], "InstanceId": iid,
-                                    "DocumentName": command["DocumentName"] or "", "Comment": command["Comment"],
-                                    "RequestedDateTime": command["RequestedDateTime"], "Status": command["Status"],
-                                    "StatusDetails": command["Status"], "CommandPlugins": []})
+                invocations.append(
+                    {
+                        "CommandId": command["CommandId"],
+                        "InstanceId": iid,
+                        "DocumentName": command["DocumentName"] or "",
+                        "Comment": command["Comment"],
+                        "RequestedDateTime": command["RequestedDateTime"],
+                        "Status": command["Status"],
+                        "StatusDetails": command["Status"],
+                        "CommandPlugins": [],
+                    }
+                )
         return invocations
 
     def _running_instances(self, instance_ids: list[str]) -> set[str]:

@@ -9,6 +9,7 @@
 
 Set ``LOCALAWS_SEED_DLAMI=0`` to leave moto as it is (a run then refuses compute=host for want of an AMI).
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,9 +21,13 @@ log = logging.getLogger(__name__)
 #: parameter name -> (fixed AMI id, AMI name). The names follow plugins/ml_pipeline/infra/params.py.
 DLAMI_PARAMETERS = {
     "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id": (
-        "ami-0c0ffee0000000001", "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) localaws"),
+        "ami-0c0ffee0000000001",
+        "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) localaws",
+    ),
     "/aws/service/deeplearning/ami/x86_64/habana-pytorch-ubuntu-22.04/latest/ami-id": (
-        "ami-0c0ffee0000000002", "Deep Learning AMI Habana PyTorch (Ubuntu 22.04) localaws"),
+        "ami-0c0ffee0000000002",
+        "Deep Learning AMI Habana PyTorch (Ubuntu 22.04) localaws",
+    ),
 }
 AMAZON_DLAMI_OWNER = "898082745236"
 #: (instance type, region) -> availability zones, added to moto's offerings when missing.
@@ -76,15 +81,36 @@ def seed_region(account_id: str, region: str) -> None:
         for name, (ami_id, ami_name) in DLAMI_PARAMETERS.items():
             if ami_id not in ec2.amis:
                 ec2.amis[ami_id] = Ami(
-                    ec2, ami_id, name=ami_name, description=f"{ami_name}: a stand-in seeded by localaws",
-                    owner_id=AMAZON_DLAMI_OWNER, owner_alias="amazon", public=True, virtualization_type="hvm",
-                    architecture="x86_64", root_device_type="ebs", root_device_name="/dev/sda1",
-                    hypervisor="xen", region_name=region, boot_mode="uefi-preferred")
+                    ec2,
+                    ami_id,
+                    name=ami_name,
+                    description=f"{ami_name}: a stand-in seeded by localaws",
+                    owner_id=AMAZON_DLAMI_OWNER,
+                    owner_alias="amazon",
+                    public=True,
+                    virtualization_type="hvm",
+                    architecture="x86_64",
+                    root_device_type="ebs",
+                    root_device_name="/dev/sda1",
+                    hypervisor="xen",
+                    region_name=region,
+                    boot_mode="uefi-preferred",
+                )
             if not ssm._parameters.get(name):
                 # moto's CloudFormationModel declares abstract members Parameter leaves out; not an ABC at run time.
-                ssm._parameters[name].append(Parameter(  # type: ignore[abstract]
-                    account_id=account_id, name=name, value=ami_id, parameter_type="String", description=None,
-                    allowed_pattern=None, keyid=None, last_modified_date=utcnow(), version=1,
-                    data_type="aws:ec2:image"))
+                ssm._parameters[name].append(
+                    Parameter(  # type: ignore[abstract]
+                        account_id=account_id,
+                        name=name,
+                        value=ami_id,
+                        parameter_type="String",
+                        description=None,
+                        allowed_pattern=None,
+                        keyid=None,
+                        last_modified_date=utcnow(),
+                        version=1,
+                        data_type="aws:ec2:image",
+                    )
+                )
         _seeded.add((account_id, region))
         log.info("localaws: seeded the Deep Learning AMI parameters in %s", region)

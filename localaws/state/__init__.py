@@ -26,6 +26,7 @@ that change it and read back at the next start:
 Without a state folder (the default of a plain ``python -m localaws serve`` and of the tests)
 nothing here runs: localaws is in memory, as before.
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,8 +49,24 @@ _ALIVE_SECONDS = 1.0
 #: pickles without the gate (a long upload is in flight): the next snapshot follows that request.
 _QUIET_TIMEOUT = 0.05
 #: Operation names that only read (every other request to moto counts as a change).
-_READ_PREFIXES = ("Describe", "List", "Get", "Head", "Lookup", "Search", "Scan", "Query", "Filter",
-                  "BatchGet", "Select", "Simulate", "Test", "Validate", "Estimate", "Check")
+_READ_PREFIXES = (
+    "Describe",
+    "List",
+    "Get",
+    "Head",
+    "Lookup",
+    "Search",
+    "Scan",
+    "Query",
+    "Filter",
+    "BatchGet",
+    "Select",
+    "Simulate",
+    "Test",
+    "Validate",
+    "Estimate",
+    "Check",
+)
 #: Our engine is compared with its last snapshot at least this often, whatever else happens.
 _ENGINE_CHECK_SECONDS = 30.0
 #: How long ``close`` waits for a snapshot under way before it gives up its own (the one before stands).
@@ -157,8 +174,9 @@ class Persistence:
                 self.restored["moto services"] = held
                 self.folder.prune_blobs(blobs.referenced)  # written for a snapshot a kill cut short
                 if blobs.missing:
-                    log.error("localaws state: %d S3 object bodies were missing and came back empty",
-                              len(blobs.missing))
+                    log.error(
+                        "localaws state: %d S3 object bodies were missing and came back empty", len(blobs.missing)
+                    )
         if engine_data is not None:
             try:
                 moments.append(engine_state.saved_at(engine_data))
@@ -173,8 +191,9 @@ class Persistence:
     def _set_aside(self, name: str, error: Exception, with_blobs: bool = False) -> None:
         why = f"{type(error).__name__}: {error}"
         aside = self.folder.set_aside(name, why, with_blobs=with_blobs)
-        log.error("localaws state: could not read %s (%s); it is kept as %s and that part starts empty",
-                  name, why, aside)
+        log.error(
+            "localaws state: could not read %s (%s); it is kept as %s and that part starts empty", name, why, aside
+        )
 
     # --- the request path -----------------------------------------------------------------------
 
@@ -232,8 +251,9 @@ class Persistence:
                 except OSError:  # the state folder deleted, say: keep going, and say so
                     self._alive_failures += 1
                     if _worth_saying(self._alive_failures):
-                        log.exception("localaws state: cannot mark %s alive (%d in a row)", self.folder.root,
-                                      self._alive_failures)
+                        log.exception(
+                            "localaws state: cannot mark %s alive (%d in a row)", self.folder.root, self._alive_failures
+                        )
 
     def snapshot(self, everything: bool = False) -> None:
         """Write what changed: moto's snapshot first, so the engine's never refers to what moto lacks.
@@ -243,8 +263,13 @@ class Persistence:
         half minute regardless, and written when its pickle differs from the last one."""
         active = engine_state.active(self.gateway)
         parts = None
-        if (everything or active or self._engine_was_active or self._engine_dirty.is_set()
-                or time.monotonic() - self._engine_checked >= _ENGINE_CHECK_SECONDS):
+        if (
+            everything
+            or active
+            or self._engine_was_active
+            or self._engine_dirty.is_set()
+            or time.monotonic() - self._engine_checked >= _ENGINE_CHECK_SECONDS
+        ):
             self._engine_dirty.clear()
             self._engine_checked = time.monotonic()
             parts = engine_state.dump(self.gateway)
@@ -316,8 +341,11 @@ class Persistence:
             finally:
                 self._snapshotting.release()
         else:
-            log.error("localaws state: a snapshot still runs after %.0f s; the last one is not taken, the one "
-                      "before it stands", _CLOSE_WAIT_SECONDS)
+            log.error(
+                "localaws state: a snapshot still runs after %.0f s; the last one is not taken, the one "
+                "before it stands",
+                _CLOSE_WAIT_SECONDS,
+            )
         self.folder.close()
         if self._moto_call is not None:
             self.gateway.moto.call = self._moto_call
@@ -346,5 +374,5 @@ def _worth_saying(failures: int) -> bool:
 def _action(form: str) -> str:
     for pair in form.split("&"):
         if pair.startswith("Action="):
-            return pair[len("Action="):]
+            return pair[len("Action=") :]
     return ""

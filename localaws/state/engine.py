@@ -4,6 +4,7 @@ Each part is pickled under its own lock, so a snapshot never waits on two of the
 restore runs at start-up, before the first request, in the order the parts refer to each other
 (training jobs before the tuning jobs that own them, endpoints before their scaling targets).
 """
+
 from __future__ import annotations
 
 import pickle
@@ -18,12 +19,15 @@ def dump(gateway) -> dict[str, bytes]:
     sagemaker, autoscaling = gateway.sagemaker, gateway.autoscaling
     return {
         # One lock: shared by training, tuning, hosting's resources and the registry.
-        "sagemaker": _pickled(sagemaker.lock, lambda: {
-            "training": sagemaker.state(),
-            "tuning": gateway.tuning.state(),
-            "hosting": gateway.hosting.state(),
-            "registry": gateway.registry.state(),
-        }),
+        "sagemaker": _pickled(
+            sagemaker.lock,
+            lambda: {
+                "training": sagemaker.state(),
+                "tuning": gateway.tuning.state(),
+                "hosting": gateway.hosting.state(),
+                "registry": gateway.registry.state(),
+            },
+        ),
         "autoscaling": _pickled(autoscaling.lock, autoscaling.state),
         "ssm": _pickled(gateway.ssm.lock, gateway.ssm.state),
     }
@@ -54,8 +58,7 @@ def active(gateway) -> bool:
         if any(target.scaling for target in autoscaling.targets.values()):
             return True
     with gateway.ssm.lock:
-        return any(not invocation.done for invocations in gateway.ssm.commands.values()
-                   for invocation in invocations)
+        return any(not invocation.done for invocations in gateway.ssm.commands.values() for invocation in invocations)
 
 
 def encode(parts: dict[str, bytes], saved_at: float) -> bytes:

@@ -11,6 +11,7 @@ A snapshot is written to a temporary file of its own (``<name>.<random>.tmp``), 
 renamed over the old one, so a reader (the next start) sees the old snapshot or the new one, never a
 part of one, and no two writers ever share a temporary file.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -10,6 +10,7 @@ The file starts with one line of JSON saying what wrote it (the format, moto's a
 versions), read before anything is unpickled: a snapshot of another moto or Python is refused
 without loading its objects (or its S3 bodies) at all.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,8 +76,10 @@ class MotoState:
             if where is None:
                 if backend_dict.service_name not in self._left_out:
                     self._left_out.add(backend_dict.service_name)
-                    log.error("localaws state: cannot tell where moto keeps %s; it is not persisted",
-                              backend_dict.service_name)
+                    log.error(
+                        "localaws state: cannot tell where moto keeps %s; it is not persisted",
+                        backend_dict.service_name,
+                    )
                 continue
             if where[0] + "." + where[1] not in self._left_out:
                 found[where] = backend_dict
@@ -86,8 +89,7 @@ class MotoState:
     def backends() -> int:
         """How many (service, account, region) backends moto has made: a read can make one (the first
         DescribeVpcs makes EC2's, with a default VPC of random id), and that is state to keep too."""
-        return sum(len(backends) for backend_dict in list(_instances())
-                   for backends in list(dict.values(backend_dict)))
+        return sum(len(backends) for backend_dict in list(_instances()) for backends in list(dict.values(backend_dict)))
 
     def dump(self, blobs: pickling.Blobs) -> bytes:
         """Every service's state in one pickle (new S3 bodies listed in ``blobs.new``, not written)."""
@@ -102,8 +104,9 @@ class MotoState:
                 raise
             for where in bad:
                 self._left_out.add(where[0] + "." + where[1])
-                log.error("localaws state: moto's %s.%s cannot be persisted (%s); the other services are",
-                          *where, error)
+                log.error(
+                    "localaws state: moto's %s.%s cannot be persisted (%s); the other services are", *where, error
+                )
             blobs.new.clear()
             blobs.referenced.clear()
             return self.dump(blobs)
@@ -124,8 +127,8 @@ class MotoState:
         line, _, pickled = data.partition(b"\n")
         if not line.startswith(_MAGIC):
             raise ValueError("not a snapshot of this localaws's (no header: an older format or another file)")
-        written = json.loads(line[len(_MAGIC):])
-        if written != json.loads(_header()[len(_MAGIC):]):
+        written = json.loads(line[len(_MAGIC) :])
+        if written != json.loads(_header()[len(_MAGIC) :]):
             raise ValueError(
                 f"the snapshot was written by moto {written.get('moto')} on Python {written.get('python')} "
                 f"(format {written.get('format')}); this is moto {_moto_version()} on Python "

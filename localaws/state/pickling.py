@@ -18,6 +18,7 @@ Plain ``pickle`` nearly works on both; what it gets wrong is handled here:
   events, running instances, clocks that mean nothing in another process) and rebuilt with the
   defaults of fields they lack, so a snapshot survives a field added to the code.
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -130,8 +131,7 @@ def _rebuild_key(cls, state: dict, name: str):
     return key
 
 
-def _aws_managed_policy(account_id: str, partition: str, name: str, policy_id: str, attachment_count: int,
-                        tags: dict):
+def _aws_managed_policy(account_id: str, partition: str, name: str, policy_id: str, attachment_count: int, tags: dict):
     from moto.iam.models import AWSManagedPolicy  # noqa: PLC0415
 
     blobs = _LOADING.get()
@@ -188,16 +188,25 @@ class StatePickler(pickle.Pickler):
         module = kind.__module__
         if module.startswith("localaws."):
             if dataclasses.is_dataclass(obj) and module in _RECORD_MODULES:
-                values = {item.name: getattr(obj, item.name) for item in dataclasses.fields(obj)
-                          if item.metadata.get("localaws.state") != "runtime"}
+                values = {
+                    item.name: getattr(obj, item.name)
+                    for item in dataclasses.fields(obj)
+                    if item.metadata.get("localaws.state") != "runtime"
+                }
                 return _new, (kind,), values, None, None, _fill_record
             raise pickle.PicklingError(f"{module}.{kind.__qualname__} is not persisted state")
         if kind is self._fake_key:
             return self._reduce_key(obj)
         if kind is self._aws_policy and len(obj.versions) == 1:
             # AWS's as moto's data has it (a policy given a version of someone's is pickled whole)
-            return _aws_managed_policy, (obj.account_id, obj.partition, obj.name, obj.id, obj.attachment_count,
-                                         obj.tags)
+            return _aws_managed_policy, (
+                obj.account_id,
+                obj.partition,
+                obj.name,
+                obj.id,
+                obj.attachment_count,
+                obj.tags,
+            )
         if isinstance(obj, dict):
             if id(obj) in self.backend_dicts:
                 return _backend_dict, self.backend_dicts[id(obj)]
@@ -210,8 +219,9 @@ class StatePickler(pickle.Pickler):
         return NotImplemented
 
     def _reduce_key(self, key):
-        state = {name: value for name, value in key.__dict__.items()
-                 if name not in ("_value_buffer", "lock", BLOB_NAME)}
+        state = {
+            name: value for name, value in key.__dict__.items() if name not in ("_value_buffer", "lock", BLOB_NAME)
+        }
         name = key.__dict__.get(BLOB_NAME)
         if name is None:
             name = uuid.uuid4().hex

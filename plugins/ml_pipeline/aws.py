@@ -9,6 +9,7 @@ The connection is read once per task process, so the provider logs where its cre
 not once per client; each client is made once. The DAGs pass ``client`` to the plugin's functions, which
 take ``client(service)`` wherever they need more than one service.
 """
+
 from __future__ import annotations
 
 import copy

@@ -16,6 +16,7 @@ A channel's mapping may also say ``content_type`` and ``distribution`` (``sagema
 Every file uploaded stays inside its folder (``images.tree_files``: links out refused); a channel with no
 file is an error naming it.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,7 +57,7 @@ def _channel_files(folder: Path, name: str, where: str) -> list[str]:
 
 
 def _from_s3(s3: Client, name: str, uri: str, where: str) -> str:
-    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
     if not bucket:
         raise ValueError(f"{where}: channel {name}: {uri} names no bucket")
     listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
@@ -79,8 +80,12 @@ def _from_folder(s3: Client, plan: Plan, name: str, source: str, where: str) -> 
         log.info("channel %s: %s holds %s already", name, uri, source)
         return uri
     _upload_tree(s3, folder, files, bucket, f"{base}/{name}")
-    s3.put_object(Bucket=bucket, Key=marker, ContentType="application/json",
-                  Body=json.dumps({"channel": name, "source": source, "hash": digest, "files": files}).encode())
+    s3.put_object(
+        Bucket=bucket,
+        Key=marker,
+        ContentType="application/json",
+        Body=json.dumps({"channel": name, "source": source, "hash": digest, "files": files}).encode(),
+    )
     log.info("channel %s: %s uploaded to %s", name, source, uri)
     return uri
 
@@ -111,8 +116,10 @@ def _prepared(s3: Client, plan: Plan, where: str) -> dict[str, str]:
         code.call(experiment, experiment["prepare"], output, start=start, end=end, seed=plan["data_seed"])
         stray = sorted(entry.name for entry in output.iterdir() if not entry.is_dir() or entry.is_symlink())
         if stray:
-            raise ValueError(f"{where}: prepare: {experiment['prepare']} wrote {', '.join(stray)} outside a "
-                             "channel folder (output_dir/<channel>/<files>)")
+            raise ValueError(
+                f"{where}: prepare: {experiment['prepare']} wrote {', '.join(stray)} outside a "
+                "channel folder (output_dir/<channel>/<files>)"
+            )
         written = sorted(entry.name for entry in output.iterdir())
         if not written:
             raise ValueError(f"{where}: prepare: {experiment['prepare']} wrote no channel")
@@ -121,11 +128,22 @@ def _prepared(s3: Client, plan: Plan, where: str) -> dict[str, str]:
         for name, files in listings.items():
             _upload_tree(s3, output / name, files, bucket, f"{prefix}/{name}")
             channels[name] = f"s3://{bucket}/{prefix}/{name}/"
-    s3.put_object(Bucket=bucket, Key=manifest_key, ContentType="application/json", Body=json.dumps({
-        "channels": channels, "seed": plan["data_seed"], "experiment": experiment["name"],
-        "prepare": experiment["prepare"], "start": start.isoformat(), "end": end.isoformat(),
-        "files": {name: len(files) for name, files in listings.items()},
-    }).encode())
+    s3.put_object(
+        Bucket=bucket,
+        Key=manifest_key,
+        ContentType="application/json",
+        Body=json.dumps(
+            {
+                "channels": channels,
+                "seed": plan["data_seed"],
+                "experiment": experiment["name"],
+                "prepare": experiment["prepare"],
+                "start": start.isoformat(),
+                "end": end.isoformat(),
+                "files": {name: len(files) for name, files in listings.items()},
+            }
+        ).encode(),
+    )
     log.info("data partition s3://%s/%s written by %s", bucket, prefix, experiment["prepare"])
     return channels
 
@@ -153,12 +171,16 @@ def prepare(s3: Client, plan: Plan) -> dict[str, str]:
             result[name] = uri
     missing = [name for name in declared if name not in result]
     if missing:
-        raise ValueError(f"{where}: channels.{', '.join(missing)}: no source, and "
-                         + (f"{experiment['prepare']} does not write it" if experiment.get("prepare")
-                            else "no prepare function writes it"))
+        raise ValueError(
+            f"{where}: channels.{', '.join(missing)}: no source, and "
+            + (
+                f"{experiment['prepare']} does not write it"
+                if experiment.get("prepare")
+                else "no prepare function writes it"
+            )
+        )
     if not result:
         raise ValueError(f"{where}: channels: the experiment has no channel (channels or prepare)")
     ordered = {name: result[name] for name in declared if name in result}
     ordered.update((name, uri) for name, uri in result.items() if name not in ordered)
     return ordered
-

@@ -15,6 +15,7 @@
 - **Every part runs** (``close_run``): an error in one is collected, the others still run (the run's
   stack is always torn down), the summary is logged and written, and then one error names them all.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,15 @@ log = logging.getLogger(__name__)
 
 #: Error codes meaning "no such resource", by service: SageMaker says ValidationException ("Could not
 #: find ...", "Requested resource not found"), the others have their own.
-_MISSING = ("ValidationException", "ResourceNotFound", "ObjectNotFoundException", "NoSuchBucket", "NoSuchKey",
-            "404", "NotFound")
+_MISSING = (
+    "ValidationException",
+    "ResourceNotFound",
+    "ObjectNotFoundException",
+    "NoSuchBucket",
+    "NoSuchKey",
+    "404",
+    "NotFound",
+)
 _TERMINAL = ("Completed", "Failed", "Stopped")
 #: How long teardown waits for the jobs it stopped to reach their end state (AWS gives a job 120 s of
 #: grace after SIGTERM, plus the upload).
@@ -48,8 +56,12 @@ def _missing(error) -> bool:
     response = getattr(error, "response", None) or {}
     code = response.get("Error", {}).get("Code", "")
     message = response.get("Error", {}).get("Message", "")
-    return code in _MISSING and (code != "ValidationException" or "not found" in message.lower()
-                                 or "could not find" in message.lower() or "does not exist" in message.lower())
+    return code in _MISSING and (
+        code != "ValidationException"
+        or "not found" in message.lower()
+        or "could not find" in message.lower()
+        or "does not exist" in message.lower()
+    )
 
 
 class Report:
@@ -95,8 +107,10 @@ def failures(states: dict[str, str], gate: dict | None) -> dict[str, str]:
 def failure_sentence(failed: dict[str, str]) -> str:
     if any(state == "failed" for state in failed.values()):
         return f"the run failed at {', '.join(sorted(t for t, s in failed.items() if s == 'failed'))}"
-    return (f"the run ended before its end: {LAST_TASK} is {failed.get(LAST_TASK)} (marking a run failed "
-            f"skips the tasks that had not started)")
+    return (
+        f"the run ended before its end: {LAST_TASK} is {failed.get(LAST_TASK)} (marking a run failed "
+        f"skips the tasks that had not started)"
+    )
 
 
 # --- jobs ------------------------------------------------------------------------------------------
@@ -120,12 +134,17 @@ def _list_jobs(lister, field: str, parts: list[str], **filters) -> list[dict]:
 def stop_jobs(sm: Client, plan: Plan, report: Report) -> None:
     """Stop the run's tuning and training jobs still in progress (found by ``name_parts``)."""
     parts = name_parts(plan)
-    for summary in _list_jobs(sm.list_hyper_parameter_tuning_jobs, "HyperParameterTuningJobSummaries",
-                              parts["tuning"], StatusEquals="InProgress"):
+    for summary in _list_jobs(
+        sm.list_hyper_parameter_tuning_jobs,
+        "HyperParameterTuningJobSummaries",
+        parts["tuning"],
+        StatusEquals="InProgress",
+    ):
         sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=summary["HyperParameterTuningJobName"])
         report.did(f"stopped tuning job {summary['HyperParameterTuningJobName']}")
-    for summary in _list_jobs(sm.list_training_jobs, "TrainingJobSummaries", parts["training"],
-                              StatusEquals="InProgress"):
+    for summary in _list_jobs(
+        sm.list_training_jobs, "TrainingJobSummaries", parts["training"], StatusEquals="InProgress"
+    ):
         sm.stop_training_job(TrainingJobName=summary["TrainingJobName"])
         report.did(f"stopped training job {summary['TrainingJobName']}")
 
@@ -133,8 +152,10 @@ def stop_jobs(sm: Client, plan: Plan, report: Report) -> None:
 def job_end_state(description: dict, status_key: str) -> dict:
     """A job's end state as the summary shows it: status, secondary status and why."""
     status = description[status_key]
-    state = {"name": description.get("TrainingJobName") or description.get("HyperParameterTuningJobName"),
-             "status": status}
+    state = {
+        "name": description.get("TrainingJobName") or description.get("HyperParameterTuningJobName"),
+        "status": status,
+    }
     if description.get("SecondaryStatus"):
         state["secondary_status"] = description["SecondaryStatus"]
     reason = stop_or_failure_reason(description) if status in ("Failed", "Stopped") else None
@@ -168,15 +189,26 @@ def jobs_of_run(sm: Client, plan: Plan, started: dict, report: Report, wait_seco
     deadline = time.monotonic() + wait_seconds
     result = {}
     for kind, lister, field, describe, argument, status_key in (
-        ("tuning", sm.list_hyper_parameter_tuning_jobs, "HyperParameterTuningJobSummaries",
-         sm.describe_hyper_parameter_tuning_job, "HyperParameterTuningJobName", "HyperParameterTuningJobStatus"),
-        ("training", sm.list_training_jobs, "TrainingJobSummaries",
-         sm.describe_training_job, "TrainingJobName", "TrainingJobStatus"),
+        (
+            "tuning",
+            sm.list_hyper_parameter_tuning_jobs,
+            "HyperParameterTuningJobSummaries",
+            sm.describe_hyper_parameter_tuning_job,
+            "HyperParameterTuningJobName",
+            "HyperParameterTuningJobStatus",
+        ),
+        (
+            "training",
+            sm.list_training_jobs,
+            "TrainingJobSummaries",
+            sm.describe_training_job,
+            "TrainingJobName",
+            "TrainingJobStatus",
+        ),
     ):
         # Oldest first, so the last is the attempt the run ended with (a retry's -r2 after the first);
         # a job its task started that AWS no longer lists comes last.
-        listed = [s[argument] for s in sorted(_list_jobs(lister, field, parts[kind]),
-                                              key=lambda s: s["CreationTime"])]
+        listed = [s[argument] for s in sorted(_list_jobs(lister, field, parts[kind]), key=lambda s: s["CreationTime"])]
         names = list(dict.fromkeys([*listed, *started.get(kind, [])]))
         states = []
         for name in names:
@@ -220,8 +252,10 @@ def remove_hosting(sm: Client, aas: Client, plan: Plan, made: dict, failed: bool
             return True
         before = made.get("serving_before")
         if before is None:
-            raise RuntimeError(f"endpoint {names['endpoint']} serves the model of this failed run and the endpoint "
-                               "config it served before was not recorded: update it to the config it should serve")
+            raise RuntimeError(
+                f"endpoint {names['endpoint']} serves the model of this failed run and the endpoint "
+                "config it served before was not recorded: update it to the config it should serve"
+            )
         if before["endpoint_config"]:
             _roll_back(sm, names["endpoint"], before["endpoint_config"], report)
             ours = False  # it stays, on the config it served before: only this run's config and model go
@@ -229,8 +263,11 @@ def remove_hosting(sm: Client, aas: Client, plan: Plan, made: dict, failed: bool
     # The scaling target is the run's own endpoint's, or the stable endpoint's: that one goes only with it.
     if ours or (made.get("autoscaling") and not p["keep_endpoint"]):
         try:
-            aas.deregister_scalable_target(ServiceNamespace="sagemaker", ResourceId=target,
-                                           ScalableDimension="sagemaker:variant:DesiredInstanceCount")
+            aas.deregister_scalable_target(
+                ServiceNamespace="sagemaker",
+                ResourceId=target,
+                ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+            )
             report.did(f"deregistered scalable target {target}")
         except aas.exceptions.ObjectNotFoundException:
             if made.get("autoscaling"):
@@ -242,8 +279,9 @@ def remove_hosting(sm: Client, aas: Client, plan: Plan, made: dict, failed: bool
     elif made.get("endpoint") and endpoint is None:
         report.gone(f"endpoint {names['endpoint']}")
     for kind, delete, argument, name in (
-            ("endpoint_config", sm.delete_endpoint_config, "EndpointConfigName", names["endpoint_config"]),
-            ("model", sm.delete_model, "ModelName", names["model"])):
+        ("endpoint_config", sm.delete_endpoint_config, "EndpointConfigName", names["endpoint_config"]),
+        ("model", sm.delete_model, "ModelName", names["model"]),
+    ):
         try:
             delete(**{argument: name})
             report.did(f"deleted {kind.replace('_', ' ')} {name}")
@@ -297,11 +335,14 @@ def serving_before(sm: Client, plan: Plan) -> dict | None:
     if endpoint is None:
         return {"endpoint_config": None}
     if endpoint["EndpointStatus"] in _CHANGING:
-        raise RuntimeError(f"endpoint {names['endpoint']} is {endpoint['EndpointStatus']} for another deployment; "
-                           "this task retries once it settles")
+        raise RuntimeError(
+            f"endpoint {names['endpoint']} is {endpoint['EndpointStatus']} for another deployment; "
+            "this task retries once it settles"
+        )
     if endpoint["EndpointConfigName"] == names["endpoint_config"]:
-        log.warning("endpoint %s is on this run's config already: what it served before is not known",
-                    names["endpoint"])
+        log.warning(
+            "endpoint %s is on this run's config already: what it served before is not known", names["endpoint"]
+        )
         return None
     return {"endpoint_config": endpoint["EndpointConfigName"]}
 
@@ -344,8 +385,9 @@ def reject_version(sm: Client, package_arn: str | None, failures: dict[str, str]
     if package["ModelApprovalStatus"] in ("Approved", "Rejected"):
         return
     reason = f"Run {plan['key']}: {failure_sentence(failures)}"
-    sm.update_model_package(ModelPackageArn=package_arn, ModelApprovalStatus="Rejected",
-                            ApprovalDescription=reason[:1024])
+    sm.update_model_package(
+        ModelPackageArn=package_arn, ModelApprovalStatus="Rejected", ApprovalDescription=reason[:1024]
+    )
     report.did(f"rejected model package version {package_arn} ({reason})")
 
 
@@ -354,10 +396,23 @@ def reject_version(sm: Client, package_arn: str | None, failures: dict[str, str]
 
 #: The ids the provisioning steps return (their XComs) that teardown looks for; the rest (an AMI, ARNs, a
 #: zone, a device) it does not remove and so cannot find gone.
-TORN_DOWN_IDS = ("vpc_id", "internet_gateway_id", "public_subnet_id", "private_subnet_id", "public_route_table_id",
-                 "private_route_table_id", "s3_endpoint_id", "host_security_group_id", "sagemaker_security_group_id",
-                 "instance_profile_name", "role_name", "volume_id", "instance_id", "training_document",
-                 "check_document")
+TORN_DOWN_IDS = (
+    "vpc_id",
+    "internet_gateway_id",
+    "public_subnet_id",
+    "private_subnet_id",
+    "public_route_table_id",
+    "private_route_table_id",
+    "s3_endpoint_id",
+    "host_security_group_id",
+    "sagemaker_security_group_id",
+    "instance_profile_name",
+    "role_name",
+    "volume_id",
+    "instance_id",
+    "training_document",
+    "check_document",
+)
 
 
 def stack_gone(provisioned: dict, stack_report: dict) -> list[str]:
@@ -365,8 +420,13 @@ def stack_gone(provisioned: dict, stack_report: dict) -> list[str]:
     already gone. What teardown removed (``stack_report["removed"]``, an earlier try's included) or failed to
     remove (named in its errors) is not gone."""
     removed = {item for items in stack_report.get("removed", {}).values() for item in items}
-    expected = {value for result in provisioned.values() if isinstance(result, dict)
-                for key, value in result.items() if key in TORN_DOWN_IDS and isinstance(value, str)}
+    expected = {
+        value
+        for result in provisioned.values()
+        if isinstance(result, dict)
+        for key, value in result.items()
+        if key in TORN_DOWN_IDS and isinstance(value, str)
+    }
     failed = {value for value in expected if any(value in error for error in stack_report.get("errors", []))}
     return sorted(expected - removed - failed)
 
@@ -475,8 +535,9 @@ def outcome_line(summary: dict) -> str:
     if summary.get("smoke_test"):  # smoke.run's result: the experiment's check may add figures
         smoke = summary["smoke_test"]
         figures = smoke.get("check") if isinstance(smoke.get("check"), dict) else {}
-        shown = ", ".join(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
-                          for name, value in figures.items())
+        shown = ", ".join(
+            f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}" for name, value in figures.items()
+        )
         parts.append(f"smoke test passed in {smoke.get('latency_seconds')} s" + (f" ({shown})" if shown else ""))
     return "; ".join(parts)
 
@@ -508,10 +569,14 @@ def close_run(client: Clients, plan: Plan, made: dict, failures: dict[str, str])
 
     failed = bool(failures)
     part("stop_jobs", lambda: stop_jobs(client("sagemaker"), plan, report))
-    kept = part("remove_hosting", lambda: remove_hosting(client("sagemaker"), client("application-autoscaling"),
-                                                         plan, made["hosting"], failed, report), False)
-    part("reject_version", lambda: reject_version(client("sagemaker"), made["model_package"], failures, plan,
-                                                  report))
+    kept = part(
+        "remove_hosting",
+        lambda: remove_hosting(
+            client("sagemaker"), client("application-autoscaling"), plan, made["hosting"], failed, report
+        ),
+        False,
+    )
+    part("reject_version", lambda: reject_version(client("sagemaker"), made["model_package"], failures, plan, report))
     jobs = part("jobs_of_run", lambda: jobs_of_run(client("sagemaker"), plan, made["jobs"], report), {})
     # Then the run's own network and host, found by their tags (nothing, if it provisioned none).
     try:
@@ -530,14 +595,26 @@ def close_run(client: Clients, plan: Plan, made: dict, failures: dict[str, str])
 
     if errors:  # this task fails, and with it the run: the summary says so
         failures = {**failures, "close_run": "failed"}
-    summary = summarize(plan, made["outcome"], jobs or {}, failures, {
-        **report.as_dict(), "endpoint_kept": kept, "stack": stack_report, "errors": errors})
+    summary = summarize(
+        plan,
+        made["outcome"],
+        jobs or {},
+        failures,
+        {**report.as_dict(), "endpoint_kept": kept, "stack": stack_report, "errors": errors},
+    )
     log.info("the run's summary:\n%s", json.dumps(summary, indent=2, default=str))
-    summary["summary"] = part("write_summary", lambda: write_summary(client("s3"), plan, summary),
-                              "not written to S3 (see the error above)")
-    log.info("teardown done: %s removed, %s already gone%s; summary %s", len(report.removed),
-             len(report.already_gone), f", {len(errors)} part(s) failed" if errors else "", summary["summary"])
+    summary["summary"] = part(
+        "write_summary", lambda: write_summary(client("s3"), plan, summary), "not written to S3 (see the error above)"
+    )
+    log.info(
+        "teardown done: %s removed, %s already gone%s; summary %s",
+        len(report.removed),
+        len(report.already_gone),
+        f", {len(errors)} part(s) failed" if errors else "",
+        summary["summary"],
+    )
     if errors:
-        raise TeardownIncomplete({"run": plan["key"], "summary": summary,
-                                  "errors": [f"{name}: {error}" for name, error in errors.items()]})
+        raise TeardownIncomplete(
+            {"run": plan["key"], "summary": summary, "errors": [f"{name}: {error}" for name, error in errors.items()]}
+        )
     return summary

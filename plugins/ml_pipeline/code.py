@@ -12,6 +12,7 @@ Three kinds (the experiment's ``code_kind``):
 ``resolve`` does it for a run; ``preflight`` refuses what cannot work before anything is created.
 ``call`` runs a ``module:function`` of the experiment's source (its ``prepare`` and smoke ``check``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -126,14 +127,17 @@ def framework_image(experiment: dict, region: str, instance_type: str, scope: st
     version, py_version = framework_version(experiment)
     framework = experiment["framework"]
     try:
-        return image_uris.retrieve(framework, region, version=version, py_version=py_version,
-                                   instance_type=instance_type, image_scope=scope)
+        return image_uris.retrieve(
+            framework, region, version=version, py_version=py_version, instance_type=instance_type, image_scope=scope
+        )
     except ValueError as error:
         message = str(error).replace(" You may need to upgrade your SDK version (pip install -U sagemaker)", "")
         if f"Unsupported {framework} version" in message:
             raise ValueError(f"{_where(experiment)}: framework_version: {message}") from None
-        raise ValueError(f"{_where(experiment)}: {framework} {version} has no {scope} image for {instance_type} "
-                         f"in {region}: {message}") from None
+        raise ValueError(
+            f"{_where(experiment)}: {framework} {version} has no {scope} image for {instance_type} "
+            f"in {region}: {message}"
+        ) from None
 
 
 def training_image(experiment: dict, plan: Plan, region: str) -> str:
@@ -152,8 +156,11 @@ def training_image(experiment: dict, plan: Plan, region: str) -> str:
 
 def _serving_instance_type(plan: Plan) -> str:
     p = plan["params"]
-    return p.get("endpoint_instance_type") or (plan["experiment"].get("deploy") or {}).get("instance_type") \
+    return (
+        p.get("endpoint_instance_type")
+        or (plan["experiment"].get("deploy") or {}).get("instance_type")
         or p["instance_type"]
+    )
 
 
 def _serving_program(experiment: dict) -> str:
@@ -191,19 +198,31 @@ def resolve(ecr: Client, s3: Client, plan: Plan, endpoint_url: str | None = None
                 **SERVING_ENVIRONMENT,
             },
             "source": {"uri": source["uri"], "hash": source["hash"]},
-            "how": (f"script mode: {experiment['framework']} {framework_version(experiment)[0]}, {program} in "
-                    f"{source['uri']} ({'uploaded' if source['uploaded'] else 'uploaded before'})"),
+            "how": (
+                f"script mode: {experiment['framework']} {framework_version(experiment)[0]}, {program} in "
+                f"{source['uri']} ({'uploaded' if source['uploaded'] else 'uploaded before'})"
+            ),
         }
     if kind == "image":
-        return {"training_image": experiment["image"], "serving_image": experiment["image"], "hyperparameters": {},
-                "environment": dict(SERVING_ENVIRONMENT), "source": None,
-                "how": f"the experiment's image {experiment['image']}"}
+        return {
+            "training_image": experiment["image"],
+            "serving_image": experiment["image"],
+            "hyperparameters": {},
+            "environment": dict(SERVING_ENVIRONMENT),
+            "source": None,
+            "how": f"the experiment's image {experiment['image']}",
+        }
     if kind == "dockerfile":
         context = inside(experiment["folder"], experiment["dockerfile"], f"{_where(experiment)}: dockerfile")
         built = images.build_and_push(ecr, p["ecr_repository"], context, endpoint_url, log=lambda line: None)
-        return {"training_image": built["image"], "serving_image": built["image"], "hyperparameters": {},
-                "environment": dict(SERVING_ENVIRONMENT), "source": None,
-                "how": f"{built['image']} from {experiment['dockerfile']}: {built['how']}"}
+        return {
+            "training_image": built["image"],
+            "serving_image": built["image"],
+            "hyperparameters": {},
+            "environment": dict(SERVING_ENVIRONMENT),
+            "source": None,
+            "how": f"{built['image']} from {experiment['dockerfile']}: {built['how']}",
+        }
     raise ValueError(f"{_where(experiment)}: unknown code kind {kind!r}")
 
 
@@ -224,8 +243,9 @@ def preflight(plan: Plan) -> None:
     errors = []
     if kind == "script":
         if experiment.get("framework") not in FRAMEWORK_DEFAULTS:
-            errors.append(f"{where}: framework: {experiment.get('framework')!r} is not one of "
-                          f"{', '.join(FRAMEWORK_DEFAULTS)}")
+            errors.append(
+                f"{where}: framework: {experiment.get('framework')!r} is not one of {', '.join(FRAMEWORK_DEFAULTS)}"
+            )
         else:
             scopes = [("training", p["instance_type"])]
             if experiment.get("deploy") is not False:
@@ -259,9 +279,11 @@ def preflight(plan: Plan) -> None:
         except OSError as error:
             errors.append(f"{where}: dockerfile: {error}")
         if images.docker_engine() is None:
-            errors.append(f"{where}: dockerfile: no Docker engine answers here to build {experiment['dockerfile']}: "
-                          "install one where the tasks run (Debian: apt-get install docker.io; then start dockerd), "
-                          "or train in script mode (framework, entry_point) or from a pushed image (image)")
+            errors.append(
+                f"{where}: dockerfile: no Docker engine answers here to build {experiment['dockerfile']}: "
+                "install one where the tasks run (Debian: apt-get install docker.io; then start dockerd), "
+                "or train in script mode (framework, entry_point) or from a pushed image (image)"
+            )
     for field, spec in _functions(experiment):
         try:
             module_file(experiment, spec)
@@ -311,7 +333,8 @@ def _isolated(source_dir: str):
         for name in set(sys.modules) - before_modules:
             file = getattr(sys.modules.get(name), "__file__", None) or ""
             if name.startswith("_ml_pipeline_experiment_") or (
-                    file and os.path.commonpath([root, os.path.realpath(file)]) == root):
+                file and os.path.commonpath([root, os.path.realpath(file)]) == root
+            ):
                 sys.modules.pop(name, None)
 
 

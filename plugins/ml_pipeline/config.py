@@ -21,6 +21,7 @@ Every problem raises ``ConfigError`` (a ValueError) naming the file and the fiel
 'number', 'boolean'``; NaN and Infinity (which Python's JSON parser accepts) are refused wherever a
 number is read. No torch, no boto3: this runs in Airflow.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,8 +61,11 @@ def experiment_files(name: str) -> dict:
     folder = hyperparams_dir() / name
     if not folder.is_dir():
         return {"presets": {}, "tuning": None}
-    presets = {path.stem: path for path in sorted(folder.glob("*.json"))
-               if path.name != TUNING_FILE and not path.name.endswith(".schema.json")}
+    presets = {
+        path.stem: path
+        for path in sorted(folder.glob("*.json"))
+        if path.name != TUNING_FILE and not path.name.endswith(".schema.json")
+    }
     tuning = folder / TUNING_FILE
     return {"presets": presets, "tuning": tuning if tuning.exists() else None}
 
@@ -105,13 +109,15 @@ def _read_json(path: Path) -> Any:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ConfigError(f"{display(path)}: not valid JSON: {error.msg} "
-                          f"(line {error.lineno}, column {error.colno})") from None
+        raise ConfigError(
+            f"{display(path)}: not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})"
+        ) from None
     # json.loads takes NaN, Infinity and -Infinity (and reads 1e999 as infinity); JSON has none of them.
     found = next(non_finite(document), None)
     if found:
-        raise ConfigError(f"{display(path)}: {field_path(found[0])}: {found[1]} is not a finite number "
-                          "(JSON has no NaN or Infinity)")
+        raise ConfigError(
+            f"{display(path)}: {field_path(found[0])}: {found[1]} is not a finite number (JSON has no NaN or Infinity)"
+        )
     return document
 
 
@@ -121,8 +127,9 @@ def load_schema(path: Path) -> dict:
     try:
         jsonschema.Draft202012Validator.check_schema(document)
     except jsonschema.SchemaError as error:
-        raise ConfigError(f"{display(path)}: not a valid JSON Schema: {field_path(error.absolute_path)}: "
-                          f"{error.message}") from None
+        raise ConfigError(
+            f"{display(path)}: not a valid JSON Schema: {field_path(error.absolute_path)}: {error.message}"
+        ) from None
     return document
 
 
@@ -145,8 +152,10 @@ def validator(name: str) -> jsonschema.Draft202012Validator:
 
 
 def _validate(document: Any, schema_name: str, file: str, at: tuple = ()) -> None:
-    errors = sorted(validator(schema_name).iter_errors(document),
-                    key=lambda e: (len(e.absolute_path), [str(p) for p in e.absolute_path]))
+    errors = sorted(
+        validator(schema_name).iter_errors(document),
+        key=lambda e: (len(e.absolute_path), [str(p) for p in e.absolute_path]),
+    )
     if errors:
         problems = [f"{field_path((*at, *best.absolute_path))}: {best.message}" for best in map(_deepest, errors)]
         raise ConfigError(f"{file}: " + "; ".join(problems))
@@ -179,8 +188,11 @@ def check_metrics(document: dict, file: str) -> None:
         if groups != 1:
             _fail(file, f"{where}.Regex", f"needs exactly one capture group, has {groups}")
     if document["objective"]["metric"] not in names:
-        _fail(file, "objective.metric",
-              f"{document['objective']['metric']!r} is not among the metric_definitions ({', '.join(sorted(names))})")
+        _fail(
+            file,
+            "objective.metric",
+            f"{document['objective']['metric']!r} is not among the metric_definitions ({', '.join(sorted(names))})",
+        )
 
 
 def check_preset(document: Any, file: str, at: tuple = ()) -> dict:
@@ -216,8 +228,9 @@ def _kind(value: Any) -> str:
     return "integer" if isinstance(value, int) else "number" if isinstance(value, float) else "string"
 
 
-def check_tuning(document: Any, file: str, at: tuple, hyperparameters: dict, presets: dict,
-                 metric_names: set, objective: dict) -> dict:
+def check_tuning(
+    document: Any, file: str, at: tuple, hyperparameters: dict, presets: dict, metric_names: set, objective: dict
+) -> dict:
     """A tuning configuration of the experiment, resolved: the objective defaults to the experiment's,
     ``base_preset`` must be one of ``presets``, and each range names a hyperparameter of the experiment (or
     of the base preset) whose value's type suits the range (Integer: an integer; Continuous: a number)."""
@@ -233,8 +246,11 @@ def check_tuning(document: Any, file: str, at: tuple, hyperparameters: dict, pre
         fail("base_preset", f"{base!r} is not a preset of the experiment ({', '.join(sorted(presets)) or 'none'})")
     known = {**hyperparameters, **(presets[base]["hyperparameters"] if base else {})}
     if tuning["objective"]["metric"] not in metric_names:
-        fail(("objective", "metric"), f"{tuning['objective']['metric']!r} is not among the experiment's "
-                                 f"metric_definitions ({', '.join(sorted(metric_names))})")
+        fail(
+            ("objective", "metric"),
+            f"{tuning['objective']['metric']!r} is not among the experiment's "
+            f"metric_definitions ({', '.join(sorted(metric_names))})",
+        )
     ranges = tuning["parameter_ranges"]
     seen: dict = {}
     for kind in RANGE_KINDS:
@@ -242,8 +258,10 @@ def check_tuning(document: Any, file: str, at: tuple, hyperparameters: dict, pre
             where = ("parameter_ranges", kind, index)
             name = entry["Name"]
             if name not in known:
-                fail((*where, "Name"), f"{name!r} is not a hyperparameter of the experiment "
-                                      f"(known: {', '.join(known) or 'none'})")
+                fail(
+                    (*where, "Name"),
+                    f"{name!r} is not a hyperparameter of the experiment (known: {', '.join(known) or 'none'})",
+                )
             if name in seen:
                 fail((*where, "Name"), f"{name!r} is also tuned at {seen[name]}")
             seen[name] = field_path((*at, *where))
@@ -252,8 +270,11 @@ def check_tuning(document: Any, file: str, at: tuple, hyperparameters: dict, pre
             value_kind = _kind(known[name])
             suits = value_kind == "integer" if kind == "IntegerParameterRanges" else value_kind in ("integer", "number")
             if not suits:
-                fail((*where, "Name"), f"{name} is {value_kind} in the experiment ({known[name]!r}): it cannot have "
-                                      f"a{'n' if kind[0] == 'I' else ''} {kind[:-len('ParameterRanges')]} range")
+                fail(
+                    (*where, "Name"),
+                    f"{name} is {value_kind} in the experiment ({known[name]!r}): it cannot have "
+                    f"a{'n' if kind[0] == 'I' else ''} {kind[: -len('ParameterRanges')]} range",
+                )
             low, high = entry["MinValue"], entry["MaxValue"]
             if not low < high:
                 fail((*where, "MaxValue"), f"MinValue ({low}) must be less than MaxValue ({high})")
@@ -261,8 +282,10 @@ def check_tuning(document: Any, file: str, at: tuple, hyperparameters: dict, pre
             if scaling == "Logarithmic" and low <= 0:
                 fail((*where, "MinValue"), f"Logarithmic scaling needs MinValue > 0, got {low}")
             if scaling == "ReverseLogarithmic" and not (0 <= low and high < 1):
-                fail((*where, "ScalingType"),
-                     f"ReverseLogarithmic scaling needs 0 <= MinValue and MaxValue < 1, got [{low}, {high}]")
+                fail(
+                    (*where, "ScalingType"),
+                    f"ReverseLogarithmic scaling needs 0 <= MinValue and MaxValue < 1, got [{low}, {high}]",
+                )
     if not seen:
         fail("parameter_ranges", "no hyperparameter is tuned")
     if tuning["strategy"] == "Grid" and any(ranges.get(kind) for kind in RANGE_KINDS[:2]):
@@ -282,8 +305,9 @@ def to_hyperparameter_string(value: Any) -> str:
 
 def sagemaker_hyperparameters(preset: dict) -> dict:
     """A container's hyperparameters as SageMaker stores them for a plain image: {name: str}."""
-    return {name: to_hyperparameter_string(value)
-            for name, value in preset["hyperparameters"].items() if value is not None}
+    return {
+        name: to_hyperparameter_string(value) for name, value in preset["hyperparameters"].items() if value is not None
+    }
 
 
 def tuning_parameter_ranges(tuning: Mapping[str, Any]) -> dict:
@@ -292,17 +316,21 @@ def tuning_parameter_ranges(tuning: Mapping[str, Any]) -> dict:
     result: dict = {kind: [] for kind in RANGE_KINDS}
     for kind in RANGE_KINDS[:2]:
         for entry in ranges.get(kind, []):
-            result[kind].append({
-                "Name": entry["Name"],
-                "MinValue": to_hyperparameter_string(entry["MinValue"]),
-                "MaxValue": to_hyperparameter_string(entry["MaxValue"]),
-                "ScalingType": entry.get("ScalingType", "Auto"),
-            })
+            result[kind].append(
+                {
+                    "Name": entry["Name"],
+                    "MinValue": to_hyperparameter_string(entry["MinValue"]),
+                    "MaxValue": to_hyperparameter_string(entry["MaxValue"]),
+                    "ScalingType": entry.get("ScalingType", "Auto"),
+                }
+            )
     for entry in ranges.get("CategoricalParameterRanges", []):
-        result["CategoricalParameterRanges"].append({
-            "Name": entry["Name"],
-            "Values": [to_hyperparameter_string(value) for value in entry["Values"]],
-        })
+        result["CategoricalParameterRanges"].append(
+            {
+                "Name": entry["Name"],
+                "Values": [to_hyperparameter_string(value) for value in entry["Values"]],
+            }
+        )
     return result
 
 

@@ -13,6 +13,7 @@ with ``airflow.utils.file.find_dag_file_paths`` (.py and .zip only); ``register(
 list the experiment files in the experiments bundle, and only them: an experiment's own Python (train.py,
 prepare.py) is never imported by Airflow.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,9 +47,14 @@ class ExperimentDagImporter(AbstractDagImporter):
                 if (folder / experiments.FILE).is_file() and not folder.name.startswith("."):
                     yield str(folder / experiments.FILE)
 
-    def import_file(self, file_path: str | os.PathLike, *, bundle_path: Path | None = None,
-                    bundle_name: str | None = None,
-                    safe_mode: bool = True) -> DagImportResult:
+    def import_file(
+        self,
+        file_path: str | os.PathLike,
+        *,
+        bundle_path: Path | None = None,
+        bundle_name: str | None = None,
+        safe_mode: bool = True,
+    ) -> DagImportResult:
         path = Path(file_path)
         relative = self.get_relative_path(path, bundle_path)
         result = DagImportResult(file_path=relative)
@@ -61,12 +67,16 @@ class ExperimentDagImporter(AbstractDagImporter):
 
             dag = build_dag(experiment)
         except experiments.ExperimentError as error:
-            result.errors.append(DagImportError(file_path=relative, message=str(error), error_type="experiment",
-                                                stacktrace=str(error)))
+            result.errors.append(
+                DagImportError(file_path=relative, message=str(error), error_type="experiment", stacktrace=str(error))
+            )
             return result
         except Exception as error:  # noqa: BLE001 - as Airflow's own importer reports a failing DAG file
-            result.errors.append(DagImportError(file_path=relative, message=f"{type(error).__name__}: {error}",
-                                                stacktrace=traceback.format_exc()))
+            result.errors.append(
+                DagImportError(
+                    file_path=relative, message=f"{type(error).__name__}: {error}", stacktrace=traceback.format_exc()
+                )
+            )
             return result
         dag.fileloc = str(path)
         dag.relative_fileloc = relative

@@ -14,6 +14,7 @@ hyperparameters it trains with (the experiment's, with the preset's over them).
 Every refusal is ``ExperimentError``: ``experiments/<name>/experiment.yaml: <field path>: <what is wrong>``.
 Reading an experiment touches only its folder: no network, no heavy import (it runs at DAG parse time).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,14 +32,39 @@ NAME = re.compile(r"^[a-z](?:[a-z0-9-]{0,18}[a-z0-9])?$")
 CODE_KINDS = {"framework": "script", "image": "image", "dockerfile": "dockerfile"}
 FRAMEWORK_VERSIONS = {"pytorch": "2.5", "sklearn": "1.2-1"}
 #: Airflow's schedule presets (airflow.sdk.definitions.dag, timetables/_cron.py); anything else must be cron.
-SCHEDULE_PRESETS = {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly",
-                    "@annually", "@midnight"}
+SCHEDULE_PRESETS = {
+    "@once",
+    "@continuous",
+    "@hourly",
+    "@daily",
+    "@weekly",
+    "@monthly",
+    "@quarterly",
+    "@yearly",
+    "@annually",
+    "@midnight",
+}
 DEFAULTS: dict[str, Any] = {
-    "source_dir": ".", "channels": {}, "prepare": None, "hyperparameters": {}, "instance_type": "ml.m5.large",
-    "instance_count": 1, "max_runtime_seconds": 3600, "use_spot": False, "presets": {}, "tuning": None,
-    "deploy": False, "schedule": None, "description": ""}
-DEPLOY_DEFAULTS = {"instance_type": "ml.m5.large", "min_capacity": 1, "max_capacity": 2,
-                   "target_invocations_per_instance": 50}
+    "source_dir": ".",
+    "channels": {},
+    "prepare": None,
+    "hyperparameters": {},
+    "instance_type": "ml.m5.large",
+    "instance_count": 1,
+    "max_runtime_seconds": 3600,
+    "use_spot": False,
+    "presets": {},
+    "tuning": None,
+    "deploy": False,
+    "schedule": None,
+    "description": "",
+}
+DEPLOY_DEFAULTS = {
+    "instance_type": "ml.m5.large",
+    "min_capacity": 1,
+    "max_capacity": 2,
+    "target_invocations_per_instance": 50,
+}
 
 
 class ExperimentError(ValueError):
@@ -87,8 +113,9 @@ def _read(folder: Path) -> tuple[dict, bytes]:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ExperimentError(f"{file}: (top level): not valid YAML: {getattr(error, 'problem', None) or error}"
-                              f"{where}") from None
+        raise ExperimentError(
+            f"{file}: (top level): not valid YAML: {getattr(error, 'problem', None) or error}{where}"
+        ) from None
     if not isinstance(document, dict):
         raise ExperimentError(f"{file}: (top level): must be a mapping of keys, got {type(document).__name__}")
     return document, data
@@ -135,8 +162,11 @@ def _schedule(folder: Path, schedule) -> None:
     from croniter import croniter  # noqa: PLC0415 - Airflow's own cron parser
 
     if schedule.startswith("@") or not croniter.is_valid(schedule):
-        _fail(folder, "schedule", f"{schedule!r} is neither a cron expression nor one of "
-                                  f"{', '.join(sorted(SCHEDULE_PRESETS))}")
+        _fail(
+            folder,
+            "schedule",
+            f"{schedule!r} is neither a cron expression nor one of {', '.join(sorted(SCHEDULE_PRESETS))}",
+        )
 
 
 def _presets(folder: Path, document: dict) -> dict:
@@ -172,12 +202,28 @@ def _tuning(folder: Path, document: dict, presets: dict) -> dict | None:
     metric_names = {definition["Name"] for definition in document["metric_definitions"]}
     try:
         if inline is not None:
-            return config.check_tuning(inline, file, ("tuning",), document.get("hyperparameters", {}), presets,
-                                       metric_names, document["objective"])
+            return config.check_tuning(
+                inline,
+                file,
+                ("tuning",),
+                document.get("hyperparameters", {}),
+                presets,
+                metric_names,
+                document["objective"],
+            )
         loaded = {k: v for k, v in config.load_tuning(tuning_file).items() if k != "_path"}
-        return {**config.check_tuning(loaded, config.display(tuning_file), (), document.get("hyperparameters", {}),
-                                      presets, metric_names, document["objective"]),
-                "file": config.display(tuning_file)}
+        return {
+            **config.check_tuning(
+                loaded,
+                config.display(tuning_file),
+                (),
+                document.get("hyperparameters", {}),
+                presets,
+                metric_names,
+                document["objective"],
+            ),
+            "file": config.display(tuning_file),
+        }
     except config.ConfigError as error:
         message = str(error)
         raise ExperimentError(message if inline is not None else f"{file}: tuning: {message}") from None
@@ -202,8 +248,12 @@ def load(folder: str | os.PathLike) -> dict:
     document, data = _read(folder)
     file = display(folder)
     if not NAME.match(folder.name):
-        _fail(folder, "(folder name)", f"{folder.name!r} is not an experiment name: 1-20 lowercase letters, digits "
-                                       "and hyphens, starting with a letter, not ending with a hyphen")
+        _fail(
+            folder,
+            "(folder name)",
+            f"{folder.name!r} is not an experiment name: 1-20 lowercase letters, digits "
+            "and hyphens, starting with a letter, not ending with a hyphen",
+        )
     found = next(config.non_finite(document), None)
     if found:
         _fail(folder, found[0], f"{found[1]} is not a finite number")
@@ -214,8 +264,12 @@ def load(folder: str | os.PathLike) -> dict:
 
     kinds = [key for key in CODE_KINDS if key in document]
     if len(kinds) != 1:
-        _fail(folder, "(top level)", "needs exactly one of framework (script mode, with entry_point), image or "
-                                     f"dockerfile; found {', '.join(kinds) or 'none'}")
+        _fail(
+            folder,
+            "(top level)",
+            "needs exactly one of framework (script mode, with entry_point), image or "
+            f"dockerfile; found {', '.join(kinds) or 'none'}",
+        )
     kind = CODE_KINDS[kinds[0]]
     script_keys = [key for key in ("entry_point", "framework_version") if key in document]
     if kind == "script" and "entry_point" not in document:
@@ -244,18 +298,28 @@ def load(folder: str | os.PathLike) -> dict:
     except config.ConfigError as error:
         raise ExperimentError(str(error)) from None
     metric_names = {definition["Name"] for definition in experiment["metric_definitions"]}
-    gate = {"metric": experiment["objective"]["metric"], "direction": experiment["objective"]["type"],
-            "min_improvement": 0.0, **(document.get("gate") or {})}
+    gate = {
+        "metric": experiment["objective"]["metric"],
+        "direction": experiment["objective"]["type"],
+        "min_improvement": 0.0,
+        **(document.get("gate") or {}),
+    }
     if gate["metric"] not in metric_names:
-        _fail(folder, ("gate", "metric"), f"{gate['metric']!r} is not among the metric_definitions "
-                                          f"({', '.join(sorted(metric_names))})")
+        _fail(
+            folder,
+            ("gate", "metric"),
+            f"{gate['metric']!r} is not among the metric_definitions ({', '.join(sorted(metric_names))})",
+        )
     experiment["gate"] = gate
 
     if experiment["deploy"] is not False:
         deploy = {**DEPLOY_DEFAULTS, **experiment["deploy"]}
         if deploy["min_capacity"] > deploy["max_capacity"]:
-            _fail(folder, ("deploy", "min_capacity"), f"{deploy['min_capacity']} is above max_capacity "
-                                                      f"({deploy['max_capacity']})")
+            _fail(
+                folder,
+                ("deploy", "min_capacity"),
+                f"{deploy['min_capacity']} is above max_capacity ({deploy['max_capacity']})",
+            )
         smoke = dict(deploy["smoke"])
         _inside(folder, smoke["samples"], ("deploy", "smoke", "samples"), kind="file")
         if smoke.get("check"):
@@ -273,12 +337,14 @@ def load(folder: str | os.PathLike) -> dict:
 
     from ml_pipeline.images import context_hash  # noqa: PLC0415 - hashlib and os only
 
-    experiment.update({
-        "name": folder.name,
-        "folder": str(folder.resolve()),
-        "source_dir": str(source_dir),
-        "code_kind": kind,
-        "file_hash": hashlib.sha256(data).hexdigest()[:12],
-        "source_hash": context_hash(source_dir),
-    })
+    experiment.update(
+        {
+            "name": folder.name,
+            "folder": str(folder.resolve()),
+            "source_dir": str(source_dir),
+            "code_kind": kind,
+            "file_hash": hashlib.sha256(data).hexdigest()[:12],
+            "source_hash": context_hash(source_dir),
+        }
+    )
     return experiment

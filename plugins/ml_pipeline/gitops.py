@@ -16,6 +16,7 @@ Settings (environment, read when the DAG file is parsed):
 Nothing here runs git or reads more than a few ``stat`` calls when a DAG file is parsed: git runs in the
 triggerer (the watcher) and in tasks (``head_commit``).
 """
+
 from __future__ import annotations
 
 import math
@@ -39,8 +40,9 @@ def asset_name(experiment_name: str) -> str:
     return f"experiments/{experiment_name}"
 
 
-def schedule_for(experiment: dict, repo: str | None = None, *,
-                 poll_seconds: float | None = None) -> Asset | AssetOrTimeSchedule:
+def schedule_for(
+    experiment: dict, repo: str | None = None, *, poll_seconds: float | None = None
+) -> Asset | AssetOrTimeSchedule:
     """The DAG's ``schedule``: the experiment's asset (watched in git where there is a repository), or
     ``AssetOrTimeSchedule`` of the asset and the experiment's ``schedule:`` (a cron expression or preset).
 
@@ -56,8 +58,9 @@ def schedule_for(experiment: dict, repo: str | None = None, *,
         from ml_pipeline.triggers.git import GitFolderTrigger  # noqa: PLC0415 - see above
 
         root, path, poll = watch
-        watchers = [AssetWatcher(name=f"git:{path or '.'}", trigger=GitFolderTrigger(repo=root, path=path,
-                                                                               poll_seconds=poll))]
+        watchers = [
+            AssetWatcher(name=f"git:{path or '.'}", trigger=GitFolderTrigger(repo=root, path=path, poll_seconds=poll))
+        ]
     asset = Asset(name=asset_name(experiment["name"]), group="experiment", watchers=watchers)
     timetable = _timetable(experiment.get("schedule"))
     return asset if timetable is None else AssetOrTimeSchedule(timetable=timetable, assets=asset)
@@ -67,14 +70,19 @@ def describe(experiment: dict, repo: str | None = None, *, poll_seconds: float |
     """One Markdown paragraph for the DAG's doc: what starts its runs (as ``schedule_for`` decided)."""
     watch = _watch(experiment, repo, poll_seconds)
     when = f"on its schedule `{experiment['schedule']}`, " if experiment.get("schedule") else ""
-    event = f"an asset event on `{asset_name(experiment['name'])}` (a webhook: README, \"Runs on commit\")"
+    event = f'an asset event on `{asset_name(experiment["name"])}` (a webhook: README, "Runs on commit")'
     if watch is None:
-        why = ("polling is off (`ML_PIPELINE_GIT_POLL_SECONDS=0`)" if _poll_seconds(poll_seconds) == 0
-               else "the experiment folder is in no git repository")
+        why = (
+            "polling is off (`ML_PIPELINE_GIT_POLL_SECONDS=0`)"
+            if _poll_seconds(poll_seconds) == 0
+            else "the experiment folder is in no git repository"
+        )
         return f"**Runs** {when}by hand, or on {event}. No commit starts it: {why}."
     root, path, poll = watch
-    return (f"**Runs** {when}by hand, and on every commit that changes `{path or '.'}/` in `{root}` (HEAD looked "
-            f"at every {poll:g} s by the triggerer), or on {event}. The run records the commit it trained from.")
+    return (
+        f"**Runs** {when}by hand, and on every commit that changes `{path or '.'}/` in `{root}` (HEAD looked "
+        f"at every {poll:g} s by the triggerer), or on {event}. The run records the commit it trained from."
+    )
 
 
 def revision(context: Mapping[str, Any]) -> dict | None:
@@ -98,11 +106,12 @@ def revision(context: Mapping[str, Any]) -> dict | None:
     _, carried, source = max(found, key=lambda item: item[0])
     commit, digest = carried.get("commit"), carried.get("file_hash")
     if not isinstance(commit, str) or not _OBJECT_NAME.match(commit):
-        raise ValueError(f"the asset event that started this run names commit {commit!r}, not a git object name "
-                         "(7 to 64 lowercase hex digits)")
+        raise ValueError(
+            f"the asset event that started this run names commit {commit!r}, not a git object name "
+            "(7 to 64 lowercase hex digits)"
+        )
     if digest is not None and (not isinstance(digest, str) or not _FILE_HASH.match(digest)):
-        raise ValueError(f"the asset event that started this run has file_hash {digest!r}, not 12 lowercase hex "
-                         "digits")
+        raise ValueError(f"the asset event that started this run has file_hash {digest!r}, not 12 lowercase hex digits")
     return {"commit": commit, "file_hash": digest, "source": source}
 
 
@@ -110,9 +119,13 @@ def head_commit(path: str) -> str | None:
     """The commit at HEAD of the git repository holding ``path``; None when there is none (not a
     repository, no commit yet, git not installed). For tasks: it runs git."""
     try:
-        completed = subprocess.run(["git", "-C", str(path), "rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
-                                   capture_output=True, text=True, timeout=30,
-                                   env={**os.environ, "GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0"})
+        completed = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0"},
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     commit = completed.stdout.strip()
@@ -142,14 +155,17 @@ def _watch(experiment: dict, repo: str | None, poll_seconds: float | None) -> tu
     root = os.path.abspath(root)
     # A folder is named relative to the top level (``<commit>:<path>``), and a bare repository has no working tree.
     if not (os.path.exists(os.path.join(root, ".git")) or os.path.isdir(os.path.join(root, "objects"))):
-        raise ValueError(f"experiments/{experiment['name']}: {root} (ML_PIPELINE_GIT_REPO) is not the top level of a "
-                         "git repository")
+        raise ValueError(
+            f"experiments/{experiment['name']}: {root} (ML_PIPELINE_GIT_REPO) is not the top level of a git repository"
+        )
     # Compared through the links (the folder may be reached through one), kept as given for git: a link that
     # a deployment moves (git-sync's) is followed at every poll.
     relative = os.path.relpath(os.path.realpath(folder), os.path.realpath(root))
     if relative.split(os.sep)[0] == os.pardir:
-        raise ValueError(f"experiments/{experiment['name']}: the folder {folder} is not inside the git "
-                         f"repository {root} (ML_PIPELINE_GIT_REPO)")
+        raise ValueError(
+            f"experiments/{experiment['name']}: the folder {folder} is not inside the git "
+            f"repository {root} (ML_PIPELINE_GIT_REPO)"
+        )
     return root, "" if relative == os.curdir else relative.replace(os.sep, "/"), poll
 
 
@@ -170,8 +186,10 @@ def _timetable(schedule: str | None):
         return None
     if schedule in ("@once", "@continuous"):
         # Neither repeats on a clock: there is no timetable to combine with the asset.
-        raise ValueError(f"schedule: {schedule!r} cannot be combined with runs on commit; use a cron expression, "
-                         "a preset such as @weekly, or null")
+        raise ValueError(
+            f"schedule: {schedule!r} cannot be combined with runs on commit; use a cron expression, "
+            "a preset such as @weekly, or null"
+        )
     # As DAG(schedule="<cron>") chooses between the two.
     if conf.getboolean("scheduler", "create_cron_data_intervals"):
         return CronDataIntervalTimetable(schedule, "UTC")

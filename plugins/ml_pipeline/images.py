@@ -1,4 +1,5 @@
 """Container images: naming them by the content of their build context; building and pushing them."""
+
 from __future__ import annotations
 
 import hashlib
@@ -143,8 +144,13 @@ def _record_in_ecr(ecr: Client, repository: str, tag: str, digest: str) -> None:
         pass
 
 
-def build_and_push(ecr: Client, repository: str, context: str | os.PathLike, endpoint_url: str | None = None,
-                   log: Callable[[str], object] = print) -> dict:
+def build_and_push(
+    ecr: Client,
+    repository: str,
+    context: str | os.PathLike,
+    endpoint_url: str | None = None,
+    log: Callable[[str], object] = print,
+) -> dict:
     """The image of the build context ``context``, tagged by its content hash, in ECR.
 
     Skipped when ECR already holds the tag. Otherwise built with the Docker engine's SDK and pushed to
@@ -160,8 +166,10 @@ def build_and_push(ecr: Client, repository: str, context: str | os.PathLike, end
         return {"image": uri, "tag": tag, "built": False, "how": "already in ECR"}
     client = docker_engine()
     if client is None:
-        raise RuntimeError(f"No Docker engine to build {uri} from {context}: install one (Debian: docker.io) "
-                           "where the task runs, or train in script mode or from an image.")
+        raise RuntimeError(
+            f"No Docker engine to build {uri} from {context}: install one (Debian: docker.io) "
+            "where the task runs, or train in script mode or from an image."
+        )
     local = localaws_endpoint(endpoint_url)
     base = ""
     if _takes_base_image(context):  # a Dockerfile with `ARG BASE_IMAGE` (docker/training's) is given one

@@ -5,6 +5,7 @@ experiment and the run id: the same run and task always ask for the same name (s
 job), and two runs never collide, not even two manual runs on one day or two experiments' scheduled runs
 of the same date (whose run ids are the same).
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -114,8 +114,8 @@ def build_dag(experiment: dict) -> DAG:
         dag_id=dag_id(experiment["name"]),
         description=(experiment["description"] or f"Train experiment {experiment['name']}")[:200],
         doc_md=f"#### Experiment {experiment['name']}\n\n{experiment['description']}\n\n"
-               f"`experiments/{experiment['name']}/experiment.yaml`, code: {experiment['code_kind']}"
-               f"{'' if deploys else ', deploy: false'}.\n\n{describe(experiment)}\n{DOC}",
+        f"`experiments/{experiment['name']}/experiment.yaml`, code: {experiment['code_kind']}"
+        f"{'' if deploys else ', deploy: false'}.\n\n{describe(experiment)}\n{DOC}",
         schedule=schedule_for(experiment),
         start_date=START_DATE,
         catchup=False,
@@ -131,8 +131,13 @@ def build_dag(experiment: dict) -> DAG:
 # --- the tasks (each DAG makes one operator of each function with _task) --------------------------
 
 
-def _task(function: "Callable[..., Any]", *args: Any, operator: type = PythonOperator, task_id: str | None = None,
-          **kwargs: Any) -> "PlainXComArg":
+def _task(
+    function: "Callable[..., Any]",
+    *args: Any,
+    operator: type = PythonOperator,
+    task_id: str | None = None,
+    **kwargs: Any,
+) -> "PlainXComArg":
     """A task calling ``function(*args)`` (XComArgs resolved, their tasks upstream; the context as keyword
     arguments where the function takes ``**context``), as ``@task`` makes it: the function's docstring is the
     task's documentation, and a ``dict`` return is pushed key by key too (``multiple_outputs``).
@@ -142,9 +147,17 @@ def _task(function: "Callable[..., Any]", *args: Any, operator: type = PythonOpe
     of the class's four ``__init__`` levels, inspecting the function's signature at each; the pipeline's 30
     Python tasks were a third of a DAG's parse. The UI names the task's kind PythonOperator, not @task."""
     # An operator's output is its PlainXComArg, typed by Airflow as the base XComArg.
-    return cast("PlainXComArg", operator(
-        task_id=task_id or function.__name__, python_callable=function, op_args=list(args),
-        doc_md=function.__doc__, multiple_outputs=function.__annotations__.get("return") is dict, **kwargs).output)
+    return cast(
+        "PlainXComArg",
+        operator(
+            task_id=task_id or function.__name__,
+            python_callable=function,
+            op_args=list(args),
+            doc_md=function.__doc__,
+            multiple_outputs=function.__annotations__.get("return") is dict,
+            **kwargs,
+        ).output,
+    )
 
 
 def plan(folder: str, **context: Any) -> "Plan":
@@ -162,9 +175,17 @@ def plan(folder: str, **context: Any) -> "Plan":
     made = make_plan(context["params"], context["run_id"], when, experiment, interval)
     made["revision"] = _revision(made["revision"], experiment, context)
     p = made["params"]
-    log.info("plan: experiment %s (file %s, source %s), run %s, %s mode, preset %s, compute %s, bucket %s",
-             experiment["name"], experiment["file_hash"], experiment["source_hash"], made["key"], p["mode"],
-             p["preset"], p["compute"], p["bucket"])
+    log.info(
+        "plan: experiment %s (file %s, source %s), run %s, %s mode, preset %s, compute %s, bucket %s",
+        experiment["name"],
+        experiment["file_hash"],
+        experiment["source_hash"],
+        made["key"],
+        p["mode"],
+        p["preset"],
+        p["compute"],
+        p["bucket"],
+    )
     return made
 
 
@@ -174,13 +195,20 @@ def _revision(planned: "Revision", experiment: dict, context: "Mapping[str, Any]
     from ml_pipeline.gitops import head_commit, revision
 
     event = revision(context)
-    recorded: Revision = {**planned, "commit": (event or {}).get("commit") or head_commit(experiment["folder"]),
-                          "trigger": (event or {}).get("source") or str(context["dag_run"].run_type)}
+    recorded: Revision = {
+        **planned,
+        "commit": (event or {}).get("commit") or head_commit(experiment["folder"]),
+        "trigger": (event or {}).get("source") or str(context["dag_run"].run_type),
+    }
     if event and event.get("file_hash") and event["file_hash"] != experiment["file_hash"]:
         # The deployed tree is not the commit that started the run (it lags or moved on): say both.
         recorded["event_file_hash"] = event["file_hash"]
-        log.warning("experiment file %s is not the one of commit %s (%s): training the file as deployed",
-                    experiment["file_hash"], event.get("commit"), event["file_hash"])
+        log.warning(
+            "experiment file %s is not the one of commit %s (%s): training the file as deployed",
+            experiment["file_hash"],
+            event.get("commit"),
+            event["file_hash"],
+        )
     return recorded
 
 
@@ -202,8 +230,12 @@ def open_run(run_plan: "Plan", pre: dict) -> dict:
     from ml_pipeline.infra import stack
 
     opened = stack.ensure_bucket(client, run_plan)
-    log.info("run %s opened: bucket %s (%s)", run_plan["key"], opened["bucket"],
-             "created" if opened["created"] else "existing, left as it is")
+    log.info(
+        "run %s opened: bucket %s (%s)",
+        run_plan["key"],
+        opened["bucket"],
+        "created" if opened["created"] else "existing, left as it is",
+    )
     return {**opened, "key": run_plan["key"]}
 
 
@@ -243,8 +275,12 @@ def training_request(run_plan: "Plan", code: dict, channels: dict, provisioned: 
     from ml_pipeline import sagemaker_requests as requests
 
     request = requests.training_job(run_plan, code, channels, in_vpc(run_plan, provisioned))
-    log.info("training job %s on %s x %s", request["TrainingJobName"], request["ResourceConfig"]["InstanceCount"],
-             request["ResourceConfig"]["InstanceType"])
+    log.info(
+        "training job %s on %s x %s",
+        request["TrainingJobName"],
+        request["ResourceConfig"]["InstanceCount"],
+        request["ResourceConfig"]["InstanceType"],
+    )
     return request
 
 
@@ -253,16 +289,21 @@ def tuning_request(run_plan: "Plan", code: dict, channels: dict, provisioned: di
 
     request = requests.tuning_job(run_plan, code, channels, in_vpc(run_plan, provisioned))
     limits = request["HyperParameterTuningJobConfig"]["ResourceLimits"]
-    log.info("tuning job %s: %s trials, %s at a time", request["HyperParameterTuningJobName"],
-             limits.get("MaxNumberOfTrainingJobs"), limits["MaxParallelTrainingJobs"])
+    log.info(
+        "tuning job %s: %s trials, %s at a time",
+        request["HyperParameterTuningJobName"],
+        limits.get("MaxNumberOfTrainingJobs"),
+        limits["MaxParallelTrainingJobs"],
+    )
     return request
 
 
 def command_request(run_plan: "Plan", code: dict, channels: dict, provisioned: dict) -> dict:
     from ml_pipeline.infra import host_training
 
-    return host_training.command_request(client, run_plan, code["training_image"], channels,
-                                         provisioned["instance_id"], code)
+    return host_training.command_request(
+        client, run_plan, code["training_image"], channels, provisioned["instance_id"], code
+    )
 
 
 def pick_best(run_plan: "Plan", code: dict, provisioned: dict) -> dict:
@@ -271,12 +312,14 @@ def pick_best(run_plan: "Plan", code: dict, provisioned: dict) -> dict:
     if run_plan["params"]["compute"] == "host":
         from ml_pipeline.infra import host_training
 
-        return host_training.host_result(client, run_plan, xcom("host.start_host_training"),
-                                         provisioned["instance_id"], code["training_image"], code)
+        return host_training.host_result(
+            client, run_plan, xcom("host.start_host_training"), provisioned["instance_id"], code["training_image"], code
+        )
     training = xcom("train.start_training_job")
     tuning = xcom("tune.start_tuning_job")
     best = steps.pick_best(
-        client("sagemaker"), run_plan,
+        client("sagemaker"),
+        run_plan,
         training["Training"] if training and run_plan["params"]["mode"] == "train" else None,
         tuning["Tuning"] if tuning and run_plan["params"]["mode"] == "tune" else None,
     )
@@ -317,8 +360,7 @@ def create_model_and_config(run_plan: "Plan", weights: dict, code: dict, provisi
     from ml_pipeline import steps
 
     hook = SageMakerHook(aws_conn_id=AWS_CONN_ID)
-    made = steps.create_model_and_config(hook, run_plan, code, weights["model_data_url"],
-                                         in_vpc(run_plan, provisioned))
+    made = steps.create_model_and_config(hook, run_plan, code, weights["model_data_url"], in_vpc(run_plan, provisioned))
     log.info("model %s, endpoint config %s", made["model"], made["endpoint_config"])
     return made
 
@@ -335,9 +377,13 @@ def endpoint_request(run_plan: "Plan") -> dict:
 
         before = serving_before(client("sagemaker"), run_plan)
         get_current_context()["ti"].xcom_push(key="serving_before", value=before)
-        log.info("endpoint %s serves %s before this run's deploy", request["EndpointName"],
-                 "an unknown config (this run's already)" if before is None
-                 else before["endpoint_config"] or "nothing (the first deploy creates it)")
+        log.info(
+            "endpoint %s serves %s before this run's deploy",
+            request["EndpointName"],
+            "an unknown config (this run's already)"
+            if before is None
+            else before["endpoint_config"] or "nothing (the first deploy creates it)",
+        )
     log.info("endpoint %s on %s", request["EndpointName"], request["EndpointConfigName"])
     return {"Endpoint": request}
 
@@ -346,8 +392,13 @@ def autoscale(run_plan: "Plan") -> dict:
     from ml_pipeline import steps
 
     scaling = steps.autoscale(client("application-autoscaling"), run_plan)
-    log.info("autoscaling %s: %s to %s instances, target %s invocations per instance", scaling["resource_id"],
-             scaling["min"], scaling["max"], scaling["target"])
+    log.info(
+        "autoscaling %s: %s to %s instances, target %s invocations per instance",
+        scaling["resource_id"],
+        scaling["min"],
+        scaling["max"],
+        scaling["target"],
+    )
     return scaling
 
 
@@ -356,9 +407,14 @@ def smoke_test(run_plan: "Plan") -> dict:
     from ml_pipeline import smoke
 
     result = smoke.run(client("sagemaker-runtime"), run_plan)
-    log.info("smoke test passed: %s answered %s bytes (%s) in %.3f s; check: %s", result["samples"],
-             result["response_bytes"], result["response_content_type"], result["latency_seconds"],
-             result["check"])
+    log.info(
+        "smoke test passed: %s answered %s bytes (%s) in %.3f s; check: %s",
+        result["samples"],
+        result["response_bytes"],
+        result["response_content_type"],
+        result["latency_seconds"],
+        result["check"],
+    )
     return result
 
 
@@ -383,15 +439,23 @@ def close_run(run_plan: "Plan", reported: dict[str, str]) -> dict:
     created = xcom("deploy.create_model_and_config")
     training, tuning = xcom("train.start_training_job"), xcom("tune.start_tuning_job")
     made = {
-        "hosting": {"endpoint": xcom("deploy.deploy_endpoint"), "autoscaling": xcom("autoscale"),
-                    "model": created, "endpoint_config": created,
-                    "serving_before": xcom("deploy.endpoint_request", key="serving_before")},
+        "hosting": {
+            "endpoint": xcom("deploy.deploy_endpoint"),
+            "autoscaling": xcom("autoscale"),
+            "model": created,
+            "endpoint_config": created,
+            "serving_before": xcom("deploy.endpoint_request", key="serving_before"),
+        },
         "model_package": xcom("register_model"),
-        "jobs": {"training": [training["Training"]["TrainingJobName"]] if training else [],
-                 "tuning": [tuning["Tuning"]["HyperParameterTuningJobName"]] if tuning else []},
+        "jobs": {
+            "training": [training["Training"]["TrainingJobName"]] if training else [],
+            "tuning": [tuning["Tuning"]["HyperParameterTuningJobName"]] if tuning else [],
+        },
         "provisioned": {step: xcom(f"{PROVISION}.{step}") for step in steps_for(run_plan["params"])},
-        "outcome": {**{name: xcom(task_id) for name, task_id in reported.items()},
-                    "gate": xcom("quality_gate", key="verdict")},
+        "outcome": {
+            **{name: xcom(task_id) for name, task_id in reported.items()},
+            "gate": xcom("quality_gate", key="verdict"),
+        },
     }
     try:
         return closing.close_run(client, run_plan, made, run_failures())
@@ -463,24 +527,37 @@ def _chain(experiment: dict, deploys: bool) -> None:
             step_tasks[step.name] = [f"{PROVISION}.{step.name}"]
             if step.wait:
                 waited = ResourceStateSensor(
-                    task_id=f"{step.name}_{step.wait.state.replace('-', '_')}", aws_conn_id=AWS_CONN_ID,
-                    kind=step.wait.kind, resource_id=_pulled(step.name, step.wait.id_key),
-                    target_state=step.wait.state, poke_interval=5, timeout=1800,
+                    task_id=f"{step.name}_{step.wait.state.replace('-', '_')}",
+                    aws_conn_id=AWS_CONN_ID,
+                    kind=step.wait.kind,
+                    resource_id=_pulled(step.name, step.wait.id_key),
+                    target_state=step.wait.state,
+                    poke_interval=5,
+                    timeout=1800,
                 )
                 result >> waited
                 previous = waited
                 step_tasks[step.name].append(waited.task_id)
             if step.name == "host":
                 running = EC2InstanceStateSensor(
-                    task_id="host_running", aws_conn_id=AWS_CONN_ID, target_state="running", deferrable=True,
-                    instance_id=_pulled("host", "instance_id"), poke_interval=DEFAULT_POLL_SECONDS,
+                    task_id="host_running",
+                    aws_conn_id=AWS_CONN_ID,
+                    target_state="running",
+                    deferrable=True,
+                    instance_id=_pulled("host", "instance_id"),
+                    poke_interval=DEFAULT_POLL_SECONDS,
                 )
                 result >> running
                 previous = running
                 step_tasks[step.name].append(running.task_id)
         ready = HostReadySensor(
-            task_id="host_ready", aws_conn_id=AWS_CONN_ID, plan=the_plan, poke_interval=10,
-            timeout=3600, instance_id=_pulled("host", "instance_id"), volume_id=_pulled("volume", "volume_id"),
+            task_id="host_ready",
+            aws_conn_id=AWS_CONN_ID,
+            plan=the_plan,
+            poke_interval=10,
+            timeout=3600,
+            instance_id=_pulled("host", "instance_id"),
+            volume_id=_pulled("volume", "volume_id"),
         )
         step_tasks[STEPS[-1].name].append(ready.task_id)
         done = _task(provisioned, trigger_rule=TriggerRule.NONE_FAILED)
@@ -497,31 +574,40 @@ def _chain(experiment: dict, deploys: bool) -> None:
     @task_group(group_id="train")
     def train():
         started = RunTrainingJobOperator(
-            task_id="start_training_job", aws_conn_id=AWS_CONN_ID,
+            task_id="start_training_job",
+            aws_conn_id=AWS_CONN_ID,
             config=_task(training_request, the_plan, image, channels, stack_ids),
         )
         started >> DeferrableTrainingSensor(
-            task_id="wait_for_training_job", aws_conn_id=AWS_CONN_ID,
+            task_id="wait_for_training_job",
+            aws_conn_id=AWS_CONN_ID,
             job_name="{{ ti.xcom_pull(task_ids='train.start_training_job')['Training']['TrainingJobName'] }}",
         )
 
     @task_group(group_id="tune")
     def tune():
         started = RunTuningJobOperator(
-            task_id="start_tuning_job", aws_conn_id=AWS_CONN_ID,
+            task_id="start_tuning_job",
+            aws_conn_id=AWS_CONN_ID,
             config=_task(tuning_request, the_plan, image, channels, stack_ids),
         )
         started >> DeferrableTuningSensor(
-            task_id="wait_for_tuning_job", aws_conn_id=AWS_CONN_ID,
+            task_id="wait_for_tuning_job",
+            aws_conn_id=AWS_CONN_ID,
             job_name="{{ ti.xcom_pull(task_ids='tune.start_tuning_job')['Tuning']['HyperParameterTuningJobName'] }}",
         )
 
     @task_group(group_id="host")
     def host():
-        started = RunHostTrainingOperator(task_id="start_host_training", aws_conn_id=AWS_CONN_ID,
-                                          request=_task(command_request, the_plan, image, channels, stack_ids))
+        started = RunHostTrainingOperator(
+            task_id="start_host_training",
+            aws_conn_id=AWS_CONN_ID,
+            request=_task(command_request, the_plan, image, channels, stack_ids),
+        )
         started >> SsmRunCommandCompletedSensor(
-            task_id="wait_for_host_training", aws_conn_id=AWS_CONN_ID, deferrable=True,
+            task_id="wait_for_host_training",
+            aws_conn_id=AWS_CONN_ID,
+            deferrable=True,
             command_id="{{ ti.xcom_pull(task_ids='host.start_host_training') }}",
             poke_interval=DEFAULT_POLL_SECONDS,
         )
@@ -538,18 +624,26 @@ def _chain(experiment: dict, deploys: bool) -> None:
     @task_group(group_id="deploy")
     def deploy():
         created = _task(create_model_and_config, the_plan, weights, image, stack_ids)
-        deployed = DeployEndpointOperator(task_id="deploy_endpoint", aws_conn_id=AWS_CONN_ID,
-                                          config=_task(endpoint_request, the_plan))
+        deployed = DeployEndpointOperator(
+            task_id="deploy_endpoint", aws_conn_id=AWS_CONN_ID, config=_task(endpoint_request, the_plan)
+        )
         in_service = DeferrableEndpointSensor(
-            task_id="wait_for_endpoint", aws_conn_id=AWS_CONN_ID,
+            task_id="wait_for_endpoint",
+            aws_conn_id=AWS_CONN_ID,
             endpoint_name="{{ ti.xcom_pull(task_ids='plan')['names']['endpoint'] }}",
         )
         created >> deployed >> in_service
 
     promoted = _task(promote, the_plan, package)
     # What the run's summary reports, by the task that produces it (what a task that did not run gives: None).
-    reported = {"data": channels, "code": image, "best": best, "weights": weights, "model_package": package,
-                "promoted": promoted}
+    reported = {
+        "data": channels,
+        "code": image,
+        "best": best,
+        "weights": weights,
+        "model_package": package,
+        "promoted": promoted,
+    }
     if deploys:
         deployed = deploy()
         gate >> deployed

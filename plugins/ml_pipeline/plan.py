@@ -181,8 +181,10 @@ def _form(experiment: dict) -> dict:
 def non_finite_errors(params: dict, experiment: dict) -> list[str]:
     """NaN and Infinity anywhere in the run's values (the REST API's JSON parser accepts them)."""
     titles = {name: param.schema.get("title", name) for name, param in _form(experiment).items()}
-    return [f"{hyperparams.field_path((name, *rest))} ({titles.get(name, name)}): {value} is not a finite number"
-            for (name, *rest), value in hyperparams.non_finite(params)]
+    return [
+        f"{hyperparams.field_path((name, *rest))} ({titles.get(name, name)}): {value} is not a finite number"
+        for (name, *rest), value in hyperparams.non_finite(params)
+    ]
 
 
 def name_errors(params: dict) -> list[str]:
@@ -197,16 +199,17 @@ def name_errors(params: dict) -> list[str]:
         if not isinstance(value, str) or len(value) < low or (high is not None and len(value) > high):
             errors.append(f"{name}: {value!r} must be {low} to {high} characters ({service} {shape_name})")
         elif "pattern" in rules and not re.fullmatch(rules["pattern"], value):
-            errors.append(f"{name}: {value!r} is not a valid {service} {shape_name} "
-                          f"(it must match {rules['pattern']})")
+            errors.append(f"{name}: {value!r} is not a valid {service} {shape_name} (it must match {rules['pattern']})")
     errors.extend(bucket_name_errors(params.get("bucket")))
     return errors
 
 
 def bucket_name_errors(bucket: object) -> list[str]:
     if not isinstance(bucket, str) or not _BUCKET.match(bucket):
-        return [f"bucket: {bucket!r} is not an S3 bucket name (3-63 lowercase letters, digits, dots and hyphens, "
-                "a letter or digit at each end)"]
+        return [
+            f"bucket: {bucket!r} is not an S3 bucket name (3-63 lowercase letters, digits, dots and hyphens, "
+            "a letter or digit at each end)"
+        ]
     try:
         ipaddress.IPv4Address(bucket)
         return [f"bucket: {bucket} is formatted as an IP address, which S3 refuses"]
@@ -233,8 +236,10 @@ def resolve_from_preset(p: dict, preset: dict, experiment: dict) -> list[str]:
             p[name] = preset.get(name, experiment[name])
             schema = form[name].schema
             for error in jsonschema.Draft202012Validator(schema).iter_errors(p[name]):
-                errors.append(f"{name} ({schema.get('title', name)}): the preset's {p[name]!r} is beyond what the "
-                              f"form allows: {error.message}")
+                errors.append(
+                    f"{name} ({schema.get('title', name)}): the preset's {p[name]!r} is beyond what the "
+                    f"form allows: {error.message}"
+                )
     p["volume_size_gb"] = preset.get("volume_size_gb", DEFAULT_VOLUME_GB)
     return errors
 
@@ -244,14 +249,21 @@ def _preset(p: dict, experiment: dict, errors: list) -> dict:
     if name is None:
         return {"hyperparameters": dict(experiment["hyperparameters"])}
     if name not in experiment["presets"]:
-        errors.append(f"preset: {name!r} is not a preset of experiment {experiment['name']} "
-                      f"({', '.join(experiment['presets']) or 'it has none'})")
+        errors.append(
+            f"preset: {name!r} is not a preset of experiment {experiment['name']} "
+            f"({', '.join(experiment['presets']) or 'it has none'})"
+        )
         return {"hyperparameters": dict(experiment["hyperparameters"])}
     return experiment["presets"][name]
 
 
-def make_plan(params: dict[str, Any], run_id: str, logical_date: datetime, experiment: dict[str, Any],
-              data_interval: tuple[datetime | None, datetime | None] | None = None) -> Plan:
+def make_plan(
+    params: dict[str, Any],
+    run_id: str,
+    logical_date: datetime,
+    experiment: dict[str, Any],
+    data_interval: tuple[datetime | None, datetime | None] | None = None,
+) -> Plan:
     """The run's plan for ``experiment`` (the resolved one, ``experiments.load``). ``data_interval``: the run's
     (start, end), which the experiment's ``prepare`` writes the data for; default: the logical date's instant."""
     p: Any = dict(params)  # RunParams once resolve_from_preset has filled it and every check below passed
@@ -266,8 +278,10 @@ def make_plan(params: dict[str, Any], run_id: str, logical_date: datetime, exper
     if p["mode"] == "tune":
         tuning = experiment["tuning"]
         if tuning is None:
-            errors.append(f"mode: experiment {experiment['name']} has no tuning (add tuning: to its experiment.yaml "
-                          f"or include/hyperparams/{experiment['name']}/tuning.json)")
+            errors.append(
+                f"mode: experiment {experiment['name']} has no tuning (add tuning: to its experiment.yaml "
+                f"or include/hyperparams/{experiment['name']}/tuning.json)"
+            )
     base = experiment["presets"].get(tuning["base_preset"]) if tuning and tuning.get("base_preset") else None
     # The resources come from the preset the jobs train with: in tune mode the tuning's base preset.
     errors.extend(resolve_from_preset(p, (base or {}) if tuning else preset, experiment))
@@ -302,12 +316,15 @@ def make_plan(params: dict[str, Any], run_id: str, logical_date: datetime, exper
     names["endpoint"] = endpoint_name(p["endpoint_name"], key, p["keep_endpoint"])
     start, end = data_interval or (logical_date, logical_date)
     plan = Plan(
-        params=p, experiment=experiment,
+        params=p,
+        experiment=experiment,
         revision=Revision(file_hash=experiment["file_hash"], source_hash=experiment["source_hash"], commit=None),
         hyperparameters={**experiment["hyperparameters"], **preset["hyperparameters"], **overrides},
         metric_definitions=experiment["metric_definitions"],
         objective=tuning["objective"] if tuning is not None else experiment["objective"],
-        key=key, names=names, data_seed=int(key.split("-")[0]) if key[0].isdigit() else 0,
+        key=key,
+        names=names,
+        data_seed=int(key.split("-")[0]) if key[0].isdigit() else 0,
         data_interval=DataInterval(start=start.isoformat() if start else None, end=end.isoformat() if end else None),
     )
     if tuning is not None:

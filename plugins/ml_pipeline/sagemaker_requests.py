@@ -1,5 +1,6 @@
 """The SageMaker request shapes a run sends, built from its plan (see ``plan.py``) and its code
 (``code.resolve``: images, script mode's ``sagemaker_*`` hyperparameters, the model's environment)."""
+
 from __future__ import annotations
 
 import json
@@ -26,11 +27,13 @@ def _channels(plan: Plan, channels: dict[str, str]) -> list[dict]:
         options = _channel_options(plan, name)
         channel = {
             "ChannelName": name,
-            "DataSource": {"S3DataSource": {
-                "S3DataType": "S3Prefix",
-                "S3Uri": uri,
-                "S3DataDistributionType": options.get("distribution") or "FullyReplicated",
-            }},
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "S3Prefix",
+                    "S3Uri": uri,
+                    "S3DataDistributionType": options.get("distribution") or "FullyReplicated",
+                }
+            },
             "InputMode": "File",
         }
         if options.get("content_type"):
@@ -206,4 +209,3 @@ def endpoint(plan: Plan) -> dict:
 
 def scalable_target_id(plan: Plan) -> str:
     return f"endpoint/{plan['names']['endpoint']}/variant/{PRIMARY_VARIANT}"
-

@@ -5,6 +5,7 @@
 ``check(samples: bytes, response: bytes, accept: str) -> dict | None``: it raises to fail the test, and
 the dict it returns (figures such as accuracy) goes into the result, and so into the run's summary.
 """
+
 from __future__ import annotations
 
 import json
@@ -67,15 +68,18 @@ def run(runtime: Client, plan: Plan) -> dict:
         try:
             figures = code.call(experiment, smoke["check"], samples, body, smoke.get("accept"))
         except Exception as error:  # noqa: BLE001 - whatever the check raises fails the test, with its message
-            raise SmokeTestFailed(f"Smoke test failed: {smoke['check']} refused the answer: "
-                                  f"{type(error).__name__}: {error}") from error
+            raise SmokeTestFailed(
+                f"Smoke test failed: {smoke['check']} refused the answer: {type(error).__name__}: {error}"
+            ) from error
         if figures is not None and not isinstance(figures, dict):
-            raise SmokeTestFailed(f"Smoke test failed: {smoke['check']} returned {type(figures).__name__}, "
-                                  "not a dict or None")
+            raise SmokeTestFailed(
+                f"Smoke test failed: {smoke['check']} returned {type(figures).__name__}, not a dict or None"
+            )
         try:  # it travels in XCom and the summary
             json.dumps(figures, allow_nan=False)
         except (TypeError, ValueError) as error:
-            raise SmokeTestFailed(f"Smoke test failed: {smoke['check']} returned what JSON cannot carry: {error}") \
-                from None
+            raise SmokeTestFailed(
+                f"Smoke test failed: {smoke['check']} returned what JSON cannot carry: {error}"
+            ) from None
         result["check"] = figures
     return result

@@ -5,6 +5,7 @@ idempotent for its run (re-running one finds what it made before and goes on),
 so a retry or a cleared task never duplicates a job or overwrites another run's
 artifacts.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,7 +48,8 @@ def pick_best(sm: Client, plan: Plan, training: dict | None, tuning: dict | None
     objective = plan["objective"]
     if tuning:
         described = sm.describe_hyper_parameter_tuning_job(
-            HyperParameterTuningJobName=tuning["HyperParameterTuningJobName"])
+            HyperParameterTuningJobName=tuning["HyperParameterTuningJobName"]
+        )
         best = described.get("BestTrainingJob")
         if not best:
             raise RuntimeError(f"Tuning job {described['HyperParameterTuningJobName']} has no best training job")
@@ -73,7 +75,8 @@ def pick_best(sm: Client, plan: Plan, training: dict | None, tuning: dict | None
         "hyperparameters": hyperparameters,
         # The tuned ones as the job got them, decoded as its others are (script mode sends JSON).
         "tuned_hyperparameters": {name: hyperparameters.get(name, value) for name, value in tuned.items()}
-        if tuned else tuned,
+        if tuned
+        else tuned,
         "training_seconds": job.get("TrainingTimeInSeconds"),
         "billable_seconds": job.get("BillableTimeInSeconds"),
     }
@@ -82,9 +85,8 @@ def pick_best(sm: Client, plan: Plan, training: dict | None, tuning: dict | None
 def copy_best_weights(s3: Client, plan: Plan, best: dict, channels: dict) -> dict:
     """The best weights under the run's stable prefix, with a metadata file beside them."""
     bucket, prefix = plan["params"]["bucket"], plan["names"]["model_prefix"]
-    source_bucket, source_key = best["model_artifact"][len("s3://"):].split("/", 1)
-    s3.copy_object(Bucket=bucket, Key=f"{prefix}/model.tar.gz",
-                   CopySource={"Bucket": source_bucket, "Key": source_key})
+    source_bucket, source_key = best["model_artifact"][len("s3://") :].split("/", 1)
+    s3.copy_object(Bucket=bucket, Key=f"{prefix}/model.tar.gz", CopySource={"Bucket": source_bucket, "Key": source_key})
     metadata = {
         "run": plan["key"],
         "training_job": best["training_job"],
@@ -96,10 +98,16 @@ def copy_best_weights(s3: Client, plan: Plan, best: dict, channels: dict) -> dic
         "data_partition": channels,
         "source_artifact": best["model_artifact"],
     }
-    s3.put_object(Bucket=bucket, Key=f"{prefix}/metadata.json", Body=json.dumps(metadata, indent=2).encode(),
-                  ContentType="application/json")
-    return {"model_data_url": f"s3://{bucket}/{prefix}/model.tar.gz",
-            "metadata_url": f"s3://{bucket}/{prefix}/metadata.json"}
+    s3.put_object(
+        Bucket=bucket,
+        Key=f"{prefix}/metadata.json",
+        Body=json.dumps(metadata, indent=2).encode(),
+        ContentType="application/json",
+    )
+    return {
+        "model_data_url": f"s3://{bucket}/{prefix}/model.tar.gz",
+        "metadata_url": f"s3://{bucket}/{prefix}/metadata.json",
+    }
 
 
 def _package_container(plan: Plan, best: dict, weights: dict, code: dict | None) -> dict:
@@ -112,8 +120,9 @@ def _package_container(plan: Plan, best: dict, weights: dict, code: dict | None)
         if experiment.get("code_kind") == "script":
             from ml_pipeline.code import framework_version  # noqa: PLC0415
 
-            container.update(Framework=experiment["framework"].upper(),
-                             FrameworkVersion=framework_version(experiment)[0])
+            container.update(
+                Framework=experiment["framework"].upper(), FrameworkVersion=framework_version(experiment)[0]
+            )
     return container
 
 
@@ -157,8 +166,13 @@ def register_model_version(hook: SageMakerHook, plan: Plan, best: dict, weights:
 def production_version(sm: Client, group: str) -> dict | None:
     """The newest approved version of the group: the model in production."""
     try:
-        listed = sm.list_model_packages(ModelPackageGroupName=group, ModelApprovalStatus="Approved",
-                                        SortBy="CreationTime", SortOrder="Descending", MaxResults=1)
+        listed = sm.list_model_packages(
+            ModelPackageGroupName=group,
+            ModelApprovalStatus="Approved",
+            SortBy="CreationTime",
+            SortOrder="Descending",
+            MaxResults=1,
+        )
     except sm.exceptions.ClientError:
         return None
     if not listed["ModelPackageSummaryList"]:
@@ -185,8 +199,9 @@ def quality_gate(sm: Client, plan: Plan, best: dict) -> dict:
 # --- hosting -----------------------------------------------------------------------------------
 
 
-def create_model_and_config(hook: SageMakerHook, plan: Plan, code: dict, model_data_url: str,
-                            vpc_config: dict | None = None) -> dict:
+def create_model_and_config(
+    hook: SageMakerHook, plan: Plan, code: dict, model_data_url: str, vpc_config: dict | None = None
+) -> dict:
     """The run's SageMaker model (``code``: ``code.resolve``'s serving image and environment) and endpoint
     config, created once."""
     sm = hook.conn
@@ -207,13 +222,18 @@ def autoscale(aas: Client, plan: Plan) -> dict:
     p = plan["params"]
     resource_id = requests.scalable_target_id(plan)
     aas.register_scalable_target(
-        ServiceNamespace="sagemaker", ResourceId=resource_id,
+        ServiceNamespace="sagemaker",
+        ResourceId=resource_id,
         ScalableDimension="sagemaker:variant:DesiredInstanceCount",
-        MinCapacity=p["min_capacity"], MaxCapacity=p["max_capacity"],
+        MinCapacity=p["min_capacity"],
+        MaxCapacity=p["max_capacity"],
     )
     policy = aas.put_scaling_policy(
-        PolicyName=f"{plan['names']['endpoint']}-invocations", ServiceNamespace="sagemaker", ResourceId=resource_id,
-        ScalableDimension="sagemaker:variant:DesiredInstanceCount", PolicyType="TargetTrackingScaling",
+        PolicyName=f"{plan['names']['endpoint']}-invocations",
+        ServiceNamespace="sagemaker",
+        ResourceId=resource_id,
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+        PolicyType="TargetTrackingScaling",
         TargetTrackingScalingPolicyConfiguration={
             "TargetValue": float(p["target_invocations_per_instance"]),
             "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
@@ -221,12 +241,20 @@ def autoscale(aas: Client, plan: Plan) -> dict:
             "ScaleInCooldown": p["scale_in_cooldown"],
         },
     )
-    return {"resource_id": resource_id, "policy_arn": policy["PolicyARN"],
-            "min": p["min_capacity"], "max": p["max_capacity"], "target": p["target_invocations_per_instance"]}
+    return {
+        "resource_id": resource_id,
+        "policy_arn": policy["PolicyARN"],
+        "min": p["min_capacity"],
+        "max": p["max_capacity"],
+        "target": p["target_invocations_per_instance"],
+    }
 
 
 def promote(sm: Client, plan: Plan, package_arn: str) -> dict:
     """The smoke-tested version becomes production: approved in the registry."""
-    sm.update_model_package(ModelPackageArn=package_arn, ModelApprovalStatus="Approved",
-                            ApprovalDescription=f"Deployed and smoke-tested by run {plan['key']}")
+    sm.update_model_package(
+        ModelPackageArn=package_arn,
+        ModelApprovalStatus="Approved",
+        ApprovalDescription=f"Deployed and smoke-tested by run {plan['key']}",
+    )
     return {"approved": package_arn}

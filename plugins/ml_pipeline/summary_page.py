@@ -7,6 +7,7 @@ instead: this plugin adds a tab to the run's page (an external view, destination
 page the api-server serves from the metadata database, to users allowed to read the DAG's XComs (the
 UI's own session authenticates the tab).
 """
+
 from __future__ import annotations
 
 import html
@@ -24,16 +25,22 @@ def render(dag_id: str, run_id: str, summary: dict | None) -> str:
     from ml_pipeline.closing import outcome_line  # noqa: PLC0415
 
     if summary is None:
-        body = (f"<p>No summary for this run: its teardown ({SUMMARY_TASK}) has not finished, or "
-                f"{html.escape(dag_id)} writes none.</p>")
+        body = (
+            f"<p>No summary for this run: its teardown ({SUMMARY_TASK}) has not finished, or "
+            f"{html.escape(dag_id)} writes none.</p>"
+        )
     else:
-        body = (f"<h2>{html.escape(outcome_line(summary))}</h2>"
-                f"<p>Written to {html.escape(str(summary.get('summary')))}</p>"
-                f"<pre>{html.escape(json.dumps(summary, indent=2, default=str))}</pre>")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(run_id)}</title>"
-            "<style>body{font-family:sans-serif;margin:1em}pre{white-space:pre-wrap}"
-            "h2{font-size:1.1em}</style></head>"
-            f"<body>{body}</body></html>")
+        body = (
+            f"<h2>{html.escape(outcome_line(summary))}</h2>"
+            f"<p>Written to {html.escape(str(summary.get('summary')))}</p>"
+            f"<pre>{html.escape(json.dumps(summary, indent=2, default=str))}</pre>"
+        )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(run_id)}</title>"
+        "<style>body{font-family:sans-serif;margin:1em}pre{white-space:pre-wrap}"
+        "h2{font-size:1.1em}</style></head>"
+        f"<body>{body}</body></html>"
+    )
 
 
 def stored_summary(dag_id: str, run_id: str) -> dict | None:
@@ -42,8 +49,9 @@ def stored_summary(dag_id: str, run_id: str) -> dict | None:
     from airflow.utils.session import create_session  # noqa: PLC0415
 
     with create_session() as session:
-        row = session.scalars(XComModel.get_many(run_id=run_id, dag_ids=dag_id, task_ids=SUMMARY_TASK,
-                                                 key="return_value")).first()
+        row = session.scalars(
+            XComModel.get_many(run_id=run_id, dag_ids=dag_id, task_ids=SUMMARY_TASK, key="return_value")
+        ).first()
         summary = XComModel.deserialize_value(row) if row is not None else None
     return summary if isinstance(summary, dict) else None
 
@@ -56,8 +64,11 @@ def _app():
 
     app = FastAPI(title="ml-pipeline run summaries")
 
-    @app.get("/runs/{dag_id}/{run_id}", response_class=HTMLResponse,
-             dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.XCOM))])
+    @app.get(
+        "/runs/{dag_id}/{run_id}",
+        response_class=HTMLResponse,
+        dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.XCOM))],
+    )
     def run_summary(dag_id: str, run_id: str) -> str:
         return render(dag_id, run_id, stored_summary(dag_id, run_id))
 
@@ -66,10 +77,14 @@ def _app():
 
 class RunSummaryPlugin(AirflowPlugin):
     name = "ml_pipeline_run_summary"
-    external_views = [{
-        "name": "Run summary", "href": PREFIX + "/runs/{DAG_ID}/{RUN_ID}", "destination": "dag_run",
-        "url_route": "run-summary",
-    }]
+    external_views = [
+        {
+            "name": "Run summary",
+            "href": PREFIX + "/runs/{DAG_ID}/{RUN_ID}",
+            "destination": "dag_run",
+            "url_route": "run-summary",
+        }
+    ]
 
     # AirflowPlugin declares a plain list; Airflow only reads it, so one built when read serves.
     @cached_property

@@ -1,4 +1,5 @@
 """Experiments for the plugin tests: the committed one (tests/dags/experiments/plain) and copies of it."""
+
 from __future__ import annotations
 
 import shutil

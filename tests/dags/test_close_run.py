@@ -1,6 +1,7 @@
 """The run's teardown (``closing.close_run``, what the DAG's close_run runs) against localaws: every part runs
 whatever another did, what it reports "already gone" is what it looked for and did not find, the summary
 survives a bucket that refuses it, and it names the attempt the run ended with."""
+
 from __future__ import annotations
 
 import json
@@ -30,10 +31,19 @@ def provisioned(client, run: dict) -> dict:
 def made(steps: dict, training: list[str] | None = None) -> dict:
     """What the run's tasks returned, as the DAG hands it to close_run: here, a run that failed before it
     trained (nothing deployed, no model registered)."""
-    return {"hosting": {"endpoint": None, "autoscaling": None, "model": None, "endpoint_config": None,
-                        "serving_before": None},
-            "model_package": None, "jobs": {"training": training or [], "tuning": []}, "provisioned": steps,
-            "outcome": {"gate": None}}
+    return {
+        "hosting": {
+            "endpoint": None,
+            "autoscaling": None,
+            "model": None,
+            "endpoint_config": None,
+            "serving_before": None,
+        },
+        "model_package": None,
+        "jobs": {"training": training or [], "tuning": []},
+        "provisioned": steps,
+        "outcome": {"gate": None},
+    }
 
 
 def written(s3, run: dict) -> dict:
@@ -54,7 +64,8 @@ def run_bucket(localaws_process):
 
 @pytest.mark.slow
 def test_an_error_early_in_close_run_still_tears_down_the_stack_and_fails_it_once_at_the_end(
-        localaws_process, run_bucket):
+    localaws_process, run_bucket
+):
     from ml_pipeline.closing import close_run
     from ml_pipeline.infra.teardown import TeardownIncomplete, remaining
 
@@ -96,8 +107,13 @@ def test_already_gone_is_only_what_teardown_looked_for_and_did_not_find_on_any_t
         ec2.disassociate_route_table(AssociationId=association["RouteTableAssociationId"])
     ec2.delete_vpc_endpoints(VpcEndpointIds=[steps["route_tables"]["s3_endpoint_id"]])
     ec2.delete_route_table(RouteTableId=table)
-    stranger = ec2.run_instances(ImageId=steps["host"]["ami_id"], InstanceType="t3.micro", MinCount=1, MaxCount=1,
-                                 SubnetId=steps["subnets"]["private_subnet_id"])["Instances"][0]["InstanceId"]
+    stranger = ec2.run_instances(
+        ImageId=steps["host"]["ami_id"],
+        InstanceType="t3.micro",
+        MinCount=1,
+        MaxCount=1,
+        SubnetId=steps["subnets"]["private_subnet_id"],
+    )["Instances"][0]["InstanceId"]
     gone = sorted([table, steps["route_tables"]["s3_endpoint_id"]])
 
     with pytest.raises(TeardownIncomplete) as raised:
@@ -126,11 +142,17 @@ def test_the_summary_survives_a_bucket_that_refuses_it(tmp_path, caplog):
 
     server = LocalAWSProcess(tmp_path, "process", MOTO_S3_ALLOW_CROSSACCOUNT_ACCESS="false").start()
     try:
-        other = server.client("sts").assume_role(RoleArn="arn:aws:iam::111111111111:role/data-team",
-                                                 RoleSessionName="owner")["Credentials"]
-        boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1",
-                     aws_access_key_id=other["AccessKeyId"], aws_secret_access_key=other["SecretAccessKey"],
-                     aws_session_token=other["SessionToken"]).create_bucket(Bucket="someone-elses")
+        other = server.client("sts").assume_role(
+            RoleArn="arn:aws:iam::111111111111:role/data-team", RoleSessionName="owner"
+        )["Credentials"]
+        boto3.client(
+            "s3",
+            endpoint_url=server.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id=other["AccessKeyId"],
+            aws_secret_access_key=other["SecretAccessKey"],
+            aws_session_token=other["SessionToken"],
+        ).create_bucket(Bucket="someone-elses")
         run = plan(bucket="someone-elses")
         with caplog.at_level("INFO", logger="ml_pipeline.closing"):
             summary = close_run(server.client, run, made({}), {"plan": "failed"})
@@ -140,8 +162,9 @@ def test_the_summary_survives_a_bucket_that_refuses_it(tmp_path, caplog):
     logged = next(i for i, line in enumerate(said) if line.startswith("the run's summary:"))
     assert f'"run": "{run["key"]}"' in said[logged]
     assert logged < next(i for i, line in enumerate(said) if line.startswith("summary not written"))
-    assert summary["summary"].startswith(f"not written to S3: s3://someone-elses/runs/{run['key']}/summary.json: "
-                                         "AccessDenied"), summary["summary"]
+    assert summary["summary"].startswith(
+        f"not written to S3: s3://someone-elses/runs/{run['key']}/summary.json: AccessDenied"
+    ), summary["summary"]
     assert summary["state"] == "failed" and summary["run"] == run["key"]
 
 
@@ -155,11 +178,16 @@ def test_the_summary_names_the_attempt_the_run_ended_with(localaws_process):
     key = unique("attempts")
     first, retry = f"plain-train-{key}", f"plain-train-{key}-r2"
     for name in (first, retry):  # an image localaws does not know: each fails at once
-        sm.create_training_job(**training_request(name, "123456789012.dkr.ecr.us-east-1.amazonaws.com/none:x", {},
-                                                  "s3://nowhere/out", {}))
+        sm.create_training_job(
+            **training_request(name, "123456789012.dkr.ecr.us-east-1.amazonaws.com/none:x", {}, "s3://nowhere/out", {})
+        )
         wait_for_training(sm, name, timeout=60)
-    run = {"key": key, "params": {"mode": "train", "preset": "quick"},
-           "names": {"endpoint": "e", "tuning_job": f"plain-{key}"}, "experiment": {"name": "plain", "deploy": False}}
+    run = {
+        "key": key,
+        "params": {"mode": "train", "preset": "quick"},
+        "names": {"endpoint": "e", "tuning_job": f"plain-{key}"},
+        "experiment": {"name": "plain", "deploy": False},
+    }
     jobs = jobs_of_run(sm, run, {"training": [retry], "tuning": []}, Report(), wait_seconds=0)
     assert [job["name"] for job in jobs["training"]] == [first, retry]  # oldest first
     assert summarize(run, {}, jobs, {"train.wait_for_training_job": "failed"}, {})["training_job"] == retry

@@ -1,5 +1,6 @@
 """Every DAG file imports cleanly, cheaply and offline, an experiment's file too; the pipeline is wired as the
 chain says."""
+
 from __future__ import annotations
 
 import json
@@ -41,7 +42,8 @@ else:  # an experiment file, as the dag-processor reads it
 print("PROBE " + json.dumps({
     "new_modules": sorted(set(sys.modules) - before),
     "dags": [{"dag_id": d.dag_id, "tags": sorted(d.tags), "owners": sorted({t.owner for t in d.tasks}),
-              "retries": sorted({t.retries for t in d.tasks}), "schedule": str(getattr(d.timetable, "expression", ""))} for d in dags],
+              "retries": sorted({t.retries for t in d.tasks}),
+              "schedule": str(getattr(d.timetable, "expression", ""))} for d in dags],
 }))
 """
 
@@ -53,11 +55,12 @@ def probe(path: Path) -> dict:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "sqlite:////nonexistent/dir/airflow.db",
         "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), str(REPO_ROOT)]),
     }
-    result = subprocess.run([sys.executable, "-c", PROBE, str(path)], env=env, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, str(path)], env=env, capture_output=True, text=True, timeout=120
+    )
     lines = [line for line in result.stdout.splitlines() if line.startswith("PROBE ")]
     assert result.returncode == 0 and lines, result.stdout + result.stderr
-    return json.loads(lines[-1][len("PROBE "):])
+    return json.loads(lines[-1][len("PROBE ") :])
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=[p.name for p in DAG_FILES])
@@ -125,8 +128,16 @@ def test_teardown_is_a_teardown_of_the_run_and_runs_whatever_failed(pipeline):
 def test_the_summary_reports_what_the_dags_own_tasks_returned(pipeline):
     """close_run learns the summary's sources from the DAG it is built in: each a task of this DAG."""
     reported = pipeline.get_task("close_run").op_args[1]
-    assert set(reported) == {"data", "code", "best", "weights", "model_package", "autoscaling", "smoke_test",
-                             "promoted"}
+    assert set(reported) == {
+        "data",
+        "code",
+        "best",
+        "weights",
+        "model_package",
+        "autoscaling",
+        "smoke_test",
+        "promoted",
+    }
     assert reported["smoke_test"] == "smoke_test" and reported["best"] == "pick_best"
     assert all(pipeline.has_task(task_id) for task_id in reported.values())
 
@@ -134,8 +145,13 @@ def test_the_summary_reports_what_the_dags_own_tasks_returned(pipeline):
 def test_the_tasks_after_provisioning_take_the_ids_it_returned(pipeline):
     """The jobs' and the model's VpcConfig, the host's command and its result use the ids the provision group
     returned (its ``provisioned`` task's XCom, an argument of theirs), never a lookup by tags."""
-    for task_id in ("train.training_request", "tune.tuning_request", "deploy.create_model_and_config",
-                    "host.command_request", "pick_best"):
+    for task_id in (
+        "train.training_request",
+        "tune.tuning_request",
+        "deploy.create_model_and_config",
+        "host.command_request",
+        "pick_best",
+    ):
         assert "provision.provisioned" in upstream(pipeline, task_id), task_id
 
 
@@ -170,16 +186,31 @@ def test_every_job_wait_is_a_deferrable_sensor(pipeline):
     from airflow.sdk.bases.sensor import BaseSensorOperator
 
     sensors = {t.task_id: t for t in pipeline.tasks if isinstance(t, BaseSensorOperator)}
-    jobs = {"train.wait_for_training_job", "tune.wait_for_tuning_job", "deploy.wait_for_endpoint",
-            "host.wait_for_host_training", "provision.host_running"}
+    jobs = {
+        "train.wait_for_training_job",
+        "tune.wait_for_tuning_job",
+        "deploy.wait_for_endpoint",
+        "host.wait_for_host_training",
+        "provision.host_running",
+    }
     assert jobs <= set(sensors)
     assert all(sensors[task_id].deferrable for task_id in jobs)
-    for task_id in ("train.start_training_job", "tune.start_tuning_job", "deploy.deploy_endpoint",
-                    "host.start_host_training"):
+    for task_id in (
+        "train.start_training_job",
+        "tune.start_tuning_job",
+        "deploy.deploy_endpoint",
+        "host.start_host_training",
+    ):
         assert pipeline.get_task(task_id).wait_for_completion is False  # the sensor waits, deferred
     # Every provisioned resource has a sensor on its state before the next step builds on it.
-    for step, state in (("vpc", "available"), ("internet_gateway", "attached"), ("subnets", "available"),
-                        ("instance_profile", "ready"), ("volume", "available"), ("attach_volume", "in_use")):
+    for step, state in (
+        ("vpc", "available"),
+        ("internet_gateway", "attached"),
+        ("subnets", "available"),
+        ("instance_profile", "ready"),
+        ("volume", "available"),
+        ("attach_volume", "in_use"),
+    ):
         assert f"provision.{step}" in upstream(pipeline, f"provision.{step}_{state}")
     assert "provision.attach_volume_in_use" in upstream(pipeline, "provision.host_ready")
 
@@ -211,10 +242,19 @@ def test_every_param_has_a_schema_and_a_description(pipeline):
         assert schema.get("description") or schema.get("title"), name
 
 
-@pytest.mark.parametrize("bad", [
-    {"mode": "sideways"}, {"instance_count": 99}, {"instance_type": "p4d.24xlarge"}, {"min_capacity": 0},
-    {"hyperparameters": {"layers": [1]}}, {"preset": "gpu"}, {"bucket": "Not_A_Bucket"}, {"role_arn": "admin"},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"mode": "sideways"},
+        {"instance_count": 99},
+        {"instance_type": "p4d.24xlarge"},
+        {"min_capacity": 0},
+        {"hyperparameters": {"layers": [1]}},
+        {"preset": "gpu"},
+        {"bucket": "Not_A_Bucket"},
+        {"role_arn": "admin"},
+    ],
+)
 def test_bad_params_are_refused_by_their_schema(pipeline, bad):
     import copy
 

@@ -1,6 +1,7 @@
 """Airflow's real dag-processor (``airflow dag-processor``, as `make airflow` runs it) on an experiments bundle:
 two experiments become DAGs while a broken third is an import error of its own file, naming the file, the
 field and what is wrong; the two DAGs stay schedulable; fixing the file clears its error and adds its DAG."""
+
 from __future__ import annotations
 
 import os
@@ -17,18 +18,29 @@ pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]  # Airflow's own dag-p
 
 def process(env: dict, log_path) -> None:
     with open(log_path, "a") as log:
-        subprocess.run([sys.executable, "-m", "airflow", "dag-processor", "--num-runs", "2"], env=env, check=True,
-                       stdout=log, stderr=subprocess.STDOUT, timeout=600)
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "dag-processor", "--num-runs", "2"],
+            env=env,
+            check=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=600,
+        )
 
 
 def state(home) -> tuple[dict, dict]:
     """(import errors by (bundle, file), DAGs by id with their bundle, file and import-error flag)."""
     with sqlite3.connect(home / "airflow.db") as db:
-        errors = {(bundle, name): text for bundle, name, text in
-                  db.execute("SELECT bundle_name, filename, stacktrace FROM import_error")}
-        dags = {dag_id: {"bundle": bundle, "file": fileloc, "broken": bool(broken), "stale": bool(stale)}
-                for dag_id, bundle, fileloc, broken, stale in
-                db.execute("SELECT dag_id, bundle_name, relative_fileloc, has_import_errors, is_stale FROM dag")}
+        errors = {
+            (bundle, name): text
+            for bundle, name, text in db.execute("SELECT bundle_name, filename, stacktrace FROM import_error")
+        }
+        dags = {
+            dag_id: {"bundle": bundle, "file": fileloc, "broken": bool(broken), "stale": bool(stale)}
+            for dag_id, bundle, fileloc, broken, stale in db.execute(
+                "SELECT dag_id, bundle_name, relative_fileloc, has_import_errors, is_stale FROM dag"
+            )
+        }
     return errors, dags
 
 
@@ -50,18 +62,28 @@ def test_the_real_dag_processor_records_a_broken_experiment_as_its_own_import_er
 
     errors, dags = state(home)
     log = (tmp_path / "processor.log").read_text(errors="replace")[-3000:]
-    assert errors == {("experiments", "gamma/experiment.yaml"): "experiments/gamma/experiment.yaml: objective.metric: "
-                      "'accuracy' is not among the metric_definitions (train:rmse, validation:rmse)"}, log
+    assert errors == {
+        ("experiments", "gamma/experiment.yaml"): "experiments/gamma/experiment.yaml: objective.metric: "
+        "'accuracy' is not among the metric_definitions (train:rmse, validation:rmse)"
+    }, log
     for name in ("alpha", "beta"):
-        assert dags[f"train_{name}"] == {"bundle": "experiments", "file": f"{name}/experiment.yaml", "broken": False,
-                                         "stale": False}, log
+        assert dags[f"train_{name}"] == {
+            "bundle": "experiments",
+            "file": f"{name}/experiment.yaml",
+            "broken": False,
+            "stale": False,
+        }, log
     assert "train_gamma" not in dags
     assert "ml_pipeline_reaper" in dags and dags["ml_pipeline_reaper"]["bundle"] == "dags-folder"
     # Only experiment files were parsed in the experiments bundle: an experiment's own Python never is.
     assert not [line for line in log.splitlines() if "train.py" in line or "prepare.py" in line]
 
-    (broken / "experiment.yaml").write_text((broken / "experiment.yaml").read_text().replace(
-        "metric: accuracy", "metric: validation:rmse").replace("type: Maximize", "type: Minimize"))
+    (broken / "experiment.yaml").write_text(
+        (broken / "experiment.yaml")
+        .read_text()
+        .replace("metric: accuracy", "metric: validation:rmse")
+        .replace("type: Maximize", "type: Minimize")
+    )
     os.utime(broken / "experiment.yaml")
     process(env, tmp_path / "processor.log")
     errors, dags = state(home)

@@ -1,6 +1,7 @@
 """One DAG per experiment: loaded through Airflow's DagBag from the experiment files, each invalid one an import
 error of its own; the DAG's shape per code kind and with deploy: false; Params pre-filled; names within AWS's
 limits."""
+
 from __future__ import annotations
 
 import pytest
@@ -35,7 +36,8 @@ def test_two_experiments_load_while_a_broken_third_is_an_import_error_naming_its
     assert set(loaded.dags) == {"train_alpha", "train_beta"}
     assert set(loaded.import_errors) == {"gamma/experiment.yaml"}
     assert loaded.import_errors["gamma/experiment.yaml"] == (
-        "experiments/gamma/experiment.yaml: metric_definitions[0].Regex: needs exactly one capture group, has 0")
+        "experiments/gamma/experiment.yaml: metric_definitions[0].Regex: needs exactly one capture group, has 0"
+    )
     # Each DAG's file is its experiment file: a worker re-parses that one file to run a task.
     assert loaded.dags["train_alpha"].relative_fileloc == "alpha/experiment.yaml"
     again = bag(tmp_path / "alpha" / "experiment.yaml")
@@ -120,10 +122,13 @@ def _shape(dag) -> set[str]:
     return {task.task_id for task in dag.tasks}
 
 
-@pytest.mark.parametrize("kind, changes", [
-    ("image", {"framework": None, "entry_point": None, "image": IMAGE}),
-    ("dockerfile", {"framework": None, "entry_point": None, "dockerfile": "container"}),
-])
+@pytest.mark.parametrize(
+    "kind, changes",
+    [
+        ("image", {"framework": None, "entry_point": None, "image": IMAGE}),
+        ("dockerfile", {"framework": None, "entry_point": None, "dockerfile": "container"}),
+    ],
+)
 def test_every_code_kind_runs_the_same_chain_through_resolve_code(tmp_path, kind, changes):
     from ml_pipeline import experiments
     from ml_pipeline.pipeline_dag import build_dag
@@ -138,8 +143,13 @@ def test_every_code_kind_runs_the_same_chain_through_resolve_code(tmp_path, kind
     assert f"code:{kind}" in dag.tags and f"code: {kind}" in dag.doc_md
     code = dag.get_task("resolve_code")
     assert "provision.provisioned" in code.upstream_task_ids and "choose_mode" in code.downstream_task_ids
-    for request in ("train.training_request", "tune.tuning_request", "host.command_request", "register_model",
-                    "deploy.create_model_and_config"):
+    for request in (
+        "train.training_request",
+        "tune.tuning_request",
+        "host.command_request",
+        "register_model",
+        "deploy.create_model_and_config",
+    ):
         assert "resolve_code" in dag.get_task(request).upstream_task_ids, request
 
 
@@ -149,8 +159,14 @@ def test_deploy_false_ends_the_chain_at_the_gate_and_promote():
     served = build_dag(plain())
     dag = build_dag({**plain(), "deploy": False})
     gone = _shape(served) - _shape(dag)
-    assert gone == {"deploy.create_model_and_config", "deploy.endpoint_request", "deploy.deploy_endpoint",
-                    "deploy.wait_for_endpoint", "autoscale", "smoke_test"}
+    assert gone == {
+        "deploy.create_model_and_config",
+        "deploy.endpoint_request",
+        "deploy.deploy_endpoint",
+        "deploy.wait_for_endpoint",
+        "autoscale",
+        "smoke_test",
+    }
     assert dag.get_task("promote").upstream_task_ids == {"plan", "quality_gate", "register_model"}
     assert dag.get_task("close_run").is_teardown and "promote" in dag.get_task("close_run").upstream_task_ids
     assert not {"autoscaling", "smoke_test"} & set(dag.get_task("close_run").op_args[1])  # no such task to report
@@ -196,11 +212,18 @@ def test_the_plan_carries_the_experiment_its_revision_and_typed_hyperparameters(
 
     made = plan(preset="quick", hyperparameters={"max_depth": 5})
     assert made["experiment"]["name"] == "plain"
-    assert made["revision"] == {"file_hash": made["experiment"]["file_hash"],
-                                "source_hash": made["experiment"]["source_hash"], "commit": None}
+    assert made["revision"] == {
+        "file_hash": made["experiment"]["file_hash"],
+        "source_hash": made["experiment"]["source_hash"],
+        "commit": None,
+    }
     # The experiment's, the preset's over them, the form's over both: JSON values, not strings.
-    assert made["hyperparameters"] == {"n_estimators": 20, "learning_rate": 0.05, "max_depth": 5,
-                                       "loss": "squared_error"}
+    assert made["hyperparameters"] == {
+        "n_estimators": 20,
+        "learning_rate": 0.05,
+        "max_depth": 5,
+        "loss": "squared_error",
+    }
     assert (made["params"]["instance_type"], made["params"]["max_runtime_seconds"]) == ("ml.m5.large", 600)
     big = plan(preset="big")
     assert (big["params"]["instance_type"], big["params"]["instance_count"]) == ("ml.m5.2xlarge", 2)

@@ -1,6 +1,7 @@
 """Runs on commit, piece by piece: the git folder trigger against real git repositories (its async
 generator run as the triggerer runs it), the schedule an experiment's DAG gets, and the revision a run
 reads from the asset events that started it. tests/pipeline/test_runs_on_commit.py runs it all in Airflow."""
+
 from __future__ import annotations
 
 import asyncio
@@ -23,8 +24,12 @@ QUIET = 40 * POLL
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 def commit(repo: Path, files: dict[str, str | None], message: str = "change") -> str:
@@ -117,8 +122,12 @@ def test_the_folder_seen_first_fires_with_its_commit_tree_and_file_hash(repo):
             return await watch.until(1)
 
     [event] = asyncio.run(scenario())
-    assert event == {"commit": first, "tree": git(repo, "rev-parse", f"{first}:experiments/toy"),
-                     "path": "experiments/toy", "file_hash": digest(yaml)}
+    assert event == {
+        "commit": first,
+        "tree": git(repo, "rev-parse", f"{first}:experiments/toy"),
+        "path": "experiments/toy",
+        "file_hash": digest(yaml),
+    }
 
 
 def test_a_commit_elsewhere_starts_nothing_and_one_in_the_folder_fires(repo):
@@ -183,8 +192,7 @@ def test_a_folder_missing_at_head_fires_nothing_until_it_comes_back_changed(repo
     asyncio.run(scenario())
 
 
-def test_a_repository_without_commits_or_no_repository_at_all_fires_nothing_and_keeps_polling(repo, tmp_path,
-                                                                                            capsys):
+def test_a_repository_without_commits_or_no_repository_at_all_fires_nothing_and_keeps_polling(repo, tmp_path, capsys):
     async def scenario():
         async with Watch(trigger(repo)) as empty, Watch(trigger(tmp_path / "nowhere")) as missing:
             assert await empty.quiet() == [] and await missing.quiet() == []
@@ -204,8 +212,11 @@ def test_a_repository_of_its_own_is_watched_at_its_top_level(repo):
             return await watch.until(1)
 
     [event] = asyncio.run(scenario())
-    assert (event["commit"], event["tree"], event["file_hash"]) == (first, git(repo, "rev-parse", "HEAD^{tree}"),
-                                                                     digest("a: 1\n"))
+    assert (event["commit"], event["tree"], event["file_hash"]) == (
+        first,
+        git(repo, "rev-parse", "HEAD^{tree}"),
+        digest("a: 1\n"),
+    )
 
 
 def test_a_bare_repository_a_deployment_pushes_to_is_watched_at_its_head(repo, tmp_path):
@@ -255,8 +266,12 @@ def test_an_experiment_in_a_repository_is_scheduled_on_its_watched_asset_and_its
     asset = schedule_for(experiment(folder))
     assert isinstance(asset, Asset) and asset.name == "experiments/toy"
     [watcher] = asset.watchers
-    assert watcher.trigger.serialize()[1] == {"repo": str(repo), "path": "experiments/toy",
-                                              "file": "experiment.yaml", "poll_seconds": 7.0}
+    assert watcher.trigger.serialize()[1] == {
+        "repo": str(repo),
+        "path": "experiments/toy",
+        "file": "experiment.yaml",
+        "poll_seconds": 7.0,
+    }
     both = schedule_for(experiment(folder, "@weekly"), poll_seconds=2)
     assert isinstance(both, AssetOrTimeSchedule)
     assert both.asset_condition.name == "experiments/toy" and both.asset_condition.watchers[0].trigger.poll_seconds == 2
@@ -343,8 +358,13 @@ def test_building_twenty_schedules_runs_nothing_and_is_cheap(repo):
     """No git, no network at parse time: the watcher runs git later, in the triggerer."""
     for i in range(20):
         (repo / "experiments" / f"e{i}").mkdir(parents=True)
-    out = subprocess.run([sys.executable, "-c", PARSE, str(REPO_ROOT / "plugins"), str(repo)], check=True,
-                         capture_output=True, text=True, env={**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False"})
+    out = subprocess.run(
+        [sys.executable, "-c", PARSE, str(REPO_ROOT / "plugins"), str(repo)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False"},
+    )
     seconds, ran = out.stdout.split(" ", 1)
     assert ran.strip() == "[]", ran
     assert float(seconds) < 0.1, seconds
@@ -358,33 +378,56 @@ def events(*extras: dict, start=datetime(2026, 7, 6, tzinfo=timezone.utc)):
     from airflow.sdk.execution_time.comms import AssetEventDagRunReferenceResult
     from airflow.sdk.execution_time.context import TriggeringAssetEventsAccessor
 
-    return TriggeringAssetEventsAccessor.build([
-        AssetEventDagRunReferenceResult(
-            asset={"name": "experiments/toy", "uri": "experiments/toy", "extra": {}}, extra=extra,
-            source_task_id=None, source_dag_id=None, source_run_id=None, source_map_index=-1, source_aliases=[],
-            timestamp=start + timedelta(seconds=i))
-        for i, extra in enumerate(extras)
-    ])
+    return TriggeringAssetEventsAccessor.build(
+        [
+            AssetEventDagRunReferenceResult(
+                asset={"name": "experiments/toy", "uri": "experiments/toy", "extra": {}},
+                extra=extra,
+                source_task_id=None,
+                source_dag_id=None,
+                source_run_id=None,
+                source_map_index=-1,
+                source_aliases=[],
+                timestamp=start + timedelta(seconds=i),
+            )
+            for i, extra in enumerate(extras)
+        ]
+    )
 
 
 def test_the_revision_is_the_latest_triggering_events_commit_from_the_watcher_or_a_webhook():
     from ml_pipeline.gitops import revision
 
-    watcher = {"from_trigger": True, "payload": {"commit": "a" * 40, "tree": "b" * 40, "path": "experiments/toy",
-                                                 "file_hash": "c" * 12}}
+    watcher = {
+        "from_trigger": True,
+        "payload": {"commit": "a" * 40, "tree": "b" * 40, "path": "experiments/toy", "file_hash": "c" * 12},
+    }
     assert revision({"triggering_asset_events": events(watcher)}) == {
-        "commit": "a" * 40, "file_hash": "c" * 12, "source": "watcher"}
+        "commit": "a" * 40,
+        "file_hash": "c" * 12,
+        "source": "watcher",
+    }
     webhook = {"from_rest_api": True, "commit": "d" * 40}
     assert revision({"triggering_asset_events": events(watcher, webhook)}) == {
-        "commit": "d" * 40, "file_hash": None, "source": "webhook"}
+        "commit": "d" * 40,
+        "file_hash": None,
+        "source": "webhook",
+    }
     # A scheduled or manual run: nothing started it but the clock or a person.
     assert revision({"triggering_asset_events": events()}) is None
     assert revision({}) is None
     assert revision({"triggering_asset_events": events({"from_rest_api": True})}) is None
 
 
-@pytest.mark.parametrize("extra", [{"commit": "main; rm -rf /"}, {"commit": 12345}, {"commit": "A" * 40},
-                                   {"commit": "a" * 40, "file_hash": "not-a-hash"}])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"commit": "main; rm -rf /"},
+        {"commit": 12345},
+        {"commit": "A" * 40},
+        {"commit": "a" * 40, "file_hash": "not-a-hash"},
+    ],
+)
 def test_a_webhook_event_with_a_commit_that_is_no_object_name_is_refused(extra):
     from ml_pipeline.gitops import revision
 

@@ -1,4 +1,5 @@
 """Run-keyed names: valid for SageMaker, stable for one run, distinct across runs."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone

@@ -1,13 +1,14 @@
 """The run's bucket, through the DAG's own preflight and open_run tasks against localaws: a bucket the run did
 not create is checked and left exactly as it was (refused when unencrypted or public); a missing one is
 created hardened."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from tests.conftest import REPO_ROOT, unique
+from tests.conftest import unique
 from tests.infra.support import plan
 
 pytestmark = pytest.mark.timeout(300)
@@ -26,9 +27,17 @@ def tasks(pipeline, localaws_process, monkeypatch):
     """The DAG's preflight and open_run callables, with the DAG's AWS connection pointing at localaws."""
     from ml_pipeline import aws
 
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({
-        "conn_type": "aws", "login": "testing", "password": "testing",
-        "extra": {"endpoint_url": localaws_process.endpoint_url, "region_name": "us-east-1"}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"endpoint_url": localaws_process.endpoint_url, "region_name": "us-east-1"},
+            }
+        ),
+    )
     aws.client.cache_clear()  # a task process reads its connection once: here, each test is one
     aws.hook.cache_clear()
     return {name: pipeline.get_task(name).python_callable for name in ("preflight", "open_run")}
@@ -58,15 +67,44 @@ def test_an_existing_sse_kms_bucket_is_used_and_left_untouched(tasks, localaws_p
     bucket = unique("users-kms")
     key = kms.create_key(Description="the user's own key")["KeyMetadata"]["Arn"]
     s3.create_bucket(Bucket=bucket)
-    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [{
-        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key},
-        "BucketKeyEnabled": True}]})
-    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
-        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [
+                {
+                    "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key},
+                    "BucketKeyEnabled": True,
+                }
+            ]
+        },
+    )
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Suspended"})
-    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
-        "Sid": "TeamReads", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:role/team"},
-        "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/*"}]}))
+    s3.put_bucket_policy(
+        Bucket=bucket,
+        Policy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "TeamReads",
+                        "Effect": "Allow",
+                        "Principal": {"AWS": "arn:aws:iam::123456789012:role/team"},
+                        "Action": "s3:GetObject",
+                        "Resource": f"arn:aws:s3:::{bucket}/*",
+                    }
+                ],
+            }
+        ),
+    )
     s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [{"Key": "owner", "Value": "data-team"}]})
     before = snapshot(s3, bucket)
 
@@ -79,15 +117,28 @@ def test_an_existing_sse_kms_bucket_is_used_and_left_untouched(tasks, localaws_p
     after = snapshot(s3, bucket)
     assert after == before
     assert after["encryption"]["Rules"][0]["ApplyServerSideEncryptionByDefault"] == {
-        "SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}
+        "SSEAlgorithm": "aws:kms",
+        "KMSMasterKeyID": key,
+    }
 
 
 def private_encrypted(s3, bucket: str) -> None:
     s3.create_bucket(Bucket=bucket)
-    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
-        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
-    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
-        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        },
+    )
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
 
 
 def no_block(s3, bucket):
@@ -95,10 +146,31 @@ def no_block(s3, bucket):
 
 
 def public_policy(s3, bucket):
-    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
-        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": False, "RestrictPublicBuckets": False})
-    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/*"}]}))
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": False,
+            "RestrictPublicBuckets": False,
+        },
+    )
+    s3.put_bucket_policy(
+        Bucket=bucket,
+        Policy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": "*",
+                        "Action": "s3:GetObject",
+                        "Resource": f"arn:aws:s3:::{bucket}/*",
+                    }
+                ],
+            }
+        ),
+    )
 
 
 def public_acl(s3, bucket):
@@ -110,11 +182,15 @@ def unencrypted(s3, bucket):
     s3.delete_bucket_encryption(Bucket=bucket)
 
 
-@pytest.mark.parametrize("expose, reason", [
-    (public_policy, "bucket policy makes it public"),
-    (public_acl, "ACL grants READ to everyone"),
-    (unencrypted, "no default encryption"),
-], ids=["public-policy", "public-acl", "unencrypted"])
+@pytest.mark.parametrize(
+    "expose, reason",
+    [
+        (public_policy, "bucket policy makes it public"),
+        (public_acl, "ACL grants READ to everyone"),
+        (unencrypted, "no default encryption"),
+    ],
+    ids=["public-policy", "public-acl", "unencrypted"],
+)
 def test_a_public_or_unencrypted_bucket_is_refused_and_left_as_it_is(tasks, localaws_process, expose, reason):
     from ml_pipeline.infra.stack import BucketRefused
 
@@ -132,8 +208,7 @@ def test_a_public_or_unencrypted_bucket_is_refused_and_left_as_it_is(tasks, loca
     assert snapshot(s3, bucket) == before
 
 
-def test_a_private_bucket_without_block_public_access_is_used_with_a_warning_and_left_as_it_is(
-        tasks, localaws_process):
+def test_a_private_bucket_without_block_public_access_is_used_with_a_warning_and_left_as_it_is(tasks, localaws_process):
     s3 = localaws_process.client("s3")
     bucket = unique("users-noblock")
     private_encrypted(s3, bucket)
@@ -183,10 +258,21 @@ def test_a_bucket_someone_creates_after_the_preflight_is_left_as_it_is(tasks, lo
     assert pre["bucket"]["exists"] is False
     key = kms.create_key(Description="the other owner's key")["KeyMetadata"]["Arn"]
     s3.create_bucket(Bucket=bucket)
-    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [{
-        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}}]})
-    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
-        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}}]
+        },
+    )
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
     s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [{"Key": "owner", "Value": "data-team"}]})
     before = snapshot(s3, bucket)
     opened = tasks["open_run"](run, pre)
@@ -206,8 +292,9 @@ def test_the_bucket_checks_name_this_account_as_the_buckets_owner(tasks, localaw
     account = localaws_process.client("sts").get_caller_identity()["Account"]
     sent = []
     aws.client("s3").meta.events.register(
-        "before-send.s3", lambda request, **_: sent.append((request.url, request.headers.get(
-            "x-amz-expected-bucket-owner"))))
+        "before-send.s3",
+        lambda request, **_: sent.append((request.url, request.headers.get("x-amz-expected-bucket-owner"))),
+    )
     assert tasks["preflight"](plan(bucket=bucket))["bucket"]["exists"] is True
     assert len(sent) >= 6  # HeadBucket, tagging, encryption, Block Public Access, policy status, ACL, versioning
     assert [url for url, owner in sent if owner != account.encode()] == []

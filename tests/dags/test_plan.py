@@ -1,4 +1,5 @@
 """``make_plan``: what it refuses before anything is created, and what it resolves (no AWS call)."""
+
 from __future__ import annotations
 
 import copy
@@ -21,8 +22,9 @@ def refused(**overrides) -> str:
 # --- names, checked as the AWS service they go to checks them ---------------------------------------
 
 
-@pytest.mark.parametrize("name", ["plain/../../x", "plain/./x", "-plain", "Plain", "plain//x", "d", "a" * 257,
-                                  "plain/", "plain..x"])
+@pytest.mark.parametrize(
+    "name", ["plain/../../x", "plain/./x", "-plain", "Plain", "plain//x", "d", "a" * 257, "plain/", "plain..x"]
+)
 def test_an_ecr_repository_ecr_would_refuse_is_refused_by_its_schema_and_by_plan(name):
     from airflow.sdk.definitions.param import ParamsDict
 
@@ -64,10 +66,16 @@ def test_each_name_params_schema_is_the_aws_models_pattern():
     assert set(compared) == {"ecr_repository", "model_package_group", "endpoint_name", "role_arn"}
 
 
-@pytest.mark.parametrize("bucket, words", [
-    ("my..bucket", "two adjacent dots"), ("192.168.10.20", "IP address"), ("xn--bucket", "reserved by S3"),
-    ("data--ol-s3", "reserved by S3"), ("ab", "is not an S3 bucket name"),
-])
+@pytest.mark.parametrize(
+    "bucket, words",
+    [
+        ("my..bucket", "two adjacent dots"),
+        ("192.168.10.20", "IP address"),
+        ("xn--bucket", "reserved by S3"),
+        ("data--ol-s3", "reserved by S3"),
+        ("ab", "is not an S3 bucket name"),
+    ],
+)
 def test_bucket_names_s3_would_refuse_are_refused(bucket, words):
     assert words in refused(bucket=bucket)
 
@@ -75,9 +83,14 @@ def test_bucket_names_s3_would_refuse_are_refused(bucket, words):
 # --- numbers: finite, wherever they come from ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, value", [
-    ("stack_ttl_hours", math.nan), ("stack_ttl_hours", -math.inf), ("hyperparameters", {"max_depth": math.inf}),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("stack_ttl_hours", math.nan),
+        ("stack_ttl_hours", -math.inf),
+        ("hyperparameters", {"max_depth": math.inf}),
+    ],
+)
 def test_non_finite_numbers_are_refused_by_plan_naming_the_field(name, value):
     message = refused(**{name: value})
     assert message.count(f"\n- {name}") == 1 and "is not a finite number" in message, message
@@ -90,8 +103,11 @@ def test_every_number_param_refuses_nan_and_infinity_in_its_schema():
     from ml_pipeline.infra.params import infra_params
     from ml_pipeline.params import pipeline_params
 
-    numbers = {name for name, p in {**pipeline_params(plain()), **infra_params()}.items()
-               if "number" in str(p.schema.get("type"))}
+    numbers = {
+        name
+        for name, p in {**pipeline_params(plain()), **infra_params()}.items()
+        if "number" in str(p.schema.get("type"))
+    }
     assert numbers >= {"stack_ttl_hours"}
     for name in numbers:
         for value in (math.nan, math.inf, -math.inf):
@@ -131,8 +147,11 @@ def test_empty_training_fields_take_the_presets_values_else_the_experiments():
 
 def test_a_value_given_in_the_form_wins_over_the_presets():
     chosen = plan(preset="quick", instance_type="ml.c5.xlarge", max_runtime_seconds=900, instance_count=2)
-    assert (chosen["params"]["instance_type"], chosen["params"]["max_runtime_seconds"],
-            chosen["params"]["instance_count"]) == ("ml.c5.xlarge", 900, 2)
+    assert (
+        chosen["params"]["instance_type"],
+        chosen["params"]["max_runtime_seconds"],
+        chosen["params"]["instance_count"],
+    ) == ("ml.c5.xlarge", 900, 2)
 
 
 def test_tune_mode_takes_the_tunings_base_preset():
@@ -145,8 +164,11 @@ def test_the_presets_storage_volume_reaches_the_job(tmp_path):
     from ml_pipeline import experiments
     from ml_pipeline.plan import DEFAULT_VOLUME_GB
 
-    experiment = experiments.load(write_experiment(tmp_path, "roomy", presets={
-        "quick": {"hyperparameters": {"n_estimators": 20}, "volume_size_gb": 50}}))
+    experiment = experiments.load(
+        write_experiment(
+            tmp_path, "roomy", presets={"quick": {"hyperparameters": {"n_estimators": 20}, "volume_size_gb": 50}}
+        )
+    )
     assert plan(experiment)["params"]["volume_size_gb"] == 50 != DEFAULT_VOLUME_GB
     assert plan(experiment, preset=None)["params"]["volume_size_gb"] == DEFAULT_VOLUME_GB
 

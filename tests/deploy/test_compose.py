@@ -6,6 +6,7 @@ The tool is ``docker compose`` (the v2 plugin) when installed, else ``docker-com
 is there and we are root (as in CI), Debian's ``docker-compose`` (1.29) is installed with apt. Debian
 12 packages no v2 plugin. No Docker engine is needed: ``config`` never talks to one.
 """
+
 from __future__ import annotations
 
 import json
@@ -93,9 +94,12 @@ def _run(compose: list[str], *args: str, env_file: Path, extra_env: dict | None 
     env = {key: os.environ[key] for key in CLEAN_ENV_KEEP if key in os.environ}
     env.update(extra_env or {})
     return subprocess.run(
-        [*compose, "--project-directory", str(REPO_ROOT), "-f", str(COMPOSE_FILE),
-         "--env-file", str(env_file), *args],
-        cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=120,
+        [*compose, "--project-directory", str(REPO_ROOT), "-f", str(COMPOSE_FILE), "--env-file", str(env_file), *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
 
 
@@ -137,8 +141,9 @@ def _volumes(service: dict) -> list[dict]:
             mode = parts[2] if len(parts) > 2 else "rw"
             out.append({"source": parts[0], "target": parts[1], "read_only": "ro" in mode.split(",")})
         else:
-            out.append({"source": volume.get("source"), "target": volume["target"],
-                        "read_only": bool(volume.get("read_only"))})
+            out.append(
+                {"source": volume.get("source"), "target": volume["target"], "read_only": bool(volume.get("read_only"))}
+            )
     return out
 
 
@@ -150,11 +155,17 @@ def _ports(service: dict) -> list[dict]:
             spec = str(port).split("/")[0]
             parts = spec.split(":")
             host_ip = parts[0] if len(parts) == 3 else ""
-            out.append({"host_ip": host_ip, "published": str(parts[-2]) if len(parts) > 1 else "",
-                        "target": str(parts[-1])})
+            out.append(
+                {"host_ip": host_ip, "published": str(parts[-2]) if len(parts) > 1 else "", "target": str(parts[-1])}
+            )
         else:
-            out.append({"host_ip": port.get("host_ip", ""), "published": str(port.get("published", "")),
-                        "target": str(port["target"])})
+            out.append(
+                {
+                    "host_ip": port.get("host_ip", ""),
+                    "published": str(port.get("published", "")),
+                    "target": str(port["target"]),
+                }
+            )
     return out
 
 
@@ -231,7 +242,10 @@ def test_celery_executor_with_redis_and_postgres(config):
     for name in AIRFLOW_CONTAINERS:
         env = _environment(services[name])
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
-        assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://") and "@redis:6379" in env["AIRFLOW__CELERY__BROKER_URL"]
+        assert (
+            env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
+            and "@redis:6379" in env["AIRFLOW__CELERY__BROKER_URL"]
+        )
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
         assert "@postgres/" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
         assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")

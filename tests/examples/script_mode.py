@@ -7,6 +7,7 @@ containers (``framework_toolkit/environment.py``: one builder of it, only that, 
 runs ``python <entry_point> --name value ...`` in ``code/`` as a subprocess, with the toolkit's arguments.
 ``serve`` calls inference.py's four functions as the inference toolkit does.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -91,18 +92,34 @@ def train(root: Path, entry_point: str, hyperparameters: dict, *, timeout: float
     hosts = ["algo-1"]
     # What SageMaker writes (strings, the SDK's JSON encoding, plus its own keys) and what the toolkit
     # makes of it: the user's hyperparameters JSON-decoded.
-    (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(
-        {**{key: json.dumps(value) for key, value in hyperparameters.items()},
-         "sagemaker_program": json.dumps(entry_point), "sagemaker_container_log_level": "20"}))
-    (root / "input" / "config" / "resourceconfig.json").write_text(json.dumps(
-        {"current_host": hosts[0], "hosts": hosts, "network_interface_name": "eth0"}))
-    (root / "input" / "config" / "inputdataconfig.json").write_text(json.dumps(
-        {channel: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated"} for channel in channels}))
+    (root / "input" / "config" / "hyperparameters.json").write_text(
+        json.dumps(
+            {
+                **{key: json.dumps(value) for key, value in hyperparameters.items()},
+                "sagemaker_program": json.dumps(entry_point),
+                "sagemaker_container_log_level": "20",
+            }
+        )
+    )
+    (root / "input" / "config" / "resourceconfig.json").write_text(
+        json.dumps({"current_host": hosts[0], "hosts": hosts, "network_interface_name": "eth0"})
+    )
+    (root / "input" / "config" / "inputdataconfig.json").write_text(
+        json.dumps(
+            {channel: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated"} for channel in channels}
+        )
+    )
     env = toolkit_environment(root)
     args = json.loads(env["SM_USER_ARGS"])
     env.update({"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "PYTHONUNBUFFERED": "1"})
-    result = subprocess.run([sys.executable, entry_point, *args], cwd=root / "code", env=env,
-                            capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, entry_point, *args],
+        cwd=root / "code",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return Job(root, result)
 
 

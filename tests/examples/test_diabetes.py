@@ -1,5 +1,6 @@
 """experiments/diabetes in script mode: prepare.py's channels, train.py run as the training toolkit
 runs it, inference.py's four functions on the model.joblib it wrote, checks.py on the answer."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,11 @@ def channels(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, channels):
-    root = opt_ml(tmp_path_factory.mktemp("diabetes-job"), "diabetes", {"train": channels / "train",
-                                                                        "validation": channels / "validation"})
+    root = opt_ml(
+        tmp_path_factory.mktemp("diabetes-job"),
+        "diabetes",
+        {"train": channels / "train", "validation": channels / "validation"},
+    )
     job = train(root, "train.py", HYPERPARAMETERS)
     assert job.result.returncode == 0, job.result.stdout + job.result.stderr
     return job
@@ -93,26 +97,34 @@ def test_inference_py_answers_one_prediction_per_line_and_the_check_passes(train
 
 def test_inference_py_answers_json_when_asked(trained):
     row = (FOLDER / "smoke" / "samples.csv").read_text().splitlines()[0]
-    as_json = json.loads(serve(trained.opt_ml / "code", trained.model_dir, row.encode(), "text/csv", "application/json"))
+    as_json = json.loads(
+        serve(trained.opt_ml / "code", trained.model_dir, row.encode(), "text/csv", "application/json")
+    )
     as_csv = serve(trained.opt_ml / "code", trained.model_dir, row, "text/csv", "text/csv")
     assert len(as_json["predictions"]) == 1 and f"{as_json['predictions'][0]:.6f}\n" == as_csv
 
 
-@pytest.mark.parametrize("body, content_type, words", [
-    (b'{"instances": [[1, 2]]}', "application/json", "unsupported content type"),
-    (b"0.1,0.2,0.3", "text/csv", "rows have 3 features; the model takes 10"),
-    (b"nan" + b",0" * 9, "text/csv", "non-finite"),
-    (b"a,b", "text/csv", "not rows of numbers"),
-])
+@pytest.mark.parametrize(
+    "body, content_type, words",
+    [
+        (b'{"instances": [[1, 2]]}', "application/json", "unsupported content type"),
+        (b"0.1,0.2,0.3", "text/csv", "rows have 3 features; the model takes 10"),
+        (b"nan" + b",0" * 9, "text/csv", "non-finite"),
+        (b"a,b", "text/csv", "not rows of numbers"),
+    ],
+)
 def test_inference_py_refuses_bad_input_with_a_reason(trained, body, content_type, words):
     with pytest.raises(ValueError, match=words):
         serve(trained.opt_ml / "code", trained.model_dir, body, content_type, "text/csv")
 
 
-@pytest.mark.parametrize("response, words", [
-    (b"1.0\n" * 19, "20 rows sent, 19 predictions"),
-    (b"1.0\n" * 19 + b"nan\n", "1 of 20 predictions are not finite"),
-])
+@pytest.mark.parametrize(
+    "response, words",
+    [
+        (b"1.0\n" * 19, "20 rows sent, 19 predictions"),
+        (b"1.0\n" * 19 + b"nan\n", "1 of 20 predictions are not finite"),
+    ],
+)
 def test_the_check_fails_a_wrong_answer(response, words):
     samples = (FOLDER / "smoke" / "samples.csv").read_bytes()
     with pytest.raises(ValueError, match=words):

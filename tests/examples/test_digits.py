@@ -1,5 +1,6 @@
 """experiments/digits in script mode: prepare.py's channels, train.py run as the training toolkit
 runs it, inference.py's four functions on the model it wrote, checks.py on the answer."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,14 @@ from tests.examples.script_mode import EXPERIMENTS, experiment, load_module, met
 FOLDER = EXPERIMENTS / "digits"
 START, END = datetime(2026, 1, 5, tzinfo=timezone.utc), datetime(2026, 1, 12, tzinfo=timezone.utc)
 # Small and quick: a few epochs on one thread reach well above the smoke check's 0.9.
-HYPERPARAMETERS = {"epochs": 4, "batch_size": 32, "learning_rate": 0.01, "hidden_units": 64,
-                   "optimizer": "adam", "num_threads": 1}
+HYPERPARAMETERS = {
+    "epochs": 4,
+    "batch_size": 32,
+    "learning_rate": 0.01,
+    "hidden_units": 64,
+    "optimizer": "adam",
+    "num_threads": 1,
+}
 
 
 def tree(folder):
@@ -31,8 +38,9 @@ def channels(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, channels):
-    root = opt_ml(tmp_path_factory.mktemp("digits-job"), "digits",
-                  {name: channels / name for name in ("train", "validation")})
+    root = opt_ml(
+        tmp_path_factory.mktemp("digits-job"), "digits", {name: channels / name for name in ("train", "validation")}
+    )
     job = train(root, "train.py", {**HYPERPARAMETERS, "checkpoint_dir": str(root / "checkpoints")})
     assert job.result.returncode == 0, job.result.stdout + job.result.stderr
     return job
@@ -40,8 +48,14 @@ def trained(tmp_path_factory, channels):
 
 def test_prepare_writes_the_channels_deterministically(tmp_path, channels):
     prepare = load_module(FOLDER / "prepare.py")
-    assert sorted(tree(channels)) == ["test/test.csv", "train/part-0000.csv", "train/part-0001.csv",
-                                      "train/part-0002.csv", "train/part-0003.csv", "validation/validation.csv"]
+    assert sorted(tree(channels)) == [
+        "test/test.csv",
+        "train/part-0000.csv",
+        "train/part-0001.csv",
+        "train/part-0002.csv",
+        "train/part-0003.csv",
+        "validation/validation.csv",
+    ]
     prepare.write_channels(tmp_path / "again", start=START, end=END, seed=42)
     assert tree(tmp_path / "again") == tree(channels)
     prepare.write_channels(tmp_path / "other", start=START, end=END, seed=7)
@@ -58,7 +72,10 @@ def test_train_py_trains_with_the_toolkits_arguments_and_environment(trained):
     assert metrics["validation:accuracy"] > 0.9
     assert sorted(p.name for p in trained.model_dir.iterdir()) == ["model.pth", "model_config.json"]
     summary = json.loads((trained.opt_ml / "output" / "data" / "metrics.json").read_text())
-    assert summary["epochs_completed"] == 4 and round(summary["best"]["validation_accuracy"], 6) == metrics["validation:accuracy"]
+    assert (
+        summary["epochs_completed"] == 4
+        and round(summary["best"]["validation_accuracy"], 6) == metrics["validation:accuracy"]
+    )
     assert (trained.opt_ml / "checkpoints" / "checkpoint.pt").is_file()
     assert trained.failure is None
 
@@ -69,8 +86,16 @@ def test_a_second_job_on_the_same_checkpoints_resumes(tmp_path, channels, traine
     (As a tuning trial: SageMaker's own ``_tuning_objective_metric`` argument is passed over.)"""
     root = opt_ml(tmp_path, "digits", {name: channels / name for name in ("train", "validation")})
     checkpoints = trained.opt_ml / "checkpoints"
-    job = train(root, "train.py", {**HYPERPARAMETERS, "epochs": 5, "checkpoint_dir": str(checkpoints),
-                                   "_tuning_objective_metric": "validation:loss"})
+    job = train(
+        root,
+        "train.py",
+        {
+            **HYPERPARAMETERS,
+            "epochs": 5,
+            "checkpoint_dir": str(checkpoints),
+            "_tuning_objective_metric": "validation:loss",
+        },
+    )
     assert job.result.returncode == 0, job.result.stderr
     assert "resumed from checkpoint at epoch=4" in job.result.stdout
     assert "epoch=5 " in job.result.stdout and "epoch=1 " not in job.result.stdout
@@ -97,23 +122,39 @@ def test_inference_py_answers_the_smoke_samples_and_the_check_passes(trained):
 
 
 def test_inference_py_takes_json_and_answers_csv(trained):
-    rows = [[float(v) for v in line.split(",")] for line in (FOLDER / "smoke" / "samples.csv").read_text().splitlines()[:3]]
-    as_json = serve(trained.opt_ml / "code", trained.model_dir, json.dumps({"instances": rows}).encode(),
-                    "application/json", "application/json")
-    one_row = serve(trained.opt_ml / "code", trained.model_dir, json.dumps(rows[0]), "application/json",
-                    "application/json")
-    as_csv = serve(trained.opt_ml / "code", trained.model_dir, b"\n".join(",".join(map(str, r)).encode() for r in rows),
-                   "text/csv", "text/csv").decode()
+    rows = [
+        [float(v) for v in line.split(",")] for line in (FOLDER / "smoke" / "samples.csv").read_text().splitlines()[:3]
+    ]
+    as_json = serve(
+        trained.opt_ml / "code",
+        trained.model_dir,
+        json.dumps({"instances": rows}).encode(),
+        "application/json",
+        "application/json",
+    )
+    one_row = serve(
+        trained.opt_ml / "code", trained.model_dir, json.dumps(rows[0]), "application/json", "application/json"
+    )
+    as_csv = serve(
+        trained.opt_ml / "code",
+        trained.model_dir,
+        b"\n".join(",".join(map(str, r)).encode() for r in rows),
+        "text/csv",
+        "text/csv",
+    ).decode()
     classes = [item["class"] for item in json.loads(as_json)["predictions"]]
     assert json.loads(one_row)["predictions"][0]["class"] == classes[0]
     assert [int(line.split(",")[0]) for line in as_csv.splitlines()] == classes
 
 
-@pytest.mark.parametrize("body, content_type, words", [
-    (b"1,2,3", "text/csv", "row 0 has 3 features; the model takes 64"),
-    (b"[[NaN" + b", 0" * 63 + b"]]", "application/json", "finite"),
-    (b"\x00\x01", "application/x-npy", "unsupported Content-Type"),
-])
+@pytest.mark.parametrize(
+    "body, content_type, words",
+    [
+        (b"1,2,3", "text/csv", "row 0 has 3 features; the model takes 64"),
+        (b"[[NaN" + b", 0" * 63 + b"]]", "application/json", "finite"),
+        (b"\x00\x01", "application/x-npy", "unsupported Content-Type"),
+    ],
+)
 def test_inference_py_refuses_bad_input_with_a_reason(trained, body, content_type, words):
     with pytest.raises(Exception, match=words):
         serve(trained.opt_ml / "code", trained.model_dir, body, content_type, "application/json")
@@ -126,5 +167,6 @@ def test_the_check_fails_an_endpoint_that_guesses(trained):
     with pytest.raises(ValueError, match="accuracy 0.1"):
         checks.accuracy(samples, wrong, "application/json")
     with pytest.raises(ValueError, match="100 samples sent, 99 predictions"):
-        checks.accuracy(samples, json.dumps({"predictions": json.loads(wrong)["predictions"][:99]}).encode(),
-                        "application/json")
+        checks.accuracy(
+            samples, json.dumps({"predictions": json.loads(wrong)["predictions"][:99]}).encode(), "application/json"
+        )

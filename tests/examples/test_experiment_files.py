@@ -1,5 +1,6 @@
 """Each example's experiment.yaml, read as the pipeline reads it (PyYAML's safe_load), holds the
 contract's keys, and every file and module:function it names is in its folder."""
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,22 @@ from tests.examples.script_mode import EXPERIMENTS, REPO_ROOT, experiment, load_
 
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 EXAMPLES = ["digits", "diabetes"]
-REQUIRED = {"description", "framework", "entry_point", "prepare", "hyperparameters", "metric_definitions",
-            "objective", "instance_type", "instance_count", "max_runtime_seconds", "use_spot", "gate",
-            "deploy", "schedule"}
+REQUIRED = {
+    "description",
+    "framework",
+    "entry_point",
+    "prepare",
+    "hyperparameters",
+    "metric_definitions",
+    "objective",
+    "instance_type",
+    "instance_count",
+    "max_runtime_seconds",
+    "use_spot",
+    "gate",
+    "deploy",
+    "schedule",
+}
 KNOWN = REQUIRED | {"framework_version", "source_dir", "image", "dockerfile", "channels", "presets", "tuning"}
 
 
@@ -98,7 +112,8 @@ def test_diabetes_tuning_is_inline_and_tunes_hyperparameters_train_py_takes():
     assert tuning["objective"] == document["objective"] == {"metric": "validation:rmse", "type": "Minimize"}
     tuned = {entry["Name"] for ranges in tuning["parameter_ranges"].values() for entry in ranges}
     assert tuned == {"n_estimators", "learning_rate", "max_depth"}
-    usage = subprocess.run([sys.executable, "train.py", "--help"], cwd=EXPERIMENTS / "diabetes",
-                           capture_output=True, text=True, check=True).stdout
+    usage = subprocess.run(
+        [sys.executable, "train.py", "--help"], cwd=EXPERIMENTS / "diabetes", capture_output=True, text=True, check=True
+    ).stdout
     for name in tuned | set(document["hyperparameters"]) | set(document["presets"]["quick"]["hyperparameters"]):
         assert f"--{name} " in usage, name

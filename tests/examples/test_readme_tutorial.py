@@ -2,6 +2,7 @@
 shell block writes the data, its code blocks are the files, and the files do what the section says
 when the training toolkit runs train.py and the container loads the model with model_fn.
 (``make run EXPERIMENT=iris`` itself, the section's last step, is the pipeline's to test.)"""
+
 from __future__ import annotations
 
 import re
@@ -13,8 +14,9 @@ import yaml
 
 from tests.examples.script_mode import REPO_ROOT, load_module, metric_values, opt_ml, train
 
-SECTION = re.search(r"^## Train your own model\n(.*?)^## ", (REPO_ROOT / "README.md").read_text(),
-                    re.MULTILINE | re.DOTALL).group(1)
+SECTION = re.search(
+    r"^## Train your own model\n(.*?)^## ", (REPO_ROOT / "README.md").read_text(), re.MULTILINE | re.DOTALL
+).group(1)
 BLOCKS = re.findall(r"^```(\w+)\n(.*?)^```$", SECTION, re.MULTILINE | re.DOTALL)
 
 
@@ -30,7 +32,12 @@ def folder(tmp_path_factory):
         path = root / body.splitlines()[0][2:]
         path.write_text(body)
     assert sorted(p.name for p in (root / "experiments" / "iris").iterdir()) == [
-        "data", "experiment.yaml", "inference.py", "smoke.csv", "train.py"]
+        "data",
+        "experiment.yaml",
+        "inference.py",
+        "smoke.csv",
+        "train.py",
+    ]
     return root / "experiments" / "iris"
 
 

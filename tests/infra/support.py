@@ -1,12 +1,23 @@
 """Helpers for the infrastructure tests: plans, a failing client, counting what a run left."""
+
 from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
 
-ZERO = {"instances": 0, "volumes": 0, "security_groups": 0, "subnets": 0, "route_tables": 0,
-        "internet_gateways": 0, "vpc_endpoints": 0, "vpcs": 0, "roles": 0, "instance_profiles": 0,
-        "ssm_documents": 0}
+ZERO = {
+    "instances": 0,
+    "volumes": 0,
+    "security_groups": 0,
+    "subnets": 0,
+    "route_tables": 0,
+    "internet_gateways": 0,
+    "vpc_endpoints": 0,
+    "vpcs": 0,
+    "roles": 0,
+    "instance_profiles": 0,
+    "ssm_documents": 0,
+}
 
 
 def params(experiment: dict | None = None, **overrides) -> dict:
@@ -28,8 +39,9 @@ def plan(experiment: dict | None = None, **overrides) -> dict:
     from tests.dags.experiment_support import plain
 
     experiment = experiment or plain()
-    return make_plan(params(experiment, **overrides), f"manual__{uuid.uuid4().hex}", datetime.now(timezone.utc),
-                     experiment)
+    return make_plan(
+        params(experiment, **overrides), f"manual__{uuid.uuid4().hex}", datetime.now(timezone.utc), experiment
+    )
 
 
 def key_pair(client, name: str = "ops") -> str:

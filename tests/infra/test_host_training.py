@@ -5,6 +5,7 @@ readiness sensors, ``RunHostTrainingOperator`` (the provider's SSM operator, mad
 provider's ``SsmRunCommandCompletedSensor`` and its waiter, ``host_result`` in pick_best's shape, the best
 weights copied, deployed and smoke-tested like a SageMaker job's, and teardown to zero.
 """
+
 from __future__ import annotations
 
 import io
@@ -40,7 +41,8 @@ def until(sensor, timeout=300):
         assert time.monotonic() < deadline, f"{sensor.task_id} timed out"
         time.sleep(0.5)
 until(EC2InstanceStateSensor(task_id="host_running", instance_id=ids["instance_id"], target_state="running"))
-until(ResourceStateSensor(task_id="volume_attached", kind="volume", resource_id=ids["volume_id"], target_state="in-use"))
+until(ResourceStateSensor(task_id="volume_attached", kind="volume", resource_id=ids["volume_id"],
+                          target_state="in-use"))
 until(ResourceStateSensor(task_id="vpc_available", kind="vpc", resource_id=ids["vpc_id"], target_state="available"))
 until(HostReadySensor(task_id="host_ready", plan=plan, instance_id=ids["instance_id"], volume_id=ids["volume_id"]))
 operator = RunHostTrainingOperator(task_id="start_host_training", request=request)
@@ -59,9 +61,14 @@ def airflow_env(localaws, tmp_path) -> dict:
         **os.environ,
         "AIRFLOW_HOME": str(tmp_path / "airflow"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({
-            "conn_type": "aws", "login": "testing", "password": "testing",
-            "extra": {"endpoint_url": localaws.endpoint_url, "region_name": "us-east-1"}}),
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"endpoint_url": localaws.endpoint_url, "region_name": "us-east-1"},
+            }
+        ),
         "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), str(REPO_ROOT)]),
     }
 
@@ -74,8 +81,14 @@ def prepared(localaws, instance_type: str, **overrides) -> tuple[dict, dict, dic
     from ml_pipeline.infra.stack import ensure_bucket, provision
 
     experiment = {**digits_example.experiment(), "code_kind": "image", "image": localaws.image_uri}
-    run = plan(experiment, compute="host", host_instance_type=instance_type, bucket=unique("host"),
-               endpoint_name=unique("host-ep"), **overrides)
+    run = plan(
+        experiment,
+        compute="host",
+        host_instance_type=instance_type,
+        bucket=unique("host"),
+        endpoint_name=unique("host-ep"),
+        **overrides,
+    )
     assert validate_infra(run["params"]) == []
     client = localaws.client
     pre = preflight(client, run)
@@ -88,7 +101,7 @@ def prepared(localaws, instance_type: str, **overrides) -> tuple[dict, dict, dic
 def model_from(s3, uri: str, into):
     from digits import model as digits_model
 
-    bucket, key = uri[len("s3://"):].split("/", 1)
+    bucket, key = uri[len("s3://") :].split("/", 1)
     with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())) as tar:
         tar.extractall(into, filter="data")
     return digits_model.load(into)
@@ -117,10 +130,13 @@ def deploy_and_smoke_test(localaws, run: dict, best: dict, channels: dict) -> di
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("instance_type, accelerator, flag", [
-    ("g5.xlarge", "nvidia", "--gpus all"),
-    ("dl1.24xlarge", "habana", "--runtime=habana -e HABANA_VISIBLE_DEVICES=all"),
-])
+@pytest.mark.parametrize(
+    "instance_type, accelerator, flag",
+    [
+        ("g5.xlarge", "nvidia", "--gpus all"),
+        ("dl1.24xlarge", "habana", "--runtime=habana -e HABANA_VISIBLE_DEVICES=all"),
+    ],
+)
 def test_host_trains_for_real_and_its_weights_deploy(localaws_process, tmp_path, instance_type, accelerator, flag):
     from ml_pipeline.infra import host_training
     from ml_pipeline.infra.teardown import remaining, teardown_stack
@@ -130,11 +146,16 @@ def test_host_trains_for_real_and_its_weights_deploy(localaws_process, tmp_path,
     request = host_training.command_request(localaws.client, run, localaws.image_uri, channels, ids["instance_id"])
     assert request["Parameters"]["Accelerator"] == [accelerator]
     started = time.monotonic()
-    chain = subprocess.run([sys.executable, "-c", CHAIN, json.dumps(run), json.dumps(ids), json.dumps(request)],
-                           env=airflow_env(localaws, tmp_path), capture_output=True, text=True, timeout=600)
+    chain = subprocess.run(
+        [sys.executable, "-c", CHAIN, json.dumps(run), json.dumps(ids), json.dumps(request)],
+        env=airflow_env(localaws, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     lines = [line for line in chain.stdout.splitlines() if line.startswith("RESULT ")]
     assert chain.returncode == 0 and lines, chain.stdout[-3000:] + chain.stderr[-5000:]
-    command_id = json.loads(lines[-1][len("RESULT "):])["command_id"]
+    command_id = json.loads(lines[-1][len("RESULT ") :])["command_id"]
     print(f"{instance_type}: host chain in {time.monotonic() - started:.1f}s")
 
     ssm = localaws.client("ssm")
@@ -146,8 +167,9 @@ def test_host_trains_for_real_and_its_weights_deploy(localaws_process, tmp_path,
     assert f"this machine has no {accelerator} device: it runs on the CPU" in output
     assert invocation["CloudWatchOutputConfig"]["CloudWatchLogGroupName"] == "/ml-pipeline/host-training"
     stream = f"{command_id}/{ids['instance_id']}/RunTrainingContainer/stdout"
-    events = localaws.client("logs").get_log_events(logGroupName="/ml-pipeline/host-training",
-                                                    logStreamName=stream)["events"]
+    events = localaws.client("logs").get_log_events(logGroupName="/ml-pipeline/host-training", logStreamName=stream)[
+        "events"
+    ]
     assert any("validation_accuracy=" in e["message"] for e in events)
 
     best = host_training.host_result(localaws.client, run, command_id, ids["instance_id"], localaws.image_uri)
@@ -155,16 +177,18 @@ def test_host_trains_for_real_and_its_weights_deploy(localaws_process, tmp_path,
     assert best["objective"]["metric"] == "validation:loss" and best["objective"]["value"] > 0
     assert best["metrics"]["validation:accuracy"] >= 0.9
     # As SageMaker records an own container's: strings (the plan's are the experiment file's JSON values).
-    assert best["hyperparameters"] == {name: to_hyperparameter_string(value)
-                                       for name, value in run["hyperparameters"].items()}
-    assert best["model_artifact"] == (f"s3://{run['params']['bucket']}/{run['names']['output_prefix']}/"
-                                      f"{best['training_job']}/output/model.tar.gz")
+    assert best["hyperparameters"] == {
+        name: to_hyperparameter_string(value) for name, value in run["hyperparameters"].items()
+    }
+    assert best["model_artifact"] == (
+        f"s3://{run['params']['bucket']}/{run['names']['output_prefix']}/{best['training_job']}/output/model.tar.gz"
+    )
     net = model_from(localaws.client("s3"), best["model_artifact"], tmp_path / "model")
     from digits import model as digits_model
 
     features, labels = digits_example.held_out(run["data_seed"])
     predicted = digits_model.predict(net, features[:50])
-    assert sum(int(a == b) for a, b in zip(predicted, labels[:50])) >= 45
+    assert sum(int(a == b) for a, b in zip(predicted, labels[:50], strict=True)) >= 45
 
     smoke = deploy_and_smoke_test(localaws, run, best, channels)
     assert smoke["check"]["accuracy"] >= 0.9
@@ -182,12 +206,20 @@ def test_the_host_gets_the_same_config_files_as_a_sagemaker_job():
     run = plan(compute="host", host_instance_type="p4d.24xlarge")
     channels = {"train": "s3://b/d/train/", "validation": "s3://b/d/validation/", "test": "s3://b/d/test/"}
     spec = job_spec(run, channels)
-    config = HostConfig(job_name=spec["job_name"], job_arn="arn", current_host="algo-1", hosts=["algo-1"],
-                        hyperparameters=spec["hyperparameters"], channels=spec["inputdataconfig"],
-                        instance_type="p4d.24xlarge", num_cpus=1)
+    config = HostConfig(
+        job_name=spec["job_name"],
+        job_arn="arn",
+        current_host="algo-1",
+        hosts=["algo-1"],
+        hyperparameters=spec["hyperparameters"],
+        channels=spec["inputdataconfig"],
+        instance_type="p4d.24xlarge",
+        num_cpus=1,
+    )
     assert spec["resourceconfig"] == config.resource_config()
-    assert spec["hyperparameters"] == {name: to_hyperparameter_string(value)
-                                       for name, value in run["hyperparameters"].items()}
+    assert spec["hyperparameters"] == {
+        name: to_hyperparameter_string(value) for name, value in run["hyperparameters"].items()
+    }
     # every channel of the run, as a SageMaker job gets them (sagemaker_requests): no channel names of our own
     assert set(spec["channels"]) == set(spec["inputdataconfig"]) == set(channels)
 
@@ -212,7 +244,9 @@ def test_teardown_stops_a_training_in_progress(localaws_process):
     assert report["removed"]["command"] == [command_id]
     deadline = time.monotonic() + 60
     while (found := ssm.get_command_invocation(CommandId=command_id, InstanceId=ids["instance_id"]))["Status"] in (
-            "InProgress", "Cancelling"):
+        "InProgress",
+        "Cancelling",
+    ):
         assert time.monotonic() < deadline, found
         time.sleep(0.3)
     assert found["Status"] == "Cancelled"
@@ -234,15 +268,20 @@ def test_the_host_runs_the_document_as_stored_and_times_it_out(localaws_process)
     ssm, s3 = localaws.client("ssm"), localaws.client("s3")
     document = request.pop("DocumentName")
     content = json.loads(ssm.get_document(Name=document, DocumentFormat="JSON")["Content"])
-    content["mainSteps"][0]["inputs"]["runCommand"].insert(2, "echo \"version two trains {{ JobName }} on $BASH_VERSION\"")
-    version = ssm.update_document(Name=document, Content=json.dumps(content), DocumentVersion="$LATEST",
-                                  DocumentFormat="JSON")["DocumentDescription"]["DocumentVersion"]
+    content["mainSteps"][0]["inputs"]["runCommand"].insert(
+        2, 'echo "version two trains {{ JobName }} on $BASH_VERSION"'
+    )
+    version = ssm.update_document(
+        Name=document, Content=json.dumps(content), DocumentVersion="$LATEST", DocumentFormat="JSON"
+    )["DocumentDescription"]["DocumentVersion"]
     ssm.update_document_default_version(Name=document, DocumentVersion=version)
     started = time.monotonic()
     command_id = ssm.send_command(DocumentName=document, **request)["Command"]["CommandId"]
     deadline = time.monotonic() + 120
     while (found := ssm.get_command_invocation(CommandId=command_id, InstanceId=ids["instance_id"]))["Status"] in (
-            "Pending", "InProgress"):
+        "Pending",
+        "InProgress",
+    ):
         assert time.monotonic() < deadline, found
         time.sleep(0.3)
     assert (found["Status"], found["StatusDetails"]) == ("TimedOut", "Execution Timed Out"), found
@@ -267,7 +306,9 @@ def test_a_failing_training_fails_its_command_with_the_algorithm_error(localaws_
     command_id = ssm.send_command(DocumentName=request.pop("DocumentName"), **request)["Command"]["CommandId"]
     deadline = time.monotonic() + 300
     while (found := ssm.get_command_invocation(CommandId=command_id, InstanceId=ids["instance_id"]))["Status"] in (
-            "Pending", "InProgress"):
+        "Pending",
+        "InProgress",
+    ):
         assert time.monotonic() < deadline
         time.sleep(0.5)
     assert found["Status"] == "Failed" and found["ResponseCode"] not in (0, -1)
@@ -289,8 +330,11 @@ def test_send_command_is_checked_as_ssm_checks_it(localaws_process):
     ssm, ec2 = localaws.client("ssm"), localaws.client("ec2")
     request = host_training.command_request(localaws.client, run, localaws.image_uri, channels, ids["instance_id"])
     document = request.pop("DocumentName")
-    for bad, code in (({"Accelerator": ["tpu"]}, "InvalidParameters"), ({"Image": ["nginx; rm -rf /"]}, "InvalidParameters"),
-                      ({"Surprise": ["x"]}, "InvalidParameters")):
+    for bad, code in (
+        ({"Accelerator": ["tpu"]}, "InvalidParameters"),
+        ({"Image": ["nginx; rm -rf /"]}, "InvalidParameters"),
+        ({"Surprise": ["x"]}, "InvalidParameters"),
+    ):
         with pytest.raises(ClientError) as raised:
             ssm.send_command(DocumentName=document, **{**request, "Parameters": {**request["Parameters"], **bad}})
         assert raised.value.response["Error"]["Code"] == code

@@ -1,5 +1,6 @@
 """The IAM policy documents shipped in include/iam/: valid JSON, valid IAM grammar, least privilege,
 and accepted by (moto's) IAM."""
+
 from __future__ import annotations
 
 import json
@@ -13,16 +14,35 @@ IAM_DIR = REPO_ROOT / "include" / "iam"
 POLICIES = sorted(p.name for p in IAM_DIR.glob("*.json") if p.name != "wildcard-resources.json")
 TRUSTS = [name for name in POLICIES if name.endswith("-trust.json")]
 PERMISSIONS = [name for name in POLICIES if not name.endswith("-trust.json")]
-VALUES = {"Partition": "aws", "Region": "us-east-1", "Account": "123456789012", "Bucket": "ml-pipeline-artifacts",
-          "Repository": "wine-training", "RunKey": "20260105-abcdef", "LogGroup": "/ml-pipeline/host-training",
-          "SageMakerRoleName": "SageMakerExecution", "EndpointName": "wine-endpoint",
-          "ModelPackageGroup": "wine-models", "Experiment": "wine",
-          "DataPrefix": "wine/datasets/20260105", "OutputPrefix": "wine/training-jobs/20260105-abcdef",
-          "CheckpointPrefix": "wine/checkpoints/20260105-abcdef",
-          "HostBoundaryArn": "arn:aws:iam::123456789012:policy/ml-pipeline-host-boundary"}
+VALUES = {
+    "Partition": "aws",
+    "Region": "us-east-1",
+    "Account": "123456789012",
+    "Bucket": "ml-pipeline-artifacts",
+    "Repository": "wine-training",
+    "RunKey": "20260105-abcdef",
+    "LogGroup": "/ml-pipeline/host-training",
+    "SageMakerRoleName": "SageMakerExecution",
+    "EndpointName": "wine-endpoint",
+    "ModelPackageGroup": "wine-models",
+    "Experiment": "wine",
+    "DataPrefix": "wine/datasets/20260105",
+    "OutputPrefix": "wine/training-jobs/20260105-abcdef",
+    "CheckpointPrefix": "wine/checkpoints/20260105-abcdef",
+    "HostBoundaryArn": "arn:aws:iam::123456789012:policy/ml-pipeline-host-boundary",
+}
 ACTION = re.compile(r"^[a-z0-9-]+:[A-Za-z0-9*]+$")
-STATEMENT_KEYS = {"Sid", "Effect", "Principal", "NotPrincipal", "Action", "NotAction", "Resource", "NotResource",
-                  "Condition"}
+STATEMENT_KEYS = {
+    "Sid",
+    "Effect",
+    "Principal",
+    "NotPrincipal",
+    "Action",
+    "NotAction",
+    "Resource",
+    "NotResource",
+    "Condition",
+}
 
 
 def rendered(name: str) -> dict:
@@ -79,18 +99,27 @@ def test_resource_star_only_for_the_listed_exceptions(name):
 
 
 def s3_resources(document: dict, action: str | None = None) -> list[str]:
-    return [r for s in document["Statement"] if action is None or action in as_list(s["Action"])
-            for r in as_list(s["Resource"]) if r.startswith("arn:aws:s3:::")]
+    return [
+        r
+        for s in document["Statement"]
+        if action is None or action in as_list(s["Action"])
+        for r in as_list(s["Resource"])
+        if r.startswith("arn:aws:s3:::")
+    ]
 
 
 def test_the_host_reads_and_writes_only_its_experiments_and_runs_prefixes():
     document = rendered("host-instance-policy.json")
     s3 = s3_resources(document)
-    assert s3 and all(r == "arn:aws:s3:::ml-pipeline-artifacts" or r.startswith("arn:aws:s3:::ml-pipeline-artifacts/wine/")
-                      for r in s3), s3
+    assert s3 and all(
+        r == "arn:aws:s3:::ml-pipeline-artifacts" or r.startswith("arn:aws:s3:::ml-pipeline-artifacts/wine/")
+        for r in s3
+    ), s3
     writes = s3_resources(document, "s3:PutObject")
-    assert sorted(writes) == ["arn:aws:s3:::ml-pipeline-artifacts/wine/checkpoints/20260105-abcdef/*",
-                              "arn:aws:s3:::ml-pipeline-artifacts/wine/training-jobs/20260105-abcdef/*"]
+    assert sorted(writes) == [
+        "arn:aws:s3:::ml-pipeline-artifacts/wine/checkpoints/20260105-abcdef/*",
+        "arn:aws:s3:::ml-pipeline-artifacts/wine/training-jobs/20260105-abcdef/*",
+    ]
     assert "arn:aws:s3:::ml-pipeline-artifacts/wine/source/*" in s3_resources(document, "s3:GetObject")
     ecr = [r for s in document["Statement"] for r in as_list(s["Resource"]) if ":ecr:" in r]
     assert ecr[0] == "arn:aws:ecr:us-east-1:123456789012:repository/wine-training"
@@ -106,24 +135,36 @@ def test_the_airflow_and_execution_roles_reach_only_their_experiments():
     for name in ("airflow-policy.json", "sagemaker-execution-policy.json"):
         document = rendered(name)
         objects = [r for r in s3_resources(document) if r != "arn:aws:s3:::ml-pipeline-artifacts"]
-        assert objects and all(r.startswith(("arn:aws:s3:::ml-pipeline-artifacts/wine/",
-                                             "arn:aws:s3:::ml-pipeline-artifacts/runs/")) for r in objects), objects
-    sagemaker = [r for s in rendered("airflow-policy.json")["Statement"] for r in as_list(s["Resource"])
-                 if ":sagemaker:" in r and ":training-job/" in r]
+        assert objects and all(
+            r.startswith(("arn:aws:s3:::ml-pipeline-artifacts/wine/", "arn:aws:s3:::ml-pipeline-artifacts/runs/"))
+            for r in objects
+        ), objects
+    sagemaker = [
+        r
+        for s in rendered("airflow-policy.json")["Statement"]
+        for r in as_list(s["Resource"])
+        if ":sagemaker:" in r and ":training-job/" in r
+    ]
     assert sagemaker == ["arn:aws:sagemaker:us-east-1:123456789012:training-job/wine-*"]
 
 
 def test_a_role_for_several_experiments_repeats_each_experiments_grants():
     from ml_pipeline.infra.iam import render
 
-    document = render("airflow-policy.json", **{**VALUES, "Experiment": ["wine", "digits"],
-                                                 "Repository": ["wine-training", "digits-training"]})
+    document = render(
+        "airflow-policy.json",
+        **{**VALUES, "Experiment": ["wine", "digits"], "Repository": ["wine-training", "digits-training"]},
+    )
     jobs = [r for s in document["Statement"] for r in as_list(s["Resource"]) if ":training-job/" in r]
-    assert jobs == ["arn:aws:sagemaker:us-east-1:123456789012:training-job/wine-*",
-                    "arn:aws:sagemaker:us-east-1:123456789012:training-job/digits-*"]
+    assert jobs == [
+        "arn:aws:sagemaker:us-east-1:123456789012:training-job/wine-*",
+        "arn:aws:sagemaker:us-east-1:123456789012:training-job/digits-*",
+    ]
     repositories = [r for s in document["Statement"] for r in as_list(s["Resource"]) if ":repository/" in r]
-    assert repositories == ["arn:aws:ecr:us-east-1:123456789012:repository/wine-training",
-                            "arn:aws:ecr:us-east-1:123456789012:repository/digits-training"]
+    assert repositories == [
+        "arn:aws:ecr:us-east-1:123456789012:repository/wine-training",
+        "arn:aws:ecr:us-east-1:123456789012:repository/digits-training",
+    ]
     with pytest.raises(ValueError, match="Experiment"):
         render("airflow-policy.json", **{**VALUES, "Experiment": []})
 
@@ -135,17 +176,20 @@ def test_the_command_line_renders_a_list(capsys):
     assert main(["sagemaker-execution-policy.json", *args, "Experiment=wine,beer"]) == 0
     document = json.loads(capsys.readouterr().out)
     assert {"arn:aws:s3:::ml-pipeline-artifacts/wine/*", "arn:aws:s3:::ml-pipeline-artifacts/beer/*"} <= set(
-        s3_resources(document, "s3:GetObject"))
+        s3_resources(document, "s3:GetObject")
+    )
 
 
 def test_the_airflow_role_creates_host_roles_only_within_the_boundary():
     document = rendered("airflow-policy.json")
     create = [s for s in document["Statement"] if "iam:CreateRole" in as_list(s["Action"])]
-    assert create and all(s["Condition"]["StringEquals"]["iam:PermissionsBoundary"] == VALUES["HostBoundaryArn"]
-                          for s in create)
+    assert create and all(
+        s["Condition"]["StringEquals"]["iam:PermissionsBoundary"] == VALUES["HostBoundaryArn"] for s in create
+    )
     deny = [s for s in document["Statement"] if s["Effect"] == "Deny"]
     assert {"iam:DeleteRolePermissionsBoundary", "iam:PutRolePermissionsBoundary"} <= {
-        a for s in deny for a in as_list(s["Action"])}
+        a for s in deny for a in as_list(s["Action"])
+    }
     passes = [s for s in document["Statement"] if "iam:PassRole" in as_list(s["Action"])]
     assert all(s["Condition"]["StringEquals"]["iam:PassedToService"] for s in passes)
 
@@ -155,8 +199,11 @@ def test_iam_accepts_every_document(localaws_process):
     iam = localaws_process.client("iam")
     suffix = localaws_process.port
     for name in PERMISSIONS:
-        policy = iam.create_policy(PolicyName=f"test-{suffix}-{name[:-5]}", Path="/ml-pipeline-test/",
-                                   PolicyDocument=json.dumps(rendered(name)))["Policy"]
+        policy = iam.create_policy(
+            PolicyName=f"test-{suffix}-{name[:-5]}",
+            Path="/ml-pipeline-test/",
+            PolicyDocument=json.dumps(rendered(name)),
+        )["Policy"]
         iam.delete_policy(PolicyArn=policy["Arn"])
     for name in TRUSTS:
         role = f"test-{suffix}-{name[:-5]}"

@@ -3,6 +3,7 @@
 A localaws of its own: the reaper looks at the whole account, and the other tests' resources must be
 neither its victims nor its alibis.
 """
+
 from __future__ import annotations
 
 import time
@@ -25,8 +26,9 @@ def localaws(tmp_path_factory):
     from ml_pipeline.images import context_hash
     from tests.fixtures.docker_engine import ecr_uri
 
-    server = LocalAWSProcess(tmp_path_factory.mktemp("localaws-reaper"), "process",
-                             LOCALAWS_HOSTING_METRICS_SECONDS="0.5").start()
+    server = LocalAWSProcess(
+        tmp_path_factory.mktemp("localaws-reaper"), "process", LOCALAWS_HOSTING_METRICS_SECONDS="0.5"
+    ).start()
     # The endpoints only need to answer (the reaper reads their invocations): the standard-library server.
     server.image_uri = ecr_uri("misbehaving", context_hash(MISBEHAVING))
     register_image(server.endpoint_url, server.image_uri, MISBEHAVING)
@@ -51,8 +53,9 @@ def age(client, run_key: str, hours: float) -> None:
             iam.tag_role(RoleName=role["RoleName"], Tags=tag)
             iam.tag_instance_profile(InstanceProfileName=role["RoleName"], Tags=tag)
     ssm = client("ssm")
-    for document in ssm.list_documents(Filters=[{"Key": "tag:run", "Values": [run_key]},
-                                                {"Key": "Owner", "Values": ["Self"]}])["DocumentIdentifiers"]:
+    for document in ssm.list_documents(
+        Filters=[{"Key": "tag:run", "Values": [run_key]}, {"Key": "Owner", "Values": ["Self"]}]
+    )["DocumentIdentifiers"]:
         ssm.add_tags_to_resource(ResourceType="Document", ResourceId=document["Name"], Tags=tag)
 
 
@@ -81,27 +84,52 @@ def test_the_reaper_removes_an_expired_stack_and_an_idle_endpoint_and_nothing_el
     s3.create_bucket(Bucket=bucket)
     names = {kind: unique(f"reaper-{kind}") for kind in ("idle", "busy", "other")}
     for kind, name in names.items():
-        sm.create_model(ModelName=name, ExecutionRoleArn="arn:aws:iam::123456789012:role/SageMakerExecution",
-                        PrimaryContainer={"Image": localaws.image_uri})
-        sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
-            "VariantName": "AllTraffic", "ModelName": name, "InstanceType": "ml.m5.large",
-            "InitialInstanceCount": 1}])
-        project = [{"Key": "project", "Value": "ml-pipeline"}, {"Key": "experiment", "Value": f"exp-{kind}"}] \
-            if kind != "other" else [{"Key": "team", "Value": "x"}]
+        sm.create_model(
+            ModelName=name,
+            ExecutionRoleArn="arn:aws:iam::123456789012:role/SageMakerExecution",
+            PrimaryContainer={"Image": localaws.image_uri},
+        )
+        sm.create_endpoint_config(
+            EndpointConfigName=name,
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": name,
+                    "InstanceType": "ml.m5.large",
+                    "InitialInstanceCount": 1,
+                }
+            ],
+        )
+        project = (
+            [{"Key": "project", "Value": "ml-pipeline"}, {"Key": "experiment", "Value": f"exp-{kind}"}]
+            if kind != "other"
+            else [{"Key": "team", "Value": "x"}]
+        )
         sm.create_endpoint(EndpointName=name, EndpointConfigName=name, Tags=project)
     for name in names.values():
         assert wait_endpoint(sm, name)["EndpointStatus"] == "InService"
     time.sleep(WINDOW_SECONDS + 1)  # every endpoint is now older than the idle window
     for _ in range(3):
-        client("sagemaker-runtime").invoke_endpoint(EndpointName=names["busy"], Body=b"{}",
-                                                    ContentType="application/json")
+        client("sagemaker-runtime").invoke_endpoint(
+            EndpointName=names["busy"], Body=b"{}", ContentType="application/json"
+        )
 
     def invocations() -> float:
-        return sum(point["Sum"] for point in client("cloudwatch").get_metric_statistics(
-            Namespace="AWS/SageMaker", MetricName="Invocations", StartTime=time.time() - 600,
-            EndTime=time.time() + 60, Period=60, Statistics=["Sum"],
-            Dimensions=[{"Name": "EndpointName", "Value": names["busy"]},
-                        {"Name": "VariantName", "Value": "AllTraffic"}])["Datapoints"])
+        return sum(
+            point["Sum"]
+            for point in client("cloudwatch").get_metric_statistics(
+                Namespace="AWS/SageMaker",
+                MetricName="Invocations",
+                StartTime=time.time() - 600,
+                EndTime=time.time() + 60,
+                Period=60,
+                Statistics=["Sum"],
+                Dimensions=[
+                    {"Name": "EndpointName", "Value": names["busy"]},
+                    {"Name": "VariantName", "Value": "AllTraffic"},
+                ],
+            )["Datapoints"]
+        )
 
     wait_until(lambda: invocations() >= 3, timeout=60, waiting_for="the busy endpoint's metrics in CloudWatch")
 
@@ -152,12 +180,17 @@ def test_the_reaper_dag_runs_hourly_and_reports(localaws, tmp_path):
     def reaper_run(conf: dict, date: str, name: str) -> str:
         log_path = tmp_path / f"{name}.log"
         with open(log_path, "w") as log:
-            subprocess.run([sys.executable, "-c", INNER, str(REPO_ROOT / "dags"), "ml_pipeline_reaper",
-                            json.dumps(conf), date], env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
-                           timeout=300)
+            subprocess.run(
+                [sys.executable, "-c", INNER, str(REPO_ROOT / "dags"), "ml_pipeline_reaper", json.dumps(conf), date],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=300,
+            )
         text = log_path.read_text()
         result = [line for line in text.splitlines() if line.startswith("DAGRUN ")]
-        assert result and json.loads(result[-1][len("DAGRUN "):])["state"] == "success", text[-5000:]
+        assert result and json.loads(result[-1][len("DAGRUN ") :])["state"] == "success", text[-5000:]
         return text
 
     text = reaper_run({"idle_hours": 1}, "2026-03-02T00:00:00+00:00", "dry")

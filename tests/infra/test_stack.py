@@ -1,4 +1,5 @@
 """Provisioning the run's stack on localaws, and teardown leaving nothing behind whatever failed."""
+
 from __future__ import annotations
 
 import pytest
@@ -38,21 +39,42 @@ def remaining(client, key: str) -> dict:
 def test_host_stack_is_provisioned_tagged_locked_down_and_removed(aws):
     from ml_pipeline.infra import stack, tags
 
-    run = plan(compute="host", host_instance_type="g5.xlarge", ssh_key_name="ops",
-               allowed_cidrs=["203.0.113.0/24", "2001:db8::/48"])
+    run = plan(
+        compute="host",
+        host_instance_type="g5.xlarge",
+        ssh_key_name="ops",
+        allowed_cidrs=["203.0.113.0/24", "2001:db8::/48"],
+    )
     ids = provision(aws, run)
     assert provision(aws, run) == ids  # every step finds what it made (the host too): nothing is created twice
     counts = remaining(aws, run["key"])
-    assert counts == {**ZERO, "instances": 1, "volumes": 2, "security_groups": 1, "subnets": 2, "route_tables": 2,
-                      "internet_gateways": 1, "vpc_endpoints": 1, "vpcs": 1, "roles": 1, "instance_profiles": 1,
-                      "ssm_documents": 2}
+    assert counts == {
+        **ZERO,
+        "instances": 1,
+        "volumes": 2,
+        "security_groups": 1,
+        "subnets": 2,
+        "route_tables": 2,
+        "internet_gateways": 1,
+        "vpc_endpoints": 1,
+        "vpcs": 1,
+        "roles": 1,
+        "instance_profiles": 1,
+        "ssm_documents": 2,
+    }
     ec2 = aws("ec2")
 
     # The security group: SSH only from the allowed CIDRs, egress HTTPS only; never 0.0.0.0/0 in.
     group = ec2.describe_security_groups(GroupIds=[ids["host_security_group_id"]])["SecurityGroups"][0]
-    assert [(r["IpProtocol"], r["FromPort"], sorted(x["CidrIp"] for x in r["IpRanges"]),
-             sorted(x["CidrIpv6"] for x in r["Ipv6Ranges"])) for r in group["IpPermissions"]] == [
-        ("tcp", 22, ["203.0.113.0/24"], ["2001:db8::/48"])]
+    assert [
+        (
+            r["IpProtocol"],
+            r["FromPort"],
+            sorted(x["CidrIp"] for x in r["IpRanges"]),
+            sorted(x["CidrIpv6"] for x in r["Ipv6Ranges"]),
+        )
+        for r in group["IpPermissions"]
+    ] == [("tcp", 22, ["203.0.113.0/24"], ["2001:db8::/48"])]
     assert [(r["IpProtocol"], r.get("FromPort")) for r in group["IpPermissionsEgress"]] == [("tcp", 443)]
 
     # Subnets in one zone; the public route table's default route through the gateway.
@@ -60,7 +82,8 @@ def test_host_stack_is_provisioned_tagged_locked_down_and_removed(aws):
     assert {s["AvailabilityZone"] for s in subnets} == {ids["availability_zone"]}
     public = ec2.describe_route_tables(RouteTableIds=[ids["public_route_table_id"]])["RouteTables"][0]
     assert {"0.0.0.0/0": ids["internet_gateway_id"]}.items() <= {
-        r.get("DestinationCidrBlock"): r.get("GatewayId") for r in public["Routes"]}.items()
+        r.get("DestinationCidrBlock"): r.get("GatewayId") for r in public["Routes"]
+    }.items()
     private = ec2.describe_route_tables(RouteTableIds=[ids["private_route_table_id"]])["RouteTables"][0]
     assert not any(r.get("DestinationCidrBlock") == "0.0.0.0/0" for r in private["Routes"])
 
@@ -147,16 +170,19 @@ def test_a_failure_after_any_step_still_tears_down_to_zero(aws, failing_step):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("operation", [
-    "modify_vpc_attribute",            # a VPC without its DNS settings
-    "attach_internet_gateway",         # a gateway never attached
-    "create_route",                    # a route table with no route
-    "associate_route_table",           # a table associated with one subnet of two
-    "authorize_security_group_egress", # a group whose default egress was revoked, nothing authorised
-    "put_role_policy",                 # a role without its policy
-    "add_role_to_instance_profile",    # a profile without its role
-    "attach_volume",                   # a host whose volume was never attached
-])
+@pytest.mark.parametrize(
+    "operation",
+    [
+        "modify_vpc_attribute",  # a VPC without its DNS settings
+        "attach_internet_gateway",  # a gateway never attached
+        "create_route",  # a route table with no route
+        "associate_route_table",  # a table associated with one subnet of two
+        "authorize_security_group_egress",  # a group whose default egress was revoked, nothing authorised
+        "put_role_policy",  # a role without its policy
+        "add_role_to_instance_profile",  # a profile without its role
+        "attach_volume",  # a host whose volume was never attached
+    ],
+)
 def test_a_half_created_resource_is_removed_too(aws, operation):
     run = plan(compute="host", host_instance_type="g6.xlarge", ssh_key_name="ops")
     with pytest.raises(Failure):
@@ -182,8 +208,9 @@ def test_teardown_sweeps_the_runs_vpc_but_reports_what_it_must_not_remove(aws):
     run = plan(compute="sagemaker", provision_vpc=True)
     ids = provision(aws, run)
     image = ec2.describe_images(Owners=["amazon"], MaxResults=5)["Images"][0]["ImageId"]
-    stranger = ec2.run_instances(ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1,
-                                 SubnetId=ids["private_subnet_id"])["Instances"][0]["InstanceId"]
+    stranger = ec2.run_instances(
+        ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1, SubnetId=ids["private_subnet_id"]
+    )["Instances"][0]["InstanceId"]
     with pytest.raises(TeardownIncomplete) as raised:
         teardown_stack(aws, run["key"], poll=0.1, timeout=1)
     assert any(ids["private_subnet_id"] in error for error in raised.value.report["errors"])

@@ -1,4 +1,5 @@
 """Fixtures of the localaws tests: the digits example's quick preset and its data set in S3."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,7 +25,10 @@ def process_data(localaws_process):
     """The data set in a fresh bucket of the process-runner localaws, for tests that run there only."""
     bucket = unique("data")
     localaws_process.client("s3").create_bucket(Bucket=bucket)
-    return {"bucket": bucket, **digits_example.write_channels(localaws_process.client("s3"), bucket, "datasets/digits", seed=7)}
+    return {
+        "bucket": bucket,
+        **digits_example.write_channels(localaws_process.client("s3"), bucket, "datasets/digits", seed=7),
+    }
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
 """Helpers for the hosting tests: deploying, waiting, invoking, load, leftovers."""
+
 from __future__ import annotations
 
 import io
@@ -25,16 +26,31 @@ def create_model(sm, name: str, image: str, model_data: str | None, env: dict | 
 
 
 def variant(name: str, model: str, count: int = 1, weight: float = 1.0, **extra) -> dict:
-    return {"VariantName": name, "ModelName": model, "InstanceType": "ml.m5.large",
-            "InitialInstanceCount": count, "InitialVariantWeight": weight, **extra}
+    return {
+        "VariantName": name,
+        "ModelName": model,
+        "InstanceType": "ml.m5.large",
+        "InitialInstanceCount": count,
+        "InitialVariantWeight": weight,
+        **extra,
+    }
 
 
-def deploy(sm, name: str, image: str, model_data: str | None, count: int = 1, env: dict | None = None,
-           wait: bool = True, **variant_extra) -> dict | None:
+def deploy(
+    sm,
+    name: str,
+    image: str,
+    model_data: str | None,
+    count: int = 1,
+    env: dict | None = None,
+    wait: bool = True,
+    **variant_extra,
+) -> dict | None:
     """Model ``<name>-m``, config ``<name>-c`` with one variant AllTraffic, endpoint ``<name>``."""
     create_model(sm, f"{name}-m", image, model_data, env)
-    sm.create_endpoint_config(EndpointConfigName=f"{name}-c",
-                              ProductionVariants=[variant("AllTraffic", f"{name}-m", count, **variant_extra)])
+    sm.create_endpoint_config(
+        EndpointConfigName=f"{name}-c", ProductionVariants=[variant("AllTraffic", f"{name}-m", count, **variant_extra)]
+    )
     sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-c")
     return wait_endpoint(sm, name) if wait else None
 
@@ -75,8 +91,13 @@ def delete_quietly(sm, name: str) -> None:
 
 
 def predict(rt, name: str, rows, **kwargs) -> tuple[list, dict]:
-    response = rt.invoke_endpoint(EndpointName=name, Body=json.dumps({"instances": [list(map(int, r)) for r in rows]}),
-                                  ContentType="application/json", Accept="application/json", **kwargs)
+    response = rt.invoke_endpoint(
+        EndpointName=name,
+        Body=json.dumps({"instances": [list(map(int, r)) for r in rows]}),
+        ContentType="application/json",
+        Accept="application/json",
+        **kwargs,
+    )
     return json.loads(response["Body"].read())["predictions"], response
 
 
@@ -144,15 +165,19 @@ def alive(found: list[dict], docker_client=None) -> list[str]:
 
 
 def labelled_containers(docker_client, prefix: str) -> list[str]:
-    return [c.name for c in docker_client.containers.list(all=True, filters={"label": "localaws=1"})
-            if c.name.startswith(prefix)]
+    return [
+        c.name
+        for c in docker_client.containers.list(all=True, filters={"label": "localaws=1"})
+        if c.name.startswith(prefix)
+    ]
 
 
 class Load:
     """Invocations from a few threads until stopped: every answer and every error, kept."""
 
-    def __init__(self, localaws, name: str, rows, threads: int = 3, target_variant: str | None = None,
-                 pause: float = 0.0):
+    def __init__(
+        self, localaws, name: str, rows, threads: int = 3, target_variant: str | None = None, pause: float = 0.0
+    ):
         self.client = localaws.client("sagemaker-runtime")
         self.name = name
         self.body = json.dumps({"instances": [list(map(int, r)) for r in rows]})
@@ -167,8 +192,9 @@ class Load:
         extra = {"TargetVariant": self.target_variant} if self.target_variant else {}
         while not self._stop.is_set():
             try:
-                response = self.client.invoke_endpoint(EndpointName=self.name, Body=self.body,
-                                                       ContentType="application/json", **extra)
+                response = self.client.invoke_endpoint(
+                    EndpointName=self.name, Body=self.body, ContentType="application/json", **extra
+                )
                 classes = [p["class"] for p in json.loads(response["Body"].read())["predictions"]]
                 self.results.append((time.monotonic(), response["InvokedProductionVariant"], classes))
             except Exception as error:  # noqa: BLE001 - every failure is a finding

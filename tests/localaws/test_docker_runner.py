@@ -3,6 +3,7 @@
 Scripts run as the container's command from the bind-mounted /opt/ml/code, so the
 tests need no image beyond the base image.
 """
+
 from __future__ import annotations
 
 import json
@@ -369,8 +370,7 @@ def test_remove_and_close_leave_nothing(docker_engine, docker_client, tmp_path):
     runner = DockerRunner(base_url=docker_engine["base_url"], registry=docker_engine["registry"])
     network = unique("net") if docker_engine["networking"] == "bridge" else None
     specs = [
-        script_spec(tmp_path, docker_engine["base_image"], "import time; time.sleep(600)\n",
-                    host=host, network=network)
+        script_spec(tmp_path, docker_engine["base_image"], "import time; time.sleep(600)\n", host=host, network=network)
         for host in ("algo-1", "algo-2")
     ]
     runs = [runner.start(spec) for spec in specs]
@@ -388,8 +388,7 @@ def test_remove_and_close_leave_nothing(docker_engine, docker_client, tmp_path):
 def test_cleanup_leftovers(docker_engine, docker_client, tmp_path):
     prefix = unique("leftover")
     runner = DockerRunner(base_url=docker_engine["base_url"], registry=docker_engine["registry"])
-    spec = script_spec(tmp_path, docker_engine["base_image"], "import time; time.sleep(600)\n",
-                       name=f"{prefix}-algo-1")
+    spec = script_spec(tmp_path, docker_engine["base_image"], "import time; time.sleep(600)\n", name=f"{prefix}-algo-1")
     runner.start(spec)  # and "crash": never closed
     assert cleanup_leftovers(docker_engine["base_url"], name_prefix=prefix) == 1
     assert labelled(docker_client, spec.name) == []

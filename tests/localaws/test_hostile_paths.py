@@ -4,6 +4,7 @@ leaves in /opt/ml pointing at this machine's files. Also what a container saves 
 
 The trainer is a small stand-in image (tests/localaws/images/scripted-trainer) told what to do
 by its job's Environment; training itself is not what these tests are about."""
+
 from __future__ import annotations
 
 import io
@@ -48,8 +49,9 @@ def run_job(scripted, bucket: str, env: dict, channels: dict | None = None, **ex
     server, image = scripted
     sm = server.client("sagemaker")
     name = unique("hostile")
-    sm.create_training_job(**training_request(name, image, channels or {}, f"s3://{bucket}/jobs", {},
-                                              Environment=env, **extra))
+    sm.create_training_job(
+        **training_request(name, image, channels or {}, f"s3://{bucket}/jobs", {}, Environment=env, **extra)
+    )
     return wait_for_training(sm, name, timeout=300)
 
 
@@ -83,8 +85,10 @@ def test_a_channel_key_that_climbs_out_of_the_channel_fails_the_job(scripted, bu
 
 def test_a_checkpoint_key_that_leaves_the_local_path_fails_the_job(scripted, bucket_of, tmp_path):
     s3 = scripted[0].client("s3")
-    for hostile in (escaping_key("ckpt/run/", tmp_path / "by-dots"),
-                    "ckpt/run/" + str(tmp_path / "absolute")):  # "ckpt/run/" + "/tmp/...": an absolute path
+    for hostile in (
+        escaping_key("ckpt/run/", tmp_path / "by-dots"),
+        "ckpt/run/" + str(tmp_path / "absolute"),
+    ):  # "ckpt/run/" + "/tmp/...": an absolute path
         prefix = unique("ckpt")
         key = hostile.replace("ckpt/run/", f"{prefix}/", 1)
         s3.put_object(Bucket=bucket_of, Key=key, Body=b"written outside")
@@ -113,20 +117,39 @@ def test_a_host_command_whose_channel_names_a_folder_elsewhere_is_refused(locala
     outside = tmp_path / "escaped-from-the-host"
     name = "../" * 30 + str(outside).lstrip("/") if channel == "climbing" else channel
     document = unique("MLPipeline-TrainContainer")
-    ssm.create_document(Name=document, DocumentType="Command", DocumentFormat="JSON",
-                        Content=(REPO_ROOT / "include" / "ssm" / "run-training-container.json").read_text())
-    instance = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
-                                 InstanceType="g5.xlarge")["Instances"][0]["InstanceId"]
-    spec = {"hyperparameters": {}, "inputdataconfig": {name: {}}, "environment": {},
-            "resourceconfig": {"current_host": "algo-1", "current_instance_type": "g5.xlarge", "hosts": ["algo-1"]},
-            "channels": {name: f"s3://{bucket}/data/train"}}
-    command_id = ssm.send_command(DocumentName=document, InstanceIds=[instance], Parameters={
-        "JobName": [unique("host")], "Image": [localaws_process.image_uri],
-        "Spec": [base64.b64encode(json.dumps(spec).encode()).decode()],
-        "OutputPath": [f"s3://{bucket}/host"], "Accelerator": ["nvidia"], "Region": ["us-east-1"]})["Command"]["CommandId"]
+    ssm.create_document(
+        Name=document,
+        DocumentType="Command",
+        DocumentFormat="JSON",
+        Content=(REPO_ROOT / "include" / "ssm" / "run-training-container.json").read_text(),
+    )
+    instance = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="g5.xlarge")["Instances"][
+        0
+    ]["InstanceId"]
+    spec = {
+        "hyperparameters": {},
+        "inputdataconfig": {name: {}},
+        "environment": {},
+        "resourceconfig": {"current_host": "algo-1", "current_instance_type": "g5.xlarge", "hosts": ["algo-1"]},
+        "channels": {name: f"s3://{bucket}/data/train"},
+    }
+    command_id = ssm.send_command(
+        DocumentName=document,
+        InstanceIds=[instance],
+        Parameters={
+            "JobName": [unique("host")],
+            "Image": [localaws_process.image_uri],
+            "Spec": [base64.b64encode(json.dumps(spec).encode()).decode()],
+            "OutputPath": [f"s3://{bucket}/host"],
+            "Accelerator": ["nvidia"],
+            "Region": ["us-east-1"],
+        },
+    )["Command"]["CommandId"]
     deadline = time.monotonic() + 60
     while (found := ssm.get_command_invocation(CommandId=command_id, InstanceId=instance))["Status"] in (
-            "Pending", "InProgress"):
+        "Pending",
+        "InProgress",
+    ):
         assert time.monotonic() < deadline, found
         time.sleep(0.2)
     assert found["Status"] == "Failed" and found["ResponseCode"] == 1
@@ -139,6 +162,7 @@ def test_a_host_command_whose_channel_names_a_folder_elsewhere_is_refused(locala
 def hostile_archive(kind: str, outside: Path) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+
         def add(name: str, data: bytes = b"written outside", **attributes):
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -167,8 +191,12 @@ def hostile_archive(kind: str, outside: Path) -> bytes:
                 path = os.path.join(path, deep)
             long_link = os.path.join("/".join(steps), "l" * 254)
             add(long_link, type=tarfile.SYMTYPE, linkname="../" * len(steps), size=0)
-            add("escape", type=tarfile.SYMTYPE, size=0,
-                linkname=long_link + "/.." * (len(steps) + 1) + "/" + str(outside.parent).lstrip("/"))
+            add(
+                "escape",
+                type=tarfile.SYMTYPE,
+                size=0,
+                linkname=long_link + "/.." * (len(steps) + 1) + "/" + str(outside.parent).lstrip("/"),
+            )
             add(f"escape/{outside.name}")
     return buffer.getvalue()
 
@@ -184,12 +212,31 @@ def test_model_data_that_leaves_the_model_folder_fails_the_endpoint(scripted, bu
             s3.put_object(Bucket=bucket_of, Key=f"{name}/model/model.txt", Body=b"fine")
             hostile = escaping_key(f"{name}/model/", outside)
             s3.put_object(Bucket=bucket_of, Key=hostile, Body=b"written outside")
-            sm.create_model(ModelName=f"{name}-m", ExecutionRoleArn=ROLE_ARN, PrimaryContainer={
-                "Image": image, "ModelDataSource": {"S3DataSource": {
-                    "S3Uri": f"s3://{bucket_of}/{name}/model/", "S3DataType": "S3Prefix", "CompressionType": "None"}}})
-            sm.create_endpoint_config(EndpointConfigName=f"{name}-c", ProductionVariants=[{
-                "VariantName": "AllTraffic", "ModelName": f"{name}-m", "InstanceType": "ml.m5.large",
-                "InitialInstanceCount": 1}])
+            sm.create_model(
+                ModelName=f"{name}-m",
+                ExecutionRoleArn=ROLE_ARN,
+                PrimaryContainer={
+                    "Image": image,
+                    "ModelDataSource": {
+                        "S3DataSource": {
+                            "S3Uri": f"s3://{bucket_of}/{name}/model/",
+                            "S3DataType": "S3Prefix",
+                            "CompressionType": "None",
+                        }
+                    },
+                },
+            )
+            sm.create_endpoint_config(
+                EndpointConfigName=f"{name}-c",
+                ProductionVariants=[
+                    {
+                        "VariantName": "AllTraffic",
+                        "ModelName": f"{name}-m",
+                        "InstanceType": "ml.m5.large",
+                        "InitialInstanceCount": 1,
+                    }
+                ],
+            )
             sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-c")
             from tests.localaws.hosting_support import wait_endpoint
 
@@ -222,13 +269,15 @@ def test_an_absolute_link_into_the_model_folder_is_served_as_the_container_sees_
     name = unique("linked-ep")
     s3.put_object(Bucket=bucket_of, Key=f"{name}/model.tar.gz", Body=buffer.getvalue())
     try:
-        described = deploy(sm, name, image, f"s3://{bucket_of}/{name}/model.tar.gz",
-                           env={"MODEL_FILE": "latest/weights.txt"})
+        described = deploy(
+            sm, name, image, f"s3://{bucket_of}/{name}/model.tar.gz", env={"MODEL_FILE": "latest/weights.txt"}
+        )
         assert described["EndpointStatus"] == "InService", described.get("FailureReason")
         import json
 
-        answer = json.loads(server.client("sagemaker-runtime").invoke_endpoint(EndpointName=name, Body=b"{}")["Body"]
-                            .read())
+        answer = json.loads(
+            server.client("sagemaker-runtime").invoke_endpoint(EndpointName=name, Body=b"{}")["Body"].read()
+        )
         assert answer["model_file"] == "the weights"
     finally:
         delete_quietly(sm, name)
@@ -254,13 +303,19 @@ def test_links_in_the_model_and_output_are_uploaded_as_links_never_followed(scri
     assert model["leak"].issym() and model["leak"].linkname == str(secret)  # the link, as tar keeps it
     output = members(s3, bucket_of, key.replace("model.tar.gz", "output.tar.gz"))
     assert output["leak"].issym()
-    assert not any(isinstance(value, bytes) and SECRET.encode() in value for value in [*model.values(), *output.values()])
+    assert not any(
+        isinstance(value, bytes) and SECRET.encode() in value for value in [*model.values(), *output.values()]
+    )
 
 
 def test_links_are_not_uploaded_without_compression(scripted, bucket_of, secret):
     s3 = scripted[0].client("s3")
-    done = run_job(scripted, bucket_of, {"LINK_TO": str(secret)},
-                   OutputDataConfig={"S3OutputPath": f"s3://{bucket_of}/jobs", "CompressionType": "NONE"})
+    done = run_job(
+        scripted,
+        bucket_of,
+        {"LINK_TO": str(secret)},
+        OutputDataConfig={"S3OutputPath": f"s3://{bucket_of}/jobs", "CompressionType": "NONE"},
+    )
     assert done["TrainingJobStatus"] == "Completed", done.get("FailureReason")
     prefix = done["ModelArtifacts"]["S3ModelArtifacts"].split("/", 3)[3]
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket_of, Prefix=prefix)["Contents"]]
@@ -281,8 +336,12 @@ def test_a_checkpoint_folder_replaced_by_a_link_deletes_no_checkpoint(scripted, 
     s3 = scripted[0].client("s3")
     prefix = unique("ckpt")
     s3.put_object(Bucket=bucket_of, Key=f"{prefix}/epoch-1.pt", Body=b"restored")
-    done = run_job(scripted, bucket_of, {"CHECKPOINT_DIR_LINK_TO": str(secret.parent)},
-                   CheckpointConfig={"S3Uri": f"s3://{bucket_of}/{prefix}"})
+    done = run_job(
+        scripted,
+        bucket_of,
+        {"CHECKPOINT_DIR_LINK_TO": str(secret.parent)},
+        CheckpointConfig={"S3Uri": f"s3://{bucket_of}/{prefix}"},
+    )
     assert done["TrainingJobStatus"] == "Completed", done.get("FailureReason")
     listed = s3.list_objects_v2(Bucket=bucket_of, Prefix=f"{prefix}/").get("Contents", [])
     assert [o["Key"] for o in listed] == [f"{prefix}/epoch-1.pt"]
@@ -305,13 +364,21 @@ def test_what_the_container_saves_on_sigterm_is_uploaded(scripted, bucket_of):
     server, image = scripted
     sm, s3, logs = server.client("sagemaker"), server.client("s3"), server.client("logs")
     name = unique("sigterm")
-    sm.create_training_job(**training_request(name, image, {}, f"s3://{bucket_of}/jobs", {},
-                                              Environment={"WAIT_FOR_SIGTERM": "1", "SIGTERM_WORK": "3"}))
+    sm.create_training_job(
+        **training_request(
+            name, image, {}, f"s3://{bucket_of}/jobs", {}, Environment={"WAIT_FOR_SIGTERM": "1", "SIGTERM_WORK": "3"}
+        )
+    )
 
     def waiting() -> bool:
         try:
-            return bool(logs.filter_log_events(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=name,
-                                               filterPattern='"waiting for SIGTERM"')["events"])
+            return bool(
+                logs.filter_log_events(
+                    logGroupName="/aws/sagemaker/TrainingJobs",
+                    logStreamNamePrefix=name,
+                    filterPattern='"waiting for SIGTERM"',
+                )["events"]
+            )
         except logs.exceptions.ResourceNotFoundException:
             return False
 
@@ -355,8 +422,9 @@ def test_a_job_stopped_before_its_containers_run_ends_stopped_untrained(localaws
     try:
         with open(venvs / f"{key}.lock", "w") as building:
             fcntl.flock(building, fcntl.LOCK_EX)
-            sm.create_training_job(**training_request(name, image, {}, f"s3://{bucket}/jobs", {},
-                                                      Environment={"WAIT_FOR_SIGTERM": "1"}))
+            sm.create_training_job(
+                **training_request(name, image, {}, f"s3://{bucket}/jobs", {}, Environment={"WAIT_FOR_SIGTERM": "1"})
+            )
             assert sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] == "Starting"
             sm.stop_training_job(TrainingJobName=name)
         done = wait_for_training(sm, name, timeout=300)

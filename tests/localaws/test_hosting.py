@@ -3,6 +3,7 @@ blue/green updates under load, rollbacks, traffic split by weight, autoscaling, 
 afterwards. Serving a training job's weights, deleting an endpoint and stopping localaws run under both
 runners (containers are the runner's); updates, weights and autoscaling are the router's and the
 autoscaler's, the same under either, and run under the process runner."""
+
 from __future__ import annotations
 
 import json
@@ -50,10 +51,16 @@ def trained_model(localaws):
     s3.create_bucket(Bucket=bucket)
     channels = digits_example.write_channels(s3, bucket, "digits", seed=SEED)
     name = unique("serve-train")
-    sm.create_training_job(**training_request(
-        name, localaws.image_uri, {"train": channels["train"], "validation": channels["validation"]},
-        f"s3://{bucket}/jobs", sagemaker_hyperparameters(digits_example.preset("quick")),
-        digits_example.experiment()["metric_definitions"]))
+    sm.create_training_job(
+        **training_request(
+            name,
+            localaws.image_uri,
+            {"train": channels["train"], "validation": channels["validation"]},
+            f"s3://{bucket}/jobs",
+            sagemaker_hyperparameters(digits_example.preset("quick")),
+            digits_example.experiment()["metric_definitions"],
+        )
+    )
     done = wait_for_training(sm, name)
     assert done["TrainingJobStatus"] == "Completed", done.get("FailureReason")
     return {"bucket": bucket, "model_data": done["ModelArtifacts"]["S3ModelArtifacts"], "job": name}
@@ -85,8 +92,8 @@ def engine(localaws, request):
 def accuracy(rt, name: str, features, labels, batch: int = 60) -> float:
     right = 0
     for start in range(0, len(features), batch):
-        predictions, _ = predict(rt, name, features[start:start + batch])
-        right += sum(int(p["class"] == y) for p, y in zip(predictions, labels[start:start + batch]))
+        predictions, _ = predict(rt, name, features[start : start + batch])
+        right += sum(int(p["class"] == y) for p, y in zip(predictions, labels[start : start + batch], strict=True))
     return right / len(labels)
 
 
@@ -100,8 +107,9 @@ def test_an_endpoint_serves_the_weights_of_a_training_job(localaws, trained_mode
     seen: list[str] = []
     started = time.monotonic()
     create_model(sm, f"{name}-m", localaws.image_uri, trained_model["model_data"])
-    sm.create_endpoint_config(EndpointConfigName=f"{name}-c",
-                              ProductionVariants=[variant("AllTraffic", f"{name}-m", count=1)])
+    sm.create_endpoint_config(
+        EndpointConfigName=f"{name}-c", ProductionVariants=[variant("AllTraffic", f"{name}-m", count=1)]
+    )
     arn = sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-c")["EndpointArn"]
     assert arn == f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{name}"
     try:
@@ -117,9 +125,10 @@ def test_an_endpoint_serves_the_weights_of_a_training_job(localaws, trained_mode
         assert summary["CurrentWeight"] == summary["DesiredWeight"] == 1.0
         assert summary["DeployedImages"][0]["SpecifiedImage"] == localaws.image_uri
         assert "VariantStatus" not in summary
-        for operation, call in (("DescribeModel", lambda: sm.describe_model(ModelName=f"{name}-m")),
-                                ("DescribeEndpointConfig",
-                                 lambda: sm.describe_endpoint_config(EndpointConfigName=f"{name}-c"))):
+        for operation, call in (
+            ("DescribeModel", lambda: sm.describe_model(ModelName=f"{name}-m")),
+            ("DescribeEndpointConfig", lambda: sm.describe_endpoint_config(EndpointConfigName=f"{name}-c")),
+        ):
             assert unknown_members("sagemaker", operation, call()) == []
 
         features, labels = held_out
@@ -139,8 +148,9 @@ def test_an_endpoint_serves_the_weights_of_a_training_job(localaws, trained_mode
         assert [int(line.split(",")[0]) for line in lines] == [p["class"] for p in predictions[:3]]
 
         with pytest.raises(ClientError) as error:
-            rt.invoke_endpoint(EndpointName=name, Body=json.dumps({"instances": [[1, 2, 3]]}),
-                               ContentType="application/json")
+            rt.invoke_endpoint(
+                EndpointName=name, Body=json.dumps({"instances": [[1, 2, 3]]}), ContentType="application/json"
+            )
         response = error.value.response
         assert response["Error"]["Code"] == "ModelError"
         assert response["ResponseMetadata"]["HTTPStatusCode"] == 424
@@ -152,8 +162,9 @@ def test_an_endpoint_serves_the_weights_of_a_training_job(localaws, trained_mode
         with pytest.raises(ClientError) as error:
             rt.invoke_endpoint(EndpointName="no-such-endpoint", Body=b"1", ContentType="text/csv")
         assert error.value.response["Error"]["Code"] == "ValidationError"
-        assert error.value.response["Error"]["Message"] == \
-            "Endpoint no-such-endpoint of account 123456789012 not found."
+        assert (
+            error.value.response["Error"]["Message"] == "Endpoint no-such-endpoint of account 123456789012 not found."
+        )
 
         # Per-variant metrics in AWS/SageMaker and the container's log in CloudWatch Logs.
         cloudwatch, logs = localaws.client("cloudwatch"), localaws.client("logs")
@@ -161,20 +172,39 @@ def test_an_endpoint_serves_the_weights_of_a_training_job(localaws, trained_mode
         deadline = time.monotonic() + 30
         while True:
             points = cloudwatch.get_metric_statistics(
-                Namespace="AWS/SageMaker", MetricName="Invocations", Dimensions=dimensions,
-                StartTime=time.time() - 600, EndTime=time.time() + 60, Period=60, Statistics=["Sum"],
+                Namespace="AWS/SageMaker",
+                MetricName="Invocations",
+                Dimensions=dimensions,
+                StartTime=time.time() - 600,
+                EndTime=time.time() + 60,
+                Period=60,
+                Statistics=["Sum"],
             )["Datapoints"]
             if sum(p["Sum"] for p in points) >= len(features) // 60 + 3 or time.monotonic() > deadline:
                 break
             time.sleep(0.3)
         assert sum(p["Sum"] for p in points) >= len(features) // 60 + 3
-        names = {m["MetricName"] for m in cloudwatch.list_metrics(Namespace="AWS/SageMaker",
-                                                                  Dimensions=dimensions[:1])["Metrics"]}
-        assert {"Invocations", "InvocationsPerInstance", "ModelLatency", "OverheadLatency",
-                "Invocation4XXErrors", "Invocation5XXErrors"} <= names
+        names = {
+            m["MetricName"]
+            for m in cloudwatch.list_metrics(Namespace="AWS/SageMaker", Dimensions=dimensions[:1])["Metrics"]
+        }
+        assert {
+            "Invocations",
+            "InvocationsPerInstance",
+            "ModelLatency",
+            "OverheadLatency",
+            "Invocation4XXErrors",
+            "Invocation5XXErrors",
+        } <= names
         errors = cloudwatch.get_metric_statistics(
-            Namespace="AWS/SageMaker", MetricName="Invocation4XXErrors", Dimensions=dimensions,
-            StartTime=time.time() - 600, EndTime=time.time() + 60, Period=60, Statistics=["Sum"])["Datapoints"]
+            Namespace="AWS/SageMaker",
+            MetricName="Invocation4XXErrors",
+            Dimensions=dimensions,
+            StartTime=time.time() - 600,
+            EndTime=time.time() + 60,
+            Period=60,
+            Statistics=["Sum"],
+        )["Datapoints"]
         assert sum(p["Sum"] for p in errors) >= 1
         streams = logs.describe_log_streams(logGroupName=f"/aws/sagemaker/Endpoints/{name}")["logStreams"]
         assert [s["logStreamName"].split("/")[0] for s in streams] == ["AllTraffic"]
@@ -194,7 +224,8 @@ def test_an_endpoint_serves_the_weights_of_a_training_job(localaws, trained_mode
 
 
 def test_update_under_load_drops_nothing_and_ends_on_the_new_model(
-        localaws, trained_model, constant_model_data, held_out, engine):
+    localaws, trained_model, constant_model_data, held_out, engine
+):
     sm = localaws.client("sagemaker")
     name = unique("bluegreen")
     features, _ = held_out
@@ -202,24 +233,32 @@ def test_update_under_load_drops_nothing_and_ends_on_the_new_model(
         assert deploy(sm, name, localaws.image_uri, trained_model["model_data"])["EndpointStatus"] == "InService"
         old = instances(localaws, name)["Instances"]
         create_model(sm, f"{name}-m2", localaws.image_uri, constant_model_data)
-        sm.create_endpoint_config(EndpointConfigName=f"{name}-c2",
-                                  ProductionVariants=[variant("AllTraffic", f"{name}-m2")])
+        sm.create_endpoint_config(
+            EndpointConfigName=f"{name}-c2", ProductionVariants=[variant("AllTraffic", f"{name}-m2")]
+        )
         seen: list[str] = []
         with Load(localaws, name, features[:5], threads=3) as load:
             wait_until(lambda: len(load.results) >= 10, timeout=60, waiting_for="the old model answering")
-            sm.update_endpoint(EndpointName=name, EndpointConfigName=f"{name}-c2", DeploymentConfig={
-                "BlueGreenUpdatePolicy": {
-                    "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 1},
-                    "TerminationWaitInSeconds": 1,
-                }})
+            sm.update_endpoint(
+                EndpointName=name,
+                EndpointConfigName=f"{name}-c2",
+                DeploymentConfig={
+                    "BlueGreenUpdatePolicy": {
+                        "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 1},
+                        "TerminationWaitInSeconds": 1,
+                    }
+                },
+            )
             during = sm.describe_endpoint(EndpointName=name)
             assert during["EndpointStatus"] == "Updating"
             assert during["PendingDeploymentSummary"]["EndpointConfigName"] == f"{name}-c2"
             assert unknown_members("sagemaker", "DescribeEndpoint", during) == []
             with pytest.raises(ClientError) as error:
                 sm.update_endpoint(EndpointName=name, EndpointConfigName=f"{name}-c2")
-            assert error.value.response["Error"]["Message"] == \
-                f'Cannot update in-progress endpoint "arn:aws:sagemaker:us-east-1:123456789012:endpoint/{name}".'
+            assert (
+                error.value.response["Error"]["Message"]
+                == f'Cannot update in-progress endpoint "arn:aws:sagemaker:us-east-1:123456789012:endpoint/{name}".'
+            )
             done = wait_endpoint(sm, name, seen=seen, timeout=300)
             answered = len(load.results)
             wait_until(lambda: len(load.results) >= answered + 20, timeout=60, waiting_for="the new model answering")
@@ -251,8 +290,9 @@ def test_a_failing_update_rolls_back_and_keeps_serving(localaws, trained_model, 
         # 1. The new fleet never becomes healthy: its model data does not exist.
         missing = f"s3://{trained_model['bucket']}/no/such/model.tar.gz"
         create_model(sm, f"{name}-broken", localaws.image_uri, missing)
-        sm.create_endpoint_config(EndpointConfigName=f"{name}-broken-c",
-                                  ProductionVariants=[variant("AllTraffic", f"{name}-broken")])
+        sm.create_endpoint_config(
+            EndpointConfigName=f"{name}-broken-c", ProductionVariants=[variant("AllTraffic", f"{name}-broken")]
+        )
         with Load(localaws, name, features[:3], threads=1, pause=0.05) as load:
             sm.update_endpoint(EndpointName=name, EndpointConfigName=f"{name}-broken-c")
             done = wait_endpoint(sm, name, until=("InService",), timeout=300)
@@ -262,33 +302,47 @@ def test_a_failing_update_rolls_back_and_keeps_serving(localaws, trained_model, 
         assert done["EndpointConfigName"] == f"{name}-c"
         assert done["FailureReason"].startswith("Failed to update the endpoint: Failed to download model data")
         assert missing in done["FailureReason"]
-        assert [i["InstanceId"] for i in instances(localaws, name)["Instances"]] == \
-            [i["InstanceId"] for i in before]
+        assert [i["InstanceId"] for i in instances(localaws, name)["Instances"]] == [i["InstanceId"] for i in before]
         assert accuracy(rt, name, features[:120], labels[:120]) >= 0.9
 
         # 2. AutoRollbackConfiguration: an alarm fires while the canary bakes.
         alarm = f"{name}-errors"
         cloudwatch.put_metric_alarm(
-            AlarmName=alarm, MetricName="Invocation5XXErrors", Namespace="AWS/SageMaker", Statistic="Sum",
-            Dimensions=[{"Name": "EndpointName", "Value": name}], Period=60, EvaluationPeriods=1,
-            Threshold=1, ComparisonOperator="GreaterThanOrEqualToThreshold")
+            AlarmName=alarm,
+            MetricName="Invocation5XXErrors",
+            Namespace="AWS/SageMaker",
+            Statistic="Sum",
+            Dimensions=[{"Name": "EndpointName", "Value": name}],
+            Period=60,
+            EvaluationPeriods=1,
+            Threshold=1,
+            ComparisonOperator="GreaterThanOrEqualToThreshold",
+        )
         create_model(sm, f"{name}-m2", localaws.image_uri, constant_model_data)
-        sm.create_endpoint_config(EndpointConfigName=f"{name}-c2",
-                                  ProductionVariants=[variant("AllTraffic", f"{name}-m2")])
-        sm.update_endpoint(EndpointName=name, EndpointConfigName=f"{name}-c2", DeploymentConfig={
-            "BlueGreenUpdatePolicy": {
-                "TrafficRoutingConfiguration": {
-                    "Type": "CANARY", "WaitIntervalInSeconds": 120,
-                    "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 50}},
-                "TerminationWaitInSeconds": 0,
+        sm.create_endpoint_config(
+            EndpointConfigName=f"{name}-c2", ProductionVariants=[variant("AllTraffic", f"{name}-m2")]
+        )
+        sm.update_endpoint(
+            EndpointName=name,
+            EndpointConfigName=f"{name}-c2",
+            DeploymentConfig={
+                "BlueGreenUpdatePolicy": {
+                    "TrafficRoutingConfiguration": {
+                        "Type": "CANARY",
+                        "WaitIntervalInSeconds": 120,
+                        "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 50},
+                    },
+                    "TerminationWaitInSeconds": 0,
+                },
+                "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": alarm}]},
             },
-            "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": alarm}]},
-        })
+        )
         deadline = time.monotonic() + 300
         while True:
             pending = sm.describe_endpoint(EndpointName=name).get("PendingDeploymentSummary")
-            statuses = [s["Status"] for v in (pending or {}).get("ProductionVariants", [])
-                        for s in v.get("VariantStatus", [])]
+            statuses = [
+                s["Status"] for v in (pending or {}).get("ProductionVariants", []) for s in v.get("VariantStatus", [])
+            ]
             if "Baking" in statuses:
                 break
             assert time.monotonic() < deadline, "the canary never started baking"
@@ -318,8 +372,13 @@ def test_weights_split_traffic_between_variants(localaws, trained_model, constan
     try:
         create_model(sm, f"{name}-a", localaws.image_uri, trained_model["model_data"])
         create_model(sm, f"{name}-b", localaws.image_uri, constant_model_data)
-        sm.create_endpoint_config(EndpointConfigName=f"{name}-c", ProductionVariants=[
-            variant("VariantA", f"{name}-a", weight=3.0), variant("VariantB", f"{name}-b", weight=1.0)])
+        sm.create_endpoint_config(
+            EndpointConfigName=f"{name}-c",
+            ProductionVariants=[
+                variant("VariantA", f"{name}-a", weight=3.0),
+                variant("VariantB", f"{name}-b", weight=1.0),
+            ],
+        )
         sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-c")
         described = wait_endpoint(sm, name)
         assert described["EndpointStatus"] == "InService", described.get("FailureReason")
@@ -340,13 +399,19 @@ def test_weights_split_traffic_between_variants(localaws, trained_model, constan
             predict(rt, name, features[:1], TargetVariant="NoSuchVariant")
         assert error.value.response["Error"]["Code"] == "ValidationError"
 
-        sm.update_endpoint_weights_and_capacities(EndpointName=name, DesiredWeightsAndCapacities=[
-            {"VariantName": "VariantA", "DesiredWeight": 0.0},
-            {"VariantName": "VariantB", "DesiredWeight": 1.0, "DesiredInstanceCount": 2}])
+        sm.update_endpoint_weights_and_capacities(
+            EndpointName=name,
+            DesiredWeightsAndCapacities=[
+                {"VariantName": "VariantA", "DesiredWeight": 0.0},
+                {"VariantName": "VariantB", "DesiredWeight": 1.0, "DesiredInstanceCount": 2},
+            ],
+        )
         updating = sm.describe_endpoint(EndpointName=name)
         assert updating["EndpointStatus"] == "Updating"
-        assert {v["VariantName"]: v["DesiredInstanceCount"] for v in updating["ProductionVariants"]} == \
-            {"VariantA": 1, "VariantB": 2}
+        assert {v["VariantName"]: v["DesiredInstanceCount"] for v in updating["ProductionVariants"]} == {
+            "VariantA": 1,
+            "VariantB": 2,
+        }
         done = wait_endpoint(sm, name)
         assert done["EndpointStatus"] == "InService" and "FailureReason" not in done
         by_name = {v["VariantName"]: v for v in done["ProductionVariants"]}
@@ -361,8 +426,9 @@ def test_weights_split_traffic_between_variants(localaws, trained_model, constan
         assert predict(rt, name, features[:1], TargetVariant="VariantA")[1]["InvokedProductionVariant"] == "VariantA"
 
         with pytest.raises(ClientError) as error:
-            sm.update_endpoint_weights_and_capacities(EndpointName=name, DesiredWeightsAndCapacities=[
-                {"VariantName": "Nope", "DesiredWeight": 1.0}])
+            sm.update_endpoint_weights_and_capacities(
+                EndpointName=name, DesiredWeightsAndCapacities=[{"VariantName": "Nope", "DesiredWeight": 1.0}]
+            )
         assert error.value.response["Error"]["Code"] == "ValidationException"
     finally:
         delete_quietly(sm, name)
@@ -381,22 +447,34 @@ def test_autoscaling_scales_out_to_max_under_load_and_back_in(localaws, trained_
     try:
         deploy(sm, name, localaws.image_uri, trained_model["model_data"])
         with pytest.raises(ClientError) as error:
-            aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=f"endpoint/{name}/variant/Nope",
-                                         ScalableDimension=dimension, MinCapacity=1, MaxCapacity=3)
+            aas.register_scalable_target(
+                ServiceNamespace="sagemaker",
+                ResourceId=f"endpoint/{name}/variant/Nope",
+                ScalableDimension=dimension,
+                MinCapacity=1,
+                MaxCapacity=3,
+            )
         assert error.value.response["Error"]["Code"] == "ValidationException"
-        arn = aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=resource,
-                                           ScalableDimension=dimension, MinCapacity=1, MaxCapacity=3)
+        arn = aas.register_scalable_target(
+            ServiceNamespace="sagemaker", ResourceId=resource, ScalableDimension=dimension, MinCapacity=1, MaxCapacity=3
+        )
         assert arn["ScalableTargetARN"].startswith("arn:aws:application-autoscaling:us-east-1:123456789012:")
         targets = aas.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[resource])
         assert unknown_members("application-autoscaling", "DescribeScalableTargets", targets) == []
         assert [(t["MinCapacity"], t["MaxCapacity"]) for t in targets["ScalableTargets"]] == [(1, 3)]
         policy = aas.put_scaling_policy(
-            PolicyName="invocations", ServiceNamespace="sagemaker", ResourceId=resource,
-            ScalableDimension=dimension, PolicyType="TargetTrackingScaling",
+            PolicyName="invocations",
+            ServiceNamespace="sagemaker",
+            ResourceId=resource,
+            ScalableDimension=dimension,
+            PolicyType="TargetTrackingScaling",
             TargetTrackingScalingPolicyConfiguration={
                 "TargetValue": 20.0,
                 "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
-                "ScaleOutCooldown": 60, "ScaleInCooldown": 60})
+                "ScaleOutCooldown": 60,
+                "ScaleInCooldown": 60,
+            },
+        )
         assert len(policy["Alarms"]) == 2
         assert any("-AlarmHigh-" in a["AlarmName"] for a in policy["Alarms"])
         alarms = cloudwatch.describe_alarms(AlarmNames=[a["AlarmName"] for a in policy["Alarms"]])["MetricAlarms"]
@@ -431,8 +509,10 @@ def test_autoscaling_scales_out_to_max_under_load_and_back_in(localaws, trained_
         deadline = time.monotonic() + 120
         while True:
             current = sm.describe_endpoint(EndpointName=name)
-            if current["ProductionVariants"][0]["CurrentInstanceCount"] == 1 and \
-                    current["EndpointStatus"] == "InService":
+            if (
+                current["ProductionVariants"][0]["CurrentInstanceCount"] == 1
+                and current["EndpointStatus"] == "InService"
+            ):
                 break
             assert time.monotonic() < deadline, f"did not scale in: {current}"
             time.sleep(0.5)
@@ -442,23 +522,33 @@ def test_autoscaling_scales_out_to_max_under_load_and_back_in(localaws, trained_
         assert "AlarmLow" in ins["Cause"]
         assert len(instances(localaws, name)["Instances"]) == 1
 
-        aas.delete_scaling_policy(PolicyName="invocations", ServiceNamespace="sagemaker", ResourceId=resource,
-                                  ScalableDimension=dimension)
+        aas.delete_scaling_policy(
+            PolicyName="invocations", ServiceNamespace="sagemaker", ResourceId=resource, ScalableDimension=dimension
+        )
         assert cloudwatch.describe_alarms(AlarmNames=[a["AlarmName"] for a in policy["Alarms"]])["MetricAlarms"] == []
         aas.deregister_scalable_target(ServiceNamespace="sagemaker", ResourceId=resource, ScalableDimension=dimension)
         with pytest.raises(ClientError) as error:
-            aas.deregister_scalable_target(ServiceNamespace="sagemaker", ResourceId=resource,
-                                           ScalableDimension=dimension)
+            aas.deregister_scalable_target(
+                ServiceNamespace="sagemaker", ResourceId=resource, ScalableDimension=dimension
+            )
         assert error.value.response["Error"]["Code"] == "ObjectNotFoundException"
 
         # Other namespaces are still moto's.
-        aas.register_scalable_target(ServiceNamespace="dynamodb", ResourceId=f"table/{name}",
-                                     ScalableDimension="dynamodb:table:ReadCapacityUnits",
-                                     MinCapacity=1, MaxCapacity=5)
+        aas.register_scalable_target(
+            ServiceNamespace="dynamodb",
+            ResourceId=f"table/{name}",
+            ScalableDimension="dynamodb:table:ReadCapacityUnits",
+            MinCapacity=1,
+            MaxCapacity=5,
+        )
         tables = aas.describe_scalable_targets(ServiceNamespace="dynamodb")["ScalableTargets"]
         assert f"table/{name}" in [t["ResourceId"] for t in tables]
-        assert aas.describe_scalable_targets(ServiceNamespace="sagemaker",
-                                             ResourceIds=[f"table/{name}"])["ScalableTargets"] == []
+        assert (
+            aas.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[f"table/{name}"])[
+                "ScalableTargets"
+            ]
+            == []
+        )
     finally:
         delete_quietly(sm, name)
 
@@ -481,8 +571,10 @@ def test_delete_endpoint_stops_every_instance(localaws, constant_model_data, eng
         assert labelled_containers(engine, f"localaws-ep-{name}-") == []
     with pytest.raises(ClientError) as error:
         sm.delete_endpoint(EndpointName=name)
-    assert error.value.response["Error"]["Message"] == \
-        f'Could not find endpoint "arn:aws:sagemaker:us-east-1:123456789012:endpoint/{name}".'
+    assert (
+        error.value.response["Error"]["Message"]
+        == f'Could not find endpoint "arn:aws:sagemaker:us-east-1:123456789012:endpoint/{name}".'
+    )
 
 
 @pytest.mark.runners
@@ -494,8 +586,11 @@ def test_nothing_is_left_running_after_localaws_stops(localaws, constant_model_d
     try:
         if localaws.runner == "process":
             register_image(server.endpoint_url, localaws.image_uri, TRAINING_CONTEXT)
-        body = localaws.client("s3").get_object(
-            Bucket=constant_model_data.split("/")[2], Key=constant_model_data.split("/", 3)[3])["Body"].read()
+        body = (
+            localaws.client("s3")
+            .get_object(Bucket=constant_model_data.split("/")[2], Key=constant_model_data.split("/", 3)[3])["Body"]
+            .read()
+        )
         server.client("s3").create_bucket(Bucket="leftovers")
         server.client("s3").put_object(Bucket="leftovers", Key="model.tar.gz", Body=body)
         sm = server.client("sagemaker")

@@ -3,6 +3,7 @@ container that exits, a model that errs or times out, an instance that dies in s
 
 These run against a localaws of their own with short limits (a 12 s health-check timeout, a
 3 s model timeout) and a small stand-in image (tests/localaws/images/misbehaving)."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,7 @@ def strict(request, tmp_path_factory):
 
         engine = request.getfixturevalue("docker_engine")
         client = request.getfixturevalue("docker_client")
-        image = build_and_push(client, MISBEHAVING, "misbehaving", engine["registry"],
-                               base_image=engine["base_image"])
+        image = build_and_push(client, MISBEHAVING, "misbehaving", engine["registry"], base_image=engine["base_image"])
         env["LOCALAWS_REGISTRY"] = engine["registry"]
     else:
         image = ecr_uri("misbehaving", context_hash(MISBEHAVING))
@@ -110,7 +110,8 @@ def test_model_errors_and_the_model_timeout(strict):
         assert response["OriginalStatusCode"] == 503
         assert response["OriginalMessage"] == "the container was told to fail"
         assert response["Error"]["Message"].startswith(
-            'Received server error (503) from primary with message "the container was told to fail".')
+            'Received server error (503) from primary with message "the container was told to fail".'
+        )
 
         assert deploy(sm, slow, strict.image_uri, None, env={"INVOKE_SLEEP": "10"})["EndpointStatus"] == "InService"
         started = time.monotonic()
@@ -118,16 +119,23 @@ def test_model_errors_and_the_model_timeout(strict):
             rt.invoke_endpoint(EndpointName=slow, Body=b"{}", ContentType="application/json")
         assert 2.5 <= time.monotonic() - started < 9
         assert error.value.response["Error"]["Code"] == "ModelError"
-        assert "Your invocation timed out while waiting for a response from container primary" in \
-            error.value.response["Error"]["Message"]
+        assert (
+            "Your invocation timed out while waiting for a response from container primary"
+            in error.value.response["Error"]["Message"]
+        )
 
         cloudwatch = strict.client("cloudwatch")
         deadline = time.monotonic() + 30
         while True:
             points = cloudwatch.get_metric_statistics(
-                Namespace="AWS/SageMaker", MetricName="Invocation5XXErrors",
+                Namespace="AWS/SageMaker",
+                MetricName="Invocation5XXErrors",
                 Dimensions=[{"Name": "EndpointName", "Value": name}, {"Name": "VariantName", "Value": "AllTraffic"}],
-                StartTime=time.time() - 600, EndTime=time.time() + 60, Period=60, Statistics=["Sum"])["Datapoints"]
+                StartTime=time.time() - 600,
+                EndTime=time.time() + 60,
+                Period=60,
+                Statistics=["Sum"],
+            )["Datapoints"]
             if sum(p["Sum"] for p in points) >= 1 or time.monotonic() > deadline:
                 break
             time.sleep(0.3)
@@ -152,7 +160,9 @@ def test_an_instance_that_dies_in_service_is_replaced(strict):
             os.killpg(container["Pid"], signal.SIGKILL)
         else:
             # Invoked at its own address on the bridge (past the engine's proxy), where this machine has one.
-            address = strict.docker_client.containers.get(container["ContainerId"]).attrs["NetworkSettings"]["IPAddress"]
+            address = strict.docker_client.containers.get(container["ContainerId"]).attrs["NetworkSettings"][
+                "IPAddress"
+            ]
             assert container["InvokedAt"] == (f"{address}:8080" if address else f"127.0.0.1:{container['Port']}")
             strict.docker_client.containers.get(container["ContainerId"]).kill()
         seen: list[str] = []
@@ -181,11 +191,21 @@ def test_an_update_whose_new_fleet_never_gets_healthy_leaves_the_old_one_serving
     name = unique("badupdate")
     try:
         assert deploy(sm, name, strict.image_uri, None)["EndpointStatus"] == "InService"
-        sm.create_model(ModelName=f"{name}-sick", PrimaryContainer={
-            "Image": strict.image_uri, "Environment": {"PING_STATUS": "503"}})
-        sm.create_endpoint_config(EndpointConfigName=f"{name}-sick-c", ProductionVariants=[{
-            "VariantName": "AllTraffic", "ModelName": f"{name}-sick", "InstanceType": "ml.g5.xlarge",
-            "InitialInstanceCount": 1}])
+        sm.create_model(
+            ModelName=f"{name}-sick",
+            PrimaryContainer={"Image": strict.image_uri, "Environment": {"PING_STATUS": "503"}},
+        )
+        sm.create_endpoint_config(
+            EndpointConfigName=f"{name}-sick-c",
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": f"{name}-sick",
+                    "InstanceType": "ml.g5.xlarge",
+                    "InitialInstanceCount": 1,
+                }
+            ],
+        )
         sm.update_endpoint(EndpointName=name, EndpointConfigName=f"{name}-sick-c")
         assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "Updating"
         rt.invoke_endpoint(EndpointName=name, Body=b"{}")  # the old fleet serves meanwhile
@@ -206,35 +226,69 @@ def test_scaling_policies_are_checked_and_go_with_the_endpoint(strict):
     assert deploy(sm, name, strict.image_uri, None)["EndpointStatus"] == "InService"
     try:
         with pytest.raises(ClientError) as error:
-            aas.put_scaling_policy(PolicyName="p", ServiceNamespace="sagemaker", ResourceId=resource,
-                                   ScalableDimension=dimension, PolicyType="TargetTrackingScaling",
-                                   TargetTrackingScalingPolicyConfiguration={"TargetValue": 5.0, "PredefinedMetricSpecification": {
-                                       "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}})
+            aas.put_scaling_policy(
+                PolicyName="p",
+                ServiceNamespace="sagemaker",
+                ResourceId=resource,
+                ScalableDimension=dimension,
+                PolicyType="TargetTrackingScaling",
+                TargetTrackingScalingPolicyConfiguration={
+                    "TargetValue": 5.0,
+                    "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+                },
+            )
         assert error.value.response["Error"]["Code"] == "ObjectNotFoundException"
-        aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=resource, ScalableDimension=dimension,
-                                     MinCapacity=1, MaxCapacity=2)
+        aas.register_scalable_target(
+            ServiceNamespace="sagemaker", ResourceId=resource, ScalableDimension=dimension, MinCapacity=1, MaxCapacity=2
+        )
         with pytest.raises(ClientError) as error:
-            aas.put_scaling_policy(PolicyName="p", ServiceNamespace="sagemaker", ResourceId=resource,
-                                   ScalableDimension=dimension, PolicyType="TargetTrackingScaling",
-                                   TargetTrackingScalingPolicyConfiguration={"TargetValue": 5.0, "PredefinedMetricSpecification": {
-                                       "PredefinedMetricType": "ECSServiceAverageCPUUtilization"}})
+            aas.put_scaling_policy(
+                PolicyName="p",
+                ServiceNamespace="sagemaker",
+                ResourceId=resource,
+                ScalableDimension=dimension,
+                PolicyType="TargetTrackingScaling",
+                TargetTrackingScalingPolicyConfiguration={
+                    "TargetValue": 5.0,
+                    "PredefinedMetricSpecification": {"PredefinedMetricType": "ECSServiceAverageCPUUtilization"},
+                },
+            )
         assert error.value.response["Error"]["Message"] == (
             "Scalable dimension sagemaker:variant:DesiredInstanceCount only supports the following predefined "
-            "metric types: SageMakerVariantInvocationsPerInstance")
-        custom = {"MetricName": "Invocations", "Namespace": "AWS/SageMaker", "Statistic": "Sum",
-                  "Dimensions": [{"Name": "EndpointName", "Value": name}, {"Name": "VariantName", "Value": "AllTraffic"}]}
+            "metric types: SageMakerVariantInvocationsPerInstance"
+        )
+        custom = {
+            "MetricName": "Invocations",
+            "Namespace": "AWS/SageMaker",
+            "Statistic": "Sum",
+            "Dimensions": [{"Name": "EndpointName", "Value": name}, {"Name": "VariantName", "Value": "AllTraffic"}],
+        }
         created = aas.put_scaling_policy(
-            PolicyName="custom", ServiceNamespace="sagemaker", ResourceId=resource, ScalableDimension=dimension,
-            PolicyType="TargetTrackingScaling", TargetTrackingScalingPolicyConfiguration={
-                "TargetValue": 100.0, "CustomizedMetricSpecification": custom, "DisableScaleIn": True})
+            PolicyName="custom",
+            ServiceNamespace="sagemaker",
+            ResourceId=resource,
+            ScalableDimension=dimension,
+            PolicyType="TargetTrackingScaling",
+            TargetTrackingScalingPolicyConfiguration={
+                "TargetValue": 100.0,
+                "CustomizedMetricSpecification": custom,
+                "DisableScaleIn": True,
+            },
+        )
         assert len(created["Alarms"]) == 1  # no AlarmLow when scale-in is disabled
         (alarm,) = cloudwatch.describe_alarms(AlarmNames=[created["Alarms"][0]["AlarmName"]])["MetricAlarms"]
         assert (alarm["MetricName"], alarm["Namespace"], alarm["Threshold"]) == ("Invocations", "AWS/SageMaker", 100.0)
         aas.put_scaling_policy(
-            PolicyName="steps", ServiceNamespace="sagemaker", ResourceId=resource, ScalableDimension=dimension,
-            PolicyType="StepScaling", StepScalingPolicyConfiguration={
-                "AdjustmentType": "ChangeInCapacity", "StepAdjustments": [{"MetricIntervalLowerBound": 0.0,
-                                                                            "ScalingAdjustment": 1}]})
+            PolicyName="steps",
+            ServiceNamespace="sagemaker",
+            ResourceId=resource,
+            ScalableDimension=dimension,
+            PolicyType="StepScaling",
+            StepScalingPolicyConfiguration={
+                "AdjustmentType": "ChangeInCapacity",
+                "StepAdjustments": [{"MetricIntervalLowerBound": 0.0, "ScalingAdjustment": 1}],
+            },
+        )
         policies = aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=resource)["ScalingPolicies"]
         assert sorted(p["PolicyName"] for p in policies) == ["custom", "steps"]
     finally:

@@ -1,5 +1,6 @@
 """The List* calls' filters, sorting and pagination in-process (localaws/sagemaker/listing.py). The List*
 calls through localaws over HTTP: test_training_jobs.py, test_tuning.py, test_model_registry.py."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,8 +8,15 @@ import pytest
 from localaws.sagemaker.errors import ValidationError
 from localaws.sagemaker.listing import page
 
-ITEMS = [{"Name": f"job-{n}", "Status": "Completed" if n % 2 else "Failed", "CreationTime": 100.0 + n,
-          "LastModifiedTime": 200.0 - n} for n in range(7)]
+ITEMS = [
+    {
+        "Name": f"job-{n}",
+        "Status": "Completed" if n % 2 else "Failed",
+        "CreationTime": 100.0 + n,
+        "LastModifiedTime": 200.0 - n,
+    }
+    for n in range(7)
+]
 SORT_KEYS = {"Name": "Name", "CreationTime": "CreationTime", "Status": "Status"}
 
 
@@ -41,8 +49,10 @@ def test_pages_follow_their_token_and_end_without_one():
         pages += 1
     assert (seen, pages) == ([f"job-{n}" for n in range(7)], 3)
     assert listed(MaxResults=7) == ([f"job-{n}" for n in range(7)], None)
-    assert len(listed()[0]) == 7 and len(page(ITEMS * 2, {}, name_key="Name", status_key=None,
-                                              sort_keys=SORT_KEYS)[0]) == 10  # 10 by default
+    assert (
+        len(listed()[0]) == 7
+        and len(page(ITEMS * 2, {}, name_key="Name", status_key=None, sort_keys=SORT_KEYS)[0]) == 10
+    )  # 10 by default
 
 
 def test_a_token_of_other_filters_or_garbage_is_a_validation_error():

@@ -3,6 +3,7 @@
 Nothing here trains: a registered version points at a model.tar.gz put in S3 by the
 test, with its evaluation metrics beside it, as the pipeline registers a trained model.
 """
+
 from __future__ import annotations
 
 import io
@@ -40,8 +41,12 @@ def artifacts(localaws_process):
         archive.addfile(info, io.BytesIO(payload))
     s3.put_object(Bucket=bucket, Key="jobs/job-1/output/model.tar.gz", Body=buffer.getvalue())
     report = {"multiclass_classification_metrics": {"accuracy": {"value": 0.97, "standard_deviation": "NaN"}}}
-    s3.put_object(Bucket=bucket, Key="jobs/job-1/evaluation.json", Body=json.dumps(report).encode(),
-                  ContentType="application/json")
+    s3.put_object(
+        Bucket=bucket,
+        Key="jobs/job-1/evaluation.json",
+        Body=json.dumps(report).encode(),
+        ContentType="application/json",
+    )
     return {
         "bucket": bucket,
         "model": f"s3://{bucket}/jobs/job-1/output/model.tar.gz",
@@ -60,9 +65,9 @@ def inference(artifacts, **extra) -> dict:
 
 
 def register(sm, group, artifacts, **extra) -> str:
-    return sm.create_model_package(
-        ModelPackageGroupName=group, InferenceSpecification=inference(artifacts), **extra
-    )["ModelPackageArn"]
+    return sm.create_model_package(ModelPackageGroupName=group, InferenceSpecification=inference(artifacts), **extra)[
+        "ModelPackageArn"
+    ]
 
 
 def new_group(sm, prefix="group", **extra) -> str:
@@ -81,16 +86,22 @@ def error_of(call, **params) -> dict:
 def test_versions_increment_per_group_and_describe_as_aws(sm, artifacts):
     name = unique("Digits-Classifier")  # mixed case: ARNs are lowercased, names are not
     group_arn = sm.create_model_package_group(
-        ModelPackageGroupName=name, ModelPackageGroupDescription="digits models",
-        Tags=[{"Key": "team", "Value": "ml"}])["ModelPackageGroupArn"]
+        ModelPackageGroupName=name, ModelPackageGroupDescription="digits models", Tags=[{"Key": "team", "Value": "ml"}]
+    )["ModelPackageGroupArn"]
     assert group_arn == f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model-package-group/{name.lower()}"
     other = new_group(sm)
 
     metrics = {"ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": artifacts["metrics"]}}}
-    first = register(sm, name, artifacts, ModelPackageDescription="epoch 12", ModelMetrics=metrics,
-                     CustomerMetadataProperties={"training_job": "job-1", "accuracy": "0.97"},
-                     MetadataProperties={"GeneratedBy": "arn:aws:sagemaker:us-east-1:123456789012:training-job/job-1"},
-                     Tags=[{"Key": "stage", "Value": "candidate"}])
+    first = register(
+        sm,
+        name,
+        artifacts,
+        ModelPackageDescription="epoch 12",
+        ModelMetrics=metrics,
+        CustomerMetadataProperties={"training_job": "job-1", "accuracy": "0.97"},
+        MetadataProperties={"GeneratedBy": "arn:aws:sagemaker:us-east-1:123456789012:training-job/job-1"},
+        Tags=[{"Key": "stage", "Value": "candidate"}],
+    )
     second = register(sm, name, artifacts)
     in_other = register(sm, other, artifacts)
     third = register(sm, group_arn, artifacts)  # the group by ARN works too
@@ -139,8 +150,9 @@ def test_approval_updates_filters_and_the_approved_version_with_its_metrics(sm, 
     assert register(sm, group, artifacts, ModelApprovalStatus="Rejected").endswith("/4")
 
     before = sm.describe_model_package(ModelPackageName=arns[1])["CreationTime"]
-    updated = sm.update_model_package(ModelPackageArn=arns[1], ModelApprovalStatus="Approved",
-                                      ApprovalDescription="accuracy 0.97 >= 0.95")
+    updated = sm.update_model_package(
+        ModelPackageArn=arns[1], ModelApprovalStatus="Approved", ApprovalDescription="accuracy 0.97 >= 0.95"
+    )
     assert updated == {"ModelPackageArn": arns[1], "ResponseMetadata": updated["ResponseMetadata"]}
     assert unknown_members("sagemaker", "UpdateModelPackage", updated) == []
     sm.update_model_package(ModelPackageArn=arns[0], ModelApprovalStatus="Rejected")
@@ -150,8 +162,9 @@ def test_approval_updates_filters_and_the_approved_version_with_its_metrics(sm, 
     assert described["LastModifiedTime"] >= before
 
     def approved_newest_first():
-        return sm.list_model_packages(ModelPackageGroupName=group, ModelApprovalStatus="Approved",
-                                      SortBy="CreationTime", SortOrder="Descending")
+        return sm.list_model_packages(
+            ModelPackageGroupName=group, ModelApprovalStatus="Approved", SortBy="CreationTime", SortOrder="Descending"
+        )
 
     listed = approved_newest_first()
     assert unknown_members("sagemaker", "ListModelPackages", listed) == []
@@ -171,7 +184,7 @@ def test_approval_updates_filters_and_the_approved_version_with_its_metrics(sm, 
     production = approved_newest_first()["ModelPackageSummaryList"][0]["ModelPackageArn"]
     assert production == arns[2]
     uri = sm.describe_model_package(ModelPackageName=production)["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"]
-    bucket, key = uri[len("s3://"):].split("/", 1)
+    bucket, key = uri[len("s3://") :].split("/", 1)
     report = json.loads(localaws_process.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
     assert report["multiclass_classification_metrics"]["accuracy"]["value"] == 0.97
 
@@ -183,13 +196,18 @@ def test_approval_updates_filters_and_the_approved_version_with_its_metrics(sm, 
 def test_customer_metadata_is_merged_and_removed(sm, artifacts):
     group = new_group(sm, "meta")
     arn = register(sm, group, artifacts, CustomerMetadataProperties={"a": "1", "b": "2"})
-    sm.update_model_package(ModelPackageArn=arn, CustomerMetadataProperties={"b": "20", "c": "3"},
-                            CustomerMetadataPropertiesToRemove=["a"])
+    sm.update_model_package(
+        ModelPackageArn=arn, CustomerMetadataProperties={"b": "20", "c": "3"}, CustomerMetadataPropertiesToRemove=["a"]
+    )
     assert sm.describe_model_package(ModelPackageName=arn)["CustomerMetadataProperties"] == {"b": "20", "c": "3"}
     sm.update_model_package(ModelPackageArn=arn, CustomerMetadataPropertiesToRemove=["b", "c"])
     assert "CustomerMetadataProperties" not in sm.describe_model_package(ModelPackageName=arn)
-    error = error_of(sm.update_model_package, ModelPackageArn=arn, CustomerMetadataProperties={"x": "1"},
-                     CustomerMetadataPropertiesToRemove=["x"])
+    error = error_of(
+        sm.update_model_package,
+        ModelPackageArn=arn,
+        CustomerMetadataProperties={"x": "1"},
+        CustomerMetadataPropertiesToRemove=["x"],
+    )
     assert error["Code"] == "ValidationException"
 
 
@@ -203,8 +221,13 @@ def test_client_token_makes_registration_idempotent(sm, artifacts):
     listed = sm.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"]
     assert [s["ModelPackageVersion"] for s in listed] == [1, 2]
 
-    error = error_of(sm.create_model_package, ModelPackageGroupName=group, ClientToken=token,
-                     InferenceSpecification=inference(artifacts), ModelPackageDescription="something else")
+    error = error_of(
+        sm.create_model_package,
+        ModelPackageGroupName=group,
+        ClientToken=token,
+        InferenceSpecification=inference(artifacts),
+        ModelPackageDescription="something else",
+    )
     assert error["Code"] == "ConflictException"
 
 
@@ -246,8 +269,9 @@ def test_listing_sorts_filters_and_pages(sm, artifacts):
     def all_groups(**params):
         found, token = [], None
         while True:
-            page = sm.list_model_package_groups(NameContains=prefix, MaxResults=2, **params,
-                                                **({"NextToken": token} if token else {}))
+            page = sm.list_model_package_groups(
+                NameContains=prefix, MaxResults=2, **params, **({"NextToken": token} if token else {})
+            )
             assert unknown_members("sagemaker", "ListModelPackageGroups", page) == []
             assert len(page["ModelPackageGroupSummaryList"]) <= 2
             found += [s["ModelPackageGroupName"] for s in page["ModelPackageGroupSummaryList"]]
@@ -261,8 +285,13 @@ def test_listing_sorts_filters_and_pages(sm, artifacts):
     assert all_groups(SortBy="CreationTime", SortOrder="Descending") == names[::-1]
     assert all_groups(CreationTimeAfter=boundary) == names[2:]
     assert all_groups(CreationTimeBefore=boundary) == names[:2]
-    paginated = [s["ModelPackageGroupName"] for page in sm.get_paginator("list_model_package_groups").paginate(
-        NameContains=prefix, PaginationConfig={"PageSize": 2}) for s in page["ModelPackageGroupSummaryList"]]
+    paginated = [
+        s["ModelPackageGroupName"]
+        for page in sm.get_paginator("list_model_package_groups").paginate(
+            NameContains=prefix, PaginationConfig={"PageSize": 2}
+        )
+        for s in page["ModelPackageGroupSummaryList"]
+    ]
     assert paginated == names
     error = error_of(sm.list_model_package_groups, NameContains=prefix, NextToken="garbage")
     assert error["Code"] == "ValidationException"
@@ -270,15 +299,21 @@ def test_listing_sorts_filters_and_pages(sm, artifacts):
     group = names[0]
     for _ in range(5):
         register(sm, group, artifacts)
-    versions = [s["ModelPackageVersion"] for page in sm.get_paginator("list_model_packages").paginate(
-        ModelPackageGroupName=group, SortBy="Name", SortOrder="Descending", PaginationConfig={"PageSize": 2})
-        for s in page["ModelPackageSummaryList"]]
+    versions = [
+        s["ModelPackageVersion"]
+        for page in sm.get_paginator("list_model_packages").paginate(
+            ModelPackageGroupName=group, SortBy="Name", SortOrder="Descending", PaginationConfig={"PageSize": 2}
+        )
+        for s in page["ModelPackageSummaryList"]
+    ]
     assert versions == [5, 4, 3, 2, 1]
     first_page = sm.list_model_packages(ModelPackageGroupName=group, MaxResults=2)
     assert [s["ModelPackageVersion"] for s in first_page["ModelPackageSummaryList"]] == [1, 2]
     assert first_page["NextToken"]
-    assert sm.list_model_packages(ModelPackageGroupName=group, NameContains="no-such-name")[
-        "ModelPackageSummaryList"] == []
+    assert (
+        sm.list_model_packages(ModelPackageGroupName=group, NameContains="no-such-name")["ModelPackageSummaryList"]
+        == []
+    )
 
 
 def test_unversioned_packages_and_package_types(sm, artifacts):
@@ -299,13 +334,18 @@ def test_unversioned_packages_and_package_types(sm, artifacts):
     assert sm.list_model_packages(NameContains=group)["ModelPackageSummaryList"] == []
     versioned = sm.list_model_packages(NameContains=group, ModelPackageType="Versioned")["ModelPackageSummaryList"]
     assert [s["ModelPackageGroupName"] for s in versioned] == [group]
-    both = {s["ModelPackageArn"] for page in sm.get_paginator("list_model_packages").paginate(
-        ModelPackageType="Both", CreationTimeAfter=datetime(2000, 1, 1, tzinfo=timezone.utc))
-        for s in page["ModelPackageSummaryList"]}
+    both = {
+        s["ModelPackageArn"]
+        for page in sm.get_paginator("list_model_packages").paginate(
+            ModelPackageType="Both", CreationTimeAfter=datetime(2000, 1, 1, tzinfo=timezone.utc)
+        )
+        for s in page["ModelPackageSummaryList"]
+    }
     assert {arn, versioned[0]["ModelPackageArn"]} <= both
 
-    error = error_of(sm.create_model_package, ModelPackageName=unique("env"),
-                     InferenceSpecification=inference(artifacts))
+    error = error_of(
+        sm.create_model_package, ModelPackageName=unique("env"), InferenceSpecification=inference(artifacts)
+    )
     assert error["Code"] == "ValidationException"
     assert "Environment variable map cannot be specified" in error["Message"]
     sm.delete_model_package(ModelPackageName=name)
@@ -316,13 +356,16 @@ def test_registry_errors_are_aws_errors(sm, artifacts):
     group = new_group(sm, "errors")
     missing = unique("missing")
 
-    error = error_of(sm.create_model_package, ModelPackageGroupName=missing,
-                     InferenceSpecification=inference(artifacts))
+    error = error_of(
+        sm.create_model_package, ModelPackageGroupName=missing, InferenceSpecification=inference(artifacts)
+    )
     assert error == {"Code": "ValidationException", "Message": "Model Package Group does not exist."}
 
     unknown = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model-package/{group}/7"
     assert error_of(sm.describe_model_package, ModelPackageName=unknown) == {
-        "Code": "ValidationException", "Message": f"ModelPackage {unknown} does not exist."}
+        "Code": "ValidationException",
+        "Message": f"ModelPackage {unknown} does not exist.",
+    }
     for call, params in [
         (sm.update_model_package, {"ModelPackageArn": unknown, "ModelApprovalStatus": "Approved"}),
         (sm.delete_model_package, {"ModelPackageName": unknown}),
@@ -332,19 +375,29 @@ def test_registry_errors_are_aws_errors(sm, artifacts):
     group_arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model-package-group/{missing}"
     for call in (sm.describe_model_package_group, sm.delete_model_package_group):
         assert error_of(call, ModelPackageGroupName=missing) == {
-            "Code": "ValidationException", "Message": f"ModelPackageGroup {group_arn} does not exist."}
+            "Code": "ValidationException",
+            "Message": f"ModelPackageGroup {group_arn} does not exist.",
+        }
 
     error = error_of(sm.create_model_package_group, ModelPackageGroupName=group)
     assert error["Code"] == "ValidationException"
     assert "Model Package Group already exists" in error["Message"]
 
-    error = error_of(sm.create_model_package, ModelPackageGroupName=group, ModelPackageName="both",
-                     InferenceSpecification=inference(artifacts))
+    error = error_of(
+        sm.create_model_package,
+        ModelPackageGroupName=group,
+        ModelPackageName="both",
+        InferenceSpecification=inference(artifacts),
+    )
     assert "Both ModelPackageName and ModelPackageGroupName" in error["Message"]
 
     # What botocore's model forbids and only the server checks: enums and patterns.
-    error = error_of(sm.create_model_package, ModelPackageGroupName=group, ModelApprovalStatus="Approvd",
-                     InferenceSpecification=inference(artifacts))
+    error = error_of(
+        sm.create_model_package,
+        ModelPackageGroupName=group,
+        ModelApprovalStatus="Approvd",
+        InferenceSpecification=inference(artifacts),
+    )
     assert error["Code"] == "ValidationException"
     assert "modelApprovalStatus" in error["Message"] and "enum" in error["Message"]
     error = error_of(sm.create_model_package_group, ModelPackageGroupName="not_valid")
@@ -352,5 +405,7 @@ def test_registry_errors_are_aws_errors(sm, artifacts):
     arn = register(sm, group, artifacts)
     error = error_of(sm.update_model_package, ModelPackageArn=arn, ModelApprovalStatus="Approve")
     assert "enum" in error["Message"]
-    assert sm.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"][0][
-        "ModelApprovalStatus"] == "PendingManualApproval"
+    assert (
+        sm.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"][0]["ModelApprovalStatus"]
+        == "PendingManualApproval"
+    )

@@ -1,6 +1,7 @@
 """The Amazon provider's own SageMakerTrainingOperator against localaws, print_log streaming live. The job
 runs the digits trainer's stand-in (tests/localaws/images/quick-trainer): the log's streaming is the
 point, not training."""
+
 from __future__ import annotations
 
 import json

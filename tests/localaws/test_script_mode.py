@@ -6,6 +6,7 @@ A scikit-learn (and a PyTorch) training job whose ``TrainingImage`` is the URI
 framework's inference image and ``SAGEMAKER_PROGRAM`` / ``SAGEMAKER_SUBMIT_DIRECTORY``, or a
 model.tar.gz holding ``code/inference.py``. The scripts assert the toolkit's contract themselves.
 """
+
 from __future__ import annotations
 
 import base64
@@ -14,7 +15,6 @@ import io
 import json
 import tarfile
 import textwrap
-import time
 import zipfile
 
 import pytest
@@ -33,7 +33,7 @@ PYTORCH_INFERENCE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-infere
 RMSE = [{"Name": "validation:rmse", "Regex": "validation rmse=([0-9.eE+-]+)"}]
 HYPERPARAMETERS = {"n_estimators": 20, "learning_rate": 0.1, "loss": "squared_error"}
 
-TRAIN_PY = textwrap.dedent('''
+TRAIN_PY = textwrap.dedent("""
     import argparse, json, os, sys
 
     import joblib
@@ -81,9 +81,9 @@ TRAIN_PY = textwrap.dedent('''
     joblib.dump(model, os.path.join(os.environ["SM_MODEL_DIR"], "model.joblib"))
     with open(os.path.join(os.environ["SM_OUTPUT_DATA_DIR"], "host.txt"), "w") as out:
         out.write(os.environ["SM_CURRENT_HOST"])
-''')
+""")
 
-INFERENCE_PY = textwrap.dedent('''
+INFERENCE_PY = textwrap.dedent("""
     import os
 
     import joblib
@@ -106,10 +106,10 @@ INFERENCE_PY = textwrap.dedent('''
 
     def output_fn(prediction, accept):
         return "".join(f"{value:.4f}\\n" for value in prediction), "text/csv"
-''')
+""")
 
 # The SDK's other form: code/inference.py inside model.tar.gz, model_fn alone (the rest: defaults).
-MODEL_FN_ONLY = textwrap.dedent('''
+MODEL_FN_ONLY = textwrap.dedent("""
     import os
 
     import joblib
@@ -117,7 +117,7 @@ MODEL_FN_ONLY = textwrap.dedent('''
 
     def model_fn(model_dir):
         return joblib.load(os.path.join(model_dir, "model.joblib"))
-''')
+""")
 
 
 def hyperparameters(**values) -> dict:
@@ -162,12 +162,14 @@ def tar_gz(members: dict[str, bytes], links: dict[str, str] | None = None) -> by
 
 def sourcedir(train_py: str = TRAIN_PY) -> bytes:
     wheel, content = build_wheel()
-    return tar_gz({
-        "train.py": train_py.encode(),
-        "inference.py": INFERENCE_PY.encode(),
-        "requirements.txt": f"./wheels/{wheel}\n".encode(),
-        f"wheels/{wheel}": content,
-    })
+    return tar_gz(
+        {
+            "train.py": train_py.encode(),
+            "inference.py": INFERENCE_PY.encode(),
+            "requirements.txt": f"./wheels/{wheel}\n".encode(),
+            f"wheels/{wheel}": content,
+        }
+    )
 
 
 def training_data() -> bytes:
@@ -187,9 +189,18 @@ def put(s3, bucket: str, key: str, body: bytes) -> str:
 
 def script_job(name: str, bucket: str, image: str, submit: str, train: str, count: int = 1, **hyper) -> dict:
     request = training_request(
-        name, image, {"train": train}, f"s3://{bucket}/jobs",
-        hyperparameters(**hyper, sagemaker_program="train.py", sagemaker_submit_directory=submit,
-                        sagemaker_region="us-east-1", sagemaker_container_log_level=20, sagemaker_job_name=name),
+        name,
+        image,
+        {"train": train},
+        f"s3://{bucket}/jobs",
+        hyperparameters(
+            **hyper,
+            sagemaker_program="train.py",
+            sagemaker_submit_directory=submit,
+            sagemaker_region="us-east-1",
+            sagemaker_container_log_level=20,
+            sagemaker_job_name=name,
+        ),
         RMSE,
     )
     request["ResourceConfig"]["InstanceCount"] = count
@@ -201,10 +212,17 @@ def invoke(rt, endpoint: str, body: bytes, content_type: str, accept: str = "tex
 
 
 def serve(sm, name: str, image: str, model_data: str, env: dict) -> dict:
-    sm.create_model(ModelName=name, ExecutionRoleArn=ROLE_ARN,
-                    PrimaryContainer={"Image": image, "ModelDataUrl": model_data, "Environment": env})
-    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": name, "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}])
+    sm.create_model(
+        ModelName=name,
+        ExecutionRoleArn=ROLE_ARN,
+        PrimaryContainer={"Image": image, "ModelDataUrl": model_data, "Environment": env},
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {"VariantName": "AllTraffic", "ModelName": name, "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}
+        ],
+    )
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
     return wait_endpoint(sm, name, timeout=300)
 
@@ -228,8 +246,12 @@ def test_sklearn_script_mode_trains_on_two_hosts_and_serves(localaws, bucket):
 
     # Serving with the script's inference.py (SAGEMAKER_SUBMIT_DIRECTORY: the same sourcedir in S3).
     endpoint = unique("sk-ep")
-    env = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": submit,
-           "SAGEMAKER_REGION": "us-east-1", "SAGEMAKER_CONTAINER_LOG_LEVEL": "20"}
+    env = {
+        "SAGEMAKER_PROGRAM": "inference.py",
+        "SAGEMAKER_SUBMIT_DIRECTORY": submit,
+        "SAGEMAKER_REGION": "us-east-1",
+        "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+    }
     try:
         described = serve(sm, endpoint, SKLEARN_IMAGE, model_data, env)
         assert described["EndpointStatus"] == "InService", described.get("FailureReason")
@@ -246,14 +268,25 @@ def test_sklearn_script_mode_trains_on_two_hosts_and_serves(localaws, bucket):
 
     # The SDK's other form: model.tar.gz holding code/inference.py with model_fn alone: the default
     # input_fn, predict_fn and output_fn of the scikit-learn container.
-    with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=model_data.split("/", 3)[3])["Body"].read())) as tar:
+    with tarfile.open(
+        fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=model_data.split("/", 3)[3])["Body"].read())
+    ) as tar:
         model = tar.extractfile("model.joblib").read()
-    packed = put(s3, bucket, f"models/{name}/model.tar.gz",
-                 tar_gz({"model.joblib": model, "code/inference.py": MODEL_FN_ONLY.encode()}))
+    packed = put(
+        s3,
+        bucket,
+        f"models/{name}/model.tar.gz",
+        tar_gz({"model.joblib": model, "code/inference.py": MODEL_FN_ONLY.encode()}),
+    )
     endpoint = unique("sk-def")
     try:
-        described = serve(sm, endpoint, SKLEARN_IMAGE, packed,
-                          {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"})
+        described = serve(
+            sm,
+            endpoint,
+            SKLEARN_IMAGE,
+            packed,
+            {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"},
+        )
         assert described["EndpointStatus"] == "InService", described.get("FailureReason")
         answer = invoke(rt, endpoint, b"0.5,0.5\n-0.5,0.25\n", "text/csv").decode().split()
         assert len(answer) == 2 and abs(float(answer[0]) - 1.5) < 0.5, answer
@@ -275,8 +308,9 @@ def test_a_failing_script_fails_the_job_with_its_error(localaws_process):
     submit = put(s3, bucket, "source/sourcedir.tar.gz", sourcedir())
     train = put(s3, bucket, "data/train/train.csv", training_data())
     name = unique("fails")
-    sm.create_training_job(**script_job(name, bucket, SKLEARN_IMAGE, submit, train, count=2,
-                                        **{**HYPERPARAMETERS, "learning_rate": 5}))
+    sm.create_training_job(
+        **script_job(name, bucket, SKLEARN_IMAGE, submit, train, count=2, **{**HYPERPARAMETERS, "learning_rate": 5})
+    )
     job = wait_for_training(sm, name)
     assert job["TrainingJobStatus"] == "Failed"
     reason = job["FailureReason"]
@@ -285,11 +319,14 @@ def test_a_failing_script_fails_the_job_with_its_error(localaws_process):
     assert 'Command "' in reason and "train.py --learning_rate 5 --loss squared_error --n_estimators 20" in reason
 
 
-@pytest.mark.parametrize("archive, member", [
-    (tar_gz({"train.py": b"print('hi')\n", "../escape.py": b"x = 1\n"}), "'../escape.py'"),
-    (tar_gz({"train.py": b"print('hi')\n"}, links={"etc": "/etc"}), "'etc'"),
-    (tar_gz({"train.py": b"print('hi')\n"}, links={"up": "../../../.."}), "'up'"),
-])
+@pytest.mark.parametrize(
+    "archive, member",
+    [
+        (tar_gz({"train.py": b"print('hi')\n", "../escape.py": b"x = 1\n"}), "'../escape.py'"),
+        (tar_gz({"train.py": b"print('hi')\n"}, links={"etc": "/etc"}), "'etc'"),
+        (tar_gz({"train.py": b"print('hi')\n"}, links={"up": "../../../.."}), "'up'"),
+    ],
+)
 def test_a_hostile_sourcedir_fails_the_job_naming_the_member(localaws_process, archive, member):
     sm, s3 = localaws_process.client("sagemaker"), localaws_process.client("s3")
     bucket = unique("hostile")
@@ -300,12 +337,13 @@ def test_a_hostile_sourcedir_fails_the_job_naming_the_member(localaws_process, a
     sm.create_training_job(**script_job(name, bucket, SKLEARN_IMAGE, submit, train, **HYPERPARAMETERS))
     job = wait_for_training(sm, name)
     assert job["TrainingJobStatus"] == "Failed"
-    assert job["FailureReason"].startswith(f"AlgorithmError: the source archive {submit} "
-                                           "(sagemaker_submit_directory) was refused: member "), job["FailureReason"]
+    assert job["FailureReason"].startswith(
+        f"AlgorithmError: the source archive {submit} (sagemaker_submit_directory) was refused: member "
+    ), job["FailureReason"]
     assert member in job["FailureReason"], job["FailureReason"]
 
 
-PYTORCH_TRAIN = textwrap.dedent('''
+PYTORCH_TRAIN = textwrap.dedent("""
     import argparse, os
 
     import torch
@@ -327,7 +365,7 @@ PYTORCH_TRAIN = textwrap.dedent('''
         optimizer.step()
     print(f"validation rmse={loss.item() ** 0.5:.6f}")
     torch.jit.script(model).save(os.path.join(os.environ["SM_MODEL_DIR"], "model.pt"))
-''')
+""")
 
 
 @pytest.mark.slow
@@ -366,12 +404,15 @@ def test_the_sdks_registry_is_recognised_across_regions():
     # A sample (retrieve takes ~70 ms a call): every fifth, China's and an ISO partition's.
     regions = sorted({*listed[::5], "cn-north-1", "us-iso-east-1", "eu-west-1"} & set(listed))
     for region in regions:
-        for framework, options in (("sklearn", {"version": "1.2-1"}),
-                                   ("pytorch", {"version": "2.5", "py_version": "py311"})):
+        for framework, options in (
+            ("sklearn", {"version": "1.2-1"}),
+            ("pytorch", {"version": "2.5", "py_version": "py311"}),
+        ):
             for scope in ("training", "inference"):
                 try:
-                    uri = image_uris.retrieve(framework, region, instance_type="ml.m5.large", image_scope=scope,
-                                              **options)
+                    uri = image_uris.retrieve(
+                        framework, region, instance_type="ml.m5.large", image_scope=scope, **options
+                    )
                 except ValueError:  # not offered in that region
                     continue
                 image = frameworks.recognise(uri)
@@ -392,7 +433,7 @@ def test_an_unlisted_framework_version_is_refused_with_the_reason(localaws_proce
     assert "names no sagemaker-scikit-learn version that the SageMaker Python SDK lists" in job["FailureReason"]
 
 
-SDK_TRAIN = textwrap.dedent('''
+SDK_TRAIN = textwrap.dedent("""
     import json, os, sys
 
     import joblib
@@ -405,16 +446,20 @@ SDK_TRAIN = textwrap.dedent('''
     rmse = float(np.sqrt(np.mean((model.predict(data[:, :2]) - data[:, 2]) ** 2)))
     print(f"validation rmse={rmse:.6f}")
     joblib.dump(model, os.path.join(os.environ["SM_MODEL_DIR"], "model.joblib"))
-''')
+""")
 
 
 def test_the_sagemaker_sdks_model_trainer_runs_a_script_on_the_framework_image(localaws_docker, tmp_path, monkeypatch):
     """sagemaker 3's ModelTrainer with SourceCode sends no sagemaker_program: the source and its own
     drivers as channels, and ContainerEntrypoint/ContainerArguments running its sm_train.sh, which
     needs /opt/ml itself, hence a container (the process runner refuses it, saying so)."""
-    for name, value in {"AWS_ENDPOINT_URL": localaws_docker.endpoint_url, "AWS_ACCESS_KEY_ID": "testing",
-                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-                        "SAGEMAKER_VALIDATE_ROLE": "false"}.items():
+    for name, value in {
+        "AWS_ENDPOINT_URL": localaws_docker.endpoint_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "SAGEMAKER_VALIDATE_ROLE": "false",
+    }.items():
         monkeypatch.setenv(name, value)
     import boto3
     from sagemaker.core import image_uris
@@ -428,16 +473,22 @@ def test_the_sagemaker_sdks_model_trainer_runs_a_script_on_the_framework_image(l
     train = put(s3, bucket, "data/train/train.csv", training_data())
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "train.py").write_text(SDK_TRAIN)
-    image = image_uris.retrieve("sklearn", "us-east-1", version="1.2-1", instance_type="ml.m5.large",
-                                image_scope="training")
+    image = image_uris.retrieve(
+        "sklearn", "us-east-1", version="1.2-1", instance_type="ml.m5.large", image_scope="training"
+    )
     assert image == SKLEARN_IMAGE
     trainer = ModelTrainer(
-        training_image=image, role=ROLE_ARN, base_job_name="sdk",
+        training_image=image,
+        role=ROLE_ARN,
+        base_job_name="sdk",
         sagemaker_session=Session(boto_session=boto3.Session(region_name="us-east-1"), default_bucket=bucket),
         source_code=SourceCode(source_dir=str(tmp_path / "src"), entry_script="train.py"),
-        compute=Compute(instance_type="ml.m5.large", instance_count=1), hyperparameters={"alpha": 0.5})
-    trainer.train(input_data_config=[InputData(channel_name="train", data_source=train.rsplit("/", 1)[0])],
-                  wait=True, logs=False)
+        compute=Compute(instance_type="ml.m5.large", instance_count=1),
+        hyperparameters={"alpha": 0.5},
+    )
+    trainer.train(
+        input_data_config=[InputData(channel_name="train", data_source=train.rsplit("/", 1)[0])], wait=True, logs=False
+    )
     job = sm.describe_training_job(TrainingJobName=trainer._latest_training_job.training_job_name)
     assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
     assert job["AlgorithmSpecification"]["ContainerEntrypoint"] == ["/bin/bash"]

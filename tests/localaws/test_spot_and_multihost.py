@@ -1,6 +1,7 @@
 """Managed spot training with an injected interruption (the digits trainer's stand-in,
 tests/localaws/images/quick-trainer, under both runners: the restart is the runner's), a spot job out of
 time, and multi-host training of the real network under both runners."""
+
 from __future__ import annotations
 
 import time
@@ -21,7 +22,11 @@ def test_spot_interruption_resumes_from_the_checkpoint(localaws, data, preset, q
     sm = localaws.client("sagemaker")
     name = unique("spot")
     request = job_request(
-        quick_trainer, data, preset, name, epoch_seconds=0.1,
+        quick_trainer,
+        data,
+        preset,
+        name,
+        epoch_seconds=0.1,
         hyperparameters={"epochs": "60", "early_stopping_patience": "60"},
         EnableManagedSpotTraining=True,
         CheckpointConfig={"S3Uri": f"s3://{data['bucket']}/checkpoints/{name}"},
@@ -38,8 +43,17 @@ def test_spot_interruption_resumes_from_the_checkpoint(localaws, data, preset, q
 
     assert done["TrainingJobStatus"] == "Completed", done.get("FailureReason")
     statuses = [t["Status"] for t in done["SecondaryStatusTransitions"]]
-    assert statuses == ["Starting", "Downloading", "Training", "Interrupted", "Starting", "Downloading",
-                        "Training", "Uploading", "Completed"]
+    assert statuses == [
+        "Starting",
+        "Downloading",
+        "Training",
+        "Interrupted",
+        "Starting",
+        "Downloading",
+        "Training",
+        "Uploading",
+        "Completed",
+    ]
     lines = log_lines(localaws.client("logs"), name)
     assert any("resumed from checkpoint" in line for line in lines)
     metrics = {m["MetricName"]: m["Value"] for m in done["FinalMetricDataList"]}
@@ -53,9 +67,16 @@ def test_spot_interruption_resumes_from_the_checkpoint(localaws, data, preset, q
 def test_spot_job_that_cannot_finish_in_time_ends_max_wait_time_exceeded(localaws, data, preset, quick_trainer):
     sm = localaws.client("sagemaker")
     name = unique("spotwait")
-    request = job_request(quick_trainer, data, preset, name, max_runtime=8, epoch_seconds=0.1,
-                          hyperparameters={"epochs": "5000", "early_stopping_patience": "5000"},
-                          EnableManagedSpotTraining=True)
+    request = job_request(
+        quick_trainer,
+        data,
+        preset,
+        name,
+        max_runtime=8,
+        epoch_seconds=0.1,
+        hyperparameters={"epochs": "5000", "early_stopping_patience": "5000"},
+        EnableManagedSpotTraining=True,
+    )
     request["StoppingCondition"]["MaxWaitTimeInSeconds"] = 10
     sm.create_training_job(**request)
     wait_for_training(sm, name, until=("Training",))
@@ -83,8 +104,9 @@ def test_two_hosts_train_with_torch_distributed_on_sharded_data(localaws, data, 
     assert done["TrainingJobStatus"] == "Completed", done.get("FailureReason")
 
     logs = localaws.client("logs")
-    streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
-                                        logStreamNamePrefix=name + "/")["logStreams"]
+    streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=name + "/")[
+        "logStreams"
+    ]
     hosts = sorted(s["logStreamName"].split("/")[1].rsplit("-", 1)[0] for s in streams)
     assert hosts == ["algo-1", "algo-2"]
     lines = log_lines(logs, name)

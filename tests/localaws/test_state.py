@@ -6,6 +6,7 @@ folder and work dir: what was created is there, what was running has ended with 
 and what a killed localaws left behind is gone. The images are quick stand-ins
 (``tests/localaws/images/lingering`` trains in a moment or as long as told, ``misbehaving`` serves).
 """
+
 from __future__ import annotations
 
 import base64
@@ -94,8 +95,9 @@ def saved(localaws) -> None:
 
     def written() -> bool:
         try:
-            return all(marker.encode() in (localaws.state_dir / name).read_bytes()
-                       for name in ("moto.pickle", "engine.pickle"))
+            return all(
+                marker.encode() in (localaws.state_dir / name).read_bytes() for name in ("moto.pickle", "engine.pickle")
+            )
         except FileNotFoundError:
             return False
 
@@ -103,8 +105,11 @@ def saved(localaws) -> None:
 
 
 def train(localaws, bucket: str, name: str, seconds: int = 0, **extra) -> None:
-    localaws.client("sagemaker").create_training_job(**training_request(
-        name, localaws.train_image, {}, f"s3://{bucket}/jobs", {"seconds": str(seconds)}, LOSS, **extra))
+    localaws.client("sagemaker").create_training_job(
+        **training_request(
+            name, localaws.train_image, {}, f"s3://{bucket}/jobs", {"seconds": str(seconds)}, LOSS, **extra
+        )
+    )
 
 
 def helper_pids(localaws, group: str) -> list[int]:
@@ -127,10 +132,13 @@ def running(pid: int) -> bool:
 
 def registered_version(sm, group: str, artifact: str, image: str) -> str:
     return sm.create_model_package(
-        ModelPackageGroupName=group, ModelApprovalStatus="PendingManualApproval",
-        InferenceSpecification={"Containers": [{"Image": image, "ModelDataUrl": artifact}],
-                                "SupportedContentTypes": ["application/json"],
-                                "SupportedResponseMIMETypes": ["application/json"]},
+        ModelPackageGroupName=group,
+        ModelApprovalStatus="PendingManualApproval",
+        InferenceSpecification={
+            "Containers": [{"Image": image, "ModelDataUrl": artifact}],
+            "SupportedContentTypes": ["application/json"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
     )["ModelPackageArn"]
 
 
@@ -159,7 +167,8 @@ def test_resources_survive_a_stop_and_a_kill(restartable):
     localaws.client("ecr").create_repository(repositoryName=bucket)
     localaws.client("cloudwatch").put_metric_data(Namespace=bucket, MetricData=[{"MetricName": "m", "Value": 4.0}])
     stream = localaws.client("logs").describe_log_streams(
-        logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=job)["logStreams"][0]["logStreamName"]
+        logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=job
+    )["logStreams"][0]["logStreamName"]
 
     def state() -> dict:
         versions = s3.list_object_versions(Bucket=bucket, Prefix="data/small.txt")["Versions"]
@@ -169,18 +178,33 @@ def test_resources_survive_a_stop_and_a_kill(restartable):
             "listed": [j["TrainingJobName"] for j in sm.list_training_jobs()["TrainingJobSummaries"]],
             "artifact": s3.head_object(Bucket=bucket, Key=artifact.split(f"s3://{bucket}/", 1)[1])["ContentLength"],
             "large": s3.get_object(Bucket=bucket, Key="data/large.bin")["Body"].read() == large,
-            "small": [s3.get_object(Bucket=bucket, Key="data/small.txt", VersionId=v["VersionId"])["Body"].read()
-                      for v in versions],
+            "small": [
+                s3.get_object(Bucket=bucket, Key="data/small.txt", VersionId=v["VersionId"])["Body"].read()
+                for v in versions
+            ],
             "version": sm.describe_model_package(ModelPackageName=first)["ModelApprovalStatus"],
             "vpc": localaws.client("ec2").describe_vpcs(VpcIds=[vpc])["Vpcs"][0]["CidrBlock"],
             "parameter": localaws.client("ssm").get_parameter(Name=f"/{bucket}/p")["Parameter"]["Value"],
-            "repository": localaws.client("ecr").describe_repositories(repositoryNames=[bucket])["repositories"][0]
-            ["repositoryUri"],
-            "metric": [p["Sum"] for p in localaws.client("cloudwatch").get_metric_statistics(
-                Namespace=bucket, MetricName="m", StartTime=time.time() - 3600, EndTime=time.time() + 60,
-                Period=3600, Statistics=["Sum"])["Datapoints"]],
-            "log": [e["message"] for e in localaws.client("logs").get_log_events(
-                logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=stream)["events"]],
+            "repository": localaws.client("ecr").describe_repositories(repositoryNames=[bucket])["repositories"][0][
+                "repositoryUri"
+            ],
+            "metric": [
+                p["Sum"]
+                for p in localaws.client("cloudwatch").get_metric_statistics(
+                    Namespace=bucket,
+                    MetricName="m",
+                    StartTime=time.time() - 3600,
+                    EndTime=time.time() + 60,
+                    Period=3600,
+                    Statistics=["Sum"],
+                )["Datapoints"]
+            ],
+            "log": [
+                e["message"]
+                for e in localaws.client("logs").get_log_events(
+                    logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=stream
+                )["events"]
+            ],
         }
 
     before = state()
@@ -196,19 +220,29 @@ def test_resources_survive_a_stop_and_a_kill(restartable):
     s3.delete_object(Bucket=bucket, Key="data/large.bin")
     second = registered_version(sm, group, artifact, localaws.train_image)  # our engine
     group_id = localaws.client("ec2").create_security_group(  # EC2's query protocol
-        GroupName=unique("sg"), Description="late", VpcId=vpc)["GroupId"]
+        GroupName=unique("sg"), Description="late", VpcId=vpc
+    )["GroupId"]
     localaws.client("ssm").put_parameter(Name=f"/{bucket}/p", Value="late", Type="String", Overwrite=True)  # JSON
     localaws.client("cloudwatch").put_metric_alarm(  # JSON 1.0 (botocore's pick of CloudWatch's protocols)
-        AlarmName=f"{bucket}-alarm", MetricName="m", Namespace="n", Statistic="Sum", Period=60,
-        EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="GreaterThanThreshold")
+        AlarmName=f"{bucket}-alarm",
+        MetricName="m",
+        Namespace="n",
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=1.0,
+        ComparisonOperator="GreaterThanThreshold",
+    )
     localaws.client("iam").create_role(RoleName=f"{bucket}-late", AssumeRolePolicyDocument="{}")  # query (IAM)
     saved(localaws)
     localaws.end("SIGKILL")
     localaws.start()
     assert localaws.client("ec2").describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]["VpcId"] == vpc
     assert localaws.client("ssm").get_parameter(Name=f"/{bucket}/p")["Parameter"]["Value"] == "late"
-    assert [a["AlarmName"] for a in localaws.client("cloudwatch").describe_alarms(
-        AlarmNames=[f"{bucket}-alarm"])["MetricAlarms"]] == [f"{bucket}-alarm"]
+    assert [
+        a["AlarmName"]
+        for a in localaws.client("cloudwatch").describe_alarms(AlarmNames=[f"{bucket}-alarm"])["MetricAlarms"]
+    ] == [f"{bucket}-alarm"]
     assert localaws.client("iam").get_role(RoleName=f"{bucket}-late")["Role"]["RoleName"] == f"{bucket}-late"
     assert s3.get_object(Bucket=bucket, Key="data/late.txt")["Body"].read() == b"late"
     with pytest.raises(ClientError, match="NoSuchKey"):
@@ -248,8 +282,11 @@ def test_running_work_comes_back_failed_and_its_leftovers_go(restartable, how):
             "ParameterRanges": {"CategoricalParameterRanges": [{"Name": "loss", "Values": ["0.5", "0.7"]}]},
         },
         TrainingJobDefinition={
-            "AlgorithmSpecification": {"TrainingImage": localaws.train_image, "TrainingInputMode": "File",
-                                       "MetricDefinitions": LOSS},
+            "AlgorithmSpecification": {
+                "TrainingImage": localaws.train_image,
+                "TrainingInputMode": "File",
+                "MetricDefinitions": LOSS,
+            },
             "RoleArn": ROLE_ARN,
             "StaticHyperParameters": {"seconds": "600"},
             "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/tuning"},
@@ -260,8 +297,13 @@ def test_running_work_comes_back_failed_and_its_leftovers_go(restartable, how):
     command_id, instance_id = send_long_command(localaws, bucket)
 
     # Everything is under way, each with its helper process, before localaws goes.
-    wait_until(lambda: len(helper_pids(localaws, "/aws/sagemaker/TrainingJobs")) == 3
-               and len(helper_pids(localaws, "/ml-pipeline/host-training")) == 1, timeout=300)
+    wait_until(
+        lambda: (
+            len(helper_pids(localaws, "/aws/sagemaker/TrainingJobs")) == 3
+            and len(helper_pids(localaws, "/ml-pipeline/host-training")) == 1
+        ),
+        timeout=300,
+    )
     helpers = helper_pids(localaws, "/aws/sagemaker/TrainingJobs") + helper_pids(localaws, "/ml-pipeline/host-training")
     training = sm.describe_training_job(TrainingJobName=job)
     assert training["SecondaryStatus"] == "Training"
@@ -293,8 +335,13 @@ def test_running_work_comes_back_failed_and_its_leftovers_go(restartable, how):
     assert tuned["HyperParameterTuningJobStatus"] == "Failed"
     assert tuned["FailureReason"] == "InternalServerError: localaws stopped while the tuning job was running."
     assert tuned["HyperParameterTuningEndTime"].timestamp() == pytest.approx(end, abs=0.001)
-    assert tuned["TrainingJobStatusCounters"] == {"Completed": 0, "InProgress": 0, "RetryableError": 2,
-                                                  "NonRetryableError": 0, "Stopped": 0}
+    assert tuned["TrainingJobStatusCounters"] == {
+        "Completed": 0,
+        "InProgress": 0,
+        "RetryableError": 2,
+        "NonRetryableError": 0,
+        "Stopped": 0,
+    }
     assert tuned["ObjectiveStatusCounters"] == {"Succeeded": 0, "Pending": 0, "Failed": 2}
     trials = sm.list_training_jobs_for_hyper_parameter_tuning_job(HyperParameterTuningJobName=tuning)
     assert {t["TrainingJobStatus"] for t in trials["TrainingJobSummaries"]} == {"Failed"}
@@ -304,8 +351,9 @@ def test_running_work_comes_back_failed_and_its_leftovers_go(restartable, how):
     assert "localaws stopped while the command was running." in invocation["StandardErrorContent"]
     from datetime import datetime
 
-    assert datetime.fromisoformat(invocation["ExecutionEndDateTime"].replace("Z", "+00:00")).timestamp() \
-        == pytest.approx(end, abs=0.001)
+    assert datetime.fromisoformat(
+        invocation["ExecutionEndDateTime"].replace("Z", "+00:00")
+    ).timestamp() == pytest.approx(end, abs=0.001)
     assert ssm.list_commands(CommandId=command_id)["Commands"][0]["Status"] == "Failed"
 
     # Nothing of what ran is left: processes, job and command folders.
@@ -322,10 +370,15 @@ def send_long_command(localaws, bucket: str) -> tuple[str, str]:
     """The project's host-training command on a moto instance, training the lingering image for 10 minutes."""
     ec2, ssm = localaws.client("ec2"), localaws.client("ssm")
     document = unique("MLPipeline-TrainContainer")
-    ssm.create_document(Name=document, DocumentType="Command", DocumentFormat="JSON",
-                        Content=(REPO_ROOT / "include" / "ssm" / "run-training-container.json").read_text())
-    instance = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
-                                 InstanceType="g5.xlarge")["Instances"][0]["InstanceId"]
+    ssm.create_document(
+        Name=document,
+        DocumentType="Command",
+        DocumentFormat="JSON",
+        Content=(REPO_ROOT / "include" / "ssm" / "run-training-container.json").read_text(),
+    )
+    instance = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="g5.xlarge")["Instances"][
+        0
+    ]["InstanceId"]
     spec = {
         "hyperparameters": {"seconds": "600"},
         "inputdataconfig": {},
@@ -334,12 +387,20 @@ def send_long_command(localaws, bucket: str) -> tuple[str, str]:
         "environment": {},
     }
     command = ssm.send_command(
-        DocumentName=document, InstanceIds=[instance],
-        Parameters={"JobName": [unique("host")], "Image": [localaws.train_image],
-                    "Spec": [base64.b64encode(json.dumps(spec).encode()).decode()],
-                    "OutputPath": [f"s3://{bucket}/host"], "Accelerator": ["nvidia"], "Region": ["us-east-1"]},
-        CloudWatchOutputConfig={"CloudWatchLogGroupName": "/ml-pipeline/host-training",
-                                "CloudWatchOutputEnabled": True},
+        DocumentName=document,
+        InstanceIds=[instance],
+        Parameters={
+            "JobName": [unique("host")],
+            "Image": [localaws.train_image],
+            "Spec": [base64.b64encode(json.dumps(spec).encode()).decode()],
+            "OutputPath": [f"s3://{bucket}/host"],
+            "Accelerator": ["nvidia"],
+            "Region": ["us-east-1"],
+        },
+        CloudWatchOutputConfig={
+            "CloudWatchLogGroupName": "/ml-pipeline/host-training",
+            "CloudWatchOutputEnabled": True,
+        },
     )["Command"]
     return command["CommandId"], instance
 
@@ -347,20 +408,31 @@ def send_long_command(localaws, bucket: str) -> tuple[str, str]:
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
 def test_an_endpoint_serves_again_and_keeps_scaling(restartable, how):
     localaws = restartable
-    sm, runtime, aas = localaws.client("sagemaker"), localaws.client("sagemaker-runtime"), \
-        localaws.client("application-autoscaling")
+    sm, runtime, aas = (
+        localaws.client("sagemaker"),
+        localaws.client("sagemaker-runtime"),
+        localaws.client("application-autoscaling"),
+    )
     name = unique("kept")
     assert deploy(sm, name, localaws.serve_image, None, env={})["EndpointStatus"] == "InService"
     resource = f"endpoint/{name}/variant/AllTraffic"
     dimension = "sagemaker:variant:DesiredInstanceCount"
-    aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=resource, ScalableDimension=dimension,
-                                 MinCapacity=1, MaxCapacity=2)
+    aas.register_scalable_target(
+        ServiceNamespace="sagemaker", ResourceId=resource, ScalableDimension=dimension, MinCapacity=1, MaxCapacity=2
+    )
     policy = aas.put_scaling_policy(
-        PolicyName="invocations", ServiceNamespace="sagemaker", ResourceId=resource, ScalableDimension=dimension,
+        PolicyName="invocations",
+        ServiceNamespace="sagemaker",
+        ResourceId=resource,
+        ScalableDimension=dimension,
         PolicyType="TargetTrackingScaling",
         TargetTrackingScalingPolicyConfiguration={
-            "TargetValue": 5.0, "ScaleOutCooldown": 60, "ScaleInCooldown": 600,
-            "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}})
+            "TargetValue": 5.0,
+            "ScaleOutCooldown": 60,
+            "ScaleInCooldown": 600,
+            "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+        },
+    )
     before = json.loads(runtime.invoke_endpoint(EndpointName=name, Body=b"{}")["Body"].read())["pid"]
     old = instances(localaws, name)["Instances"]
     if how == "SIGKILL":
@@ -375,8 +447,9 @@ def test_an_endpoint_serves_again_and_keeps_scaling(restartable, how):
     answer = json.loads(runtime.invoke_endpoint(EndpointName=name, Body=b"{}")["Body"].read())
     assert answer["served_by"] == "misbehaving" and answer["pid"] != before  # a new fleet, from the stored model
     assert sm.describe_model(ModelName=f"{name}-m")["PrimaryContainer"]["Image"] == localaws.serve_image
-    assert sm.describe_endpoint_config(EndpointConfigName=f"{name}-c")["ProductionVariants"][0]["ModelName"] \
-        == f"{name}-m"
+    assert (
+        sm.describe_endpoint_config(EndpointConfigName=f"{name}-c")["ProductionVariants"][0]["ModelName"] == f"{name}-m"
+    )
     assert not any(running(c["Pid"]) for i in old for c in i["Containers"])
     targets = aas.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[resource])["ScalableTargets"]
     assert [(t["MinCapacity"], t["MaxCapacity"]) for t in targets] == [(1, 2)]
@@ -399,8 +472,10 @@ def test_an_endpoint_serves_again_and_keeps_scaling(restartable, how):
     thread = threading.Thread(target=load, daemon=True)
     thread.start()
     try:
-        wait_until(lambda: sm.describe_endpoint(EndpointName=name)["ProductionVariants"][0]["CurrentInstanceCount"]
-                   == 2, timeout=120)
+        wait_until(
+            lambda: sm.describe_endpoint(EndpointName=name)["ProductionVariants"][0]["CurrentInstanceCount"] == 2,
+            timeout=120,
+        )
     finally:
         stop.set()
         thread.join(timeout=30)
@@ -414,8 +489,9 @@ def test_an_endpoint_serves_again_and_keeps_scaling(restartable, how):
 def test_containers_of_a_killed_localaws_are_removed(tmp_path, docker_engine, docker_client):
     from tests.fixtures.docker_engine import build_and_push
 
-    image = build_and_push(docker_client, MISBEHAVING, "misbehaving", docker_engine["registry"],
-                           base_image=docker_engine["base_image"])
+    image = build_and_push(
+        docker_client, MISBEHAVING, "misbehaving", docker_engine["registry"], base_image=docker_engine["base_image"]
+    )
     localaws = Restartable(tmp_path, "docker", LOCALAWS_REGISTRY=docker_engine["registry"]).start()
     try:
         sm = localaws.client("sagemaker")
@@ -494,10 +570,12 @@ def test_a_snapshot_of_another_moto_is_refused_before_it_is_unpickled(tmp_path):
     state.mkdir()
     unpickled = tmp_path / "unpickled"
     # What an older localaws wrote (its versions inside the pickle), and one naming another moto in its header.
-    older = pickle.dumps({"format": 1, "moto": "0.0.1", "python": (3, 11), "services": {},
-                          "x": _OpenWhenUnpickled(unpickled)})
+    older = pickle.dumps(
+        {"format": 1, "moto": "0.0.1", "python": (3, 11), "services": {}, "x": _OpenWhenUnpickled(unpickled)}
+    )
     headed = b'localaws-moto-state {"format": 2, "moto": "0.0.1", "python": "3.11"}\n' + pickle.dumps(
-        _OpenWhenUnpickled(unpickled))
+        _OpenWhenUnpickled(unpickled)
+    )
     for snapshot in (older, headed):
         (state / "moto.pickle").write_bytes(snapshot)
         localaws = Restartable(tmp_path).start()
@@ -521,16 +599,21 @@ def test_attachments_to_aws_managed_policies_come_back_without_their_documents_i
     # AWS's policies are made afresh by moto: the snapshot names them, it does not hold their documents.
     assert b"s3-object-lambda:Get*" not in (localaws.state_dir / "moto.pickle").read_bytes()
     localaws.start()
-    assert [p["PolicyName"] for p in iam.list_attached_role_policies(RoleName="kept")["AttachedPolicies"]] \
-        == ["AmazonSageMakerFullAccess"]
-    assert [p["PolicyName"] for p in iam.list_attached_user_policies(UserName="kept")["AttachedPolicies"]] \
-        == ["AmazonS3ReadOnlyAccess"]
+    assert [p["PolicyName"] for p in iam.list_attached_role_policies(RoleName="kept")["AttachedPolicies"]] == [
+        "AmazonSageMakerFullAccess"
+    ]
+    assert [p["PolicyName"] for p in iam.list_attached_user_policies(UserName="kept")["AttachedPolicies"]] == [
+        "AmazonS3ReadOnlyAccess"
+    ]
     after = iam.get_policy(PolicyArn="arn:aws:iam::aws:policy/AmazonSageMakerFullAccess")["Policy"]
     assert (after["PolicyId"], after["AttachmentCount"]) == (before["PolicyId"], 1)
     assert sorted(p["PolicyName"] for p in iam.list_policies(OnlyAttached=True)["Policies"]) == [
-        "AmazonS3ReadOnlyAccess", "AmazonSageMakerFullAccess"]
-    decided = iam.simulate_principal_policy(PolicySourceArn="arn:aws:iam::123456789012:role/kept",
-                                            ActionNames=["sagemaker:CreateTrainingJob"])["EvaluationResults"]
+        "AmazonS3ReadOnlyAccess",
+        "AmazonSageMakerFullAccess",
+    ]
+    decided = iam.simulate_principal_policy(
+        PolicySourceArn="arn:aws:iam::123456789012:role/kept", ActionNames=["sagemaker:CreateTrainingJob"]
+    )["EvaluationResults"]
     assert decided[0]["EvalDecision"] == "allowed"
     assert iam.get_policy(PolicyArn="arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess")["Policy"]["IsAttachable"]
 
@@ -561,8 +644,16 @@ def test_a_localaws_that_cannot_listen_leaves_nothing_behind(tmp_path):
         busy.listen()
         before = set(threading.enumerate())
         with pytest.raises((OSError, SystemExit)):  # werkzeug exits when the address is in use
-            LocalAWS(Settings(host="127.0.0.1", port=busy.getsockname()[1], work_dir=tmp_path / "work",
-                              state_dir=None, cache_dir=tmp_path / "cache", runner="process"))
+            LocalAWS(
+                Settings(
+                    host="127.0.0.1",
+                    port=busy.getsockname()[1],
+                    work_dir=tmp_path / "work",
+                    state_dir=None,
+                    cache_dir=tmp_path / "cache",
+                    runner="process",
+                )
+            )
     wait_until(lambda: set(threading.enumerate()) <= before, timeout=30, waiting_for="the gateway's threads to end")
     with open(tmp_path / "work" / ".localaws.lock", "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the work dir is free for the next localaws
@@ -570,10 +661,23 @@ def test_a_localaws_that_cannot_listen_leaves_nothing_behind(tmp_path):
 
 def test_a_state_folder_serves_one_localaws_at_a_time(restartable):
     other = subprocess.run(
-        [sys.executable, "-m", "localaws", "serve", "--port", "0", "--runner", "process",
-         "--state-dir", str(restartable.state_dir)],
-        cwd=REPO_ROOT, env={**restartable.env, "LOCALAWS_WORK_DIR": str(restartable.tmp / "other-work")},
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "localaws",
+            "serve",
+            "--port",
+            "0",
+            "--runner",
+            "process",
+            "--state-dir",
+            str(restartable.state_dir),
+        ],
+        cwd=REPO_ROOT,
+        env={**restartable.env, "LOCALAWS_WORK_DIR": str(restartable.tmp / "other-work")},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert other.returncode == 1
     assert f"the state folder {restartable.state_dir} is in use by another localaws (pid " in other.stderr
@@ -594,8 +698,13 @@ def test_make_airflow_keeps_the_state_of_its_localaws_with_airflows(tmp_path, mo
     # The localaws it starts (and stops on exit) keeps that state from one `make airflow` to the next.
     monkeypatch.setenv("LOCALAWS_WORK_DIR", str(tmp_path / "work"))
     endpoint = f"http://127.0.0.1:{free_port()}"
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     with ensure_localaws(endpoint, tmp_path / "first.log", state_dir=tmp_path / "state"):
         s3.create_bucket(Bucket="kept-by-make-airflow")
     with ensure_localaws(endpoint, tmp_path / "second.log", state_dir=tmp_path / "state"):

@@ -3,6 +3,7 @@ both runners; the others run the digits trainer's stand-in (tests/localaws/image
 both runners where the runner is what they are about (signals, failure files, checkpoint folders), as
 what they test is the job's lifecycle, not training (the real trainer's own failures, SIGTERM and
 checkpoints: tests/workload)."""
+
 from __future__ import annotations
 
 import io
@@ -48,9 +49,7 @@ def download_model(s3, uri: str, into):
 
 def log_lines(logs, name: str) -> list[str]:
     try:
-        streams = logs.describe_log_streams(
-            logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=name + "/"
-        )
+        streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=name + "/")
     except logs.exceptions.ResourceNotFoundException:  # no job has logged yet
         return []
     lines = []
@@ -97,7 +96,7 @@ def test_training_job_trains_and_writes_a_model_that_loads(localaws, data, prese
 
     features, labels = digits_example.held_out(seed=7)
     predictions = digits_model.predict(digits_model.load(model_dir), features)
-    accuracy = sum(int(p == y) for p, y in zip(predictions, labels)) / len(labels)
+    accuracy = sum(int(p == y) for p, y in zip(predictions, labels, strict=True)) / len(labels)
     assert accuracy >= 0.9
     s3.head_object(Bucket=data["bucket"], Key=f"jobs/{name}/output/output.tar.gz")
 
@@ -149,10 +148,21 @@ def test_missing_channel_data_fails_with_a_client_error(localaws, data, preset, 
 def test_stop_training_job_sends_sigterm_and_keeps_the_model(localaws, data, preset, quick_trainer):
     sm, s3 = localaws.client("sagemaker"), localaws.client("s3")
     name = unique("stop")
-    sm.create_training_job(**job_request(quick_trainer, data, preset, name, epoch_seconds=0.1,
-                                         hyperparameters={"epochs": "5000", "early_stopping_patience": "5000"}))
-    wait_until(lambda: any("epoch=3 " in line for line in log_lines(localaws.client("logs"), name)),
-               timeout=120, waiting_for="a few epochs in")
+    sm.create_training_job(
+        **job_request(
+            quick_trainer,
+            data,
+            preset,
+            name,
+            epoch_seconds=0.1,
+            hyperparameters={"epochs": "5000", "early_stopping_patience": "5000"},
+        )
+    )
+    wait_until(
+        lambda: any("epoch=3 " in line for line in log_lines(localaws.client("logs"), name)),
+        timeout=120,
+        waiting_for="a few epochs in",
+    )
     sm.stop_training_job(TrainingJobName=name)
     assert sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] in ("Stopping", "Stopped")
     done = wait_for_training(sm, name, timeout=120)
@@ -160,7 +170,7 @@ def test_stop_training_job_sends_sigterm_and_keeps_the_model(localaws, data, pre
     assert done["SecondaryStatus"] == "Stopped"
     assert "Stopping" in [t["Status"] for t in done["SecondaryStatusTransitions"]]
     assert "ModelArtifacts" in done  # what the algorithm saved on SIGTERM is uploaded
-    bucket, key = done["ModelArtifacts"]["S3ModelArtifacts"][len("s3://"):].split("/", 1)
+    bucket, key = done["ModelArtifacts"]["S3ModelArtifacts"][len("s3://") :].split("/", 1)
     with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())) as tar:
         assert json.load(tar.extractfile("model.json"))["epoch"] >= 3
     with pytest.raises(ClientError) as error:
@@ -173,8 +183,15 @@ def test_stop_training_job_sends_sigterm_and_keeps_the_model(localaws, data, pre
 def test_max_runtime_stops_the_job(localaws, data, preset, quick_trainer):
     sm = localaws.client("sagemaker")
     name = unique("maxrt")
-    request = job_request(quick_trainer, data, preset, name, max_runtime=2, epoch_seconds=0.1,
-                          hyperparameters={"epochs": "5000", "early_stopping_patience": "5000"})
+    request = job_request(
+        quick_trainer,
+        data,
+        preset,
+        name,
+        max_runtime=2,
+        epoch_seconds=0.1,
+        hyperparameters={"epochs": "5000", "early_stopping_patience": "5000"},
+    )
     sm.create_training_job(**request)
     done = wait_for_training(sm, name, timeout=600)
     assert done["TrainingJobStatus"] == "Stopped"
@@ -188,8 +205,17 @@ def test_a_new_job_restores_the_checkpoints_of_an_earlier_one(localaws, data, pr
     checkpoints = f"s3://{data['bucket']}/checkpoints/{unique('run')}"
     long_run = {"epochs": "5000", "early_stopping_patience": "5000"}
     first = unique("ckpt-a")
-    sm.create_training_job(**job_request(quick_trainer, data, preset, first, hyperparameters=long_run,
-                                         epoch_seconds=0.1, CheckpointConfig={"S3Uri": checkpoints}))
+    sm.create_training_job(
+        **job_request(
+            quick_trainer,
+            data,
+            preset,
+            first,
+            hyperparameters=long_run,
+            epoch_seconds=0.1,
+            CheckpointConfig={"S3Uri": checkpoints},
+        )
+    )
     wait_for_training(sm, first, until=("Training",))
     deadline = time.monotonic() + 120
     while not s3.list_objects_v2(Bucket=data["bucket"], Prefix=checkpoints.split("/", 3)[3]).get("Contents"):
@@ -199,8 +225,7 @@ def test_a_new_job_restores_the_checkpoints_of_an_earlier_one(localaws, data, pr
     wait_for_training(sm, first, timeout=120)
 
     second = unique("ckpt-b")
-    sm.create_training_job(**job_request(quick_trainer, data, preset, second,
-                                         CheckpointConfig={"S3Uri": checkpoints}))
+    sm.create_training_job(**job_request(quick_trainer, data, preset, second, CheckpointConfig={"S3Uri": checkpoints}))
     done = wait_for_training(sm, second)
     assert done["TrainingJobStatus"] == "Completed", done.get("FailureReason")
     assert any("resumed from checkpoint" in line for line in log_lines(localaws.client("logs"), second))
@@ -230,8 +255,10 @@ def test_duplicate_and_unknown_names_give_aws_errors(localaws, data, preset, qui
     "change, member",
     [
         ({"TrainingJobName": "under_score"}, "trainingJobName"),
-        ({"ResourceConfig": {"InstanceType": "ml.nope.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 5}},
-         "resourceConfig.instanceType"),
+        (
+            {"ResourceConfig": {"InstanceType": "ml.nope.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 5}},
+            "resourceConfig.instanceType",
+        ),
         ({"RoleArn": "arn:aws:iam::12345:user/not-a-role"}, "roleArn"),
     ],
 )
@@ -274,9 +301,16 @@ def test_list_filters_sorts_and_paginates(localaws_process):
     for index in range(5):
         name = f"{prefix}-{index}"
         # No data: each fails fast at Downloading, which is all this test needs.
-        sm.create_training_job(**training_request(name, localaws_process.image_uri,
-                                                  {"train": "s3://missing-bucket-x/train"}, "s3://b/o", {},
-                                                  Tags=[{"Key": "suite", "Value": prefix}]))
+        sm.create_training_job(
+            **training_request(
+                name,
+                localaws_process.image_uri,
+                {"train": "s3://missing-bucket-x/train"},
+                "s3://b/o",
+                {},
+                Tags=[{"Key": "suite", "Value": prefix}],
+            )
+        )
         names.append(name)
         time.sleep(0.02)
     for name in names:
@@ -287,8 +321,9 @@ def test_list_filters_sorts_and_paginates(localaws_process):
     assert unknown_members("sagemaker", "ListTrainingJobs", page) == []
     seen = [job["TrainingJobName"] for job in page["TrainingJobSummaries"]]
     while "NextToken" in page:
-        page = sm.list_training_jobs(NameContains=prefix, MaxResults=2, SortBy="Name", SortOrder="Descending",
-                                     NextToken=page["NextToken"])
+        page = sm.list_training_jobs(
+            NameContains=prefix, MaxResults=2, SortBy="Name", SortOrder="Descending", NextToken=page["NextToken"]
+        )
         seen += [job["TrainingJobName"] for job in page["TrainingJobSummaries"]]
     assert seen == names[::-1]
 
@@ -298,8 +333,13 @@ def test_list_filters_sorts_and_paginates(localaws_process):
     failed = sm.list_training_jobs(NameContains=prefix, StatusEquals="Failed")["TrainingJobSummaries"]
     assert len(failed) == 5
     paginator = sm.get_paginator("list_training_jobs")
-    assert sum(len(p["TrainingJobSummaries"]) for p in paginator.paginate(NameContains=prefix,
-                                                                          PaginationConfig={"PageSize": 2})) == 5
+    assert (
+        sum(
+            len(p["TrainingJobSummaries"])
+            for p in paginator.paginate(NameContains=prefix, PaginationConfig={"PageSize": 2})
+        )
+        == 5
+    )
 
     arn = sm.describe_training_job(TrainingJobName=names[0])["TrainingJobArn"]
     assert sm.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "suite", "Value": prefix}]

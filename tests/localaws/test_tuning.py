@@ -3,6 +3,7 @@ trainer's stand-in (tests/localaws/images/quick-trainer), which prints the metri
 imply in a fraction of a second: the executor's counters, parallelism, stopping and strategies are what
 these tests are about, not training (the real network is tuned end to end in tests/pipeline). The
 strategies' proposals are tested in-process in test_tuning_strategies.py."""
+
 from __future__ import annotations
 
 import itertools
@@ -36,8 +37,13 @@ def definition(image, data, preset, static=None, epoch_seconds=None, **extra):
         "InputDataConfig": [
             {
                 "ChannelName": name,
-                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": data[name],
-                                                "S3DataDistributionType": "FullyReplicated"}},
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": data[name],
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
             }
             for name in ("train", "validation")
         ],
@@ -67,16 +73,25 @@ def strip_static(ranges: dict, static: dict) -> dict:
 
 
 def create(sm, name, config, job_definition, **extra):
-    job_definition["StaticHyperParameters"] = strip_static(config["ParameterRanges"],
-                                                           job_definition["StaticHyperParameters"])
+    job_definition["StaticHyperParameters"] = strip_static(
+        config["ParameterRanges"], job_definition["StaticHyperParameters"]
+    )
     return sm.create_hyper_parameter_tuning_job(
-        HyperParameterTuningJobName=name, HyperParameterTuningJobConfig=config,
-        TrainingJobDefinition=job_definition, **extra)
+        HyperParameterTuningJobName=name,
+        HyperParameterTuningJobConfig=config,
+        TrainingJobDefinition=job_definition,
+        **extra,
+    )
 
 
 def children(sm, name) -> list[dict]:
-    return [s for page in sm.get_paginator("list_training_jobs_for_hyper_parameter_tuning_job").paginate(
-        HyperParameterTuningJobName=name) for s in page["TrainingJobSummaries"]]
+    return [
+        s
+        for page in sm.get_paginator("list_training_jobs_for_hyper_parameter_tuning_job").paginate(
+            HyperParameterTuningJobName=name
+        )
+        for s in page["TrainingJobSummaries"]
+    ]
 
 
 def wait_tuning(sm, name, timeout=600, check=None) -> dict:
@@ -116,8 +131,12 @@ def test_six_trials_two_at_a_time_and_the_best_is_the_best(localaws, data, prese
         if description["HyperParameterTuningJobStatus"] in TERMINAL:
             assert sum(counters.values()) == len(listed)
 
-    create(sm, name, tuning_config("Random", RANGES, 6, 2, RandomSeed=3),
-           definition(quick_trainer, data, preset, epoch_seconds=0.1))
+    create(
+        sm,
+        name,
+        tuning_config("Random", RANGES, 6, 2, RandomSeed=3),
+        definition(quick_trainer, data, preset, epoch_seconds=0.1),
+    )
     done = wait_tuning(sm, name, check=check)
     assert done["HyperParameterTuningJobStatus"] == "Completed", done.get("FailureReason")
     assert unknown_members("sagemaker", "DescribeHyperParameterTuningJob", done) == []
@@ -137,36 +156,42 @@ def test_six_trials_two_at_a_time_and_the_best_is_the_best(localaws, data, prese
     values = {s["TrainingJobName"]: s["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] for s in listed}
     assert done["BestTrainingJob"]["TrainingJobName"] == min(values, key=values.get)
     best_first = sm.list_training_jobs_for_hyper_parameter_tuning_job(
-        HyperParameterTuningJobName=name, SortBy="FinalObjectiveMetricValue", SortOrder="Ascending")
+        HyperParameterTuningJobName=name, SortBy="FinalObjectiveMetricValue", SortOrder="Ascending"
+    )
     assert best_first["TrainingJobSummaries"][0]["TrainingJobName"] == done["BestTrainingJob"]["TrainingJobName"]
 
     # Truly in parallel: at least two trials overlapped in time.
     spans = sorted((c["TrainingStartTime"], c["TrainingEndTime"]) for c in listed)
-    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
 
 
 def test_grid_covers_its_grid_exactly(localaws, data, preset, quick_trainer):
     sm = localaws.client("sagemaker")
     name = unique("grid")[:32]
-    ranges = {"CategoricalParameterRanges": [
-        {"Name": "optimizer", "Values": ["adam", "sgd"]},
-        {"Name": "batch_size", "Values": ["16", "32", "64"]},
-    ]}
+    ranges = {
+        "CategoricalParameterRanges": [
+            {"Name": "optimizer", "Values": ["adam", "sgd"]},
+            {"Name": "batch_size", "Values": ["16", "32", "64"]},
+        ]
+    }
     create(sm, name, tuning_config("Grid", ranges, parallel=2), definition(quick_trainer, data, preset))
     done = wait_tuning(sm, name)
     assert done["HyperParameterTuningJobStatus"] == "Completed", done.get("FailureReason")
-    tried = sorted((s["TunedHyperParameters"]["optimizer"], s["TunedHyperParameters"]["batch_size"])
-                   for s in children(sm, name))
+    tried = sorted(
+        (s["TunedHyperParameters"]["optimizer"], s["TunedHyperParameters"]["batch_size"]) for s in children(sm, name)
+    )
     assert tried == sorted(itertools.product(["adam", "sgd"], ["16", "32", "64"]))
 
 
 def test_a_failing_child_is_counted_and_the_rest_go_on(localaws, data, preset, quick_trainer):
     sm = localaws.client("sagemaker")
     name = unique("fails")[:32]
-    ranges = {"CategoricalParameterRanges": [
-        {"Name": "optimizer", "Values": ["adam", "no-such-optimizer"]},
-        {"Name": "batch_size", "Values": ["16", "32"]},
-    ]}
+    ranges = {
+        "CategoricalParameterRanges": [
+            {"Name": "optimizer", "Values": ["adam", "no-such-optimizer"]},
+            {"Name": "batch_size", "Values": ["16", "32"]},
+        ]
+    }
     create(sm, name, tuning_config("Grid", ranges, parallel=2), definition(quick_trainer, data, preset))
     done = wait_tuning(sm, name)
     assert done["HyperParameterTuningJobStatus"] == "Completed"
@@ -194,13 +219,20 @@ def test_bayesian_proposals_depend_on_earlier_results(localaws, data, preset, qu
     agree, the model-based one that follows cannot: the executor tells the strategy each trial's
     objective. (Random search, the control, agrees throughout: test_tuning_strategies.py.)"""
     sm = localaws.client("sagemaker")
-    ranges = {"ContinuousParameterRanges": [
-        {"Name": "learning_rate", "MinValue": "0.001", "MaxValue": "0.1", "ScalingType": "Logarithmic"}]}
+    ranges = {
+        "ContinuousParameterRanges": [
+            {"Name": "learning_rate", "MinValue": "0.001", "MaxValue": "0.1", "ScalingType": "Logarithmic"}
+        ]
+    }
 
     def proposals(strategy, objective_type):
         name = unique(f"{strategy[:3].lower()}{objective_type[:3].lower()}")[:32]
-        create(sm, name, tuning_config(strategy, ranges, 3, 1, objective_type, RandomSeed=11),
-               definition(quick_trainer, data, preset))
+        create(
+            sm,
+            name,
+            tuning_config(strategy, ranges, 3, 1, objective_type, RandomSeed=11),
+            definition(quick_trainer, data, preset),
+        )
         assert wait_tuning(sm, name)["HyperParameterTuningJobStatus"] == "Completed"
         listed = sorted(children(sm, name), key=lambda s: s["CreationTime"])
         return [float(s["TunedHyperParameters"]["learning_rate"]) for s in listed]
@@ -213,16 +245,25 @@ def test_bayesian_proposals_depend_on_earlier_results(localaws, data, preset, qu
 def test_stopping_the_tuning_job_stops_its_children(localaws, data, preset, quick_trainer):
     sm = localaws.client("sagemaker")
     name = unique("stop")[:32]
-    create(sm, name, tuning_config("Random", RANGES, 6, 2),
-           definition(quick_trainer, data, preset, {"epochs": "5000", "early_stopping_patience": "5000"}))
+    create(
+        sm,
+        name,
+        tuning_config("Random", RANGES, 6, 2),
+        definition(quick_trainer, data, preset, {"epochs": "5000", "early_stopping_patience": "5000"}),
+    )
     deadline = time.monotonic() + 300
-    while sm.describe_hyper_parameter_tuning_job(
-            HyperParameterTuningJobName=name)["TrainingJobStatusCounters"]["InProgress"] < 2:
+    while (
+        sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)["TrainingJobStatusCounters"][
+            "InProgress"
+        ]
+        < 2
+    ):
         assert time.monotonic() < deadline
         time.sleep(0.5)
     sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
-    assert sm.describe_hyper_parameter_tuning_job(
-        HyperParameterTuningJobName=name)["HyperParameterTuningJobStatus"] in ("Stopping", "Stopped")
+    assert sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)[
+        "HyperParameterTuningJobStatus"
+    ] in ("Stopping", "Stopped")
     done = wait_tuning(sm, name, timeout=180)
     assert done["HyperParameterTuningJobStatus"] == "Stopped"
     listed = children(sm, name)
@@ -235,8 +276,12 @@ def test_auto_early_stopping_stops_a_clearly_losing_trial(localaws, data, preset
     name = unique("early")[:32]
     ranges = {"CategoricalParameterRanges": [{"Name": "learning_rate", "Values": ["0.01", "0.02", "0.0000001"]}]}
     config = tuning_config("Grid", ranges, parallel=1, TrainingJobEarlyStoppingType="Auto")
-    create(sm, name, config, definition(quick_trainer, data, preset,
-                                        {"epochs": "30", "early_stopping_patience": "30"}, epoch_seconds=0.1))
+    create(
+        sm,
+        name,
+        config,
+        definition(quick_trainer, data, preset, {"epochs": "30", "early_stopping_patience": "30"}, epoch_seconds=0.1),
+    )
     done = wait_tuning(sm, name)
     assert done["HyperParameterTuningJobStatus"] == "Completed"
     by_rate = {s["TunedHyperParameters"]["learning_rate"]: s for s in children(sm, name)}
@@ -263,9 +308,14 @@ def test_warm_start_and_several_definitions(localaws, data, preset, quick_traine
     config = tuning_config("Bayesian", RANGES, 4, 2)
     del config["ParameterRanges"], config["HyperParameterTuningJobObjective"]
     sm.create_hyper_parameter_tuning_job(
-        HyperParameterTuningJobName=child, HyperParameterTuningJobConfig=config, TrainingJobDefinitions=defs,
-        WarmStartConfig={"ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": parent}],
-                         "WarmStartType": "TransferLearning"})
+        HyperParameterTuningJobName=child,
+        HyperParameterTuningJobConfig=config,
+        TrainingJobDefinitions=defs,
+        WarmStartConfig={
+            "ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": parent}],
+            "WarmStartType": "TransferLearning",
+        },
+    )
     done = wait_tuning(sm, child)
     assert done["HyperParameterTuningJobStatus"] == "Completed", done.get("FailureReason")
     assert unknown_members("sagemaker", "DescribeHyperParameterTuningJob", done) == []
@@ -279,10 +329,15 @@ def test_warm_start_and_several_definitions(localaws, data, preset, quick_traine
 def test_hyperband_stops_trials_by_max_resource_and_pruning(localaws, data, preset, quick_trainer):
     sm = localaws.client("sagemaker")
     name = unique("hyper")[:32]
-    config = tuning_config("Hyperband", RANGES, 6, 2,
-                           StrategyConfig={"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": 9}})
-    create(sm, name, config, definition(quick_trainer, data, preset,
-                                        {"epochs": "40", "early_stopping_patience": "40"}, epoch_seconds=0.2))
+    config = tuning_config(
+        "Hyperband", RANGES, 6, 2, StrategyConfig={"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": 9}}
+    )
+    create(
+        sm,
+        name,
+        config,
+        definition(quick_trainer, data, preset, {"epochs": "40", "early_stopping_patience": "40"}, epoch_seconds=0.2),
+    )
     done = wait_tuning(sm, name)
     assert done["HyperParameterTuningJobStatus"] == "Completed", done.get("FailureReason")
     listed = children(sm, name)

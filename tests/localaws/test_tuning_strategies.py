@@ -1,6 +1,7 @@
 """The tuning strategies in-process (localaws/sagemaker/tuning/strategies.py): where each next trial's
 hyperparameters come from, given the results told so far. No server: the objective is a function of
 the proposal. Tuning jobs through localaws over HTTP, with each strategy once, are in test_tuning.py."""
+
 from __future__ import annotations
 
 import itertools
@@ -8,13 +9,21 @@ import math
 
 from localaws.sagemaker.tuning.strategies import SearchSpace, make_strategy
 
-LEARNING_RATE = {"ContinuousParameterRanges": [
-    {"Name": "learning_rate", "MinValue": "0.001", "MaxValue": "0.1", "ScalingType": "Logarithmic"}]}
+LEARNING_RATE = {
+    "ContinuousParameterRanges": [
+        {"Name": "learning_rate", "MinValue": "0.001", "MaxValue": "0.1", "ScalingType": "Logarithmic"}
+    ]
+}
 
 
 def config(strategy: str, objective_type: str = "Minimize", ranges=LEARNING_RATE, **extra) -> dict:
-    return {"Strategy": strategy, "RandomSeed": 11, "ParameterRanges": ranges,
-            "HyperParameterTuningJobObjective": {"Type": objective_type, "MetricName": "validation:loss"}, **extra}
+    return {
+        "Strategy": strategy,
+        "RandomSeed": 11,
+        "ParameterRanges": ranges,
+        "HyperParameterTuningJobObjective": {"Type": objective_type, "MetricName": "validation:loss"},
+        **extra,
+    }
 
 
 def loss(hyperparameters: dict[str, str]) -> float:
@@ -56,8 +65,12 @@ def test_a_failed_trial_is_told_without_a_value():
 
 
 def test_grid_proposes_each_combination_once_then_nothing():
-    ranges = {"CategoricalParameterRanges": [{"Name": "optimizer", "Values": ["adam", "sgd"]},
-                                             {"Name": "batch_size", "Values": ["16", "32", "64"]}]}
+    ranges = {
+        "CategoricalParameterRanges": [
+            {"Name": "optimizer", "Values": ["adam", "sgd"]},
+            {"Name": "batch_size", "Values": ["16", "32", "64"]},
+        ]
+    }
     strategy = make_strategy(config("Grid", ranges=ranges), {}, 100)
     seen = []
     while (proposal := strategy.propose()) is not None:
@@ -66,8 +79,9 @@ def test_grid_proposes_each_combination_once_then_nothing():
 
 
 def test_hyperband_stops_a_trial_at_max_resource_at_the_latest():
-    strategy = make_strategy(config("Hyperband", StrategyConfig={
-        "HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": 9}}), {}, 6)
+    strategy = make_strategy(
+        config("Hyperband", StrategyConfig={"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": 9}}), {}, 6
+    )
     proposal = strategy.propose()
     stops = [strategy.report(proposal, step, 1.0 / step) for step in range(1, 10)]
     assert stops[-1] is True
@@ -75,21 +89,29 @@ def test_hyperband_stops_a_trial_at_max_resource_at_the_latest():
 
 
 def test_a_definitions_own_ranges_and_objective_win_over_the_configs():
-    definition = {"HyperParameterRanges": {"IntegerParameterRanges": [
-        {"Name": "hidden_units", "MinValue": "32", "MaxValue": "128", "ScalingType": "Linear"}]},
-        "TuningObjective": {"Type": "Maximize", "MetricName": "validation:accuracy"}}
+    definition = {
+        "HyperParameterRanges": {
+            "IntegerParameterRanges": [
+                {"Name": "hidden_units", "MinValue": "32", "MaxValue": "128", "ScalingType": "Linear"}
+            ]
+        },
+        "TuningObjective": {"Type": "Maximize", "MetricName": "validation:accuracy"},
+    }
     strategy = make_strategy(config("Random"), definition, 3)
     assert strategy.direction == "maximize"
     assert set(strategy.propose().hyperparameters) == {"hidden_units"}
 
 
 def test_search_space_round_trips_sagemakers_strings():
-    space = SearchSpace({
-        "IntegerParameterRanges": [{"Name": "units", "MinValue": "1", "MaxValue": "1000", "ScalingType": "Auto"}],
-        "ContinuousParameterRanges": [
-            {"Name": "momentum", "MinValue": "0.9", "MaxValue": "0.999", "ScalingType": "ReverseLogarithmic"}],
-        "CategoricalParameterRanges": [{"Name": "optimizer", "Values": ["adam", "sgd"]}],
-    })
+    space = SearchSpace(
+        {
+            "IntegerParameterRanges": [{"Name": "units", "MinValue": "1", "MaxValue": "1000", "ScalingType": "Auto"}],
+            "ContinuousParameterRanges": [
+                {"Name": "momentum", "MinValue": "0.9", "MaxValue": "0.999", "ScalingType": "ReverseLogarithmic"}
+            ],
+            "CategoricalParameterRanges": [{"Name": "optimizer", "Values": ["adam", "sgd"]}],
+        }
+    )
     assert space.distributions["units"].log  # Auto over three orders of magnitude: a log scale
     tuned = space.to_hyperparameters({"units": 12, "momentum": 1 - 0.95, "optimizer": "sgd"})
     assert tuned == {"units": "12", "momentum": "0.95", "optimizer": "sgd"}

@@ -1,6 +1,7 @@
 """Checkpoints reach S3 whole and alone: the workload never writes a temporary file into the checkpoint
 directory (SageMaker uploads whatever appears there), and localaws's sync, like SageMaker's, deletes
 from S3 what was deleted (or renamed away) in the container."""
+
 from __future__ import annotations
 
 import os

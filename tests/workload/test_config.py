@@ -1,5 +1,6 @@
 """config.py: presets (hyperparameter overrides) and tuning configurations, from files or inline, and their
 refusals naming the file and the field. The experiment-level checks are tests/dags/test_experiments.py."""
+
 from __future__ import annotations
 
 import json
@@ -28,12 +29,17 @@ def write(tmp_path: Path, name: str, document) -> Path:
 
 def tuning_document(**changes) -> dict:
     document = {
-        "base_preset": "quick", "strategy": "Bayesian", "max_jobs": 6, "max_parallel_jobs": 2,
+        "base_preset": "quick",
+        "strategy": "Bayesian",
+        "max_jobs": 6,
+        "max_parallel_jobs": 2,
         "parameter_ranges": {
-            "IntegerParameterRanges": [{"Name": "hidden_units", "MinValue": 32, "MaxValue": 256,
-                                        "ScalingType": "Logarithmic"}],
-            "ContinuousParameterRanges": [{"Name": "learning_rate", "MinValue": 0.001, "MaxValue": 0.05,
-                                           "ScalingType": "Logarithmic"}],
+            "IntegerParameterRanges": [
+                {"Name": "hidden_units", "MinValue": 32, "MaxValue": 256, "ScalingType": "Logarithmic"}
+            ],
+            "ContinuousParameterRanges": [
+                {"Name": "learning_rate", "MinValue": 0.001, "MaxValue": 0.05, "ScalingType": "Logarithmic"}
+            ],
             "CategoricalParameterRanges": [{"Name": "optimizer", "Values": ["adam", "sgd"]}],
         },
     }
@@ -47,20 +53,31 @@ def check_tuning(document, presets=None):
 
 
 def test_a_preset_is_hyperparameter_overrides_and_resources(tmp_path):
-    path = write(tmp_path, "quick.json", {"description": "short", "hyperparameters": {"epochs": 2, "flag": True},
-                                          "instance_type": "ml.m5.large", "max_runtime_seconds": 600})
+    path = write(
+        tmp_path,
+        "quick.json",
+        {
+            "description": "short",
+            "hyperparameters": {"epochs": 2, "flag": True},
+            "instance_type": "ml.m5.large",
+            "max_runtime_seconds": 600,
+        },
+    )
     preset = config.load_preset(path)
     assert preset["hyperparameters"] == {"epochs": 2, "flag": True} and preset["max_runtime_seconds"] == 600
     assert config.check_preset({}, "inline", ("presets", "none")) == {"hyperparameters": {}}
 
 
-@pytest.mark.parametrize("document, field, words", [
-    ({"hyperparameters": {"layers": [1, 2]}}, "hyperparameters.layers", "is not of type"),
-    ({"hyperparameters": {"sagemaker_program": "x.py"}}, "hyperparameters", "should not be valid"),
-    ({"metric_definitions": []}, "(top level)", "'metric_definitions' was unexpected"),
-    ({"instance_type": "p4d.24xlarge"}, "instance_type", "does not match"),
-    ({"instance_count": 99}, "instance_count", "greater than the maximum of 8"),
-])
+@pytest.mark.parametrize(
+    "document, field, words",
+    [
+        ({"hyperparameters": {"layers": [1, 2]}}, "hyperparameters.layers", "is not of type"),
+        ({"hyperparameters": {"sagemaker_program": "x.py"}}, "hyperparameters", "should not be valid"),
+        ({"metric_definitions": []}, "(top level)", "'metric_definitions' was unexpected"),
+        ({"instance_type": "p4d.24xlarge"}, "instance_type", "does not match"),
+        ({"instance_count": 99}, "instance_count", "greater than the maximum of 8"),
+    ],
+)
 def test_bad_presets_name_the_file_and_the_field(tmp_path, document, field, words):
     path = write(tmp_path, "bad.json", document)
     with pytest.raises(ConfigError) as raised:
@@ -69,8 +86,9 @@ def test_bad_presets_name_the_file_and_the_field(tmp_path, document, field, word
     assert words in str(raised.value)
     with pytest.raises(ConfigError) as raised:  # the same checks inline, named by where it is in its file
         config.check_preset(document, "experiments/x/experiment.yaml", ("presets", "bad"))
-    assert str(raised.value).startswith(f"experiments/x/experiment.yaml: presets.bad.{field}".replace(
-        ".(top level)", "")), str(raised.value)
+    assert str(raised.value).startswith(
+        f"experiments/x/experiment.yaml: presets.bad.{field}".replace(".(top level)", "")
+    ), str(raised.value)
 
 
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e999"])
@@ -94,13 +112,21 @@ def test_tuning_resolves_its_defaults_and_converts_to_boto3s_shape():
     tuning = check_tuning(tuning_document(strategy="Random"))
     assert tuning["objective"] == OBJECTIVE and tuning["early_stopping"] == "Off"  # the experiment's objective
     job_config = config.tuning_job_config(tuning)
-    shape = botocore_session.get_session().get_service_model("sagemaker").operation_model(
-        "CreateHyperParameterTuningJob").input_shape.members["HyperParameterTuningJobConfig"]
+    shape = (
+        botocore_session.get_session()
+        .get_service_model("sagemaker")
+        .operation_model("CreateHyperParameterTuningJob")
+        .input_shape.members["HyperParameterTuningJobConfig"]
+    )
     report = ParamValidator().validate(job_config, shape)
     assert not report.has_errors(), report.generate_report()
     assert job_config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 6, "MaxParallelTrainingJobs": 2}
     assert job_config["ParameterRanges"]["ContinuousParameterRanges"][0] == {
-        "Name": "learning_rate", "MinValue": "0.001", "MaxValue": "0.05", "ScalingType": "Logarithmic"}
+        "Name": "learning_rate",
+        "MinValue": "0.001",
+        "MaxValue": "0.05",
+        "ScalingType": "Logarithmic",
+    }
     assert config.tuned_names(tuning) == {"hidden_units", "learning_rate", "optimizer"}
 
 
@@ -110,30 +136,57 @@ def _range(kind: str, index: int = 0, **changes) -> dict:
     return document
 
 
-@pytest.mark.parametrize("document, field, words", [
-    (_range("ContinuousParameterRanges", MinValue=0.1, MaxValue=0.01), "parameter_ranges.ContinuousParameterRanges[0]"
-     ".MaxValue", "must be less than MaxValue"),
-    (_range("ContinuousParameterRanges", MinValue=0.0), "parameter_ranges.ContinuousParameterRanges[0].MinValue",
-     "Logarithmic scaling needs MinValue > 0"),
-    (_range("ContinuousParameterRanges", ScalingType="ReverseLogarithmic", MaxValue=1.5),
-     "parameter_ranges.ContinuousParameterRanges[0].ScalingType", "MaxValue < 1"),
-    (_range("ContinuousParameterRanges", Name="momentum"), "parameter_ranges.ContinuousParameterRanges[0].Name",
-     "'momentum' is not a hyperparameter"),
-    (_range("ContinuousParameterRanges", Name="optimizer"), "parameter_ranges.ContinuousParameterRanges[0].Name",
-     "cannot have a Continuous range"),
-    (_range("IntegerParameterRanges", Name="dropout", MinValue=0, MaxValue=1),
-     "parameter_ranges.IntegerParameterRanges[0].Name", "cannot have an Integer range"),
-    (_range("CategoricalParameterRanges", Name="hidden_units"), "parameter_ranges.CategoricalParameterRanges[0].Name",
-     "also tuned"),
-    (tuning_document(parameter_ranges={}), "parameter_ranges", "no hyperparameter is tuned"),
-    (tuning_document(max_jobs=2, max_parallel_jobs=3), "max_parallel_jobs", "more than max_jobs"),
-    (tuning_document(strategy="Grid"), "strategy", "Grid search takes CategoricalParameterRanges only"),
-    (tuning_document(objective={"metric": "validation:accuracy", "type": "Maximize"}), "objective.metric",
-     "not among the experiment's metric_definitions"),
-    (tuning_document(base_preset="huge"), "base_preset", "not a preset of the experiment"),
-    (tuning_document(max_jobs=float("nan")), "max_jobs", "not a finite number"),
-    (tuning_document(colour="blue"), "(top level)", "'colour' was unexpected"),
-])
+@pytest.mark.parametrize(
+    "document, field, words",
+    [
+        (
+            _range("ContinuousParameterRanges", MinValue=0.1, MaxValue=0.01),
+            "parameter_ranges.ContinuousParameterRanges[0].MaxValue",
+            "must be less than MaxValue",
+        ),
+        (
+            _range("ContinuousParameterRanges", MinValue=0.0),
+            "parameter_ranges.ContinuousParameterRanges[0].MinValue",
+            "Logarithmic scaling needs MinValue > 0",
+        ),
+        (
+            _range("ContinuousParameterRanges", ScalingType="ReverseLogarithmic", MaxValue=1.5),
+            "parameter_ranges.ContinuousParameterRanges[0].ScalingType",
+            "MaxValue < 1",
+        ),
+        (
+            _range("ContinuousParameterRanges", Name="momentum"),
+            "parameter_ranges.ContinuousParameterRanges[0].Name",
+            "'momentum' is not a hyperparameter",
+        ),
+        (
+            _range("ContinuousParameterRanges", Name="optimizer"),
+            "parameter_ranges.ContinuousParameterRanges[0].Name",
+            "cannot have a Continuous range",
+        ),
+        (
+            _range("IntegerParameterRanges", Name="dropout", MinValue=0, MaxValue=1),
+            "parameter_ranges.IntegerParameterRanges[0].Name",
+            "cannot have an Integer range",
+        ),
+        (
+            _range("CategoricalParameterRanges", Name="hidden_units"),
+            "parameter_ranges.CategoricalParameterRanges[0].Name",
+            "also tuned",
+        ),
+        (tuning_document(parameter_ranges={}), "parameter_ranges", "no hyperparameter is tuned"),
+        (tuning_document(max_jobs=2, max_parallel_jobs=3), "max_parallel_jobs", "more than max_jobs"),
+        (tuning_document(strategy="Grid"), "strategy", "Grid search takes CategoricalParameterRanges only"),
+        (
+            tuning_document(objective={"metric": "validation:accuracy", "type": "Maximize"}),
+            "objective.metric",
+            "not among the experiment's metric_definitions",
+        ),
+        (tuning_document(base_preset="huge"), "base_preset", "not a preset of the experiment"),
+        (tuning_document(max_jobs=float("nan")), "max_jobs", "not a finite number"),
+        (tuning_document(colour="blue"), "(top level)", "'colour' was unexpected"),
+    ],
+)
 def test_bad_tuning_names_the_file_and_the_field(document, field, words):
     with pytest.raises(ConfigError) as raised:
         check_tuning(document)
@@ -143,8 +196,9 @@ def test_bad_tuning_names_the_file_and_the_field(document, field, words):
 
 def test_a_hyperparameter_added_by_the_base_preset_can_be_tuned():
     presets = {"quick": {"hyperparameters": {**HYPERPARAMETERS, "momentum": 0.9}}}
-    tuning = check_tuning(_range("ContinuousParameterRanges", Name="momentum", ScalingType="Linear", MinValue=0.5,
-                                 MaxValue=0.99), presets)
+    tuning = check_tuning(
+        _range("ContinuousParameterRanges", Name="momentum", ScalingType="Linear", MinValue=0.5, MaxValue=0.99), presets
+    )
     assert "momentum" in config.tuned_names(tuning)
 
 
@@ -162,8 +216,7 @@ def test_experiment_files_are_found_per_experiment(tmp_path, monkeypatch):
 def test_a_schema_in_the_data_folder_does_not_replace_the_codes(tmp_path, monkeypatch):
     """ML_PIPELINE_HYPERPARAMS_DIR supplies presets, never the rules: a permissive preset.schema.json there
     is not what a preset is checked against."""
-    write(tmp_path, config.PRESET_SCHEMA, {"$schema": "https://json-schema.org/draft/2020-12/schema",
-                                           "type": "object"})
+    write(tmp_path, config.PRESET_SCHEMA, {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object"})
     monkeypatch.setenv(config.DIR_ENV, str(tmp_path))
     config.schema.cache_clear()
     config.validator.cache_clear()

@@ -4,6 +4,7 @@
 Each run takes a few seconds, mostly importing torch; the module shares runs
 between tests where it can.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,9 +37,11 @@ DATA_SEED = 7
 #: The interpreter that runs ``train`` (e.g. /usr/bin/python3 with Debian's torch 1.13).
 PYTHON = os.environ.get("WORKLOAD_TRAIN_PYTHON") or sys.executable
 METRIC_LINE = re.compile(
-    r"^epoch=(\d+) train_loss=(\d+\.\d{6}) validation_loss=(\d+\.\d{6}) validation_accuracy=(\d+\.\d{6})$")
+    r"^epoch=(\d+) train_loss=(\d+\.\d{6}) validation_loss=(\d+\.\d{6}) validation_accuracy=(\d+\.\d{6})$"
+)
 FINAL_LINE = re.compile(
-    r"^best_epoch=(\d+) train_loss=(\d+\.\d{6}) validation_loss=(\d+\.\d{6}) validation_accuracy=(\d+\.\d{6})$")
+    r"^best_epoch=(\d+) train_loss=(\d+\.\d{6}) validation_loss=(\d+\.\d{6}) validation_accuracy=(\d+\.\d{6})$"
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +60,7 @@ def metric_definitions() -> list:
 
 
 def clean_env(**extra: str) -> dict:
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("SM_", "LOCALAWS_", "TRAINING_JOB"))}
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("SM_", "LOCALAWS_", "TRAINING_JOB"))}
     env.update(PYTHONDONTWRITEBYTECODE="1", **extra)
     return env
 
@@ -68,15 +70,15 @@ def opt_ml(root: Path, channels: dict, hyperparameters: dict, names=("train", "v
     (root / "input" / "config").mkdir(parents=True)
     (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hyperparameters))
     (root / "input" / "config" / "resourceconfig.json").write_text(
-        json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
+        json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]})
+    )
     for name in names:
         shutil.copytree(channels[name], root / "input" / "data" / name)
     return root
 
 
 def run_train(env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, str(TRAIN)], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([PYTHON, str(TRAIN)], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def metric_lines(stdout: str) -> list:
@@ -87,8 +89,12 @@ def final_metrics(stdout: str) -> dict:
     finals = [m for m in map(FINAL_LINE.match, stdout.splitlines()) if m]
     assert len(finals) == 1, stdout
     epoch, train_loss, validation_loss, accuracy = finals[0].groups()
-    return {"epoch": int(epoch), "train_loss": float(train_loss), "validation_loss": float(validation_loss),
-            "validation_accuracy": float(accuracy)}
+    return {
+        "epoch": int(epoch),
+        "train_loss": float(train_loss),
+        "validation_loss": float(validation_loss),
+        "validation_accuracy": float(accuracy),
+    }
 
 
 def accuracy_of(model_dir: Path, features, labels) -> float:
@@ -113,10 +119,13 @@ def validation_loss_of(model_dir: Path, channel: Path) -> float:
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory, channels, quick):
     """The quick preset through hyperparameters.json, with what SageMaker adds to it."""
-    hyperparameters = dict(config.sagemaker_hyperparameters(quick),
-                           optimizer='"adam"',  # as the SageMaker SDK's framework estimators encode strings
-                           sagemaker_program="train", sagemaker_region='"us-east-1"',
-                           _tuning_objective_metric="validation:loss")
+    hyperparameters = dict(
+        config.sagemaker_hyperparameters(quick),
+        optimizer='"adam"',  # as the SageMaker SDK's framework estimators encode strings
+        sagemaker_program="train",
+        sagemaker_region='"us-east-1"',
+        _tuning_objective_metric="validation:loss",
+    )
     root = opt_ml(tmp_path_factory.mktemp("quick") / "opt_ml", channels, hyperparameters)
     started = time.monotonic()
     result = run_train(clean_env(SAGEMAKER_BASE_DIR=str(root)))
@@ -142,8 +151,10 @@ def test_quick_preset_trains_to_high_accuracy(quick_run, quick):
     assert [h["epoch"] for h in history["history"]] == [int(e[0]) for e in epochs]
     assert history["best"]["epoch"] == final["epoch"]
     assert (root / "checkpoints" / "checkpoint.pt").exists()
-    print(f"quick preset: {seconds:.1f}s for the process, {history['train_seconds']}s training, "
-          f"validation accuracy {final['validation_accuracy']}")
+    print(
+        f"quick preset: {seconds:.1f}s for the process, {history['train_seconds']}s training, "
+        f"validation accuracy {final['validation_accuracy']}"
+    )
 
 
 def test_model_loads_and_predicts_the_test_split(quick_run):
@@ -173,8 +184,12 @@ def test_serve_runs_one_worker_per_cpu_it_may_use(quick_run):
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, str(CONTEXT / "serve")],
-        env=clean_env(SAGEMAKER_BASE_DIR=str(root), SAGEMAKER_BIND_TO_PORT=str(port)), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+        env=clean_env(SAGEMAKER_BASE_DIR=str(root), SAGEMAKER_BIND_TO_PORT=str(port)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -197,8 +212,11 @@ def test_metric_lines_match_the_experiments_metric_definitions(quick_run, metric
     lines = result.stdout.splitlines()
     epochs = metric_lines(result.stdout)
     best = json.loads((root / "model" / "model_config.json").read_text())["best"]
-    keys = {"train:loss": "train_loss", "validation:loss": "validation_loss",
-            "validation:accuracy": "validation_accuracy"}
+    keys = {
+        "train:loss": "train_loss",
+        "validation:loss": "validation_loss",
+        "validation:accuracy": "validation_accuracy",
+    }
     for definition in metric_definitions:
         values = [float(m.group(1)) for line in lines for m in [re.search(definition["Regex"], line)] if m]
         assert len(values) == len(epochs) + 1, definition  # one per epoch, then the best epoch's
@@ -209,10 +227,15 @@ def test_metric_lines_match_the_experiments_metric_definitions(quick_run, metric
 def test_hyperparameters_from_sm_hps_and_channels_from_sm_channel(tmp_path, channels):
     env = clean_env(
         SM_HPS=json.dumps({"epochs": "1", "num_threads": "1"}),
-        SM_CHANNEL_TRAIN=str(channels["train"]), SM_CHANNEL_VALIDATION=str(channels["validation"]),
-        SM_MODEL_DIR=str(tmp_path / "m"), SM_OUTPUT_DIR=str(tmp_path / "o"),
-        SM_OUTPUT_DATA_DIR=str(tmp_path / "o" / "data"), SM_HOSTS='["algo-1"]', SM_CURRENT_HOST="algo-1",
-        SAGEMAKER_BASE_DIR=str(tmp_path / "root"))
+        SM_CHANNEL_TRAIN=str(channels["train"]),
+        SM_CHANNEL_VALIDATION=str(channels["validation"]),
+        SM_MODEL_DIR=str(tmp_path / "m"),
+        SM_OUTPUT_DIR=str(tmp_path / "o"),
+        SM_OUTPUT_DATA_DIR=str(tmp_path / "o" / "data"),
+        SM_HOSTS='["algo-1"]',
+        SM_CURRENT_HOST="algo-1",
+        SAGEMAKER_BASE_DIR=str(tmp_path / "root"),
+    )
     result = run_train(env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(metric_lines(result.stdout)) == 1
@@ -220,12 +243,15 @@ def test_hyperparameters_from_sm_hps_and_channels_from_sm_channel(tmp_path, chan
     assert (tmp_path / "root" / "checkpoints" / "checkpoint.pt").exists()  # no SM_ variable for it
 
 
-@pytest.mark.parametrize("hyperparameters, message", [
-    ({"learning_rate": "-1"}, "HyperparameterError: learning_rate must be > 0"),
-    ({"optimizer": "rmsprop"}, "HyperparameterError: optimizer must be one of adam, sgd, got 'rmsprop'"),
-    ({"epochs": "two"}, "HyperparameterError: epochs must be an integer, got 'two'"),
-    ({"learning_rte": "0.1"}, "HyperparameterError: unknown hyperparameter learning_rte"),
-])
+@pytest.mark.parametrize(
+    "hyperparameters, message",
+    [
+        ({"learning_rate": "-1"}, "HyperparameterError: learning_rate must be > 0"),
+        ({"optimizer": "rmsprop"}, "HyperparameterError: optimizer must be one of adam, sgd, got 'rmsprop'"),
+        ({"epochs": "two"}, "HyperparameterError: epochs must be an integer, got 'two'"),
+        ({"learning_rte": "0.1"}, "HyperparameterError: unknown hyperparameter learning_rte"),
+    ],
+)
 def test_bad_hyperparameter_fails_with_a_clear_reason(tmp_path, channels, hyperparameters, message):
     root = opt_ml(tmp_path / "opt_ml", channels, hyperparameters)
     result = run_train(clean_env(SAGEMAKER_BASE_DIR=str(root)))
@@ -245,14 +271,17 @@ def test_missing_validation_channel_is_a_clear_error(tmp_path, channels):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes_to_the_same_result(tmp_path, channels, quick,
-                                                                           metric_definitions):
-    hyperparameters = dict(config.sagemaker_hyperparameters(quick), epochs="15", batch_size="8",
-                           early_stopping_patience="0")
+def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes_to_the_same_result(
+    tmp_path, channels, quick, metric_definitions
+):
+    hyperparameters = dict(
+        config.sagemaker_hyperparameters(quick), epochs="15", batch_size="8", early_stopping_patience="0"
+    )
     root = opt_ml(tmp_path / "opt_ml", channels, hyperparameters)
     env = clean_env(SAGEMAKER_BASE_DIR=str(root))
-    process = subprocess.Popen([PYTHON, str(TRAIN)], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [PYTHON, str(TRAIN)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     first = []
     try:
         for line in process.stdout:
@@ -303,8 +332,9 @@ def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes_to_the_same_result(tmp_p
 
 @pytest.mark.slow
 def test_early_stopping_keeps_the_best_epochs_weights(tmp_path, channels, quick):
-    hyperparameters = dict(config.sagemaker_hyperparameters(quick), epochs="40", learning_rate="0.05",
-                           early_stopping_patience="1")
+    hyperparameters = dict(
+        config.sagemaker_hyperparameters(quick), epochs="40", learning_rate="0.05", early_stopping_patience="1"
+    )
     root = opt_ml(tmp_path / "opt_ml", channels, hyperparameters)
     result = run_train(clean_env(SAGEMAKER_BASE_DIR=str(root)))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -317,7 +347,8 @@ def test_early_stopping_keeps_the_best_epochs_weights(tmp_path, channels, quick)
     assert final["validation_loss"] == min(e[2] for e in epochs)
     # The saved weights are the best epoch's, not the last one's.
     assert validation_loss_of(root / "model", channels["validation"]) == pytest.approx(
-        final["validation_loss"], abs=1e-5)
+        final["validation_loss"], abs=1e-5
+    )
     # A rerun on the finished checkpoint trains no more and keeps the same model.
     again = run_train(clean_env(SAGEMAKER_BASE_DIR=str(root)))
     assert again.returncode == 0 and metric_lines(again.stdout) == []
@@ -342,12 +373,17 @@ def test_two_hosts_train_data_parallel_over_gloo(tmp_path, channels, quick):
         (root / "input" / "data" / "train").mkdir()
         for shard in shards[rank::2]:  # ShardedByS3Key: each host gets its own files
             shutil.copy(shard, root / "input" / "data" / "train")
-        env = clean_env(SAGEMAKER_BASE_DIR=str(root), SM_HOSTS=json.dumps(hosts), SM_CURRENT_HOST=host,
-                        SM_MASTER_ADDR="127.0.0.1", SM_MASTER_PORT=port,
-                        SM_INPUT_DATA_CONFIG=json.dumps({"train": {"S3DistributionType": "ShardedByS3Key"},
-                                                         "validation": {}}))
-        processes.append(subprocess.Popen([PYTHON, str(TRAIN)], env=env, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True))
+        env = clean_env(
+            SAGEMAKER_BASE_DIR=str(root),
+            SM_HOSTS=json.dumps(hosts),
+            SM_CURRENT_HOST=host,
+            SM_MASTER_ADDR="127.0.0.1",
+            SM_MASTER_PORT=port,
+            SM_INPUT_DATA_CONFIG=json.dumps({"train": {"S3DistributionType": "ShardedByS3Key"}, "validation": {}}),
+        )
+        processes.append(
+            subprocess.Popen([PYTHON, str(TRAIN)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        )
     outputs = []
     try:
         for process in processes:

@@ -7,6 +7,7 @@ every tensor of the (nested) state goes in the list and the rest of the structur
 floats included, is JSON with ``{"$tensor": i}`` where the tensors were. That
 loads safely on torch 1.13 and 2.x alike.
 """
+
 from __future__ import annotations
 
 import errno
@@ -104,5 +105,6 @@ def load(directory: Path):
             raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT}")
         return _decode(meta["state"], list(stored["tensors"]))
     except Exception as error:  # noqa: BLE001 - whatever breaks the read, the job says which file and how
-        raise CheckpointError(f"cannot read the checkpoint {path}: {type(error).__name__}: {error} "
-                              f"(remove it to start afresh)") from None
+        raise CheckpointError(
+            f"cannot read the checkpoint {path}: {type(error).__name__}: {error} (remove it to start afresh)"
+        ) from None

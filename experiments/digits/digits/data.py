@@ -4,6 +4,7 @@ Each row is ``label,f1,...,fN`` with no header: an integer class label first,
 then the features as they come (sklearn's digits: 64 pixel values 0..16; the
 model scales them itself). Torch is not needed here.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -31,7 +32,8 @@ class Dataset:
 
 def csv_files(directory: Path) -> list:
     return sorted(
-        path for path in Path(directory).rglob("*.csv")
+        path
+        for path in Path(directory).rglob("*.csv")
         if path.is_file() and not any(part.startswith(".") for part in path.relative_to(directory).parts)
     )
 
@@ -56,19 +58,21 @@ def read_channel(name: str, directory: Path, *, allow_empty: bool = False) -> Da
         if table.size == 0:
             continue
         if table.shape[1] < 2:
-            raise DataError(f"channel {name!r}: {path.name} has {table.shape[1]} column(s); "
-                            f"expected a label followed by features")
+            raise DataError(
+                f"channel {name!r}: {path.name} has {table.shape[1]} column(s); expected a label followed by features"
+            )
         if width is None:
             width = table.shape[1]
         elif table.shape[1] != width:
-            raise DataError(f"channel {name!r}: {path.name} has {table.shape[1]} columns, "
-                            f"other files have {width}")
+            raise DataError(f"channel {name!r}: {path.name} has {table.shape[1]} columns, other files have {width}")
         label = table[:, 0]
         if not np.all(np.isfinite(table)):
             raise DataError(f"channel {name!r}: {path.name} has non-finite values")
         if np.any(label < 0) or np.any(label != np.round(label)):
-            raise DataError(f"channel {name!r}: {path.name} has labels that are not "
-                            f"non-negative integers (the label must be the first column)")
+            raise DataError(
+                f"channel {name!r}: {path.name} has labels that are not "
+                f"non-negative integers (the label must be the first column)"
+            )
         labels.append(label.astype(np.int64))
         blocks.append(table[:, 1:].astype(np.float32))
     if not blocks:

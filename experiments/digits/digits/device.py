@@ -5,6 +5,7 @@ built up op by op and executed at ``mark_step``; ``Device.mark_step`` is a no-op
 everywhere else, so the training loop calls it unconditionally after backward
 and after the optimizer step.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,13 +56,15 @@ def select(local_rank: int = 0) -> Device:
         index = local_rank % torch.cuda.device_count()
         torch.cuda.set_device(index)
         name = torch.cuda.get_device_name(index)
-        return Device(torch.device("cuda", index), "cuda",
-                      f"cuda:{index} ({name}, {torch.cuda.device_count()} visible)")
+        return Device(
+            torch.device("cuda", index), "cuda", f"cuda:{index} ({name}, {torch.cuda.device_count()} visible)"
+        )
     htcore = _habana()
     if htcore is not None:
         count = ""
         try:
             import habana_frameworks.torch.hpu as hthpu  # noqa: PLC0415 - Habana only
+
             count = f" ({hthpu.device_count()} visible)"
         except Exception:  # noqa: BLE001 - the count is only for the log line
             pass

@@ -10,6 +10,7 @@ and HPU tensors with gloo.
 
 A single-host job gets ``Single``, which never imports torch.distributed.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,7 +41,8 @@ def wait_for_name(host: str, wait_s: float = RESOLVE_WAIT_S) -> None:
             if time.monotonic() >= deadline:
                 raise TrainingError(
                     f"the master host {host!r} does not resolve ({error}); set SM_MASTER_ADDR "
-                    f"(default: the first of SM_HOSTS)") from None
+                    f"(default: the first of SM_HOSTS)"
+                ) from None
             time.sleep(1)
 
 
@@ -98,8 +100,9 @@ class Gloo:
     def sync_gradients(self, parameters: Sequence[torch.nn.Parameter], stop: bool) -> bool:
         """Averages the gradients over the hosts; True if any host asked to stop."""
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
-        flat = torch.cat([g.detach().reshape(-1).to("cpu", torch.float32) for g in grads]
-                         + [torch.tensor([1.0 if stop else 0.0])])
+        flat = torch.cat(
+            [g.detach().reshape(-1).to("cpu", torch.float32) for g in grads] + [torch.tensor([1.0 if stop else 0.0])]
+        )
         self._all_reduce(flat, self.dist.ReduceOp.SUM)
         if flat[-1].item() > 0:
             return True
@@ -107,7 +110,7 @@ class Gloo:
         offset = 0
         for parameter, grad in zip(parameters, grads, strict=True):
             count = grad.numel()
-            parameter.grad = flat[offset:offset + count].view_as(grad).to(grad.device, grad.dtype)
+            parameter.grad = flat[offset : offset + count].view_as(grad).to(grad.device, grad.dtype)
             offset += count
         return False
 

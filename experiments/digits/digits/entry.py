@@ -8,6 +8,7 @@ and best model are saved), 1 on any error, with ``<ErrorType>: <message>``
 written to ``$SM_OUTPUT_DIR/failure`` (SageMaker's FailureReason) and the
 traceback, for unexpected errors, on stderr.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,7 @@ class StopFlag:
 def _failure_file() -> Path:
     from .paths import DEFAULT_ROOT, ROOT_ENV  # noqa: PLC0415 - the failure path imports only what it must
 
-    output = os.environ.get("SM_OUTPUT_DIR") or os.path.join(
-        os.environ.get(ROOT_ENV) or DEFAULT_ROOT, "output")
+    output = os.environ.get("SM_OUTPUT_DIR") or os.path.join(os.environ.get(ROOT_ENV) or DEFAULT_ROOT, "output")
     return Path(output) / "failure"
 
 

@@ -25,6 +25,7 @@ arguments, ``--epochs 6 --optimizer adam ...`` (its ``to_cmd_args``): ``from_arg
     num_threads              0        integer >= 0: torch CPU threads; 0 = torch's default
     checkpoint_dir           (none)   path; default <opt_ml>/checkpoints
 """
+
 from __future__ import annotations
 
 import argparse
@@ -161,8 +162,7 @@ def parse(raw: Mapping[str, Any]) -> Hyperparameters:
     unknown = sorted(key for key in raw if key not in PARSERS and not is_reserved(key))
     if unknown:
         raise HyperparameterError(
-            f"unknown hyperparameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
-            f"known: {', '.join(PARSERS)}"
+            f"unknown hyperparameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; known: {', '.join(PARSERS)}"
         )
     values = {}
     for key, value in raw.items():

@@ -13,6 +13,7 @@ A model directory holds:
 ``load(model_dir)`` returns the net in eval mode on the CPU (or ``map_location``);
 ``predict(model, features)`` maps raw feature rows to class labels.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -33,8 +34,14 @@ DEFAULT_INPUT_SCALE = 16.0
 class DigitsMLP(nn.Module):
     """input/scale -> Linear(hidden) -> ReLU -> Dropout -> Linear(hidden/2) -> ReLU -> Dropout -> Linear(classes)."""
 
-    def __init__(self, input_size: int = 64, hidden_units: int = 128, num_classes: int = 10,
-                 dropout: float = 0.2, input_scale: float = DEFAULT_INPUT_SCALE):
+    def __init__(
+        self,
+        input_size: int = 64,
+        hidden_units: int = 128,
+        num_classes: int = 10,
+        dropout: float = 0.2,
+        input_scale: float = DEFAULT_INPUT_SCALE,
+    ):
         super().__init__()
         second = max(1, hidden_units // 2)
         self.input_scale = float(input_scale)
@@ -52,8 +59,9 @@ class DigitsMLP(nn.Module):
         return self.net(features / self.input_scale)
 
 
-def architecture(input_size: int, hidden_units: int, num_classes: int, dropout: float,
-                 input_scale: float = DEFAULT_INPUT_SCALE) -> dict:
+def architecture(
+    input_size: int, hidden_units: int, num_classes: int, dropout: float, input_scale: float = DEFAULT_INPUT_SCALE
+) -> dict:
     """The part of model_config.json that ``build`` reads."""
     return {
         "architecture": "mlp",
@@ -100,8 +108,12 @@ def save(model_dir: Path, state_dict: dict, config: dict) -> None:
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     cpu_state = {key: value.detach().to("cpu") for key, value in state_dict.items()}
-    config = dict(config, format_version=FORMAT_VERSION, weights=WEIGHTS_FILE,
-                  framework={"torch": torch.__version__.split("+")[0]})
+    config = dict(
+        config,
+        format_version=FORMAT_VERSION,
+        weights=WEIGHTS_FILE,
+        framework={"torch": torch.__version__.split("+")[0]},
+    )
     _atomic_write_bytes(model_dir / WEIGHTS_FILE, lambda handle: torch.save(cpu_state, handle))
     text = json.dumps(config, indent=2, sort_keys=True).encode()
     _atomic_write_bytes(model_dir / CONFIG_FILE, lambda handle: handle.write(text))

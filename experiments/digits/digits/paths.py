@@ -15,6 +15,7 @@ context directly is given its tree as the sagemaker-training toolkit takes one,
     <root>/output/data/                        SM_OUTPUT_DATA_DIR
     <root>/checkpoints/                        the ``checkpoint_dir`` hyperparameter wins
 """
+
 from __future__ import annotations
 
 import json

@@ -34,6 +34,7 @@ Server settings (environment), as SageMaker's own serving containers name them:
 SIGTERM stops gracefully: no new connections, requests in flight are answered
 (up to 30 s), then the workers exit.
 """
+
 from __future__ import annotations
 
 import json
@@ -118,8 +119,7 @@ def check_rows(rows: list, input_size: int) -> list:
     for index, row in enumerate(rows):
         if not isinstance(row, list) or len(row) != input_size:
             size = len(row) if isinstance(row, list) else type(row).__name__
-            raise BadRequest(f"row {index} has {size} features; the model takes {input_size} "
-                             "(8x8 pixel values 0..16)")
+            raise BadRequest(f"row {index} has {size} features; the model takes {input_size} (8x8 pixel values 0..16)")
         for value in row:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise BadRequest(f"row {index} holds a non-numeric value {value!r}")
@@ -131,12 +131,18 @@ def check_rows(rows: list, input_size: int) -> list:
 def format_predictions(classes: list, probabilities: list, accept: str | None) -> tuple[bytes, str]:
     media = _media_type(accept)
     if media in ("", "*/*", JSON, "application/*"):
-        out = {"predictions": [{"class": label, "probabilities": [round(p, 6) for p in row]}
-                               for label, row in zip(classes, probabilities, strict=True)]}
+        out = {
+            "predictions": [
+                {"class": label, "probabilities": [round(p, 6) for p in row]}
+                for label, row in zip(classes, probabilities, strict=True)
+            ]
+        }
         return json.dumps(out, separators=(",", ":")).encode(), JSON
     if media in (CSV, "text/*"):
-        lines = [",".join([str(label)] + [f"{p:.6f}" for p in row])
-                 for label, row in zip(classes, probabilities, strict=True)]
+        lines = [
+            ",".join([str(label)] + [f"{p:.6f}" for p in row])
+            for label, row in zip(classes, probabilities, strict=True)
+        ]
         return ("\n".join(lines) + "\n").encode(), CSV
     raise NotAcceptable(f"unsupported Accept {accept!r}: ask for {JSON} or {CSV}")
 
@@ -245,8 +251,11 @@ def main(argv=None) -> int:
     directory = model_dir()
     config = directory / "model_config.json"
     if not config.is_file():
-        print(f"ERROR no model to serve: {config} does not exist (the model artifact is unpacked "
-              f"into {directory})", file=sys.stderr, flush=True)
+        print(
+            f"ERROR no model to serve: {config} does not exist (the model artifact is unpacked into {directory})",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     try:
         from gunicorn.app.base import BaseApplication  # noqa: PLC0415 - its absence is reported, below
@@ -270,7 +279,12 @@ def main(argv=None) -> int:
             return App(predictor)
 
     options = server_options()
-    log.info("serving %s on %s with %d worker(s) x %d thread(s)", directory, options["bind"],
-             options["workers"], options["threads"])
+    log.info(
+        "serving %s on %s with %d worker(s) x %d thread(s)",
+        directory,
+        options["bind"],
+        options["workers"],
+        options["threads"],
+    )
     Server(options).run()
     return 0

@@ -24,6 +24,7 @@ SIGTERM: the current epoch is abandoned before its next batch, the checkpoint of
 the last finished epoch stays (it is rewritten to be sure), the best model so far
 goes to the model dir, and the process exits 0.
 """
+
 from __future__ import annotations
 
 import copy
@@ -51,9 +52,11 @@ class _NeverStop:
 
 
 def metric_line(prefix: str, value: int, metrics: dict) -> str:
-    return (f"{prefix}={value} train_loss={metrics['train_loss']:.6f} "
-            f"validation_loss={metrics['validation_loss']:.6f} "
-            f"validation_accuracy={metrics['validation_accuracy']:.6f}")
+    return (
+        f"{prefix}={value} train_loss={metrics['train_loss']:.6f} "
+        f"validation_loss={metrics['validation_loss']:.6f} "
+        f"validation_accuracy={metrics['validation_accuracy']:.6f}"
+    )
 
 
 class Logger:
@@ -84,7 +87,7 @@ def _batches(count: int, batch_size: int, steps: int, generator: torch.Generator
     for step in range(steps):
         start = step * batch_size
         if start < count:
-            yield order[start:start + batch_size]
+            yield order[start : start + batch_size]
         else:
             yield order[torch.arange(start, start + batch_size) % count]
 
@@ -97,8 +100,8 @@ def _evaluate(net, features, labels, group, device) -> tuple:
     correct = torch.zeros((), dtype=dtype, device=device.torch_device)
     with torch.no_grad():
         for start in range(0, labels.shape[0], EVAL_BATCH):
-            logits = net(features[start:start + EVAL_BATCH])
-            target = labels[start:start + EVAL_BATCH]
+            logits = net(features[start : start + EVAL_BATCH])
+            target = labels[start : start + EVAL_BATCH]
             loss_sum += F.cross_entropy(logits, target, reduction="sum").to(dtype)
             correct += (logits.argmax(dim=1) == target).sum().to(dtype)
             device.mark_step()
@@ -109,8 +112,7 @@ def _evaluate(net, features, labels, group, device) -> tuple:
 def _make_optimizer(hps: Hyperparameters, parameters):
     if hps.optimizer == "adam":
         return torch.optim.Adam(parameters, lr=hps.learning_rate, weight_decay=hps.weight_decay)
-    return torch.optim.SGD(parameters, lr=hps.learning_rate, momentum=hps.momentum,
-                           weight_decay=hps.weight_decay)
+    return torch.optim.SGD(parameters, lr=hps.learning_rate, momentum=hps.momentum, weight_decay=hps.weight_decay)
 
 
 def _shard(dataset: data.Dataset, rank: int, world: int) -> data.Dataset:
@@ -118,8 +120,7 @@ def _shard(dataset: data.Dataset, rank: int, world: int) -> data.Dataset:
     return data.Dataset(dataset.features[rows], dataset.labels[rows], dataset.files)
 
 
-def train(paths: Paths, hps: Hyperparameters | None = None, stop=None,
-          started: float | None = None) -> dict:
+def train(paths: Paths, hps: Hyperparameters | None = None, stop=None, started: float | None = None) -> dict:
     """Runs the job; returns the summary written to metrics.json. ``stop`` is truthy
     once SIGTERM has arrived."""
     started = started or time.time()
@@ -127,8 +128,11 @@ def train(paths: Paths, hps: Hyperparameters | None = None, stop=None,
     stop = stop if stop is not None else _NeverStop()
     rank, world = paths.rank, paths.world_size
     log = Logger(rank, paths.current_host)
-    log(f"digits training: host {paths.current_host} (rank {rank} of {world}), "
-        f"torch {torch.__version__}, python {sys.version.split()[0]}", all_ranks=True)
+    log(
+        f"digits training: host {paths.current_host} (rank {rank} of {world}), "
+        f"torch {torch.__version__}, python {sys.version.split()[0]}",
+        all_ranks=True,
+    )
 
     log("hyperparameters: " + " ".join(f"{k}={v}" for k, v in hps.as_dict().items() if v is not None))
     if hps.num_threads:
@@ -138,14 +142,16 @@ def train(paths: Paths, hps: Hyperparameters | None = None, stop=None,
 
     # Data first, so that a bad channel fails before waiting for the other hosts.
     train_set = data.read_channel("train", paths.channel_dir("train"))
-    validation_set = data.read_channel("validation", paths.channel_dir("validation"),
-                                       allow_empty=world > 1)
+    validation_set = data.read_channel("validation", paths.channel_dir("validation"), allow_empty=world > 1)
     if world > 1 and paths.distribution("train") == "FullyReplicated":
         train_set = _shard(train_set, rank, world)  # every host got every file: split the rows
         if len(train_set) == 0:
             raise DataError(f"host {paths.current_host} has no training rows after sharding")
-    log(f"data: train {len(train_set)} rows from {len(train_set.files)} file(s), "
-        f"validation {len(validation_set)} rows from {len(validation_set.files)} file(s)", all_ranks=world > 1)
+    log(
+        f"data: train {len(train_set)} rows from {len(train_set.files)} file(s), "
+        f"validation {len(validation_set)} rows from {len(validation_set.files)} file(s)",
+        all_ranks=world > 1,
+    )
 
     group = distributed.init(paths.hosts, paths.current_host, paths.master_addr, paths.master_port)
     try:
@@ -161,14 +167,14 @@ def _train(paths, hps, device, group, log, train_set, validation_set, stop, star
 
     # Shapes every host agrees on.
     local_val_size = validation_set.input_size if len(validation_set) else 0
-    max_label = max(int(train_set.labels.max()),
-                    int(validation_set.labels.max()) if len(validation_set) else 0)
-    sizes = group.max([train_set.input_size, -train_set.input_size, max_label,
-                       len(train_set), len(validation_set)])
+    max_label = max(int(train_set.labels.max()), int(validation_set.labels.max()) if len(validation_set) else 0)
+    sizes = group.max([train_set.input_size, -train_set.input_size, max_label, len(train_set), len(validation_set)])
     input_size, num_classes = int(sizes[0]), int(sizes[2]) + 1
     if -int(sizes[1]) != input_size or local_val_size not in (0, input_size):
-        raise DataError(f"train and validation rows differ in width across files or hosts "
-                        f"(expected {input_size} features after the label)")
+        raise DataError(
+            f"train and validation rows differ in width across files or hosts "
+            f"(expected {input_size} features after the label)"
+        )
     if sizes[4] == 0:
         raise DataError("channel 'validation' is empty on every host")
     steps = math.ceil(sizes[3] / hps.batch_size)  # the largest host's batch count
@@ -187,30 +193,44 @@ def _train(paths, hps, device, group, log, train_set, validation_set, stop, star
 
     checkpoint_dir = Path(hps.checkpoint_dir) if hps.checkpoint_dir else paths.default_checkpoint_dir
     state = {
-        "epoch": 0, "best_loss": math.inf, "best_epoch": 0, "best_metrics": None,
-        "best_state": None, "epochs_since_best": 0, "history": [], "stopped_early": False,
+        "epoch": 0,
+        "best_loss": math.inf,
+        "best_epoch": 0,
+        "best_metrics": None,
+        "best_state": None,
+        "epochs_since_best": 0,
+        "history": [],
+        "stopped_early": False,
     }
     checkpoint = group.broadcast_object(checkpoints.load(checkpoint_dir) if group.is_main else None)
     if checkpoint is not None:
         if checkpoint["architecture"] != arch:
             raise CheckpointError(
                 f"the checkpoint in {checkpoint_dir} is for another model ({checkpoint['architecture']}) "
-                f"than these hyperparameters and data give ({arch}); remove it or set checkpoint_dir")
+                f"than these hyperparameters and data give ({arch}); remove it or set checkpoint_dir"
+            )
         net.load_state_dict(checkpoint["model_state"])
         optimizer.load_state_dict(checkpoint["optimizer_state"])
         device.set_rng_state(checkpoint.get("rng_state") or {})
         for key in state:
             state[key] = checkpoint[key]
-        changed = {key: (checkpoint["hyperparameters"].get(key), value)
-                   for key, value in hps.as_dict().items()
-                   if checkpoint["hyperparameters"].get(key) != value}
+        changed = {
+            key: (checkpoint["hyperparameters"].get(key), value)
+            for key, value in hps.as_dict().items()
+            if checkpoint["hyperparameters"].get(key) != value
+        }
         # (no "validation_loss=" here: metric regexes would take it for a new value)
-        best = (f" (best so far: epoch {state['best_epoch']}, validation loss {state['best_loss']:.6f})"
-                if state["best_metrics"] else "")
+        best = (
+            f" (best so far: epoch {state['best_epoch']}, validation loss {state['best_loss']:.6f})"
+            if state["best_metrics"]
+            else ""
+        )
         log(f"resumed from checkpoint at epoch={state['epoch']}{best} in {checkpoint_dir}")
         if changed:
-            log("hyperparameters changed since the checkpoint: "
-                + ", ".join(f"{key} {old} -> {new}" for key, (old, new) in changed.items()))
+            log(
+                "hyperparameters changed since the checkpoint: "
+                + ", ".join(f"{key} {old} -> {new}" for key, (old, new) in changed.items())
+            )
     else:
         log(f"no checkpoint in {checkpoint_dir}: starting at epoch 1")
 
@@ -267,13 +287,22 @@ def _train(paths, hps, device, group, log, train_set, validation_set, stop, star
             break
         train_total, train_count = group.sum([loss_sum.item(), rows_seen])
         validation_loss, validation_accuracy = _evaluate(net, x_val, y_val, group, device)
-        metrics = {"epoch": epoch, "train_loss": train_total / train_count,
-                   "validation_loss": validation_loss, "validation_accuracy": validation_accuracy}
+        metrics = {
+            "epoch": epoch,
+            "train_loss": train_total / train_count,
+            "validation_loss": validation_loss,
+            "validation_accuracy": validation_accuracy,
+        }
         state["history"].append(metrics)
         state["epoch"] = epoch
         if validation_loss < state["best_loss"]:
-            state.update(best_loss=validation_loss, best_epoch=epoch, best_metrics=metrics,
-                         best_state=_cpu_state(net), epochs_since_best=0)
+            state.update(
+                best_loss=validation_loss,
+                best_epoch=epoch,
+                best_metrics=metrics,
+                best_state=_cpu_state(net),
+                epochs_since_best=0,
+            )
         else:
             state["epochs_since_best"] += 1
         log(metric_line("epoch", epoch, metrics))
@@ -281,13 +310,16 @@ def _train(paths, hps, device, group, log, train_set, validation_set, stop, star
             state["stopped_early"] = True
         save_checkpoint()
         if state["stopped_early"]:
-            log(f"early stopping at epoch={epoch}: validation loss has not improved for "
-                f"{state['epochs_since_best']} epochs; keeping best_epoch={state['best_epoch']}")
+            log(
+                f"early stopping at epoch={epoch}: validation loss has not improved for "
+                f"{state['epochs_since_best']} epochs; keeping best_epoch={state['best_epoch']}"
+            )
             finished = True
 
     if interrupted_epoch is None and state["best_state"] is None:
-        raise TrainingError("the validation loss was not finite in any epoch (training diverged); "
-                            "try a lower learning_rate")
+        raise TrainingError(
+            "the validation loss was not finite in any epoch (training diverged); try a lower learning_rate"
+        )
     summary = {
         "history": state["history"],
         "best": state["best_metrics"],
@@ -309,9 +341,13 @@ def _train(paths, hps, device, group, log, train_set, validation_set, stop, star
             log(f"checkpoint at epoch={snapshot['state']['epoch']} saved in {checkpoint_dir}")
     if group.is_main:
         if state["best_state"] is not None:
-            config = dict(arch, classes=list(range(num_classes)), hyperparameters=hps.as_dict(),
-                          best=state["best_metrics"],
-                          input="raw feature values; the model divides them by input_scale")
+            config = dict(
+                arch,
+                classes=list(range(num_classes)),
+                hyperparameters=hps.as_dict(),
+                best=state["best_metrics"],
+                input="raw feature values; the model divides them by input_scale",
+            )
             models.save(paths.model_dir, state["best_state"], config)
         _atomic_write_text(paths.output_data_dir / "metrics.json", json.dumps(summary, indent=2))
     if interrupted_epoch is not None:
@@ -320,7 +356,9 @@ def _train(paths, hps, device, group, log, train_set, validation_set, stop, star
         else:
             log("no epoch finished: nothing to save; exiting")
         return summary
-    log(f"training took {summary['train_seconds']:.2f}s ({summary['total_seconds']:.2f}s in all); "
-        f"model saved to {paths.model_dir}")
+    log(
+        f"training took {summary['train_seconds']:.2f}s ({summary['total_seconds']:.2f}s in all); "
+        f"model saved to {paths.model_dir}"
+    )
     log(metric_line("best_epoch", state["best_epoch"], state["best_metrics"]))
     return summary

@@ -9,6 +9,7 @@ The Docker runner builds it on the base image with PyTorch and scikit-learn (``l
 the process runner runs it with this Python. Which framework version the tag names is checked
 against the SDK's list, but what runs is the framework the base image (or this Python) has.
 """
+
 from __future__ import annotations
 
 import functools
@@ -74,8 +75,7 @@ def _registry(config_file: str, scopes: tuple[str, ...]) -> tuple[dict[str, set[
     """(region -> accounts, every version and alias) of the scopes in one of the SDK's config files."""
     folder = _config_dir()
     if folder is None or not (folder / config_file).is_file():
-        log.warning("the SageMaker Python SDK's image_uri_config is not installed: framework images "
-                    "are not recognised")
+        log.warning("the SageMaker Python SDK's image_uri_config is not installed: framework images are not recognised")
         return {}, set()
     config = json.loads((folder / config_file).read_text())
     accounts: dict[str, set[str]] = {}
@@ -112,9 +112,11 @@ def unsupported(image: FrameworkImage) -> str | None:
         return None
     _, config_file, scopes = REPOSITORIES[image.repository]
     _, versions = _registry(config_file, scopes)
-    return (f"{image.uri}: the tag {image.tag!r} names no {image.repository} version that the SageMaker "
-            f"Python SDK lists (tags are <version>-<processor>-<python>, e.g. "
-            f"{sorted(versions)[-1]}-cpu-{'py3' if image.framework == 'sklearn' else 'py311'}).")
+    return (
+        f"{image.uri}: the tag {image.tag!r} names no {image.repository} version that the SageMaker "
+        f"Python SDK lists (tags are <version>-<processor>-<python>, e.g. "
+        f"{sorted(versions)[-1]}-cpu-{'py3' if image.framework == 'sklearn' else 'py311'})."
+    )
 
 
 @functools.lru_cache(maxsize=1)

@@ -7,6 +7,7 @@ before the container starts; the script sees the same /opt/ml/code. The archive 
 untrusted: unpacked with ``archives.extract``'s checks, a member that would land or point
 outside the code folder fails the job or endpoint naming it.
 """
+
 from __future__ import annotations
 
 import tarfile
@@ -43,18 +44,21 @@ def fetch(s3, uri: str, scratch: Path, targets: list[Path]) -> None:
     try:
         s3io.get_file(s3, bucket, key, scratch)
     except (ClientError, BotoCoreError) as error:
-        raise SourceUnavailable(f"the source archive {uri} (sagemaker_submit_directory) could not be "
-                                f"downloaded: {error}") from None
+        raise SourceUnavailable(
+            f"the source archive {uri} (sagemaker_submit_directory) could not be downloaded: {error}"
+        ) from None
     try:
         for target in targets:
             target.mkdir(parents=True, exist_ok=True)
             try:
                 archives.extract(scratch, target, CODE_IN_CONTAINER, "code")
             except archives.ArchiveRefused as error:
-                raise SourceUnavailable(f"the source archive {uri} (sagemaker_submit_directory) was refused: "
-                                        f"{error}") from None
+                raise SourceUnavailable(
+                    f"the source archive {uri} (sagemaker_submit_directory) was refused: {error}"
+                ) from None
             except (tarfile.TarError, OSError) as error:
-                raise SourceUnavailable(f"the source archive {uri} (sagemaker_submit_directory) is not a valid "
-                                        f"tar.gz archive: {error}") from None
+                raise SourceUnavailable(
+                    f"the source archive {uri} (sagemaker_submit_directory) is not a valid tar.gz archive: {error}"
+                ) from None
     finally:
         scratch.unlink(missing_ok=True)

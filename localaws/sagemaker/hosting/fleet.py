@@ -8,6 +8,7 @@ It is healthy once every container answers ``GET /ping`` with 200 (each ping
 times out after 2 s); it stops with SIGTERM, then SIGKILL after a grace period,
 once the requests in flight to it have been answered (drained).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -109,8 +110,11 @@ class ModelStore:
             staging.mkdir(parents=True)
             try:
                 if prefix and not compressed:
-                    objects = [(bucket, o["Key"], o["Key"][len(key):].lstrip("/") or os.path.basename(o["Key"]))
-                               for o in listing if not o["Key"].endswith("/")]
+                    objects = [
+                        (bucket, o["Key"], o["Key"][len(key) :].lstrip("/") or os.path.basename(o["Key"]))
+                        for o in listing
+                        if not o["Key"].endswith("/")
+                    ]
                     try:
                         s3io.download(s3, objects, staging)
                     except s3io.DataDownloadError as error:
@@ -196,8 +200,11 @@ class Container:
         published.close()
 
     def describe(self) -> dict:
-        out = {"ContainerHostname": self.hostname, "Port": self.port,
-               "InvokedAt": f"{self.pool.host}:{self.pool.port}"}  # the published port, or its own address
+        out = {
+            "ContainerHostname": self.hostname,
+            "Port": self.port,
+            "InvokedAt": f"{self.pool.host}:{self.pool.port}",
+        }  # the published port, or its own address
         process = getattr(self.running, "process", None)
         if process is not None:
             out["Pid"] = process.pid
@@ -312,8 +319,9 @@ class Fleet:
 
     def launch(self, endpoint: str, variant, cancelled: threading.Event | None = None) -> Instance:
         """Start one instance of ``variant`` (a models.VariantState); not yet healthy."""
-        instance = Instance(id=instance_id(), endpoint=endpoint, variant=variant.name,
-                            mode=variant.model.execution_mode)
+        instance = Instance(
+            id=instance_id(), endpoint=endpoint, variant=variant.name, mode=variant.model.execution_mode
+        )
         containers = variant.model.containers
         try:
             for index, definition in enumerate(containers):
@@ -374,8 +382,7 @@ class Fleet:
             ) from None
         except Exception as error:  # noqa: BLE001 - the engine refused: the endpoint fails, localaws goes on
             raise LaunchFailed(
-                f"Failed to start the container for production variant {variant.name}: "
-                f"{type(error).__name__}: {error}"
+                f"Failed to start the container for production variant {variant.name}: {type(error).__name__}: {error}"
             ) from None
         stream = f"{variant.name}/{instance.id}" + (f"/{hostname}" if several else "")
         shipper = LogShipper(self.clients, log_group(endpoint), stream, self.settings.log_flush_seconds)
@@ -398,8 +405,10 @@ class Fleet:
     def wait_healthy(self, instance: Instance, variant, cancelled: threading.Event | None = None) -> None:
         """Until every container answers /ping with 200; ``LaunchFailed`` if one exits or the
         variant's ContainerStartupHealthCheckTimeoutInSeconds passes first."""
-        timeout = variant.spec.get("ContainerStartupHealthCheckTimeoutInSeconds") or \
-            self.settings.health_check_timeout_seconds
+        timeout = (
+            variant.spec.get("ContainerStartupHealthCheckTimeoutInSeconds")
+            or self.settings.health_check_timeout_seconds
+        )
         began = time.monotonic()
         deadline = began + float(timeout)
         pending = list(instance.containers)

@@ -21,6 +21,7 @@ delete    Deleting: traffic stops, every instance stops, the endpoint is gone.
 Between operations an InService endpoint is watched: an instance whose container
 exits or fails three health checks in a row is replaced (SystemUpdating).
 """
+
 from __future__ import annotations
 
 import logging
@@ -117,8 +118,10 @@ class HostingEngine:
                 return None
             endpoint = worker.endpoint
             out: dict[str, Any] = {"EndpointName": name, "EndpointStatus": endpoint.status, "Instances": []}
-            for fleet, variants in (("current", endpoint.variants), ("pending", endpoint.pending.variants
-                                                                      if endpoint.pending else {})):
+            for fleet, variants in (
+                ("current", endpoint.variants),
+                ("pending", endpoint.pending.variants if endpoint.pending else {}),
+            ):
                 for variant in variants.values():
                     for instance in variant.instances:
                         out["Instances"].append({**instance.describe(), "Fleet": fleet})
@@ -200,8 +203,9 @@ class EndpointWorker:
         self._retry_at = 0.0
 
     def start(self, after: "EndpointWorker | None" = None) -> None:
-        self._thread = threading.Thread(target=self._run, args=(after,), name=f"endpoint-{self.endpoint.name}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(after,), name=f"endpoint-{self.endpoint.name}", daemon=True
+        )
         self._thread.start()
 
     def join(self, timeout: float | None = None) -> None:
@@ -260,14 +264,16 @@ class EndpointWorker:
                 weights = sum(v.current_weight for v in variants.values() if v.instances)
                 for variant in variants.values():
                     share = fraction * (variant.current_weight / weights) if weights > 0 else 0.0
-                    routes.append(Route(
-                        variant=variant.name,
-                        share=share,
-                        instances=[i for i in variant.instances if i.accepting],
-                        counters=metrics.counters(endpoint.name, variant.name),
-                        least_outstanding=(variant.spec.get("RoutingConfig") or {}).get("RoutingStrategy")
-                        == "LEAST_OUTSTANDING_REQUESTS",
-                    ))
+                    routes.append(
+                        Route(
+                            variant=variant.name,
+                            share=share,
+                            instances=[i for i in variant.instances if i.accepting],
+                            counters=metrics.counters(endpoint.name, variant.name),
+                            least_outstanding=(variant.spec.get("RoutingConfig") or {}).get("RoutingStrategy")
+                            == "LEAST_OUTSTANDING_REQUESTS",
+                        )
+                    )
             if not any(route.instances for route in routes) and endpoint.status in ("Creating", "Failed"):
                 self.engine.router.withdraw(endpoint.name)
                 return
@@ -329,11 +335,14 @@ class EndpointWorker:
         with self.lock:
             self.retiring.extend(instances)
         try:
-            _parallel([
-                (lambda instance=instance: self.fleet.retire(instance)) if drain
-                else (lambda instance=instance: instance.stop(self.engine.settings.serving_stop_grace_seconds))
-                for instance in instances
-            ])
+            _parallel(
+                [
+                    (lambda instance=instance: self.fleet.retire(instance))
+                    if drain
+                    else (lambda instance=instance: instance.stop(self.engine.settings.serving_stop_grace_seconds))
+                    for instance in instances
+                ]
+            )
         finally:
             with self.lock:
                 self.retiring = [i for i in self.retiring if i not in instances]
@@ -385,8 +394,12 @@ class EndpointWorker:
                 variant.set_status(None)
             if endpoint.status == "SystemUpdating":
                 if problems:
-                    endpoint.set_status("InService", ("Failed to start the endpoint's instances again after "
-                                                      f"localaws restarted: {problems[0]}")[:1024])
+                    endpoint.set_status(
+                        "InService",
+                        (f"Failed to start the endpoint's instances again after localaws restarted: {problems[0]}")[
+                            :1024
+                        ],
+                    )
                 else:
                     endpoint.set_status("InService", keep_reason=True)
         if problems:  # the watch starts what is missing, as for an instance that died
@@ -445,8 +458,9 @@ class EndpointWorker:
                     variant.desired_count = variant.current_count
             if endpoint.status != "Deleting":
                 if problems:
-                    endpoint.set_status("InService",
-                                        ("Failed to update the endpoint's capacity: " + problems[0])[:1024])
+                    endpoint.set_status(
+                        "InService", ("Failed to update the endpoint's capacity: " + problems[0])[:1024]
+                    )
                 else:
                     endpoint.set_status("InService", keep_reason=True)
         if done is not None:
@@ -461,15 +475,20 @@ class EndpointWorker:
         blue_green = deployment.get("BlueGreenUpdatePolicy")
         rolling = deployment.get("RollingUpdatePolicy")
         policy = blue_green or rolling or {}
-        alarms = [a["AlarmName"] for a in (deployment.get("AutoRollbackConfiguration") or {}).get("Alarms", [])
-                  if a.get("AlarmName")]
+        alarms = [
+            a["AlarmName"]
+            for a in (deployment.get("AutoRollbackConfiguration") or {}).get("Alarms", [])
+            if a.get("AlarmName")
+        ]
         deadline = time.monotonic() + float(policy.get("MaximumExecutionTimeoutInSeconds") or 28800)
 
         def ready(variant: VariantState, instance: Instance) -> None:
             with self.lock:
                 variant.instances.append(instance)
-                variant.set_status("Creating", f"{variant.current_count} of {variant.desired_count} instances "
-                                               "of the new fleet in service")
+                variant.set_status(
+                    "Creating",
+                    f"{variant.current_count} of {variant.desired_count} instances of the new fleet in service",
+                )
 
         try:
             self._launch([(variant, variant.desired_count) for variant in green.values()], ready)
@@ -566,11 +585,12 @@ class EndpointWorker:
             if alarms:
                 firing = self._alarms_in_alarm(alarms)
                 if firing:
-                    return (f"Rolled back the deployment: the alarm(s) [{', '.join(firing)}] of "
-                            "AutoRollbackConfiguration went into ALARM state while the new fleet was serving.")
+                    return (
+                        f"Rolled back the deployment: the alarm(s) [{', '.join(firing)}] of "
+                        "AutoRollbackConfiguration went into ALARM state while the new fleet was serving."
+                    )
             if time.monotonic() >= deadline:
-                return ("Rolled back the deployment: it did not complete within "
-                        "MaximumExecutionTimeoutInSeconds.")
+                return "Rolled back the deployment: it did not complete within MaximumExecutionTimeoutInSeconds."
             left = end - time.monotonic()
             if left <= 0:
                 return None
@@ -607,11 +627,15 @@ class EndpointWorker:
         with self.lock:
             self._deleting = True
             instances = self.take_all_instances()
-        _parallel([
-            lambda instance=instance: (instance.drain(5.0),
-                                       instance.stop(self.engine.settings.serving_stop_grace_seconds))
-            for instance in instances
-        ])
+        _parallel(
+            [
+                lambda instance=instance: (
+                    instance.drain(5.0),
+                    instance.stop(self.engine.settings.serving_stop_grace_seconds),
+                )
+                for instance in instances
+            ]
+        )
         self.engine.metrics.forget(endpoint.name)
         shutil.rmtree(self.fleet.root / endpoint.name, ignore_errors=True)
         with self.lock:
@@ -642,8 +666,9 @@ class EndpointWorker:
         with self.lock:
             if endpoint.status != "InService":
                 return
-            instances = [(variant, instance) for variant in endpoint.variants.values()
-                         for instance in variant.instances]
+            instances = [
+                (variant, instance) for variant in endpoint.variants.values() for instance in variant.instances
+            ]
         ping = time.monotonic() - self._last_ping >= _PING_EVERY_SECONDS
         if ping:
             self._last_ping = time.monotonic()
@@ -677,8 +702,9 @@ class EndpointWorker:
                 return
             endpoint.set_status("SystemUpdating", keep_reason=True)
             for variant, instance, why in dead:
-                log.warning("endpoint %s: replacing instance %s of %s: %s", endpoint.name, instance.id,
-                            variant.name, why)
+                log.warning(
+                    "endpoint %s: replacing instance %s of %s: %s", endpoint.name, instance.id, variant.name, why
+                )
                 if instance in variant.instances:
                     variant.instances.remove(instance)
                 with instance.lock:

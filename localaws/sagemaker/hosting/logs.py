@@ -1,5 +1,6 @@
 """A serving container's output, shipped to CloudWatch Logs as SageMaker ships it:
 group ``/aws/sagemaker/Endpoints/<endpoint>``, stream ``<variant>/<instance id>``."""
+
 from __future__ import annotations
 
 import logging
@@ -69,7 +70,8 @@ class LogShipper:
             self._created = True
         for start in range(0, len(events), _MAX_EVENTS_PER_PUT):
             logs.put_log_events(
-                logGroupName=self.group, logStreamName=self.stream,
+                logGroupName=self.group,
+                logStreamName=self.stream,
                 logEvents=events[start : start + _MAX_EVENTS_PER_PUT],
             )
 

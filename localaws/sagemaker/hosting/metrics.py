@@ -11,6 +11,7 @@ additions: cheap on the request path). A thread ships what accumulated every
 
 The running totals are what Application Auto Scaling measures (``applicationautoscaling/scaling.py``).
 """
+
 from __future__ import annotations
 
 import logging

@@ -6,6 +6,7 @@ validates requests as AWS does and answers Create/Describe/List/Update/Delete in
 botocore's shapes. Tags live in the training backend's ``tags`` under its lock,
 so AddTags/ListTags/DeleteTags work for every SageMaker ARN.
 """
+
 from __future__ import annotations
 
 import copy
@@ -310,8 +311,12 @@ class HostingBackend:
         with self.lock:
             items = [model.summary() for model in self.models.values()]
         page, token = listing.page(
-            items, params, name_key="ModelName", status_key=None,
-            sort_keys={"Name": "ModelName", "CreationTime": "CreationTime"}, default_order="Descending",
+            items,
+            params,
+            name_key="ModelName",
+            status_key=None,
+            sort_keys={"Name": "ModelName", "CreationTime": "CreationTime"},
+            default_order="Descending",
         )
         return {"Models": page, **({"NextToken": token} if token else {})}
 
@@ -331,9 +336,7 @@ class HostingBackend:
     def _endpoint_config(self, name: str) -> EndpointConfig:
         config = self.endpoint_configs.get(name)
         if config is None:
-            raise ValidationError(
-                f'Could not find endpoint configuration "{self.arn("endpoint-config", name)}".'
-            )
+            raise ValidationError(f'Could not find endpoint configuration "{self.arn("endpoint-config", name)}".')
         return config
 
     def describe_endpoint_config(self, params: dict) -> dict:
@@ -351,8 +354,12 @@ class HostingBackend:
         with self.lock:
             items = [config.summary() for config in self.endpoint_configs.values()]
         page, token = listing.page(
-            items, params, name_key="EndpointConfigName", status_key=None,
-            sort_keys={"Name": "EndpointConfigName", "CreationTime": "CreationTime"}, default_order="Descending",
+            items,
+            params,
+            name_key="EndpointConfigName",
+            status_key=None,
+            sort_keys={"Name": "EndpointConfigName", "CreationTime": "CreationTime"},
+            default_order="Descending",
         )
         return {"EndpointConfigs": page, **({"NextToken": token} if token else {})}
 
@@ -418,8 +425,13 @@ class HostingBackend:
             self._check_endpoint_quota(_instances_by_type(variants))
             now = time.time()
             endpoint = Endpoint(
-                name=name, arn=arn, config_name=config.name, created=now, last_modified=now,
-                variants=variants, deployment_config=params.get("DeploymentConfig"),
+                name=name,
+                arn=arn,
+                config_name=config.name,
+                created=now,
+                last_modified=now,
+                variants=variants,
+                deployment_config=params.get("DeploymentConfig"),
                 data_capture=config.request.get("DataCaptureConfig"),
             )
             for variant in variants.values():
@@ -437,7 +449,10 @@ class HostingBackend:
         with self.lock:
             items = [endpoint.summary() for endpoint in self.endpoints.values()]
         page, token = listing.page(
-            items, params, name_key="EndpointName", status_key="EndpointStatus",
+            items,
+            params,
+            name_key="EndpointName",
+            status_key="EndpointStatus",
             sort_keys={"Name": "EndpointName", "CreationTime": "CreationTime", "Status": "EndpointStatus"},
             default_order="Descending",
         )
@@ -475,7 +490,7 @@ class HostingBackend:
                 changes_type = old is not None and old.instance_type != variant.instance_type
                 if changes_type and self.autoscaling.registered(endpoint.name, name):
                     raise ValidationError(
-                        f"The variant {name} of endpoint \"{endpoint.arn}\" is registered with Application Auto "
+                        f'The variant {name} of endpoint "{endpoint.arn}" is registered with Application Auto '
                         "Scaling and the update changes its instance type: deregister the scalable target "
                         "(DeregisterScalableTarget) first, then update the endpoint and register it again."
                     )
@@ -501,8 +516,7 @@ class HostingBackend:
             missing = [name for name in names if name not in endpoint.variants]
             if missing:
                 raise ValidationError(
-                    f"The variant(s) \"[{', '.join(missing)}]\" is/are not present in the endpoint "
-                    f"\"{endpoint.arn}\"."
+                    f'The variant(s) "[{", ".join(missing)}]" is/are not present in the endpoint "{endpoint.arn}".'
                 )
             if len(set(names)) != len(names):
                 raise ValidationError("Each variant may appear only once in DesiredWeightsAndCapacities.")
@@ -612,7 +626,7 @@ def _check_model_request(params: dict) -> None:
             raise ValidationError(f"ModelDataUrl {url} must be an S3 URI (s3://bucket/key.tar.gz).")
         if source and not source["S3Uri"].startswith("s3://"):
             raise ValidationError(f"S3Uri {source['S3Uri']} must be an S3 URI.")
-        for key in (container.get("Environment") or {}):
+        for key in container.get("Environment") or {}:
             if not key or not (key[0].isalpha() or key[0] == "_") or not all(c.isalnum() or c == "_" for c in key):
                 raise ValidationError(
                     f"1 validation error detected: Value '{key}' at 'environment' failed to satisfy constraint: "
@@ -632,9 +646,7 @@ def _check_endpoint_config_request(params: dict, find_model) -> None:
         raise ValidationError("localaws serves real-time endpoints only: AsyncInferenceConfig is not supported.")
     for variant in variants:
         if variant.get("ServerlessConfig"):
-            raise ValidationError(
-                "localaws serves instance-based variants only: ServerlessConfig is not supported."
-            )
+            raise ValidationError("localaws serves instance-based variants only: ServerlessConfig is not supported.")
         if not variant.get("ModelName"):
             raise ValidationError(f"ModelName must be specified for variant {variant['VariantName']}.")
         find_model(variant["ModelName"])

@@ -9,6 +9,7 @@ one with the fewest requests in flight (LEAST_OUTSTANDING_REQUESTS).
 
 Connections to containers are kept alive in a pool per container.
 """
+
 from __future__ import annotations
 
 import random
@@ -105,8 +106,7 @@ class Router:
                 raise self._not_found(endpoint)
             if target_variant and target_variant not in table.variants:
                 raise ValidationError(
-                    f"Variant {target_variant} not found for Request {endpoint} of account "
-                    f"{self.settings.account_id}."
+                    f"Variant {target_variant} not found for Request {endpoint} of account {self.settings.account_id}."
                 )
             route = table.pick(target_variant)
             if route is None:
@@ -122,8 +122,19 @@ class Router:
             time.sleep(0.001 if attempt < 50 else 0.01)  # a fleet is being swapped: the next table is coming
         raise ServiceUnavailable(f"Endpoint {endpoint} has no instance available to serve the request.")
 
-    def invoke(self, endpoint: str, body: bytes, *, content_type=None, accept=None, custom_attributes=None,
-               target_variant=None, target_container=None, inference_id=None, started=None) -> Answer:
+    def invoke(
+        self,
+        endpoint: str,
+        body: bytes,
+        *,
+        content_type=None,
+        accept=None,
+        custom_attributes=None,
+        target_variant=None,
+        target_container=None,
+        inference_id=None,
+        started=None,
+    ) -> Answer:
         started = started or time.perf_counter()
         headers = {}
         if content_type:
@@ -193,18 +204,20 @@ class Router:
             response = container.pool.request("POST", "/invocations", headers, body)
         except Timeout:
             raise ModelError(
-                f"Received server error (0) from {container.hostname} with message \"Your invocation timed "
+                f'Received server error (0) from {container.hostname} with message "Your invocation timed '
                 f"out while waiting for a response from container {container.hostname}. Review the latency "
-                "metrics for each container in Amazon CloudWatch, resolve the issue, and try again.\".",
+                'metrics for each container in Amazon CloudWatch, resolve the issue, and try again.".',
             ) from None
         except (Unreachable, OSError):
             raise _Unreachable() from None  # nothing was sent: another instance may take it
         except UpstreamError as error:
-            raise ModelError(
-                f"Received server error (0) from {container.hostname} with message \"{error}\"."
-            ) from None
-        return (response.status, response.data, response.headers.get("content-type"),
-                response.headers.get("x-amzn-sagemaker-custom-attributes"))
+            raise ModelError(f'Received server error (0) from {container.hostname} with message "{error}".') from None
+        return (
+            response.status,
+            response.data,
+            response.headers.get("content-type"),
+            response.headers.get("x-amzn-sagemaker-custom-attributes"),
+        )
 
     def _model_error(self, endpoint, variant, status, data, instance, target_container) -> ModelError:
         text = data.decode("utf-8", "replace")[:_MESSAGE_LIMIT]

@@ -9,6 +9,7 @@ the container's custom attributes. Errors are AWS's: ``ValidationError`` (400),
 ``ModelError`` (424, with ``OriginalStatusCode``, ``OriginalMessage`` and
 ``LogStreamArn``), ``ServiceUnavailable`` (503), ``InternalFailure`` (500).
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,14 @@ log = logging.getLogger(__name__)
 PATH = re.compile(r"^/endpoints/([^/]+)/invocations/?$")
 MAX_BODY = 6 * 1024 * 1024  # 6 MB, InvokeEndpoint's limit
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
-_STATUS_TEXT = {200: "200 OK", 400: "400 Bad Request", 424: "424 Failed Dependency", 429: "429 Too Many Requests",
-                500: "500 Internal Server Error", 503: "503 Service Unavailable"}
+_STATUS_TEXT = {
+    200: "200 OK",
+    400: "400 Bad Request",
+    424: "424 Failed Dependency",
+    429: "429 Too Many Requests",
+    500: "500 Internal Server Error",
+    503: "503 Service Unavailable",
+}
 
 
 def _request_id() -> str:
@@ -97,10 +104,13 @@ class RuntimeResponses:
     @staticmethod
     def _error(start_response, error: InvokeError, request_id: str):
         payload = json.dumps({"message": error.message, **error.members}).encode()
-        start_response(_STATUS_TEXT.get(error.status, f"{error.status} Error"), [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(payload))),
-            ("x-amzn-ErrorType", error.code),
-            ("x-amzn-RequestId", request_id),
-        ])
+        start_response(
+            _STATUS_TEXT.get(error.status, f"{error.status} Error"),
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(payload))),
+                ("x-amzn-ErrorType", error.code),
+                ("x-amzn-RequestId", request_id),
+            ],
+        )
         return [payload]

@@ -10,6 +10,7 @@ A connection taken from the pool may have been closed by the server meanwhile
 (an idle keep-alive timing out): if it fails before any byte of the answer came
 back, the request is sent once more on a fresh connection.
 """
+
 from __future__ import annotations
 
 import socket
@@ -124,8 +125,9 @@ class _Connection:
 class ConnectionPool:
     """Kept-alive connections to one container port (on 127.0.0.1, or at the container's own address)."""
 
-    def __init__(self, port: int, connect_timeout: float, read_timeout: float, max_idle: int = 64,
-                 host: str = "127.0.0.1"):
+    def __init__(
+        self, port: int, connect_timeout: float, read_timeout: float, max_idle: int = 64, host: str = "127.0.0.1"
+    ):
         self.host = host
         self.port = port
         self.connect_timeout = connect_timeout

@@ -1,5 +1,6 @@
 """Picking the runner for an image: a container when a Docker engine has or can pull it,
 else a process from its registered build context."""
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,11 @@ class Runners:
                 if not engine_available(self.settings.docker_host):
                     return None
                 # Labelled with the work dir, so the next start finds what a killed localaws left.
-                self._docker = DockerRunner(base_url=self.settings.docker_host, registry=self.settings.registry,
-                                            labels={WORK_DIR_LABEL: str(self.settings.work_dir)})
+                self._docker = DockerRunner(
+                    base_url=self.settings.docker_host,
+                    registry=self.settings.registry,
+                    labels={WORK_DIR_LABEL: str(self.settings.work_dir)},
+                )
             return self._docker
 
     def __call__(self, image: str) -> Runner:

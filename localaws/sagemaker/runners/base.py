@@ -5,6 +5,7 @@ The docker runner runs the image as a container with the host directory mounted
 at ``/opt/ml``; the process runner runs the image's build context as a process
 with the same tree elsewhere (see ``contract.py``).
 """
+
 from __future__ import annotations
 
 import abc

@@ -19,6 +19,7 @@ Every container and network carries the label ``localaws=1``, and the runner's o
 work dir of the localaws that made it), so leftovers of a crashed run can be found
 (``cleanup_leftovers``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -84,8 +85,9 @@ def engine_available(base_url: str | None = None) -> bool:
         client.close()
 
 
-def cleanup_leftovers(base_url: str | None = None, name_prefix: str | None = None,
-                      labels: dict[str, str] | None = None) -> int:
+def cleanup_leftovers(
+    base_url: str | None = None, name_prefix: str | None = None, labels: dict[str, str] | None = None
+) -> int:
     """Force-remove containers labelled ``localaws=1`` (only those named ``name_prefix...``, and
     carrying ``labels``, if given), then unused networks so labelled; returns how many containers
     were removed."""
@@ -261,7 +263,7 @@ class DockerRunning(Running):
                 skip = received.get(stream, 0) - offset
                 if skip >= len(data):
                     continue
-                for line in split(stream, data[max(skip, 0):]):
+                for line in split(stream, data[max(skip, 0) :]):
                     yield line.decode("utf-8", "replace").rstrip("\r")
         for pending in buffers.values():
             if pending:
@@ -334,7 +336,7 @@ class DockerRunner(Runner):
         self.registry = (registry or os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY).rstrip("/")
         for prefix in ("http://", "https://"):
             if self.registry.startswith(prefix):
-                self.registry = self.registry[len(prefix):]
+                self.registry = self.registry[len(prefix) :]
         self._lock = threading.RLock()
         self._image_locks: dict[str, threading.Lock] = {}
         self._running: dict[str, DockerRunning] = {}  # container id -> started here
@@ -400,13 +402,20 @@ class DockerRunner(Runner):
         try:
             # No localaws labels on the image: its containers would inherit them, and leftovers
             # cleanup would take a container someone else started from it for one of ours.
-            for event in self.client.api.build(path=str(frameworks.CONTAINER_CONTEXT), tag=name, rm=True,
-                                               forcerm=True, pull=False, decode=True,
-                                               buildargs={"BASE_IMAGE": base, "FRAMEWORK": framework.framework}):
+            for event in self.client.api.build(
+                path=str(frameworks.CONTAINER_CONTEXT),
+                tag=name,
+                rm=True,
+                forcerm=True,
+                pull=False,
+                decode=True,
+                buildargs={"BASE_IMAGE": base, "FRAMEWORK": framework.framework},
+            ):
                 output.append(event.get("stream", ""))
                 if "error" in event:
-                    raise ImageNotFound(f"building {name} for {framework.uri} failed: {event['error']}\n"
-                                        f"{''.join(output)[-2000:]}")
+                    raise ImageNotFound(
+                        f"building {name} for {framework.uri} failed: {event['error']}\n{''.join(output)[-2000:]}"
+                    )
         except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
             raise ImageNotFound(f"building {name} for {framework.uri} failed: {error}") from error
         return name

@@ -6,6 +6,7 @@ A ``Host`` is what the runner started (``runners/base.py``'s ``Running``) with i
 line in a thread of its own, and stopped as SageMaker stops one: SIGTERM, then SIGKILL once the grace
 period has passed.
 """
+
 from __future__ import annotations
 
 import logging

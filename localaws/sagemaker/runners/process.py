@@ -10,6 +10,7 @@ A SageMaker framework image (``frameworks.recognise``) needs no registration: it
 requirements.txt goes into a virtual environment of its own per content
 (``<venvs>/script-mode``, ``LOCALAWS_FRAMEWORK_VENVS``), built by the toolkit as it starts.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -63,12 +64,21 @@ class VirtualEnvs:
             # localaws's own packages stay visible behind the environment's own, as a base image's are
             # behind what its requirements add: ranges the framework satisfies install nothing (offline).
             purelib = subprocess.check_output(
-                [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip()
+                [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+            ).strip()
             Path(purelib, "_localaws_base.pth").write_text("\n".join(site.getsitepackages()) + "\n")
             if content:
                 result = subprocess.run(
-                    [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                     "-r", str(requirements)],
+                    [
+                        str(python),
+                        "-m",
+                        "pip",
+                        "install",
+                        "--quiet",
+                        "--disable-pip-version-check",
+                        "-r",
+                        str(requirements),
+                    ],
                     capture_output=True,
                     text=True,
                 )

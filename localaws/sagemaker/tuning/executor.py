@@ -1,6 +1,7 @@
 """What a tuning job does while it runs: keep MaxParallelTrainingJobs trials going until
 MaxNumberOfTrainingJobs have run (or the grid is covered), feed each result back to the
 strategy, stop losing trials early, and end Completed, Failed or Stopped."""
+
 from __future__ import annotations
 
 import logging
@@ -86,10 +87,7 @@ class TuningExecutor:
                 if target is not None and self._best_reaches(job, target):
                     reached_target = True
                 while (
-                    len(running) < parallel
-                    and len(job.trials) < max_jobs
-                    and not reached_target
-                    and not all(exhausted)
+                    len(running) < parallel and len(job.trials) < max_jobs and not reached_target and not all(exhausted)
                 ):
                     index = turn % len(strategies)
                     turn += 1
@@ -152,8 +150,15 @@ class TuningExecutor:
             "Tags": list(job.request.get("Tags", [])),
             "_TuningJobArn": job.arn,
         }
-        for key in ("InputDataConfig", "VpcConfig", "EnableNetworkIsolation", "EnableInterContainerTrafficEncryption",
-                    "EnableManagedSpotTraining", "Environment", "RetryStrategy"):
+        for key in (
+            "InputDataConfig",
+            "VpcConfig",
+            "EnableNetworkIsolation",
+            "EnableInterContainerTrafficEncryption",
+            "EnableManagedSpotTraining",
+            "Environment",
+            "RetryStrategy",
+        ):
             if definition.get(key) is not None:
                 request[key] = definition[key]
         if definition.get("CheckpointConfig"):  # each trial keeps its own checkpoints
@@ -222,7 +227,8 @@ class TuningExecutor:
             return
         with self.backend.lock:
             completed = [
-                t for t in job.trials
+                t
+                for t in job.trials
                 if self.backend.training.training_jobs[t.name].status == "Completed" and not t.early_stopped
             ]
         histories = [self._series(t) for t in completed]
@@ -240,8 +246,14 @@ class TuningExecutor:
             minimize = trial.objective["Type"] == "Minimize"
             best = min(series) if minimize else max(series)
             if (best > median) if minimize else (best < median):
-                log.info("tuning job %s: early stopping %s (best %.4f, median %.4f at epoch %d)",
-                         job.name, trial.name, best, median, steps)
+                log.info(
+                    "tuning job %s: early stopping %s (best %.4f, median %.4f at epoch %d)",
+                    job.name,
+                    trial.name,
+                    best,
+                    median,
+                    steps,
+                )
                 trial.early_stopped = True
                 self._stop_trial(trial)
 

@@ -3,6 +3,7 @@
 What a tuning job does while it runs (launch trials, early stopping, the
 strategies) lives in ``executor.py`` and ``strategies.py``.
 """
+
 from __future__ import annotations
 
 import threading
@@ -215,9 +216,7 @@ class TuningBackend:
         job = self.get(params["HyperParameterTuningJobName"])
         with self.lock:
             if job.status != "InProgress":
-                raise ValidationError(
-                    f"The request was rejected because the tuning job is in status {job.status}."
-                )
+                raise ValidationError(f"The request was rejected because the tuning job is in status {job.status}.")
             job.status = "Stopping"
             job.last_modified = time.time()
         job.stop_requested.set()
@@ -354,8 +353,7 @@ class TuningBackend:
             raise ValidationError(f"MaxNumberOfTrainingJobs is required for the {strategy} strategy.")
         if max_jobs is not None and parallel > max_jobs:
             raise ValidationError(
-                "MaxParallelTrainingJobs cannot be greater than MaxNumberOfTrainingJobs "
-                f"({parallel} > {max_jobs})."
+                f"MaxParallelTrainingJobs cannot be greater than MaxNumberOfTrainingJobs ({parallel} > {max_jobs})."
             )
         early = config.get("TrainingJobEarlyStoppingType", "Off")
         if strategy == "Hyperband" and early != "Off":
@@ -387,9 +385,7 @@ class TuningBackend:
             for parent in warm["ParentHyperParameterTuningJobs"]:
                 other = self.jobs.get(parent["HyperParameterTuningJobName"])
                 if other is None:
-                    raise ValidationError(
-                        f"Parent tuning job {parent['HyperParameterTuningJobName']} does not exist."
-                    )
+                    raise ValidationError(f"Parent tuning job {parent['HyperParameterTuningJobName']} does not exist.")
                 if not other.done:
                     raise ValidationError(
                         f"Parent tuning job {other.name} is {other.status}: a warm start needs finished parents."
@@ -397,8 +393,9 @@ class TuningBackend:
                 if warm["WarmStartType"] == "IdenticalDataAndAlgorithm":
                     mine, theirs = definitions[0], other.definitions[0]
                     image = mine["AlgorithmSpecification"]["TrainingImage"]
-                    if (image != theirs["AlgorithmSpecification"]["TrainingImage"]
-                            or mine.get("InputDataConfig") != theirs.get("InputDataConfig")):
+                    if image != theirs["AlgorithmSpecification"]["TrainingImage"] or mine.get(
+                        "InputDataConfig"
+                    ) != theirs.get("InputDataConfig"):
                         raise ValidationError(
                             "IdenticalDataAndAlgorithm needs the same training image and input data as "
                             f"parent tuning job {other.name}."
@@ -430,9 +427,7 @@ class TuningBackend:
                     raise ValidationError(f"MinValue must be less than or equal to MaxValue for {item['Name']}.")
                 scaling = item.get("ScalingType", "Auto")
                 if scaling == "Logarithmic" and low <= 0:
-                    raise ValidationError(
-                        f"Logarithmic scaling of {item['Name']} needs a MinValue greater than 0."
-                    )
+                    raise ValidationError(f"Logarithmic scaling of {item['Name']} needs a MinValue greater than 0.")
                 if scaling == "ReverseLogarithmic" and (kind != "ContinuousParameterRanges" or low < 0 or high >= 1):
                     raise ValidationError(
                         f"ReverseLogarithmic scaling of {item['Name']} needs a continuous range within [0, 1)."
@@ -440,4 +435,3 @@ class TuningBackend:
         for item in ranges.get("CategoricalParameterRanges", []):
             if len(set(item["Values"])) != len(item["Values"]):
                 raise ValidationError(f"The values of categorical hyperparameter {item['Name']} must be unique.")
-

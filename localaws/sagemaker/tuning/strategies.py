@@ -6,6 +6,7 @@ Hyperband is random sampling with optuna's Hyperband pruner stopping trials on
 their intermediate objective values); Grid walks the product of categorical
 values. Every strategy hears each finished trial's objective (``tell``).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -138,9 +139,7 @@ class _OptunaStrategy(Strategy):
         params = self.space.from_hyperparameters(tuned)
         if params is None or value is None:
             return
-        internal = {
-            name: (1 - v if name in self.space.reverse else v) for name, v in params.items()
-        }
+        internal = {name: (1 - v if name in self.space.reverse else v) for name, v in params.items()}
         with self.lock:
             self.study.add_trial(
                 optuna.trial.create_trial(params=internal, distributions=self.space.distributions, value=value)
@@ -216,8 +215,12 @@ def make_strategy(config: dict, definition: dict, max_jobs: int) -> Strategy:
     if name == "Hyperband":
         hyperband = (config.get("StrategyConfig") or {}).get("HyperbandStrategyConfig") or {}
         return HyperbandStrategy(
-            space, objective["Type"], seed, max_jobs,
-            int(hyperband.get("MinResource", 1)), int(hyperband.get("MaxResource", 27)),
+            space,
+            objective["Type"],
+            seed,
+            max_jobs,
+            int(hyperband.get("MinResource", 1)),
+            int(hyperband.get("MaxResource", 27)),
         )
     return BayesianStrategy(space, objective["Type"], seed, max_jobs)
 

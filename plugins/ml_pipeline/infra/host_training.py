@@ -21,6 +21,7 @@ so the rest of the chain (copy best weights, gate, deploy, autoscale, smoke test
 On localaws, the gateway acts as the host's SSM agent (``localaws/ssm/``): the training document's own
 script runs there, its ``docker`` commands served by localaws's runners, its ``aws`` pointed at localaws.
 """
+
 from __future__ import annotations
 
 import base64
@@ -61,8 +62,10 @@ def job_name(plan: Plan) -> str:
 
 
 def document_names(plan: Plan) -> dict:
-    return {"training_document": f"{TRAINING_DOCUMENT}-{plan['key']}",
-            "check_document": f"{CHECK_DOCUMENT}-{plan['key']}"}
+    return {
+        "training_document": f"{TRAINING_DOCUMENT}-{plan['key']}",
+        "check_document": f"{CHECK_DOCUMENT}-{plan['key']}",
+    }
 
 
 def document_content(prefix: str) -> str:
@@ -75,13 +78,19 @@ def ensure_documents(ssm: Client, plan: Plan) -> dict:
     for prefix, name in ((TRAINING_DOCUMENT, names["training_document"]), (CHECK_DOCUMENT, names["check_document"])):
         content = document_content(prefix)
         try:
-            ssm.create_document(Name=name, Content=content, DocumentType="Command", DocumentFormat="JSON",
-                                Tags=tags.plan_tags(plan, "ssm-document"))
+            ssm.create_document(
+                Name=name,
+                Content=content,
+                DocumentType="Command",
+                DocumentFormat="JSON",
+                Tags=tags.plan_tags(plan, "ssm-document"),
+            )
         except ssm.exceptions.DocumentAlreadyExists:
             current = ssm.get_document(Name=name, DocumentFormat="JSON")["Content"]
             if json.loads(current) != json.loads(content):
-                version = ssm.update_document(Name=name, Content=content, DocumentVersion="$LATEST",
-                                              DocumentFormat="JSON")["DocumentDescription"]["DocumentVersion"]
+                version = ssm.update_document(
+                    Name=name, Content=content, DocumentVersion="$LATEST", DocumentFormat="JSON"
+                )["DocumentDescription"]["DocumentVersion"]
                 ssm.update_document_default_version(Name=name, DocumentVersion=version)
     return names
 
@@ -97,8 +106,11 @@ def hyperparameters(plan: Plan, code: dict | None = None) -> dict[str, str]:
 
     if code is None or not requests.script_mode(code):
         return {name: to_hyperparameter_string(value) for name, value in plan["hyperparameters"].items()}
-    return {**requests.encode_hyperparameters(plan["hyperparameters"], code), **code["hyperparameters"],
-            "sagemaker_job_name": json.dumps(job_name(plan))}
+    return {
+        **requests.encode_hyperparameters(plan["hyperparameters"], code),
+        **code["hyperparameters"],
+        "sagemaker_job_name": json.dumps(job_name(plan)),
+    }
 
 
 def job_spec(plan: Plan, channels: dict[str, str], code: dict | None = None) -> dict:
@@ -111,8 +123,12 @@ def job_spec(plan: Plan, channels: dict[str, str], code: dict | None = None) -> 
         "job_name": job,
         "hyperparameters": hyperparameters(plan, code),
         "inputdataconfig": {
-            name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated",
-                   "RecordWrapperType": "None", "ContentType": "text/csv"}
+            name: {
+                "TrainingInputMode": "File",
+                "S3DistributionType": "FullyReplicated",
+                "RecordWrapperType": "None",
+                "ContentType": "text/csv",
+            }
             for name in channels
         },
         "resourceconfig": {
@@ -120,13 +136,17 @@ def job_spec(plan: Plan, channels: dict[str, str], code: dict | None = None) -> 
             "current_instance_type": instance_type,
             "current_group_name": "homogeneousCluster",
             "hosts": ["algo-1"],
-            "instance_groups": [{"instance_group_name": "homogeneousCluster", "instance_type": instance_type,
-                                 "hosts": ["algo-1"]}],
+            "instance_groups": [
+                {"instance_group_name": "homogeneousCluster", "instance_type": instance_type, "hosts": ["algo-1"]}
+            ],
             "network_interface_name": "eth0",
         },
         "channels": dict(channels),
-        "environment": {"TRAINING_JOB_NAME": job, "ML_PIPELINE_RUN": plan["key"],
-                        "ML_PIPELINE_ACCELERATOR": accelerator(instance_type)},
+        "environment": {
+            "TRAINING_JOB_NAME": job,
+            "ML_PIPELINE_RUN": plan["key"],
+            "ML_PIPELINE_ACCELERATOR": accelerator(instance_type),
+        },
         "metric_definitions": plan["metric_definitions"],
     }
 
@@ -139,8 +159,9 @@ def output_path(plan: Plan) -> str:
     return f"s3://{plan['params']['bucket']}/{plan['names']['output_prefix']}"
 
 
-def command_request(client: Clients, plan: Plan, image: str, channels: dict[str, str], instance_id: str,
-                    code: dict | None = None) -> dict:
+def command_request(
+    client: Clients, plan: Plan, image: str, channels: dict[str, str], instance_id: str, code: dict | None = None
+) -> dict:
     """SendCommand's arguments (``DocumentName`` included) for the run's training on its host:
     what ``RunHostTrainingOperator(request=...)`` takes. ``code`` is ``code.resolve``'s (script mode's
     hyperparameters); None trains ``image`` as an own container."""
@@ -168,11 +189,17 @@ def command_request(client: Clients, plan: Plan, image: str, channels: dict[str,
     }
 
 
-def find_command(ssm: Client, instance_id: str, document: str, comment: str | None = None,
-                 statuses: tuple[str, ...] = ("Pending", "InProgress", "Delayed", "Success")) -> dict | None:
+def find_command(
+    ssm: Client,
+    instance_id: str,
+    document: str,
+    comment: str | None = None,
+    statuses: tuple[str, ...] = ("Pending", "InProgress", "Delayed", "Success"),
+) -> dict | None:
     """The newest command of ``document`` on the instance in one of ``statuses`` (a retry re-attaches to it)."""
-    commands = ssm.list_commands(InstanceId=instance_id,
-                                 Filters=[{"key": "DocumentName", "value": document}])["Commands"]
+    commands = ssm.list_commands(InstanceId=instance_id, Filters=[{"key": "DocumentName", "value": document}])[
+        "Commands"
+    ]
     commands = [c for c in commands if c["Status"] in statuses and (comment is None or c.get("Comment") == comment)]
     return max(commands, key=lambda c: c["RequestedDateTime"]) if commands else None
 
@@ -207,14 +234,19 @@ def host_readiness(client: Clients, plan: Plan, instance_id: str, volume_id: str
     checks = statuses[0].get("InstanceStatus", {}).get("Status"), statuses[0].get("SystemStatus", {}).get("Status")
     if any(check not in ("ok", None) for check in checks):
         return {"ready": False, "stage": "instance", "detail": f"status checks {checks}"}
-    info = ssm.describe_instance_information(
-        Filters=[{"Key": "InstanceIds", "Values": [instance_id]}])["InstanceInformationList"]
+    info = ssm.describe_instance_information(Filters=[{"Key": "InstanceIds", "Values": [instance_id]}])[
+        "InstanceInformationList"
+    ]
     if not info or info[0].get("PingStatus") != "Online":
-        return {"ready": False, "stage": "ssm",
-                "detail": f"SSM agent {info[0].get('PingStatus') if info else 'not registered'}"}
+        return {
+            "ready": False,
+            "stage": "ssm",
+            "detail": f"SSM agent {info[0].get('PingStatus') if info else 'not registered'}",
+        }
     document = document_names(plan)["check_document"]
-    command = find_command(ssm, instance_id, document,
-                           statuses=("Pending", "InProgress", "Delayed", "Success", "Failed"))
+    command = find_command(
+        ssm, instance_id, document, statuses=("Pending", "InProgress", "Delayed", "Success", "Failed")
+    )
     if command is not None and command["Status"] == "Failed":
         found = invocation(ssm, command["CommandId"], instance_id) or {}
         if found.get("ResponseCode") != NOT_YET:
@@ -224,12 +256,14 @@ def host_readiness(client: Clients, plan: Plan, instance_id: str, volume_id: str
             return {"ready": False, "stage": "check", "detail": "user data has not finished"}
     if command is None:
         p = plan["params"]
-        ssm.send_command(DocumentName=document, InstanceIds=[instance_id], TimeoutSeconds=300,
-                         Comment=f"readiness of run {plan['key']}",
-                         Parameters={"Accelerator": [accelerator(p["host_instance_type"])],
-                                     "DataVolumeId": [volume_id or ""]},
-                         CloudWatchOutputConfig={"CloudWatchLogGroupName": iam.HOST_LOG_GROUP,
-                                                 "CloudWatchOutputEnabled": True})
+        ssm.send_command(
+            DocumentName=document,
+            InstanceIds=[instance_id],
+            TimeoutSeconds=300,
+            Comment=f"readiness of run {plan['key']}",
+            Parameters={"Accelerator": [accelerator(p["host_instance_type"])], "DataVolumeId": [volume_id or ""]},
+            CloudWatchOutputConfig={"CloudWatchLogGroupName": iam.HOST_LOG_GROUP, "CloudWatchOutputEnabled": True},
+        )
         return {"ready": False, "stage": "check", "detail": "check command sent"}
     if command["Status"] != "Success":
         return {"ready": False, "stage": "check", "detail": f"check command {command['Status']}"}
@@ -267,8 +301,9 @@ def parse_metrics(text: str, definitions: list[MetricDefinition]) -> dict[str, f
     return found
 
 
-def host_result(client: Clients, plan: Plan, command_id: str, instance_id: str, image: str,
-                code: dict | None = None) -> dict:
+def host_result(
+    client: Clients, plan: Plan, command_id: str, instance_id: str, image: str, code: dict | None = None
+) -> dict:
     """The host's training as ``steps.pick_best`` describes a SageMaker job: training_job, model_artifact
     (S3 URI of model.tar.gz), image, objective {metric, type, value}, metrics, hyperparameters, ..."""
     ssm, s3 = client("ssm"), client("s3")
@@ -279,7 +314,7 @@ def host_result(client: Clients, plan: Plan, command_id: str, instance_id: str, 
         raise RuntimeError(f"host training command {command_id} on {instance_id} is {status}: {error}")
     job = job_name(plan)
     base = f"{output_path(plan)}/{job}/output"
-    bucket, prefix = base[len("s3://"):].split("/", 1)
+    bucket, prefix = base[len("s3://") :].split("/", 1)
     s3.head_object(Bucket=bucket, Key=f"{prefix}/model.tar.gz")  # the weights must be there
     text = s3.get_object(Bucket=bucket, Key=f"{prefix}/train.log")["Body"].read().decode(errors="replace")
     metrics = parse_metrics(text, plan["metric_definitions"])
@@ -313,7 +348,11 @@ def _elapsed(start: str | None, end: str | None) -> int | None:
     if start is None or end is None:
         return None
     try:
-        return int((datetime.fromisoformat(end.replace("Z", "+00:00"))
-                    - datetime.fromisoformat(start.replace("Z", "+00:00"))).total_seconds())
+        return int(
+            (
+                datetime.fromisoformat(end.replace("Z", "+00:00"))
+                - datetime.fromisoformat(start.replace("Z", "+00:00"))
+            ).total_seconds()
+        )
     except ValueError:
         return None

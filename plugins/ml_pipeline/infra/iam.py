@@ -17,6 +17,7 @@ A role that serves several experiments is rendered with a list (``Experiment=dig
 command line, a list in ``render``): each string naming a listed placeholder is repeated for every value.
 The README's "IAM roles for real AWS" says which roles a user creates and how.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,9 +35,14 @@ IAM_DIR = Path(os.environ.get("ML_PIPELINE_IAM_DIR", "") or Path(__file__).resol
 HOST_LOG_GROUP = "/ml-pipeline/host-training"
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z]+)\}")
 POLICY_FILES = (
-    "host-instance-trust.json", "host-instance-policy.json", "host-instance-boundary.json",
-    "sagemaker-execution-trust.json", "sagemaker-execution-policy.json", "sagemaker-vpc-policy.json",
-    "airflow-trust.json", "airflow-policy.json",
+    "host-instance-trust.json",
+    "host-instance-policy.json",
+    "host-instance-boundary.json",
+    "sagemaker-execution-trust.json",
+    "sagemaker-execution-policy.json",
+    "sagemaker-vpc-policy.json",
+    "airflow-trust.json",
+    "airflow-policy.json",
 )
 
 
@@ -58,8 +64,11 @@ def _fill(node, values: dict):
     if isinstance(node, dict):
         return {key: _fill(value, values) for key, value in node.items()}
     if isinstance(node, list):
-        return [item for element in node for item in
-                (_expand(element, values) if isinstance(element, str) else [_fill(element, values)])]
+        return [
+            item
+            for element in node
+            for item in (_expand(element, values) if isinstance(element, str) else [_fill(element, values)])
+        ]
     if isinstance(node, str):
         expanded = _expand(node, values)
         return expanded[0] if len(expanded) == 1 else expanded
@@ -125,8 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] not in POLICY_FILES:
         print(f"usage: iam.py {{{','.join(POLICY_FILES)}}} Key=Value ...", file=sys.stderr)
         return 2
-    values = {key: value.split(",") if "," in value else value
-              for key, value in (arg.split("=", 1) for arg in args[1:])}
+    values = {
+        key: value.split(",") if "," in value else value for key, value in (arg.split("=", 1) for arg in args[1:])
+    }
     region = values.get("Region", "us-east-1")
     if not isinstance(region, str):
         print("usage: Region takes one region", file=sys.stderr)

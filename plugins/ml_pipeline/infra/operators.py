@@ -6,6 +6,7 @@ host). Its subclass here first looks for the run's command (by its document and 
 to it. (The host itself is launched by its provisioning step, ``stack.create_host``, which finds it by its
 tags on a retry.)
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -42,9 +43,12 @@ class SkipUnneededSteps(BaseOperator, SkipMixin):
         needed = steps_for(self.plan["params"])
         skipped = [task_id for step, task_ids in self.step_tasks.items() if step not in needed for task_id in task_ids]
         p = self.plan["params"]
-        self.log.info("provisioning for compute=%s%s: %s", p["compute"],
-                      " with its own VPC" if p.get("provision_vpc") else "",
-                      ", ".join(needed) if needed else "nothing; the provisioning steps are skipped")
+        self.log.info(
+            "provisioning for compute=%s%s: %s",
+            p["compute"],
+            " with its own VPC" if p.get("provision_vpc") else "",
+            ", ".join(needed) if needed else "nothing; the provisioning steps are skipped",
+        )
         # Raises DownstreamTasksSkipped: the task succeeds and the listed tasks are skipped in one call.
         self.skip(ti=context["ti"], tasks=[self.dag.get_task(task_id) for task_id in skipped])
         return needed
@@ -75,7 +79,11 @@ class RunHostTrainingOperator(SsmRunCommandOperator):
         instance_id = request["InstanceIds"][0]
         existing = find_command(self.hook.conn, instance_id, self.document_name, request.get("Comment"))
         if existing is not None:
-            self.log.info("Command %s (%s) is this run's training on %s: re-attaching", existing["CommandId"],
-                          existing["Status"], instance_id)
+            self.log.info(
+                "Command %s (%s) is this run's training on %s: re-attaching",
+                existing["CommandId"],
+                existing["Status"],
+                instance_id,
+            )
             return existing["CommandId"]
         return super().execute(context)

@@ -10,6 +10,7 @@
 
 No AWS call at import, and only botocore's model (no network) in validate_infra.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -31,15 +32,40 @@ COMPUTE = ["sagemaker", "host"]
 #: notes of the AWS Deep Learning Base OSS Nvidia Driver GPU AMI (x86_64) list (P3 is no longer among them);
 #: Habana: DL1, with Habana's Deep Learning AMI. Any size of these families that EC2 knows is accepted.
 HOST_FAMILIES = {
-    "g4dn": "nvidia", "g5": "nvidia", "g6": "nvidia", "gr6": "nvidia", "g6e": "nvidia", "g7": "nvidia",
-    "p4d": "nvidia", "p4de": "nvidia", "p5": "nvidia", "p5e": "nvidia", "p5en": "nvidia",
-    "p6-b200": "nvidia", "p6-b300": "nvidia",
+    "g4dn": "nvidia",
+    "g5": "nvidia",
+    "g6": "nvidia",
+    "gr6": "nvidia",
+    "g6e": "nvidia",
+    "g7": "nvidia",
+    "p4d": "nvidia",
+    "p4de": "nvidia",
+    "p5": "nvidia",
+    "p5e": "nvidia",
+    "p5en": "nvidia",
+    "p6-b200": "nvidia",
+    "p6-b300": "nvidia",
     "dl1": "habana",
 }
 #: Proposed in the trigger form (any other size of a supported family may be typed in).
-HOST_EXAMPLES = ["g5.xlarge", "g5.2xlarge", "g4dn.xlarge", "g6.xlarge", "g6e.xlarge", "gr6.4xlarge", "g7.2xlarge",
-                 "p4d.24xlarge", "p4de.24xlarge", "p5.4xlarge", "p5.48xlarge", "p5e.48xlarge", "p5en.48xlarge",
-                 "p6-b200.48xlarge", "p6-b300.48xlarge", "dl1.24xlarge"]
+HOST_EXAMPLES = [
+    "g5.xlarge",
+    "g5.2xlarge",
+    "g4dn.xlarge",
+    "g6.xlarge",
+    "g6e.xlarge",
+    "gr6.4xlarge",
+    "g7.2xlarge",
+    "p4d.24xlarge",
+    "p4de.24xlarge",
+    "p5.4xlarge",
+    "p5.48xlarge",
+    "p5e.48xlarge",
+    "p5en.48xlarge",
+    "p6-b200.48xlarge",
+    "p6-b300.48xlarge",
+    "dl1.24xlarge",
+]
 _HOST_TYPE = rf"^({'|'.join(sorted(HOST_FAMILIES, key=len, reverse=True))})\.[a-z0-9]+$"
 #: The public SSM parameters of the AWS Deep Learning AMIs
 #: (``/aws/service/deeplearning/ami/<arch>/<type>/latest/ami-id``, where <type> is the DLAMI's name without "Deep
@@ -61,8 +87,11 @@ IPV4_EMBEDDINGS = (
     ("::ffff:0:0:0/96", "IPv4-translated", [range(96, 128)]),
     ("::/96", "IPv4-compatible", [range(96, 128)]),
     ("64:ff9b::/96", "NAT64", [range(96, 128)]),
-    ("64:ff9b:1::/48", "local-use NAT64", [[*range(48, 64), *range(72, 88)], [*range(56, 64), *range(72, 96)],
-                                           range(72, 104), range(96, 128)]),
+    (
+        "64:ff9b:1::/48",
+        "local-use NAT64",
+        [[*range(48, 64), *range(72, 88)], [*range(56, 64), *range(72, 96)], range(72, 104), range(96, 128)],
+    ),
     ("2002::/16", "6to4", [range(16, 48)]),
     ("2001::/32", "Teredo", [range(96, 128)]),  # the client's address (obfuscated, still one per IPv4 address)
 )
@@ -77,57 +106,115 @@ class AmiError(ValueError):
 
 def infra_params() -> dict[str, Param]:
     return {
-        "compute": form_param("sagemaker", enum=COMPUTE, title="Where training runs", section=RUN,
-                              description="sagemaker: SageMaker training jobs. host: a GPU or Habana DL1 EC2 host this "
-                                          "run provisions in its own VPC (see Host), training the same image through "
-                                          "SSM Run Command; the host and its network are torn down at the end."),
-        "host_instance_type": form_param("g5.xlarge", type="string", pattern=_HOST_TYPE, examples=HOST_EXAMPLES,
-                                         title="Host instance type", section=HOST,
-                                         description="Where training runs: host. Any size of the NVIDIA types the AWS "
-                                                     "Deep Learning AMI supports (G4dn, G5, G6, Gr6, G6e, G7, P4d, "
-                                                     "P4de, P5, P5e, P5en, P6-B200, P6-B300) or Habana Gaudi "
-                                                     "(dl1.24xlarge). The AMI is the matching AWS Deep Learning AMI."),
-        "allowed_cidrs": form_param([DOCUMENTATION_CIDR], type="array", uniqueItems=True,
-                                    items={"type": "string", "not": {"enum": ["0.0.0.0/0", "::/0"]},
-                                           "pattern": r"^[0-9a-fA-F:.]+/\d{1,3}$"},
-                                    maxItems=20, title="CIDRs allowed to reach the host", section=HOST,
-                                    description="The only sources the host's security group admits (SSH, and only "
-                                                "when SSH key pair is set: the host is reached through SSM otherwise). "
-                                                "0.0.0.0/0, ::/0 and ranges broader than /8 (IPv4) or /32 (IPv6) are "
-                                                "refused; IPv6 ranges that carry IPv4 addresses (IPv4-mapped, NAT64, "
-                                                "6to4, Teredo) count as the IPv4 range they cover. IPv6 in hexadecimal "
-                                                "notation. The default is a documentation range that reaches nobody."),
-        "ssh_key_name": form_param(None, type=["null", "string"], pattern=r"^[ -~]{0,255}$", title="SSH key pair",
-                                   section=HOST,
-                                   description="Empty (the default): no SSH port at all; use SSM Session Manager. "
-                                               "Set: SSH (22) from CIDRs allowed to reach the host, with this EC2 key "
-                                               "pair (up to 255 ASCII characters)."),
-        "ami_id": form_param(None, type=["null", "string"], pattern=_AMI, title="Host AMI", section=HOST,
-                             description="Empty: the AMI that AMI SSM parameter names."),
-        "ami_ssm_parameter": form_param(None, type=["null", "string"], pattern=_SSM_NAME, title="AMI SSM parameter",
-                                        section=HOST,
-                                        description="The SSM parameter naming the host's AMI; empty: the public "
-                                                    "parameter of the AWS Deep Learning AMI for the Host instance "
-                                                    "type."),
-        "data_volume_gb": form_param(100, type="integer", minimum=1, maximum=16384, title="Data volume (GiB)",
-                                     section=HOST,
-                                     description="An encrypted gp3 EBS volume attached to the host for data and jobs."),
-        "provision_vpc": form_param(False, type="boolean", title="SageMaker inside the run's VPC", section=VPC,
-                                    description="With Where training runs: sagemaker, provision the run's VPC and run "
-                                                "the training jobs and the endpoint in its private subnet (VpcConfig). "
-                                                "No host is created. Where training runs: host always has its VPC."),
-        "vpc_cidr": form_param("10.42.0.0/16", type="string", pattern=r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$",
-                               title="VPC CIDR", section=VPC,
-                               description="A private range, /16 to /24; the public and private subnets are its first "
-                                           "two quarters."),
-        "availability_zone": form_param(None, type=["null", "string"], pattern=_AZ, title="Availability zone",
-                                        section=VPC,
-                                        description="Empty: the first zone of the region offering the Host instance "
-                                                    "type (DL1 and the largest types are not offered everywhere)."),
-        "stack_ttl_hours": form_param(12, type="number", minimum=0.1, maximum=720, title="Stack time-to-live (hours)",
-                                      section=VPC,
-                                      description="The hourly reaper removes the run's VPC and host after this long, "
-                                                  "whatever happened to the run."),
+        "compute": form_param(
+            "sagemaker",
+            enum=COMPUTE,
+            title="Where training runs",
+            section=RUN,
+            description="sagemaker: SageMaker training jobs. host: a GPU or Habana DL1 EC2 host this "
+            "run provisions in its own VPC (see Host), training the same image through "
+            "SSM Run Command; the host and its network are torn down at the end.",
+        ),
+        "host_instance_type": form_param(
+            "g5.xlarge",
+            type="string",
+            pattern=_HOST_TYPE,
+            examples=HOST_EXAMPLES,
+            title="Host instance type",
+            section=HOST,
+            description="Where training runs: host. Any size of the NVIDIA types the AWS "
+            "Deep Learning AMI supports (G4dn, G5, G6, Gr6, G6e, G7, P4d, "
+            "P4de, P5, P5e, P5en, P6-B200, P6-B300) or Habana Gaudi "
+            "(dl1.24xlarge). The AMI is the matching AWS Deep Learning AMI.",
+        ),
+        "allowed_cidrs": form_param(
+            [DOCUMENTATION_CIDR],
+            type="array",
+            uniqueItems=True,
+            items={"type": "string", "not": {"enum": ["0.0.0.0/0", "::/0"]}, "pattern": r"^[0-9a-fA-F:.]+/\d{1,3}$"},
+            maxItems=20,
+            title="CIDRs allowed to reach the host",
+            section=HOST,
+            description="The only sources the host's security group admits (SSH, and only "
+            "when SSH key pair is set: the host is reached through SSM otherwise). "
+            "0.0.0.0/0, ::/0 and ranges broader than /8 (IPv4) or /32 (IPv6) are "
+            "refused; IPv6 ranges that carry IPv4 addresses (IPv4-mapped, NAT64, "
+            "6to4, Teredo) count as the IPv4 range they cover. IPv6 in hexadecimal "
+            "notation. The default is a documentation range that reaches nobody.",
+        ),
+        "ssh_key_name": form_param(
+            None,
+            type=["null", "string"],
+            pattern=r"^[ -~]{0,255}$",
+            title="SSH key pair",
+            section=HOST,
+            description="Empty (the default): no SSH port at all; use SSM Session Manager. "
+            "Set: SSH (22) from CIDRs allowed to reach the host, with this EC2 key "
+            "pair (up to 255 ASCII characters).",
+        ),
+        "ami_id": form_param(
+            None,
+            type=["null", "string"],
+            pattern=_AMI,
+            title="Host AMI",
+            section=HOST,
+            description="Empty: the AMI that AMI SSM parameter names.",
+        ),
+        "ami_ssm_parameter": form_param(
+            None,
+            type=["null", "string"],
+            pattern=_SSM_NAME,
+            title="AMI SSM parameter",
+            section=HOST,
+            description="The SSM parameter naming the host's AMI; empty: the public "
+            "parameter of the AWS Deep Learning AMI for the Host instance "
+            "type.",
+        ),
+        "data_volume_gb": form_param(
+            100,
+            type="integer",
+            minimum=1,
+            maximum=16384,
+            title="Data volume (GiB)",
+            section=HOST,
+            description="An encrypted gp3 EBS volume attached to the host for data and jobs.",
+        ),
+        "provision_vpc": form_param(
+            False,
+            type="boolean",
+            title="SageMaker inside the run's VPC",
+            section=VPC,
+            description="With Where training runs: sagemaker, provision the run's VPC and run "
+            "the training jobs and the endpoint in its private subnet (VpcConfig). "
+            "No host is created. Where training runs: host always has its VPC.",
+        ),
+        "vpc_cidr": form_param(
+            "10.42.0.0/16",
+            type="string",
+            pattern=r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$",
+            title="VPC CIDR",
+            section=VPC,
+            description="A private range, /16 to /24; the public and private subnets are its first two quarters.",
+        ),
+        "availability_zone": form_param(
+            None,
+            type=["null", "string"],
+            pattern=_AZ,
+            title="Availability zone",
+            section=VPC,
+            description="Empty: the first zone of the region offering the Host instance "
+            "type (DL1 and the largest types are not offered everywhere).",
+        ),
+        "stack_ttl_hours": form_param(
+            12,
+            type="number",
+            minimum=0.1,
+            maximum=720,
+            title="Stack time-to-live (hours)",
+            section=VPC,
+            description="The hourly reaper removes the run's VPC and host after this long, "
+            "whatever happened to the run.",
+        ),
     }
 
 
@@ -159,15 +246,19 @@ def _cidr_error(cidr: str, network) -> str | None:
     if network.prefixlen == 0:
         return f"allowed_cidrs: {cidr} opens the host to the whole internet: refused"
     if network.prefixlen < MIN_PREFIX[network.version]:
-        return (f"allowed_cidrs: {cidr} is broader than /{MIN_PREFIX[network.version]}: "
-                "refused (name the networks that need access)")
+        return (
+            f"allowed_cidrs: {cidr} is broader than /{MIN_PREFIX[network.version]}: "
+            "refused (name the networks that need access)"
+        )
     if network.version == 4:
         return None
     embedded = _ipv4_covered(network)
     if embedded and embedded[0] < MIN_PREFIX[4]:
         covers = "every IPv4 address" if embedded[0] == 0 else f"an IPv4 range of /{embedded[0]}"
-        return (f"allowed_cidrs: {cidr} ({embedded[1]}) covers {covers}, broader than /{MIN_PREFIX[4]}: "
-                "refused (name the networks that need access)")
+        return (
+            f"allowed_cidrs: {cidr} ({embedded[1]}) covers {covers}, broader than /{MIN_PREFIX[4]}: "
+            "refused (name the networks that need access)"
+        )
     if "." in cidr or "%" in cidr:  # EC2 takes IPv6 CIDRs in hexadecimal notation, without a zone
         return f"allowed_cidrs: {cidr}: write IPv6 ranges in hexadecimal notation, without a zone, as EC2 takes them"
     return None
@@ -211,8 +302,10 @@ def validate_infra(params: Mapping[str, Any]) -> list[str]:
     if host_type not in _instance_types():
         errors.append(f"host_instance_type: {host_type} is not an EC2 instance type")
     elif host_family(host_type) not in HOST_FAMILIES:
-        errors.append(f"host_instance_type: {host_type} is not a type the Deep Learning AMIs support "
-                      f"(families: {', '.join(HOST_FAMILIES)})")
+        errors.append(
+            f"host_instance_type: {host_type} is not a type the Deep Learning AMIs support "
+            f"(families: {', '.join(HOST_FAMILIES)})"
+        )
     if p.get("ami_id") and not re.match(_AMI, str(p["ami_id"])):
         errors.append(f"ami_id: {p['ami_id']!r} is not an AMI id (ami-...)")
     if p.get("ami_ssm_parameter") and not re.match(_SSM_NAME, str(p["ami_ssm_parameter"])):
@@ -230,8 +323,9 @@ def validate_infra(params: Mapping[str, Any]) -> list[str]:
     except ValueError as error:
         errors.append(f"vpc_cidr: {p.get('vpc_cidr')!r} is not a network CIDR ({error})")
     if compute == "sagemaker" and p.get("provision_vpc") and p.get("keep_endpoint"):
-        errors.append("keep_endpoint with provision_vpc: the endpoint would outlive the run's VPC, which "
-                      "teardown removes")
+        errors.append(
+            "keep_endpoint with provision_vpc: the endpoint would outlive the run's VPC, which teardown removes"
+        )
     if compute == "host":
         if p.get("mode", "train") == "tune":
             errors.append("compute=host trains one job on the host: tune mode runs on SageMaker only")
@@ -243,7 +337,7 @@ def validate_infra(params: Mapping[str, Any]) -> list[str]:
 
 
 def accelerator(instance_type: str) -> str:
-    """"nvidia" or "habana"."""
+    """ "nvidia" or "habana"."""
     return HOST_FAMILIES[host_family(instance_type)]
 
 
@@ -272,17 +366,22 @@ def check_ami(ssm: Client, ec2: Client, params: Mapping[str, Any]) -> str:
     try:
         value = ssm.get_parameter(Name=name)["Parameter"]["Value"]
     except ssm.exceptions.ParameterNotFound:
-        raise AmiError(f"The AMI parameter {name} does not exist in this region: set ami_id or "
-                       "ami_ssm_parameter (on localaws, the Deep Learning AMI parameters are seeded)") from None
+        raise AmiError(
+            f"The AMI parameter {name} does not exist in this region: set ami_id or "
+            "ami_ssm_parameter (on localaws, the Deep Learning AMI parameters are seeded)"
+        ) from None
     return _existing_image(ec2, value, f"SSM parameter {name}")
 
 
 def choose_availability_zone(ec2: Client, params: Mapping[str, Any]) -> str:
     """The given zone, or the first of the region's zones offering the host type; refused when none does."""
     instance_type = params["host_instance_type"]
-    offered = sorted(o["Location"] for o in ec2.describe_instance_type_offerings(
-        LocationType="availability-zone",
-        Filters=[{"Name": "instance-type", "Values": [instance_type]}])["InstanceTypeOfferings"])
+    offered = sorted(
+        o["Location"]
+        for o in ec2.describe_instance_type_offerings(
+            LocationType="availability-zone", Filters=[{"Name": "instance-type", "Values": [instance_type]}]
+        )["InstanceTypeOfferings"]
+    )
     wanted = params.get("availability_zone")
     if wanted:
         if wanted not in offered:
@@ -299,8 +398,10 @@ def check_zone(ec2: Client, params: Mapping[str, Any]) -> str:
     names = sorted(z["ZoneName"] for z in zones["AvailabilityZones"])
     wanted = params.get("availability_zone")
     if wanted and wanted not in names:
-        raise ValueError(f"availability_zone: {wanted} is not an available zone of {ec2.meta.region_name} "
-                         f"(its zones: {', '.join(names) or 'none'})")
+        raise ValueError(
+            f"availability_zone: {wanted} is not an available zone of {ec2.meta.region_name} "
+            f"(its zones: {', '.join(names) or 'none'})"
+        )
     return wanted or names[0]
 
 
@@ -339,6 +440,11 @@ def preflight(client: Clients, plan: Plan) -> dict:
             "instance_type": p["host_instance_type"],
         }
     if p.get("provision_vpc"):
-        return {"bucket": bucket, "ami_id": None, "availability_zone": check_zone(ec2, p),
-                "accelerator": None, "instance_type": None}
+        return {
+            "bucket": bucket,
+            "ami_id": None,
+            "availability_zone": check_zone(ec2, p),
+            "accelerator": None,
+            "instance_type": None,
+        }
     return {"bucket": bucket, "ami_id": None, "availability_zone": None, "accelerator": None, "instance_type": None}

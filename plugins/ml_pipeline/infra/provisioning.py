@@ -9,6 +9,7 @@ tags) and, where its resource has a state to reach before the next step builds o
 
 Read when the DAG is built: the standard library only.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping

@@ -14,6 +14,7 @@ Only what carries the project's tag is ever touched, whichever experiment's run 
 experiment's name prefixes its resources, and any name is an experiment's); stacks are removed through
 ``teardown_stack``. Reports name each one's experiment (its ``experiment`` tag) where it has one.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,8 +39,10 @@ def _note(stacks: dict, tag_list: list[dict] | None) -> None:
     found = tags.as_dict(tag_list)
     if found.get(tags.PROJECT_KEY) != tags.PROJECT or not found.get(tags.RUN_KEY):
         return
-    stack = stacks.setdefault(found[tags.RUN_KEY], {"run": found[tags.RUN_KEY], "experiment": None,
-                                                    "created_at": None, "ttl_hours": None, "resources": 0})
+    stack = stacks.setdefault(
+        found[tags.RUN_KEY],
+        {"run": found[tags.RUN_KEY], "experiment": None, "created_at": None, "ttl_hours": None, "resources": 0},
+    )
     stack["resources"] += 1
     stack["experiment"] = stack["experiment"] or found.get(tags.EXPERIMENT_KEY)
     try:
@@ -62,16 +65,23 @@ def find_stacks(client: Clients) -> dict[str, dict]:
     ec2 = client("ec2")
     project = tags.project_filter()
     stacks: dict[str, dict] = {}
-    for describe, key in (("describe_vpcs", "Vpcs"), ("describe_subnets", "Subnets"),
-                          ("describe_security_groups", "SecurityGroups"), ("describe_route_tables", "RouteTables"),
-                          ("describe_internet_gateways", "InternetGateways"), ("describe_volumes", "Volumes"),
-                          ("describe_vpc_endpoints", "VpcEndpoints")):
+    for describe, key in (
+        ("describe_vpcs", "Vpcs"),
+        ("describe_subnets", "Subnets"),
+        ("describe_security_groups", "SecurityGroups"),
+        ("describe_route_tables", "RouteTables"),
+        ("describe_internet_gateways", "InternetGateways"),
+        ("describe_volumes", "Volumes"),
+        ("describe_vpc_endpoints", "VpcEndpoints"),
+    ):
         for item in getattr(ec2, describe)(Filters=project)[key]:
             if str(item.get("State", "")).lower() in ("deleted", "deleting"):
                 continue  # AWS lists a deleted endpoint for a while
             _note(stacks, item.get("Tags"))
-    reservations = ec2.describe_instances(Filters=project + [{"Name": "instance-state-name", "Values": [
-        "pending", "running", "stopping", "stopped", "shutting-down"]}])["Reservations"]
+    reservations = ec2.describe_instances(
+        Filters=project
+        + [{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped", "shutting-down"]}]
+    )["Reservations"]
     for instance in (i for r in reservations for i in r["Instances"]):
         _note(stacks, instance.get("Tags"))
     iam_client = client("iam")
@@ -81,15 +91,20 @@ def find_stacks(client: Clients) -> dict[str, dict]:
         described = iam_client.get_instance_profile(InstanceProfileName=profile["InstanceProfileName"])
         _note(stacks, described["InstanceProfile"].get("Tags"))
     ssm = client("ssm")
-    for document in ssm.list_documents(Filters=[{"Key": f"tag:{tags.PROJECT_KEY}", "Values": [tags.PROJECT]},
-                                                {"Key": "Owner", "Values": ["Self"]}])["DocumentIdentifiers"]:
-        _note(stacks, document.get("Tags") or ssm.list_tags_for_resource(
-            ResourceType="Document", ResourceId=document["Name"])["TagList"])
+    for document in ssm.list_documents(
+        Filters=[{"Key": f"tag:{tags.PROJECT_KEY}", "Values": [tags.PROJECT]}, {"Key": "Owner", "Values": ["Self"]}]
+    )["DocumentIdentifiers"]:
+        _note(
+            stacks,
+            document.get("Tags")
+            or ssm.list_tags_for_resource(ResourceType="Document", ResourceId=document["Name"])["TagList"],
+        )
     return stacks
 
 
-def expired_stacks(client: Clients, now: datetime | None = None,
-                   default_ttl_hours: float = DEFAULT_TTL_HOURS) -> list[dict]:
+def expired_stacks(
+    client: Clients, now: datetime | None = None, default_ttl_hours: float = DEFAULT_TTL_HOURS
+) -> list[dict]:
     """The stacks older than their time-to-live (a stack with no ``created-at`` is never judged expired)."""
     now = now or datetime.now(timezone.utc)
     expired = []
@@ -100,13 +115,26 @@ def expired_stacks(client: Clients, now: datetime | None = None,
         ttl = stack["ttl_hours"] if stack["ttl_hours"] is not None else default_ttl_hours
         age = (now - stack["created_at"]).total_seconds() / 3600
         if age > ttl:
-            expired.append({"run": stack["run"], "experiment": stack["experiment"], "age_hours": round(age, 3),
-                            "ttl_hours": ttl, "resources": stack["resources"]})
+            expired.append(
+                {
+                    "run": stack["run"],
+                    "experiment": stack["experiment"],
+                    "age_hours": round(age, 3),
+                    "ttl_hours": ttl,
+                    "resources": stack["resources"],
+                }
+            )
     return sorted(expired, key=lambda s: s["run"])
 
 
-def reap_stacks(client: Clients, now: datetime | None = None, default_ttl_hours: float = DEFAULT_TTL_HOURS,
-                dry_run: bool = False, timeout: float = 900, poll: float = 5) -> dict:
+def reap_stacks(
+    client: Clients,
+    now: datetime | None = None,
+    default_ttl_hours: float = DEFAULT_TTL_HOURS,
+    dry_run: bool = False,
+    timeout: float = 900,
+    poll: float = 5,
+) -> dict:
     removed, errors = [], []
     for stack in expired_stacks(client, now, default_ttl_hours):
         if dry_run:
@@ -118,8 +146,9 @@ def reap_stacks(client: Clients, now: datetime | None = None, default_ttl_hours:
         except TeardownIncomplete as error:
             removed.append({**stack, "removed": error.report["removed"]})
             errors.extend(error.report["errors"])
-        log.info("reaper: run %s (%.1f h old, TTL %.1f h) removed",
-                 stack["run"], stack["age_hours"], stack["ttl_hours"])
+        log.info(
+            "reaper: run %s (%.1f h old, TTL %.1f h) removed", stack["run"], stack["age_hours"], stack["ttl_hours"]
+        )
     return {"stacks": removed, "errors": errors}
 
 
@@ -127,9 +156,14 @@ def _invocations(cloudwatch, endpoint: str, variant: str, start: datetime, end: 
     seconds = max(60.0, (end - start).total_seconds())
     period = max(60, int(math.ceil(seconds / 1440 / 60)) * 60)  # at most 1,440 datapoints per call
     points = cloudwatch.get_metric_statistics(
-        Namespace="AWS/SageMaker", MetricName="Invocations", StartTime=start, EndTime=end, Period=period,
-        Statistics=["Sum"], Dimensions=[{"Name": "EndpointName", "Value": endpoint},
-                                        {"Name": "VariantName", "Value": variant}])["Datapoints"]
+        Namespace="AWS/SageMaker",
+        MetricName="Invocations",
+        StartTime=start,
+        EndTime=end,
+        Period=period,
+        Statistics=["Sum"],
+        Dimensions=[{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": variant}],
+    )["Datapoints"]
     return sum(point.get("Sum", 0.0) for point in points)
 
 
@@ -158,13 +192,21 @@ def idle_endpoints(client: Clients, idle_hours: float = DEFAULT_IDLE_HOURS, now:
             variants = [v["VariantName"] for v in described.get("ProductionVariants", [])]
             calls = sum(_invocations(cloudwatch, name, variant, start, now) for variant in variants)
             if calls == 0:
-                idle.append({"endpoint": name, "experiment": endpoint_tags.get(tags.EXPERIMENT_KEY),
-                             "variants": variants, "idle_hours": idle_hours, "status": described["EndpointStatus"]})
+                idle.append(
+                    {
+                        "endpoint": name,
+                        "experiment": endpoint_tags.get(tags.EXPERIMENT_KEY),
+                        "variants": variants,
+                        "idle_hours": idle_hours,
+                        "status": described["EndpointStatus"],
+                    }
+                )
     return idle
 
 
-def reap_endpoints(client: Clients, idle_hours: float = DEFAULT_IDLE_HOURS, now: datetime | None = None,
-                   dry_run: bool = False) -> dict:
+def reap_endpoints(
+    client: Clients, idle_hours: float = DEFAULT_IDLE_HOURS, now: datetime | None = None, dry_run: bool = False
+) -> dict:
     sm, aas = client("sagemaker"), client("application-autoscaling")
     removed, errors = [], []
     for endpoint in idle_endpoints(client, idle_hours, now):
@@ -174,8 +216,10 @@ def reap_endpoints(client: Clients, idle_hours: float = DEFAULT_IDLE_HOURS, now:
         for variant in endpoint["variants"]:
             try:
                 aas.deregister_scalable_target(
-                    ServiceNamespace="sagemaker", ResourceId=f"endpoint/{endpoint['endpoint']}/variant/{variant}",
-                    ScalableDimension="sagemaker:variant:DesiredInstanceCount")
+                    ServiceNamespace="sagemaker",
+                    ResourceId=f"endpoint/{endpoint['endpoint']}/variant/{variant}",
+                    ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+                )
             except aas.exceptions.ObjectNotFoundException:
                 pass
         try:
@@ -187,10 +231,20 @@ def reap_endpoints(client: Clients, idle_hours: float = DEFAULT_IDLE_HOURS, now:
     return {"endpoints": removed, "errors": errors}
 
 
-def reap(client: Clients, default_ttl_hours: float = DEFAULT_TTL_HOURS, idle_hours: float = DEFAULT_IDLE_HOURS,
-         now: datetime | None = None, dry_run: bool = False, timeout: float = 900, poll: float = 5) -> dict:
+def reap(
+    client: Clients,
+    default_ttl_hours: float = DEFAULT_TTL_HOURS,
+    idle_hours: float = DEFAULT_IDLE_HOURS,
+    now: datetime | None = None,
+    dry_run: bool = False,
+    timeout: float = 900,
+    poll: float = 5,
+) -> dict:
     """Expired stacks and idle endpoints removed; ``{"stacks": [...], "endpoints": [...], "errors": [...]}``."""
     stacks = reap_stacks(client, now, default_ttl_hours, dry_run, timeout, poll)
     endpoints = reap_endpoints(client, idle_hours, now, dry_run)
-    return {"stacks": stacks["stacks"], "endpoints": endpoints["endpoints"],
-            "errors": stacks["errors"] + endpoints["errors"]}
+    return {
+        "stacks": stacks["stacks"],
+        "endpoints": endpoints["endpoints"],
+        "errors": stacks["errors"] + endpoints["errors"],
+    }

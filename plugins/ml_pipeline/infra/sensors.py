@@ -10,6 +10,7 @@ deferrable sensors do (a VPC is available in seconds, a real host takes minutes 
 For the instance itself use the provider's ``EC2InstanceStateSensor(target_state="running")``, and for
 the training command the provider's ``SsmRunCommandCompletedSensor``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -25,8 +26,11 @@ if TYPE_CHECKING:
     from ml_pipeline.aws import Client
 
 #: States after which waiting is pointless.
-FAILED_STATES = {"volume": {"error", "deleted", "deleting"}, "vpc_endpoint": {"failed", "rejected", "deleted"},
-                 "instance": {"terminated", "shutting-down"}}
+FAILED_STATES = {
+    "volume": {"error", "deleted", "deleting"},
+    "vpc_endpoint": {"failed", "rejected", "deleted"},
+    "instance": {"terminated", "shutting-down"},
+}
 
 
 class _StackSensor(AwsBaseSensor[EC2Hook]):

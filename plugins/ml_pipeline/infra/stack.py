@@ -32,6 +32,7 @@ the DAG's provision group does.
 The project's bucket (every run, whatever its compute): ``check_bucket`` (preflight, read only) and
 ``ensure_bucket`` (open_run: creates and configures only a bucket the run creates).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -97,8 +98,9 @@ def find_volume(ec2: Client, plan: Plan) -> dict | None:
 
 
 def find_security_group(ec2: Client, plan: Plan, part: str) -> dict | None:
-    return _one(ec2.describe_security_groups(Filters=_part_filter(plan, part))["SecurityGroups"],
-                f"{part} security groups")
+    return _one(
+        ec2.describe_security_groups(Filters=_part_filter(plan, part))["SecurityGroups"], f"{part} security groups"
+    )
 
 
 def role_name(key: str) -> str:
@@ -112,8 +114,9 @@ def create_vpc(client: Clients, plan: Plan) -> dict:
     ec2 = client("ec2")
     vpc = find_vpc(ec2, plan)
     if vpc is None:
-        vpc = ec2.create_vpc(CidrBlock=plan["params"]["vpc_cidr"],
-                             TagSpecifications=tags.tag_spec("vpc", tags.plan_tags(plan, "vpc")))["Vpc"]
+        vpc = ec2.create_vpc(
+            CidrBlock=plan["params"]["vpc_cidr"], TagSpecifications=tags.tag_spec("vpc", tags.plan_tags(plan, "vpc"))
+        )["Vpc"]
         log.info("created VPC %s", vpc["VpcId"])
     for attribute in ("EnableDnsSupport", "EnableDnsHostnames"):  # SSM's endpoints are reached by name
         ec2.modify_vpc_attribute(VpcId=vpc["VpcId"], **{attribute: {"Value": True}})
@@ -123,8 +126,12 @@ def create_vpc(client: Clients, plan: Plan) -> dict:
 def create_internet_gateway(client: Clients, plan: Plan, vpc_id: str) -> dict:
     ec2 = client("ec2")
     found = ec2.describe_internet_gateways(Filters=_part_filter(plan, "igw"))["InternetGateways"]
-    igw = _one(found, "internet gateways") or ec2.create_internet_gateway(
-        TagSpecifications=tags.tag_spec("internet-gateway", tags.plan_tags(plan, "igw")))["InternetGateway"]
+    igw = (
+        _one(found, "internet gateways")
+        or ec2.create_internet_gateway(
+            TagSpecifications=tags.tag_spec("internet-gateway", tags.plan_tags(plan, "igw"))
+        )["InternetGateway"]
+    )
     if not any(a["VpcId"] == vpc_id for a in igw.get("Attachments", [])):
         ec2.attach_internet_gateway(InternetGatewayId=igw["InternetGatewayId"], VpcId=vpc_id)
     return {"internet_gateway_id": igw["InternetGatewayId"], "vpc_id": vpc_id}
@@ -151,9 +158,15 @@ def create_subnets(client: Clients, plan: Plan, vpc_id: str, availability_zone: 
             zone = p.get("availability_zone") or sorted(z["ZoneName"] for z in zones["AvailabilityZones"])[0]
     ids = {}
     for part, cidr in (("public", public_cidr), ("private", private_cidr)):
-        subnet = existing[part] or ec2.create_subnet(
-            VpcId=vpc_id, CidrBlock=cidr, AvailabilityZone=zone,
-            TagSpecifications=tags.tag_spec("subnet", tags.plan_tags(plan, part)))["Subnet"]
+        subnet = (
+            existing[part]
+            or ec2.create_subnet(
+                VpcId=vpc_id,
+                CidrBlock=cidr,
+                AvailabilityZone=zone,
+                TagSpecifications=tags.tag_spec("subnet", tags.plan_tags(plan, part)),
+            )["Subnet"]
+        )
         ids[f"{part}_subnet_id"] = subnet["SubnetId"]
     # The host gets a public address to reach SSM, ECR and S3 without a NAT gateway; no port is open to it.
     ec2.modify_subnet_attribute(SubnetId=ids["public_subnet_id"], MapPublicIpOnLaunch={"Value": True})
@@ -162,31 +175,44 @@ def create_subnets(client: Clients, plan: Plan, vpc_id: str, availability_zone: 
 
 def _route_table(ec2: Client, plan: Plan, vpc_id: str, part: str) -> dict:
     found = ec2.describe_route_tables(Filters=_part_filter(plan, f"{part}-rt"))["RouteTables"]
-    return _one(found, f"{part} route tables") or ec2.create_route_table(
-        VpcId=vpc_id, TagSpecifications=tags.tag_spec("route-table", tags.plan_tags(plan, f"{part}-rt")))["RouteTable"]
+    return (
+        _one(found, f"{part} route tables")
+        or ec2.create_route_table(
+            VpcId=vpc_id, TagSpecifications=tags.tag_spec("route-table", tags.plan_tags(plan, f"{part}-rt"))
+        )["RouteTable"]
+    )
 
 
-def create_route_tables(client: Clients, plan: Plan, vpc_id: str, internet_gateway_id: str, public_subnet_id: str,
-                        private_subnet_id: str) -> dict:
+def create_route_tables(
+    client: Clients, plan: Plan, vpc_id: str, internet_gateway_id: str, public_subnet_id: str, private_subnet_id: str
+) -> dict:
     ec2 = client("ec2")
     public = _route_table(ec2, plan, vpc_id, "public")
     if not any(r.get("DestinationCidrBlock") == "0.0.0.0/0" for r in public.get("Routes", [])):
-        ec2.create_route(RouteTableId=public["RouteTableId"], DestinationCidrBlock="0.0.0.0/0",
-                         GatewayId=internet_gateway_id)
+        ec2.create_route(
+            RouteTableId=public["RouteTableId"], DestinationCidrBlock="0.0.0.0/0", GatewayId=internet_gateway_id
+        )
     private = _route_table(ec2, plan, vpc_id, "private")
     for table, subnet_id in ((public, public_subnet_id), (private, private_subnet_id)):
         if not any(a.get("SubnetId") == subnet_id for a in table.get("Associations", [])):
             ec2.associate_route_table(RouteTableId=table["RouteTableId"], SubnetId=subnet_id)
     region = ec2.meta.region_name
-    endpoint = _one(ec2.describe_vpc_endpoints(Filters=_part_filter(plan, "s3-endpoint"))["VpcEndpoints"],
-                    "S3 endpoints")
+    endpoint = _one(
+        ec2.describe_vpc_endpoints(Filters=_part_filter(plan, "s3-endpoint"))["VpcEndpoints"], "S3 endpoints"
+    )
     if endpoint is None:
         endpoint = ec2.create_vpc_endpoint(
-            VpcId=vpc_id, ServiceName=f"com.amazonaws.{region}.s3", VpcEndpointType="Gateway",
+            VpcId=vpc_id,
+            ServiceName=f"com.amazonaws.{region}.s3",
+            VpcEndpointType="Gateway",
             RouteTableIds=[private["RouteTableId"]],
-            TagSpecifications=tags.tag_spec("vpc-endpoint", tags.plan_tags(plan, "s3-endpoint")))["VpcEndpoint"]
-    return {"public_route_table_id": public["RouteTableId"], "private_route_table_id": private["RouteTableId"],
-            "s3_endpoint_id": endpoint["VpcEndpointId"]}
+            TagSpecifications=tags.tag_spec("vpc-endpoint", tags.plan_tags(plan, "s3-endpoint")),
+        )["VpcEndpoint"]
+    return {
+        "public_route_table_id": public["RouteTableId"],
+        "private_route_table_id": private["RouteTableId"],
+        "s3_endpoint_id": endpoint["VpcEndpointId"],
+    }
 
 
 def _security_group(ec2: Client, plan: Plan, vpc_id: str, part: str, description: str) -> tuple[dict, bool]:
@@ -194,8 +220,11 @@ def _security_group(ec2: Client, plan: Plan, vpc_id: str, part: str, description
     if group is not None:
         return group, False
     group_id = ec2.create_security_group(
-        GroupName=f"{tags.PROJECT}-{plan['key']}-{part}", Description=description, VpcId=vpc_id,
-        TagSpecifications=tags.tag_spec("security-group", tags.plan_tags(plan, part)))["GroupId"]
+        GroupName=f"{tags.PROJECT}-{plan['key']}-{part}",
+        Description=description,
+        VpcId=vpc_id,
+        TagSpecifications=tags.tag_spec("security-group", tags.plan_tags(plan, part)),
+    )["GroupId"]
     return ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0], True
 
 
@@ -203,12 +232,24 @@ def _https_out_only(ec2: Client, group: dict) -> None:
     """Egress: HTTPS to AWS's endpoints, nothing else (the default allow-all rule is removed)."""
     for rule in group.get("IpPermissionsEgress", []):
         if rule.get("IpProtocol") == "-1":
-            ec2.revoke_security_group_egress(GroupId=group["GroupId"], IpPermissions=[
-                {"IpProtocol": "-1", "IpRanges": [{"CidrIp": r["CidrIp"]} for r in rule.get("IpRanges", [])]}])
+            ec2.revoke_security_group_egress(
+                GroupId=group["GroupId"],
+                IpPermissions=[
+                    {"IpProtocol": "-1", "IpRanges": [{"CidrIp": r["CidrIp"]} for r in rule.get("IpRanges", [])]}
+                ],
+            )
     if not any(r.get("FromPort") == 443 for r in group.get("IpPermissionsEgress", [])):
-        ec2.authorize_security_group_egress(GroupId=group["GroupId"], IpPermissions=[
-            {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443,
-             "IpRanges": [{"CidrIp": "0.0.0.0/0", "Description": "AWS APIs: SSM, ECR, S3, CloudWatch"}]}])
+        ec2.authorize_security_group_egress(
+            GroupId=group["GroupId"],
+            IpPermissions=[
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": 443,
+                    "ToPort": 443,
+                    "IpRanges": [{"CidrIp": "0.0.0.0/0", "Description": "AWS APIs: SSM, ECR, S3, CloudWatch"}],
+                }
+            ],
+        )
 
 
 def ssh_ingress(cidrs: list[str]) -> list[dict]:
@@ -226,8 +267,9 @@ def create_security_groups(client: Clients, plan: Plan, vpc_id: str) -> dict:
     p = plan["params"]
     ids = {"host_security_group_id": None, "sagemaker_security_group_id": None}
     if p.get("compute") == "host":
-        group, new = _security_group(ec2, plan, vpc_id, "host",
-                                     "ml-pipeline host: no ingress but SSH from allowed_cidrs when enabled")
+        group, new = _security_group(
+            ec2, plan, vpc_id, "host", "ml-pipeline host: no ingress but SSH from allowed_cidrs when enabled"
+        )
         if new:
             _https_out_only(ec2, group)
             if p.get("ssh_key_name"):
@@ -236,8 +278,9 @@ def create_security_groups(client: Clients, plan: Plan, vpc_id: str) -> dict:
                     ec2.authorize_security_group_ingress(GroupId=group["GroupId"], IpPermissions=rules)
         ids["host_security_group_id"] = group["GroupId"]
     else:
-        group, new = _security_group(ec2, plan, vpc_id, "sagemaker",
-                                     "ml-pipeline SageMaker jobs and endpoint: ingress only from this group")
+        group, new = _security_group(
+            ec2, plan, vpc_id, "sagemaker", "ml-pipeline SageMaker jobs and endpoint: ingress only from this group"
+        )
         if new:
             _https_out_only(ec2, group)
             itself = [{"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": group["GroupId"]}]}]
@@ -252,16 +295,20 @@ def vpc_config(provisioned: dict) -> dict:
     private subnet and the SageMaker security group, as provisioning returned them."""
     if not provisioned.get("sagemaker_security_group_id") or not provisioned.get("private_subnet_id"):
         raise RuntimeError("no private subnet or SageMaker security group was provisioned for the run")
-    return {"SecurityGroupIds": [provisioned["sagemaker_security_group_id"]],
-            "Subnets": [provisioned["private_subnet_id"]]}
+    return {
+        "SecurityGroupIds": [provisioned["sagemaker_security_group_id"]],
+        "Subnets": [provisioned["private_subnet_id"]],
+    }
 
 
 # --- the project's bucket -------------------------------------------------------------------------
 
 #: The tag marking the bucket a run created (and may finish configuring on a retry); other buckets are never changed.
 CREATED_BY_RUN = "created-by-run"
-_PUBLIC_GRANTEES = ("http://acs.amazonaws.com/groups/global/AllUsers",
-                    "http://acs.amazonaws.com/groups/global/AuthenticatedUsers")
+_PUBLIC_GRANTEES = (
+    "http://acs.amazonaws.com/groups/global/AllUsers",
+    "http://acs.amazonaws.com/groups/global/AuthenticatedUsers",
+)
 
 
 class BucketRefused(ValueError):
@@ -291,8 +338,10 @@ def _bucket_exists(s3: Client, bucket: str, owner: str | None = None) -> bool:
         if _error_code(error) in ("404", "NoSuchBucket"):
             return False
         if _error_code(error) in ("403", "AccessDenied"):
-            raise BucketRefused(f"s3://{bucket} exists but this account may not use it (another account's "
-                                "bucket, or no s3:ListBucket on it): choose another bucket") from None
+            raise BucketRefused(
+                f"s3://{bucket} exists but this account may not use it (another account's "
+                "bucket, or no s3:ListBucket on it): choose another bucket"
+            ) from None
         raise
 
 
@@ -323,17 +372,28 @@ def bucket_findings(s3: Client, bucket: str, owner: str | None = None) -> tuple[
     # setting may cover it, and turning it on is the owner's change, not the run's.
     block = _read(s3, "get_public_access_block", bucket, "NoSuchPublicAccessBlockConfiguration", owner)
     settings = (block or {}).get("PublicAccessBlockConfiguration", {})
-    off = [name for name in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
-           if not settings.get(name)]
+    off = [
+        name
+        for name in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
+        if not settings.get(name)
+    ]
     if off:
-        which = "has no Block Public Access configuration" if block is None else \
-            f"has Block Public Access partly off ({', '.join(off)})"
+        which = (
+            "has no Block Public Access configuration"
+            if block is None
+            else f"has Block Public Access partly off ({', '.join(off)})"
+        )
         warnings.append(f"it {which}: it is private now, but nothing in the bucket stops it being made public")
     status = _read(s3, "get_bucket_policy_status", bucket, "NoSuchBucketPolicy", owner)
     if status and status["PolicyStatus"].get("IsPublic") and not settings.get("RestrictPublicBuckets"):
         refusals.append("its bucket policy makes it public")
-    public = sorted({grant["Permission"] for grant in _read(s3, "get_bucket_acl", bucket, owner=owner)["Grants"]
-                     if grant["Grantee"].get("URI") in _PUBLIC_GRANTEES and not settings.get("IgnorePublicAcls")})
+    public = sorted(
+        {
+            grant["Permission"]
+            for grant in _read(s3, "get_bucket_acl", bucket, owner=owner)["Grants"]
+            if grant["Grantee"].get("URI") in _PUBLIC_GRANTEES and not settings.get("IgnorePublicAcls")
+        }
+    )
     if public:
         refusals.append(f"its ACL grants {', '.join(public)} to everyone")
     if _read(s3, "get_bucket_versioning", bucket, owner=owner).get("Status") != "Enabled":
@@ -352,8 +412,10 @@ def check_bucket(s3: Client, bucket: str, run_key: str | None = None, owner: str
         return {"bucket": bucket, "exists": True, "warnings": [], "created_by_this_run": True}
     refusals, warnings = bucket_findings(s3, bucket, owner)
     if refusals:
-        raise BucketRefused(f"s3://{bucket} is refused: {'; '.join(refusals)}. The run does not reconfigure a "
-                            "bucket it did not create: fix it, or name a new bucket for the run to create")
+        raise BucketRefused(
+            f"s3://{bucket} is refused: {'; '.join(refusals)}. The run does not reconfigure a "
+            "bucket it did not create: fix it, or name a new bucket for the run to create"
+        )
     for warning in warnings:
         log.warning("s3://%s: %s", bucket, warning)
     return {"bucket": bucket, "exists": True, "warnings": warnings}
@@ -372,17 +434,38 @@ def _created_by(s3: Client, bucket: str, owner: str | None = None) -> str | None
 
 def tls_only_policy(bucket: str, region: str) -> dict:
     arn = f"arn:{iam.partition_of(region)}:s3:::{bucket}"
-    return {"Version": "2012-10-17", "Statement": [{
-        "Sid": "TlsOnly", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
-        "Resource": [arn, f"{arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "TlsOnly",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [arn, f"{arn}/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
+    }
 
 
 def _configure_new_bucket(s3: Client, bucket: str) -> None:
     """A bucket the run created: private, encrypted, versioned, and TLS-only where S3 is reached over HTTPS."""
-    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
-        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
-    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
-        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        },
+    )
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     if urlsplit(s3.meta.endpoint_url).scheme == "https":
         s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(tls_only_policy(bucket, s3.meta.region_name)))
@@ -427,8 +510,11 @@ def _create_bucket(s3: Client, bucket: str, key: str, owner: str) -> str | None:
     found = _bucket_tags(s3, bucket, owner)
     if found:
         return found.get(CREATED_BY_RUN)
-    s3.put_bucket_tagging(Bucket=bucket, ExpectedBucketOwner=owner, Tagging={"TagSet": [
-        tags.project_tag(), {"Key": CREATED_BY_RUN, "Value": key}]})
+    s3.put_bucket_tagging(
+        Bucket=bucket,
+        ExpectedBucketOwner=owner,
+        Tagging={"TagSet": [tags.project_tag(), {"Key": CREATED_BY_RUN, "Value": key}]},
+    )
     log.info("created s3://%s", bucket)
     return key
 
@@ -449,20 +535,31 @@ def create_instance_profile(client: Clients, plan: Plan) -> dict:
         if os.environ.get(BOUNDARY_ENV):
             kwargs["PermissionsBoundary"] = os.environ[BOUNDARY_ENV]
         role = iam_client.create_role(
-            RoleName=name, Path=tags.IAM_PATH, Tags=role_tags, MaxSessionDuration=3600,
+            RoleName=name,
+            Path=tags.IAM_PATH,
+            Tags=role_tags,
+            MaxSessionDuration=3600,
             Description=f"ml-pipeline run {plan['key']}: the training host",
-            AssumeRolePolicyDocument=json.dumps(iam.render("host-instance-trust.json", **values)), **kwargs)["Role"]
-    iam_client.put_role_policy(RoleName=name, PolicyName="host",
-                               PolicyDocument=json.dumps(iam.render("host-instance-policy.json", **values)))
+            AssumeRolePolicyDocument=json.dumps(iam.render("host-instance-trust.json", **values)),
+            **kwargs,
+        )["Role"]
+    iam_client.put_role_policy(
+        RoleName=name, PolicyName="host", PolicyDocument=json.dumps(iam.render("host-instance-policy.json", **values))
+    )
     try:
         profile = iam_client.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
     except iam_client.exceptions.NoSuchEntityException:
-        profile = iam_client.create_instance_profile(InstanceProfileName=name, Path=tags.IAM_PATH,
-                                                     Tags=tags.plan_tags(plan, "host-profile"))["InstanceProfile"]
+        profile = iam_client.create_instance_profile(
+            InstanceProfileName=name, Path=tags.IAM_PATH, Tags=tags.plan_tags(plan, "host-profile")
+        )["InstanceProfile"]
     if not any(r["RoleName"] == name for r in profile.get("Roles", [])):
         iam_client.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
-    return {"role_name": name, "role_arn": role["Arn"], "instance_profile_name": name,
-            "instance_profile_arn": profile["Arn"]}
+    return {
+        "role_name": name,
+        "role_arn": role["Arn"],
+        "instance_profile_name": name,
+        "instance_profile_arn": profile["Arn"],
+    }
 
 
 def create_volume(client: Clients, plan: Plan, availability_zone: str) -> dict:
@@ -471,9 +568,12 @@ def create_volume(client: Clients, plan: Plan, availability_zone: str) -> dict:
     volume = find_volume(ec2, plan)
     if volume is None:
         volume = ec2.create_volume(
-            AvailabilityZone=availability_zone, Size=int(plan["params"].get("data_volume_gb", 100)),
-            VolumeType="gp3", Encrypted=True,
-            TagSpecifications=tags.tag_spec("volume", tags.plan_tags(plan, "data")))
+            AvailabilityZone=availability_zone,
+            Size=int(plan["params"].get("data_volume_gb", 100)),
+            VolumeType="gp3",
+            Encrypted=True,
+            TagSpecifications=tags.tag_spec("volume", tags.plan_tags(plan, "data")),
+        )
     return {"volume_id": volume["VolumeId"], "availability_zone": volume["AvailabilityZone"]}
 
 
@@ -482,15 +582,25 @@ def user_data(plan: Plan) -> str:
     return re.sub(r"\$\{(Accelerator|RunKey)\}", lambda m: values[m.group(1)], USER_DATA.read_text())
 
 
-def host_request(client: Clients, plan: Plan, ami_id: str, subnet_id: str, security_group_id: str,
-                 instance_profile_name: str) -> dict:
+def host_request(
+    client: Clients, plan: Plan, ami_id: str, subnet_id: str, security_group_id: str, instance_profile_name: str
+) -> dict:
     """RunInstances' arguments for the run's host, in its public subnet with its security group and profile."""
     ec2 = client("ec2")
     image = ec2.describe_images(ImageIds=[ami_id])["Images"][0]
     root = image.get("RootDeviceName") or "/dev/sda1"
     # The AMI's root snapshot size (the Deep Learning AMIs need their full size); 100 GiB when not reported.
-    root_size = next((m["Ebs"].get("VolumeSize") for m in image.get("BlockDeviceMappings", [])
-                      if m.get("DeviceName") == root and m.get("Ebs")), None) or ROOT_VOLUME_GB
+    root_size = (
+        next(
+            (
+                m["Ebs"].get("VolumeSize")
+                for m in image.get("BlockDeviceMappings", [])
+                if m.get("DeviceName") == root and m.get("Ebs")
+            ),
+            None,
+        )
+        or ROOT_VOLUME_GB
+    )
     p = plan["params"]
     request = {
         "ImageId": ami_id,
@@ -502,9 +612,12 @@ def host_request(client: Clients, plan: Plan, ami_id: str, subnet_id: str, secur
         "IamInstanceProfile": {"Name": instance_profile_name},
         "UserData": user_data(plan),
         "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 2},
-        "BlockDeviceMappings": [{"DeviceName": root, "Ebs": {"Encrypted": True, "VolumeType": "gp3",
-                                                             "VolumeSize": root_size,
-                                                             "DeleteOnTermination": True}}],
+        "BlockDeviceMappings": [
+            {
+                "DeviceName": root,
+                "Ebs": {"Encrypted": True, "VolumeType": "gp3", "VolumeSize": root_size, "DeleteOnTermination": True},
+            }
+        ],
         "InstanceInitiatedShutdownBehavior": "terminate",
         "TagSpecifications": tags.tag_spec("instance", tags.plan_tags(plan, "host"))
         + tags.tag_spec("volume", tags.plan_tags(plan, "host-root")),
@@ -514,8 +627,15 @@ def host_request(client: Clients, plan: Plan, ami_id: str, subnet_id: str, secur
     return request
 
 
-def create_host(client: Clients, plan: Plan, ami_id: str, subnet_id: str, security_group_id: str,
-                instance_profile_name: str, profile_wait_seconds: float = 90) -> dict:
+def create_host(
+    client: Clients,
+    plan: Plan,
+    ami_id: str,
+    subnet_id: str,
+    security_group_id: str,
+    instance_profile_name: str,
+    profile_wait_seconds: float = 90,
+) -> dict:
     """The run's host, launched once: a retry finds it by its tags."""
     ec2 = client("ec2")
     host = find_host(ec2, plan)
@@ -533,8 +653,12 @@ def create_host(client: Clients, plan: Plan, ami_id: str, subnet_id: str, securi
                     raise
                 time.sleep(5)
         log.info("launched host %s (%s)", host["InstanceId"], plan["params"]["host_instance_type"])
-    return {"instance_id": host["InstanceId"], "instance_type": host["InstanceType"],
-            "availability_zone": host["Placement"]["AvailabilityZone"], "ami_id": host["ImageId"]}
+    return {
+        "instance_id": host["InstanceId"],
+        "instance_type": host["InstanceType"],
+        "availability_zone": host["Placement"]["AvailabilityZone"],
+        "ami_id": host["ImageId"],
+    }
 
 
 def attach_volume(client: Clients, plan: Plan, volume_id: str, instance_id: str) -> dict:
@@ -591,6 +715,7 @@ def resource_state(client: Clients, kind: str, resource_id: str) -> str | None:
 
 # --- everything in order ----------------------------------------------------------------------------
 
+
 def run_step(client: Clients, plan: Plan, step: str, pre: dict, made: Mapping[str, dict | None]) -> dict:
     """Runs provisioning ``step`` (``provisioning.STEPS``): ``pre`` is what the preflight found, ``made`` the
     results of earlier steps by name (at least the step's ``needs``), whose ids the step builds on."""
@@ -605,21 +730,27 @@ def run_step(client: Clients, plan: Plan, step: str, pre: dict, made: Mapping[st
         "vpc": lambda: create_vpc(client, plan),
         "internet_gateway": lambda: create_internet_gateway(client, plan, ids["vpc_id"]),
         "subnets": lambda: create_subnets(client, plan, ids["vpc_id"], pre.get("availability_zone")),
-        "route_tables": lambda: create_route_tables(client, plan, ids["vpc_id"], ids["internet_gateway_id"],
-                                                    ids["public_subnet_id"], ids["private_subnet_id"]),
+        "route_tables": lambda: create_route_tables(
+            client, plan, ids["vpc_id"], ids["internet_gateway_id"], ids["public_subnet_id"], ids["private_subnet_id"]
+        ),
         "security_groups": lambda: create_security_groups(client, plan, ids["vpc_id"]),
         "instance_profile": lambda: create_instance_profile(client, plan),
         "volume": lambda: create_volume(client, plan, ids["availability_zone"]),
         "documents": lambda: host_training.ensure_documents(client("ssm"), plan),
-        "host": lambda: create_host(client, plan, pre["ami_id"], ids["public_subnet_id"],
-                                    ids["host_security_group_id"], ids["instance_profile_name"]),
+        "host": lambda: create_host(
+            client,
+            plan,
+            pre["ami_id"],
+            ids["public_subnet_id"],
+            ids["host_security_group_id"],
+            ids["instance_profile_name"],
+        ),
         "attach_volume": lambda: attach_volume(client, plan, ids["volume_id"], ids["instance_id"]),
     }
     return functions[step]()
 
 
-def provision(client: Clients, plan: Plan, pre: dict,
-              after_step: Callable[[str, dict], object] | None = None) -> dict:
+def provision(client: Clients, plan: Plan, pre: dict, after_step: Callable[[str, dict], object] | None = None) -> dict:
     """Every step the run needs in order, each given the earlier ones' results; ``after_step(name, ids)`` is
     called after each (tests inject failures there). Returns every id, merged."""
     made: dict[str, dict | None] = {}

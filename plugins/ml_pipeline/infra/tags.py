@@ -9,6 +9,7 @@
 
 Resources are always found by these tags, never by names alone.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -40,8 +41,13 @@ def project_tag() -> dict[str, str]:
     return {"Key": PROJECT_KEY, "Value": PROJECT}
 
 
-def run_tags(run_key: str, part: str | None = None, ttl_hours: float | None = None,
-             created_at: str | None = None, experiment: str | None = None) -> list[dict]:
+def run_tags(
+    run_key: str,
+    part: str | None = None,
+    ttl_hours: float | None = None,
+    created_at: str | None = None,
+    experiment: str | None = None,
+) -> list[dict]:
     tags = [
         project_tag(),
         {"Key": RUN_KEY, "Value": run_key},
@@ -57,8 +63,9 @@ def run_tags(run_key: str, part: str | None = None, ttl_hours: float | None = No
 
 
 def plan_tags(plan: Plan, part: str | None = None) -> list[dict]:
-    return run_tags(plan["key"], part, plan["params"].get("stack_ttl_hours"),
-                    experiment=(plan.get("experiment") or {}).get("name"))
+    return run_tags(
+        plan["key"], part, plan["params"].get("stack_ttl_hours"), experiment=(plan.get("experiment") or {}).get("name")
+    )
 
 
 def tag_spec(resource_type: str, tags: list[dict]) -> list[dict]:

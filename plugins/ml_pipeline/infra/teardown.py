@@ -16,6 +16,7 @@ Whatever cannot be removed after the waits is listed, and ``TeardownIncomplete``
 
 ``remaining(client, run_key)`` counts what is left of the run, per resource type.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,8 +31,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RETRYABLE = ("DependencyViolation", "IncorrectState", "InvalidState", "VolumeInUse", "ResourceInUse",
-             "IncorrectInstanceState", "DeleteConflict")
+RETRYABLE = (
+    "DependencyViolation",
+    "IncorrectState",
+    "InvalidState",
+    "VolumeInUse",
+    "ResourceInUse",
+    "IncorrectInstanceState",
+    "DeleteConflict",
+)
 GONE = ("NotFound", "NoSuchEntity", "InvalidDocument", "Malformed")
 
 
@@ -89,8 +97,11 @@ class _Teardown:
     # --- finding ---------------------------------------------------------------------------------
 
     def tagged(self, describe: str, key: str, **kwargs: Any) -> list[dict]:
-        pages = self.ec2.get_paginator(describe).paginate(Filters=tags.run_filter(self.key), **kwargs) \
-            if self.ec2.can_paginate(describe) else [getattr(self.ec2, describe)(Filters=tags.run_filter(self.key))]
+        pages = (
+            self.ec2.get_paginator(describe).paginate(Filters=tags.run_filter(self.key), **kwargs)
+            if self.ec2.can_paginate(describe)
+            else [getattr(self.ec2, describe)(Filters=tags.run_filter(self.key))]
+        )
         # The filter asks AWS; the tags are checked again here, so an emulator ignoring a filter never
         # widens a teardown to another run's resources.
         return [item for page in pages for item in page[key] if tags.is_run(item.get("Tags"), self.key)]
@@ -103,10 +114,12 @@ class _Teardown:
             return []
         return getattr(self.ec2, describe)(Filters=[{"Name": "vpc-id", "Values": vpc_ids}])[key]
 
-    def instances(self, states: tuple[str, ...] = ("pending", "running", "stopping", "stopped",
-                                                    "shutting-down")) -> list[dict]:
+    def instances(
+        self, states: tuple[str, ...] = ("pending", "running", "stopping", "stopped", "shutting-down")
+    ) -> list[dict]:
         reservations = self.ec2.describe_instances(
-            Filters=tags.run_filter(self.key) + [{"Name": "instance-state-name", "Values": list(states)}])
+            Filters=tags.run_filter(self.key) + [{"Name": "instance-state-name", "Values": list(states)}]
+        )
         return [i for r in reservations["Reservations"] for i in r["Instances"]]
 
     # --- the steps ---------------------------------------------------------------------------------
@@ -122,8 +135,12 @@ class _Teardown:
                 continue
             for command in listed:
                 if command["Status"] in ("Pending", "InProgress", "Delayed"):
-                    self.attempt("command", command["CommandId"],
-                                 lambda c=command: ssm.cancel_command(CommandId=c["CommandId"]), retry=False)
+                    self.attempt(
+                        "command",
+                        command["CommandId"],
+                        lambda c=command: ssm.cancel_command(CommandId=c["CommandId"]),
+                        retry=False,
+                    )
 
     def terminate_instances(self) -> None:
         live = self.instances()
@@ -145,9 +162,13 @@ class _Teardown:
             for attachment in volume.get("Attachments", []):
                 if attachment.get("State") in ("attached", "attaching", "busy"):
                     # moto crashes on DetachVolume with only VolumeId; AWS takes all three as well.
-                    self.attempt("volume attachment", f"{volume_id}@{attachment['InstanceId']}",
-                                 lambda a=attachment, v=volume_id: self.ec2.detach_volume(
-                                     VolumeId=v, InstanceId=a["InstanceId"], Device=a["Device"], Force=True))
+                    self.attempt(
+                        "volume attachment",
+                        f"{volume_id}@{attachment['InstanceId']}",
+                        lambda a=attachment, v=volume_id: self.ec2.detach_volume(
+                            VolumeId=v, InstanceId=a["InstanceId"], Device=a["Device"], Force=True
+                        ),
+                    )
             self.wait_until(f"volume {volume_id} is detached", lambda v=volume_id: self._volume_free(v))
             self.attempt("volume", volume_id, lambda v=volume_id: self.ec2.delete_volume(VolumeId=v))
 
@@ -160,16 +181,28 @@ class _Teardown:
 
     def endpoints(self, vpc_ids: list[str]) -> None:
         found = {e["VpcEndpointId"] for e in self.tagged("describe_vpc_endpoints", "VpcEndpoints")}
-        found |= {e["VpcEndpointId"] for e in self.in_vpcs("describe_vpc_endpoints", "VpcEndpoints", vpc_ids)
-                  if e.get("State", "").lower() not in ("deleted", "deleting")}
+        found |= {
+            e["VpcEndpointId"]
+            for e in self.in_vpcs("describe_vpc_endpoints", "VpcEndpoints", vpc_ids)
+            if e.get("State", "").lower() not in ("deleted", "deleting")
+        }
         for endpoint_id in sorted(found):
-            self.attempt("vpc endpoint", endpoint_id,
-                         lambda e=endpoint_id: self._raise_unsuccessful(
-                             self.ec2.delete_vpc_endpoints(VpcEndpointIds=[e])))
+            self.attempt(
+                "vpc endpoint",
+                endpoint_id,
+                lambda e=endpoint_id: self._raise_unsuccessful(self.ec2.delete_vpc_endpoints(VpcEndpointIds=[e])),
+            )
         if found:
-            self.wait_until("the VPC endpoints are deleted", lambda: not [
-                e for e in self.in_vpcs("describe_vpc_endpoints", "VpcEndpoints", vpc_ids)
-                if e.get("State", "").lower() not in ("deleted",)])
+            self.wait_until(
+                "the VPC endpoints are deleted",
+                lambda: (
+                    not [
+                        e
+                        for e in self.in_vpcs("describe_vpc_endpoints", "VpcEndpoints", vpc_ids)
+                        if e.get("State", "").lower() not in ("deleted",)
+                    ]
+                ),
+            )
 
     @staticmethod
     def _raise_unsuccessful(response: dict) -> None:
@@ -178,16 +211,20 @@ class _Teardown:
             from botocore.exceptions import ClientError  # noqa: PLC0415
 
             error = failed[0].get("Error", {})
-            raise ClientError({"Error": {"Code": error.get("Code", "Unsuccessful"),
-                                         "Message": error.get("Message", "")}}, "DeleteVpcEndpoints")
+            raise ClientError(
+                {"Error": {"Code": error.get("Code", "Unsuccessful"), "Message": error.get("Message", "")}},
+                "DeleteVpcEndpoints",
+            )
 
     def network_interfaces(self, vpc_ids: list[str]) -> None:
         """What is left in the VPC once the instances are gone (SageMaker's ENIs take a while to go)."""
         for eni in self.in_vpcs("describe_network_interfaces", "NetworkInterfaces", vpc_ids):
             if eni.get("Status") == "available":
-                self.attempt("network interface", eni["NetworkInterfaceId"],
-                             lambda e=eni: self.ec2.delete_network_interface(
-                                 NetworkInterfaceId=e["NetworkInterfaceId"]))
+                self.attempt(
+                    "network interface",
+                    eni["NetworkInterfaceId"],
+                    lambda e=eni: self.ec2.delete_network_interface(NetworkInterfaceId=e["NetworkInterfaceId"]),
+                )
 
     def security_groups(self, vpc_ids: list[str]) -> None:
         groups = {g["GroupId"]: g for g in self.tagged("describe_security_groups", "SecurityGroups")}
@@ -196,17 +233,24 @@ class _Teardown:
                 groups.setdefault(group["GroupId"], group)
         # Rules naming another group keep that group alive: revoke them first.
         for group in groups.values():
-            for direction, revoke in (("IpPermissions", self.ec2.revoke_security_group_ingress),
-                                      ("IpPermissionsEgress", self.ec2.revoke_security_group_egress)):
+            for direction, revoke in (
+                ("IpPermissions", self.ec2.revoke_security_group_ingress),
+                ("IpPermissionsEgress", self.ec2.revoke_security_group_egress),
+            ):
                 referencing = [r for r in group.get(direction, []) if r.get("UserIdGroupPairs")]
                 if referencing:
-                    rules = [{k: v for k, v in r.items() if k in ("IpProtocol", "FromPort", "ToPort",
-                                                                   "UserIdGroupPairs")} for r in referencing]
+                    rules = [
+                        {k: v for k, v in r.items() if k in ("IpProtocol", "FromPort", "ToPort", "UserIdGroupPairs")}
+                        for r in referencing
+                    ]
                     for rule in rules:
                         rule["UserIdGroupPairs"] = [{"GroupId": p["GroupId"]} for p in rule["UserIdGroupPairs"]]
-                    self.attempt("security group rules", group["GroupId"],
-                                 lambda g=group, rv=revoke, rs=rules: rv(GroupId=g["GroupId"], IpPermissions=rs),
-                                 retry=False)
+                    self.attempt(
+                        "security group rules",
+                        group["GroupId"],
+                        lambda g=group, rv=revoke, rs=rules: rv(GroupId=g["GroupId"], IpPermissions=rs),
+                        retry=False,
+                    )
         for group_id in groups:
             self.attempt("security group", group_id, lambda g=group_id: self.ec2.delete_security_group(GroupId=g))
 
@@ -219,17 +263,23 @@ class _Teardown:
             if any(a.get("Main") for a in table.get("Associations", [])):
                 continue  # a VPC's main table goes with its VPC
             for association in table.get("Associations", []):
-                self.attempt("route table association", association["RouteTableAssociationId"],
-                             lambda a=association: self.ec2.disassociate_route_table(
-                                 AssociationId=a["RouteTableAssociationId"]), retry=False)
+                self.attempt(
+                    "route table association",
+                    association["RouteTableAssociationId"],
+                    lambda a=association: self.ec2.disassociate_route_table(AssociationId=a["RouteTableAssociationId"]),
+                    retry=False,
+                )
             for route in table.get("Routes", []):
                 if route.get("GatewayId") == "local" or route.get("Origin") != "CreateRoute":
                     continue
                 destination = route.get("DestinationCidrBlock")
                 if destination:
-                    self.attempt("route", f"{table_id}:{destination}",
-                                 lambda d=destination, t=table_id: self.ec2.delete_route(
-                                     RouteTableId=t, DestinationCidrBlock=d), retry=False)
+                    self.attempt(
+                        "route",
+                        f"{table_id}:{destination}",
+                        lambda d=destination, t=table_id: self.ec2.delete_route(RouteTableId=t, DestinationCidrBlock=d),
+                        retry=False,
+                    )
             self.attempt("route table", table_id, lambda t=table_id: self.ec2.delete_route_table(RouteTableId=t))
 
     def strangers(self, vpc_ids: list[str]) -> tuple[set[str], list[str]]:
@@ -237,14 +287,23 @@ class _Teardown:
         VPC stay, reported as errors (AWS would refuse to delete them anyway; moto would not)."""
         if not vpc_ids:
             return set(), vpc_ids
-        reservations = self.ec2.describe_instances(Filters=[
-            {"Name": "vpc-id", "Values": vpc_ids},
-            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped", "shutting-down"]}])
-        strangers = [i for r in reservations["Reservations"] for i in r["Instances"]
-                     if not tags.is_run(i.get("Tags"), self.key)]
+        reservations = self.ec2.describe_instances(
+            Filters=[
+                {"Name": "vpc-id", "Values": vpc_ids},
+                {
+                    "Name": "instance-state-name",
+                    "Values": ["pending", "running", "stopping", "stopped", "shutting-down"],
+                },
+            ]
+        )
+        strangers = [
+            i for r in reservations["Reservations"] for i in r["Instances"] if not tags.is_run(i.get("Tags"), self.key)
+        ]
         for instance in strangers:
-            self.errors.append(f"instance {instance['InstanceId']} in subnet {instance['SubnetId']} of the run's VPC "
-                               f"{instance['VpcId']} was not launched by run {self.key}: left, with its subnet and VPC")
+            self.errors.append(
+                f"instance {instance['InstanceId']} in subnet {instance['SubnetId']} of the run's VPC "
+                f"{instance['VpcId']} was not launched by run {self.key}: left, with its subnet and VPC"
+            )
         return {i["SubnetId"] for i in strangers}, [v for v in vpc_ids if v not in {i["VpcId"] for i in strangers}]
 
     def subnets(self, vpc_ids: list[str], kept: Set[str] = frozenset()) -> None:
@@ -257,15 +316,23 @@ class _Teardown:
         gateways = {g["InternetGatewayId"]: g for g in self.tagged("describe_internet_gateways", "InternetGateways")}
         if vpc_ids:
             for gateway in self.ec2.describe_internet_gateways(
-                    Filters=[{"Name": "attachment.vpc-id", "Values": vpc_ids}])["InternetGateways"]:
+                Filters=[{"Name": "attachment.vpc-id", "Values": vpc_ids}]
+            )["InternetGateways"]:
                 gateways.setdefault(gateway["InternetGatewayId"], gateway)
         for gateway_id, gateway in gateways.items():
             for attachment in gateway.get("Attachments", []):
-                self.attempt("internet gateway attachment", f"{gateway_id}@{attachment['VpcId']}",
-                             lambda a=attachment, g=gateway_id: self.ec2.detach_internet_gateway(
-                                 InternetGatewayId=g, VpcId=a["VpcId"]))
-            self.attempt("internet gateway", gateway_id,
-                         lambda g=gateway_id: self.ec2.delete_internet_gateway(InternetGatewayId=g))
+                self.attempt(
+                    "internet gateway attachment",
+                    f"{gateway_id}@{attachment['VpcId']}",
+                    lambda a=attachment, g=gateway_id: self.ec2.detach_internet_gateway(
+                        InternetGatewayId=g, VpcId=a["VpcId"]
+                    ),
+                )
+            self.attempt(
+                "internet gateway",
+                gateway_id,
+                lambda g=gateway_id: self.ec2.delete_internet_gateway(InternetGatewayId=g),
+            )
 
     def vpcs(self, vpc_ids: list[str]) -> None:
         for vpc_id in vpc_ids:
@@ -273,8 +340,11 @@ class _Teardown:
 
     def iam(self) -> None:
         iam_client = self.client("iam")
-        profiles = [p for page in iam_client.get_paginator("list_instance_profiles").paginate(PathPrefix=tags.IAM_PATH)
-                    for p in page["InstanceProfiles"]]
+        profiles = [
+            p
+            for page in iam_client.get_paginator("list_instance_profiles").paginate(PathPrefix=tags.IAM_PATH)
+            for p in page["InstanceProfiles"]
+        ]
         for profile in profiles:
             name = profile["InstanceProfileName"]
             try:
@@ -284,13 +354,22 @@ class _Teardown:
             if not tags.is_run(described.get("Tags"), self.key):
                 continue
             for role in described.get("Roles", []):
-                self.attempt("instance profile role", f"{name}/{role['RoleName']}",
-                             lambda r=role, n=name: iam_client.remove_role_from_instance_profile(
-                                 InstanceProfileName=n, RoleName=r["RoleName"]), retry=False)
-            self.attempt("instance profile", name,
-                         lambda n=name: iam_client.delete_instance_profile(InstanceProfileName=n))
-        roles = [r for page in iam_client.get_paginator("list_roles").paginate(PathPrefix=tags.IAM_PATH)
-                 for r in page["Roles"]]
+                self.attempt(
+                    "instance profile role",
+                    f"{name}/{role['RoleName']}",
+                    lambda r=role, n=name: iam_client.remove_role_from_instance_profile(
+                        InstanceProfileName=n, RoleName=r["RoleName"]
+                    ),
+                    retry=False,
+                )
+            self.attempt(
+                "instance profile", name, lambda n=name: iam_client.delete_instance_profile(InstanceProfileName=n)
+            )
+        roles = [
+            r
+            for page in iam_client.get_paginator("list_roles").paginate(PathPrefix=tags.IAM_PATH)
+            for r in page["Roles"]
+        ]
         for role in roles:
             name = role["RoleName"]
             try:
@@ -300,24 +379,36 @@ class _Teardown:
             if not tags.is_run(role_tags, self.key):
                 continue
             for profile in iam_client.list_instance_profiles_for_role(RoleName=name)["InstanceProfiles"]:
-                self.attempt("instance profile role", f"{profile['InstanceProfileName']}/{name}",
-                             lambda p=profile, n=name: iam_client.remove_role_from_instance_profile(
-                                 InstanceProfileName=p["InstanceProfileName"], RoleName=n), retry=False)
+                self.attempt(
+                    "instance profile role",
+                    f"{profile['InstanceProfileName']}/{name}",
+                    lambda p=profile, n=name: iam_client.remove_role_from_instance_profile(
+                        InstanceProfileName=p["InstanceProfileName"], RoleName=n
+                    ),
+                    retry=False,
+                )
             for policy in iam_client.list_role_policies(RoleName=name)["PolicyNames"]:
-                self.attempt("role policy", f"{name}/{policy}",
-                             lambda p=policy, n=name: iam_client.delete_role_policy(RoleName=n, PolicyName=p),
-                             retry=False)
+                self.attempt(
+                    "role policy",
+                    f"{name}/{policy}",
+                    lambda p=policy, n=name: iam_client.delete_role_policy(RoleName=n, PolicyName=p),
+                    retry=False,
+                )
             for policy in iam_client.list_attached_role_policies(RoleName=name)["AttachedPolicies"]:
-                self.attempt("role policy attachment", f"{name}/{policy['PolicyName']}",
-                             lambda p=policy, n=name: iam_client.detach_role_policy(
-                                 RoleName=n, PolicyArn=p["PolicyArn"]), retry=False)
+                self.attempt(
+                    "role policy attachment",
+                    f"{name}/{policy['PolicyName']}",
+                    lambda p=policy, n=name: iam_client.detach_role_policy(RoleName=n, PolicyArn=p["PolicyArn"]),
+                    retry=False,
+                )
             self.attempt("role", name, lambda n=name: iam_client.delete_role(RoleName=n))
 
     def documents(self) -> None:
         ssm = self.client("ssm")
         for document in run_documents(ssm, self.key):
-            self.attempt("ssm document", document["Name"],
-                         lambda d=document: ssm.delete_document(Name=d["Name"]), retry=False)
+            self.attempt(
+                "ssm document", document["Name"], lambda d=document: ssm.delete_document(Name=d["Name"]), retry=False
+            )
 
     def run(self) -> dict:
         started = time.monotonic()
@@ -335,8 +426,12 @@ class _Teardown:
         self.vpcs(vpc_ids)
         self.iam()
         self.documents()
-        return {"run": self.key, "removed": self.removed, "errors": self.errors,
-                "seconds": round(time.monotonic() - started, 1)}
+        return {
+            "run": self.key,
+            "removed": self.removed,
+            "errors": self.errors,
+            "seconds": round(time.monotonic() - started, 1),
+        }
 
 
 def teardown_stack(client: Clients, run_key: str, timeout: float = 900, poll: float = 5) -> dict:
@@ -359,8 +454,9 @@ def remaining(client: Clients, run_key: str) -> dict[str, int]:
         return sum(1 for item in items if tags.is_run(item.get("Tags"), run_key) and keep(item))
 
     live = ["pending", "running", "stopping", "stopped", "shutting-down"]
-    reservations = ec2.describe_instances(
-        Filters=run_filter + [{"Name": "instance-state-name", "Values": live}])["Reservations"]
+    reservations = ec2.describe_instances(Filters=run_filter + [{"Name": "instance-state-name", "Values": live}])[
+        "Reservations"
+    ]
     counts = {
         "instances": sum(1 for r in reservations for i in r["Instances"] if tags.is_run(i.get("Tags"), run_key)),
         "volumes": count("describe_volumes", "Volumes"),
@@ -368,33 +464,46 @@ def remaining(client: Clients, run_key: str) -> dict[str, int]:
         "subnets": count("describe_subnets", "Subnets"),
         "route_tables": count("describe_route_tables", "RouteTables"),
         "internet_gateways": count("describe_internet_gateways", "InternetGateways"),
-        "vpc_endpoints": count("describe_vpc_endpoints", "VpcEndpoints",
-                               keep=lambda e: e.get("State", "").lower() != "deleted"),
+        "vpc_endpoints": count(
+            "describe_vpc_endpoints", "VpcEndpoints", keep=lambda e: e.get("State", "").lower() != "deleted"
+        ),
         "vpcs": count("describe_vpcs", "Vpcs"),
     }
     iam_client = client("iam")
     counts["roles"] = sum(
-        1 for role in iam_client.list_roles(PathPrefix=tags.IAM_PATH)["Roles"]
-        if tags.is_run(iam_client.list_role_tags(RoleName=role["RoleName"])["Tags"], run_key))
+        1
+        for role in iam_client.list_roles(PathPrefix=tags.IAM_PATH)["Roles"]
+        if tags.is_run(iam_client.list_role_tags(RoleName=role["RoleName"])["Tags"], run_key)
+    )
     counts["instance_profiles"] = sum(
-        1 for profile in iam_client.list_instance_profiles(PathPrefix=tags.IAM_PATH)["InstanceProfiles"]
-        if tags.is_run(iam_client.get_instance_profile(
-            InstanceProfileName=profile["InstanceProfileName"])["InstanceProfile"].get("Tags"), run_key))
+        1
+        for profile in iam_client.list_instance_profiles(PathPrefix=tags.IAM_PATH)["InstanceProfiles"]
+        if tags.is_run(
+            iam_client.get_instance_profile(InstanceProfileName=profile["InstanceProfileName"])["InstanceProfile"].get(
+                "Tags"
+            ),
+            run_key,
+        )
+    )
     counts["ssm_documents"] = len(run_documents(client("ssm"), run_key))
     return counts
 
 
 def run_documents(ssm: Client, run_key: str) -> list[dict]:
     """The run's SSM documents: asked by tag, and each one's tags checked (moto ignores tag filters here)."""
-    filters = [{"Key": f"tag:{tags.PROJECT_KEY}", "Values": [tags.PROJECT]},
-               {"Key": f"tag:{tags.RUN_KEY}", "Values": [run_key]}, {"Key": "Owner", "Values": ["Self"]}]
+    filters = [
+        {"Key": f"tag:{tags.PROJECT_KEY}", "Values": [tags.PROJECT]},
+        {"Key": f"tag:{tags.RUN_KEY}", "Values": [run_key]},
+        {"Key": "Owner", "Values": ["Self"]},
+    ]
     found = []
     for page in ssm.get_paginator("list_documents").paginate(Filters=filters):
         for document in page["DocumentIdentifiers"]:
             document_tags = document.get("Tags")
             if document_tags is None:
-                document_tags = ssm.list_tags_for_resource(
-                    ResourceType="Document", ResourceId=document["Name"])["TagList"]
+                document_tags = ssm.list_tags_for_resource(ResourceType="Document", ResourceId=document["Name"])[
+                    "TagList"
+                ]
             if tags.is_run(document_tags, run_key):
                 found.append(document)
     return found

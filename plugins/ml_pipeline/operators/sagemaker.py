@@ -7,6 +7,7 @@ it as its own; only when it failed or was stopped does the task start the next
 attempt (``<name>-r2``, ``-r3``...). They only create: a deferrable sensor waits (and prints a
 training job's log).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
@@ -106,10 +107,17 @@ class DeployEndpointOperator(SageMakerEndpointOperator):
             current = self.hook.describe_endpoint(endpoint["EndpointName"])
         except ClientError:
             current = None
-        if current and current["EndpointConfigName"] == endpoint["EndpointConfigName"] \
-                and current["EndpointStatus"] != "Failed":
-            self.log.info("Endpoint %s is on %s already (%s): re-attaching", endpoint["EndpointName"],
-                          endpoint["EndpointConfigName"], current["EndpointStatus"])
+        if (
+            current
+            and current["EndpointConfigName"] == endpoint["EndpointConfigName"]
+            and current["EndpointStatus"] != "Failed"
+        ):
+            self.log.info(
+                "Endpoint %s is on %s already (%s): re-attaching",
+                endpoint["EndpointName"],
+                endpoint["EndpointConfigName"],
+                current["EndpointStatus"],
+            )
             return {"Endpoint": _serializable(current)}
         if current and current["EndpointStatus"] in ("Creating", "Updating", "SystemUpdating", "RollingBack"):
             raise RuntimeError(

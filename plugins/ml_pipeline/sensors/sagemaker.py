@@ -14,6 +14,7 @@ themselves:
   and again (from the start) when the deferred task resumes in a fresh process, so each line appeared
   twice.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,14 @@ class _Deferring(SageMakerBaseSensor):
     #: What the resource is called in messages ("training job").
     kind: str
 
-    def __init__(self, *, deferrable: bool = True, waiter_delay: int | None = None,
-                 waiter_max_attempts: int = 10_000, **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        deferrable: bool = True,
+        waiter_delay: int | None = None,
+        waiter_max_attempts: int = 10_000,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.deferrable = deferrable
         self.waiter_delay = waiter_delay or DEFAULT_POLL_SECONDS
@@ -118,12 +125,14 @@ class DeferrableTrainingSensor(_Deferring, SageMakerTrainingSensor):
     def ended(self, response: dict) -> None:
         """The job's whole log from CloudWatch Logs, once."""
         self.hook.describe_training_job_with_log(
-            self.job_name, {}, [], response["ResourceConfig"]["InstanceCount"], LogState.COMPLETE, response, 0)
+            self.job_name, {}, [], response["ResourceConfig"]["InstanceCount"], LogState.COMPLETE, response, 0
+        )
 
     def success_line(self, response: dict) -> str:
         metrics = ", ".join(f"{m['MetricName']}={m['Value']:.4f}" for m in response.get("FinalMetricDataList", []))
-        return (f"training job {self.job_name} is Completed in {response.get('TrainingTimeInSeconds')} s"
-                + (f": {metrics}" if metrics else ""))
+        return f"training job {self.job_name} is Completed in {response.get('TrainingTimeInSeconds')} s" + (
+            f": {metrics}" if metrics else ""
+        )
 
 
 class DeferrableTuningSensor(_Deferring, SageMakerTuningSensor):
@@ -135,8 +144,9 @@ class DeferrableTuningSensor(_Deferring, SageMakerTuningSensor):
 
     def success_line(self, response: dict) -> str:
         best = (response.get("BestTrainingJob") or {}).get("TrainingJobName")
-        return (f"tuning job {self.job_name} is Completed: trials {response.get('TrainingJobStatusCounters')}, "
-                f"best {best}")
+        return (
+            f"tuning job {self.job_name} is Completed: trials {response.get('TrainingJobStatusCounters')}, best {best}"
+        )
 
 
 class DeferrableEndpointSensor(_Deferring, SageMakerEndpointSensor):

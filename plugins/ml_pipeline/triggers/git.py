@@ -15,6 +15,7 @@ time (no state yet) fires: a new experiment committed is a change. Delivery is a
 trigger's: a triggerer killed in the second between yielding an event and Airflow storing it may lose
 that event (the next change, or the schedule, runs the experiment).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -52,8 +53,15 @@ async def git(repo: str, *args: str) -> bytes:
     # Polling must not write to the repository (an index refresh would take index.lock) nor ask anything.
     env.update(GIT_OPTIONAL_LOCKS="0", GIT_TERMINAL_PROMPT="0", LC_ALL="C")
     process = await asyncio.create_subprocess_exec(
-        "git", "-C", repo, *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=env)
+        "git",
+        "-C",
+        repo,
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
     try:
         out, err = await asyncio.wait_for(process.communicate(), GIT_TIMEOUT_SECONDS)
     except BaseException:  # a timeout, or the trigger cancelled: the command goes too
@@ -110,8 +118,10 @@ class GitFolderTrigger(BaseEventTrigger):
         self.repo, self.path, self.file, self.poll_seconds = repo, path.strip("/"), file, poll_seconds
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (f"{type(self).__module__}.{type(self).__qualname__}",
-                {"repo": self.repo, "path": self.path, "file": self.file, "poll_seconds": self.poll_seconds})
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {"repo": self.repo, "path": self.path, "file": self.file, "poll_seconds": self.poll_seconds},
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         last: dict | None | _Unknown = _UNKNOWN
@@ -120,8 +130,13 @@ class GitFolderTrigger(BaseEventTrigger):
             if last is _UNKNOWN:
                 last = await self._last_seen()
                 if last is not _UNKNOWN:
-                    self.log.info("Watching %s in %s every %s s; last seen: %s", self.path, self.repo,
-                                  self.poll_seconds, f"tree {last['tree']} at {last['commit']}" if last else "nothing")
+                    self.log.info(
+                        "Watching %s in %s every %s s; last seen: %s",
+                        self.path,
+                        self.repo,
+                        self.poll_seconds,
+                        f"tree {last['tree']} at {last['commit']}" if last else "nothing",
+                    )
             if last is not _UNKNOWN:
                 try:
                     seen = await folder_at_head(self.repo, self.path)

@@ -6,6 +6,7 @@ user's, passed as ``--name value`` sorted by name (``-x`` for a one-letter name)
 Every ``SM_*`` variable is the toolkit's: ``SM_<KEY>`` for each key of its ``to_env_vars``, strings
 as they are and anything else as compact JSON with sorted keys.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,15 +19,25 @@ from framework_toolkit import paths
 
 SAGEMAKER_PREFIX = "sagemaker_"
 SAGEMAKER_HYPERPARAMETERS = (
-    "sagemaker_program", "sagemaker_submit_directory", "sagemaker_enable_cloudwatch_metrics",
-    "sagemaker_region", "sagemaker_container_log_level", "sagemaker_job_name", "default_user_module_name",
-    "_tuning_objective_metric", "sagemaker_s3_output",
+    "sagemaker_program",
+    "sagemaker_submit_directory",
+    "sagemaker_enable_cloudwatch_metrics",
+    "sagemaker_region",
+    "sagemaker_container_log_level",
+    "sagemaker_job_name",
+    "default_user_module_name",
+    "_tuning_objective_metric",
+    "sagemaker_s3_output",
 )
 #: The distribution switches that put the current instance group in distribution_instance_groups.
 _DISTRIBUTION_SWITCHES = (
-    "sagemaker_mpi_enabled", "sagemaker_parameter_server_enabled", "sagemaker_distributed_dataparallel_enabled",
-    "sagemaker_pytorch_ddp_enabled", "sagemaker_pytorch_xla_multi_worker_enabled",
-    "sagemaker_multi_worker_mirrored_strategy_enabled", "sagemaker_torch_distributed_enabled",
+    "sagemaker_mpi_enabled",
+    "sagemaker_parameter_server_enabled",
+    "sagemaker_distributed_dataparallel_enabled",
+    "sagemaker_pytorch_ddp_enabled",
+    "sagemaker_pytorch_xla_multi_worker_enabled",
+    "sagemaker_multi_worker_mirrored_strategy_enabled",
+    "sagemaker_torch_distributed_enabled",
 )
 
 
@@ -95,11 +106,13 @@ class TrainingEnv:
         self.resource_config = _read(config / "resourceconfig.json")
         self.input_data_config = _read(config / "inputdataconfig.json")
         everything = decode_hyperparameters(_read(config / "hyperparameters.json"))
-        self.framework_hyperparameters = {k: v for k, v in everything.items()
-                                          if k in SAGEMAKER_HYPERPARAMETERS or k.startswith(SAGEMAKER_PREFIX)}
+        self.framework_hyperparameters = {
+            k: v for k, v in everything.items() if k in SAGEMAKER_HYPERPARAMETERS or k.startswith(SAGEMAKER_PREFIX)
+        }
         self.hyperparameters = {k: v for k, v in everything.items() if k not in self.framework_hyperparameters}
-        self.additional_framework_parameters = {k: v for k, v in self.framework_hyperparameters.items()
-                                                if k not in SAGEMAKER_HYPERPARAMETERS}
+        self.additional_framework_parameters = {
+            k: v for k, v in self.framework_hyperparameters.items() if k not in SAGEMAKER_HYPERPARAMETERS
+        }
 
         self.hosts = self.resource_config.get("hosts", ["algo-1"])
         self.current_host = self.resource_config.get("current_host", "algo-1")
@@ -110,12 +123,18 @@ class TrainingEnv:
         self.instance_groups = [group["instance_group_name"] for group in groups]
         self.instance_groups_dict = {group["instance_group_name"]: group for group in groups}
         self.current_instance_group_hosts = next(
-            (group["hosts"] for group in groups if group["instance_group_name"] == self.current_instance_group), [])
+            (group["hosts"] for group in groups if group["instance_group_name"] == self.current_instance_group), []
+        )
         distributed = any(self.additional_framework_parameters.get(switch) for switch in _DISTRIBUTION_SWITCHES)
         self.distribution_instance_groups = self.additional_framework_parameters.get(
-            "sagemaker_distribution_instance_groups", [self.current_instance_group] if distributed else [])
-        self.distribution_hosts = [host for group in groups if group["instance_group_name"] in
-                                   self.distribution_instance_groups for host in group["hosts"]]
+            "sagemaker_distribution_instance_groups", [self.current_instance_group] if distributed else []
+        )
+        self.distribution_hosts = [
+            host
+            for group in groups
+            if group["instance_group_name"] in self.distribution_instance_groups
+            for host in group["hosts"]
+        ]
         self.master_hostname = (self.distribution_hosts or self.hosts)[0]
 
         program = os.environ.get("SAGEMAKER_PROGRAM") or self.framework_hyperparameters.get("sagemaker_program")

@@ -8,6 +8,7 @@ PyTorch (sagemaker-pytorch-inference-toolkit): ``model_fn`` loads ``model.pt`` (
 input as a float tensor; ``model(data)`` under ``torch.no_grad()`` in eval mode; the output in the
 first type of ``accept`` it supports.
 """
+
 from __future__ import annotations
 
 # numpy and torch are imported where used, not here: serving imports this module before it installs the
@@ -30,7 +31,8 @@ class UnsupportedFormatError(Exception):
         super().__init__(
             f"Content type {content_type} is not supported by this framework.\n\n"
             "Please implement input_fn to to deserialize the request data or an output_fn to\n"
-            "serialize the response. For more information, see the SageMaker Python SDK README.")
+            "serialize the response. For more information, see the SageMaker Python SDK README."
+        )
 
 
 def decode(data, content_type: str):
@@ -49,8 +51,10 @@ def encode(prediction, accept: str):
     import numpy as np  # noqa: PLC0415 - after the user's requirements
 
     if accept == JSON:
-        return json.dumps(prediction, default=lambda value: value.tolist() if hasattr(value, "tolist")
-                          else json.JSONEncoder().default(value))
+        return json.dumps(
+            prediction,
+            default=lambda value: value.tolist() if hasattr(value, "tolist") else json.JSONEncoder().default(value),
+        )
     if accept == CSV:
         text = io.StringIO()
         np.savetxt(text, prediction, delimiter=",", fmt="%s")
@@ -71,7 +75,8 @@ class SklearnHandlers:
     def model_fn(model_dir):
         raise NotImplementedError(
             "Please provide a model_fn implementation. See documentation for model_fn at "
-            "https://github.com/aws/sagemaker-python-sdk")
+            "https://github.com/aws/sagemaker-python-sdk"
+        )
 
     @staticmethod
     def input_fn(input_data, content_type):

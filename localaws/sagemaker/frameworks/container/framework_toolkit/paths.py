@@ -1,4 +1,5 @@
 """Where the /opt/ml tree is, and the framework this container stands in for."""
+
 from __future__ import annotations
 
 import os

@@ -7,6 +7,7 @@ In a container: ``pip install -r requirements.txt`` into the image's Python, fro
 Python has the framework, so the user's pins add to them instead of touching the project's
 environment.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -25,8 +26,10 @@ FILE = "requirements.txt"
 class InstallRequirementsError(Exception):
     def __init__(self, command: list[str], code: int, output: str):
         self.command, self.code, self.output = command, code, output
-        super().__init__(f'InstallRequirementsError:\nExitCode {code}\nErrorMessage "{output.strip()[-700:]}"\n'
-                         f'Command "{" ".join(command)}"')
+        super().__init__(
+            f'InstallRequirementsError:\nExitCode {code}\nErrorMessage "{output.strip()[-700:]}"\n'
+            f'Command "{" ".join(command)}"'
+        )
 
 
 def install(code_dir: Path) -> str:
@@ -44,8 +47,9 @@ def install(code_dir: Path) -> str:
 
 def _pip(command: list[str], cwd: Path) -> None:
     env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_BREAK_SYSTEM_PACKAGES="1")
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, bufsize=1)
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
     lines = []
     assert process.stdout is not None
     for line in process.stdout:
@@ -81,7 +85,8 @@ def _venv(root: Path, requirements: Path, code_dir: Path) -> Path:
         venv.EnvBuilder(clear=True, symlinks=True).create(target)
         # This Python's packages (the framework, numpy...) stay visible behind the environment's own.
         purelib = subprocess.check_output(
-            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip()
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+        ).strip()
         Path(purelib, "_localaws_base.pth").write_text("\n".join(_site_packages()) + "\n")
         # This Python's pip installs into it (pip --python): no pip of its own to bootstrap.
         _pip([sys.executable, "-m", "pip", "--python", str(python), "install", "-r", FILE], code_dir)

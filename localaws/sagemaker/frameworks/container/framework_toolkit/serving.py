@@ -12,6 +12,7 @@ raising answers 500 with its error (and traceback) in the body and the log. A us
 ``model_fn`` that fails makes the server exit 1 with the traceback: the endpoint fails its health
 check with those lines.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -36,7 +37,7 @@ def code_dir() -> Path:
     if submit.startswith("s3://"):
         return paths.base() / "code"
     if submit:
-        return paths.local(submit[len("file://"):] if submit.startswith("file://") else submit)
+        return paths.local(submit[len("file://") :] if submit.startswith("file://") else submit)
     packaged = paths.base() / "model" / "code"
     return packaged if packaged.is_dir() else paths.base() / "code"
 
@@ -46,11 +47,19 @@ class Transformer:
 
     def __init__(self, framework: str, module, model_dir: Path):
         defaults = handlers.DEFAULTS[framework]
-        user = {name: getattr(module, name, None) for name in
-                ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")} if module else {}
+        user = (
+            {
+                name: getattr(module, name, None)
+                for name in ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
+            }
+            if module
+            else {}
+        )
         if user.get("transform_fn") and (user.get("input_fn") or user.get("predict_fn") or user.get("output_fn")):
-            raise ValueError("Cannot use transform_fn implementation in conjunction with input_fn, predict_fn, "
-                             "and/or output_fn implementation")
+            raise ValueError(
+                "Cannot use transform_fn implementation in conjunction with input_fn, predict_fn, "
+                "and/or output_fn implementation"
+            )
         self.framework = framework
         self.transform_fn = user.get("transform_fn")
         self.input_fn = user.get("input_fn") or defaults.input_fn
@@ -63,8 +72,9 @@ class Transformer:
         if self.transform_fn:
             result = _call(self.transform_fn, self.model, data, content_type, accept)
         else:
-            result = _call(self.output_fn, _call(self.predict_fn, _call(self.input_fn, data, content_type),
-                                                 self.model), accept)
+            result = _call(
+                self.output_fn, _call(self.predict_fn, _call(self.input_fn, data, content_type), self.model), accept
+            )
         response, response_type = result if isinstance(result, tuple) else (result, accept)
         if isinstance(response, str):
             response = response.encode("utf-8")
@@ -102,8 +112,13 @@ def _server(transformer: Transformer, default_accept: str):
             if self.path.split("?")[0] == "/ping":
                 return self._answer(200, b"\n")
             if self.path.split("?")[0] == "/execution-parameters":
-                return self._answer(200, json.dumps({"MaxConcurrentTransforms": 1, "BatchStrategy": "MULTI_RECORD",
-                                                     "MaxPayloadInMB": 6}).encode(), "application/json")
+                return self._answer(
+                    200,
+                    json.dumps(
+                        {"MaxConcurrentTransforms": 1, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6}
+                    ).encode(),
+                    "application/json",
+                )
             self._answer(404, b"Not Found\n")
 
         def do_POST(self):  # noqa: N802
@@ -145,20 +160,27 @@ def main() -> int:
             sys.path.insert(0, str(code))
             module = importlib.import_module(program[:-3] if program.endswith(".py") else program)
         elif "SAGEMAKER_PROGRAM" in os.environ:
-            print(f"SAGEMAKER_PROGRAM {program} is not in {code}: the framework's default handlers serve",
-                  file=sys.stderr, flush=True)
+            print(
+                f"SAGEMAKER_PROGRAM {program} is not in {code}: the framework's default handlers serve",
+                file=sys.stderr,
+                flush=True,
+            )
         transformer = Transformer(framework, module, paths.base() / "model")
     except Exception:  # noqa: BLE001 - no model, no server: the health check fails with this
         traceback.print_exc()
         return 1
     port = int(os.environ.get("SAGEMAKER_BIND_TO_PORT") or 8080)
     host = "0.0.0.0" if paths.in_container() else "127.0.0.1"
-    server = ThreadingHTTPServer((host, port), _server(transformer, os.environ.get(
-        "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", handlers.JSON)))
+    server = ThreadingHTTPServer(
+        (host, port), _server(transformer, os.environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", handlers.JSON))
+    )
     server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda signum, frame: threading.Thread(target=server.shutdown).start())
-    print(f"localaws {framework} model server: {program if module else 'default handlers'} from {code}, "
-          f"listening on {host}:{port}", flush=True)
+    print(
+        f"localaws {framework} model server: {program if module else 'default handlers'} from {code}, "
+        f"listening on {host}:{port}",
+        flush=True,
+    )
     server.serve_forever()
     server.server_close()
     return 0

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from scripts.run_pipeline import INNER, airflow_env, dag_id, experiment_file, migrate, read_summary, run_dag
+from scripts.run_pipeline import airflow_env, dag_id, experiment_file, migrate, read_summary, run_dag
 from tests.conftest import REPO_ROOT, unique
 
 DAG_ID = dag_id("digits")  # the digits example's DAG (experiments/digits)
@@ -42,11 +42,21 @@ def jobs_of(sm, key: str) -> list[dict]:
     return sm.list_training_jobs(NameContains=key, MaxResults=100)["TrainingJobSummaries"]
 
 
-def test_train_mode_end_to_end(airflow):
-    localaws = airflow["localaws"]
+DATE_A = "2026-03-02T00:00:00+00:00"
+
+
+@pytest.fixture(scope="module")
+def train_run(airflow):
+    """One train-mode run whose outcome several tests read (and logical date A of the two-dates test)."""
     conf = {"mode": "train", "model_package_group": airflow["group"], **QUICK}
-    result, summary = run(airflow, conf, "2026-03-02T00:00:00+00:00", "train")
+    result, summary = run(airflow, conf, DATE_A, "train")
     assert result["state"] == "success", (airflow["home"] / "train.log").read_text()[-5000:]
+    return result, summary
+
+
+def test_train_mode_end_to_end(airflow, train_run):
+    localaws = airflow["localaws"]
+    result, summary = train_run
     assert summary["metrics"]["validation:accuracy"] >= 0.9
     assert summary["smoke_test"]["check"]["accuracy"] >= 0.9
     assert summary["quality_gate"]["deploy"] is True
@@ -76,13 +86,10 @@ def test_train_mode_end_to_end(airflow):
     assert "credentials retrieved" not in log
     # compute=sagemaker provisions nothing: one decision skipped the group's tasks, none was started.
     assert "starting task_id=provision.needed_steps" in log and "starting task_id=provision.vpc" not in log
-    airflow["train_run"] = result
 
 
-def test_clearing_the_finished_training_task_reattaches_instead_of_starting_a_second_job(airflow):
-    result = airflow.get("train_run")
-    if result is None:
-        pytest.skip("needs the train-mode run")
+def test_clearing_the_finished_training_task_reattaches_instead_of_starting_a_second_job(airflow, train_run):
+    result, _ = train_run
     completed = subprocess.run(
         [sys.executable, "-m", "airflow", "tasks", "test", DAG_ID, "train.start_training_job", result["run_id"]],
         env=airflow["env"], capture_output=True, text=True, timeout=300,
@@ -97,7 +104,7 @@ def test_clearing_the_finished_training_task_reattaches_instead_of_starting_a_se
     assert len(jobs_of(airflow["localaws"].client("sagemaker"), key)) == 1
 
 
-def test_tune_mode_end_to_end(airflow):
+def test_tune_mode_end_to_end(airflow, train_run):
     conf = {"mode": "tune", "model_package_group": airflow["group"], **QUICK}
     result, summary = run(airflow, conf, "2026-03-09T00:00:00+00:00", "tune")
     assert result["state"] == "success", (airflow["home"] / "tune.log").read_text()[-5000:]
@@ -109,28 +116,37 @@ def test_tune_mode_end_to_end(airflow):
     assert set(summary["best_hyperparameters"]) == {"hidden_units", "learning_rate", "dropout", "optimizer"}
     # Judged against the version the train-mode run put in production (same group).
     gate = summary["quality_gate"]
-    if airflow.get("train_run"):
-        assert "production's" in gate["reason"], gate
-        assert gate["production"]["objective_metric"] == "validation:loss"
+    assert "production's" in gate["reason"], gate
+    assert gate["production"]["objective_metric"] == "validation:loss"
     if gate["deploy"]:
         assert summary["smoke_test"]["check"]["accuracy"] >= 0.9
     else:
         assert summary["smoke_test"] is None and "does not beat" in gate["reason"]
 
 
-def test_two_logical_dates_write_two_sets_of_artifacts_and_overwrite_nothing(airflow):
-    first, a = run(airflow, {"mode": "train", **QUICK}, "2026-04-06T00:00:00+00:00", "date-a")
-    second, b = run(airflow, {"mode": "train", **QUICK}, "2026-04-13T00:00:00+00:00", "date-b")
-    assert first["state"] == second["state"] == "success"
+def test_two_logical_dates_write_two_sets_of_artifacts_and_overwrite_nothing(airflow, train_run):
+    """Date A is the train-mode run; date B also runs its SageMaker job inside the run's own VPC, which
+    teardown removes."""
+    from ml_pipeline.infra.teardown import remaining
+
+    _, a = train_run
+    second, b = run(airflow, {"mode": "train", "provision_vpc": True, **QUICK}, "2026-04-13T00:00:00+00:00",
+                    "date-b-in-vpc")
+    assert second["state"] == "success", (airflow["home"] / "date-b-in-vpc.log").read_text()[-5000:]
     assert a["run"] != b["run"] and a["training_job"] != b["training_job"]
     assert a["data"]["train"] != b["data"]["train"]  # each date trains on its own partition
     s3 = airflow["localaws"].client("s3")
-    for prefix in (f"models/digits/{a['run']}/", f"models/digits/{b['run']}/", "datasets/digits/20260406/",
+    for prefix in (f"models/digits/{a['run']}/", f"models/digits/{b['run']}/", "datasets/digits/20260302/",
                    "datasets/digits/20260413/"):
         versions = s3.list_object_versions(Bucket=airflow["bucket"], Prefix=prefix).get("Versions", [])
         assert versions, prefix
         keys = [v["Key"] for v in versions]
         assert len(keys) == len(set(keys)), f"an object under {prefix} was overwritten"
+    # provision_vpc: date B's job ran in the VPC provisioning made, and teardown left nothing of it.
+    job = airflow["localaws"].client("sagemaker").describe_training_job(TrainingJobName=b["training_job"])
+    assert job["VpcConfig"]["Subnets"] and job["VpcConfig"]["SecurityGroupIds"]
+    assert b["teardown"]["stack"]["removed"]["vpc"]
+    assert set(remaining(airflow["localaws"].client, b["run"]).values()) == {0}
 
 
 def test_a_failing_training_job_fails_the_run_and_still_tears_down(airflow, tmp_path, monkeypatch):
@@ -158,24 +174,6 @@ def test_a_failing_training_job_fails_the_run_and_still_tears_down(airflow, tmp_
     assert sm.list_endpoint_configs(NameContains=summary["run"])["EndpointConfigs"] == []
 
 
-@pytest.mark.parametrize("conf", [{"instance_count": 99}, {"mode": "sideways"}, {"preset": "huge"},
-                                  {"hyperparameters": {"epochs": float("nan")}}, {"ecr_repository": "digits/../../x"}])
-def test_an_invalid_param_is_refused_before_anything_is_created(airflow, conf):
-    s3, sm = airflow["localaws"].client("s3"), airflow["localaws"].client("sagemaker")
-    buckets = {b["Name"] for b in s3.list_buckets()["Buckets"]}
-    jobs = len(sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"])
-    environment = {**airflow["env"], "ML_PIPELINE_BUCKET": unique("never")}
-    completed = subprocess.run(
-        [sys.executable, "-c", INNER, str(experiment_file("digits")), DAG_ID, json.dumps(conf),
-         "2026-06-01T00:00:00+00:00"],
-        env=environment, capture_output=True, text=True, timeout=300,
-    )
-    assert completed.returncode != 0
-    assert "ParamValidationError" in completed.stdout + completed.stderr
-    assert {b["Name"] for b in s3.list_buckets()["Buckets"]} == buckets
-    assert len(sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]) == jobs
-
-
 def test_an_invalid_hyperparameter_file_is_refused_before_anything_is_created(airflow, tmp_path):
     hyperparams = tmp_path / "hyperparams"
     shutil.copytree(REPO_ROOT / "include" / "hyperparams" / "digits", hyperparams / "digits")
@@ -196,14 +194,13 @@ def test_an_invalid_hyperparameter_file_is_refused_before_anything_is_created(ai
     assert bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
 
 
-@pytest.mark.parametrize("instance_type, date", [("g5.xlarge", "2026-08-03T00:00:00+00:00"),
-                                                 ("dl1.24xlarge", "2026-08-10T00:00:00+00:00")])
-def test_host_compute_provisions_trains_on_the_host_deploys_and_leaves_nothing(airflow, instance_type, date):
+def test_host_compute_provisions_trains_on_the_host_deploys_and_leaves_nothing(airflow):
+    # One instance type here; tests/infra/test_host_training.py runs g5 and dl1 through the same document.
     from ml_pipeline.infra.teardown import remaining
 
-    conf = {"mode": "train", "compute": "host", "host_instance_type": instance_type, **QUICK}
-    result, summary = run(airflow, conf, date, f"host-{instance_type}")
-    log = (airflow["home"] / f"host-{instance_type}.log").read_text()
+    conf = {"mode": "train", "compute": "host", "host_instance_type": "g5.xlarge", **QUICK}
+    result, summary = run(airflow, conf, "2026-08-03T00:00:00+00:00", "host")
+    log = (airflow["home"] / "host.log").read_text()
     assert result["state"] == "success", log[-5000:]
     assert summary["training_job"].startswith("digits-")
     assert summary["metrics"]["validation:accuracy"] >= 0.9
@@ -214,35 +211,61 @@ def test_host_compute_provisions_trains_on_the_host_deploys_and_leaves_nothing(a
     assert set(counts.values()) == {0}, counts
 
 
-def test_sagemaker_jobs_run_inside_the_runs_own_vpc_which_teardown_removes(airflow):
-    from ml_pipeline.infra.teardown import remaining
+#: dag.test() of each case in turn, in one interpreter (one Airflow import for all); each case's output
+#: between its markers, ending with how the run ended (its state, or the exception that stopped it).
+REFUSALS = """
+import json, sys, traceback, pendulum
+from airflow.dag_processing.dagbag import DagBag
+dag = DagBag(dag_folder=sys.argv[1]).get_dag(sys.argv[2])
+for number, (conf, when) in enumerate(json.loads(sys.argv[3])):
+    print(f"CASE {number} BEGIN", flush=True)
+    try:
+        outcome = str(dag.test(logical_date=pendulum.parse(when), run_conf=conf).state)
+    except Exception as error:
+        traceback.print_exc()
+        outcome = type(error).__name__
+    sys.stderr.flush()
+    print(f"CASE {number} END {outcome}", flush=True)
+"""
 
-    conf = {"mode": "train", "provision_vpc": True, **QUICK}
-    result, summary = run(airflow, conf, "2026-08-17T00:00:00+00:00", "in-vpc")
-    assert result["state"] == "success", (airflow["home"] / "in-vpc.log").read_text()[-5000:]
-    job = airflow["localaws"].client("sagemaker").describe_training_job(TrainingJobName=summary["training_job"])
-    assert job["VpcConfig"]["Subnets"] and job["VpcConfig"]["SecurityGroupIds"]
-    assert summary["teardown"]["stack"]["removed"]["vpc"]
-    assert set(remaining(airflow["localaws"].client, summary["run"]).values()) == {0}
-
-
-@pytest.mark.parametrize("conf, reason", [
+BAD_PARAMS = [{"instance_count": 99}, {"mode": "sideways"}, {"preset": "huge"},
+              {"hyperparameters": {"epochs": float("nan")}}, {"ecr_repository": "digits/../../x"}]
+BAD_HOST_SETTINGS = [
     ({"compute": "host", "allowed_cidrs": ["0.0.0.0/0"]}, "0.0.0.0/0"),
     ({"compute": "host", "ami_id": "ami-0123456789abcdef0"}, "ami-0123456789abcdef0"),
     ({"compute": "host", "ssh_key_name": "ops", "allowed_cidrs": ["::ffff:0.0.0.0/96"]}, "covers every IPv4 address"),
     ({"compute": "host", "host_instance_type": "p3.2xlarge"}, "p3.2xlarge"),  # the Param's schema refuses it
-])
-def test_a_bad_host_setting_is_refused_before_anything_is_created(airflow, conf, reason):
-    ec2 = airflow["localaws"].client("ec2")
+]
+
+
+def test_invalid_params_and_bad_host_settings_are_refused_before_anything_is_created(airflow):
+    """An invalid param is refused by the Params' validation; a bad host setting fails the run (or its Param's
+    schema refuses it) naming the setting; no bucket, VPC or training job is created by any of them."""
+    localaws = airflow["localaws"]
+    s3, sm, ec2 = localaws.client("s3"), localaws.client("sagemaker"), localaws.client("ec2")
+    buckets = {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    jobs = len(sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"])
     vpcs = len(ec2.describe_vpcs()["Vpcs"])
-    bucket = unique("never")
-    name = f"refused-{reason.replace('/', '_')}"
-    try:
-        result, _ = run(airflow, {"mode": "train", **QUICK, **conf}, "2026-08-24T00:00:00+00:00", name,
-                        ML_PIPELINE_BUCKET=bucket)
-        assert result["state"] == "failed"
-    except SystemExit:  # refused by the Param's schema: the run never started
-        assert "ParamValidationError" in (airflow["home"] / f"{name}.log").read_text()
-    assert reason in (airflow["home"] / f"{name}.log").read_text()
+    never = unique("never")  # the bad params' bucket (the Param's default); each host case names its own
+    host_buckets = [unique("never") for _ in BAD_HOST_SETTINGS]
+    cases = [(conf, "2026-06-01T00:00:00+00:00") for conf in BAD_PARAMS] + [
+        ({"mode": "train", **QUICK, **conf, "bucket": bucket}, f"2026-08-{24 + number}T00:00:00+00:00")
+        for number, ((conf, _), bucket) in enumerate(zip(BAD_HOST_SETTINGS, host_buckets))]
+    log_path = airflow["home"] / "refused.log"
+    with open(log_path, "w") as log:
+        subprocess.run([sys.executable, "-c", REFUSALS, str(experiment_file("digits")), DAG_ID, json.dumps(cases)],
+                       env={**airflow["env"], "ML_PIPELINE_BUCKET": never, "PYTHONUNBUFFERED": "1"},
+                       stdout=log, stderr=subprocess.STDOUT, text=True, timeout=600)
+    output = log_path.read_text()
+    outputs = [output[output.index(f"CASE {n} BEGIN"):output.index(f"CASE {n} END")] for n in range(len(cases))]
+    outcomes = [output.split(f"CASE {n} END ", 1)[1].split("\n", 1)[0] for n in range(len(cases))]
+    for conf, out, outcome in zip(BAD_PARAMS, outputs, outcomes):
+        assert outcome == "ParamValidationError" and "ParamValidationError" in out, (conf, out[-3000:])
+    for (conf, reason), out, outcome in zip(BAD_HOST_SETTINGS, outputs[len(BAD_PARAMS):], outcomes[len(BAD_PARAMS):]):
+        assert outcome in ("failed", "ParamValidationError"), (conf, outcome, out[-3000:])
+        if outcome == "ParamValidationError":  # refused by the Param's schema: the run never started
+            assert "ParamValidationError" in out
+        assert reason in out, (conf, out[-3000:])
+    assert {b["Name"] for b in s3.list_buckets()["Buckets"]} == buckets
+    assert len(sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]) == jobs
     assert len(ec2.describe_vpcs()["Vpcs"]) == vpcs
-    assert bucket not in {b["Name"] for b in airflow["localaws"].client("s3").list_buckets()["Buckets"]}

@@ -29,8 +29,9 @@ DAG_ID = "runs_on_commit_toy"
 POLL_SECONDS = 1
 #: Seconds a commit may take to start its run: the watcher's poll, then the scheduler's loop.
 RUN_STARTS_WITHIN = 120
-#: How long nothing must start after a commit elsewhere (many polls: a run it started would show).
-QUIET_SECONDS = 20
+#: How long nothing must start after a commit elsewhere: five of the watcher's polls (POLL_SECONDS), which
+#: would each have seen it. A run it started later still shows: the next run's count is exact (next_run).
+QUIET_SECONDS = 5 * POLL_SECONDS
 
 DAG_FILE = '''
 """The runs-on-commit test's DAG: scheduled by gitops.schedule_for, it records the revision it ran from."""

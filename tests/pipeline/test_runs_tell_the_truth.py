@@ -106,23 +106,12 @@ def failing_smoke_check(tmp_path, monkeypatch) -> dict:
 
 
 @pytest.mark.e2e
-def test_a_run_that_fails_after_registering_rejects_its_model_version(airflow, tmp_path, monkeypatch):
-    conf = {"mode": "train", **QUICK}
-    result, summary = run(airflow, conf, "2026-09-14T00:00:00+00:00", "rejected",
-                          **failing_smoke_check(tmp_path, monkeypatch))
-    assert result["state"] == "failed"
-    assert summary["failed_tasks"] == {"smoke_test": "failed"}
-    package = airflow["localaws"].client("sagemaker").describe_model_package(ModelPackageName=summary["model_package"])
-    assert package["ModelApprovalStatus"] == "Rejected"
-    assert "smoke_test" in package["ApprovalDescription"]
-    assert f"rejected model package version {summary['model_package']}" in " ".join(summary["teardown"]["removed"])
-
-
-@pytest.mark.e2e
-def test_a_failed_run_undoes_its_deploy_on_a_kept_endpoint(airflow, tmp_path, monkeypatch):
+def test_a_failed_run_undoes_its_deploy_on_a_kept_endpoint_and_rejects_its_model_version(airflow, tmp_path,
+                                                                                         monkeypatch):
     """keep_endpoint: the stable endpoint serves the last good run's model. A run that fails after it deployed
     there (its smoke test) puts it back on the endpoint config it served before, and one that created it
-    deletes it: a rejected model never goes on serving."""
+    deletes it: a rejected model never goes on serving. A run that fails after registering its model
+    rejects that version, saying why."""
     sm = airflow["localaws"].client("sagemaker")
     endpoint = unique("kept")
     kept = {"mode": "train", **QUICK, "keep_endpoint": True, "endpoint_name": endpoint}
@@ -154,6 +143,10 @@ def test_a_failed_run_undoes_its_deploy_on_a_kept_endpoint(airflow, tmp_path, mo
     first, summary = run(airflow, first_deploy, "2026-10-19T00:00:00+00:00", "kept-first", **failing)
     assert first["state"] == "failed" and summary["failed_tasks"] == {"smoke_test": "failed"}
     assert f"deleted endpoint {first_deploy['endpoint_name']}" in summary["teardown"]["removed"]
+    package = sm.describe_model_package(ModelPackageName=summary["model_package"])
+    assert package["ModelApprovalStatus"] == "Rejected"
+    assert "smoke_test" in package["ApprovalDescription"]
+    assert f"rejected model package version {summary['model_package']}" in " ".join(summary["teardown"]["removed"])
     assert sm.list_endpoints(NameContains=first_deploy["endpoint_name"])["Endpoints"] == []
 
 

@@ -6,6 +6,7 @@ The command carries the framework image and the ``sagemaker_*`` hyperparameters,
 the same experiment would; localaws's agent stands in for the host: the source in /opt/ml/code, our
 framework toolkit running the script with the training toolkit's arguments and environment.
 """
+
 from __future__ import annotations
 
 import io
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.timeout(600)
 
 # A script in SageMaker's conventions: the toolkit's arguments and environment, a model in SM_MODEL_DIR,
 # the metric in the log, and what it was given written next to the model for the test to read.
-TRAIN = textwrap.dedent('''\
+TRAIN = textwrap.dedent("""\
     import argparse, csv, json, math, os, sys
 
     parser = argparse.ArgumentParser()
@@ -47,7 +48,7 @@ TRAIN = textwrap.dedent('''\
                    "current_host": os.environ["SM_CURRENT_HOST"], "num_gpus": os.environ["SM_NUM_GPUS"],
                    "channels": json.loads(os.environ["SM_CHANNELS"])}, out)
     print(f"validation rmse={rmse:.6f}", flush=True)
-    ''')
+    """)
 
 EXPERIMENT = {
     "description": "A mean predictor in script mode, trained on the host",
@@ -107,13 +108,17 @@ def host_run(localaws, tmp_path, **hyperparameters) -> tuple[dict, dict, dict, d
 def train_on_host(localaws, run, channels, code, ids) -> tuple[str, dict]:
     from ml_pipeline.infra import host_training
 
-    request = host_training.command_request(localaws.client, run, code["training_image"], channels,
-                                            ids["instance_id"], code)
+    request = host_training.command_request(
+        localaws.client, run, code["training_image"], channels, ids["instance_id"], code
+    )
     ssm = localaws.client("ssm")
     command_id = ssm.send_command(**request)["Command"]["CommandId"]
     deadline = time.monotonic() + 300
     while (found := ssm.get_command_invocation(CommandId=command_id, InstanceId=ids["instance_id"]))["Status"] in (
-            "Pending", "InProgress", "Delayed"):
+        "Pending",
+        "InProgress",
+        "Delayed",
+    ):
         assert time.monotonic() < deadline, found
         time.sleep(0.5)
     return command_id, found
@@ -140,16 +145,20 @@ def test_a_script_mode_experiment_trains_on_the_host(localaws, tmp_path):
         assert found["Status"] == "Success", found["StandardErrorContent"]
         assert "/opt/ml/code" in found["StandardOutputContent"]
 
-        best = host_training.host_result(localaws.client, run, command_id, ids["instance_id"],
-                                         code["training_image"], code)
+        best = host_training.host_result(
+            localaws.client, run, command_id, ids["instance_id"], code["training_image"], code
+        )
         assert best["compute"] == "host" and best["hyperparameters"] == spec["hyperparameters"]
         # mean of train 2.5, shifted 3.0; validation 2 and 3: rmse sqrt((1 + 0) / 2)
         assert best["objective"]["value"] == pytest.approx(0.707107, abs=1e-6)
-        bucket, key = best["model_artifact"][len("s3://"):].split("/", 1)
+        bucket, key = best["model_artifact"][len("s3://") :].split("/", 1)
         body = localaws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
         with tarfile.open(fileobj=io.BytesIO(body)) as archive:
-            model = json.load(archive.extractfile("./model.json") if "./model.json" in archive.getnames()
-                              else archive.extractfile("model.json"))
+            model = json.load(
+                archive.extractfile("./model.json")
+                if "./model.json" in archive.getnames()
+                else archive.extractfile("model.json")
+            )
         # The training toolkit's contract: user hyperparameters only, decoded, as arguments and SM_HPS.
         assert model["mean"] == pytest.approx(3.0)
         assert sorted(model["argv"]) == sorted(["--fail", "no", "--shift", "0.5"])
@@ -176,8 +185,9 @@ def test_a_failing_script_fails_the_host_command_with_its_error(localaws_process
         assert "AlgorithmError" in found["StandardErrorContent"]
         assert "the script was told to fail (fail=yes)" in found["StandardErrorContent"]
         with pytest.raises(RuntimeError, match="told to fail"):
-            host_training.host_result(localaws.client, run, command_id, ids["instance_id"],
-                                      code["training_image"], code)
+            host_training.host_result(
+                localaws.client, run, command_id, ids["instance_id"], code["training_image"], code
+            )
     finally:
         teardown_stack(localaws.client, run["key"], poll=0.2)
 
@@ -190,18 +200,26 @@ def test_an_own_container_on_the_host_keeps_its_plain_hyperparameters(tmp_path):
     experiment = write_experiment(tmp_path)
     experiment.update(code_kind="image", image="123456789012.dkr.ecr.us-east-1.amazonaws.com/mine:1.0")
     run = plan(experiment, compute="host", host_instance_type="g5.xlarge")
-    code = {"training_image": experiment["image"], "serving_image": experiment["image"], "hyperparameters": {},
-            "environment": {}, "source": None}
+    code = {
+        "training_image": experiment["image"],
+        "serving_image": experiment["image"],
+        "hyperparameters": {},
+        "environment": {},
+        "source": None,
+    }
     spec = host_training.job_spec(run, {"train": "s3://b/d/train/"}, code)
     assert spec["hyperparameters"] == {"shift": "0.5", "fail": "no"}
     assert spec["hyperparameters"] == host_training.job_spec(run, {"train": "s3://b/d/train/"})["hyperparameters"]
 
 
-@pytest.mark.parametrize("framework, host_type, tag", [
-    ("pytorch", "g5.xlarge", "pytorch-training:2.5-gpu-py311"),
-    ("pytorch", "dl1.24xlarge", "pytorch-training:2.5-cpu-py311"),  # the SDK names no Habana image
-    ("sklearn", "g5.xlarge", "sagemaker-scikit-learn:1.2-1-cpu-py3"),  # CPU only: it runs on the GPU host
-])
+@pytest.mark.parametrize(
+    "framework, host_type, tag",
+    [
+        ("pytorch", "g5.xlarge", "pytorch-training:2.5-gpu-py311"),
+        ("pytorch", "dl1.24xlarge", "pytorch-training:2.5-cpu-py311"),  # the SDK names no Habana image
+        ("sklearn", "g5.xlarge", "sagemaker-scikit-learn:1.2-1-cpu-py3"),  # CPU only: it runs on the GPU host
+    ],
+)
 def test_the_host_trains_on_the_frameworks_image_for_its_type(tmp_path, framework, host_type, tag):
     from ml_pipeline import code
 
@@ -221,11 +239,19 @@ def test_the_diabetes_dag_trains_on_the_host_and_deploys(localaws_process, tmp_p
     from scripts.run_pipeline import airflow_env, migrate, read_summary, run_dag
 
     home = tmp_path_factory.mktemp("airflow-home")
-    env = {**airflow_env(localaws_process.endpoint_url, home), "ML_PIPELINE_BUCKET": unique("diabetes-host"),
-           "ML_PIPELINE_POLL_SECONDS": "1"}
+    env = {
+        **airflow_env(localaws_process.endpoint_url, home),
+        "ML_PIPELINE_BUCKET": unique("diabetes-host"),
+        "ML_PIPELINE_POLL_SECONDS": "1",
+    }
     migrate(env)
-    conf = {"mode": "train", "compute": "host", "host_instance_type": "g5.xlarge", "preset": "quick",
-            "model_package_group": unique("diabetes")}
+    conf = {
+        "mode": "train",
+        "compute": "host",
+        "host_instance_type": "g5.xlarge",
+        "preset": "quick",
+        "model_package_group": unique("diabetes"),
+    }
     result = run_dag(env, conf, "2026-09-07T00:00:00+00:00", home / "diabetes-host.log", "diabetes")
     log = (home / "diabetes-host.log").read_text()
     assert result["state"] == "success", log[-5000:]

@@ -1,6 +1,7 @@
 """Experiments and plans for the step tests, shaped as the contract says ``experiments.load`` and
 ``make_plan`` give them (``plan["experiment"]``, typed hyperparameters), built here so that these tests
 exercise the steps alone."""
+
 from __future__ import annotations
 
 import uuid
@@ -21,8 +22,10 @@ def experiment(folder: Path, **keys) -> dict:
         "hyperparameters": {},
         "metric_definitions": [{"Name": "validation:rmse", "Regex": "validation rmse=([0-9.eE+-]+)"}],
         "objective": {"metric": "validation:rmse", "type": "Minimize"},
-        "deploy": {"instance_type": "ml.m5.large", "smoke": {"content_type": "text/csv", "accept": "text/csv",
-                                                              "samples": "smoke/samples.csv"}},
+        "deploy": {
+            "instance_type": "ml.m5.large",
+            "smoke": {"content_type": "text/csv", "accept": "text/csv", "samples": "smoke/samples.csv"},
+        },
         **keys,
     }
     if "image" in keys:
@@ -47,18 +50,33 @@ def plan(resolved: dict, bucket: str, **params) -> dict:
         "experiment": resolved,
         "key": key,
         "params": {
-            "bucket": bucket, "role_arn": ROLE_ARN, "instance_type": "ml.m5.large", "instance_count": 1,
-            "max_runtime_seconds": 600, "use_spot": False, "max_wait_seconds": 1200, "volume_size_gb": 30,
-            "endpoint_instance_type": "ml.m5.large", "min_capacity": 1, "max_capacity": 2,
-            "ecr_repository": f"{name}-training", "model_package_group": f"{name}-models",
-            "endpoint_name": f"{name}-endpoint", "keep_endpoint": False, **params,
+            "bucket": bucket,
+            "role_arn": ROLE_ARN,
+            "instance_type": "ml.m5.large",
+            "instance_count": 1,
+            "max_runtime_seconds": 600,
+            "use_spot": False,
+            "max_wait_seconds": 1200,
+            "volume_size_gb": 30,
+            "endpoint_instance_type": "ml.m5.large",
+            "min_capacity": 1,
+            "max_capacity": 2,
+            "ecr_repository": f"{name}-training",
+            "model_package_group": f"{name}-models",
+            "endpoint_name": f"{name}-endpoint",
+            "keep_endpoint": False,
+            **params,
         },
         "names": {
-            "training_job": f"{name}-train-{key}", "tuning_job": f"{name}-tune-{key}"[:32],
-            "model": f"{name}-model-{key}", "endpoint_config": f"{name}-config-{key}",
+            "training_job": f"{name}-train-{key}",
+            "tuning_job": f"{name}-tune-{key}"[:32],
+            "model": f"{name}-model-{key}",
+            "endpoint_config": f"{name}-config-{key}",
             "endpoint": f"{name}-endpoint-{key}",
-            "data_prefix": f"{name}/datasets/20260105", "model_prefix": f"{name}/models/{key}",
-            "output_prefix": f"{name}/training-jobs/{key}", "checkpoint_prefix": f"{name}/checkpoints/{key}",
+            "data_prefix": f"{name}/datasets/20260105",
+            "model_prefix": f"{name}/models/{key}",
+            "output_prefix": f"{name}/training-jobs/{key}",
+            "checkpoint_prefix": f"{name}/checkpoints/{key}",
         },
         "hyperparameters": dict(resolved.get("hyperparameters") or {}),
         "static_hyperparameters": {},

@@ -3,6 +3,7 @@ scripts/airflow_standalone.py), driven through its REST API as the UI drives it:
 stops its training job and stays failed, `airflow backfill create` trains each logical date on its own
 partition, a write waits out another process's transaction on the shared SQLite file instead of
 failing, and nothing listens beyond loopback."""
+
 from __future__ import annotations
 
 import contextlib
@@ -40,8 +41,13 @@ class AirflowServer:
 
     def call(self, method: str, path: str, body: dict | None = None) -> dict:
         request = urllib.request.Request(
-            self.base + path, method=method, data=json.dumps(body).encode() if body is not None else None,
-            headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {self.token}"} if self.token else {})},
+            self.base + path,
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={
+                "Content-Type": "application/json",
+                **({"Authorization": f"Bearer {self.token}"} if self.token else {}),
+            },
         )
         try:
             with urllib.request.urlopen(request, timeout=90) as response:
@@ -50,14 +56,15 @@ class AirflowServer:
             if error.code < 500:
                 raise
             # The body says only "Internal Server Error": the cause is in the api-server's log.
-            raise AssertionError(f"{method} {path}: HTTP {error.code}; the log's last error:\n"
-                                 f"{self.last_error()}") from error
+            raise AssertionError(
+                f"{method} {path}: HTTP {error.code}; the log's last error:\n{self.last_error()}"
+            ) from error
 
     def last_error(self) -> str:
         """The log's last error with its traceback: the api-server logs one as "[error" and its frames."""
         log = self.log_path.read_text(errors="replace")
         start = max(log.rfind("[error"), log.rfind("Traceback (most recent call last)"))
-        return log[start:start + 6000] if start >= 0 else f"(none in {self.log_path})"
+        return log[start : start + 6000] if start >= 0 else f"(none in {self.log_path})"
 
     def task_state(self, run_id: str, task_id: str) -> str | None:
         return self.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}").get("state")
@@ -102,31 +109,38 @@ def airflow_server(localaws_process, tmp_path_factory):
 
     # Only the experiment the tests run: another's DAG would start a scheduled run of its own at once.
     experiments = home / "experiments"
-    shutil.copytree(REPO_ROOT / "experiments" / "digits", experiments / "digits",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO_ROOT / "experiments" / "digits", experiments / "digits", ignore=shutil.ignore_patterns("__pycache__")
+    )
     port = free_port()
     env = airflow_env(localaws_process.endpoint_url, home)
-    env.update({
-        "ML_PIPELINE_EXPERIMENTS_DIR": str(experiments),
-        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": bundles(REPO_ROOT / "dags", experiments),
-        "ML_PIPELINE_BUCKET": unique("standalone"),
-        "ML_PIPELINE_HYPERPARAMS_DIR": str(hyperparams),
-        "ML_PIPELINE_POLL_SECONDS": "2",
-        # No runs on commit: the experiments' watchers would start a run of each at once (their folders,
-        # seen first, are a change); tests/pipeline/test_runs_on_commit.py tests them.
-        "ML_PIPELINE_GIT_POLL_SECONDS": "0",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-    })
+    env.update(
+        {
+            "ML_PIPELINE_EXPERIMENTS_DIR": str(experiments),
+            "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": bundles(REPO_ROOT / "dags", experiments),
+            "ML_PIPELINE_BUCKET": unique("standalone"),
+            "ML_PIPELINE_HYPERPARAMS_DIR": str(hyperparams),
+            "ML_PIPELINE_POLL_SECONDS": "2",
+            # No runs on commit: the experiments' watchers would start a run of each at once (their folders,
+            # seen first, are a change); tests/pipeline/test_runs_on_commit.py tests them.
+            "ML_PIPELINE_GIT_POLL_SECONDS": "0",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        }
+    )
     migrate(env)
     log_path = home / "standalone.log"
     log = open(log_path, "w")
     process = subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "scripts" / "airflow_standalone.py"), "--home", str(home)], cwd=home,
+        [sys.executable, str(REPO_ROOT / "scripts" / "airflow_standalone.py"), "--home", str(home)],
+        cwd=home,
         env={**env, "LOCALAWS_ENDPOINT": localaws_process.endpoint_url},
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     server = AirflowServer(env, port, log_path, process.pid)
     try:
         server.wait(lambda: _answers(server.base + "/api/v2/monitor/health"), timeout=180)
@@ -163,8 +177,11 @@ def _dag_known(server: AirflowServer) -> bool:
 
 def test_a_run_marked_failed_while_training_leaves_its_job_stopped(airflow_server, localaws_process):
     sm = localaws_process.client("sagemaker")
-    run = airflow_server.call("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {
-        "logical_date": "2026-07-06T00:00:00Z", "conf": {"mode": "train", "preset": "default"}})
+    run = airflow_server.call(
+        "POST",
+        f"/api/v2/dags/{DAG_ID}/dagRuns",
+        {"logical_date": "2026-07-06T00:00:00Z", "conf": {"mode": "train", "preset": "default"}},
+    )
     run_id = run["dag_run_id"]
     from ml_pipeline.naming import run_key
     import pendulum
@@ -178,31 +195,45 @@ def test_a_run_marked_failed_while_training_leaves_its_job_stopped(airflow_serve
     airflow_server.wait(training, timeout=600)
     # Marked failed while the sensor hands its wait to the triggerer, the sensor's own "deferred" update
     # lands after the mark and overwrites its "failed" (Airflow 3.3), and the run then waits for the job.
-    airflow_server.wait(lambda: airflow_server.task_state(run_id, "train.wait_for_training_job") == "deferred",
-                        timeout=300)
+    airflow_server.wait(
+        lambda: airflow_server.task_state(run_id, "train.wait_for_training_job") == "deferred", timeout=300
+    )
     airflow_server.call("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", {"state": "failed"})
 
     airflow_server.wait(lambda: airflow_server.task_state(run_id, "close_run") in ("success", "failed"), timeout=300)
     assert airflow_server.task_state(run_id, "close_run") == "success"
     jobs = airflow_server.wait(
-        lambda: [j for j in sm.list_training_jobs(NameContains=key)["TrainingJobSummaries"]
-                 if j["TrainingJobStatus"] in ("Stopped", "Completed", "Failed")], timeout=120)
+        lambda: [
+            j
+            for j in sm.list_training_jobs(NameContains=key)["TrainingJobSummaries"]
+            if j["TrainingJobStatus"] in ("Stopped", "Completed", "Failed")
+        ],
+        timeout=120,
+    )
     assert [j["TrainingJobStatus"] for j in jobs] == ["Stopped"]
     # The run stays failed: the teardown's own success does not turn it green.
-    state = airflow_server.wait(lambda: airflow_server.run_state(run_id) if airflow_server.run_state(run_id)
-                                in ("success", "failed") else None, timeout=300)
+    state = airflow_server.wait(
+        lambda: airflow_server.run_state(run_id) if airflow_server.run_state(run_id) in ("success", "failed") else None,
+        timeout=300,
+    )
     assert state == "failed", airflow_server.failed_tasks(run_id)
     assert airflow_server.task_state(run_id, "train.wait_for_training_job") == "failed"
     assert airflow_server.task_state(run_id, "outcome") == "failed"
     # The summary names the job and how it ended.
     summary = airflow_server.call(
-        "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/close_run/xcomEntries/return_value"
-               "?deserialize=true&stringify=false")["value"]
+        "GET",
+        f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/close_run/xcomEntries/return_value"
+        "?deserialize=true&stringify=false",
+    )["value"]
     assert summary["state"] == "failed" and summary["training_job"] == jobs[0]["TrainingJobName"]
     assert [job["status"] for job in summary["jobs"]["training"]] == ["Stopped"]
     # ... and is readable on the run's page: its "Run summary" tab.
-    views = [view for plugin in airflow_server.call("GET", "/api/v2/plugins")["plugins"]
-             for view in plugin["external_views"] if view["destination"] == "dag_run"]
+    views = [
+        view
+        for plugin in airflow_server.call("GET", "/api/v2/plugins")["plugins"]
+        for view in plugin["external_views"]
+        if view["destination"] == "dag_run"
+    ]
     assert [view["name"] for view in views] == ["Run summary"], views
     tab = views[0]["href"].replace("{DAG_ID}", DAG_ID).replace("{RUN_ID}", urllib.parse.quote(run_id, safe=""))
     status, page = airflow_server.page(tab)
@@ -221,10 +252,16 @@ def test_nothing_listens_beyond_loopback_and_workers_fit_the_machine(airflow_ser
         try:
             # A worker is the scheduler's child: a task process it forks has the worker's title for an instant.
             parent = process.parent()
-            workers += ("LocalExecutor" in " ".join(process.cmdline())
-                        and parent is not None and "LocalExecutor" not in " ".join(parent.cmdline()))
-            listening |= {(c.laddr.ip, c.laddr.port, process.pid) for c in process.net_connections(kind="inet")
-                          if c.status == psutil.CONN_LISTEN}
+            workers += (
+                "LocalExecutor" in " ".join(process.cmdline())
+                and parent is not None
+                and "LocalExecutor" not in " ".join(parent.cmdline())
+            )
+            listening |= {
+                (c.laddr.ip, c.laddr.port, process.pid)
+                for c in process.net_connections(kind="inet")
+                if c.status == psutil.CONN_LISTEN
+            }
         except psutil.NoSuchProcess:  # a task process that ended meanwhile
             continue
     ports = {port for _, port, _ in listening}
@@ -263,8 +300,12 @@ def test_stopping_make_airflow_leaves_no_task_process_behind(tmp_path):
     (tmp_path / "airflow").mkdir()
     (tmp_path / "airflow" / "__init__.py").write_text("")
     (tmp_path / "airflow" / "__main__.py").write_text(FAKE_AIRFLOW)
-    standalone = subprocess.Popen([sys.executable, "-c", STANDALONE, str(REPO_ROOT), str(tmp_path)],
-                                  stdout=subprocess.PIPE, text=True, start_new_session=True)
+    standalone = subprocess.Popen(
+        [sys.executable, "-c", STANDALONE, str(REPO_ROOT), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     task = None
     try:
         for line in standalone.stdout:
@@ -290,10 +331,25 @@ def test_backfill_trains_each_logical_date_on_its_own_partition(airflow_server, 
     deadline = time.monotonic() + 300
     while True:
         completed = subprocess.run(
-            [sys.executable, "-m", "airflow", "backfill", "create", "--dag-id", DAG_ID,
-             "--from-date", "2026-02-02", "--to-date", "2026-02-16",
-             "--dag-run-conf", json.dumps({"mode": "train", "preset": "quick"})],
-            env=airflow_server.env, capture_output=True, text=True, timeout=300,
+            [
+                sys.executable,
+                "-m",
+                "airflow",
+                "backfill",
+                "create",
+                "--dag-id",
+                DAG_ID,
+                "--from-date",
+                "2026-02-02",
+                "--to-date",
+                "2026-02-16",
+                "--dag-run-conf",
+                json.dumps({"mode": "train", "preset": "quick"}),
+            ],
+            env=airflow_server.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         output = completed.stdout + completed.stderr
         retry = "database is locked" in output or "Another backfill is running" in output
@@ -311,11 +367,14 @@ def test_backfill_trains_each_logical_date_on_its_own_partition(airflow_server, 
     assert not failed, f"failed tasks: {failed}; see {airflow_server.log_path}"
     s3 = localaws_process.client("s3")
     bucket = airflow_server.env["ML_PIPELINE_BUCKET"]
-    partitions = {p["Prefix"] for p in s3.list_objects_v2(Bucket=bucket, Prefix="datasets/digits/",
-                                                          Delimiter="/")["CommonPrefixes"]}
+    partitions = {
+        p["Prefix"]
+        for p in s3.list_objects_v2(Bucket=bucket, Prefix="datasets/digits/", Delimiter="/")["CommonPrefixes"]
+    }
     assert {"datasets/digits/20260208/", "datasets/digits/20260215/"} <= partitions
-    models = [p["Prefix"] for p in s3.list_objects_v2(Bucket=bucket, Prefix="models/digits/",
-                                                      Delimiter="/")["CommonPrefixes"]]
+    models = [
+        p["Prefix"] for p in s3.list_objects_v2(Bucket=bucket, Prefix="models/digits/", Delimiter="/")["CommonPrefixes"]
+    ]
     assert sum(prefix.startswith(("models/digits/20260208", "models/digits/20260215")) for prefix in models) == 2
 
 
@@ -323,8 +382,12 @@ def test_a_write_waits_out_another_process_transaction_instead_of_failing(airflo
     """Standalone's processes share one SQLite file. A write transaction that outlasts sqlite3's default
     5 s wait made a trigger from the REST API fail with "database is locked" (HTTP 500) on a loaded
     machine; the local Airflow waits up to 60 s (scripts/airflow_sqlite.py)."""
-    db = sqlite3.connect(Path(airflow_server.env["AIRFLOW_HOME"]) / "airflow.db", timeout=60,
-                         isolation_level=None, check_same_thread=False)
+    db = sqlite3.connect(
+        Path(airflow_server.env["AIRFLOW_HOME"]) / "airflow.db",
+        timeout=60,
+        isolation_level=None,
+        check_same_thread=False,
+    )
     db.execute("BEGIN IMMEDIATE")  # holds the write lock, as a long scheduler transaction does
     release = threading.Timer(8, db.execute, ["COMMIT"])
     release.start()

@@ -1,5 +1,6 @@
 """code.resolve and code.preflight: script mode's sourcedir.tar.gz in S3 (once, byte for byte the same),
 the framework images, an image as given, and the refusals before anything is created."""
+
 from __future__ import annotations
 
 import io
@@ -16,11 +17,18 @@ TRAIN = "import argparse\nprint('validation rmse=1.0')\n"
 
 
 def script_experiment(tmp_path, **keys):
-    folder = write(tmp_path / "wine", {
-        "train.py": TRAIN, "inference.py": "def model_fn(model_dir):\n    return None\n",
-        "requirements.txt": "scikit-learn\n", "lib/helpers.py": "X = 1\n", "smoke/samples.csv": "1,2,3\n",
-        "__pycache__/train.cpython-311.pyc": b"\0junk", "lib/helpers.pyc": b"\0junk",
-    })
+    folder = write(
+        tmp_path / "wine",
+        {
+            "train.py": TRAIN,
+            "inference.py": "def model_fn(model_dir):\n    return None\n",
+            "requirements.txt": "scikit-learn\n",
+            "lib/helpers.py": "X = 1\n",
+            "smoke/samples.csv": "1,2,3\n",
+            "__pycache__/train.cpython-311.pyc": b"\0junk",
+            "lib/helpers.pyc": b"\0junk",
+        },
+    )
     os.chmod(folder / "train.py", 0o755)
     return experiment(folder, **keys)
 
@@ -38,21 +46,33 @@ def test_script_mode_uploads_the_source_once_and_names_it_as_the_sdk_does(s3_buc
     assert first["training_image"] == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5-cpu-py311"
     assert first["serving_image"] == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.5-cpu-py311"
     assert first["hyperparameters"] == {
-        "sagemaker_program": '"train.py"', "sagemaker_submit_directory": json.dumps(uri),
-        "sagemaker_region": '"us-east-1"', "sagemaker_container_log_level": "20"}
+        "sagemaker_program": '"train.py"',
+        "sagemaker_submit_directory": json.dumps(uri),
+        "sagemaker_region": '"us-east-1"',
+        "sagemaker_container_log_level": "20",
+    }
     assert first["environment"] == {
-        "SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": uri, "SAGEMAKER_REGION": "us-east-1",
-        "SAGEMAKER_CONTAINER_LOG_LEVEL": "20", "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
-        "SAGEMAKER_MODEL_SERVER_TIMEOUT": "60"}
+        "SAGEMAKER_PROGRAM": "inference.py",
+        "SAGEMAKER_SUBMIT_DIRECTORY": uri,
+        "SAGEMAKER_REGION": "us-east-1",
+        "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+        "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT": "60",
+    }
     assert "uploaded" in first["how"] and "before" not in first["how"]
 
-    key = uri[len(f"s3://{bucket}/"):]
+    key = uri[len(f"s3://{bucket}/") :]
     stored = s3.get_object(Bucket=bucket, Key=key)
     body = stored["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as archive:
         members = archive.getmembers()
-        assert [m.name for m in members] == ["inference.py", "lib/helpers.py", "requirements.txt",
-                                             "smoke/samples.csv", "train.py"]
+        assert [m.name for m in members] == [
+            "inference.py",
+            "lib/helpers.py",
+            "requirements.txt",
+            "smoke/samples.csv",
+            "train.py",
+        ]
         assert all(m.isfile() and m.uid == 0 and m.mtime == members[0].mtime for m in members)
         assert archive.getmember("train.py").mode == 0o755 and archive.getmember("lib/helpers.py").mode == 0o644
         assert archive.extractfile("train.py").read().decode() == TRAIN
@@ -83,7 +103,8 @@ def test_an_archive_already_under_the_key_is_never_written_over(s3_bucket, tmp_p
 
 
 def test_sklearn_takes_its_own_repository_for_both_scopes_and_the_entry_point_serves_without_inference_py(
-        s3_bucket, tmp_path):
+    s3_bucket, tmp_path
+):
     from ml_pipeline import code
 
     s3, bucket = s3_bucket
@@ -210,13 +231,13 @@ def test_a_dockerfile_with_no_engine_is_refused_by_the_build_too(tmp_path, monke
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
 
     class Ecr:  # only what build_and_push asks before it looks for an engine
-        class exceptions:
+        class exceptions:  # noqa: N801 - boto3's names
             RepositoryNotFoundException = ImageNotFoundException = KeyError
 
-        def describe_repositories(self, repositoryNames):
+        def describe_repositories(self, repositoryNames):  # noqa: N803 - boto3's names
             return {"repositories": [{"repositoryUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/boxed"}]}
 
-        def describe_images(self, repositoryName, imageIds):
+        def describe_images(self, repositoryName, imageIds):  # noqa: N803 - boto3's names
             return {"imageDetails": []}
 
     folder = write(tmp_path / "ctx", {"Dockerfile": "FROM scratch\n"})
@@ -238,10 +259,18 @@ def test_a_dockerfile_leading_out_of_the_folder_is_refused(tmp_path, monkeypatch
 def test_call_imports_in_isolation(tmp_path):
     from ml_pipeline import code
 
-    first = experiment(write(tmp_path / "one", {"helpers.py": "NAME = 'one'\n",
-                                                "prepare.py": "import helpers\ndef who():\n    return helpers.NAME\n"}))
-    second = experiment(write(tmp_path / "two", {"helpers.py": "NAME = 'two'\n",
-                                                 "prepare.py": "import helpers\ndef who():\n    return helpers.NAME\n"}))
+    first = experiment(
+        write(
+            tmp_path / "one",
+            {"helpers.py": "NAME = 'one'\n", "prepare.py": "import helpers\ndef who():\n    return helpers.NAME\n"},
+        )
+    )
+    second = experiment(
+        write(
+            tmp_path / "two",
+            {"helpers.py": "NAME = 'two'\n", "prepare.py": "import helpers\ndef who():\n    return helpers.NAME\n"},
+        )
+    )
     path_before, modules_before = list(sys.path), set(sys.modules)
     assert code.call(first, "prepare:who") == "one"
     assert code.call(second, "prepare:who") == "two"  # not the first experiment's helpers

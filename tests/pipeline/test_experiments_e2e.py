@@ -2,6 +2,7 @@
 followed to its last step, the diabetes example in train and tune mode, and a script-mode experiment
 written by a stranger to SageMaker's conventions (tests/fixtures/experiments/wine), each trained,
 registered, gated, deployed, smoke-tested and torn down with nothing left."""
+
 from __future__ import annotations
 
 import json
@@ -46,12 +47,14 @@ def assert_trained_registered_gated_deployed(localaws, summary: dict, metric: st
     assert summary["objective"]["metric"] == metric
     assert math.isfinite(summary["metrics"][metric]) and summary["objective"]["value"] == summary["metrics"][metric]
     assert {m["MetricName"]: m["Value"] for m in job["FinalMetricDataList"]}[metric] == pytest.approx(
-        summary["metrics"][metric])
+        summary["metrics"][metric]
+    )
     package = sm.describe_model_package(ModelPackageName=summary["model_package"])
     assert package["ModelApprovalStatus"] == "Approved"
     # the run's copy of the job's weights (models/<experiment>/<run>/), which is what gets deployed
-    assert package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == summary["best_weights"][
-        "model_data_url"]
+    assert (
+        package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == summary["best_weights"]["model_data_url"]
+    )
     assert summary["quality_gate"]["deploy"] is True, summary["quality_gate"]
     smoke = summary["smoke_test"]
     assert smoke and smoke["response_bytes"] > 0 and summary["endpoint"], smoke
@@ -64,15 +67,19 @@ def airflow(localaws_process, tmp_path_factory):
     return {"home": home, "localaws": localaws_process}
 
 
-def run_experiment(airflow, monkeypatch, experiment: str, conf: dict, date: str, name: str,
-                   experiments: Path | None = None) -> tuple[dict, dict | None, str]:
+def run_experiment(
+    airflow, monkeypatch, experiment: str, conf: dict, date: str, name: str, experiments: Path | None = None
+) -> tuple[dict, dict | None, str]:
     """One run of the experiment's DAG as `make run` runs it; ``experiments``: the experiments root
     (ML_PIPELINE_EXPERIMENTS_DIR) instead of the repository's."""
     if experiments is not None:
         monkeypatch.setenv("ML_PIPELINE_EXPERIMENTS_DIR", str(experiments))  # read here (the file) and by the run
     localaws = airflow["localaws"]
-    env = {**airflow_env(localaws.endpoint_url, airflow["home"]), "ML_PIPELINE_BUCKET": unique(experiment),
-           "ML_PIPELINE_POLL_SECONDS": "1"}
+    env = {
+        **airflow_env(localaws.endpoint_url, airflow["home"]),
+        "ML_PIPELINE_BUCKET": unique(experiment),
+        "ML_PIPELINE_POLL_SECONDS": "1",
+    }
     conf = {"model_package_group": unique(experiment), **conf}
     log_path = airflow["home"] / f"{name}.log"
     result = run_dag(env, conf, date, log_path, experiment)
@@ -89,15 +96,29 @@ def test_the_readme_tutorial_runs_with_make_run_to_a_smoke_tested_endpoint(local
     temporary experiments root; step 5 exactly as written, `make run EXPERIMENT=iris` from the repository's
     root, pointed at that root and at this session's localaws. One liberty: make's `-o .venv/.installed`,
     so that a checkout newer than the shared virtual environment does not pip install into it."""
-    env = {**airflow_env(localaws_process.endpoint_url, REPO_ROOT / "out" / "airflow-home"),
-           "ML_PIPELINE_EXPERIMENTS_DIR": str(folder.parent), "LOCALAWS_ENDPOINT": localaws_process.endpoint_url,
-           "ML_PIPELINE_BUCKET": unique("iris"), "ML_PIPELINE_POLL_SECONDS": "1"}
-    [command] = [body.split() for language, body in re.findall(
-        r"^```(\w+)\n(.*?)^```$", Path(REPO_ROOT / "README.md").read_text(), re.MULTILINE | re.DOTALL)
-        if language == "bash" and body.startswith("make run EXPERIMENT=")]
+    env = {
+        **airflow_env(localaws_process.endpoint_url, REPO_ROOT / "out" / "airflow-home"),
+        "ML_PIPELINE_EXPERIMENTS_DIR": str(folder.parent),
+        "LOCALAWS_ENDPOINT": localaws_process.endpoint_url,
+        "ML_PIPELINE_BUCKET": unique("iris"),
+        "ML_PIPELINE_POLL_SECONDS": "1",
+    }
+    [command] = [
+        body.split()
+        for language, body in re.findall(
+            r"^```(\w+)\n(.*?)^```$", Path(REPO_ROOT / "README.md").read_text(), re.MULTILINE | re.DOTALL
+        )
+        if language == "bash" and body.startswith("make run EXPERIMENT=")
+    ]
     assert command == ["make", "run", "EXPERIMENT=iris"]
-    completed = subprocess.run([command[0], "-o", ".venv/.installed", *command[1:]], cwd=REPO_ROOT, env=env,
-                               capture_output=True, text=True, timeout=1100)
+    completed = subprocess.run(
+        [command[0], "-o", ".venv/.installed", *command[1:]],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1100,
+    )
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output[-6000:]
     assert "iris train run finished success" in output, output[-6000:]
@@ -119,8 +140,9 @@ def test_the_readme_tutorial_runs_with_make_run_to_a_smoke_tested_endpoint(local
 
 
 def test_diabetes_in_train_mode_end_to_end(airflow, monkeypatch):
-    result, summary, log = run_experiment(airflow, monkeypatch, "diabetes", {"mode": "train"},
-                                          "2026-10-05T00:00:00+00:00", "diabetes-train")
+    result, summary, log = run_experiment(
+        airflow, monkeypatch, "diabetes", {"mode": "train"}, "2026-10-05T00:00:00+00:00", "diabetes-train"
+    )
     assert_trained_registered_gated_deployed(airflow["localaws"], summary, "validation:rmse")
     assert summary["objective"]["type"] == "Minimize"
     assert 20 < summary["metrics"]["validation:rmse"] < 100  # the diabetes target's spread is about 77
@@ -134,14 +156,17 @@ def test_diabetes_in_train_mode_end_to_end(airflow, monkeypatch):
 
 def test_diabetes_in_tune_mode_end_to_end(airflow, monkeypatch):
     conf = {"mode": "tune", "max_jobs": 2, "max_parallel_jobs": 2}
-    result, summary, log = run_experiment(airflow, monkeypatch, "diabetes", conf, "2026-10-12T00:00:00+00:00",
-                                          "diabetes-tune")
+    result, summary, log = run_experiment(
+        airflow, monkeypatch, "diabetes", conf, "2026-10-12T00:00:00+00:00", "diabetes-tune"
+    )
     assert_trained_registered_gated_deployed(airflow["localaws"], summary, "validation:rmse")
     sm = airflow["localaws"].client("sagemaker")
     tuning = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=summary["tuning_job"])
     assert tuning["HyperParameterTuningJobStatus"] == "Completed"
     assert tuning["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"] == {
-        "Type": "Minimize", "MetricName": "validation:rmse"}
+        "Type": "Minimize",
+        "MetricName": "validation:rmse",
+    }
     assert summary["trials"]["Completed"] == 2
     assert summary["training_job"] == tuning["BestTrainingJob"]["TrainingJobName"]
     best = tuning["BestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]
@@ -164,8 +189,9 @@ def test_diabetes_in_tune_mode_end_to_end(airflow, monkeypatch):
 def test_a_strangers_script_mode_experiment_runs_end_to_end(airflow, monkeypatch, tmp_path):
     experiments = tmp_path / "experiments"
     shutil.copytree(FIXTURES / "wine", experiments / "wine")
-    result, summary, log = run_experiment(airflow, monkeypatch, "wine", {"mode": "train"},
-                                          "2026-10-19T00:00:00+00:00", "wine-train", experiments)
+    result, summary, log = run_experiment(
+        airflow, monkeypatch, "wine", {"mode": "train"}, "2026-10-19T00:00:00+00:00", "wine-train", experiments
+    )
     assert summary["experiment"] == "wine" and summary["training_job"].startswith("wine-")
     assert_trained_registered_gated_deployed(airflow["localaws"], summary, "validation:accuracy")
     assert summary["metrics"]["validation:accuracy"] >= 0.85 and summary["metrics"]["train:accuracy"] >= 0.9
@@ -183,8 +209,15 @@ def test_a_strangers_script_mode_experiment_runs_end_to_end(airflow, monkeypatch
     # the answer as inference.py's output_fn wrote it (the preview: its first 200 characters)
     assert smoke["response_preview"].startswith('{"predictions": [')
     predictions = json.loads(re.match(r'\{"predictions": (\[[^]]*\])', smoke["response_preview"]).group(1))
-    labels = [int(line.split(",")[0]) for line in
-              (FIXTURES / "wine" / "data" / "validation" / "validation.csv").read_text().splitlines()[1:len(sent) + 1]]
-    assert len(predictions) == len(sent) and sum(p == t for p, t in zip(predictions, labels)) >= len(sent) - 1
+    labels = [
+        int(line.split(",")[0])
+        for line in (FIXTURES / "wine" / "data" / "validation" / "validation.csv")
+        .read_text()
+        .splitlines()[1 : len(sent) + 1]
+    ]
+    assert (
+        len(predictions) == len(sent)
+        and sum(p == t for p, t in zip(predictions, labels, strict=False)) >= len(sent) - 1
+    )
     assert '"probabilities": [[' in smoke["response_preview"]
     assert_nothing_left(airflow["localaws"], summary)

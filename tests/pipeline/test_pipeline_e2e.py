@@ -1,4 +1,5 @@
 """The pipeline DAG end to end against localaws, with ``dag.test()`` as `make run` runs it."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,13 @@ def airflow(localaws_process, tmp_path_factory):
     env["ML_PIPELINE_BUCKET"] = unique("pipeline")
     env["ML_PIPELINE_POLL_SECONDS"] = "1"
     migrate(env)
-    return {"env": env, "bucket": env["ML_PIPELINE_BUCKET"], "localaws": localaws_process, "home": home,
-            "group": unique("digits")}
+    return {
+        "env": env,
+        "bucket": env["ML_PIPELINE_BUCKET"],
+        "localaws": localaws_process,
+        "home": home,
+        "group": unique("digits"),
+    }
 
 
 def run(airflow, conf: dict, date: str, name: str, **env) -> tuple[dict, dict | None]:
@@ -63,8 +69,9 @@ def test_train_mode_end_to_end(airflow, train_run):
     weights = summary["best_weights"]["model_data_url"]
     assert weights == f"s3://{airflow['bucket']}/models/digits/{summary['run']}/model.tar.gz"
     s3 = localaws.client("s3")
-    metadata = json.loads(s3.get_object(Bucket=airflow["bucket"],
-                                        Key=f"models/digits/{summary['run']}/metadata.json")["Body"].read())
+    metadata = json.loads(
+        s3.get_object(Bucket=airflow["bucket"], Key=f"models/digits/{summary['run']}/metadata.json")["Body"].read()
+    )
     assert metadata["training_job"] == summary["training_job"]
     assert metadata["objective"]["metric"] == "validation:loss"
     assert metadata["image"] == summary["code"]["training_image"]
@@ -75,8 +82,9 @@ def test_train_mode_end_to_end(airflow, train_run):
     assert f"deleted endpoint digits-{summary['run']}" in summary["teardown"]["removed"]
     assert sm.list_endpoints(NameContains="digits")["Endpoints"] == []
     assert [j["TrainingJobStatus"] for j in jobs_of(sm, summary["run"])] == ["Completed"]
-    assert summary["jobs"]["training"] == [{"name": summary["training_job"], "status": "Completed",
-                                            "secondary_status": "Completed"}]
+    assert summary["jobs"]["training"] == [
+        {"name": summary["training_job"], "status": "Completed", "secondary_status": "Completed"}
+    ]
     log = (airflow["home"] / "train.log").read_text()
     # Each task says its outcome in a plain log line; the job's log is printed once; no credential chatter.
     assert "[ml_pipeline.dag]" in next(line for line in log.splitlines() if "quality gate: deploy: " in line)
@@ -92,7 +100,10 @@ def test_clearing_the_finished_training_task_reattaches_instead_of_starting_a_se
     result, _ = train_run
     completed = subprocess.run(
         [sys.executable, "-m", "airflow", "tasks", "test", DAG_ID, "train.start_training_job", result["run_id"]],
-        env=airflow["env"], capture_output=True, text=True, timeout=300,
+        env=airflow["env"],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output[-4000:]
@@ -130,14 +141,19 @@ def test_two_logical_dates_write_two_sets_of_artifacts_and_overwrite_nothing(air
     from ml_pipeline.infra.teardown import remaining
 
     _, a = train_run
-    second, b = run(airflow, {"mode": "train", "provision_vpc": True, **QUICK}, "2026-04-13T00:00:00+00:00",
-                    "date-b-in-vpc")
+    second, b = run(
+        airflow, {"mode": "train", "provision_vpc": True, **QUICK}, "2026-04-13T00:00:00+00:00", "date-b-in-vpc"
+    )
     assert second["state"] == "success", (airflow["home"] / "date-b-in-vpc.log").read_text()[-5000:]
     assert a["run"] != b["run"] and a["training_job"] != b["training_job"]
     assert a["data"]["train"] != b["data"]["train"]  # each date trains on its own partition
     s3 = airflow["localaws"].client("s3")
-    for prefix in (f"models/digits/{a['run']}/", f"models/digits/{b['run']}/", "datasets/digits/20260302/",
-                   "datasets/digits/20260413/"):
+    for prefix in (
+        f"models/digits/{a['run']}/",
+        f"models/digits/{b['run']}/",
+        "datasets/digits/20260302/",
+        "datasets/digits/20260413/",
+    ):
         versions = s3.list_object_versions(Bucket=airflow["bucket"], Prefix=prefix).get("Versions", [])
         assert versions, prefix
         keys = [v["Key"] for v in versions]
@@ -153,11 +169,17 @@ def test_a_failing_training_job_fails_the_run_and_still_tears_down(airflow, tmp_
     root = tmp_path / "experiments"
     broken = root / "digits"
     shutil.copytree(REPO_ROOT / "experiments" / "digits", broken, ignore=shutil.ignore_patterns("__pycache__"))
-    (broken / "train.py").write_text("print('this training script is broken on purpose', flush=True)\n"
-                                     "raise RuntimeError('broken on purpose')\n")
+    (broken / "train.py").write_text(
+        "print('this training script is broken on purpose', flush=True)\nraise RuntimeError('broken on purpose')\n"
+    )
     monkeypatch.setenv("ML_PIPELINE_EXPERIMENTS_DIR", str(root))  # the DAG file run_dag parses
-    result, summary = run(airflow, {"mode": "train", **QUICK}, "2026-05-04T00:00:00+00:00", "broken",
-                          ML_PIPELINE_EXPERIMENTS_DIR=str(root))
+    result, summary = run(
+        airflow,
+        {"mode": "train", **QUICK},
+        "2026-05-04T00:00:00+00:00",
+        "broken",
+        ML_PIPELINE_EXPERIMENTS_DIR=str(root),
+    )
     assert result["state"] == "failed"
     assert summary is not None, "teardown did not run"
     sm = airflow["localaws"].client("sagemaker")
@@ -184,8 +206,14 @@ def test_an_invalid_hyperparameter_file_is_refused_before_anything_is_created(ai
     # The experiment's presets are part of its DAG file: a bad one is the DAG's import error, naming the
     # file and the field, and no run starts.
     with pytest.raises(SystemExit, match="did not finish"):
-        run(airflow, {"mode": "train", **QUICK}, "2026-06-08T00:00:00+00:00", "badfile",
-            ML_PIPELINE_HYPERPARAMS_DIR=str(hyperparams), ML_PIPELINE_BUCKET=bucket)
+        run(
+            airflow,
+            {"mode": "train", **QUICK},
+            "2026-06-08T00:00:00+00:00",
+            "badfile",
+            ML_PIPELINE_HYPERPARAMS_DIR=str(hyperparams),
+            ML_PIPELINE_BUCKET=bucket,
+        )
     log = (airflow["home"] / "badfile.log").read_text()
     assert f"no DAG {DAG_ID}" in log
     assert "experiments/digits/experiment.yaml: presets.quick: " in log
@@ -228,8 +256,13 @@ for number, (conf, when) in enumerate(json.loads(sys.argv[3])):
     print(f"CASE {number} END {outcome}", flush=True)
 """
 
-BAD_PARAMS = [{"instance_count": 99}, {"mode": "sideways"}, {"preset": "huge"},
-              {"hyperparameters": {"epochs": float("nan")}}, {"ecr_repository": "digits/../../x"}]
+BAD_PARAMS = [
+    {"instance_count": 99},
+    {"mode": "sideways"},
+    {"preset": "huge"},
+    {"hyperparameters": {"epochs": float("nan")}},
+    {"ecr_repository": "digits/../../x"},
+]
 BAD_HOST_SETTINGS = [
     ({"compute": "host", "allowed_cidrs": ["0.0.0.0/0"]}, "0.0.0.0/0"),
     ({"compute": "host", "ami_id": "ami-0123456789abcdef0"}, "ami-0123456789abcdef0"),
@@ -250,18 +283,26 @@ def test_invalid_params_and_bad_host_settings_are_refused_before_anything_is_cre
     host_buckets = [unique("never") for _ in BAD_HOST_SETTINGS]
     cases = [(conf, "2026-06-01T00:00:00+00:00") for conf in BAD_PARAMS] + [
         ({"mode": "train", **QUICK, **conf, "bucket": bucket}, f"2026-08-{24 + number}T00:00:00+00:00")
-        for number, ((conf, _), bucket) in enumerate(zip(BAD_HOST_SETTINGS, host_buckets))]
+        for number, ((conf, _), bucket) in enumerate(zip(BAD_HOST_SETTINGS, host_buckets, strict=True))
+    ]
     log_path = airflow["home"] / "refused.log"
     with open(log_path, "w") as log:
-        subprocess.run([sys.executable, "-c", REFUSALS, str(experiment_file("digits")), DAG_ID, json.dumps(cases)],
-                       env={**airflow["env"], "ML_PIPELINE_BUCKET": never, "PYTHONUNBUFFERED": "1"},
-                       stdout=log, stderr=subprocess.STDOUT, text=True, timeout=600)
+        subprocess.run(
+            [sys.executable, "-c", REFUSALS, str(experiment_file("digits")), DAG_ID, json.dumps(cases)],
+            env={**airflow["env"], "ML_PIPELINE_BUCKET": never, "PYTHONUNBUFFERED": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=600,
+        )
     output = log_path.read_text()
-    outputs = [output[output.index(f"CASE {n} BEGIN"):output.index(f"CASE {n} END")] for n in range(len(cases))]
+    outputs = [output[output.index(f"CASE {n} BEGIN") : output.index(f"CASE {n} END")] for n in range(len(cases))]
     outcomes = [output.split(f"CASE {n} END ", 1)[1].split("\n", 1)[0] for n in range(len(cases))]
-    for conf, out, outcome in zip(BAD_PARAMS, outputs, outcomes):
+    for conf, out, outcome in zip(BAD_PARAMS, outputs, outcomes, strict=False):
         assert outcome == "ParamValidationError" and "ParamValidationError" in out, (conf, out[-3000:])
-    for (conf, reason), out, outcome in zip(BAD_HOST_SETTINGS, outputs[len(BAD_PARAMS):], outcomes[len(BAD_PARAMS):]):
+    for (conf, reason), out, outcome in zip(
+        BAD_HOST_SETTINGS, outputs[len(BAD_PARAMS) :], outcomes[len(BAD_PARAMS) :], strict=True
+    ):
         assert outcome in ("failed", "ParamValidationError"), (conf, outcome, out[-3000:])
         if outcome == "ParamValidationError":  # refused by the Param's schema: the run never started
             assert "ParamValidationError" in out

@@ -1,5 +1,6 @@
 """steps.register_model_version and steps.create_model_and_config through the provider's SageMakerHook,
 against localaws: the experiment's description and content types, script mode's serving container."""
+
 from __future__ import annotations
 
 import json
@@ -14,30 +15,53 @@ from tests.pipeline.steps_support import experiment, plan, write
 def hook(localaws_process, monkeypatch):
     from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({
-        "conn_type": "aws", "login": "testing", "password": "testing",
-        "extra": {"endpoint_url": localaws_process.endpoint_url, "region_name": "us-east-1"}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"endpoint_url": localaws_process.endpoint_url, "region_name": "us-east-1"},
+            }
+        ),
+    )
     return SageMakerHook(aws_conn_id="aws_default")
 
 
 def script_run(tmp_path, bucket="b"):
     folder = write(tmp_path / f"wine{uuid.uuid4().hex[:4]}", {"train.py": "", "inference.py": ""})
-    resolved = experiment(folder, description="Gradient boosting on wine", deploy={
-        "instance_type": "ml.m5.large",
-        "smoke": {"content_type": "text/csv", "accept": "text/csv", "samples": "smoke/samples.csv"}})
+    resolved = experiment(
+        folder,
+        description="Gradient boosting on wine",
+        deploy={
+            "instance_type": "ml.m5.large",
+            "smoke": {"content_type": "text/csv", "accept": "text/csv", "samples": "smoke/samples.csv"},
+        },
+    )
     run = plan(resolved, bucket)
     run["revision"]["commit"] = "0f1e2d3c4b5a69788796a5b4c3d2e1f001234567"
     return run
 
 
-CODE = {"training_image": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3",
-        "serving_image": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3",
-        "hyperparameters": {"sagemaker_program": '"train.py"'},
-        "environment": {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "s3://b/x/sourcedir.tar.gz",
-                        "SAGEMAKER_REGION": "us-east-1", "SAGEMAKER_CONTAINER_LOG_LEVEL": "20"},
-        "source": {"uri": "s3://b/x/sourcedir.tar.gz", "hash": "x"}, "how": ""}
-BEST = {"training_job": "wine-train-1", "image": CODE["training_image"],
-        "objective": {"metric": "validation:rmse", "type": "Minimize", "value": 52.5}}
+CODE = {
+    "training_image": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3",
+    "serving_image": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3",
+    "hyperparameters": {"sagemaker_program": '"train.py"'},
+    "environment": {
+        "SAGEMAKER_PROGRAM": "inference.py",
+        "SAGEMAKER_SUBMIT_DIRECTORY": "s3://b/x/sourcedir.tar.gz",
+        "SAGEMAKER_REGION": "us-east-1",
+        "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+    },
+    "source": {"uri": "s3://b/x/sourcedir.tar.gz", "hash": "x"},
+    "how": "",
+}
+BEST = {
+    "training_job": "wine-train-1",
+    "image": CODE["training_image"],
+    "objective": {"metric": "validation:rmse", "type": "Minimize", "value": 52.5},
+}
 WEIGHTS = {"model_data_url": "s3://b/wine/models/k/model.tar.gz", "metadata_url": "s3://b/wine/models/k/metadata.json"}
 
 

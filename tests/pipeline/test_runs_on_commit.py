@@ -3,6 +3,7 @@ runs them): a git repository holds an experiment folder and a DAG scheduled by `
 whose one task records ``gitops.revision``. A commit that changes the folder starts a run that records
 it, one that changes another file starts none, a webhook's asset event starts one too, and after
 Airflow restarts an unchanged folder starts nothing."""
+
 from __future__ import annotations
 
 import contextlib
@@ -67,8 +68,12 @@ sys.exit(run_components(dict(os.environ), Path(sys.argv[2])))
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 def commit(repo: Path, files: dict[str, str], message: str) -> str:
@@ -96,28 +101,41 @@ class Deployment:
     def start(self) -> AirflowServer:
         port = free_port()
         env = airflow_environment(self.home)
-        env.update({
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(self.repo / "dags"),
-            # This deployment's DAGs only: not the project's own bundles (its dags/ and experiments/).
-            "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps([{
-                "name": "dags-folder", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-                "kwargs": {"path": str(self.repo / "dags")}}]),
-            "AIRFLOW__CORE__PARALLELISM": "2",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "ML_PIPELINE_GIT_POLL_SECONDS": str(POLL_SECONDS),
-        })
+        env.update(
+            {
+                "AIRFLOW__API__PORT": str(port),
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.repo / "dags"),
+                # This deployment's DAGs only: not the project's own bundles (its dags/ and experiments/).
+                "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
+                    [
+                        {
+                            "name": "dags-folder",
+                            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                            "kwargs": {"path": str(self.repo / "dags")},
+                        }
+                    ]
+                ),
+                "AIRFLOW__CORE__PARALLELISM": "2",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "ML_PIPELINE_GIT_POLL_SECONDS": str(POLL_SECONDS),
+            }
+        )
         env.pop("ML_PIPELINE_GIT_REPO", None)  # the folder's own repository
         migrate(env)
         self.starts += 1
         log_path = self.home / f"standalone-{self.starts}.log"
         self.log = open(log_path, "w")
-        self.process = subprocess.Popen([sys.executable, "-c", STANDALONE, str(REPO_ROOT), str(self.home)],
-                                        cwd=self.home, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", STANDALONE, str(REPO_ROOT), str(self.home)],
+            cwd=self.home,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.server = AirflowServer(env, port, log_path, self.process.pid)
         self.server.wait(lambda: _answers(self.server.base + "/api/v2/monitor/health"), timeout=180)
         self.server.token = self.server.call("GET", "/auth/token").get("access_token")  # all-admins mode
@@ -147,11 +165,14 @@ class Deployment:
         """What the run's task recorded: ``gitops.revision`` (or the fallback), once the run has ended."""
         assert run["state"] == "success", f"{run}; see {self.server.log_path}"
         return self.server.call(
-            "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances/record/xcomEntries/"
-                   "return_value?deserialize=true&stringify=false")["value"]
+            "GET",
+            f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances/record/xcomEntries/"
+            "return_value?deserialize=true&stringify=false",
+        )["value"]
 
     def next_run(self, after: int, timeout: float = RUN_STARTS_WITHIN) -> dict:
         """The run after the first ``after`` ones, once it ended; no other run beside it."""
+
         def ended():
             runs = self.runs()
             return runs if len(runs) > after and runs[after]["state"] in ("success", "failed") else None
@@ -172,9 +193,16 @@ def _known(server: AirflowServer) -> bool:
 def deployment(tmp_path_factory):
     made = Deployment(tmp_path_factory.mktemp("runs-on-commit"))
     git(made.repo.parent, "init", "-q", "-b", "main", str(made.repo))
-    made.first = commit(made.repo, {"experiments/toy/experiment.yaml": "hyperparameters: {n: 1}\n",
-                                    "experiments/toy/train.py": "print('train')\n", "README.md": "toy\n",
-                                    "dags/runs_on_commit.py": DAG_FILE}, "a new experiment")
+    made.first = commit(
+        made.repo,
+        {
+            "experiments/toy/experiment.yaml": "hyperparameters: {n: 1}\n",
+            "experiments/toy/train.py": "print('train')\n",
+            "README.md": "toy\n",
+            "dags/runs_on_commit.py": DAG_FILE,
+        },
+        "a new experiment",
+    )
     made.start()
     try:
         yield made
@@ -185,16 +213,18 @@ def deployment(tmp_path_factory):
 def test_a_commit_to_the_experiment_starts_a_run_that_records_it_and_one_elsewhere_starts_none(deployment):
     # The experiment is new to Airflow: its watcher's first look is a change.
     first = deployment.next_run(0)
-    assert deployment.recorded(first) == {"commit": deployment.first, "file_hash": digest("hyperparameters: {n: 1}\n"),
-                                          "source": "watcher"}
+    assert deployment.recorded(first) == {
+        "commit": deployment.first,
+        "file_hash": digest("hyperparameters: {n: 1}\n"),
+        "source": "watcher",
+    }
 
     changed = "hyperparameters: {n: 2}\n"
     started = time.monotonic()
     second_commit = commit(deployment.repo, {"experiments/toy/experiment.yaml": changed}, "n: 2")
     second = deployment.next_run(1)
     took = time.monotonic() - started
-    assert deployment.recorded(second) == {"commit": second_commit, "file_hash": digest(changed),
-                                           "source": "watcher"}
+    assert deployment.recorded(second) == {"commit": second_commit, "file_hash": digest(changed), "source": "watcher"}
 
     elsewhere = commit(deployment.repo, {"README.md": "toy, documented\n"}, "docs only")
     time.sleep(QUIET_SECONDS)
@@ -219,10 +249,20 @@ def test_a_webhook_asset_event_starts_a_run_that_records_its_commit(deployment):
     before = len(deployment.runs())
     head = git(deployment.repo, "rev-parse", "HEAD")
     # README's curl lines, literally (the all-admins Airflow takes any password).
-    posted = subprocess.run(["bash", "-euo", "pipefail", "-c", readme_webhook()], check=True, timeout=60,
-                            capture_output=True, text=True, env={
-                                **os.environ, "AIRFLOW": deployment.server.base, "AIRFLOW_PASSWORD": "any",
-                                "EXPERIMENT": "toy", "COMMIT": head})
+    posted = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", readme_webhook()],
+        check=True,
+        timeout=60,
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "AIRFLOW": deployment.server.base,
+            "AIRFLOW_PASSWORD": "any",
+            "EXPERIMENT": "toy",
+            "COMMIT": head,
+        },
+    )
     assert json.loads(posted.stdout)["extra"] == {"commit": head, "from_rest_api": True}  # the event it created
     run = deployment.next_run(before)
     assert deployment.recorded(run) == {"commit": head, "file_hash": None, "source": "webhook"}
@@ -231,10 +271,20 @@ def test_a_webhook_asset_event_starts_a_run_that_records_its_commit(deployment):
 def test_a_run_started_by_hand_records_the_working_trees_head(deployment):
     server = deployment.server
     run = server.call("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None})
-    ended = server.wait(lambda: (r := server.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}"))
-                        ["state"] in ("success", "failed") and r, timeout=RUN_STARTS_WITHIN, every=1)
-    assert deployment.recorded(ended) == {"commit": git(deployment.repo, "rev-parse", "HEAD"), "file_hash": None,
-                                          "source": "working tree"}
+    ended = server.wait(
+        lambda: (
+            (r := server.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}"))["state"]
+            in ("success", "failed")
+            and r
+        ),
+        timeout=RUN_STARTS_WITHIN,
+        every=1,
+    )
+    assert deployment.recorded(ended) == {
+        "commit": git(deployment.repo, "rev-parse", "HEAD"),
+        "file_hash": None,
+        "source": "working tree",
+    }
 
 
 def test_after_a_restart_an_unchanged_folder_starts_nothing(deployment):
@@ -242,9 +292,15 @@ def test_after_a_restart_an_unchanged_folder_starts_nothing(deployment):
     triggerer starts from it."""
     head_tree = git(deployment.repo, "rev-parse", "HEAD:experiments/toy")
     # The watcher has seen HEAD (its last run recorded a commit whose folder is HEAD's).
-    deployment.server.wait(lambda: [run for run in deployment.runs() if run["state"] == "success"
-                                    and git(deployment.repo, "rev-parse", deployment.recorded(run)["commit"]
-                                            + ":experiments/toy") == head_tree], timeout=60)
+    deployment.server.wait(
+        lambda: [
+            run
+            for run in deployment.runs()
+            if run["state"] == "success"
+            and git(deployment.repo, "rev-parse", deployment.recorded(run)["commit"] + ":experiments/toy") == head_tree
+        ],
+        timeout=60,
+    )
     before = len(deployment.runs())
     deployment.stop()
     deployment.start()

@@ -1,6 +1,7 @@
 """Runs that do not end well say so, and say what happened, through ``dag.test()`` as `make run` runs
 them: a training job stopped from outside, a run failing after it registered its model, and a localaws
 that forgot everything mid-run (as a restarted one without persistence does)."""
+
 from __future__ import annotations
 
 import json
@@ -41,26 +42,41 @@ def training_job_of(sm, day: str, thread: threading.Thread, timeout: float = 600
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert thread.is_alive(), "the run ended before its training job trained"
-        for job in [j for j in sm.list_training_jobs(NameContains=f"-{day}-")["TrainingJobSummaries"]
-                    if j["TrainingJobStatus"] == "InProgress"]:
+        for job in [
+            j
+            for j in sm.list_training_jobs(NameContains=f"-{day}-")["TrainingJobSummaries"]
+            if j["TrainingJobStatus"] == "InProgress"
+        ]:
             if sm.describe_training_job(TrainingJobName=job["TrainingJobName"])["SecondaryStatus"] == "Training":
                 return job["TrainingJobName"]
         time.sleep(1)
     raise TimeoutError(f"no training job of {day} trained within {timeout} s")
 
 
-@pytest.mark.parametrize("states, gate, why", [
-    ({"quality_gate": "success", "promote": "success"}, {"deploy": True}, {}),
-    ({"quality_gate": "success", "promote": "skipped"}, {"deploy": False}, {}),  # the gate kept production
-    ({"train.wait_for_training_job": "failed", "pick_best": "upstream_failed", "promote": "upstream_failed"},
-     None, {"train.wait_for_training_job": "failed"}),
-    # Marked failed from the UI while the wait task was queued: no task failed, the rest were skipped.
-    ({"train.start_training_job": "success", "train.wait_for_training_job": "skipped", "promote": "skipped"},
-     None, {"promote": "skipped"}),
-    # The run reached its end, and then its teardown failed (it left part of the stack): the run fails.
-    ({"quality_gate": "success", "promote": "success", "close_run": "failed"}, {"deploy": True},
-     {"close_run": "failed"}),
-])
+@pytest.mark.parametrize(
+    "states, gate, why",
+    [
+        ({"quality_gate": "success", "promote": "success"}, {"deploy": True}, {}),
+        ({"quality_gate": "success", "promote": "skipped"}, {"deploy": False}, {}),  # the gate kept production
+        (
+            {"train.wait_for_training_job": "failed", "pick_best": "upstream_failed", "promote": "upstream_failed"},
+            None,
+            {"train.wait_for_training_job": "failed"},
+        ),
+        # Marked failed from the UI while the wait task was queued: no task failed, the rest were skipped.
+        (
+            {"train.start_training_job": "success", "train.wait_for_training_job": "skipped", "promote": "skipped"},
+            None,
+            {"promote": "skipped"},
+        ),
+        # The run reached its end, and then its teardown failed (it left part of the stack): the run fails.
+        (
+            {"quality_gate": "success", "promote": "success", "close_run": "failed"},
+            {"deploy": True},
+            {"close_run": "failed"},
+        ),
+    ],
+)
 def test_a_run_succeeds_only_when_no_task_failed_and_it_reached_its_end(states, gate, why):
     from ml_pipeline.closing import failures
 
@@ -68,14 +84,25 @@ def test_a_run_succeeds_only_when_no_task_failed_and_it_reached_its_end(states, 
 
 
 @pytest.mark.e2e
-def test_a_training_job_stopped_from_outside_fails_the_run_naming_the_job_and_how_it_ended(airflow, slow_presets):
+def test_a_training_job_stopped_from_outside_fails_the_run_naming_the_job_and_how_it_ended(airflow, slow_presets):  # noqa: F811 - the fixture
     sm, s3 = airflow["localaws"].client("sagemaker"), airflow["localaws"].client("s3")
-    thread, out = in_background(lambda: run(airflow, {"mode": "train", **QUICK}, "2026-09-07T00:00:00+00:00",
-                                            "stopped", ML_PIPELINE_HYPERPARAMS_DIR=str(slow_presets)))
+    thread, out = in_background(
+        lambda: run(
+            airflow,
+            {"mode": "train", **QUICK},
+            "2026-09-07T00:00:00+00:00",
+            "stopped",
+            ML_PIPELINE_HYPERPARAMS_DIR=str(slow_presets),
+        )
+    )
     name = training_job_of(sm, "20260907", thread)
     # Stopped once its checkpoints reach S3 (each epoch writes one, synced every second).
-    wait_until(lambda: s3.list_objects_v2(Bucket=airflow["bucket"], Prefix="checkpoints/").get("KeyCount"),
-               timeout=120, poll=0.5, waiting_for=f"a checkpoint of {name} in S3")
+    wait_until(
+        lambda: s3.list_objects_v2(Bucket=airflow["bucket"], Prefix="checkpoints/").get("KeyCount"),
+        timeout=120,
+        poll=0.5,
+        waiting_for=f"a checkpoint of {name} in S3",
+    )
     sm.stop_training_job(TrainingJobName=name)
     thread.join(900)
     result, summary = out["value"]
@@ -106,8 +133,11 @@ def failing_smoke_check(tmp_path, monkeypatch) -> dict:
 
 
 @pytest.mark.e2e
-def test_a_failed_run_undoes_its_deploy_on_a_kept_endpoint_and_rejects_its_model_version(airflow, tmp_path,
-                                                                                         monkeypatch):
+def test_a_failed_run_undoes_its_deploy_on_a_kept_endpoint_and_rejects_its_model_version(
+    airflow,  # noqa: F811 - the fixture
+    tmp_path,
+    monkeypatch,
+):
     """keep_endpoint: the stable endpoint serves the last good run's model. A run that fails after it deployed
     there (its smoke test) puts it back on the endpoint config it served before, and one that created it
     deletes it: a rejected model never goes on serving. A run that fails after registering its model
@@ -125,14 +155,16 @@ def test_a_failed_run_undoes_its_deploy_on_a_kept_endpoint_and_rejects_its_model
         assert bad["state"] == "failed" and summary["failed_tasks"] == {"smoke_test": "failed"}
         now = sm.describe_endpoint(EndpointName=endpoint)
         assert (now["EndpointStatus"], now["EndpointConfigName"]) == ("InService", served)
-        assert (f"rolled endpoint {endpoint} back to endpoint config {served}, which it served before this failed "
-                "run") in summary["teardown"]["removed"]
+        assert (
+            f"rolled endpoint {endpoint} back to endpoint config {served}, which it served before this failed run"
+        ) in summary["teardown"]["removed"]
         assert summary["teardown"]["endpoint_kept"] is False
         assert sm.list_endpoint_configs(NameContains=summary["run"])["EndpointConfigs"] == []
         assert sm.list_models(NameContains=summary["run"])["Models"] == []
         assert sm.describe_model_package(ModelPackageName=summary["model_package"])["ModelApprovalStatus"] == "Rejected"
         airflow["localaws"].client("sagemaker-runtime").invoke_endpoint(
-            EndpointName=endpoint, ContentType="text/csv", Body=",".join(["0"] * 64).encode())
+            EndpointName=endpoint, ContentType="text/csv", Body=",".join(["0"] * 64).encode()
+        )
     finally:
         model = sm.describe_endpoint_config(EndpointConfigName=served)["ProductionVariants"][0]["ModelName"]
         sm.delete_endpoint(EndpointName=endpoint)
@@ -165,8 +197,13 @@ def test_after_localaws_forgot_everything_teardown_says_what_is_gone_and_still_s
     (tmp_path / "second").mkdir()
     restarted.port, restarted.endpoint_url = server.port, server.endpoint_url
     env = airflow_env(server.endpoint_url, tmp_path / "airflow-home")
-    env.update({"ML_PIPELINE_BUCKET": unique("forgotten"), "ML_PIPELINE_POLL_SECONDS": "1",
-                "ML_PIPELINE_HYPERPARAMS_DIR": str(slow_presets)})
+    env.update(
+        {
+            "ML_PIPELINE_BUCKET": unique("forgotten"),
+            "ML_PIPELINE_POLL_SECONDS": "1",
+            "ML_PIPELINE_HYPERPARAMS_DIR": str(slow_presets),
+        }
+    )
     migrate(env)
     log_path = tmp_path / "forgotten.log"
     conf = {"mode": "train", **QUICK, "model_package_group": unique("digits")}

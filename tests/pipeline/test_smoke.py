@@ -1,5 +1,6 @@
 """smoke.run against a real endpoint on localaws (process runner): the stand-in serving image
 tests/localaws/images/misbehaving, deployed with the request builders, answers with what it received."""
+
 from __future__ import annotations
 
 import io
@@ -16,7 +17,7 @@ from tests.pipeline.steps_support import experiment, plan, write
 
 MISBEHAVING = Path(__file__).resolve().parents[1] / "localaws" / "images" / "misbehaving"
 SAMPLES = "5.1,3.5,1.4,0.2\n6.2,2.9,4.3,1.3\n"
-CHECKS = '''
+CHECKS = """
 import json
 
 def check_echo(samples, response, accept):
@@ -30,7 +31,7 @@ def refuse(samples, response, accept):
 
 def not_a_dict(samples, response, accept):
     return [1, 2]
-'''
+"""
 
 
 def deploy(localaws_process, folder: Path, bucket: str, **environment) -> dict:
@@ -43,9 +44,19 @@ def deploy(localaws_process, folder: Path, bucket: str, **environment) -> dict:
     image = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/misbehaving:{context_hash(MISBEHAVING)}"
     register_image(localaws_process.endpoint_url, image, MISBEHAVING)
     s3, sm = localaws_process.client("s3"), localaws_process.client("sagemaker")
-    resolved = experiment(folder, image=image, deploy={"instance_type": "ml.m5.large", "smoke": {
-        "content_type": "text/csv", "accept": "application/json", "samples": "smoke/samples.csv",
-        "check": "checks:check_echo"}})
+    resolved = experiment(
+        folder,
+        image=image,
+        deploy={
+            "instance_type": "ml.m5.large",
+            "smoke": {
+                "content_type": "text/csv",
+                "accept": "application/json",
+                "samples": "smoke/samples.csv",
+                "check": "checks:check_echo",
+            },
+        },
+    )
     run = plan(resolved, bucket)
     made = code.resolve(None, s3, run)
     made["environment"].update(SAGEMAKER_MODEL_SERVER_WORKERS="1", **environment)
@@ -106,10 +117,13 @@ def test_without_a_check_a_non_empty_200_passes(served):
     assert result["check"] is None and result["response_bytes"] > 0
 
 
-@pytest.mark.parametrize("check, message", [
-    ("checks:refuse", "checks:refuse refused the answer: AssertionError: predictions out of range"),
-    ("checks:not_a_dict", "checks:not_a_dict returned list, not a dict or None"),
-])
+@pytest.mark.parametrize(
+    "check, message",
+    [
+        ("checks:refuse", "checks:refuse refused the answer: AssertionError: predictions out of range"),
+        ("checks:not_a_dict", "checks:not_a_dict returned list, not a dict or None"),
+    ],
+)
 def test_a_check_that_raises_or_answers_nonsense_fails_the_smoke_test(served, check, message):
     from ml_pipeline import smoke
 
@@ -122,8 +136,12 @@ def test_an_endpoint_that_errs_fails_the_smoke_test(localaws_process, tmp_path, 
     """A non-200 answer is InvokeEndpoint's ModelError, with the container's status: the task fails on it."""
     from ml_pipeline import smoke
 
-    run = deploy(localaws_process, write(tmp_path / "failing", {"smoke/samples.csv": SAMPLES, "checks.py": CHECKS}),
-                 bucket, INVOKE_STATUS="500")
+    run = deploy(
+        localaws_process,
+        write(tmp_path / "failing", {"smoke/samples.csv": SAMPLES, "checks.py": CHECKS}),
+        bucket,
+        INVOKE_STATUS="500",
+    )
     try:
         with pytest.raises(ClientError) as error:
             smoke.run(localaws_process.client("sagemaker-runtime"), run)

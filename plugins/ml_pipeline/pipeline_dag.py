@@ -520,6 +520,7 @@ def _chain(experiment: dict, deploys: bool) -> None:
         decide = SkipUnneededSteps(task_id="needed_steps", plan=the_plan, step_tasks=step_tasks)
         opened >> decide
         previous: DependencyMixin = decide  # what the next step follows: the last step or its sensor
+        ends: list[DependencyMixin] = []  # each step's last task
         for step in STEPS:
             result = _task(provision_step, the_plan, checked, step.name, list(step.needs), task_id=step.name)
             previous >> result
@@ -550,6 +551,7 @@ def _chain(experiment: dict, deploys: bool) -> None:
                 result >> running
                 previous = running
                 step_tasks[step.name].append(running.task_id)
+            ends.append(previous)
         ready = HostReadySensor(
             task_id="host_ready",
             aws_conn_id=AWS_CONN_ID,
@@ -561,7 +563,10 @@ def _chain(experiment: dict, deploys: bool) -> None:
         )
         step_tasks[STEPS[-1].name].append(ready.task_id)
         done = _task(provisioned, trigger_rule=TriggerRule.NONE_FAILED)
-        previous >> ready >> done
+        previous >> ready
+        # The join waits for every step, not only the last: the host's steps are skipped at once when the
+        # run needs only the network, and a join behind them alone would run before the network is there.
+        [*ends, ready] >> done
         return done
 
     stack_ids = provision()

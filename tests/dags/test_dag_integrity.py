@@ -180,6 +180,10 @@ def test_one_decision_skips_the_provisioning_steps_the_run_does_not_need(pipelin
     assert named == group - {"provision.needed_steps", "provision.provisioned"}
     assert list(decide.step_tasks) == [step.name for step in STEPS]
     assert pipeline.get_task("provision.provisioned").trigger_rule == "none_failed"
+    # The join waits for each step's last task: with the host's steps skipped at once (a run that needs only
+    # the network), a join behind the last of them alone ran before the network was made.
+    ends = {task_ids[-1] for task_ids in decide.step_tasks.values()}
+    assert ends <= upstream(pipeline, "provision.provisioned")
 
 
 def test_every_job_wait_is_a_deferrable_sensor(pipeline):

@@ -14,8 +14,6 @@ import json
 import time
 import uuid
 
-from localaws import aws_errors
-from localaws.aws_errors import AwsError
 from localaws.protocol import JsonProtocol, snake
 from localaws.ssm import documents, seed
 from localaws.ssm.commands import HostCommands
@@ -55,16 +53,9 @@ class SsmResponses:
             },
             crash_code="InternalServerError",
         )
-        operation = protocol.operation(target)
-        try:
-            # moto would take NaN, any JSON type anywhere, a chunked body or any size: SSM's errors,
-            # whoever's the request is; and what is read here is what decides whose it is.
-            params = protocol.read(environ, operation)
-        except AwsError as error:
-            return aws_errors.answer(environ, "json", error)
-        if not isinstance(params, dict) or not self.claims(operation, params):
-            return None
-        return protocol.handle(environ, target, params, read=False)
+        # moto would take NaN, any JSON type anywhere, a chunked body or any size: SSM's errors, whoever's the
+        # request is; and what is read there is what decides whose it is.
+        return protocol.handle_claimed(environ, target, self.claims)
 
     def claims(self, operation: str, params: dict) -> bool:
         if operation == "SendCommand":

@@ -24,8 +24,11 @@ for path in (REPO_ROOT / "plugins", TRAINING_CONTEXT):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-# Airflow, imported by DAG tests, keeps its home and database out of the user's ~/airflow.
-os.environ.setdefault("AIRFLOW_HOME", str(Path(tempfile.gettempdir()) / f"ml-pipeline-tests-airflow-{os.getuid()}"))
+# Airflow, imported by DAG tests, keeps its home and database out of the user's ~/airflow: one for each
+# pytest-xdist worker (gw0, gw1 ...), which would otherwise migrate the same SQLite file at once.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_AIRFLOW_HOME = f"ml-pipeline-tests-airflow-{os.getuid()}{WORKER and '-' + WORKER}"
+os.environ.setdefault("AIRFLOW_HOME", str(Path(tempfile.gettempdir()) / _AIRFLOW_HOME))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 pytest_plugins = ["tests.fixtures.docker_engine"]
@@ -159,9 +162,27 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+#: The layers, heaviest first: under pytest-xdist the modules that take longest start first, so that
+#: none of them starts last and keeps one worker busy after the others are done.
+LAYERS = ("e2e", "slow", "docker")
+
+
+@pytest.hookimpl(wrapper=True)  # around pytest's and xdist's own: marks before them, the order after
 def pytest_collection_modifyitems(config, items):
-    """Whatever needs a Docker engine is marked ``docker`` (``make test-fast`` leaves it out)."""
+    """Whatever needs a Docker engine is marked ``docker`` (``make test-fast`` leaves it out). Under
+    pytest-xdist's ``loadgroup`` (make test), each module is one unit of work unless its tests name
+    their own ``xdist_group``: a module's fixtures (a shared DAG run, a trained model) are made once."""
+    grouped = config.getoption("dist", "no") == "loadgroup"
+    rank: dict[str, int] = {}
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         if {"docker_engine", "localaws_docker", "training_image"} & fixtures or "[docker" in item.nodeid:
             item.add_marker(pytest.mark.docker)
+        if grouped and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+        layer = next((n for n, name in enumerate(LAYERS) if item.get_closest_marker(name)), len(LAYERS))
+        rank[item.module.__name__] = min(layer, rank.get(item.module.__name__, layer))
+    result = yield
+    if grouped:
+        items.sort(key=lambda item: rank[item.module.__name__])  # stable: within a module, as pytest had it
+    return result

@@ -6,6 +6,8 @@ tests need no image beyond the base image.
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import queue
 import socket
@@ -297,15 +299,24 @@ def test_pull_by_ecr_uri_from_local_registry(runner, docker_engine, docker_clien
                 pass
 
 
-def test_training_image_from_registry(runner, training_image, docker_client):
-    """The real training image, pushed by the fixture, resolves by pulling when the engine lacks its URI."""
+def test_training_image_from_registry(runner, training_image, docker_engine, docker_client):
+    """The real training image, as the fixture pushed it, resolves by pulling when the engine lacks its
+    URI; under a repository of its own, since another worker's runner may be starting the fixture's."""
+    registry = docker_engine["registry"]
+    repository, tag = training_image.rsplit("/", 1)[1].split(":")
+    image = docker_client.images.pull(f"{registry}/{repository}", tag=tag)
+    own = f"{repository}-pull-{uuid.uuid4().hex[:8]}"
+    image.tag(f"{registry}/{own}", tag=tag)
+    for event in docker_client.api.push(f"{registry}/{own}", tag=tag, stream=True, decode=True):
+        assert "error" not in event, event
+    docker_client.images.remove(f"{registry}/{own}:{tag}", noprune=True)
+    uri = ecr_uri(own, tag)
     try:
-        docker_client.images.remove(training_image, noprune=True)  # tagged by an earlier test, maybe
-    except docker.errors.ImageNotFound:
-        pass
-    assert runner.resolve_image(training_image) == training_image
-    image = docker_client.images.get(training_image)
-    assert training_image in image.tags
+        assert runner.resolve_image(uri) == uri
+        assert uri in docker_client.images.get(uri).tags and docker_client.images.get(uri).id == image.id
+    finally:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            docker_client.images.remove(uri, noprune=True)
 
 
 def test_two_hosts_resolve_each_other(runner, docker_engine, needs_bridge, tmp_path):

@@ -89,12 +89,18 @@ def prices_path() -> Path:
 
 
 def load_prices(path: str | os.PathLike | None = None) -> Prices:
-    """The prices file at ``path`` (default ``prices_path()``), checked: each price a finite positive number."""
-    return _load(str(Path(path) if path is not None else prices_path()))
+    """The prices file at ``path`` (default ``prices_path()``), checked: each price a finite positive number.
+    Read again only when it changed."""
+    file = Path(path) if path is not None else prices_path()
+    try:
+        stat = file.stat()
+    except OSError as error:
+        raise PricesError(f"prices file {file}: cannot be read: {error.strerror or error}") from None
+    return _load(str(file), stat.st_mtime_ns, stat.st_size)
 
 
 @lru_cache(maxsize=8)
-def _load(path: str) -> Prices:
+def _load(path: str, _mtime_ns: int, _size: int) -> Prices:
     name = Path(path).name
     try:
         document = json.loads(Path(path).read_text())

@@ -65,7 +65,7 @@ class RunParams(TypedDict):
     use_spot: bool
     max_runtime_seconds: int
     max_wait_seconds: int
-    max_cost_usd: NotRequired[float | None]
+    max_cost_usd: float | None
     hyperparameters: dict[str, Any]
     max_jobs: int | None
     max_parallel_jobs: int | None

@@ -52,6 +52,10 @@ class Settings:
     spot_capacity_wait_seconds: float = field(
         default_factory=lambda: _float("LOCALAWS_SPOT_CAPACITY_WAIT_SECONDS", 5.0)
     )
+    #: The spot price as a fraction of the on-demand one, for every type (AWS's market moves; its savings are
+    #: commonly 60-90%): a managed spot job's BillableTimeInSeconds is its training time times this, so that
+    #: (1 - BillableTimeInSeconds / TrainingTimeInSeconds) is its savings, as AWS documents it.
+    spot_price_fraction: float = field(default_factory=lambda: _float("LOCALAWS_SPOT_PRICE_FRACTION", 0.3))
     #: Account quota: training instances of one type in use at once (ResourceLimitExceeded above it).
     training_instance_quota: int = field(default_factory=lambda: _int("LOCALAWS_TRAINING_INSTANCE_QUOTA", 16))
 

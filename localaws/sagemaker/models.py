@@ -42,7 +42,11 @@ class TrainingJob:
     last_modified: float = 0.0
     training_start: float | None = None
     training_end: float | None = None
-    billable_seconds: float = 0.0  # time spent training, not counting spot interruptions
+    #: Time spent training, not counting spot interruptions: what AWS bills an on-demand job.
+    billable_seconds: float = 0.0
+    #: What a managed spot job's instance-second costs against an on-demand one (``Settings``): AWS's
+    #: BillableTimeInSeconds of a spot job is its training time at the spot price, in on-demand seconds.
+    spot_price_fraction: float = 1.0
     #: Set by StopTrainingJob / MaxRuntimeInSeconds: the secondary status to end in.
     stop_reason: str | None = None
     stop_requested: threading.Event = runtime(default_factory=threading.Event)
@@ -124,7 +128,8 @@ class TrainingJob:
             end = self.training_end or time.time()
             out["TrainingTimeInSeconds"] = max(1, round(end - self.training_start))
             if self.done:
-                out["BillableTimeInSeconds"] = max(1, round(self.billable_seconds))
+                billed = self.billable_seconds * (self.spot_price_fraction if self.spot else 1.0)
+                out["BillableTimeInSeconds"] = max(1, round(billed))
         return {key: value for key, value in out.items() if value is not None}
 
     def summary(self) -> dict:
@@ -177,7 +182,13 @@ class SageMakerBackend:
                     f"with this name already exists ({self.training_jobs[name].arn})"
                 )
             self._check_instance_quota(params["ResourceConfig"])
-            job = TrainingJob(name=name, arn=self.arn("training-job", name), request=params, created=time.time())
+            job = TrainingJob(
+                name=name,
+                arn=self.arn("training-job", name),
+                request=params,
+                created=time.time(),
+                spot_price_fraction=self.settings.spot_price_fraction,
+            )
             job.transition("Starting", "Starting the training job")
             self.training_jobs[name] = job
             self.tags[job.arn] = list(params.get("Tags", []))

@@ -10,6 +10,8 @@
   mistaken for a candidate awaiting approval (see ``reject_version``).
 - **What is already gone** (deleted by someone else, or forgotten by an emulator restarted mid-run) is
   reported as such, per resource, and is not an error: teardown's job is that it no longer exists.
+- **The cost**: the run's estimate (``cost.run_cost``: its jobs' billable seconds, its endpoint's and its host's
+  time, at the prices of include/prices/) is the summary's ``cost`` and ends the one-line outcome.
 - **The summary** is written beside the run's artifacts; when the bucket itself is gone it says so and
   the summary still reaches the task's log and XCom (and the run's page in the UI, see ``summary_page.py``).
 - **Every part runs** (``close_run``): an error in one is collected, the others still run (the run's
@@ -449,12 +451,20 @@ def summary_key(plan: Mapping[str, Any]) -> str:
     return f"runs/{plan['key']}/summary.json"
 
 
-def summarize(plan: Plan, outcome: dict, jobs: dict, failures: dict[str, str], teardown_result: dict) -> dict:
+def summarize(
+    plan: Plan,
+    outcome: dict,
+    jobs: dict,
+    failures: dict[str, str],
+    teardown_result: dict,
+    cost: dict | None = None,
+) -> dict:
     """One JSON a newcomer can read: how the run ended, which jobs it ran and how they ended, what they
-    scored, where the weights are, what was removed."""
+    scored, where the weights are, what was removed, and what it cost (``cost.run_cost``'s estimate, when
+    given)."""
     best = outcome.get("best") or {}
     training = [job for job in jobs.get("training", []) if not _is_trial(job["name"], jobs)]
-    return {
+    summary = {
         "run": plan["key"],
         "experiment": plan["experiment"]["name"],
         "revision": plan.get("revision"),
@@ -483,6 +493,9 @@ def summarize(plan: Plan, outcome: dict, jobs: dict, failures: dict[str, str], t
         "promoted": outcome.get("promoted"),
         "teardown": teardown_result,
     }
+    if cost is not None:
+        summary["cost"] = cost
+    return summary
 
 
 def _is_trial(name: str, jobs: dict) -> bool:
@@ -539,10 +552,29 @@ def outcome_line(summary: dict) -> str:
             f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}" for name, value in figures.items()
         )
         parts.append(f"smoke test passed in {smoke.get('latency_seconds')} s" + (f" ({shown})" if shown else ""))
+    if isinstance(summary.get("cost"), dict):  # cost.run_cost's estimate
+        from ml_pipeline.cost import cost_line  # noqa: PLC0415
+
+        parts += summary["cost"].get("budget_stopped") or []
+        line = cost_line(summary["cost"])
+        if line:
+            parts.append(line)
     return "; ".join(parts)
 
 
 # --- the run's teardown, every part of it ----------------------------------------------------------
+
+
+def _endpoint_usage(client: Clients, plan: Plan) -> dict | None:
+    """What the run's endpoint runs, for its cost (``cost.endpoint_usage``); {"endpoint", "error"} when it
+    cannot be read (the estimate says it leaves the endpoint out, and the run goes on)."""
+    from ml_pipeline.cost import endpoint_usage  # noqa: PLC0415
+
+    try:
+        return endpoint_usage(client("sagemaker"), plan)
+    except Exception as error:  # noqa: BLE001 - the estimate never fails the run
+        log.warning("close_run: the endpoint's usage could not be read for the cost", exc_info=True)
+        return {"endpoint": plan["names"]["endpoint"], "error": f"{type(error).__name__}: {error}"}
 
 
 def close_run(client: Clients, plan: Plan, made: dict, failures: dict[str, str]) -> dict:
@@ -550,8 +582,8 @@ def close_run(client: Clients, plan: Plan, made: dict, failures: dict[str, str])
     deploy on a kept endpoint), reject a failed run's model version, name its jobs, tear down its stack,
     and summarize. ``made`` is what the run's tasks returned: {"hosting": remove_hosting's ``made``,
     "model_package": ARN, "jobs": {"training": [names], "tuning": [names]}, "provisioned": {step: ids},
-    "outcome": {name: what the task the DAG reports under it returned, "gate": verdict}}; ``failures`` is
-    ``failures()`` so far.
+    "outcome": {name: what the task the DAG reports under it returned, "gate": verdict}, "budget_stops":
+    [why max_cost_usd stopped a job], optional}; ``failures`` is ``failures()`` so far.
 
     Each part runs whatever the others did: an error is collected and the rest goes on, the stack
     included. The summary (whose state counts this task's own failure) is logged before anything else can
@@ -569,6 +601,7 @@ def close_run(client: Clients, plan: Plan, made: dict, failures: dict[str, str])
 
     failed = bool(failures)
     part("stop_jobs", lambda: stop_jobs(client("sagemaker"), plan, report))
+    serving = _endpoint_usage(client, plan)  # for the cost, before teardown deletes the endpoint
     kept = part(
         "remove_hosting",
         lambda: remove_hosting(
@@ -576,6 +609,7 @@ def close_run(client: Clients, plan: Plan, made: dict, failures: dict[str, str])
         ),
         False,
     )
+    serving_end = time.time()
     part("reject_version", lambda: reject_version(client("sagemaker"), made["model_package"], failures, plan, report))
     jobs = part("jobs_of_run", lambda: jobs_of_run(client("sagemaker"), plan, made["jobs"], report), {})
     # Then the run's own network and host, found by their tags (nothing, if it provisioned none).
@@ -593,6 +627,10 @@ def close_run(client: Clients, plan: Plan, made: dict, failures: dict[str, str])
         stack_report["removed"][kind] += [i for i in ids if i not in stack_report["removed"][kind]]
     stack_report["already_gone"] = stack_gone(made["provisioned"], stack_report)
 
+    from ml_pipeline.cost import run_cost  # noqa: PLC0415
+
+    # The estimate never fails the run: what it could not count, it says.
+    estimate = run_cost(client, plan, jobs or {}, serving, serving_end, made.get("budget_stops") or ())
     if errors:  # this task fails, and with it the run: the summary says so
         failures = {**failures, "close_run": "failed"}
     summary = summarize(
@@ -601,6 +639,7 @@ def close_run(client: Clients, plan: Plan, made: dict, failures: dict[str, str])
         jobs or {},
         failures,
         {**report.as_dict(), "endpoint_kept": kept, "stack": stack_report, "errors": errors},
+        estimate,
     )
     log.info("the run's summary:\n%s", json.dumps(summary, indent=2, default=str))
     summary["summary"] = part(

@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "instance_count": 1,
     "max_runtime_seconds": 3600,
     "use_spot": False,
+    "max_cost_usd": None,
     "presets": {},
     "tuning": None,
     "deploy": False,

@@ -189,6 +189,18 @@ def pipeline_params(experiment: dict) -> dict[str, Param]:
             section=TRAINING,
             description="Managed spot training only: training plus waiting for capacity; at least Max runtime (s).",
         ),
+        "max_cost_usd": form_param(
+            experiment.get("max_cost_usd"),
+            type=["null", "number"],
+            exclusiveMinimum=0,
+            maximum=1_000_000,
+            title="Budget (USD)",
+            section=TRAINING,
+            description="Empty: no budget. Set: a training or tuning job whose estimated cost so far (its "
+            "billable seconds x instances x the on-demand price in include/prices/, README Cost) passes it is "
+            "stopped, and the run fails saying so. The training type must have a price there. Not with "
+            "Where training runs: host.",
+        ),
         "hyperparameters": form_param(
             {},
             type="object",

@@ -32,6 +32,7 @@ from ml_pipeline.infra.sensors import HostReadySensor, ResourceStateSensor
 from ml_pipeline.operators.sagemaker import DeployEndpointOperator, RunTrainingJobOperator, RunTuningJobOperator
 from ml_pipeline.params import pipeline_params
 from ml_pipeline.sensors.sagemaker import (
+    BUDGET_STOP_KEY,
     DEFAULT_POLL_SECONDS,
     DeferrableEndpointSensor,
     DeferrableTrainingSensor,
@@ -72,6 +73,8 @@ DAG_ID_PREFIX = "train_"
 START_DATE = pendulum.datetime(2026, 1, 5, tz="UTC")
 #: The task group of the provisioning steps: each step's task is ``provision.<step>``.
 PROVISION = "provision"
+#: The run's budget as the training and tuning sensors watch it (the plan's; "None" when it has none).
+BUDGET = "{{ ti.xcom_pull(task_ids='plan')['params'].get('max_cost_usd') }}"
 
 
 def dag_id(name: str) -> str:
@@ -452,6 +455,15 @@ def close_run(run_plan: "Plan", reported: dict[str, str]) -> dict:
             "tuning": [tuning["Tuning"]["HyperParameterTuningJobName"]] if tuning else [],
         },
         "provisioned": {step: xcom(f"{PROVISION}.{step}") for step in steps_for(run_plan["params"])},
+        # Why max_cost_usd stopped a job, said by the sensor that stopped it.
+        "budget_stops": [
+            reason
+            for reason in (
+                xcom("train.wait_for_training_job", key=BUDGET_STOP_KEY),
+                xcom("tune.wait_for_tuning_job", key=BUDGET_STOP_KEY),
+            )
+            if reason
+        ],
         "outcome": {
             **{name: xcom(task_id) for name, task_id in reported.items()},
             "gate": xcom("quality_gate", key="verdict"),
@@ -587,6 +599,7 @@ def _chain(experiment: dict, deploys: bool) -> None:
             task_id="wait_for_training_job",
             aws_conn_id=AWS_CONN_ID,
             job_name="{{ ti.xcom_pull(task_ids='train.start_training_job')['Training']['TrainingJobName'] }}",
+            max_cost_usd=BUDGET,
         )
 
     @task_group(group_id="tune")
@@ -600,6 +613,7 @@ def _chain(experiment: dict, deploys: bool) -> None:
             task_id="wait_for_tuning_job",
             aws_conn_id=AWS_CONN_ID,
             job_name="{{ ti.xcom_pull(task_ids='tune.start_tuning_job')['Tuning']['HyperParameterTuningJobName'] }}",
+            max_cost_usd=BUDGET,
         )
 
     @task_group(group_id="host")

@@ -22,6 +22,7 @@ from functools import lru_cache
 from typing import Any, Literal, NotRequired, TypedDict, cast
 
 from ml_pipeline import config as hyperparams
+from ml_pipeline.cost import budget_errors
 from ml_pipeline.infra.params import validate_infra
 from ml_pipeline.naming import endpoint_name, run_key, run_names
 from ml_pipeline.params import FROM_PRESET
@@ -64,6 +65,7 @@ class RunParams(TypedDict):
     use_spot: bool
     max_runtime_seconds: int
     max_wait_seconds: int
+    max_cost_usd: float | None
     hyperparameters: dict[str, Any]
     max_jobs: int | None
     max_parallel_jobs: int | None
@@ -293,6 +295,7 @@ def make_plan(
     if experiment["deploy"] and p["min_capacity"] > p["max_capacity"]:
         errors.append(f"min_capacity ({p['min_capacity']}) is above max_capacity ({p['max_capacity']})")
     errors.extend(validate_infra(p))
+    errors.extend(budget_errors(p))
     if p["use_spot"] and p["max_wait_seconds"] < p["max_runtime_seconds"]:
         errors.append("max_wait_seconds must be at least max_runtime_seconds with managed spot training")
 

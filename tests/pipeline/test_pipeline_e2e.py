@@ -85,6 +85,11 @@ def test_train_mode_end_to_end(airflow, train_run):
     assert summary["jobs"]["training"] == [
         {"name": summary["training_job"], "status": "Completed", "secondary_status": "Completed"}
     ]
+    # The run's cost: its training job and its endpoint, each priced (tests/pipeline/test_cost.py checks the sums).
+    cost = summary["cost"]
+    assert cost["total_usd"] == pytest.approx(sum(item["usd"] for item in cost["items"]), abs=1e-6)
+    assert cost["total_usd"] > 0
+    assert sorted(item["what"].split()[0] for item in cost["items"]) == ["endpoint", "training"]
     log = (airflow["home"] / "train.log").read_text()
     # Each task says its outcome in a plain log line; the job's log is printed once; no credential chatter.
     assert "[ml_pipeline.dag]" in next(line for line in log.splitlines() if "quality gate: deploy: " in line)

@@ -12,6 +12,8 @@
   reported as such, per resource, and is not an error: teardown's job is that it no longer exists.
 - **The summary** is written beside the run's artifacts; when the bucket itself is gone it says so and
   the summary still reaches the task's log and XCom (and the run's page in the UI, see ``summary_page.py``).
+- **Resource use**: each training host's, endpoint instance's and host's peak and mean CPU, memory, disk
+  and GPU use, read back from CloudWatch, with plain verdicts (``usage.py``); never an error of the run's.
 - **Every part runs** (``close_run``): an error in one is collected, the others still run (the run's
   stack is always torn down), the summary is logged and written, and then one error names them all.
 """
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ml_pipeline import sagemaker_requests as requests
+from ml_pipeline import usage
 from ml_pipeline.infra.teardown import TeardownIncomplete, teardown_stack
 
 if TYPE_CHECKING:
@@ -449,9 +452,17 @@ def summary_key(plan: Mapping[str, Any]) -> str:
     return f"runs/{plan['key']}/summary.json"
 
 
-def summarize(plan: Plan, outcome: dict, jobs: dict, failures: dict[str, str], teardown_result: dict) -> dict:
+def summarize(
+    plan: Plan,
+    outcome: dict,
+    jobs: dict,
+    failures: dict[str, str],
+    teardown_result: dict,
+    resources: dict | None = None,
+) -> dict:
     """One JSON a newcomer can read: how the run ended, which jobs it ran and how they ended, what they
-    scored, where the weights are, what was removed."""
+    scored, where the weights are, what was removed, and what its machines used (``resources``:
+    ``usage.run_resources``)."""
     best = outcome.get("best") or {}
     training = [job for job in jobs.get("training", []) if not _is_trial(job["name"], jobs)]
     return {
@@ -482,6 +493,7 @@ def summarize(plan: Plan, outcome: dict, jobs: dict, failures: dict[str, str], t
         "smoke_test": outcome.get("smoke_test"),
         "promoted": outcome.get("promoted"),
         "teardown": teardown_result,
+        "resources": resources,
     }
 
 
@@ -595,12 +607,15 @@ def close_run(client: Clients, plan: Plan, made: dict, failures: dict[str, str])
 
     if errors:  # this task fails, and with it the run: the summary says so
         failures = {**failures, "close_run": "failed"}
+    # Read once the run's machines are gone, their last samples in; never an error of the run's.
+    resources = usage.run_resources(client, plan, made, jobs or {})
     summary = summarize(
         plan,
         made["outcome"],
         jobs or {},
         failures,
         {**report.as_dict(), "endpoint_kept": kept, "stack": stack_report, "errors": errors},
+        resources,
     )
     log.info("the run's summary:\n%s", json.dumps(summary, indent=2, default=str))
     summary["summary"] = part(

@@ -130,7 +130,11 @@ class DeviceFigures:
 
 #: The query of each kind's tool: index, utilization, memory used and total (MiB), one device a line.
 _FIGURES = {
-    NVIDIA: ["nvidia-smi", "--query-gpu=index,utilization.gpu,memory.used,memory.total", "--format=csv,noheader,nounits"],
+    NVIDIA: [
+        "nvidia-smi",
+        "--query-gpu=index,utilization.gpu,memory.used,memory.total",
+        "--format=csv,noheader,nounits",
+    ],
     HABANA: ["hl-smi", "-Q", "index,utilization.aip,memory.used,memory.total", "-f", "csv,noheader,nounits"],
 }
 

@@ -14,8 +14,9 @@ localaws can enter), as JSON lines: the request, then the output as it comes and
   SageMaker framework image: ``sagemaker_submit_directory`` is unpacked into /opt/ml/code first, where the
   framework container's toolkit would fetch it on a host (the toolkit's container here cannot reach
   localaws's S3). The accelerator flags (``--gpus``, ``--runtime``) are reported, and the runner gives
-  the devices it has. Once the script has configured the host's CloudWatch agent (``bin/amazon-cloudwatch-agent-ctl``), the
-  containers' use goes to CloudWatch as that agent would send it (``sagemaker/usage.py``'s ``agent_host``).
+  the devices it has. Once the script has configured the host's CloudWatch agent
+  (``bin/amazon-cloudwatch-agent-ctl``), the containers' use goes to CloudWatch as that agent would send it
+  (``sagemaker/usage.py``'s ``agent_host``).
 """
 
 from __future__ import annotations
@@ -226,14 +227,15 @@ class DockerDaemon:
         action = request.get("action")
         if action == "fetch-config":
             config = request.get("config")
-            collected = ((config or {}).get("metrics") or {}).get("metrics_collected") if isinstance(config, dict) else None
-            if not isinstance(collected, dict) or not collected:
-                raise Refused("amazon-cloudwatch-agent-ctl: the config collects no metrics (metrics.metrics_collected)", 1)
+            metrics = config.get("metrics") if isinstance(config, dict) else None
+            collected = metrics.get("metrics_collected") if isinstance(metrics, dict) else None
+            if not isinstance(config, dict) or not isinstance(metrics, dict) or not isinstance(collected, dict):
+                raise Refused("amazon-cloudwatch-agent-ctl: the config collects no metrics (metrics_collected)", 1)
             self.agent = config
             where = f" of {self.instance_id}" if self.instance_id else ""
             connection.out(
                 f"[localaws] the CloudWatch agent{where} collects {', '.join(sorted(collected))} into "
-                f"{config['metrics'].get('namespace', usage.AGENT_NAMESPACE)}, every {self.usage_seconds:g} s\n"
+                f"{metrics.get('namespace', usage.AGENT_NAMESPACE)}, every {self.usage_seconds:g} s\n"
             )
             return 0
         if action == "stop":

@@ -40,17 +40,18 @@ METRICS = ("CPUUtilization", "MemoryUtilization", "DiskUtilization", "GPUUtiliza
 PERIOD_SECONDS = 60
 #: A minute whose mean is under this, per device, is a minute the device was idle.
 IDLE_PERCENT = 10.0
-#: What the agent publishes (its names for each figure), per figure: read and scaled in ``_agent_series``.
+#: The agent's names of each figure (nvidia-smi's or hl-smi's for the GPUs), read and scaled in ``_agent_series``.
 AGENT_METRICS = {
     "CPUUtilization": ("cpu_usage_active",),
     "MemoryUtilization": ("mem_used_percent",),
     "DiskUtilization": ("disk_used_percent",),
     "GPUUtilization": ("nvidia_smi_utilization_gpu", "hl_smi_utilization_aip"),
-    "GPUMemoryUtilization": (
-        ("nvidia_smi_memory_used", "nvidia_smi_memory_total"),
-        ("hl_smi_memory_used", "hl_smi_memory_total"),
-    ),
 }
+#: GPUMemoryUtilization from the agent: (used, total) MiB of nvidia-smi's, or of hl-smi's.
+AGENT_GPU_MEMORY = (
+    ("nvidia_smi_memory_used", "nvidia_smi_memory_total"),
+    ("hl_smi_memory_used", "hl_smi_memory_total"),
+)
 
 
 @dataclass
@@ -238,9 +239,8 @@ def _series(cloudwatch: Client, machine: Machine, metric: str) -> Series:
 
 def _agent_series(cloudwatch: Client, machine: Machine, spec: TypeSpec | None, metric: str) -> Series:
     """A figure of the host's agent, in SageMaker's terms (summed over vCPUs and devices)."""
-    names = AGENT_METRICS[metric]
     if metric == "GPUMemoryUtilization":
-        for used_name, total_name in names:
+        for used_name, total_name in AGENT_GPU_MEMORY:
             used, total = _series(cloudwatch, machine, used_name), _series(cloudwatch, machine, total_name)
             if used.minutes and total.minutes and spec and spec.gpus:
                 capacity = max(mean for mean, _, _ in total.minutes)
@@ -248,7 +248,7 @@ def _agent_series(cloudwatch: Client, machine: Machine, spec: TypeSpec | None, m
                     [(m / capacity * 100, h / capacity * 100, c) for m, h, c in used.minutes] if capacity else []
                 ).scaled(spec.gpus)
         return Series()
-    for name in names:
+    for name in AGENT_METRICS[metric]:
         found = _series(cloudwatch, machine, name)
         if not found.minutes:
             continue
@@ -302,7 +302,11 @@ def verdicts(machine: Machine, figures: dict[str, Series], spec: TypeSpec | None
         elif mean >= 0.9:
             said.append(
                 f"{name}: CPU at {mean:.0%} of {kind}'s {spec.vcpus} vCPUs all along: CPU-bound; "
-                + ("the GPU waits on it (more data loader workers, or more vCPUs)" if spec.gpus else "more vCPUs would go faster")
+                + (
+                    "the GPU waits on it (more data loader workers, or more vCPUs)"
+                    if spec.gpus
+                    else "more vCPUs would go faster"
+                )
             )
     memory = figures.get("MemoryUtilization")
     if memory is not None and memory.peak >= 90:

@@ -191,7 +191,7 @@ def stand_in_nvidia_smi(directory: Path) -> Path:
         + textwrap.dedent(
             f"""\
             case "$1" in
-              -L) for i in 0 1 2 3; do echo "GPU $i: NVIDIA A10G (UUID: GPU-0000000$i-aaaa-bbbb-cccc-dddddddddddd)"; done ;;
+              -L) for i in 0 1 2 3; do echo "GPU $i: NVIDIA A10G (UUID: GPU-0000000$i-aaaa-bbbb-cccc-dd)"; done ;;
               --query-gpu=index,utilization.gpu,memory.used,memory.total)
                 for i in 0 1 2 3; do echo "$i, {GPU_UTILIZATION:g}, {GPU_USED:g}, {GPU_TOTAL:g}"; done ;;
               *) exit 2 ;;
@@ -277,14 +277,16 @@ def test_gpu_figures_from_nvidia_smi_on_a_training_host_and_on_the_run_s_host(re
     gpu_memory = samples(cloudwatch, "/aws/sagemaker/TrainingJobs", "GPUMemoryUtilization", host)
     assert gpu and set(gpu) == {4 * GPU_UTILIZATION}  # summed over the four: 100 a fully busy GPU
     assert gpu_memory and all(value == pytest.approx(4 * 100 * GPU_USED / GPU_TOTAL, abs=0.01) for value in gpu_memory)
-    check_one_core(samples(cloudwatch, "/aws/sagemaker/TrainingJobs", "CPUUtilization", host), burned["cpu_seconds"] / burned["wall_seconds"])
+    check_one_core(
+        samples(cloudwatch, "/aws/sagemaker/TrainingJobs", "CPUUtilization", host),
+        burned["cpu_seconds"] / burned["wall_seconds"],
+    )
 
     # The run's host: an instance of g5.12xlarge (48 vCPUs, 4 GPUs), the project's training document.
     image_id = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    instance_id = ec2.run_instances(ImageId=image_id, InstanceType="g5.12xlarge", MinCount=1, MaxCount=1)[
-        "Instances"
-    ][0]["InstanceId"]
-    began = datetime.now(timezone.utc)
+    instance_id = ec2.run_instances(ImageId=image_id, InstanceType="g5.12xlarge", MinCount=1, MaxCount=1)["Instances"][
+        0
+    ]["InstanceId"]
     invocation = host_command(localaws, image, bucket, instance_id, seconds=4)
     assert "[ml-pipeline] CloudWatch agent: this host" in invocation["StandardOutputContent"], invocation
     agent = [{"Name": "InstanceId", "Value": instance_id}]
@@ -294,25 +296,15 @@ def test_gpu_figures_from_nvidia_smi_on_a_training_host_and_on_the_run_s_host(re
     assert set(samples(cloudwatch, "CWAgent", "nvidia_smi_memory_total", agent)) == {GPU_TOTAL}
     assert samples(cloudwatch, "CWAgent", "mem_used_percent", agent)
 
-    machines = [
-        usage.Machine(
-            key=f"{name}/algo-1",
-            kind="training",
-            instance_type="ml.g5.12xlarge",
-            namespace=usage.TRAINING_NAMESPACE,
-            dimensions=host,
-            start=began - timedelta(minutes=5),
-            end=datetime.now(timezone.utc),
-        ),
-        usage.Machine(
-            key=instance_id,
-            kind="host",
-            instance_type="g5.12xlarge",
-            namespace=usage.AGENT_NAMESPACE,
-            dimensions=agent,
-            start=began,
-            end=datetime.now(timezone.utc),
-        ),
+    # As the run's summary finds them: its job from SageMaker, its host (where it trained) from EC2.
+    plan = {"names": {}, "params": {"host_instance_type": "g5.12xlarge"}}
+    made = {"outcome": {"best": {"compute": "host", "instance_id": instance_id}}}
+    machines, notes = usage.machines_of_run(
+        localaws.client, plan, made, {"training": [{"name": name, "status": "Completed"}]}
+    )
+    assert notes == [] and [(m.key, m.kind, m.instance_type) for m in machines] == [
+        (f"{name}/algo-1", "training", "ml.g5.12xlarge"),
+        (instance_id, "host", "g5.12xlarge"),
     ]
     read = usage.resources(cloudwatch, ec2, machines)
     for key in (f"{name}/algo-1", instance_id):
@@ -485,8 +477,5 @@ def test_the_agent_config_collects_what_localaws_and_the_reader_use():
         devices=[devices.DeviceFigures(5.0, 100.0, 1000.0)],
     )
     assert {name for name, _, _ in published.agent_metrics(lambda: 4)(sample)} <= names
-    read = set()
-    for choices in reader.AGENT_METRICS.values():
-        for choice in choices:
-            read |= set(choice) if isinstance(choice, tuple) else {choice}
-    assert read <= names
+    read = {name for choices in reader.AGENT_METRICS.values() for name in choices}
+    assert read | {name for pair in reader.AGENT_GPU_MEMORY for name in pair} <= names

@@ -294,7 +294,9 @@ class DockerRunning(Running):
         if not cpu and not memory.get("usage"):  # not running: the engine answers zeros
             return None
         # What `docker stats` shows: the cgroup's usage less its inactive page cache (v1 and v2 name it apart).
-        cache = (memory.get("stats") or {}).get("total_inactive_file", (memory.get("stats") or {}).get("inactive_file", 0))
+        cache = (memory.get("stats") or {}).get(
+            "total_inactive_file", (memory.get("stats") or {}).get("inactive_file", 0)
+        )
         return Usage(
             cpu_seconds=(cpu or 0) / 1e9,
             memory_bytes=max(0, int(memory.get("usage") or 0) - int(cache or 0)),

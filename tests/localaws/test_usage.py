@@ -203,6 +203,28 @@ def stand_in_nvidia_smi(directory: Path) -> Path:
     return directory
 
 
+def test_device_figures_are_read_from_nvidia_smi_and_hl_smi(tmp_path, monkeypatch):
+    """The figures of the devices a host was given, and only those: nvidia-smi's, or hl-smi's for Gaudi
+    cards; a device the tool cannot measure ([N/A]) is left out, and no tool means no figures."""
+    from localaws.sagemaker import devices
+
+    stand_in_nvidia_smi(tmp_path / "bin")
+    (tmp_path / "bin" / "hl-smi").write_text(
+        "#!/bin/sh\n"
+        '[ "$2" = "index,utilization.aip,memory.used,memory.total" ] || exit 2\n'
+        'echo "0, 71, 20000, 98304"; echo "1, [N/A], [N/A], 98304"; echo "2, 12, 500, 98304"\n'
+    )
+    (tmp_path / "bin" / "hl-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    two = devices.figures(devices.Grant("ml.g5.12xlarge", devices.NVIDIA, 2, 4))
+    assert two == [devices.DeviceFigures(GPU_UTILIZATION, GPU_USED, GPU_TOTAL)] * 2
+    gaudis = devices.figures(devices.Grant("ml.dl1.24xlarge", devices.HABANA, 3, 8))
+    assert gaudis == [devices.DeviceFigures(71, 20000, 98304), devices.DeviceFigures(12, 500, 98304)]
+    assert devices.figures(devices.Grant("ml.m5.large", None, 0, 0)) == []
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert devices.figures(devices.Grant("ml.g5.xlarge", devices.NVIDIA, 1, 1)) == []
+
+
 @pytest.fixture(scope="module")
 def gpu_localaws(tmp_path_factory):
     """localaws (process runner) on a "machine" with four GPUs."""

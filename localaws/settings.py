@@ -56,6 +56,11 @@ class Settings:
     #: commonly 60-90%): a managed spot job's BillableTimeInSeconds is its training time times this, so that
     #: (1 - BillableTimeInSeconds / TrainingTimeInSeconds) is its savings, as AWS documents it.
     spot_price_fraction: float = field(default_factory=lambda: _float("LOCALAWS_SPOT_PRICE_FRACTION", 0.3))
+    #: How often each training host's and endpoint instance's CPU, memory, disk and accelerator use is
+    #: sampled and published (localaws/sagemaker/usage.py); at least 1 s, how often the engine's stats change.
+    usage_metrics_seconds: float = field(
+        default_factory=lambda: max(1.0, _float("LOCALAWS_USAGE_METRICS_SECONDS", 10.0))
+    )
     #: Account quota: training instances of one type in use at once (ResourceLimitExceeded above it).
     training_instance_quota: int = field(default_factory=lambda: _int("LOCALAWS_TRAINING_INSTANCE_QUOTA", 16))
 

@@ -61,6 +61,8 @@ class LocalAWSProcess:
             "LOCALAWS_CHECKPOINT_SYNC_SECONDS": "1",
             # An interrupted spot job finds capacity again after a second rather than 5.
             "LOCALAWS_SPOT_CAPACITY_WAIT_SECONDS": "1",
+            # Hosts' CPU, memory and disk figures every second rather than 10: a job of seconds has some.
+            "LOCALAWS_USAGE_METRICS_SECONDS": "1",
             # Endpoints: a minute of autoscaling's clock lasts a second (see README, Hosting), and
             # a serving container ignoring SIGTERM is killed after 10 s rather than AWS's 30.
             "LOCALAWS_AUTOSCALING_TIME_SCALE": "60",

@@ -27,6 +27,23 @@ case "$ACCELERATOR" in
   *) not_ready "unknown accelerator $ACCELERATOR" ;;
 esac
 
+# The CloudWatch agent: the training document starts it with include/cloudwatch/host-agent.json, so that the
+# host's CPU, memory, disk and nvidia-smi (or hl-smi) figures reach CloudWatch (CWAgent, read back into the
+# run's summary). Without it the run only lacks those figures: a failed install is said, not fatal.
+CW_CTL=/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl
+if [ ! -x "$CW_CTL" ]; then
+  TOKEN=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 300')
+  REGION=$(curl -sf -H "X-aws-ec2-metadata-token: $TOKEN" http://169.254.169.254/latest/meta-data/placement/region)
+  if command -v dpkg >/dev/null; then
+    PACKAGE="https://amazoncloudwatch-agent-$REGION.s3.$REGION.amazonaws.com/ubuntu/$(dpkg --print-architecture)/latest/amazon-cloudwatch-agent.deb"
+    curl -sfo /tmp/amazon-cloudwatch-agent.deb "$PACKAGE" && dpkg -i -E /tmp/amazon-cloudwatch-agent.deb >/dev/null
+  else
+    dnf install -y -q amazon-cloudwatch-agent || yum install -y -q amazon-cloudwatch-agent
+  fi || true
+  rm -f /tmp/amazon-cloudwatch-agent.deb
+fi
+if [ -x "$CW_CTL" ]; then echo "CloudWatch agent: installed"; else echo "CloudWatch agent: could not be installed (no host metrics)"; fi
+
 systemctl is-active --quiet snap.amazon-ssm-agent.amazon-ssm-agent.service \
   || systemctl is-active --quiet amazon-ssm-agent \
   || not_ready "the SSM agent is not running"

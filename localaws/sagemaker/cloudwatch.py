@@ -12,6 +12,12 @@ _MAX_EVENTS_PER_PUT = 10_000
 _MAX_EVENT_BYTES = 256 * 1024 - 26
 
 
+def put_metrics(cloudwatch, namespace: str, datapoints: list[dict]) -> None:
+    """PutMetricData of ``datapoints``, in puts of at most 1000 (CloudWatch's limit)."""
+    for start in range(0, len(datapoints), 1000):
+        cloudwatch.put_metric_data(Namespace=namespace, MetricData=datapoints[start : start + 1000])
+
+
 def ensure_log_group(logs, group: str) -> None:
     try:
         logs.create_log_group(logGroupName=group)
@@ -117,10 +123,7 @@ class HostLog:
                     logStreamName=self.stream,
                     logEvents=events[start : start + _MAX_EVENTS_PER_PUT],
                 )
-        for start in range(0, len(datapoints), 1000):
-            self.clients.cloudwatch.put_metric_data(
-                Namespace=TRAINING_METRIC_NAMESPACE, MetricData=datapoints[start : start + 1000]
-            )
+        put_metrics(self.clients.cloudwatch, TRAINING_METRIC_NAMESPACE, datapoints)
 
     def close(self) -> None:
         self._stopped.set()

@@ -6,7 +6,8 @@ Gaudi cards where ``hl-smi`` finds them. On a machine without them it runs on th
 The docker runner hands them over as Docker does (``--gpus``: a device request; ``--runtime=habana``),
 the process runner through ``CUDA_VISIBLE_DEVICES`` / ``HABANA_VISIBLE_DEVICES``.
 
-What the machine has is asked once, of ``nvidia-smi -L`` and ``hl-smi``, through ``query`` alone.
+What the machine has is asked once, of ``nvidia-smi -L`` and ``hl-smi``, through ``query`` alone; how
+busy the devices a host got are, at each of its usage samples, through ``figures``.
 """
 
 from __future__ import annotations
@@ -57,11 +58,11 @@ def instance_accelerators(instance_type: str) -> tuple[str | None, int]:
     return None, 0
 
 
-def _lines(command: list[str]) -> list[str]:
+def _lines(command: list[str], timeout: float = 20) -> list[str]:
     if shutil.which(command[0]) is None:
         return []
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=20)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.SubprocessError):
         return []
     return result.stdout.splitlines() if result.returncode == 0 else []
@@ -112,3 +113,45 @@ def grant(instance_type: str) -> Grant:
     kind, wanted = instance_accelerators(instance_type)
     have = query().get(kind, 0) if kind else 0
     return Grant(instance_type, kind, min(wanted, have), wanted)
+
+
+@dataclass(frozen=True)
+class DeviceFigures:
+    """One accelerator's figures at one moment, as ``nvidia-smi`` or ``hl-smi`` report them."""
+
+    utilization: float  # percent of the device busy
+    memory_used_mib: float
+    memory_total_mib: float
+
+    @property
+    def memory_percent(self) -> float:
+        return 100.0 * self.memory_used_mib / self.memory_total_mib if self.memory_total_mib > 0 else 0.0
+
+
+#: The query of each kind's tool: index, utilization, memory used and total (MiB), one device a line.
+_FIGURES = {
+    NVIDIA: [
+        "nvidia-smi",
+        "--query-gpu=index,utilization.gpu,memory.used,memory.total",
+        "--format=csv,noheader,nounits",
+    ],
+    HABANA: ["hl-smi", "-Q", "index,utilization.aip,memory.used,memory.total", "-f", "csv,noheader,nounits"],
+}
+
+
+def figures(grant: Grant | None) -> list[DeviceFigures]:
+    """The figures of the devices ``grant`` gave (the first ``count`` of its kind, as ``visible`` names
+    them); empty when it gave none or the tool does not answer. Whole devices: on AWS a host's devices are
+    its own; here two hosts given the same device both see what either does with it."""
+    if grant is None or not grant.count or grant.kind not in _FIGURES:
+        return []
+    found: dict[int, DeviceFigures] = {}
+    for line in _lines(_FIGURES[grant.kind], timeout=5):
+        fields = [field.strip() for field in line.split(",")]
+        try:
+            index, utilization, used, total = int(fields[0]), float(fields[1]), float(fields[2]), float(fields[3])
+        except (ValueError, IndexError):  # "[N/A]" or a line of another shape
+            continue
+        if index < grant.count:
+            found[index] = DeviceFigures(utilization, used, total)
+    return [found[index] for index in sorted(found)]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from localaws.sagemaker import confined, devices, s3io
+from localaws.sagemaker import confined, devices, s3io, usage
 from localaws.sagemaker.cloudwatch import HostLog, MetricParser
 from localaws.sagemaker.contract import CHECKPOINT_LOCAL_PATH, HostConfig, Layout
 from localaws.sagemaker.frameworks import source
@@ -48,6 +48,7 @@ class HostRun:
     layout: Layout  # on this machine
     process: Host
     log: HostLog
+    sampler: usage.UsageSampler
 
 
 class TrainingExecutor:
@@ -314,7 +315,16 @@ class TrainingExecutor:
                     if host == hosts[0]
                     else None,
                 )
-                runs.append(HostRun(host, layout, Host(running, host_log.write, spec.name), host_log))
+                sampler = usage.training_host(
+                    self.clients,
+                    job.name,
+                    host,
+                    running,
+                    layout.root,
+                    spec.devices,
+                    self.settings.usage_metrics_seconds,
+                )
+                runs.append(HostRun(host, layout, Host(running, host_log.write, spec.name), host_log, sampler))
             # Training begins once every host's container runs, as SageMaker reports it, and a stop
             # before that ends the job without a SIGTERM to an algorithm only just started: run as
             # PID 1, it drops a SIGTERM that comes before its handler is in place and trains on until
@@ -327,6 +337,7 @@ class TrainingExecutor:
             return self._supervise(job, runs, checkpoint_syncs)
         finally:
             for run in runs:
+                run.sampler.close()  # its last sample, while the host can still be read
                 run.process.close()
                 run.log.close()
             # Removing a container takes the engine a moment the job need not wait for (AWS bills no

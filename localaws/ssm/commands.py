@@ -196,7 +196,14 @@ class HostCommands:
         folder = self.settings.work_dir / "ssm-commands" / invocation.command_id / invocation.instance_id
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        daemon = DockerDaemon(self.clients, self.runners, folder, invocation.command_id[:8])
+        daemon = DockerDaemon(
+            self.clients,
+            self.runners,
+            folder,
+            invocation.command_id[:8],
+            instance_id=invocation.instance_id,
+            usage_seconds=self.settings.usage_metrics_seconds,
+        )
         try:
             path = folder / "_script.sh"  # where the agent writes a step's script on a host
             path.write_text(invocation.script)

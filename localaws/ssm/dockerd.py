@@ -14,7 +14,9 @@ localaws can enter), as JSON lines: the request, then the output as it comes and
   SageMaker framework image: ``sagemaker_submit_directory`` is unpacked into /opt/ml/code first, where the
   framework container's toolkit would fetch it on a host (the toolkit's container here cannot reach
   localaws's S3). The accelerator flags (``--gpus``, ``--runtime``) are reported, and the runner gives
-  the devices it has.
+  the devices it has. Once the script has configured the host's CloudWatch agent
+  (``bin/amazon-cloudwatch-agent-ctl``), the containers' use goes to CloudWatch as that agent would send it
+  (``sagemaker/usage.py``'s ``agent_host``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import time
 from pathlib import Path
 
 from localaws import bodies
-from localaws.sagemaker import confined, devices
+from localaws.sagemaker import confined, devices, usage
 from localaws.sagemaker.contract import OPT_ML
 from localaws.sagemaker.frameworks import source
 from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound
@@ -82,13 +84,27 @@ class Connection:
 class DockerDaemon:
     """Serves one command's ``docker`` until ``close``."""
 
-    def __init__(self, clients, runners, folder: Path, name_suffix: str):
+    def __init__(
+        self,
+        clients,
+        runners,
+        folder: Path,
+        name_suffix: str,
+        instance_id: str | None = None,
+        usage_seconds: float = 10.0,
+    ):
         """``folder``: the command's own; /opt/ml mounts must lie inside it. Container names get
-        ``name_suffix`` (two commands may run the same job name)."""
+        ``name_suffix`` (two commands may run the same job name). The containers of ``instance_id`` (the
+        host the command runs on) report their use as the CloudWatch agent on it would, every
+        ``usage_seconds``."""
         self.clients = clients
         self.runners = runners
         self.folder = folder.resolve()
         self.suffix = name_suffix
+        self.instance_id = instance_id
+        self.usage_seconds = usage_seconds
+        #: The host's CloudWatch agent's config, once the script has given it (``amazon-cloudwatch-agent-ctl``).
+        self.agent: dict | None = None
         self.hosts: dict[str, Host] = {}
         self.logged_in: set[str] = set()
         self._lock = threading.Lock()
@@ -205,6 +221,31 @@ class DockerDaemon:
         except (ImageNotFound, EnvironmentBuildError) as error:
             raise Refused(f"Error response from daemon: {error}", 1) from None
 
+    def _agent(self, request: dict, connection: Connection) -> int:
+        """``amazon-cloudwatch-agent-ctl`` (``bin/``): the agent's config taken (``fetch-config``), dropped
+        (``stop``), or its state told (``status``), as the agent's own ctl does."""
+        action = request.get("action")
+        if action == "fetch-config":
+            config = request.get("config")
+            metrics = config.get("metrics") if isinstance(config, dict) else None
+            collected = metrics.get("metrics_collected") if isinstance(metrics, dict) else None
+            if not isinstance(config, dict) or not isinstance(metrics, dict) or not isinstance(collected, dict):
+                raise Refused("amazon-cloudwatch-agent-ctl: the config collects no metrics (metrics_collected)", 1)
+            self.agent = config
+            where = f" of {self.instance_id}" if self.instance_id else ""
+            connection.out(
+                f"[localaws] the CloudWatch agent{where} collects {', '.join(sorted(collected))} into "
+                f"{metrics.get('namespace', usage.AGENT_NAMESPACE)}, every {self.usage_seconds:g} s\n"
+            )
+            return 0
+        if action == "stop":
+            self.agent = None
+            return 0
+        if action == "status":
+            connection.out(json.dumps({"status": "running" if self.agent else "stopped"}) + "\n")
+            return 0
+        raise Refused(f"amazon-cloudwatch-agent-ctl: localaws serves fetch-config, stop and status, not {action}", 1)
+
     def _pull(self, request: dict, connection: Connection) -> int:
         image = str(request.get("image", ""))
         self._ready(image)
@@ -290,6 +331,11 @@ class DockerDaemon:
         except (ImageNotFound, EnvironmentBuildError) as error:
             raise Refused(f"docker: Error response from daemon: {error}", 125) from None
         host = Host(running, connection.out, name)
+        sampler = (
+            usage.agent_host(self.clients, self.instance_id, self.agent, running, root, grant, self.usage_seconds)
+            if self.instance_id and self.agent
+            else None
+        )
         with self._lock:
             self.hosts[given] = host
         try:
@@ -299,6 +345,8 @@ class DockerDaemon:
             host.close()
             return code
         finally:
+            if sampler is not None:
+                sampler.close()
             running.remove()
             with self._lock:
                 self.hosts.pop(given, None)

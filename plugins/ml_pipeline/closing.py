@@ -14,6 +14,8 @@
   time, at the prices of include/prices/) is the summary's ``cost`` and ends the one-line outcome.
 - **The summary** is written beside the run's artifacts; when the bucket itself is gone it says so and
   the summary still reaches the task's log and XCom (and the run's page in the UI, see ``summary_page.py``).
+- **Resource use**: each training host's, endpoint instance's and host's peak and mean CPU, memory, disk
+  and GPU use, read back from CloudWatch, with plain verdicts (``usage.py``); never an error of the run's.
 - **Every part runs** (``close_run``): an error in one is collected, the others still run (the run's
   stack is always torn down), the summary is logged and written, and then one error names them all.
 """
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ml_pipeline import sagemaker_requests as requests
+from ml_pipeline import usage
 from ml_pipeline.infra.teardown import TeardownIncomplete, teardown_stack
 
 if TYPE_CHECKING:
@@ -458,10 +461,11 @@ def summarize(
     failures: dict[str, str],
     teardown_result: dict,
     cost: dict | None = None,
+    resources: dict | None = None,
 ) -> dict:
     """One JSON a newcomer can read: how the run ended, which jobs it ran and how they ended, what they
-    scored, where the weights are, what was removed, and what it cost (``cost.run_cost``'s estimate, when
-    given)."""
+    scored, where the weights are, what was removed, what it cost (``cost.run_cost``'s estimate, when
+    given) and what its machines used (``resources``: ``usage.run_resources``)."""
     best = outcome.get("best") or {}
     training = [job for job in jobs.get("training", []) if not _is_trial(job["name"], jobs)]
     summary = {
@@ -492,6 +496,7 @@ def summarize(
         "smoke_test": outcome.get("smoke_test"),
         "promoted": outcome.get("promoted"),
         "teardown": teardown_result,
+        "resources": resources,
     }
     if cost is not None:
         summary["cost"] = cost
@@ -633,13 +638,16 @@ def close_run(client: Clients, plan: Plan, made: dict, failures: dict[str, str])
     estimate = run_cost(client, plan, jobs or {}, serving, serving_end, made.get("budget_stops") or ())
     if errors:  # this task fails, and with it the run: the summary says so
         failures = {**failures, "close_run": "failed"}
+    # Read once the run's machines are gone, their last samples in; never an error of the run's.
+    resources = usage.run_resources(client, plan, made, jobs or {})
     summary = summarize(
         plan,
         made["outcome"],
         jobs or {},
         failures,
         {**report.as_dict(), "endpoint_kept": kept, "stack": stack_report, "errors": errors},
-        estimate,
+        cost=estimate,
+        resources=resources,
     )
     log.info("the run's summary:\n%s", json.dumps(summary, indent=2, default=str))
     summary["summary"] = part(

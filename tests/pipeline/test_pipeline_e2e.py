@@ -99,6 +99,14 @@ def test_train_mode_end_to_end(airflow, train_run):
     assert "credentials retrieved" not in log
     # compute=sagemaker provisions nothing: one decision skipped the group's tasks, none was started.
     assert "starting task_id=provision.needed_steps" in log and "starting task_id=provision.vpc" not in log
+    # What its training host and endpoint instance used, read back from CloudWatch (SageMaker's metrics).
+    resources = summary["resources"]
+    assert "error" not in resources, resources
+    host = resources["hosts"][f"{summary['training_job']}/algo-1"]
+    assert (
+        0 < host["CPUUtilization"]["mean"] <= host["CPUUtilization"]["peak"] and host["MemoryUtilization"]["peak"] > 0
+    )
+    assert f"{summary['endpoint']}/AllTraffic" in resources["hosts"], resources
 
 
 def test_clearing_the_finished_training_task_reattaches_instead_of_starting_a_second_job(airflow, train_run):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from localaws.sagemaker import archives, devices, frameworks, s3io
+from localaws.sagemaker import archives, devices, frameworks, s3io, usage
 from localaws.sagemaker.contract import SERVING_PORT
 from localaws.sagemaker.frameworks import source
 from localaws.sagemaker.hosting.logs import LogShipper, log_group
@@ -229,6 +229,7 @@ class Instance:
     accepting: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     ping_failures: int = 0
+    sampler: usage.UsageSampler | None = None  # its CPU, memory, disk and GPU figures, from its start
 
     def acquire(self) -> bool:
         """Count a request in; False once the instance is draining or stopped."""
@@ -265,6 +266,8 @@ class Instance:
         """SIGTERM, SIGKILL after ``grace`` seconds, then remove everything it holds."""
         with self.lock:
             self.accepting = False
+        if self.sampler is not None:
+            self.sampler.close()  # its last sample, while its containers can still be read
         for container in self.containers:
             # Idle kept-alive connections first: a server stopping gracefully waits for them.
             container.pool.close()
@@ -331,6 +334,15 @@ class Fleet:
         except BaseException:
             instance.stop(0)
             raise
+        instance.sampler = usage.endpoint_instance(
+            self.clients,
+            endpoint,
+            variant.name,
+            [container.running for container in instance.containers],
+            self.root / endpoint,
+            devices.grant(variant.instance_type),
+            self.settings.usage_metrics_seconds,
+        )
         return instance
 
     def _start_container(self, endpoint: str, variant, instance: Instance, index: int, definition: dict) -> Container:

@@ -39,6 +39,15 @@ class ContainerSpec:
     devices: Grant | None = None
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What one container or process tree has used, read at one moment (``Running.usage``)."""
+
+    cpu_seconds: float  # CPU time since it started, every process and core of it together
+    memory_bytes: int  # memory in use now: resident, a container's without its page cache
+    memory_total_bytes: int  # what it may use: a container's limit, else the machine's memory
+
+
 class Running(abc.ABC):
     """One started container or process."""
 
@@ -61,6 +70,11 @@ class Running(abc.ABC):
     @abc.abstractmethod
     def remove(self) -> None:
         """Release everything it holds (container, process group); idempotent."""
+
+    def usage(self) -> Usage | None:
+        """What it has used so far, cheaply (a usage sample reads it every few seconds); None once it has
+        exited, or where it cannot be read."""
+        return None
 
     def own_address(self) -> str | None:
         """Its own network address, where it has one this machine may reach (a container's on the

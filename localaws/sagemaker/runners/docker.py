@@ -42,7 +42,7 @@ from docker.utils import parse_repository_tag
 from localaws.sagemaker import frameworks
 from localaws.sagemaker.contract import OPT_ML
 from localaws.sagemaker.devices import HABANA, NVIDIA, Grant
-from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound, Running, Runner
+from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound, Running, Runner, Usage
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +278,30 @@ class DockerRunning(Running):
             if self.container.status in ("exited", "dead"):
                 self._exit_code = int(self.container.attrs["State"]["ExitCode"])
         return self._exit_code
+
+    def usage(self) -> Usage | None:
+        """The container's cgroup figures from the engine's stats, one-shot: one request of about 10-20 ms
+        (without one-shot the engine takes two samples a second apart). The engine refreshes them once a
+        second; asked sooner, it answers at its next refresh."""
+        if self._exit_code is not None or self._removed:
+            return None
+        try:
+            stats = self._runner.client.api.stats(self.container.id, stream=False, one_shot=True)
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return None
+        cpu = ((stats.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
+        memory = stats.get("memory_stats") or {}
+        if not cpu and not memory.get("usage"):  # not running: the engine answers zeros
+            return None
+        # What `docker stats` shows: the cgroup's usage less its inactive page cache (v1 and v2 name it apart).
+        cache = (memory.get("stats") or {}).get(
+            "total_inactive_file", (memory.get("stats") or {}).get("inactive_file", 0)
+        )
+        return Usage(
+            cpu_seconds=(cpu or 0) / 1e9,
+            memory_bytes=max(0, int(memory.get("usage") or 0) - int(cache or 0)),
+            memory_total_bytes=int(memory.get("limit") or 0),
+        )
 
     def own_address(self) -> str | None:
         try:

@@ -25,12 +25,14 @@ import venv
 from pathlib import Path
 from typing import Iterator
 
+import psutil
+
 from localaws.image_contexts import ImageContexts
 from localaws.lifetime import die_with_parent
 from localaws.sagemaker import frameworks
 from localaws.sagemaker.contract import OPT_ML_ENV
 from localaws.sagemaker.devices import HABANA, NVIDIA
-from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound, Running, Runner
+from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound, Running, Runner, Usage
 
 # What a process inherits from localaws's environment; the rest is SageMaker's contract.
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "TZ")
@@ -90,10 +92,52 @@ class VirtualEnvs:
         return python
 
 
+class ProcessTree:
+    """The CPU time and memory of a process and every process under it, as psutil reads them (a few
+    milliseconds for a handful of processes).
+
+    CPU time is counted per process (pid and start time), so that one that started since the last
+    reading counts whole and one that has ended keeps what it had used at the last reading; what it used
+    between that reading and its end is not seen."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self._last: dict[tuple[int, float], float] = {}
+        self._ended = 0.0  # the CPU time of the processes gone since, as last read
+
+    def read(self) -> Usage | None:
+        try:
+            root = psutil.Process(self.pid)
+            if root.status() == psutil.STATUS_ZOMBIE:
+                return None
+            processes = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return None
+        current: dict[tuple[int, float], float] = {}
+        resident = 0
+        for process in processes:
+            try:
+                with process.oneshot():
+                    times = process.cpu_times()
+                    current[(process.pid, process.create_time())] = times.user + times.system
+                    resident += process.memory_info().rss
+            except psutil.Error:  # ended while read
+                continue
+        self._ended += sum(cpu for key, cpu in self._last.items() if key not in current)
+        self._last = current
+        return Usage(self._ended + sum(current.values()), resident, psutil.virtual_memory().total)
+
+
 class RunningProcess(Running):
     def __init__(self, process: subprocess.Popen):
         self.process = process
         self._lock = threading.Lock()
+        self._tree = ProcessTree(process.pid)
+
+    def usage(self) -> Usage | None:
+        if self.process.poll() is not None:
+            return None
+        return self._tree.read()
 
     def lines(self) -> Iterator[str]:
         assert self.process.stdout is not None

@@ -12,7 +12,10 @@ deleted by teardown):
                                       credentials, IMDSv2 at hop limit 2), the accelerator passed
                                       through (``--gpus all``, or Habana's ``--runtime=habana``), then
                                       /opt/ml/model uploaded as
-                                      ``<output>/<job>/output/model.tar.gz`` and the log as ``train.log``
+                                      ``<output>/<job>/output/model.tar.gz`` and the log as ``train.log``;
+                                      first, the host's CloudWatch agent started with
+                                      include/cloudwatch/host-agent.json (the host's use, read back by
+                                      ``usage.py``)
 
 The command's output streams to CloudWatch Logs (``/ml-pipeline/host-training``, SSM's
 CloudWatchOutputConfig). ``host_result`` returns what ``steps.pick_best`` returns for a SageMaker job,
@@ -44,6 +47,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SSM_DIR = Path(__file__).resolve().parents[3] / "include" / "ssm"
+#: The host's CloudWatch agent config: CPU, memory, disk and nvidia-smi (or, through its statsd, hl-smi)
+#: figures, which the training document starts the agent with (``usage.py`` reads them back).
+AGENT_CONFIG = Path(__file__).resolve().parents[3] / "include" / "cloudwatch" / "host-agent.json"
 #: Document name prefixes (localaws recognises the same ones: localaws/ssm/documents.py).
 TRAINING_DOCUMENT = "MLPipeline-TrainContainer"
 CHECK_DOCUMENT = "MLPipeline-HostCheck"
@@ -155,6 +161,11 @@ def encode(spec: dict) -> str:
     return base64.b64encode(json.dumps(spec, separators=(",", ":")).encode()).decode()
 
 
+def agent_config() -> str:
+    """include/cloudwatch/host-agent.json as the training document's AgentConfig takes it (base64)."""
+    return encode(json.loads(AGENT_CONFIG.read_text()))
+
+
 def output_path(plan: Plan) -> str:
     return f"s3://{plan['params']['bucket']}/{plan['names']['output_prefix']}"
 
@@ -180,6 +191,7 @@ def command_request(
             "JobName": [job_name(plan)],
             "Image": [image],
             "Spec": [encode(spec)],
+            "AgentConfig": [agent_config()],
             "OutputPath": [output_path(plan)],
             "Accelerator": [accelerator(p["host_instance_type"])],
             "Region": [region],

@@ -8,7 +8,7 @@
 anything is created), else the deployment's: the Airflow Variable ``ml_pipeline_notify``, the same JSON
 (``AIRFLOW_VAR_ML_PIPELINE_NOTIFY`` in the environment sets it too), checked by the run's plan task; else
 nowhere. ``notify: false`` turns the deployment's off for one experiment. ``sns_topic_arn`` goes through
-``SnsNotifier``, ``email`` through ``SesNotifier``; ``on`` picks the outcomes sent (default all three):
+``SnsNotifier``, ``email`` through ``SesNotifier``; ``outcomes`` picks those sent (default all three):
 ``succeeded`` (the model promoted), ``kept_production`` (the quality gate kept production's) and ``failed``.
 
 **What it says.** What ran (experiment, run key, mode, jobs), the objective against production (the gate's
@@ -118,7 +118,7 @@ def describe_target(notify: Mapping[str, Any] | None) -> str:
     where = [f"SNS topic {notify['sns_topic_arn']}"] if notify.get("sns_topic_arn") else []
     if notify.get("email"):
         where.append(f"email to {', '.join(notify['email']['to'])} (SES)")
-    return f"{' and '.join(where)}, on {', '.join(notify.get('on') or OUTCOMES)}"
+    return f"{' and '.join(where)}, on {', '.join(notify.get('outcomes') or OUTCOMES)}"
 
 
 # --- what it says ----------------------------------------------------------------------------------
@@ -377,8 +377,11 @@ def run_end(
         outcome = outcome_of(summary, failures)
         if not notify:
             result: dict = {"outcome": outcome, "skipped": "no notification target"}
-        elif outcome not in (notify.get("on") or OUTCOMES):
-            result = {"outcome": outcome, "skipped": f"{outcome} is not among notify.on ({', '.join(notify['on'])})"}
+        elif outcome not in (notify.get("outcomes") or OUTCOMES):
+            result = {
+                "outcome": outcome,
+                "skipped": f"{outcome} is not among notify.outcomes ({', '.join(notify['outcomes'])})",
+            }
         else:
             job = failed_job(summary) if outcome == "failed" else None
             tail = job_log_tail(clients("logs"), job["name"]) if job and job["kind"] == "training" and clients else None

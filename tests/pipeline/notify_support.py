@@ -26,9 +26,9 @@ class Inbox:
         """What arrived since the last call, each {"subject", "message", "attributes"}, received and deleted."""
         arrived = []
         while True:
-            messages = self.sqs.receive_message(
-                QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
-            ).get("Messages", [])
+            messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
+                "Messages", []
+            )
             if not messages:
                 return arrived
             for message in messages:

@@ -177,9 +177,7 @@ def test_a_run_whose_gate_kept_production_says_so_against_productions_objective(
 
 
 @pytest.mark.slow
-def test_a_failed_runs_message_names_the_task_the_failure_reason_and_the_end_of_the_jobs_log(
-    runs, localaws_process
-):
+def test_a_failed_runs_message_names_the_task_the_failure_reason_and_the_end_of_the_jobs_log(runs, localaws_process):
     from ml_pipeline import notify
 
     entry = runs["failed"]
@@ -273,9 +271,9 @@ def test_a_refused_send_is_reported_and_a_filtered_outcome_is_not_sent(runs, loc
     assert notified["sent"] == [] and len(notified["errors"]) == 1
     assert notified["errors"][0].startswith(f"SNS topic {missing}: NotFound")
     inbox = Inbox(localaws_process, unique("notify"))
-    only_failures = {"sns_topic_arn": inbox.topic_arn, "on": ["failed"]}
+    only_failures = {"sns_topic_arn": inbox.topic_arn, "outcomes": ["failed"]}
     notified = notify.run_end(None, _run(entry), entry["summary"], {}, only_failures, {}, connection)
-    assert notified == {"outcome": "succeeded", "skipped": "succeeded is not among notify.on (failed)"}
+    assert notified == {"outcome": "succeeded", "skipped": "succeeded is not among notify.outcomes (failed)"}
     assert inbox.receive() == []
 
 
@@ -324,9 +322,9 @@ GOOD = {"sns_topic_arn": "arn:aws:sns:eu-west-1:123456789012:ml-runs"}
         ({"email": {"from": "ml@example.com", "to": ["a@example.com\nBcc: x@example.com"]}}, "notify.email.to[0]: "),
         ({"email": {"from": "ml@example.com", "to": []}}, "notify.email.to: [] should be non-empty"),
         ({"email": {"to": ["a@example.com"]}}, "notify.email: 'from' is a required property"),
-        ({**GOOD, "on": ["sometimes"]}, "notify.on[0]: 'sometimes' is not one of"),
+        ({**GOOD, "outcomes": ["sometimes"]}, "notify.outcomes[0]: 'sometimes' is not one of"),
         ({**GOOD, "webhook": "https://example.com"}, "Additional properties are not allowed ('webhook'"),
-        ({"on": ["failed"]}, "notify: 'sns_topic_arn' is a required property"),
+        ({"outcomes": ["failed"]}, "notify: 'sns_topic_arn' is a required property"),
         (True, "notify: True is not of type 'object'"),
     ],
 )
@@ -344,7 +342,7 @@ def test_the_experiments_target_wins_over_the_deployments_and_false_turns_it_off
     from ml_pipeline.experiments import load
     from tests.dags.experiment_support import write_experiment
 
-    email = {"email": {"from": "ml@example.com", "to": ["a@example.com", "b@example.com"]}, "on": ["failed"]}
+    email = {"email": {"from": "ml@example.com", "to": ["a@example.com", "b@example.com"]}, "outcomes": ["failed"]}
     own = load(write_experiment(tmp_path, "own", notify=email))
     off = load(write_experiment(tmp_path, "off", notify=False))
     default = load(write_experiment(tmp_path, "default"))

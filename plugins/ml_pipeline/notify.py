@@ -52,8 +52,9 @@ log = logging.getLogger(__name__)
 VARIABLE = "ml_pipeline_notify"
 OUTCOMES = ("succeeded", "kept_production", "failed")
 TRAINING_LOGS = "/aws/sagemaker/TrainingJobs"
-#: How much of the failed job's log the message carries.
+#: How much of the failed job's log the message carries: its last lines, each cut to a length.
 LOG_LINES = 20
+LOG_LINE_LIMIT = 500
 #: The run's last teardown, which sends the message of every run that reached it (pipeline_dag.outcome).
 OUTCOME_TASK = "outcome"
 #: SNS takes a subject of under 100 ASCII characters without line breaks.
@@ -166,21 +167,26 @@ def redact(line: str) -> str:
 
 
 def job_log_tail(logs: Client, job: str, lines: int = LOG_LINES) -> dict:
-    """The last ``lines`` of a training job's log, its first host's stream (``<job>/algo-1-...``), redacted:
-    {"group", "stream", "lines"}, or {"error": why none}."""
+    """The last ``lines`` of a training job's log, redacted: its first host's stream (``<job>/algo-1-<time>``;
+    the latest, when the job restarted), {"group", "stream", "lines"}; or {"error": why none}."""
     try:
         streams = logs.describe_log_streams(logGroupName=TRAINING_LOGS, logStreamNamePrefix=f"{job}/")["logStreams"]
         if not streams:
             return {"error": f"no log stream {job}/... in {TRAINING_LOGS}"}
-        stream = sorted(s["logStreamName"] for s in streams)[0]
+        first_host = [s for s in streams if s["logStreamName"].startswith(f"{job}/algo-1-")] or streams
+        stream = max(first_host, key=lambda s: (s.get("lastEventTimestamp") or 0, s["logStreamName"]))["logStreamName"]
         events = logs.get_log_events(
             logGroupName=TRAINING_LOGS, logStreamName=stream, limit=lines, startFromHead=False
         )["events"]
     except Exception as error:  # noqa: BLE001 - botocore's errors; the message goes without the log
         code = getattr(error, "response", {}).get("Error", {}).get("Code")
         return {"error": f"{TRAINING_LOGS}: {code or type(error).__name__}"}
-    text = [redact(line) for event in events[-lines:] for line in event["message"].splitlines()]
+    text = [_cut(redact(line)) for event in events[-lines:] for line in event["message"].splitlines()]
     return {"group": TRAINING_LOGS, "stream": stream, "lines": text[-lines:]}
+
+
+def _cut(line: str) -> str:
+    return line if len(line) <= LOG_LINE_LIMIT else line[:LOG_LINE_LIMIT] + " [...]"
 
 
 def _subject(run: Mapping[str, Any], outcome: str, failures: Mapping[str, str]) -> str:

@@ -217,6 +217,13 @@ def test_log_lines_that_look_like_secrets_are_redacted():
     assert redact(plain) == plain
 
 
+def test_a_long_log_line_is_cut():
+    from ml_pipeline.notify import LOG_LINE_LIMIT, _cut
+
+    assert _cut("x" * LOG_LINE_LIMIT) == "x" * LOG_LINE_LIMIT
+    assert _cut("x" * (LOG_LINE_LIMIT + 1)) == "x" * LOG_LINE_LIMIT + " [...]"
+
+
 @pytest.mark.slow
 def test_the_message_goes_to_sns_without_credentials_and_is_read_back_from_sqs(runs, localaws_process, connection):
     from ml_pipeline import notify

@@ -124,6 +124,8 @@ def build_dag(experiment: dict) -> DAG:
         catchup=False,
         max_active_runs=2,
         default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(seconds=20)},
+        # The outcome task sends each run's message; this, that of a run that ended before any teardown ran.
+        on_failure_callback=on_failure(experiment),
         tags=["ml", "sagemaker", "training", f"experiment:{experiment['name']}", f"code:{experiment['code_kind']}"],
     ) as dag:
         _chain(experiment, deploys)
@@ -170,6 +172,7 @@ def plan(folder: str, **context: Any) -> "Plan":
     from ml_pipeline.plan import make_plan
 
     experiment = load(folder)
+    notify_to = _notify_target(experiment)
 
     # The run's date: its logical date (for scheduled and backfilled runs, its data interval's start).
     when = context.get("logical_date") or context.get("data_interval_start") or context["dag_run"].run_after
@@ -189,7 +192,17 @@ def plan(folder: str, **context: Any) -> "Plan":
         p["compute"],
         p["bucket"],
     )
+    get_current_context()["ti"].xcom_push(key="notify", value=notify_to)
     return made
+
+
+def _notify_target(experiment: dict) -> dict | None:
+    """Where the run's message goes (``notify.target``), checked before anything is created."""
+    from ml_pipeline import notify
+
+    target = notify.target(experiment, notify.deployment_setting())
+    log.info("notifications: %s", notify.describe_target(target))
+    return target
 
 
 def _revision(planned: "Revision", experiment: dict, context: "Mapping[str, Any]") -> "Revision":
@@ -477,11 +490,11 @@ def close_run(run_plan: "Plan", reported: dict[str, str]) -> dict:
         raise
 
 
-def outcome() -> None:
-    """The run's verdict in one line. It fails, and with it the run, when a task of the run failed or
-    the run did not reach its end (``closing.failures``): Airflow judges a run by its leaves, and a
-    run marked failed from the UI skips them, so without this the run turned green once its
-    teardown succeeded. A teardown, so that marking the run failed does not skip it too."""
+def outcome(**context: Any) -> None:
+    """The run's verdict in one line, and its message (``notify``). It fails, and with it the run, when a
+    task of the run failed or the run did not reach its end (``closing.failures``): Airflow judges a run
+    by its leaves, and a run marked failed from the UI skips them, so without this the run turned green
+    once its teardown succeeded. A teardown, so that marking the run failed does not skip it too."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from ml_pipeline import closing
@@ -489,9 +502,42 @@ def outcome() -> None:
     summary = xcom("close_run")
     line = closing.outcome_line(summary) if summary else "the run's teardown wrote no summary"
     failed = run_failures()
+    _notify(summary, failed, context)
     if failed:
         raise AirflowFailException(f"{closing.failure_sentence(failed)}: {line}")
     log.info("%s", line)
+
+
+def _notify(summary: dict | None, failed: dict[str, str], context: "Mapping[str, Any]") -> None:
+    """The run's message, to where its plan said (``notify.run_end``); what was sent where is this task's
+    XCom "notified". A failure to send is logged and changes nothing of the run's outcome."""
+    from ml_pipeline import notify
+
+    run_plan = xcom("plan") or {}
+    run = {
+        "experiment": run_plan.get("experiment", {}).get("name") or context["dag"].dag_id[len(DAG_ID_PREFIX) :],
+        "key": run_plan.get("key"),
+        "mode": run_plan.get("params", {}).get("mode"),
+        "dag_id": context["dag"].dag_id,
+        "run_id": context["run_id"],
+    }
+    notified = notify.run_end(client, run, summary, failed, xcom("plan", key="notify"), context, AWS_CONN_ID)
+    context["ti"].xcom_push(key="notified", value=notified)
+
+
+def on_failure(experiment: dict) -> "Callable[[Mapping[str, Any]], None]":
+    """The DAG's on_failure_callback (``notify.unreported_failure``): the message of a run that failed
+    before any teardown ran. Never raises."""
+
+    def unreported_failure(context: "Mapping[str, Any]") -> None:
+        from ml_pipeline import notify
+
+        try:
+            notify.unreported_failure(experiment, context, client, AWS_CONN_ID)
+        except Exception:  # noqa: BLE001 - a notification never changes the run's outcome
+            log.exception("the notification of a run that ended before its teardown was not sent")
+
+    return unreported_failure
 
 
 def provision_step(run_plan: "Plan", pre: dict, step: str, needs: list[str]) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 
 from scripts.run_pipeline import airflow_env, dag_id, experiment_file, migrate, read_summary, run_dag
 from tests.conftest import REPO_ROOT, unique
+from tests.pipeline.notify_support import Inbox
 
 DAG_ID = dag_id("digits")  # the digits example's DAG (experiments/digits)
 
@@ -24,8 +26,12 @@ def airflow(localaws_process, tmp_path_factory):
     env = airflow_env(localaws_process.endpoint_url, home)
     env["ML_PIPELINE_BUCKET"] = unique("pipeline")
     env["ML_PIPELINE_POLL_SECONDS"] = "1"
+    # The deployment's notification target: every run's message lands in this topic's queue.
+    inbox = Inbox(localaws_process, unique("runs"))
+    env["AIRFLOW_VAR_ML_PIPELINE_NOTIFY"] = json.dumps({"sns_topic_arn": inbox.topic_arn})
     migrate(env)
     return {
+        "inbox": inbox,
         "env": env,
         "bucket": env["ML_PIPELINE_BUCKET"],
         "localaws": localaws_process,
@@ -46,6 +52,19 @@ def run(airflow, conf: dict, date: str, name: str, **env) -> tuple[dict, dict | 
 
 def jobs_of(sm, key: str) -> list[dict]:
     return sm.list_training_jobs(NameContains=key, MaxResults=100)["TrainingJobSummaries"]
+
+
+def notification(inbox: Inbox, summary: dict, outcome: str) -> dict:
+    """The one message the run sent at its end (read back from the SQS queue of ``inbox``'s topic): its
+    outcome, its subject, what it says of the run; nothing of the connection's credentials in it."""
+    [message] = inbox.of_run(summary["run"])
+    assert message["attributes"] == {"experiment": "digits", "run": summary["run"], "outcome": outcome}
+    assert message["subject"].startswith(f"digits {summary['mode']} run {summary['run']}: ")
+    text = message["message"]
+    assert f"Run {summary['run']} of experiment digits " in text and f"/runs/{summary['run']}/summary.json" in text
+    for secret in ('"password"', "localaws:localaws", "aws_secret_access_key", "AWS_SECRET"):
+        assert secret not in text
+    return message
 
 
 DATE_A = "2026-03-02T00:00:00+00:00"
@@ -97,6 +116,14 @@ def test_train_mode_end_to_end(airflow, train_run):
     assert f"training job {summary['training_job']} is Completed in " in log
     assert log.count("epoch=1 ") == 1, "the training log was printed more than once"
     assert "credentials retrieved" not in log
+    # Its end was notified: what ran, the gate's verdict, the endpoint, the model version.
+    message = notification(airflow["inbox"], summary, "succeeded")
+    assert message["subject"] == f"digits train run {summary['run']}: succeeded, model promoted"
+    assert f"  training job {summary['training_job']}: Completed\n" in message["message"]
+    assert f"Against production: deploy: {summary['quality_gate']['reason']}" in message["message"]
+    assert f"Endpoint: {summary['endpoint']}, smoke test passed in " in message["message"]
+    assert f"Model package: {summary['model_package']}" in message["message"]
+    assert f"notified: {message['subject']!r} to SNS topic {airflow['inbox'].topic_arn}" in log
     # compute=sagemaker provisions nothing: one decision skipped the group's tasks, none was started.
     assert "starting task_id=provision.needed_steps" in log and "starting task_id=provision.vpc" not in log
     # What its training host and endpoint instance used, read back from CloudWatch (SageMaker's metrics).
@@ -129,7 +156,10 @@ def test_clearing_the_finished_training_task_reattaches_instead_of_starting_a_se
 
 
 def test_tune_mode_end_to_end(airflow, train_run):
-    conf = {"mode": "tune", "model_package_group": airflow["group"], **QUICK}
+    # Its trials cannot win: one epoch under weight_decay 1 leaves a near-uniform model (validation loss about
+    # 2.3, the train run's about 0.1), so the gate keeps the train run's version in production.
+    losing = {"epochs": 1, "weight_decay": 1.0}
+    conf = {"mode": "tune", "model_package_group": airflow["group"], "hyperparameters": losing, **QUICK}
     result, summary = run(airflow, conf, "2026-03-09T00:00:00+00:00", "tune")
     assert result["state"] == "success", (airflow["home"] / "tune.log").read_text()[-5000:]
     assert summary["trials"]["Completed"] == 4
@@ -142,10 +172,15 @@ def test_tune_mode_end_to_end(airflow, train_run):
     gate = summary["quality_gate"]
     assert "production's" in gate["reason"], gate
     assert gate["production"]["objective_metric"] == "validation:loss"
-    if gate["deploy"]:
-        assert summary["smoke_test"]["check"]["accuracy"] >= 0.9
-    else:
-        assert summary["smoke_test"] is None and "does not beat" in gate["reason"]
+    assert gate["production"]["run"] == train_run[1]["run"]
+    assert gate["deploy"] is False and "does not beat" in gate["reason"], gate
+    assert summary["smoke_test"] is None and summary["endpoint"] is None
+    # The message of a gate that kept production: its verdict against production's objective.
+    message = notification(airflow["inbox"], summary, "kept_production")
+    assert message["subject"] == f"digits tune run {summary['run']}: succeeded, production kept"
+    assert f"Against production: keep production: {gate['reason']}" in message["message"]
+    assert f"  tuning job {summary['tuning_job']}: Completed, trials 4 Completed" in message["message"]
+    assert "Endpoint: none: production's model goes on serving" in message["message"]
 
 
 def test_two_logical_dates_write_two_sets_of_artifacts_and_overwrite_nothing(airflow, train_run):
@@ -185,6 +220,10 @@ def test_a_failing_training_job_fails_the_run_and_still_tears_down(airflow, tmp_
     (broken / "train.py").write_text(
         "print('this training script is broken on purpose', flush=True)\nraise RuntimeError('broken on purpose')\n"
     )
+    # This experiment's own notification target, which wins over the deployment's.
+    own = Inbox(airflow["localaws"], unique("broken"))
+    with open(broken / "experiment.yaml", "a") as experiment_yaml:
+        experiment_yaml.write(f'notify: {{sns_topic_arn: "{own.topic_arn}", outcomes: [failed]}}\n')
     monkeypatch.setenv("ML_PIPELINE_EXPERIMENTS_DIR", str(root))  # the DAG file run_dag parses
     result, summary = run(
         airflow,
@@ -204,6 +243,19 @@ def test_a_failing_training_job_fails_the_run_and_still_tears_down(airflow, tmp_
     assert "broken on purpose" in summary["jobs"]["training"][0]["reason"]
     assert f"training job {jobs[0]['TrainingJobName']} was Failed (" in (airflow["home"] / "broken.log").read_text()
     assert len(jobs) == 1  # the sensor's retries re-check the failed job; nothing starts a duplicate
+    # The failure was notified to the experiment's target (not the deployment's): the failing task, the
+    # job's FailureReason and the end of its log.
+    message = notification(own, summary, "failed")
+    assert airflow["inbox"].of_run(summary["run"], timeout=0) == []
+    reason = sm.describe_training_job(TrainingJobName=jobs[0]["TrainingJobName"])["FailureReason"]
+    assert "broken on purpose" in reason
+    assert message["subject"] == f"digits train run {summary['run']}: FAILED at train.wait_for_training_job"
+    text = message["message"]
+    assert "Failing task: train.wait_for_training_job" in text
+    assert f"The training job {jobs[0]['TrainingJobName']}: Failed\nFailureReason: {reason}\n" in text
+    end_of_log = text.split("The end of its log (/aws/sagemaker/TrainingJobs, ", 1)[1]
+    assert "    this training script is broken on purpose" in end_of_log
+    assert "    RuntimeError: broken on purpose" in end_of_log
     assert sm.list_endpoints(NameContains="digits")["Endpoints"] == []
     assert sm.list_models(NameContains=summary["run"])["Models"] == []
     assert sm.list_endpoint_configs(NameContains=summary["run"])["EndpointConfigs"] == []
@@ -298,6 +350,7 @@ def test_invalid_params_and_bad_host_settings_are_refused_before_anything_is_cre
         ({"mode": "train", **QUICK, **conf, "bucket": bucket}, f"2026-08-{24 + number}T00:00:00+00:00")
         for number, ((conf, _), bucket) in enumerate(zip(BAD_HOST_SETTINGS, host_buckets, strict=True))
     ]
+    airflow["inbox"].receive()  # the earlier runs' messages, kept by run
     log_path = airflow["home"] / "refused.log"
     with open(log_path, "w") as log:
         subprocess.run(
@@ -323,3 +376,10 @@ def test_invalid_params_and_bad_host_settings_are_refused_before_anything_is_cre
     assert {b["Name"] for b in s3.list_buckets()["Buckets"]} == buckets
     assert len(sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]) == jobs
     assert len(ec2.describe_vpcs()["Vpcs"]) == vpcs
+    # A run refused before any teardown ran is notified by the DAG's failure callback; a refused trigger
+    # (bad params) is no run and sends nothing.
+    messages = airflow["inbox"].receive()
+    assert len(messages) == outcomes.count("failed"), [m["subject"] for m in messages]
+    for message in messages:
+        assert re.fullmatch(r"digits train run \d{8}-[0-9a-f]{6}: FAILED at (plan|preflight)", message["subject"])
+        assert "No summary: the run ended before its teardown" in message["message"]

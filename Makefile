@@ -20,13 +20,16 @@ run: install
 	$(PY) scripts/run_pipeline.py $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(MODES),--modes $(MODES))
 
 ## Every test, every layer (pytest.ini's markers), including the docker runner's (installs and starts a
-## Docker engine when root).
+## Docker engine when root); on TEST_WORKERS pytest-xdist workers, a test module to each (the tests wait on
+## jobs, containers and Airflow more than they compute: more workers than cores; TEST_WORKERS=0, one process).
+TEST_WORKERS ?= 3
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 test: install
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests $(XDIST)
 
 ## The quick layer: no Docker engine, no end-to-end run of the real network or a DAG, nothing slow.
 test-fast: install
-	$(PY) -m pytest tests -m "not docker and not e2e and not slow"
+	$(PY) -m pytest tests -m "not docker and not e2e and not slow" $(XDIST)
 
 ## ruff (lint, then format) and mypy, as pyproject.toml sets them; CI runs it before the tests.
 lint: install

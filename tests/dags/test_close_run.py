@@ -5,6 +5,7 @@ survives a bucket that refuses it, and it names the attempt the run ended with."
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -154,8 +155,15 @@ def test_the_summary_survives_a_bucket_that_refuses_it(tmp_path, caplog):
             aws_session_token=other["SessionToken"],
         ).create_bucket(Bucket="someone-elses")
         run = plan(bucket="someone-elses")
-        with caplog.at_level("INFO", logger="ml_pipeline.closing"):
-            summary = close_run(server.client, run, made({}), {"plan": "failed"})
+        # caplog's handler on the logger itself: Airflow's logging, set up by a test before this one in the
+        # same process, stops records from propagating to the root logger caplog listens on.
+        logger = logging.getLogger("ml_pipeline.closing")
+        logger.addHandler(caplog.handler)
+        try:
+            with caplog.at_level("INFO", logger="ml_pipeline.closing"):
+                summary = close_run(server.client, run, made({}), {"plan": "failed"})
+        finally:
+            logger.removeHandler(caplog.handler)
     finally:
         server.stop()
     said = [record.getMessage() for record in caplog.records if record.name == "ml_pipeline.closing"]

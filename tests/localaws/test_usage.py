@@ -143,7 +143,7 @@ def test_an_endpoint_instance_under_load_shows_it(localaws, burner):
     try:
         time.sleep(2)  # a quiet second or two first: the figures follow the load, not the start
         began, spent = time.time(), 0.0
-        while time.time() - began < 6:  # one core busy: invocations one after another, each burning 0.5 s
+        while time.time() - began < 10:  # one core busy: invocations one after another, each burning 0.5 s
             answer = runtime.invoke_endpoint(
                 EndpointName=name, Body=json.dumps({"burn": 0.5}), ContentType="application/json"
             )

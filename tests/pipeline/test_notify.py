@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tests.conftest import unique
+from tests.conftest import LocalAWSProcess, unique
 from tests.fixtures import digits_example
 from tests.fixtures.images import QUICK_TRAINER, image_for
 from tests.pipeline.notify_support import Inbox, ses_messages
@@ -251,17 +251,34 @@ def test_the_message_goes_to_sns_without_credentials_and_is_read_back_from_sqs(r
 
 
 @pytest.mark.slow
-def test_the_message_goes_by_email_through_ses(runs, localaws_process, connection):
+def test_the_message_goes_by_email_through_ses(runs, tmp_path, monkeypatch):
+    """On a localaws of its own: moto's record of sent mail is read from its whole state's dump
+    (/moto-api/data.json), which on the session's busy localaws takes longer than the test."""
     from ml_pipeline import notify
 
-    sender, to = f"{unique('ml')}@example.com", ["data-science@example.com"]
-    localaws_process.client("ses").verify_email_identity(EmailAddress=sender)
-    entry = runs["kept"]
-    notified = notify.run_end(
-        None, _run(entry), entry["summary"], {}, {"email": {"from": sender, "to": to}}, {}, connection
-    )
-    assert notified["sent"] == ["email to data-science@example.com (SES)"], notified
-    [mail] = [m for m in ses_messages(localaws_process.endpoint_url) if m["source"] == sender]
+    server = LocalAWSProcess(tmp_path, "process").start()
+    try:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_NOTIFY_SES_TEST",
+            json.dumps(
+                {
+                    "conn_type": "aws",
+                    "login": KEY_ID,
+                    "password": SECRET,
+                    "extra": {"endpoint_url": server.endpoint_url, "region_name": "us-east-1"},
+                }
+            ),
+        )
+        sender, to = f"{unique('ml')}@example.com", ["data-science@example.com"]
+        server.client("ses").verify_email_identity(EmailAddress=sender)
+        entry = runs["kept"]
+        notified = notify.run_end(
+            None, _run(entry), entry["summary"], {}, {"email": {"from": sender, "to": to}}, {}, "notify_ses_test"
+        )
+        assert notified["sent"] == ["email to data-science@example.com (SES)"], notified
+        [mail] = [m for m in ses_messages(server.endpoint_url) if m["source"] == sender]
+    finally:
+        server.stop()
     assert set(mail["destinations"]) == set(to)
     raw = mail["raw_data"]
     assert f"Subject: digits train run {entry['plan']['key']}: succeeded, production kept" in raw

@@ -12,6 +12,8 @@
   reported as such, per resource, and is not an error: teardown's job is that it no longer exists.
 - **The summary** is written beside the run's artifacts; when the bucket itself is gone it says so and
   the summary still reaches the task's log and XCom (and the run's page in the UI, see ``summary_page.py``).
+- **MLflow**: the run, its series, trials and model version are logged to the tracking server once the
+  summary is made (``tracking.log_run``); the summary's ``mlflow`` says where, or why not.
 - **Every part runs** (``close_run``): an error in one is collected, the others still run (the run's
   stack is always torn down), the summary is logged and written, and then one error names them all.
 """
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ml_pipeline import sagemaker_requests as requests
+from ml_pipeline import tracking
 from ml_pipeline.infra.teardown import TeardownIncomplete, teardown_stack
 
 if TYPE_CHECKING:
@@ -603,6 +606,8 @@ def close_run(client: Clients, plan: Plan, made: dict, failures: dict[str, str])
         {**report.as_dict(), "endpoint_kept": kept, "stack": stack_report, "errors": errors},
     )
     log.info("the run's summary:\n%s", json.dumps(summary, indent=2, default=str))
+    # The run in MLflow (never raises: a tracking server that is down is said in the log and the summary).
+    summary["mlflow"] = tracking.log_run(client, plan, summary)
     summary["summary"] = part(
         "write_summary", lambda: write_summary(client("s3"), plan, summary), "not written to S3 (see the error above)"
     )

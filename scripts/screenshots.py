@@ -6,11 +6,12 @@ Starts localaws, an MLflow server (scripts/mlflow_server.py) and an Airflow home
 digits DAG in train mode then in tune mode (quick preset, 4 trials), starts Airflow's api-server on that
 home, and opens in Chromium:
 
-  mlflow-runs.png          the MLflow experiment "digits": its runs listed (the tune run's trials under it)
+  mlflow-runs.png          the MLflow experiment "digits": its runs listed (the tune run's trials under it),
+                           with the objective, the best trial and the gate's verdict as columns
   mlflow-trials.png        the tune run's trials compared on the objective (validation:loss)
-  mlflow-curve.png         the train run's validation:loss, epoch by epoch
-  airflow-link.png         the tune run's close_run task in the Airflow UI, with its "MLflow run" link
-  airflow-link-opened.png  where that link leads
+  mlflow-curve.png         the train run's metrics, epoch by epoch
+  airflow-link.png         the tune run's close_run task in the Airflow UI (Details), its "MLflow run" link
+  airflow-link-opened.png  where that link leads: the tune run in MLflow
 
 and checks what each shows (the runs' names, the link's address). Needs Debian's ``chromium`` (installed with
 apt-get when missing and run as root) and Python's playwright (installed into ``--deps`` when missing:
@@ -41,7 +42,7 @@ from scripts.mlflow_server import MlflowServer, free_port  # noqa: E402
 from scripts.run_pipeline import airflow_env, migrate, read_summary, run_dag  # noqa: E402
 
 PLAYWRIGHT = "playwright==1.65.2"
-WIDTH, HEIGHT = 1600, 1000
+WIDTH, HEIGHT = 1800, 1000
 
 
 def ensure_tools(deps: Path) -> str:
@@ -120,6 +121,21 @@ def run(env: dict, home: Path, endpoint: str, mode: str, date: str) -> dict:
     return {**result, "summary": summary}
 
 
+def close_assistant(page) -> None:
+    """MLflow 3's assistant panel opens beside every page: closed, the page has the width."""
+    with contextlib.suppress(Exception):
+        page.get_by_role("button", name="Close", exact=True).click(timeout=5_000)
+
+
+def add_columns(page, names: tuple[str, ...]) -> None:
+    """Columns of the runs table, picked as a user does: Columns, search, tick."""
+    for name in names:
+        page.get_by_role("button", name="Columns", exact=True).click()
+        page.keyboard.type(name)
+        page.get_by_test_id("column-selector-tree").get_by_text(name, exact=True).first.click()
+        page.keyboard.press("Escape")
+
+
 def shoot(browser: str, out: Path, tracking: str, airflow: str, train: dict, tune: dict) -> list[str]:
     from mlflow import MlflowClient  # noqa: PLC0415
     from playwright.sync_api import sync_playwright  # noqa: PLC0415
@@ -128,55 +144,60 @@ def shoot(browser: str, out: Path, tracking: str, airflow: str, train: dict, tun
     experiment = train["summary"]["mlflow"]["experiment_id"]
     parent = tune["summary"]["mlflow"]["run_id"]
     trials = ml.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
+    quoted = urllib.parse.quote(json.dumps([experiment]))
     said = []
     with sync_playwright() as driver:
         chromium = driver.chromium.launch(executable_path=browser, args=["--no-sandbox", "--disable-gpu"])
         page = chromium.new_page(viewport={"width": WIDTH, "height": HEIGHT})
 
         page.goto(f"{tracking}/#/experiments/{experiment}/runs")
-        page.get_by_text(f"tune-{tune['summary']['run']}").first.wait_for(timeout=60_000)
-        with contextlib.suppress(Exception):  # the tune run's trials, shown under it
-            page.get_by_role("button", name="Expand rows").first.click(timeout=5_000)
+        row = page.get_by_role("row").filter(has_text=f"tune-{tune['summary']['run']}").first
+        row.wait_for(timeout=60_000)
+        close_assistant(page)
+        row.locator("[col-id='attributes.`Run Name`'] button").first.click()  # its trials, under it
+        add_columns(page, ("validation:loss", "best", "quality_gate"))
         page.wait_for_timeout(2_000)
         page.screenshot(path=str(out / "mlflow-runs.png"))
-        said.append(f"mlflow-runs.png: experiment {experiment}'s runs, the tune run's {len(trials)} trials")
+        said.append(f"mlflow-runs.png: the experiment's runs, the tune run's {len(trials)} trials under it")
 
-        ids = json.dumps([run.info.run_id for run in trials])
-        page.goto(
-            f"{tracking}/#/compare-runs?runs={urllib.parse.quote(ids)}&experiments={urllib.parse.quote(json.dumps([experiment]))}"
-        )
-        page.get_by_text("validation:loss").first.wait_for(timeout=60_000)
+        ids = urllib.parse.quote(json.dumps([run.info.run_id for run in trials]))
+        page.goto(f"{tracking}/#/compare-runs?runs={ids}&experiments={quoted}")
+        page.get_by_text("Parallel Coordinates Plot").first.wait_for(timeout=60_000)
+        close_assistant(page)
+        metrics = page.get_by_role("combobox").nth(1)  # parameters, then metrics: the objective alone
+        metrics.click()
+        page.keyboard.press("Backspace")
+        metrics.type("validation:loss")
+        page.keyboard.press("Enter")
+        page.keyboard.press("Escape")
         page.wait_for_timeout(3_000)
         page.screenshot(path=str(out / "mlflow-trials.png"), full_page=True)
-        said.append(f"mlflow-trials.png: the {len(trials)} trials compared")
+        said.append(f"mlflow-trials.png: the {len(trials)} trials compared on validation:loss")
 
-        metric = urllib.parse.quote(json.dumps("validation:loss"))
-        run_ids = urllib.parse.quote(json.dumps([train["summary"]["mlflow"]["run_id"]]))
-        page.goto(
-            f"{tracking}/#/metric?runs={run_ids}&metric={metric}&experiments={urllib.parse.quote(json.dumps([experiment]))}"
-        )
-        page.locator("canvas, svg.main-svg").first.wait_for(timeout=60_000)
+        train_run = train["summary"]["mlflow"]["run_id"]
+        page.goto(f"{tracking}/#/experiments/{experiment}/runs/{train_run}/model-metrics")
+        page.get_by_text("validation:loss").first.wait_for(timeout=60_000)
+        close_assistant(page)
         page.wait_for_timeout(3_000)
         page.screenshot(path=str(out / "mlflow-curve.png"))
-        history = ml.get_metric_history(train["summary"]["mlflow"]["run_id"], "validation:loss")
-        said.append(f"mlflow-curve.png: validation:loss of the train run, {len(history)} points")
+        history = ml.get_metric_history(train_run, "validation:loss")
+        said.append(f"mlflow-curve.png: the train run's metrics, validation:loss in {len(history)} points")
 
         run_id = urllib.parse.quote(tune["run_id"], safe="")
-        page.goto(f"{airflow}/dags/train_digits/runs/{run_id}/tasks/close_run")
-        link = page.get_by_role("link", name="MLflow run")
-        if not link.count():
-            link = page.get_by_role("button", name="MLflow run")
-        link.first.wait_for(timeout=90_000)
+        page.goto(f"{airflow}/dags/train_digits/runs/{run_id}/tasks/close_run/details")
+        link = page.get_by_role("link", name="MLflow run").first
+        link.wait_for(timeout=90_000)
         page.wait_for_timeout(2_000)
         page.screenshot(path=str(out / "airflow-link.png"))
-        href = link.first.get_attribute("href") or ""
+        href = link.get_attribute("href") or ""
         if href != tune["summary"]["mlflow"]["url"]:
             raise SystemExit(f"the Airflow link points to {href!r}, not {tune['summary']['mlflow']['url']}")
-        said.append(f"airflow-link.png: close_run of {tune['run_id']}, its link to {href}")
+        said.append(f"airflow-link.png: the tune run's close_run task, its link to {href}")
         page.goto(href)
         page.get_by_text(f"tune-{tune['summary']['run']}").first.wait_for(timeout=60_000)
+        close_assistant(page)
         page.wait_for_timeout(2_000)
-        page.screenshot(path=str(out / "airflow-link-opened.png"))
+        page.screenshot(path=str(out / "airflow-link-opened.png"), full_page=True)
         said.append("airflow-link-opened.png: the MLflow run the link opens")
         chromium.close()
     return said

@@ -51,6 +51,8 @@ RUN_TAG = "ml_pipeline.run"
 TRIAL_OF_TAG = "ml_pipeline.trial_of"
 TRIAL_TAG = "ml_pipeline.trial"
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+#: What the MLflow UI shows an experiment as: model training (runs, metrics), not GenAI (traces).
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 #: The alias of the registered model's version that production serves (approved in SageMaker's registry).
 PRODUCTION_ALIAS = "production"
 #: MLflow's HTTP settings when the deployment sets none: MLflow's own (7 retries with backoff, 120 s
@@ -168,7 +170,8 @@ def log_run(client: Clients, plan: Plan, summary: dict, conn_id: str = CONN_ID) 
         with _settings(server):
             result = _log(client, plan, summary, server, progress)
     except Exception as error:  # noqa: BLE001 - whatever MLflow or the server did, the run goes on
-        reason = f"MLflow at {server.shown} ({server.source}): {type(error).__name__}: {_first_line(error)}"
+        said = _first_line(error).replace(server.uri, server.shown)  # no credentials from the URI in it
+        reason = f"MLflow at {server.shown} ({server.source}): {type(error).__name__}: {said}"
         return _failed(reason, progress.get("run_id"), time.monotonic() - started)
     log.info(
         "MLflow: run %s logged in %.1f s to %s (%s): %s",
@@ -241,9 +244,11 @@ def _experiment_id(ml: MlflowClient, name: str) -> str:
     if found is not None:
         if found.lifecycle_stage == "deleted":  # deleted in the UI: logging to it again brings it back
             ml.restore_experiment(found.experiment_id)
+        if EXPERIMENT_KIND_TAG not in found.tags:
+            ml.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         return found.experiment_id
     try:
-        return ml.create_experiment(name, tags={"ml_pipeline.experiment": name})
+        return ml.create_experiment(name, tags={"ml_pipeline.experiment": name, EXPERIMENT_KIND_TAG: MODEL_TRAINING})
     except MlflowException:  # another run created it meanwhile
         found = ml.get_experiment_by_name(name)
         if found is None:

@@ -13,6 +13,9 @@ LocalExecutor, dag-processor, triggerer, api-server with the UI; SQLite), one pr
                                                that many workers at start; Airflow's default is 32)
   no log servers                               see below
   AIRFLOW_CONN_AWS_DEFAULT                     localaws's endpoint with dummy local keys
+  MLFLOW_TRACKING_URI                          an MLflow server started here unless set (SQLite in the
+                                               home, artifacts in localaws's S3; its UI address is
+                                               printed, on port 5000 or ML_PIPELINE_MLFLOW_PORT)
 
 Why not `airflow standalone` itself: it starts the scheduler's and the triggerer's log servers (ports
 8793 and 8794), which Airflow binds to every address with no setting to change that, and it cannot be
@@ -39,6 +42,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from collections.abc import Collection
 from typing import IO, cast
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from localaws.lifetime import die_with_parent  # noqa: E402
 from scripts.localaws_process import ensure_localaws  # noqa: E402
+from scripts.mlflow_server import ensure_mlflow  # noqa: E402
 from scripts.run_pipeline import airflow_env, migrate  # noqa: E402
 
 LOCALAWS = os.environ.get("LOCALAWS_ENDPOINT", "http://127.0.0.1:4566")
@@ -100,14 +105,20 @@ def main() -> int:
     home = args.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     env = airflow_environment(home)
-    with ensure_localaws(LOCALAWS, home / "localaws.log", state_dir=localaws_state_dir(home)) as localaws:
+    with (
+        ensure_localaws(LOCALAWS, home / "localaws.log", state_dir=localaws_state_dir(home)) as localaws,
+        ensure_mlflow(home, LOCALAWS) as tracking,
+    ):
+        env["MLFLOW_TRACKING_URI"] = tracking.uri
         migrate(env)
-        return run_components(env, home, spare=localaws.pid if localaws else None)
+        spare = [pid for pid in (localaws.pid if localaws else None, tracking.pid) if pid]
+        return run_components(env, home, spare=spare)
 
 
-def run_components(env: dict[str, str], home: Path, spare: int | None = None) -> int:
+def run_components(env: dict[str, str], home: Path, spare: Collection[int] = ()) -> int:
     """Runs COMPONENTS until Ctrl-C, SIGTERM or one of them ends, then stops them and every process they
-    left; ``spare`` (the localaws started for them) and its descendants are left to their owner."""
+    left; ``spare`` (the localaws and MLflow server started for them) and their descendants are left to
+    their owners."""
     _become_subreaper()
     stopping = threading.Event()
 
@@ -173,15 +184,15 @@ def _become_subreaper() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def end_descendants(spare: int | None = None, timeout: float = 10) -> list[int]:
-    """SIGKILLs every descendant of this process but ``spare`` and its own, and reaps those that became its
-    children; returns their pids."""
+def end_descendants(spare: Collection[int] = (), timeout: float = 10) -> list[int]:
+    """SIGKILLs every descendant of this process but those in ``spare`` and theirs, and reaps those that
+    became its children; returns their pids."""
     import psutil  # noqa: PLC0415 - installed with Airflow
 
     spared: set[int] = set()
-    if spare:
+    for pid in spare:
         with contextlib.suppress(psutil.NoSuchProcess):
-            spared = {spare, *(child.pid for child in psutil.Process(spare).children(recursive=True))}
+            spared |= {pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))}
     left = [child for child in psutil.Process().children(recursive=True) if child.pid not in spared]
     for child in left:
         with contextlib.suppress(psutil.NoSuchProcess):

@@ -2,7 +2,8 @@
 
 ``make run`` runs the digits experiment in train and tune mode and the diabetes experiment in train mode;
 ``make run EXPERIMENT=<name>`` (``--experiment``) runs that experiment's DAG (``--modes``, train by default).
-Starts localaws unless one listens already, prepares a local Airflow home, runs each DAG with
+Starts localaws unless one listens already, and an MLflow tracking server unless MLFLOW_TRACKING_URI is set
+(scripts/mlflow_server.py: its UI address is printed), prepares a local Airflow home, runs each DAG with
 ``dag.test()``, and prints each run's summary (also written as JSON; the paths are printed). The same
 DAGs run against real AWS unchanged: see the README.
 """
@@ -27,6 +28,7 @@ from ml_pipeline.closing import summary_key  # noqa: E402
 from ml_pipeline.naming import run_key  # noqa: E402
 
 from scripts.localaws_process import ensure_localaws  # noqa: E402
+from scripts.mlflow_server import ensure_mlflow  # noqa: E402
 
 #: What plain `make run` runs: (experiment, mode).
 DEFAULT_RUNS = (("digits", "train"), ("digits", "tune"), ("diabetes", "train"))
@@ -201,6 +203,8 @@ def print_summary(summary: dict, run: dict, path: Path) -> None:
     print("teardown        " + ("; ".join(summary["teardown"]["removed"]) or "nothing to remove"))
     if summary["teardown"].get("already_gone"):
         print("already gone    " + "; ".join(summary["teardown"]["already_gone"]))
+    tracked = summary.get("mlflow") or {}
+    print(f"MLflow run      {tracked.get('url') or 'not logged: ' + str(tracked.get('error'))}")
     print(f"summary JSON    {path} (the run wrote it to {summary.get('summary')})")
 
 
@@ -224,8 +228,9 @@ def main() -> int:
         raise SystemExit(f"no experiment file {', '.join(str(experiment_file(name)) for name in missing)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with ensure_localaws(args.endpoint_url, out / "localaws.log"):
+    with ensure_localaws(args.endpoint_url, out / "localaws.log"), ensure_mlflow(out, args.endpoint_url) as tracking:
         env = airflow_env(args.endpoint_url, out / "airflow-home")
+        env["MLFLOW_TRACKING_URI"] = tracking.uri
         started = time.monotonic()
         migrate(env)
         print(f"Airflow home ready in {time.monotonic() - started:.1f}s ({env['AIRFLOW_HOME']})")

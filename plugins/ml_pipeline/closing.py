@@ -16,6 +16,8 @@
   the summary still reaches the task's log and XCom (and the run's page in the UI, see ``summary_page.py``).
 - **Resource use**: each training host's, endpoint instance's and host's peak and mean CPU, memory, disk
   and GPU use, read back from CloudWatch, with plain verdicts (``usage.py``); never an error of the run's.
+- **MLflow**: the run, its series, trials and model version are logged to the tracking server once the
+  summary is made (``tracking.log_run``); the summary's ``mlflow`` says where, or why not.
 - **Every part runs** (``close_run``): an error in one is collected, the others still run (the run's
   stack is always torn down), the summary is logged and written, and then one error names them all.
 """
@@ -32,6 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ml_pipeline import sagemaker_requests as requests
 from ml_pipeline import usage
+from ml_pipeline import tracking
 from ml_pipeline.infra.teardown import TeardownIncomplete, teardown_stack
 
 if TYPE_CHECKING:
@@ -650,6 +653,8 @@ def close_run(client: Clients, plan: Plan, made: dict, failures: dict[str, str])
         resources=resources,
     )
     log.info("the run's summary:\n%s", json.dumps(summary, indent=2, default=str))
+    # The run in MLflow (never raises: a tracking server that is down is said in the log and the summary).
+    summary["mlflow"] = tracking.log_run(client, plan, summary)
     summary["summary"] = part(
         "write_summary", lambda: write_summary(client("s3"), plan, summary), "not written to S3 (see the error above)"
     )

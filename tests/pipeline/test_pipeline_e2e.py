@@ -22,6 +22,9 @@ QUICK = {"preset": "quick", "max_jobs": 4, "max_parallel_jobs": 2}
 
 @pytest.fixture(scope="module")
 def airflow(localaws_process, tmp_path_factory):
+    """An Airflow home against localaws, and an MLflow server (as `make run` starts one) the runs log to."""
+    from scripts.mlflow_server import MlflowServer
+
     home = tmp_path_factory.mktemp("airflow-home")
     env = airflow_env(localaws_process.endpoint_url, home)
     env["ML_PIPELINE_BUCKET"] = unique("pipeline")
@@ -29,15 +32,25 @@ def airflow(localaws_process, tmp_path_factory):
     # The deployment's notification target: every run's message lands in this topic's queue.
     inbox = Inbox(localaws_process, unique("runs"))
     env["AIRFLOW_VAR_ML_PIPELINE_NOTIFY"] = json.dumps({"sns_topic_arn": inbox.topic_arn})
+    tracking = MlflowServer(home, localaws_process.endpoint_url, port=0, bucket=unique("mlflow")).start()
+    env["MLFLOW_TRACKING_URI"] = tracking.uri
     migrate(env)
-    return {
+    yield {
         "inbox": inbox,
         "env": env,
         "bucket": env["ML_PIPELINE_BUCKET"],
         "localaws": localaws_process,
         "home": home,
         "group": unique("digits"),
+        "mlflow": tracking,
     }
+    tracking.stop()
+
+
+def mlflow_client(airflow):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=airflow["mlflow"].uri, registry_uri=airflow["mlflow"].uri)
 
 
 def run(airflow, conf: dict, date: str, name: str, **env) -> tuple[dict, dict | None]:
@@ -134,6 +147,19 @@ def test_train_mode_end_to_end(airflow, train_run):
         0 < host["CPUUtilization"]["mean"] <= host["CPUUtilization"]["peak"] and host["MemoryUtilization"]["peak"] > 0
     )
     assert f"{summary['endpoint']}/AllTraffic" in resources["hosts"], resources
+    # The run in MLflow: tagged with the run and the Airflow run, the job's series (a point per epoch line and
+    # the best epoch's), the registered version linked to the SageMaker package version.
+    ml = mlflow_client(airflow)
+    tracked = ml.get_run(summary["mlflow"]["run_id"])
+    assert tracked.data.tags["ml_pipeline.run"] == summary["run"] and tracked.info.status == "FINISHED"
+    assert tracked.data.tags["airflow.dag_id"] == DAG_ID and tracked.data.tags["airflow.run_id"] == result["run_id"]
+    assert tracked.data.params["image"] == summary["code"]["training_image"]
+    history = ml.get_metric_history(tracked.info.run_id, "validation:loss")
+    assert len(history) > 2 and [p.step for p in history] == list(range(1, len(history) + 1))
+    assert history[-1].value == pytest.approx(summary["metrics"]["validation:loss"])
+    [version] = ml.search_model_versions(f"name = '{airflow['group']}' and run_id = '{tracked.info.run_id}'")
+    assert version.tags["sagemaker.model_package_arn"] == summary["model_package"]
+    assert f"MLflow: run {tracked.info.run_id} logged in " in log
 
 
 def test_clearing_the_finished_training_task_reattaches_instead_of_starting_a_second_job(airflow, train_run):
@@ -181,6 +207,16 @@ def test_tune_mode_end_to_end(airflow, train_run):
     assert f"Against production: keep production: {gate['reason']}" in message["message"]
     assert f"  tuning job {summary['tuning_job']}: Completed, trials 4 Completed" in message["message"]
     assert "Endpoint: none: production's model goes on serving" in message["message"]
+    # In MLflow: the trials as child runs of the run, each with its series, the best one marked.
+    ml = mlflow_client(airflow)
+    parent = ml.get_run(summary["mlflow"]["run_id"])
+    children = ml.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    assert len(children) == 4
+    assert [c.info.run_name for c in children if c.data.tags["best"] == "true"] == [summary["training_job"]]
+    assert all(len(ml.get_metric_history(c.info.run_id, "validation:loss")) > 2 for c in children)
+    assert parent.data.tags["quality_gate"] == "keep production"
 
 
 def test_two_logical_dates_write_two_sets_of_artifacts_and_overwrite_nothing(airflow, train_run):
@@ -256,6 +292,8 @@ def test_a_failing_training_job_fails_the_run_and_still_tears_down(airflow, tmp_
     end_of_log = text.split("The end of its log (/aws/sagemaker/TrainingJobs, ", 1)[1]
     assert "    this training script is broken on purpose" in end_of_log
     assert "    RuntimeError: broken on purpose" in end_of_log
+    tracked = mlflow_client(airflow).get_run(summary["mlflow"]["run_id"])
+    assert tracked.info.status == "FAILED" and tracked.data.tags["state"] == "failed"
     assert sm.list_endpoints(NameContains="digits")["Endpoints"] == []
     assert sm.list_models(NameContains=summary["run"])["Models"] == []
     assert sm.list_endpoint_configs(NameContains=summary["run"])["EndpointConfigs"] == []

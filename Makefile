@@ -23,7 +23,7 @@ run: install
 ## Docker engine when root); on TEST_WORKERS pytest-xdist workers, a test module to each (the tests wait on
 ## jobs, containers and Airflow more than they compute: more workers than cores; TEST_WORKERS=0, one process).
 TEST_WORKERS ?= 3
-XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
 test: install
 	$(PY) -m pytest tests $(XDIST)
 

@@ -164,8 +164,9 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-#: The layers, heaviest first: under pytest-xdist the modules that take longest start first, so that
-#: none of them starts last and keeps one worker busy after the others are done.
+#: The layers, heaviest first: under pytest-xdist the modules that take longest start first (within a layer,
+#: those with the longest time limit first), so that none of them starts last and keeps one worker busy
+#: after the others are done. make test keeps this order (--no-loadscope-reorder).
 LAYERS = ("e2e", "slow", "docker")
 
 
@@ -175,7 +176,7 @@ def pytest_collection_modifyitems(config, items):
     pytest-xdist's ``loadgroup`` (make test), each module is one unit of work unless its tests name
     their own ``xdist_group``: a module's fixtures (a shared DAG run, a trained model) are made once."""
     grouped = config.getoption("dist", "no") == "loadgroup"
-    rank: dict[str, int] = {}
+    rank: dict[str, tuple[int, float]] = {}
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         if {"docker_engine", "localaws_docker", "training_image"} & fixtures or "[docker" in item.nodeid:
@@ -183,7 +184,9 @@ def pytest_collection_modifyitems(config, items):
         if grouped and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
         layer = next((n for n, name in enumerate(LAYERS) if item.get_closest_marker(name)), len(LAYERS))
-        rank[item.module.__name__] = min(layer, rank.get(item.module.__name__, layer))
+        limit = item.get_closest_marker("timeout")
+        weight = (layer, -(limit.args[0] if limit and limit.args else 0))
+        rank[item.module.__name__] = min(weight, rank.get(item.module.__name__, weight))
     result = yield
     if grouped:
         items.sort(key=lambda item: rank[item.module.__name__])  # stable: within a module, as pytest had it

@@ -183,6 +183,7 @@ def test_a_failed_run_undoes_its_deploy_on_a_kept_endpoint_and_rejects_its_model
 
 
 @pytest.mark.e2e
+@pytest.mark.xdist_group("runs_tell_the_truth.forgotten")  # its own localaws and Airflow: another worker's
 def test_after_localaws_forgot_everything_teardown_says_what_is_gone_and_still_summarizes(tmp_path, slow_presets):
     from localaws.client import register_image
     from ml_pipeline.images import context_hash

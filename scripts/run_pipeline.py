@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
 
 from ml_pipeline.closing import summary_key  # noqa: E402
+from ml_pipeline.cost import cost_line  # noqa: E402
 from ml_pipeline.naming import run_key  # noqa: E402
 
 from scripts.localaws_process import ensure_localaws  # noqa: E402
@@ -203,6 +204,13 @@ def print_summary(summary: dict, run: dict, path: Path) -> None:
     print("teardown        " + ("; ".join(summary["teardown"]["removed"]) or "nothing to remove"))
     if summary["teardown"].get("already_gone"):
         print("already gone    " + "; ".join(summary["teardown"]["already_gone"]))
+    if summary.get("cost"):
+        print(f"cost            {cost_line(summary['cost'])} (estimate, prices of {summary['cost'].get('prices')})")
+    for host, figures in ((summary.get("resources") or {}).get("hosts") or {}).items():
+        shown = ", ".join(f"{name} peak {f['peak']:.1f}% mean {f['mean']:.1f}%" for name, f in figures.items())
+        print(f"used            {host}: {shown}")
+    for verdict in (summary.get("resources") or {}).get("verdicts") or []:
+        print(f"verdict         {verdict}")
     tracked = summary.get("mlflow") or {}
     print(f"MLflow run      {tracked.get('url') or 'not logged: ' + str(tracked.get('error'))}")
     print(f"summary JSON    {path} (the run wrote it to {summary.get('summary')})")

@@ -25,6 +25,7 @@ import pytest
 
 from scripts.run_pipeline import airflow_env, bundles, dag_id, migrate
 from tests.conftest import REPO_ROOT, free_port, unique
+from tests.pipeline.notify_support import Inbox
 from tests.support import wait_until
 
 DAG_ID = dag_id("digits")  # the digits example's DAG (experiments/digits)
@@ -130,6 +131,8 @@ def airflow_server(localaws_process, tmp_path_factory):
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         }
     )
+    inbox = Inbox(localaws_process, unique("standalone"))
+    env["AIRFLOW_VAR_ML_PIPELINE_NOTIFY"] = json.dumps({"sns_topic_arn": inbox.topic_arn})
     migrate(env)
     log_path = home / "standalone.log"
     log = open(log_path, "w")
@@ -142,6 +145,7 @@ def airflow_server(localaws_process, tmp_path_factory):
         start_new_session=True,
     )
     server = AirflowServer(env, port, log_path, process.pid)
+    server.inbox = inbox
     try:
         server.wait(lambda: _answers(server.base + "/api/v2/monitor/health"), timeout=180)
         server.token = server.call("GET", "/auth/token").get("access_token")  # all-admins mode: no password
@@ -219,6 +223,11 @@ def test_a_run_marked_failed_while_training_leaves_its_job_stopped(airflow_serve
     assert state == "failed", airflow_server.failed_tasks(run_id)
     assert airflow_server.task_state(run_id, "train.wait_for_training_job") == "failed"
     assert airflow_server.task_state(run_id, "outcome") == "failed"
+    # The outcome task notified the failure under the scheduler too (a run marked failed gets no DAG callback).
+    [message] = airflow_server.inbox.of_run(key)
+    assert message["attributes"]["outcome"] == "failed", message
+    assert message["subject"].startswith(f"digits train run {key}: FAILED"), message
+    assert "Stopped" in message["message"] and "Why it stopped: " in message["message"], message["message"]
     # The summary names the job and how it ended.
     summary = airflow_server.call(
         "GET",

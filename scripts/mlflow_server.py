@@ -104,6 +104,9 @@ class MlflowServer:
             "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
             # The server's own S3 client (the artifact proxy) talks to localaws.
             "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint,
+            # MLflow's job runner (GenAI evaluation jobs, trace rollups: nothing the runs use) is seven
+            # huey consumers that busy-poll, a core's worth between them on a 2-core machine.
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
         }
         env.pop("MLFLOW_TRACKING_URI", None)
         command = [

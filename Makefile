@@ -21,8 +21,8 @@ run: install
 
 ## Every test, every layer (pytest.ini's markers), including the docker runner's (installs and starts a
 ## Docker engine when root); on TEST_WORKERS pytest-xdist workers, a test module to each (the tests wait on
-## jobs, containers and Airflow more than they compute: more workers than cores; TEST_WORKERS=0, one process).
-TEST_WORKERS ?= 3
+## jobs, containers and Airflow as much as they compute; TEST_WORKERS=0, one process).
+TEST_WORKERS ?= 2
 XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
 test: install
 	$(PY) -m pytest tests $(XDIST)

@@ -215,7 +215,8 @@ def test_tune_mode_end_to_end(airflow, train_run):
     )
     assert len(children) == 4
     assert [c.info.run_name for c in children if c.data.tags["best"] == "true"] == [summary["training_job"]]
-    assert all(len(ml.get_metric_history(c.info.run_id, "validation:loss")) > 2 for c in children)
+    # One epoch each (see above): its line and the best epoch's, a series of two points.
+    assert all(len(ml.get_metric_history(c.info.run_id, "validation:loss")) >= 2 for c in children)
     assert parent.data.tags["quality_gate"] == "keep production"
 
 

@@ -133,6 +133,7 @@ def failing_smoke_check(tmp_path, monkeypatch) -> dict:
 
 
 @pytest.mark.e2e
+@pytest.mark.timeout(1500)  # three whole runs: the suite's longest test, started first under make test
 def test_a_failed_run_undoes_its_deploy_on_a_kept_endpoint_and_rejects_its_model_version(
     airflow,  # noqa: F811 - the fixture
     tmp_path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from botocore import session as botocore_session
@@ -100,3 +101,15 @@ def unknown_members(service: str, operation: str, response: dict) -> list[str]:
 
     walk(shape, response, "")
     return found
+
+
+def localaws_connection(endpoint_url: str, login: str = "testing", password: str = "testing") -> str:
+    """An Airflow AWS connection to a localaws (AIRFLOW_CONN_<ID>'s JSON)."""
+    return json.dumps(
+        {
+            "conn_type": "aws",
+            "login": login,
+            "password": password,
+            "extra": {"endpoint_url": endpoint_url, "region_name": "us-east-1"},
+        }
+    )

@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import unique
 from tests.infra.support import plan
+from tests.support import localaws_connection
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -29,14 +30,7 @@ def tasks(pipeline, localaws_process, monkeypatch):
 
     monkeypatch.setenv(
         "AIRFLOW_CONN_AWS_DEFAULT",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "testing",
-                "password": "testing",
-                "extra": {"endpoint_url": localaws_process.endpoint_url, "region_name": "us-east-1"},
-            }
-        ),
+        localaws_connection(localaws_process.endpoint_url),
     )
     aws.client.cache_clear()  # a task process reads its connection once: here, each test is one
     aws.hook.cache_clear()

@@ -22,6 +22,7 @@ from ml_pipeline.config import to_hyperparameter_string
 from tests.conftest import REPO_ROOT, unique
 from tests.fixtures import digits_example
 from tests.infra.support import ZERO, plan
+from tests.support import localaws_connection
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -61,14 +62,7 @@ def airflow_env(localaws, tmp_path) -> dict:
         **os.environ,
         "AIRFLOW_HOME": str(tmp_path / "airflow"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "testing",
-                "password": "testing",
-                "extra": {"endpoint_url": localaws.endpoint_url, "region_name": "us-east-1"},
-            }
-        ),
+        "AIRFLOW_CONN_AWS_DEFAULT": localaws_connection(localaws.endpoint_url),
         "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "plugins"), str(REPO_ROOT)]),
     }
 

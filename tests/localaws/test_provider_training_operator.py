@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT, unique
 from tests.fixtures import digits_example
-from tests.support import training_request
+from tests.support import localaws_connection, training_request
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -56,14 +56,7 @@ def test_training_operator_print_log_shows_the_job_log_live(localaws_process, qu
         **os.environ,
         "AIRFLOW_HOME": str(tmp_path / "airflow"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "testing",
-                "password": "testing",
-                "extra": {"endpoint_url": localaws_process.endpoint_url, "region_name": "us-east-1"},
-            }
-        ),
+        "AIRFLOW_CONN_AWS_DEFAULT": localaws_connection(localaws_process.endpoint_url),
     }
     process = subprocess.Popen(
         [sys.executable, "-c", OPERATOR_SCRIPT, json.dumps(config)],

@@ -18,7 +18,7 @@ from tests.fixtures import digits_example
 from tests.fixtures.images import QUICK_TRAINER, image_for
 from tests.localaws.test_training_jobs import job_request
 from tests.localaws.test_tuning import RANGES, create, definition, tuning_config, wait_tuning
-from tests.support import wait_for_training, wait_until
+from tests.support import localaws_connection, wait_for_training, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -45,14 +45,7 @@ def aws_connection(localaws_process):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(
             "AIRFLOW_CONN_AWS_DEFAULT",
-            json.dumps(
-                {
-                    "conn_type": "aws",
-                    "login": "testing",
-                    "password": "testing",
-                    "extra": {"endpoint_url": localaws_process.endpoint_url, "region_name": "us-east-1"},
-                }
-            ),
+            localaws_connection(localaws_process.endpoint_url),
         )
         yield
 

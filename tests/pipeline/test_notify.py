@@ -15,7 +15,7 @@ from tests.conftest import LocalAWSProcess, unique
 from tests.fixtures import digits_example
 from tests.fixtures.images import QUICK_TRAINER, image_for
 from tests.pipeline.notify_support import Inbox, ses_messages
-from tests.support import training_request, wait_for_training
+from tests.support import localaws_connection, training_request, wait_for_training
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -30,14 +30,7 @@ def connection(localaws_process):
     patch = pytest.MonkeyPatch()
     patch.setenv(
         f"AIRFLOW_CONN_{CONNECTION.upper()}",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": KEY_ID,
-                "password": SECRET,
-                "extra": {"endpoint_url": localaws_process.endpoint_url, "region_name": "us-east-1"},
-            }
-        ),
+        localaws_connection(localaws_process.endpoint_url, KEY_ID, SECRET),
     )
     yield CONNECTION
     patch.undo()
@@ -260,14 +253,7 @@ def test_the_message_goes_by_email_through_ses(runs, tmp_path, monkeypatch):
     try:
         monkeypatch.setenv(
             "AIRFLOW_CONN_NOTIFY_SES_TEST",
-            json.dumps(
-                {
-                    "conn_type": "aws",
-                    "login": KEY_ID,
-                    "password": SECRET,
-                    "extra": {"endpoint_url": server.endpoint_url, "region_name": "us-east-1"},
-                }
-            ),
+            localaws_connection(server.endpoint_url, KEY_ID, SECRET),
         )
         sender, to = f"{unique('ml')}@example.com", ["data-science@example.com"]
         server.client("ses").verify_email_identity(EmailAddress=sender)

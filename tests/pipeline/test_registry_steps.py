@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from tests.pipeline.steps_support import experiment, plan, write
+from tests.support import localaws_connection
 
 
 @pytest.fixture
@@ -17,14 +18,7 @@ def hook(localaws_process, monkeypatch):
 
     monkeypatch.setenv(
         "AIRFLOW_CONN_AWS_DEFAULT",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "testing",
-                "password": "testing",
-                "extra": {"endpoint_url": localaws_process.endpoint_url, "region_name": "us-east-1"},
-            }
-        ),
+        localaws_connection(localaws_process.endpoint_url),
     )
     return SageMakerHook(aws_conn_id="aws_default")
 

@@ -17,7 +17,7 @@ from tests.conftest import free_port, unique
 from tests.fixtures import digits_example
 from tests.fixtures.images import QUICK_TRAINER, image_for
 from tests.infra.support import plan as make_plan
-from tests.support import TERMINAL, wait_for_training, wait_until
+from tests.support import localaws_connection, TERMINAL, wait_for_training, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 EPOCHS = 5
@@ -54,14 +54,7 @@ def hook(localaws_process, monkeypatch):
 
     monkeypatch.setenv(
         "AIRFLOW_CONN_AWS_DEFAULT",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "testing",
-                "password": "testing",
-                "extra": {"endpoint_url": localaws_process.endpoint_url, "region_name": "us-east-1"},
-            }
-        ),
+        localaws_connection(localaws_process.endpoint_url),
     )
     return SageMakerHook(aws_conn_id="aws_default")
 

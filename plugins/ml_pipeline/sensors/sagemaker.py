@@ -98,18 +98,22 @@ class _Deferring(SageMakerBaseSensor):
     def watch_budget(self, context: Context, response: dict) -> None:
         """Without a budget, nothing (the endpoint sensor has none)."""
 
+    def trigger_arguments(self) -> dict[str, Any]:
+        """What every trigger of this sensor's is given: the job, the cadence, the connection."""
+        return {
+            "job_name": self._resource_name(),
+            "job_type": self.job_type,
+            "waiter_delay": self.waiter_delay,
+            "waiter_max_attempts": self.waiter_max_attempts,
+            "aws_conn_id": self.aws_conn_id,
+            "region_name": self.region_name,
+            "verify": self.verify,
+            "botocore_config": self.botocore_config,
+        }
+
     def trigger(self, response: dict):
         """What waits for the job in the triggerer: the provider's SageMakerTrigger."""
-        return SageMakerTrigger(
-            job_name=self._resource_name(),
-            job_type=self.job_type,
-            waiter_delay=self.waiter_delay,
-            waiter_max_attempts=self.waiter_max_attempts,
-            aws_conn_id=self.aws_conn_id,
-            region_name=self.region_name,
-            verify=self.verify,
-            botocore_config=self.botocore_config,
-        )
+        return SageMakerTrigger(**self.trigger_arguments())
 
     def execute(self, context: Context) -> None:
         if not self.deferrable:
@@ -202,16 +206,7 @@ class _Budgeted(_Deferring):
         from ml_pipeline.triggers.sagemaker import SageMakerBudgetTrigger  # noqa: PLC0415
 
         return SageMakerBudgetTrigger(
-            job_name=self._resource_name(),
-            job_type=self.job_type,
-            budget_usd=budget,
-            usd_per_hour=self.usd_per_hour(response),
-            waiter_delay=self.waiter_delay,
-            waiter_max_attempts=self.waiter_max_attempts,
-            aws_conn_id=self.aws_conn_id,
-            region_name=self.region_name,
-            verify=self.verify,
-            botocore_config=self.botocore_config,
+            **self.trigger_arguments(), budget_usd=budget, usd_per_hour=self.usd_per_hour(response)
         )
 
 

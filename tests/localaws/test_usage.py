@@ -141,7 +141,7 @@ def test_an_endpoint_instance_under_load_shows_it(localaws, burner):
     name = unique("burn-ep")
     assert deploy(sm, name, burner, None, env={})["EndpointStatus"] == "InService"
     try:
-        time.sleep(2)  # a quiet second or two first: the figures follow the load, not the start
+        time.sleep(3)  # quiet seconds first: the figures follow the load, not the start
         began, spent = time.time(), 0.0
         while time.time() - began < 10:  # one core busy: invocations one after another, each burning 0.5 s
             answer = runtime.invoke_endpoint(
@@ -170,7 +170,8 @@ def test_an_endpoint_instance_under_load_shows_it(localaws, burner):
     share = spent / (ended - began)
     print(f"{localaws.runner}: CPUUtilization under load {cpu}, before {quiet}, the burner's own share {share:.2f}")
     check_one_core(cpu, share)
-    assert quiet and min(quiet) < 30, quiet  # idle before the load
+    # Idle before the load: its quietest second well below the loaded ones (the first may hold the server's start).
+    assert quiet and min(quiet) < 0.5 * sum(cpu) / len(cpu), (quiet, cpu)
     assert memory and all(0 < value < 100 for value in memory)
 
 

@@ -2,6 +2,8 @@ import uuid
 
 import pytest
 
+from tests.support import localaws_connection
+
 
 @pytest.fixture
 def s3_bucket(localaws_process):
@@ -10,3 +12,12 @@ def s3_bucket(localaws_process):
     name = f"steps-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=name)
     return s3, name
+
+
+@pytest.fixture
+def hook(localaws_process, monkeypatch):
+    """The provider's SageMakerHook on aws_default, pointed at the session's localaws."""
+    from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", localaws_connection(localaws_process.endpoint_url))
+    return SageMakerHook(aws_conn_id="aws_default")

@@ -6,21 +6,8 @@ from __future__ import annotations
 import json
 import uuid
 
-import pytest
 
 from tests.pipeline.steps_support import experiment, plan, write
-from tests.support import localaws_connection
-
-
-@pytest.fixture
-def hook(localaws_process, monkeypatch):
-    from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
-
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_AWS_DEFAULT",
-        localaws_connection(localaws_process.endpoint_url),
-    )
-    return SageMakerHook(aws_conn_id="aws_default")
 
 
 def script_run(tmp_path, bucket="b"):

@@ -17,7 +17,7 @@ from tests.conftest import free_port, unique
 from tests.fixtures import digits_example
 from tests.fixtures.images import QUICK_TRAINER, image_for
 from tests.infra.support import plan as make_plan
-from tests.support import localaws_connection, TERMINAL, wait_for_training, wait_until
+from tests.support import TERMINAL, wait_for_training, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 EPOCHS = 5
@@ -46,17 +46,6 @@ def ml(mlflow_server, monkeypatch):
 @pytest.fixture(scope="module")
 def quick_image(request, localaws_process):
     return image_for(request, localaws_process, QUICK_TRAINER, "quick-trainer")
-
-
-@pytest.fixture
-def hook(localaws_process, monkeypatch):
-    from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
-
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_AWS_DEFAULT",
-        localaws_connection(localaws_process.endpoint_url),
-    )
-    return SageMakerHook(aws_conn_id="aws_default")
 
 
 def channels(s3, bucket: str) -> dict[str, str]:

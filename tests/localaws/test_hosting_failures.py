@@ -152,7 +152,8 @@ def test_an_instance_that_dies_in_service_is_replaced(strict):
     sm, rt = strict.client("sagemaker"), strict.client("sagemaker-runtime")
     name = unique("replace")
     try:
-        assert deploy(sm, name, strict.image_uri, None)["EndpointStatus"] == "InService"
+        # Slow to start, so the replacement stays SystemUpdating longer than a poll, however loaded the machine.
+        assert deploy(sm, name, strict.image_uri, None, env={"START_DELAY": "2"})["EndpointStatus"] == "InService"
         (before,) = instances(strict, name)["Instances"]
         container = before["Containers"][0]
         if "Pid" in container:

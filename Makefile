@@ -23,7 +23,7 @@ run: install
 ## Docker engine when root); on TEST_WORKERS pytest-xdist workers, a test module to each (the tests wait on
 ## jobs, containers and Airflow as much as they compute; TEST_WORKERS=0, one process).
 TEST_WORKERS ?= 2
-XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 test: install
 	$(PY) -m pytest tests $(XDIST)
 

@@ -166,29 +166,27 @@ def unique(prefix: str) -> str:
 
 #: The layers, heaviest first: under pytest-xdist the modules that take longest start first (within a layer,
 #: those with the longest time limit first), so that none of them starts last and keeps one worker busy
-#: after the others are done. make test keeps this order (--no-loadscope-reorder).
+#: after the others are done. make test keeps this order (--dist loadfile --no-loadscope-reorder).
 LAYERS = ("e2e", "slow", "docker")
 
 
 @pytest.hookimpl(wrapper=True)  # around pytest's and xdist's own: marks before them, the order after
 def pytest_collection_modifyitems(config, items):
-    """Whatever needs a Docker engine is marked ``docker`` (``make test-fast`` leaves it out). Under
-    pytest-xdist's ``loadgroup`` (make test), each module is one unit of work unless its tests name
-    their own ``xdist_group``: a module's fixtures (a shared DAG run, a trained model) are made once."""
-    # On a worker (where collection happens) xdist has reset "dist" to "no" and kept the mode as "loadgroup".
-    grouped = bool(getattr(config.option, "loadgroup", False)) or config.getoption("dist", "no") == "loadgroup"
+    """Whatever needs a Docker engine is marked ``docker`` (``make test-fast`` leaves it out). On a
+    pytest-xdist worker (make test: ``--dist loadfile``, each module one unit of work, so that a module's
+    fixtures, a shared DAG run or a trained model, are made once), the modules go heaviest first.
+    (Not ``loadgroup``: with pytest 9 its group names never reach the node ids, and every test was a unit.)"""
+    distributed = hasattr(config, "workerinput")  # collection happens on the workers
     rank: dict[str, tuple[int, float]] = {}
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         if {"docker_engine", "localaws_docker", "training_image"} & fixtures or "[docker" in item.nodeid:
             item.add_marker(pytest.mark.docker)
-        if grouped and item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
         layer = next((n for n, name in enumerate(LAYERS) if item.get_closest_marker(name)), len(LAYERS))
         limit = item.get_closest_marker("timeout")
         weight = (layer, -(limit.args[0] if limit and limit.args else 0))
         rank[item.module.__name__] = min(weight, rank.get(item.module.__name__, weight))
     result = yield
-    if grouped:
+    if distributed:
         items.sort(key=lambda item: rank[item.module.__name__])  # stable: within a module, as pytest had it
     return result

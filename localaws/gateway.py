@@ -28,6 +28,8 @@ from localaws.sagemaker.hosting.lifecycle import HostingEngine
 from localaws.sagemaker.hosting.models import HostingBackend
 from localaws.sagemaker.hosting.router import Router
 from localaws.sagemaker.hosting.runtime import RuntimeResponses, is_invocation
+from localaws.sagemaker.automl import AutoMLBackend
+from localaws.sagemaker.experiments import ExperimentRecords
 from localaws.sagemaker.models import SageMakerBackend
 from localaws.sagemaker.registry import RegistryBackend
 from localaws.sagemaker.responses import TARGET_PREFIX, sagemaker_protocol
@@ -91,7 +93,19 @@ class Gateway:
         self.scaling = ScalingLoop(settings, self.autoscaling, self.hosting_engine, alarms, self.clients)
         self.hosting = HostingBackend(settings, self.sagemaker, self.hosting_engine, self.autoscaling)
         self.registry = RegistryBackend(self.sagemaker)
-        self.sagemaker_api = sagemaker_protocol(self.sagemaker, self.tuning, self.hosting, self.registry)
+        # AutoML jobs and the experiment records of new jobs are kept in moto's records (answered in its gate).
+        self.automl = AutoMLBackend(settings)
+        self.sagemaker_api = sagemaker_protocol(
+            self.sagemaker,
+            self.tuning,
+            self.hosting,
+            self.registry,
+            self.automl,
+            experiments=ExperimentRecords(settings),
+            moto_held=self.automl.operations,
+            in_moto=self._in_moto,
+            engine_owns=lambda arn: arn in self.sagemaker.tags,
+        )
         self.runtime = RuntimeResponses(self.router)
         self.autoscaling_api = AutoScalingResponses(self.autoscaling)
         # Run Command of the project's host documents is carried out here (localaws/ssm); the rest is moto's.
@@ -127,7 +141,7 @@ class Gateway:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         answer = None
         if target.startswith(TARGET_PREFIX) and service in ("sagemaker", None):
-            answer = self.sagemaker_api.handle(environ, target)
+            answer = self.sagemaker_api.handle(environ, target, signing_region(environ))
         elif target.startswith(AUTOSCALING_TARGET_PREFIX):  # sagemaker variants ours, the rest moto's
             answer = self.autoscaling_api.handle(environ, target)
         elif service == "iam":
@@ -140,6 +154,11 @@ class Gateway:
             return self.moto(environ, start_response)
         environ[ENGINE_CHANGE] = True
         return Response(answer[2], status=answer[0], headers=answer[1])(environ, start_response)
+
+    def _in_moto(self, environ: dict, work):
+        """``work()`` as a request into moto is run: in its gate, which ``localaws.state`` puts there (a
+        snapshot waits for it, and a request that may change moto's records marks them to be saved)."""
+        return self.moto.call(lambda _environ, _start_response: work(), environ, None)
 
     # --- localaws's own API ---------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """One endpoint for every service: SageMaker (and Application Auto Scaling for its variants) to our
-engine, everything else to an embedded moto. The engine's parts are built here, each given what it
+engine, what of SageMaker it does not implement and everything else to an embedded moto (ECR's image
+calls after its records are brought into step with localaws's images, ``ecr_images``). The engine's parts are built here, each given what it
 needs in its constructor.
 
 A request's service is read the way AWS's front door reads it: the SigV4
@@ -23,6 +24,8 @@ from localaws.applicationautoscaling.responses import AutoScalingResponses
 from localaws.applicationautoscaling.scaling import ScalingLoop, TargetTrackingAlarms
 from localaws.aws import Clients
 from localaws.aws_errors import AwsError, MotoErrors
+from localaws.ecr_images import TARGET_PREFIX as ECR_TARGET_PREFIX
+from localaws.ecr_images import EcrImages
 from localaws.image_contexts import ImageContexts
 from localaws.sagemaker.hosting.lifecycle import HostingEngine
 from localaws.sagemaker.hosting.models import HostingBackend
@@ -80,6 +83,8 @@ class Gateway:
         self.clients = Clients(settings)
         self.images = ImageContexts(settings.work_dir / "images")
         self.runners = Runners(settings, self.images)
+        # ECR lists (and deletes) the images registered here or pushed to the local registry.
+        self.ecr_images = EcrImages(settings, self.images, self.runners.docker, self.moto, self._in_moto)
         lock = threading.RLock()  # one lock: training, tuning, hosting's resources and the registry
         self.training = TrainingExecutor(settings, self.clients, self.runners, lock)
         self.sagemaker = SageMakerBackend(settings, self.training, lock)
@@ -148,6 +153,8 @@ class Gateway:
             answer = self.iam_simulator.handle(environ)  # reads only
             if answer is not None:
                 return Response(answer[2], status=answer[0], headers=answer[1])(environ, start_response)
+        elif target.startswith(ECR_TARGET_PREFIX):
+            answer = self.ecr_images.handle(environ, target, signing_region(environ))
         elif target.startswith(SSM_TARGET_PREFIX):
             answer = self.ssm.handle(environ, target, signing_region(environ))
         if answer is None:
@@ -171,7 +178,9 @@ class Gateway:
                 body = bodies.loads(bodies.buffer(request.environ, bodies.MAX_ADMIN_BODY) or b"{}")
                 if not isinstance(body, dict) or not all(isinstance(body.get(k), str) for k in ("ImageUri", "Context")):
                     raise ValueError("the body must be a JSON object with the strings ImageUri and Context")
-                return _json(self.images.register(body["ImageUri"], body["Context"]))
+                registered = self.images.register(body["ImageUri"], body["Context"])
+                self.ecr_images.registered(request.environ, body["ImageUri"])
+                return _json(registered)
             if path == "images" and request.method == "GET":
                 return _json(self.images.list())
             parts = path.split("/")

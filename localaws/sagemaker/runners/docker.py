@@ -39,6 +39,7 @@ import requests.exceptions
 import urllib3.exceptions
 from docker.utils import parse_repository_tag
 
+from localaws.image_contexts import ECR_IMAGE
 from localaws.sagemaker import frameworks
 from localaws.sagemaker.contract import OPT_ML
 from localaws.sagemaker.devices import HABANA, NVIDIA, Grant
@@ -51,12 +52,6 @@ DEFAULT_REGISTRY = "127.0.0.1:5000"
 LABEL = "localaws"
 NAME_LABEL = "localaws.name"
 
-ECR_IMAGE = re.compile(
-    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?"
-    r"/(?P<repository>[a-z0-9][a-z0-9._/-]*?)"
-    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
-    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
-)
 
 _STREAM_HEADER = struct.Struct(">BxxxL")
 

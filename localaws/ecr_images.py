@@ -195,7 +195,7 @@ class EcrImages:
                 same_image = gone and (entry.get("digest") == digest or uri == f"{base}@{digest}")
                 if same_image or (tag and uri == f"{base}:{tag}"):
                     self.contexts.unregister(uri)
-            if gone:
+            if gone and digest:
                 self._registry_delete(name, digest)
             if tag:
                 self._untag(f"{base}:{tag}")
@@ -211,8 +211,13 @@ class EcrImages:
             tag = rest[1:] if rest.startswith(":") else None
             if "manifest" not in entry:  # registered by an older localaws: described now
                 entry = {**entry, **manifest_of(Path(entry["context"]))}
-            yield tag, entry["digest"], entry["manifest"], _media_type(entry["manifest"]), entry["size"], entry.get(
-                "pushed_at"
+            yield (
+                tag,
+                entry["digest"],
+                entry["manifest"],
+                _media_type(entry["manifest"]),
+                entry["size"],
+                entry.get("pushed_at"),
             )
 
     def _registry_url(self, name: str, rest: str) -> str:
@@ -295,4 +300,3 @@ def _image(source: str, manifest: str, media_type: str, size: int | None, pushed
 
 def _media_type(manifest: str) -> str:
     return json.loads(manifest).get("mediaType", "application/vnd.oci.image.manifest.v1+json")
-

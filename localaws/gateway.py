@@ -1,7 +1,7 @@
 """One endpoint for every service: SageMaker (and Application Auto Scaling for its variants) to our
 engine, what of SageMaker it does not implement and everything else to an embedded moto (ECR's image
-calls after its records are brought into step with localaws's images, ``ecr_images``). The engine's parts are built here, each given what it
-needs in its constructor.
+calls after its records are brought into step with localaws's images, ``ecr_images``). The engine's
+parts are built here, each given what it needs in its constructor.
 
 A request's service is read the way AWS's front door reads it: the SigV4
 credential scope (``.../<region>/<service>/aws4_request``) and, for JSON

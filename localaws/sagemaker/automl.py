@@ -178,11 +178,13 @@ class AutoMLBackend:
                 job_config[key] = value
         resolved = None
         if tabular.get("ProblemType"):  # what AWS resolves from the data otherwise, which nothing analyses here
-            resolved = {
-                "AutoMLJobObjective": job.auto_ml_job_objective,
-                "ProblemType": tabular["ProblemType"],
-                "CompletionCriteria": tabular.get("CompletionCriteria"),
-            }
+            resolved = _present(
+                {
+                    "AutoMLJobObjective": job.auto_ml_job_objective,
+                    "ProblemType": tabular["ProblemType"],
+                    "CompletionCriteria": tabular.get("CompletionCriteria"),
+                }
+            )
         out = {
             **_common(job),
             "InputDataConfig": [{**channel, **channel_extra} for channel in job.auto_ml_job_input_data_config],

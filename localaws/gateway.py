@@ -29,6 +29,8 @@ from localaws.sagemaker.hosting.models import HostingBackend
 from localaws.sagemaker.hosting.router import Router
 from localaws.sagemaker.hosting.runtime import RuntimeResponses, is_invocation
 from localaws.sagemaker.models import SageMakerBackend
+from localaws.sagemaker.processing import ProcessingExecutor
+from localaws.sagemaker.processing_models import ProcessingBackend
 from localaws.sagemaker.registry import RegistryBackend
 from localaws.sagemaker.responses import TARGET_PREFIX, sagemaker_protocol
 from localaws.sagemaker.runners import Runners
@@ -91,7 +93,12 @@ class Gateway:
         self.scaling = ScalingLoop(settings, self.autoscaling, self.hosting_engine, alarms, self.clients)
         self.hosting = HostingBackend(settings, self.sagemaker, self.hosting_engine, self.autoscaling)
         self.registry = RegistryBackend(self.sagemaker)
-        self.sagemaker_api = sagemaker_protocol(self.sagemaker, self.tuning, self.hosting, self.registry)
+        self.processing = ProcessingBackend(
+            self.sagemaker, ProcessingExecutor(settings, self.clients, self.runners, lock)
+        )
+        self.sagemaker_api = sagemaker_protocol(
+            self.sagemaker, self.tuning, self.hosting, self.registry, self.processing
+        )
         self.runtime = RuntimeResponses(self.router)
         self.autoscaling_api = AutoScalingResponses(self.autoscaling)
         # Run Command of the project's host documents is carried out here (localaws/ssm); the rest is moto's.
@@ -178,6 +185,7 @@ class Gateway:
     def close(self) -> None:
         self.tuning.executor.shutdown()  # first: it would launch new trials as the old ones stop
         self.sagemaker.shutdown()
+        self.processing.shutdown()
         self.scaling.close()  # before the endpoints it scales
         self.hosting.shutdown()
         self.ssm.shutdown()

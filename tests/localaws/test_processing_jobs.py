@@ -7,6 +7,7 @@ what is refused before anything runs."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 import requests
@@ -247,6 +248,52 @@ def test_a_failing_script_fails_the_job_with_its_message_and_uploads_nothing(loc
     assert "ProcessingStartTime" not in done
 
 
+def test_an_input_key_that_climbs_out_fails_the_job_and_links_in_outputs_are_not_followed(
+    localaws, processor, bucket, tmp_path
+):
+    sm, s3 = localaws.client("sagemaker"), localaws.client("s3")
+    outside = tmp_path / "escaped-from-the-input"
+    s3.put_object(Bucket=bucket, Key="in/ok.csv", Body=b"1\n")
+    hostile = "in/" + "../" * 40 + str(outside).lstrip("/")
+    s3.put_object(Bucket=bucket, Key=hostile, Body=b"written outside")
+    name = unique("climbing")
+    sm.create_processing_job(
+        **processing_request(
+            name,
+            processor,
+            [s3_input("in", f"s3://{bucket}/in/", "/opt/ml/processing/in")],
+            [],
+            ["--input", "/opt/ml/processing/in", "--output", "/opt/ml/processing/out"],
+        )
+    )
+    done = wait_for_processing(sm, name)
+    assert done["ProcessingJobStatus"] == "Failed"
+    assert done["FailureReason"].startswith("ClientError: Data download failed:")
+    assert f"s3://{bucket}/{hostile}" in done["FailureReason"]
+    assert not outside.exists()
+
+    # The container leaves links in its output (a file and a folder of this machine's): S3 gets neither.
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "key.txt").write_text("not the job's")
+    name = unique("linking")
+    links = [
+        f"--link=/opt/ml/processing/out/{link}={secret}{target}" for link, target in (("file", "/key.txt"), ("dir", ""))
+    ]
+    sm.create_processing_job(
+        **processing_request(
+            name,
+            processor,
+            [],
+            [s3_output("out", f"s3://{bucket}/out/{name}", "/opt/ml/processing/out")],
+            ["--output", "/opt/ml/processing/out", *links],
+        )
+    )
+    done = wait_for_processing(sm, name)
+    assert done["ProcessingJobStatus"] == "Completed", done.get("FailureReason")
+    assert keys(s3, bucket, f"out/{name}/") == [f"out/{name}/algo-1.json"]
+
+
 def test_stop_ends_the_job_stopped_its_continuous_output_already_uploaded(localaws, processor, bucket):
     sm, s3 = localaws.client("sagemaker"), localaws.client("s3")
     name = unique("stopped")
@@ -317,8 +364,11 @@ def test_list_filters_sorts_and_pages(localaws, processor, bucket):
     rest = sm.list_processing_jobs(NameContains=prefix, MaxResults=2, NextToken=first["NextToken"])
     assert [job["ProcessingJobName"] for job in rest["ProcessingJobSummaries"]] == names[2:]
     assert "NextToken" not in rest
-    created = sm.describe_processing_job(ProcessingJobName=names[1])["CreationTime"]
-    assert listed(CreationTimeAfter=created) == names[2:]
+    # Times by the second as botocore sends them: an hour each side of the first one's creation.
+    created = sm.describe_processing_job(ProcessingJobName=names[0])["CreationTime"]
+    assert listed(CreationTimeAfter=created - timedelta(hours=1)) == names
+    assert listed(CreationTimeBefore=created - timedelta(hours=1)) == []
+    assert listed(LastModifiedTimeAfter=created + timedelta(hours=1)) == []
     pages = sm.get_paginator("list_processing_jobs").paginate(NameContains=prefix, PaginationConfig={"PageSize": 1})
     assert [job["ProcessingJobName"] for page in pages for job in page["ProcessingJobSummaries"]] == names
 

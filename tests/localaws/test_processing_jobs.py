@@ -485,3 +485,88 @@ def test_the_process_runner_reads_an_images_command_and_files_from_its_dockerfil
     assert image.command(None, ["--x"]) == ["--x"]  # arguments replace CMD
     assert image.command(["python3", "-u"], None) == ["python3", "-u"]  # an entrypoint of the job's drops CMD
     assert dockerfile.read(PROCESSOR).command(None, None) == ["python3", "/opt/program/process"]
+
+
+SDK_SCRIPT = """
+import os, sys
+import numpy as np
+
+arguments = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+rows = np.loadtxt(os.path.join(arguments["--in"], "data.csv"), delimiter=",")
+os.makedirs(arguments["--out"], exist_ok=True)
+np.savetxt(os.path.join(arguments["--out"], "sums.csv"), rows.sum(axis=1), fmt="%d")
+print("summed", len(rows), "rows")
+"""
+
+
+def test_the_sagemaker_sdks_script_processor_runs_on_the_framework_image(localaws_process, tmp_path, monkeypatch):
+    """The SDK's ScriptProcessor, unchanged, on its scikit-learn image: its code uploaded as an input under
+    /opt/ml/processing/input/code and run by ``python3`` there, its logs in CloudWatch. (The SDK's own
+    wait and log reader poll every 10 s: the test waits itself.)"""
+    for name, value in {
+        "AWS_ENDPOINT_URL": localaws_process.endpoint_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "SAGEMAKER_VALIDATE_ROLE": "false",
+    }.items():
+        monkeypatch.setenv(name, value)
+    import boto3
+    from sagemaker.core import image_uris
+    from sagemaker.core.helper.session_helper import Session
+    from sagemaker.core.processing import (
+        ProcessingInput,
+        ProcessingOutput,
+        ProcessingS3Input,
+        ScriptProcessor,
+    )
+    from sagemaker.core.shapes import ProcessingS3Output
+
+    s3, bucket = localaws_process.client("s3"), unique("sdk")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="raw/data.csv", Body=b"1,2\n3,4\n")
+    (tmp_path / "prepare.py").write_text(SDK_SCRIPT)
+    session = Session(boto_session=boto3.Session(region_name="us-east-1"), default_bucket=bucket)
+    processor = ScriptProcessor(
+        role=ROLE_ARN,
+        image_uri=image_uris.retrieve(
+            "sklearn", "us-east-1", version="1.2-1", instance_type="ml.m5.large", image_scope="training"
+        ),
+        command=["python3"],
+        instance_count=1,
+        instance_type="ml.m5.large",
+        sagemaker_session=session,
+    )
+    processor.run(
+        code=str(tmp_path / "prepare.py"),
+        inputs=[
+            ProcessingInput(
+                input_name="raw",
+                s3_input=ProcessingS3Input(
+                    s3_uri=f"s3://{bucket}/raw",
+                    local_path="/opt/ml/processing/input/raw",
+                    s3_data_type="S3Prefix",
+                    s3_input_mode="File",
+                ),
+            )
+        ],
+        outputs=[
+            ProcessingOutput(
+                output_name="sums",
+                s3_output=ProcessingS3Output(
+                    s3_uri=f"s3://{bucket}/sums", local_path="/opt/ml/processing/output", s3_upload_mode="EndOfJob"
+                ),
+            )
+        ],
+        arguments=["--in", "/opt/ml/processing/input/raw", "--out", "/opt/ml/processing/output"],
+        wait=False,
+        logs=False,
+    )
+    name = processor.latest_job.processing_job_name
+    job = wait_for_processing(localaws_process.client("sagemaker"), name)
+    assert job["ProcessingJobStatus"] == "Completed", job.get("FailureReason")
+    assert s3.get_object(Bucket=bucket, Key="sums/sums.csv")["Body"].read() == b"3\n7\n"
+    [lines] = log_lines(localaws_process.client("logs"), name).values()
+    assert "summed 2 rows" in " ".join(lines)
+    assert job["AppSpecification"]["ContainerEntrypoint"][0] == "python3"
+    assert any(item["InputName"] == "code" for item in job["ProcessingInputs"])

@@ -34,6 +34,8 @@ from localaws.sagemaker.hosting.runtime import RuntimeResponses, is_invocation
 from localaws.sagemaker.automl import AutoMLBackend
 from localaws.sagemaker.experiments import ExperimentRecords
 from localaws.sagemaker.models import SageMakerBackend
+from localaws.sagemaker.processing import ProcessingExecutor
+from localaws.sagemaker.processing_models import ProcessingBackend
 from localaws.sagemaker.registry import RegistryBackend
 from localaws.sagemaker.responses import TARGET_PREFIX, sagemaker_protocol
 from localaws.sagemaker.runners import Runners
@@ -98,6 +100,9 @@ class Gateway:
         self.scaling = ScalingLoop(settings, self.autoscaling, self.hosting_engine, alarms, self.clients)
         self.hosting = HostingBackend(settings, self.sagemaker, self.hosting_engine, self.autoscaling)
         self.registry = RegistryBackend(self.sagemaker)
+        self.processing = ProcessingBackend(
+            self.sagemaker, ProcessingExecutor(settings, self.clients, self.runners, lock)
+        )
         # AutoML jobs and the experiment records of new jobs are kept in moto's records (answered in its gate).
         self.automl = AutoMLBackend(settings)
         self.sagemaker_api = sagemaker_protocol(
@@ -105,6 +110,7 @@ class Gateway:
             self.tuning,
             self.hosting,
             self.registry,
+            self.processing,
             self.automl,
             experiments=ExperimentRecords(settings),
             moto_held=self.automl.operations,
@@ -206,6 +212,7 @@ class Gateway:
     def close(self) -> None:
         self.tuning.executor.shutdown()  # first: it would launch new trials as the old ones stop
         self.sagemaker.shutdown()
+        self.processing.shutdown()
         self.scaling.close()  # before the endpoints it scales
         self.hosting.shutdown()
         self.ssm.shutdown()

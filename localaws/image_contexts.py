@@ -55,8 +55,9 @@ class ImageContexts:
 
     def register(self, uri: str, context: str) -> dict:
         source = Path(context).resolve()
-        if not (source / "train").is_file() and not (source / "serve").is_file():
-            raise ValueError(f"{source} is not a build context with a train or serve entry")
+        if not any((source / entry).is_file() for entry in ("train", "serve", "Dockerfile")):
+            # A processing image may hold neither entry: its Dockerfile's ENTRYPOINT runs.
+            raise ValueError(f"{source} is not a build context with a train or serve entry, or a Dockerfile")
         key = hashlib.sha256(uri.encode()).hexdigest()[:16]
         snapshot = self.root / "contexts" / key
         with self.lock:

@@ -128,6 +128,16 @@ def _accelerators(devices: Grant | None, environment: dict) -> dict:
     return {}
 
 
+def _command(spec: ContainerSpec) -> list[str] | None:
+    """``docker run``'s command: the arguments where given; none after an entrypoint of the job's own
+    (it replaces the image's CMD too); else ``train``/``serve``, or None: the image's own CMD."""
+    if spec.arguments is not None:
+        return list(spec.arguments)
+    if spec.entrypoint:
+        return []
+    return [spec.command] if spec.command else None
+
+
 def _cut(sock) -> None:
     """End a stream being read in another thread: its read returns what it has, then the end."""
     if sock is not None:
@@ -513,7 +523,7 @@ class DockerRunner(Runner):
         """What ``docker create`` is given for ``spec`` (the SDK's ``containers.create`` arguments)."""
         kwargs: dict = dict(
             image=image,
-            command=spec.arguments if spec.arguments is not None else ([] if spec.entrypoint else [spec.command]),
+            command=_command(spec),
             entrypoint=spec.entrypoint,
             name=spec.name,
             hostname=spec.host_name,

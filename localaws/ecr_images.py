@@ -6,13 +6,16 @@ moto's ECR keeps repositories and the manifests ``PutImage`` gives it, but speak
 nothing pushed reaches it. So before moto answers a call about a repository's images, the repository's
 records are brought into step with where localaws's images are (``sync``): a registered context whose
 URI names the repository (its digest and size from its content, see ``image_contexts``) and each tag
-the registry holds for the repository's name are records of moto's (``ecr_image_record``), a tag
-pointing at the image that holds it now (a tag pushed again moves, as ECR moves it, leaving the
-image it left untagged), and a record whose image is gone is gone. moto then answers as for any
-record. A ``BatchDeleteImage`` that deletes an image deletes it where it is, too: the context is
-deregistered, the registry's manifest deleted, the Docker engine's tag of the ECR URI removed; a job
-naming it afterwards fails as on AWS (``ClientError: Requested image ... not found``). A tag deleted
-from an image the registry keeps under another tag comes back (the registry cannot untag).
+the registry holds for the repository's name are records of moto's (its own ``Image``, marked as
+ours, so that it persists with moto's state), a tag pointing at the image that holds it now (a tag
+pushed again moves, as ECR moves it, leaving the image it left untagged), and a record whose image is
+gone is gone. moto then answers as for any record, but for ``imageSizeInBytes`` of ours, which is the
+sum of the image's layers as ECR gives it (moto's says the size of the config).
+
+A ``BatchDeleteImage`` that deletes an image deletes it where it is, too: the context is deregistered,
+the registry's manifest deleted, the Docker engine's tag of the ECR URI removed; a job naming it
+afterwards fails as on AWS (``ClientError: Requested image ... not found``). A tag deleted from an
+image the registry keeps under another tag comes back (the registry cannot untag).
 
 Registering a context under an ECR URI whose repository does not exist creates it (an ECR repository
 creation template's "create on push"); an image pushed to the registry shows in a repository that
@@ -80,13 +83,29 @@ class EcrImages:
             return None  # moto says what is wrong with it
         backend = self._backend(params.get("registryId"), region)
         self.in_moto(environ, lambda: self.sync(backend, name))
-        if operation != "BatchDeleteImage":
+        if operation not in ("BatchDeleteImage", "DescribeImages"):
             return None
-        answer = self._moto_answer(environ)
-        if answer[0] == 200:
-            deleted = json.loads(answer[2] or b"{}").get("imageIds", [])
-            self.in_moto(environ, lambda: self.forget(backend, name, deleted))
-        return answer
+        status, headers, body = self._moto_answer(environ)
+        if status != 200:
+            return status, headers, body
+        answer = json.loads(body or b"{}")
+        if operation == "BatchDeleteImage":
+            self.in_moto(environ, lambda: self.forget(backend, name, answer.get("imageIds", [])))
+            return status, headers, body
+        sizes = self._sizes(backend, name)
+        for detail in answer.get("imageDetails", []):
+            if detail.get("imageDigest") in sizes:
+                detail["imageSizeInBytes"] = sizes[detail["imageDigest"]]
+        return status, headers, json.dumps(answer).encode()
+
+    @staticmethod
+    def _sizes(backend, name: str) -> dict[str, int]:
+        repository = backend.repositories.get(name)
+        return {
+            record.get_image_digest(): record.localaws_size
+            for record in (repository.images if repository else [])
+            if _ours(record) and record.localaws_size is not None
+        }
 
     def _backend(self, registry_id: str | None, region: str | None):
         from moto.ecr.models import ecr_backends  # noqa: PLC0415 - moto loads with the gateway
@@ -135,7 +154,7 @@ class EcrImages:
     # --- moto's records in step with the images ----------------------------------------------------
 
     def sync(self, backend, name: str) -> None:
-        from localaws.ecr_image_record import LocalImage  # noqa: PLC0415 - subclasses moto's record
+        from moto.ecr.models import Image  # noqa: PLC0415 - moto loads with the gateway
 
         repository = backend.repositories.get(name)
         if repository is None:
@@ -149,9 +168,7 @@ class EcrImages:
             image = wanted.setdefault(digest, _image("registry", manifest, media_type, size, None))
             image["tags"].add(tag)
         repository.images[:] = [
-            record
-            for record in repository.images
-            if not isinstance(record, LocalImage) or record.get_image_digest() in wanted
+            record for record in repository.images if not _ours(record) or record.get_image_digest() in wanted
         ]
         for digest, image in wanted.items():
             record = next((r for r in repository.images if r.get_image_digest() == digest), None)
@@ -160,21 +177,21 @@ class EcrImages:
                     for tag in image["tags"] & set(other.image_tags):
                         other.remove_tag(tag)
             if record is None:
-                record = LocalImage(
-                    source=image["source"],
-                    size=image["size"],
+                record = Image(
                     account_id=repository.registry_id,
-                    tag=None,
+                    tag=None,  # type: ignore[arg-type]  # untagged, as moto's own untagged images are
                     manifest=image["manifest"],
                     repository=name,
                     image_manifest_mediatype=image["media_type"],
                     digest=digest,
                     registry_id=repository.registry_id,
                 )
+                # Marked as ours: plain attributes of moto's own record, which persists with its state.
+                vars(record).update(localaws_source=image["source"], localaws_size=image["size"])
                 if image["pushed_at"]:
                     record.image_pushed_at = int(image["pushed_at"])
                 repository.images.append(record)
-            if isinstance(record, LocalImage):
+            if _ours(record):
                 record.image_tags = sorted(image["tags"])
             else:  # a record PutImage made for the same manifest: it gains the tags
                 record.image_tags = sorted(set(record.image_tags) | image["tags"])
@@ -285,6 +302,11 @@ class EcrImages:
             runner.client.images.remove(uri)
         except docker.errors.DockerException:
             pass  # the engine never had it
+
+
+def _ours(record) -> bool:
+    """Whether a record of moto's is one of localaws's images (``sync`` made it)."""
+    return getattr(record, "localaws_source", None) is not None
 
 
 def _image(source: str, manifest: str, media_type: str, size: int | None, pushed_at: float | None) -> dict:

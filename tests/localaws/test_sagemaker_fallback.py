@@ -274,7 +274,11 @@ def test_an_operation_neither_implements_is_aws_unknown_operation_naming_it(sm, 
 
 
 @pytest.mark.slow
-def test_experiments_and_automl_jobs_persist_across_a_restart(tmp_path):
+def test_experiments_automl_jobs_and_ecr_images_persist_across_a_restart(tmp_path):
+    from localaws.client import register_image
+
+    from tests.fixtures.docker_engine import ecr_uri
+    from tests.fixtures.images import QUICK_TRAINER
     from tests.localaws.test_state import Restartable
 
     server = Restartable(tmp_path).start()
@@ -291,7 +295,11 @@ def test_experiments_and_automl_jobs_persist_across_a_restart(tmp_path):
             AutoMLJobConfig={"CompletionCriteria": {"MaxAutoMLJobRuntimeInSeconds": 3}},
         )
         created = sm.describe_auto_ml_job(AutoMLJobName=name)["CreationTime"]
+        repository = unique("kept")
+        register_image(server.endpoint_url, ecr_uri(repository, "v1"), QUICK_TRAINER)
+        image = server.client("ecr").describe_images(repositoryName=repository)["imageDetails"]
         server.end("SIGTERM")
+        assert "cannot be persisted" not in server.log()
         server.start()
         sm = server.client("sagemaker")
         assert [t["TrialName"] for t in sm.list_trials(ExperimentName=experiment)["TrialSummaries"]] == [trial]
@@ -302,5 +310,7 @@ def test_experiments_and_automl_jobs_persist_across_a_restart(tmp_path):
         )
         assert job["CreationTime"] == created
         assert job["AutoMLJobSecondaryStatus"] == "MaxAutoMLJobRuntimeReached"
+        again = server.client("ecr").describe_images(repositoryName=repository)["imageDetails"]
+        assert again == image  # digest, tags, size, push time
     finally:
         server.stop()

@@ -32,8 +32,8 @@ from localaws.sagemaker.experiments import ExperimentRecords
 
 TARGET_PREFIX = "SageMaker."
 
-#: Operations moto has whose records are what our engine runs (tuning jobs are ours; processing and
-#: transform jobs are the engine's to run): never moto's, which would say a job ran that never did.
+#: Operations moto has on what our engine runs (tuning, processing and transform jobs): never moto's
+#: records, which would say a job ran that never did (the engine's backends take the ones they implement).
 ENGINE_KEPT = frozenset(
     {
         "DeleteHyperParameterTuningJob",

@@ -1,6 +1,7 @@
 """One endpoint for every service: SageMaker (and Application Auto Scaling for its variants) to our
-engine, everything else to an embedded moto. The engine's parts are built here, each given what it
-needs in its constructor.
+engine, what of SageMaker it does not implement and everything else to an embedded moto (ECR's image
+calls after its records are brought into step with localaws's images, ``ecr_images``). The engine's
+parts are built here, each given what it needs in its constructor.
 
 A request's service is read the way AWS's front door reads it: the SigV4
 credential scope (``.../<region>/<service>/aws4_request``) and, for JSON
@@ -23,16 +24,24 @@ from localaws.applicationautoscaling.responses import AutoScalingResponses
 from localaws.applicationautoscaling.scaling import ScalingLoop, TargetTrackingAlarms
 from localaws.aws import Clients
 from localaws.aws_errors import AwsError, MotoErrors
+from localaws.ecr_images import TARGET_PREFIX as ECR_TARGET_PREFIX
+from localaws.ecr_images import EcrImages
 from localaws.image_contexts import ImageContexts
 from localaws.sagemaker.hosting.lifecycle import HostingEngine
 from localaws.sagemaker.hosting.models import HostingBackend
 from localaws.sagemaker.hosting.router import Router
 from localaws.sagemaker.hosting.runtime import RuntimeResponses, is_invocation
+from localaws.sagemaker.automl import AutoMLBackend
+from localaws.sagemaker.experiments import ExperimentRecords
 from localaws.sagemaker.models import SageMakerBackend
+from localaws.sagemaker.processing import ProcessingExecutor
+from localaws.sagemaker.processing_models import ProcessingBackend
 from localaws.sagemaker.registry import RegistryBackend
 from localaws.sagemaker.responses import TARGET_PREFIX, sagemaker_protocol
 from localaws.sagemaker.runners import Runners
 from localaws.sagemaker.training import TrainingExecutor
+from localaws.sagemaker.transform.executor import TransformExecutor
+from localaws.sagemaker.transform.models import TransformBackend
 from localaws.sagemaker.tuning.executor import TuningExecutor
 from localaws.sagemaker.tuning.models import TuningBackend
 from localaws.settings import Settings
@@ -78,6 +87,8 @@ class Gateway:
         self.clients = Clients(settings)
         self.images = ImageContexts(settings.work_dir / "images")
         self.runners = Runners(settings, self.images)
+        # ECR lists (and deletes) the images registered here or pushed to the local registry.
+        self.ecr_images = EcrImages(settings, self.images, self.runners.docker, self.moto, self._in_moto)
         lock = threading.RLock()  # one lock: training, tuning, hosting's resources and the registry
         self.training = TrainingExecutor(settings, self.clients, self.runners, lock)
         self.sagemaker = SageMakerBackend(settings, self.training, lock)
@@ -91,7 +102,28 @@ class Gateway:
         self.scaling = ScalingLoop(settings, self.autoscaling, self.hosting_engine, alarms, self.clients)
         self.hosting = HostingBackend(settings, self.sagemaker, self.hosting_engine, self.autoscaling)
         self.registry = RegistryBackend(self.sagemaker)
-        self.sagemaker_api = sagemaker_protocol(self.sagemaker, self.tuning, self.hosting, self.registry)
+        self.processing = ProcessingBackend(
+            self.sagemaker, ProcessingExecutor(settings, self.clients, self.runners, lock)
+        )
+        # Batch transform: its jobs start their models' containers with hosting's fleet.
+        self.transform = TransformBackend(
+            self.sagemaker, self.hosting, TransformExecutor(settings, self.clients, self.hosting_engine.fleet, lock)
+        )
+        # AutoML jobs and the experiment records of new jobs are kept in moto's records (answered in its gate).
+        self.automl = AutoMLBackend(settings)
+        self.sagemaker_api = sagemaker_protocol(
+            self.sagemaker,
+            self.tuning,
+            self.hosting,
+            self.registry,
+            self.processing,
+            self.transform,
+            self.automl,
+            experiments=ExperimentRecords(settings),
+            moto_held=self.automl.operations,
+            in_moto=self._in_moto,
+            engine_owns=lambda arn: arn in self.sagemaker.tags,
+        )
         self.runtime = RuntimeResponses(self.router)
         self.autoscaling_api = AutoScalingResponses(self.autoscaling)
         # Run Command of the project's host documents is carried out here (localaws/ssm); the rest is moto's.
@@ -127,19 +159,26 @@ class Gateway:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         answer = None
         if target.startswith(TARGET_PREFIX) and service in ("sagemaker", None):
-            answer = self.sagemaker_api.handle(environ, target)
+            answer = self.sagemaker_api.handle(environ, target, signing_region(environ))
         elif target.startswith(AUTOSCALING_TARGET_PREFIX):  # sagemaker variants ours, the rest moto's
             answer = self.autoscaling_api.handle(environ, target)
         elif service == "iam":
             answer = self.iam_simulator.handle(environ)  # reads only
             if answer is not None:
                 return Response(answer[2], status=answer[0], headers=answer[1])(environ, start_response)
+        elif target.startswith(ECR_TARGET_PREFIX):
+            answer = self.ecr_images.handle(environ, target, signing_region(environ))
         elif target.startswith(SSM_TARGET_PREFIX):
             answer = self.ssm.handle(environ, target, signing_region(environ))
         if answer is None:
             return self.moto(environ, start_response)
         environ[ENGINE_CHANGE] = True
         return Response(answer[2], status=answer[0], headers=answer[1])(environ, start_response)
+
+    def _in_moto(self, environ: dict, work):
+        """``work()`` as a request into moto is run: in its gate, which ``localaws.state`` puts there (a
+        snapshot waits for it, and a request that may change moto's records marks them to be saved)."""
+        return self.moto.call(lambda _environ, _start_response: work(), environ, None)
 
     # --- localaws's own API ---------------------------------------------------------------
 
@@ -152,7 +191,9 @@ class Gateway:
                 body = bodies.loads(bodies.buffer(request.environ, bodies.MAX_ADMIN_BODY) or b"{}")
                 if not isinstance(body, dict) or not all(isinstance(body.get(k), str) for k in ("ImageUri", "Context")):
                     raise ValueError("the body must be a JSON object with the strings ImageUri and Context")
-                return _json(self.images.register(body["ImageUri"], body["Context"]))
+                registered = self.images.register(body["ImageUri"], body["Context"])
+                self.ecr_images.registered(request.environ, body["ImageUri"])
+                return _json(registered)
             if path == "images" and request.method == "GET":
                 return _json(self.images.list())
             parts = path.split("/")
@@ -178,6 +219,8 @@ class Gateway:
     def close(self) -> None:
         self.tuning.executor.shutdown()  # first: it would launch new trials as the old ones stop
         self.sagemaker.shutdown()
+        self.processing.shutdown()
+        self.transform.shutdown()  # before hosting's fleet, which started its containers
         self.scaling.close()  # before the endpoints it scales
         self.hosting.shutdown()
         self.ssm.shutdown()

@@ -28,13 +28,11 @@ Answer = tuple[int, list, bytes]
 
 
 def snake(operation: str) -> str:
-    """``CreateTrainingJob`` -> ``create_training_job``: the handler's name."""
-    out = []
-    for index, char in enumerate(operation):
-        if char.isupper() and index:
-            out.append("_")
-        out.append(char.lower())
-    return "".join(out)
+    """``CreateTrainingJob`` -> ``create_training_job``, ``CreateAutoMLJobV2`` -> ``create_auto_ml_job_v2``:
+    the handler's name, as boto3 names the client's method (botocore's ``xform_name``)."""
+    from botocore import xform_name  # noqa: PLC0415 - botocore's models load with the first request
+
+    return xform_name(operation)
 
 
 def json_default(value: Any) -> Any:

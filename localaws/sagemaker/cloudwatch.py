@@ -1,4 +1,5 @@
-"""A training host's log stream and metrics, shipped to CloudWatch while the job runs."""
+"""A training or processing host's log stream (and a training host's metrics), shipped to CloudWatch
+while the job runs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import threading
 import time
 
 TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+PROCESSING_LOG_GROUP = "/aws/sagemaker/ProcessingJobs"
 TRAINING_METRIC_NAMESPACE = "/aws/sagemaker/TrainingJobs"
 _MAX_EVENTS_PER_PUT = 10_000
 _MAX_EVENT_BYTES = 256 * 1024 - 26
@@ -59,14 +61,23 @@ class MetricParser:
 
 
 class HostLog:
-    """One host's log stream ``<job>/algo-<n>-<epoch>`` plus its metric series.
+    """One host's log stream ``<job>/algo-<n>-<epoch>`` in ``group`` plus its metric series.
 
     Lines are buffered and shipped every ``flush_seconds`` by a background thread,
     so a reader polling GetLogEvents sees them while the job is still running.
     """
 
-    def __init__(self, clients, job_name: str, host: str, flush_seconds: float, metrics: MetricParser | None):
+    def __init__(
+        self,
+        clients,
+        job_name: str,
+        host: str,
+        flush_seconds: float,
+        metrics: MetricParser | None,
+        group: str = TRAINING_LOG_GROUP,
+    ):
         self.clients = clients
+        self.group = group
         self.stream = f"{job_name}/{host}-{int(time.time())}"
         self.dimension = f"{job_name}/{host}"
         self.flush_seconds = flush_seconds
@@ -111,15 +122,15 @@ class HostLog:
         logs = self.clients.logs
         if events:
             if not self._created:
-                ensure_log_group(logs, TRAINING_LOG_GROUP)
+                ensure_log_group(logs, self.group)
                 try:
-                    logs.create_log_stream(logGroupName=TRAINING_LOG_GROUP, logStreamName=self.stream)
+                    logs.create_log_stream(logGroupName=self.group, logStreamName=self.stream)
                 except logs.exceptions.ResourceAlreadyExistsException:
                     pass
                 self._created = True
             for start in range(0, len(events), _MAX_EVENTS_PER_PUT):
                 logs.put_log_events(
-                    logGroupName=TRAINING_LOG_GROUP,
+                    logGroupName=self.group,
                     logStreamName=self.stream,
                     logEvents=events[start : start + _MAX_EVENTS_PER_PUT],
                 )

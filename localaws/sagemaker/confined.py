@@ -65,15 +65,20 @@ def regular_files(root: Path, directory: Path) -> list[Path]:
     return [path for path in tree(root, directory) if stat.S_ISREG(os.lstat(path).st_mode)]
 
 
-def read_text(root: Path, path: Path, limit: int = 65536) -> str:
-    """The start of a regular file the container wrote; "" when it is missing, a link or not a file."""
+def read_bytes(root: Path, path: Path, limit: int = 65536) -> bytes:
+    """The start of a regular file the container wrote; b"" when it is missing, a link or not a file."""
     if not real_dir(root, path.parent):
-        return ""
+        return b""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:  # missing, or a link (ELOOP)
-        return ""
+        return b""
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            return ""
-        return handle.read(limit).decode("utf-8", "replace")
+            return b""
+        return handle.read(limit)
+
+
+def read_text(root: Path, path: Path, limit: int = 65536) -> str:
+    """``read_bytes`` as text (what is not UTF-8 replaced)."""
+    return read_bytes(root, path, limit).decode("utf-8", "replace")

@@ -1,6 +1,9 @@
 """The SageMaker container contract, in one place.
 
-A training container sees this layout under ``/opt/ml``; the docker runner
+A training container sees this layout under ``/opt/ml``; a processing container sees
+``/opt/ml/config`` (its job's ``processingjobconfig.json`` and ``resourceconfig.json``),
+its inputs and outputs where the job's ``LocalPath`` says, under ``/opt/ml/processing/``,
+and may leave its exit message in ``/opt/ml/output/message``. The docker runner
 mounts a job's host directory there, the process runner gives the process the
 same tree under a per-host directory and says where through ``SM_*`` variables
 and ``SAGEMAKER_BASE_DIR``, the root the sagemaker-training toolkit itself reads
@@ -22,6 +25,33 @@ OPT_ML = "/opt/ml"
 OPT_ML_ENV = "SAGEMAKER_BASE_DIR"
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 SERVING_PORT = 8080
+#: Where a processing job's inputs and outputs must lie (each ``LocalPath`` under it).
+PROCESSING_ROOT = "/opt/ml/processing"
+
+
+def resource_config(current_host: str, hosts: list[str], instance_type: str, network_interface: str = "eth0") -> dict:
+    """``resourceconfig.json`` as SageMaker writes it for a host of a training or processing job."""
+    return {
+        "current_host": current_host,
+        "current_instance_type": instance_type,
+        "current_group_name": "homogeneousCluster",
+        "hosts": hosts,
+        "instance_groups": [
+            {"instance_group_name": "homogeneousCluster", "instance_type": instance_type, "hosts": hosts}
+        ],
+        "network_interface_name": network_interface,
+    }
+
+
+def processing_local_path(path) -> str | None:
+    """``path`` normalised when it is a folder under /opt/ml/processing/ (as a processing job's
+    ``LocalPath`` must be), else None: relative, ``..`` out of it, or /opt/ml/processing itself."""
+    if not isinstance(path, str) or not path.startswith(PROCESSING_ROOT + "/") or "\x00" in path:
+        return None
+    normal = os.path.normpath(path)
+    if not normal.startswith(PROCESSING_ROOT + "/"):
+        return None
+    return normal
 
 
 @dataclass(frozen=True)
@@ -70,6 +100,31 @@ class Layout:
     def code(self) -> Path:
         return self.root / "code"
 
+    # A processing container's.
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config"
+
+    @property
+    def message(self) -> Path:
+        """What a processing container says as it exits: its job's ExitMessage."""
+        return self.root / "output" / "message"
+
+    def processing_path(self, local_path: str) -> Path:
+        """Where a processing input's or output's ``LocalPath`` lies in this layout; ``ValueError``
+        unless it is under /opt/ml/processing/ (``processing_local_path``)."""
+        normal = processing_local_path(local_path)
+        if normal is None:
+            raise ValueError(f"{local_path} is not under {PROCESSING_ROOT}/")
+        return confined.join_inside(self.root / "processing", os.path.relpath(normal, PROCESSING_ROOT))
+
+    def write_processing_config(self, job_config: dict, resources: dict) -> None:
+        """/opt/ml/config/processingjobconfig.json (the job as created) and resourceconfig.json."""
+        self.config.mkdir(parents=True, exist_ok=True)
+        (self.config / "processingjobconfig.json").write_text(json.dumps(job_config, indent=2))
+        (self.config / "resourceconfig.json").write_text(json.dumps(resources, indent=2))
+
     def local_path(self, container_path: str) -> Path:
         """Where a container path under /opt/ml lies in this layout."""
         relative = os.path.relpath(container_path, OPT_ML)
@@ -101,20 +156,7 @@ class HostConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def resource_config(self) -> dict:
-        return {
-            "current_host": self.current_host,
-            "current_instance_type": self.instance_type,
-            "current_group_name": "homogeneousCluster",
-            "hosts": self.hosts,
-            "instance_groups": [
-                {
-                    "instance_group_name": "homogeneousCluster",
-                    "instance_type": self.instance_type,
-                    "hosts": self.hosts,
-                }
-            ],
-            "network_interface_name": self.network_interface,
-        }
+        return resource_config(self.current_host, self.hosts, self.instance_type, self.network_interface)
 
     def write_config_files(self, layout: Layout) -> None:
         layout.input_config.mkdir(parents=True, exist_ok=True)

@@ -147,11 +147,14 @@ def upload_tree(s3, directory: Path, uri: str, *, within: Path) -> None:
 
 
 class CheckpointSync:
-    """Mirrors a local checkpoint directory to S3: restored before training, synced during and after."""
+    """Mirrors a local checkpoint directory to S3: restored before training, synced during and after.
+    A processing output's ``Continuous`` upload is the same sync without ``deletes``."""
 
-    def __init__(self, s3, uri: str, local: Path, within: Path | None = None):
-        """``within``: the container's /opt/ml tree holding ``local``, whose links are never followed."""
+    def __init__(self, s3, uri: str, local: Path, within: Path | None = None, deletes: bool = True):
+        """``within``: the container's /opt/ml tree holding ``local``, whose links are never followed;
+        ``deletes``: what was uploaded and is gone from ``local`` is deleted from S3 too."""
         self.s3 = s3
+        self.deletes = deletes
         self.bucket, prefix = split_uri(uri.rstrip("/") + "/")
         self.prefix = prefix
         self.local = local
@@ -206,7 +209,7 @@ class CheckpointSync:
                 continue
             self._sent[relative] = signature
             count += 1
-        for relative in sorted(set(self._sent) - present):
+        for relative in sorted(set(self._sent) - present) if self.deletes else ():
             self.s3.delete_object(Bucket=self.bucket, Key=self.prefix + relative)
             del self._sent[relative]
         return count

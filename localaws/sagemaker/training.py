@@ -14,18 +14,17 @@ import shutil
 import threading
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from localaws.sagemaker import confined, devices, s3io, usage
-from localaws.sagemaker.cloudwatch import HostLog, MetricParser
+from localaws.sagemaker import confined, devices, job_hosts, s3io, usage
+from localaws.sagemaker.cloudwatch import TRAINING_LOG_GROUP, MetricParser
 from localaws.sagemaker.contract import CHECKPOINT_LOCAL_PATH, HostConfig, Layout
 from localaws.sagemaker.frameworks import source
 from localaws.sagemaker.models import TrainingJob
-from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound, Running, Runner
-from localaws.sagemaker.runners.hosts import Host, free_port
+from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound, Runner
+from localaws.sagemaker.runners.hosts import free_port
 from localaws.sagemaker.runners.process import EnvironmentBuildError
 
 log = logging.getLogger(__name__)
@@ -40,15 +39,6 @@ class JobFailed(Exception):
 
 class StoppedBeforeTraining(Exception):
     """The job was stopped while its hosts started: the algorithm never ran, nothing is uploaded."""
-
-
-@dataclass
-class HostRun:
-    host: str
-    layout: Layout  # on this machine
-    process: Host
-    log: HostLog
-    sampler: usage.UsageSampler
 
 
 class TrainingExecutor:
@@ -281,7 +271,7 @@ class TrainingExecutor:
                 "SM_MASTER_ADDR": hosts[0] if runner.isolated_hosts else "127.0.0.1",
                 "SM_MASTER_PORT": "7777" if runner.isolated_hosts else str(free_port()),
             }
-        runs: list[HostRun] = []
+        runs: list[job_hosts.HostRun] = []
         try:
             for host in hosts:
                 if self._stopping(job):
@@ -303,28 +293,24 @@ class TrainingExecutor:
                     devices=devices.grant(config.instance_type),
                 )
                 try:
-                    running = runner.start(spec)
+                    run = job_hosts.start_host(
+                        runner,
+                        spec,
+                        layout,
+                        clients=self.clients,
+                        settings=self.settings,
+                        job_name=job.name,
+                        log_group=TRAINING_LOG_GROUP,
+                        namespace=usage.TRAINING_NAMESPACE,
+                        metrics=MetricParser(
+                            job.request["AlgorithmSpecification"].get("MetricDefinitions", []), job.metric_series
+                        )
+                        if host == hosts[0]
+                        else None,
+                    )
                 except (ImageNotFound, EnvironmentBuildError) as error:
                     raise JobFailed(f"ClientError: {error}") from None
-                host_log = HostLog(
-                    self.clients,
-                    job.name,
-                    host,
-                    self.settings.log_flush_seconds,
-                    MetricParser(job.request["AlgorithmSpecification"].get("MetricDefinitions", []), job.metric_series)
-                    if host == hosts[0]
-                    else None,
-                )
-                sampler = usage.training_host(
-                    self.clients,
-                    job.name,
-                    host,
-                    running,
-                    layout.root,
-                    spec.devices,
-                    self.settings.usage_metrics_seconds,
-                )
-                runs.append(HostRun(host, layout, Host(running, host_log.write, spec.name), host_log, sampler))
+                runs.append(run)
             # Training begins once every host's container runs, as SageMaker reports it, and a stop
             # before that ends the job without a SIGTERM to an algorithm only just started: run as
             # PID 1, it drops a SIGTERM that comes before its handler is in place and trains on until
@@ -336,70 +322,48 @@ class TrainingExecutor:
             self._update(job, "Training", "Training image download completed. Training in progress.")
             return self._supervise(job, runs, checkpoint_syncs)
         finally:
-            for run in runs:
-                run.sampler.close()  # its last sample, while the host can still be read
-                run.process.close()
-                run.log.close()
-            # Removing a container takes the engine a moment the job need not wait for (AWS bills no
-            # teardown either); the runner's close() still removes whatever is left at shutdown.
-            threading.Thread(target=_remove_all, args=([run.process.running for run in runs],), daemon=True).start()
+            job_hosts.release(runs)
             with self.lock:
                 if runs and runs[0].log.metrics is not None:
                     job.final_metrics = dict(runs[0].log.metrics.last)
 
-    def _supervise(self, job: TrainingJob, runs: list[HostRun], checkpoint_syncs) -> tuple[dict[str, int], bool]:
+    def _supervise(
+        self, job: TrainingJob, runs: list[job_hosts.HostRun], checkpoint_syncs
+    ) -> tuple[dict[str, int], bool]:
         """Wait for every host; enforce stops, MaxRuntimeInSeconds, MaxWaitTimeInSeconds and spot
-        interruptions with SIGTERM, then SIGKILL after the grace period; sync checkpoints meanwhile.
-        Returns the hosts' exit codes and whether the attempt ended by a spot interruption."""
+        interruptions (``job_hosts.supervise``); sync checkpoints meanwhile. Returns the hosts' exit
+        codes and whether the attempt ended by a spot interruption."""
         stopping = job.request["StoppingCondition"]
         attempt_start = time.time()
         # Runtime counts training only: a spot job's earlier attempts are spent already.
         deadline = attempt_start + stopping.get("MaxRuntimeInSeconds", 86400) - job.billable_seconds
         wait_deadline = job.created + stopping["MaxWaitTimeInSeconds"] if job.spot else None
-        stopping_sent = False  # SIGTERM went to every host: now only the grace period counts
         interrupted = False
         next_sync = time.monotonic() + self.settings.checkpoint_sync_seconds
-        codes: dict[str, int] = {}
+
+        def should_stop() -> bool:
+            nonlocal interrupted
+            now = time.time()
+            if not job.stop_reason and (now >= deadline or (wait_deadline and now >= wait_deadline)):
+                reason = "MaxRuntimeExceeded" if now >= deadline else "MaxWaitTimeExceeded"
+                with self.lock:
+                    job.stop_reason = reason
+                    job.status = "Stopping"
+                    job.transition("Stopping", f"Stopping the training job: {reason}")
+                job.stop_requested.set()
+            if job.interruption_requested.is_set() and not self._stopping(job):
+                interrupted = True
+            return self._stopping(job) or interrupted
+
+        def sync_checkpoints() -> None:
+            nonlocal next_sync
+            if checkpoint_syncs and time.monotonic() >= next_sync:
+                for sync in checkpoint_syncs:
+                    sync.sync()
+                next_sync = time.monotonic() + self.settings.checkpoint_sync_seconds
+
         try:
-            while len(codes) < len(runs):
-                for run in runs:
-                    if run.host not in codes:
-                        code = run.process.poll()
-                        if code is not None:
-                            codes[run.host] = code
-                            # One host failing ends the job: SageMaker stops the others.
-                            if code != 0 and not job.stop_reason and not stopping_sent:
-                                for other in runs:
-                                    other.process.terminate()
-                                stopping_sent = True
-                if len(codes) == len(runs):
-                    break
-                if not stopping_sent:
-                    now = time.time()
-                    if not job.stop_reason and (now >= deadline or (wait_deadline and now >= wait_deadline)):
-                        reason = "MaxRuntimeExceeded" if now >= deadline else "MaxWaitTimeExceeded"
-                        with self.lock:
-                            job.stop_reason = reason
-                            job.status = "Stopping"
-                            job.transition("Stopping", f"Stopping the training job: {reason}")
-                        job.stop_requested.set()
-                    if job.interruption_requested.is_set() and not self._stopping(job):
-                        interrupted = True
-                    if self._stopping(job) or interrupted:
-                        for run in runs:
-                            run.process.terminate()  # SIGTERM: the algorithm may save its model and checkpoint
-                        stopping_sent = True
-                else:
-                    for run in runs:
-                        run.process.kill_after(self.settings.stop_grace_seconds)
-                if checkpoint_syncs and time.monotonic() >= next_sync:
-                    for sync in checkpoint_syncs:
-                        sync.sync()
-                    next_sync = time.monotonic() + self.settings.checkpoint_sync_seconds
-                # A host's wait returns as it exits: the job goes on at once, not at the next poll.
-                next(run for run in runs if run.host not in codes).process.wait(_POLL_SECONDS)
-            for run in runs:
-                run.process.reader.join(timeout=10)
+            codes = job_hosts.supervise(runs, self.settings.stop_grace_seconds, should_stop, sync_checkpoints)
         finally:
             with self.lock:
                 job.billable_seconds += time.time() - attempt_start
@@ -427,11 +391,3 @@ class TrainingExecutor:
         if not message:
             message = "See job logs for more information"
         return f"AlgorithmError: {message}, exit code: {code}"
-
-
-def _remove_all(running: list[Running]) -> None:
-    for one in running:
-        try:
-            one.remove()
-        except Exception:  # noqa: BLE001 - already gone, or the engine is shutting down
-            log.debug("could not remove %s", one, exc_info=True)

@@ -1,13 +1,13 @@
-"""What a training host, an endpoint instance or the run's host uses, measured from its real container or
-process and published to CloudWatch as AWS publishes it, every ``LOCALAWS_USAGE_METRICS_SECONDS`` (10 s
-by default) and once more as it stops.
+"""What a training or processing host, an endpoint instance or the run's host uses, measured from its real
+container or process and published to CloudWatch as AWS publishes it, every
+``LOCALAWS_USAGE_METRICS_SECONDS`` (10 s by default) and once more as it stops.
 
-SageMaker's instance metrics (Unit Percent), for training hosts and endpoint instances:
+SageMaker's instance metrics (Unit Percent), for training and processing hosts and endpoint instances:
 
     namespace                      dimensions                    metrics
     /aws/sagemaker/TrainingJobs    Host=<job>/algo-<n>           CPUUtilization, MemoryUtilization,
     /aws/sagemaker/Endpoints       EndpointName, VariantName     DiskUtilization; GPUUtilization and
-                                                                 GPUMemoryUtilization when it got devices
+    /aws/sagemaker/ProcessingJobs  Host=<job>/algo-<n>           GPUMemoryUtilization when it got devices
 
 with SageMaker's meanings: CPUUtilization is summed over cores (100 a fully used core: two busy cores
 show 200), GPUUtilization and GPUMemoryUtilization over devices likewise; MemoryUtilization is of the
@@ -43,6 +43,7 @@ from localaws.sagemaker.runners.base import Running
 log = logging.getLogger(__name__)
 
 TRAINING_NAMESPACE = "/aws/sagemaker/TrainingJobs"
+PROCESSING_NAMESPACE = "/aws/sagemaker/ProcessingJobs"
 ENDPOINT_NAMESPACE = "/aws/sagemaker/Endpoints"
 AGENT_NAMESPACE = "CWAgent"
 #: The agent's names of each kind's device figures (its nvidia_gpu section; hl-smi's fed to its statsd).
@@ -230,12 +231,19 @@ class UsageSampler:
 
 
 def training_host(
-    clients, job: str, host: str, running: Running, disk: Path, grant: devices.Grant | None, interval: float
+    clients,
+    job: str,
+    host: str,
+    running: Running,
+    disk: Path,
+    grant: devices.Grant | None,
+    interval: float,
+    namespace: str = TRAINING_NAMESPACE,
 ) -> UsageSampler:
-    """A training host's ``Host=<job>/<host>`` figures."""
+    """A training (or, in ``PROCESSING_NAMESPACE``, processing) host's ``Host=<job>/<host>`` figures."""
     return UsageSampler(
         clients.cloudwatch,
-        TRAINING_NAMESPACE,
+        namespace,
         [{"Name": "Host", "Value": f"{job}/{host}"}],
         [running],
         interval,

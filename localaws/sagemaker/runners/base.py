@@ -1,5 +1,5 @@
-"""What the engine asks of a runner: start an image's entry (``train`` or ``serve``)
-for one host, read its output as it comes, signal it, wait for it, clean it up.
+"""What the engine asks of a runner: start an image's entry (``train``, ``serve``, or the image's own
+command for a processing job) for one host, read its output as it comes, signal it, wait for it, clean it up.
 
 The docker runner runs the image as a container with the host directory mounted
 at ``/opt/ml``; the process runner runs the image's build context as a process
@@ -23,7 +23,8 @@ class ImageNotFound(Exception):
 @dataclass
 class ContainerSpec:
     image: str  # ECR-style URI, e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com/repo:tag
-    command: str  # "train" or "serve"
+    #: "train" or "serve"; None for the image's own ENTRYPOINT and CMD (a processing job's container).
+    command: str | None
     host_dir: Path  # this host's /opt/ml tree on the machine running localaws
     host_name: str  # algo-1, algo-2, ...
     env: dict[str, str]  # SageMaker's environment, with paths as seen inside the container
@@ -31,8 +32,9 @@ class ContainerSpec:
     ports: dict[int, int] = field(default_factory=dict)  # container port -> 127.0.0.1 port
     network: str | None = None  # shared network of a multi-host job
     extra_hosts: dict[str, str] = field(default_factory=dict)  # host name -> address
-    #: AlgorithmSpecification's ContainerEntrypoint and ContainerArguments: instead of ``command``
-    #: (what the SageMaker SDK 3's ModelTrainer sends with SourceCode: ``/bin/bash -c sm_train.sh``).
+    #: ContainerEntrypoint and ContainerArguments (AlgorithmSpecification's, AppSpecification's): instead
+    #: of ``command``, as ``docker run --entrypoint <entrypoint> <image> <arguments>`` (what the SageMaker
+    #: SDK 3's ModelTrainer sends with SourceCode: ``/bin/bash -c sm_train.sh``; a processing script).
     entrypoint: list[str] | None = None
     arguments: list[str] | None = None
     #: The accelerators its instance type gets on this machine (devices.grant); None: the runner's default.

@@ -39,6 +39,7 @@ import requests.exceptions
 import urllib3.exceptions
 from docker.utils import parse_repository_tag
 
+from localaws.image_contexts import ECR_IMAGE
 from localaws.sagemaker import frameworks
 from localaws.sagemaker.contract import OPT_ML
 from localaws.sagemaker.devices import HABANA, NVIDIA, Grant
@@ -51,12 +52,6 @@ DEFAULT_REGISTRY = "127.0.0.1:5000"
 LABEL = "localaws"
 NAME_LABEL = "localaws.name"
 
-ECR_IMAGE = re.compile(
-    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?"
-    r"/(?P<repository>[a-z0-9][a-z0-9._/-]*?)"
-    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
-    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
-)
 
 _STREAM_HEADER = struct.Struct(">BxxxL")
 
@@ -131,6 +126,16 @@ def _accelerators(devices: Grant | None, environment: dict) -> dict:
         environment.setdefault("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
         return {"runtime": "habana", "cap_add": ["SYS_NICE"], "ipc_mode": "host"}
     return {}
+
+
+def _command(spec: ContainerSpec) -> list[str] | None:
+    """``docker run``'s command: the arguments where given; none after an entrypoint of the job's own
+    (it replaces the image's CMD too); else ``train``/``serve``, or None: the image's own CMD."""
+    if spec.arguments is not None:
+        return list(spec.arguments)
+    if spec.entrypoint:
+        return []
+    return [spec.command] if spec.command else None
 
 
 def _cut(sock) -> None:
@@ -518,7 +523,7 @@ class DockerRunner(Runner):
         """What ``docker create`` is given for ``spec`` (the SDK's ``containers.create`` arguments)."""
         kwargs: dict = dict(
             image=image,
-            command=spec.arguments if spec.arguments is not None else ([] if spec.entrypoint else [spec.command]),
+            command=_command(spec),
             entrypoint=spec.entrypoint,
             name=spec.name,
             hostname=spec.host_name,

@@ -3,7 +3,10 @@
 The context's ``requirements.txt`` is installed once into a virtual environment
 cached by its content, over localaws's own packages (as an image's requirements over its base);
 ``train`` or ``serve`` runs with that interpreter, in its own process group, with the /opt/ml tree under
-the host directory and the contract's environment pointing there.
+the host directory and the contract's environment pointing there. A processing job's container runs the
+image's own command (its ContainerEntrypoint and ContainerArguments, else its Dockerfile's ENTRYPOINT
+and CMD: ``image_command``), with the /opt/ml paths its arguments name moved under the host directory;
+a program that builds /opt/ml paths itself reads ``SAGEMAKER_BASE_DIR``, or needs the Docker runner.
 
 A SageMaker framework image (``frameworks.recognise``) needs no registration: its stand-in's
 ``train`` or ``serve`` runs with this Python, which has the frameworks; the user's
@@ -16,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,8 +34,9 @@ import psutil
 from localaws.image_contexts import ImageContexts
 from localaws.lifetime import die_with_parent
 from localaws.sagemaker import frameworks
-from localaws.sagemaker.contract import OPT_ML_ENV
+from localaws.sagemaker.contract import OPT_ML, OPT_ML_ENV
 from localaws.sagemaker.devices import HABANA, NVIDIA
+from localaws.sagemaker.runners import dockerfile
 from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound, Running, Runner, Usage
 
 # What a process inherits from localaws's environment; the rest is SageMaker's contract.
@@ -170,6 +175,45 @@ class RunningProcess(Running):
         self.wait(10)
 
 
+#: A path-like word in an argument: after its start, a blank, ``=``, ``:``, ``,`` or a quote.
+_PATH_WORD = re.compile(r"""(^|[\s=:,'"])(/[^\s'":;,=]+)""")
+#: What names the image's Python in a command: it runs as the image's environment's interpreter.
+_PYTHON = re.compile(r"python(\d+(\.\d+)?)?")
+
+
+def image_command(spec: ContainerSpec, context: Path, python: Path) -> tuple[list[str], Path]:
+    """(argv, cwd) of a container started with the image's own command (``spec.command`` None), as
+    ``docker run [--entrypoint ...] <image> [arguments]`` would run it, with the paths it names moved
+    where this process finds them: /opt/ml's under the host directory, the image's own files (its
+    Dockerfile's COPY) in the context, ``python3`` the context's environment's."""
+    image = dockerfile.read(context)
+    argv = image.command(spec.entrypoint, spec.arguments)
+    if not argv:
+        raise ImageNotFound(
+            f"The image {spec.image} has no command to run: no ContainerEntrypoint was given and "
+            f"{context / 'Dockerfile'} names no ENTRYPOINT or CMD."
+        )
+
+    def place(path: str) -> str:
+        normal = os.path.normpath(path)
+        if normal == OPT_ML or normal.startswith(OPT_ML + "/"):
+            return str(spec.host_dir) + normal[len(OPT_ML) :]
+        found = image.context_path(normal)
+        return str(found) if found is not None else path
+
+    def translate(argument: str) -> str:
+        return _PATH_WORD.sub(lambda match: match.group(1) + place(match.group(2)), argument)
+
+    program = os.path.basename(argv[0])
+    first = str(python) if _PYTHON.fullmatch(program) else translate(argv[0])
+    cwd = context
+    if image.workdir:
+        placed = Path(place(image.workdir))
+        if placed.is_dir() and placed != Path(image.workdir):
+            cwd = placed
+    return [first, *(translate(argument) for argument in argv[1:])], cwd
+
+
 class ProcessRunner(Runner):
     isolated_hosts = False
 
@@ -208,20 +252,25 @@ class ProcessRunner(Runner):
         return self.venvs.for_context(self.context_for(image), log=log)
 
     def start(self, spec: ContainerSpec) -> RunningProcess:
-        if spec.entrypoint or spec.arguments:
-            raise ImageNotFound(
-                "ContainerEntrypoint and ContainerArguments run only in a container (the commands they name "
-                "read /opt/ml itself): this needs a Docker engine (make docker-engine), not the process runner."
-            )
         framework = self._framework(spec.image)
         if framework is not None:
             context, python = frameworks.CONTAINER_CONTEXT, Path(sys.executable)
         else:
             context = self.context_for(spec.image)
             python = self.venvs.for_context(context, log=self.log)
-        entry = context / spec.command
-        if not entry.is_file():
-            raise ImageNotFound(f"The image {spec.image} has no {spec.command} entry ({entry} is missing).")
+        if spec.command is None:
+            argv, cwd = image_command(spec, context, python)
+        else:
+            if spec.entrypoint or spec.arguments:
+                raise ImageNotFound(
+                    "ContainerEntrypoint and ContainerArguments of a training job run only in a container (the "
+                    "commands they name read /opt/ml itself): this needs a Docker engine (make docker-engine), "
+                    "not the process runner."
+                )
+            entry = context / spec.command
+            if not entry.is_file():
+                raise ImageNotFound(f"The image {spec.image} has no {spec.command} entry ({entry} is missing).")
+            argv, cwd = [str(python), str(entry)], context
         env = {name: os.environ[name] for name in _INHERITED if name in os.environ}
         env["PATH"] = f"{python.parent}{os.pathsep}{context}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
         env.update(spec.env)
@@ -239,9 +288,20 @@ class ProcessRunner(Runner):
             # No network namespace of its own: the process listens on its published port itself
             # (SAGEMAKER_BIND_TO_PORT, as SageMaker tells a container of a multi-container model).
             env["SAGEMAKER_BIND_TO_PORT"] = str(next(iter(spec.ports.values())))
-        process = subprocess.Popen(
-            [str(python), str(entry)],
-            cwd=str(context),
+        try:
+            process = self._popen(argv, cwd, env)
+        except OSError as error:  # as an engine refuses a command it cannot exec
+            raise ImageNotFound(f"The image {spec.image} cannot run {argv[0]!r}: {error}") from None
+        running = RunningProcess(process)
+        with self._lock:
+            self._running.append(running)
+        return running
+
+    @staticmethod
+    def _popen(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+        return subprocess.Popen(
+            argv,  # argv[0] is looked up on env's PATH, as exec in the container would
+            cwd=str(cwd),
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -251,10 +311,6 @@ class ProcessRunner(Runner):
             start_new_session=True,  # its own process group: signals reach its children too
             preexec_fn=die_with_parent(),  # killed if localaws dies without cleaning up
         )
-        running = RunningProcess(process)
-        with self._lock:
-            self._running.append(running)
-        return running
 
     def close(self) -> None:
         with self._lock:

@@ -33,6 +33,8 @@ from localaws.sagemaker.registry import RegistryBackend
 from localaws.sagemaker.responses import TARGET_PREFIX, sagemaker_protocol
 from localaws.sagemaker.runners import Runners
 from localaws.sagemaker.training import TrainingExecutor
+from localaws.sagemaker.transform.executor import TransformExecutor
+from localaws.sagemaker.transform.models import TransformBackend
 from localaws.sagemaker.tuning.executor import TuningExecutor
 from localaws.sagemaker.tuning.models import TuningBackend
 from localaws.settings import Settings
@@ -91,7 +93,13 @@ class Gateway:
         self.scaling = ScalingLoop(settings, self.autoscaling, self.hosting_engine, alarms, self.clients)
         self.hosting = HostingBackend(settings, self.sagemaker, self.hosting_engine, self.autoscaling)
         self.registry = RegistryBackend(self.sagemaker)
-        self.sagemaker_api = sagemaker_protocol(self.sagemaker, self.tuning, self.hosting, self.registry)
+        # Batch transform: its jobs start their models' containers with hosting's fleet.
+        self.transform = TransformBackend(
+            self.sagemaker, self.hosting, TransformExecutor(settings, self.clients, self.hosting_engine.fleet, lock)
+        )
+        self.sagemaker_api = sagemaker_protocol(
+            self.sagemaker, self.tuning, self.hosting, self.registry, self.transform
+        )
         self.runtime = RuntimeResponses(self.router)
         self.autoscaling_api = AutoScalingResponses(self.autoscaling)
         # Run Command of the project's host documents is carried out here (localaws/ssm); the rest is moto's.
@@ -178,6 +186,7 @@ class Gateway:
     def close(self) -> None:
         self.tuning.executor.shutdown()  # first: it would launch new trials as the old ones stop
         self.sagemaker.shutdown()
+        self.transform.shutdown()  # before hosting's fleet, which started its containers
         self.scaling.close()  # before the endpoints it scales
         self.hosting.shutdown()
         self.ssm.shutdown()

@@ -26,6 +26,7 @@ def dump(gateway) -> dict[str, bytes]:
                 "tuning": gateway.tuning.state(),
                 "hosting": gateway.hosting.state(),
                 "registry": gateway.registry.state(),
+                "transform": gateway.transform.state(),
             },
         ),
         "autoscaling": _pickled(autoscaling.lock, autoscaling.state),
@@ -51,6 +52,8 @@ def active(gateway) -> bool:
         if any(not job.done for job in sagemaker.training_jobs.values()):
             return True
         if any(not job.done for job in gateway.tuning.jobs.values()):
+            return True
+        if any(not job.done for job in gateway.transform.jobs.values()):
             return True
         if any(endpoint.status not in ("InService", "Failed") for endpoint in hosting.endpoints.values()):
             return True
@@ -81,6 +84,7 @@ def restore(gateway, data: bytes, stopped_at: float) -> dict:
         "tuning jobs interrupted": gateway.tuning.restore(sagemaker.get("tuning", {}), stopped_at),
     }
     gateway.registry.restore(sagemaker.get("registry", {}))
+    summary["transform jobs interrupted"] = gateway.transform.restore(sagemaker.get("transform", {}), stopped_at)
     summary["endpoints"] = gateway.hosting.restore(sagemaker.get("hosting", {}))
     summary["scalable targets"] = gateway.autoscaling.restore(parts.get("autoscaling", {}), stopped_at)
     summary["SSM commands interrupted"] = gateway.ssm.restore(parts.get("ssm", {}), stopped_at)

@@ -101,6 +101,7 @@ class InputObject:
     key: str
     relative: str
     output_key: str
+    index: int  # in the listing's order
     failure: InvokeFailed | None = None
 
     @property
@@ -182,7 +183,7 @@ class JobRun:
         self.instances: list[TransformInstance] = []
         self.params: dict[str, Any] = dict(DEFAULTS)
         self._lock = threading.Lock()
-        self._first_failure: InvokeFailed | None = None
+        self._first_failure: tuple[int, InvokeFailed] | None = None
         self.output_bucket = ""
 
     def stopping(self) -> bool:
@@ -200,8 +201,8 @@ class JobRun:
             self._launch()
             self._resolve_parameters()
             self._transform(objects)
-            failure = self._first_failure
-            if failure is not None:
+            if self._first_failure is not None:
+                failure = self._first_failure[1]
                 status = "Failed"
                 reason = f"{failure.kind}: See job logs for more information ({failure.detail})"
         except JobFailed as error:
@@ -232,8 +233,8 @@ class JobRun:
         self.output_bucket, prefix = s3io.split_uri(self.request["TransformOutput"]["S3OutputPath"])
         prefix = prefix.rstrip("/")
         return [
-            InputObject(bucket, key, relative, f"{prefix}/{relative}.out" if prefix else f"{relative}.out")
-            for bucket, key, relative in found
+            InputObject(bucket, key, relative, f"{prefix}/{relative}.out" if prefix else f"{relative}.out", index)
+            for index, (bucket, key, relative) in enumerate(found)
         ]
 
     # --- instances ----------------------------------------------------------------------------
@@ -428,9 +429,9 @@ class JobRun:
         instance.note(f"{obj.name}: {failure.detail}")
         for line in failure.lines[:_MESSAGE_LINES]:
             instance.note(f"{obj.name}: {line}")
-        with self._lock:
-            if self._first_failure is None:
-                self._first_failure = InvokeFailed(failure.kind, f"s3://{obj.name}: {failure.detail}")
+        with self._lock:  # the job's reason: the failure of the first object in the listing's order
+            if self._first_failure is None or obj.index < self._first_failure[0]:
+                self._first_failure = (obj.index, InvokeFailed(failure.kind, f"s3://{obj.name}: {failure.detail}"))
 
     def _serve(self, instance: TransformInstance) -> None:
         """One instance's objects: requests produced here, answered by a pool of MaxConcurrentTransforms

@@ -49,6 +49,7 @@ _RECORD_MODULES = (
     "localaws.sagemaker.models",
     "localaws.sagemaker.tuning.models",
     "localaws.sagemaker.hosting.models",
+    "localaws.sagemaker.transform.models",
     "localaws.applicationautoscaling.models",
     "localaws.sagemaker.registry",
     "localaws.ssm.models",

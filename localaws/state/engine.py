@@ -2,7 +2,8 @@
 
 Each part is pickled under its own lock, so a snapshot never waits on two of them at once; the
 restore runs at start-up, before the first request, in the order the parts refer to each other
-(training jobs before the tuning jobs that own them, endpoints before their scaling targets).
+(training jobs before the tuning jobs that own them, endpoints before their scaling targets;
+processing jobs stand alone).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def dump(gateway) -> dict[str, bytes]:
                 "tuning": gateway.tuning.state(),
                 "hosting": gateway.hosting.state(),
                 "registry": gateway.registry.state(),
+                "processing": gateway.processing.state(),
             },
         ),
         "autoscaling": _pickled(autoscaling.lock, autoscaling.state),
@@ -51,6 +53,8 @@ def active(gateway) -> bool:
         if any(not job.done for job in sagemaker.training_jobs.values()):
             return True
         if any(not job.done for job in gateway.tuning.jobs.values()):
+            return True
+        if any(not job.done for job in gateway.processing.jobs.values()):
             return True
         if any(endpoint.status not in ("InService", "Failed") for endpoint in hosting.endpoints.values()):
             return True
@@ -81,6 +85,7 @@ def restore(gateway, data: bytes, stopped_at: float) -> dict:
         "tuning jobs interrupted": gateway.tuning.restore(sagemaker.get("tuning", {}), stopped_at),
     }
     gateway.registry.restore(sagemaker.get("registry", {}))
+    summary["processing jobs interrupted"] = gateway.processing.restore(sagemaker.get("processing", {}), stopped_at)
     summary["endpoints"] = gateway.hosting.restore(sagemaker.get("hosting", {}))
     summary["scalable targets"] = gateway.autoscaling.restore(parts.get("autoscaling", {}), stopped_at)
     summary["SSM commands interrupted"] = gateway.ssm.restore(parts.get("ssm", {}), stopped_at)

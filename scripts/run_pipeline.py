@@ -28,6 +28,7 @@ from ml_pipeline.closing import summary_key  # noqa: E402
 from ml_pipeline.cost import cost_line  # noqa: E402
 from ml_pipeline.naming import run_key  # noqa: E402
 
+from scripts.dag_test_forks import INNER, forks  # noqa: E402, F401 - INNER: what each run executes
 from scripts.localaws_process import ensure_localaws  # noqa: E402
 from scripts.mlflow_server import ensure_mlflow  # noqa: E402
 
@@ -101,47 +102,15 @@ def migrate(env: dict) -> None:
     stamp.write_text("ok")
 
 
-INNER = """
-import json, sys, pendulum
-from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(dag_folder=sys.argv[1])
-dag = bag.get_dag(sys.argv[2])
-if dag is None:
-    sys.exit("no DAG " + sys.argv[2] + " in " + sys.argv[1] + ": " + json.dumps(bag.import_errors))
-conf = json.loads(sys.argv[3])
-when = pendulum.parse(sys.argv[4])
-run = dag.test(logical_date=when, run_conf=conf)
-# The summary as the run's teardown returned it (its XCom): there even when the bucket is gone.
-from ml_pipeline.summary_page import stored_summary
-summary = stored_summary(dag.dag_id, run.run_id)
-print("DAGRUN " + json.dumps({"run_id": run.run_id, "state": str(run.state), "logical_date": str(run.logical_date),
-                              "summary": summary}, default=str))
-"""
-
-
 def experiment_file(experiment: str) -> Path:
     return experiments_root() / experiment / "experiment.yaml"
 
 
 def run_dag(env: dict, conf: dict, logical_date: str, log_path: Path, experiment: str) -> dict:
-    """One ``dag.test()`` of the experiment's DAG in a fresh interpreter (as the scheduler's workers would),
-    its log kept in a file."""
-    with open(log_path, "w") as log:
-        subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                INNER,
-                str(experiment_file(experiment)),
-                dag_id(experiment),
-                json.dumps(conf),
-                logical_date,
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+    """One ``dag.test()`` of the experiment's DAG in a fork of a warmed interpreter (scripts/dag_test_forks.py,
+    as LocalExecutor forks a task from a warmed worker), its log kept in a file."""
+    argv = [str(experiment_file(experiment)), dag_id(experiment), json.dumps(conf), logical_date]
+    forks(env).run(env, argv, log_path)
     lines = [line for line in log_path.read_text().splitlines() if line.startswith("DAGRUN ")]
     if not lines:
         raise SystemExit(f"the DAG run did not finish; see {log_path}")

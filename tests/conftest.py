@@ -175,7 +175,8 @@ def pytest_collection_modifyitems(config, items):
     """Whatever needs a Docker engine is marked ``docker`` (``make test-fast`` leaves it out). Under
     pytest-xdist's ``loadgroup`` (make test), each module is one unit of work unless its tests name
     their own ``xdist_group``: a module's fixtures (a shared DAG run, a trained model) are made once."""
-    grouped = config.getoption("dist", "no") == "loadgroup"
+    # On a worker (where collection happens) xdist has reset "dist" to "no" and kept the mode as "loadgroup".
+    grouped = bool(getattr(config.option, "loadgroup", False)) or config.getoption("dist", "no") == "loadgroup"
     rank: dict[str, tuple[int, float]] = {}
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))

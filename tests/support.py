@@ -113,3 +113,29 @@ def localaws_connection(endpoint_url: str, login: str = "testing", password: str
             "extra": {"endpoint_url": endpoint_url, "region_name": "us-east-1"},
         }
     )
+
+
+_MIGRATED: dict[str, str] = {}  # this interpreter's freshly migrated Airflow database, copied into each new home
+
+
+def migrate(env: dict) -> None:
+    """``scripts.run_pipeline.migrate``, run once per test process: a later home gets a copy of the first one's
+    freshly migrated database (``airflow db migrate`` costs seconds of CPU, and the suite makes a dozen homes)."""
+    import atexit
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from scripts.run_pipeline import migrate as migrate_home
+
+    home = Path(env["AIRFLOW_HOME"])
+    if (home / ".migrated").exists():
+        return
+    if "db" not in _MIGRATED:
+        template = Path(tempfile.mkdtemp(prefix="airflow-db-template-"))
+        atexit.register(shutil.rmtree, template, True)
+        migrate_home({**env, "AIRFLOW_HOME": str(template)})
+        _MIGRATED["db"] = str(template / "airflow.db")
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_MIGRATED["db"], home / "airflow.db")
+    (home / ".migrated").write_text("ok")

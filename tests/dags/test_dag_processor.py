@@ -45,7 +45,8 @@ def state(home) -> tuple[dict, dict]:
 
 
 def test_the_real_dag_processor_records_a_broken_experiment_as_its_own_import_error(tmp_path, monkeypatch):
-    from scripts.run_pipeline import airflow_env, migrate
+    from scripts.run_pipeline import airflow_env
+    from tests.support import migrate
 
     root = tmp_path / "experiments"
     root.mkdir()
@@ -56,6 +57,8 @@ def test_the_real_dag_processor_records_a_broken_experiment_as_its_own_import_er
     home = tmp_path / "home"
     env = airflow_env("http://127.0.0.1:9", home)  # nothing is called: the processor only parses
     env["AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL"] = "1"
+    # Its second loop parses the files again at once, not 30 s later (the default's once every 30 s).
+    env["AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL"] = "0"
     env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
     migrate(env)
     process(env, tmp_path / "processor.log")

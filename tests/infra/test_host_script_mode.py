@@ -236,7 +236,8 @@ def test_the_diabetes_dag_trains_on_the_host_and_deploys(localaws_process, tmp_p
     """The diabetes example's DAG end to end with compute=host, as `make run` runs it: a scikit-learn
     script trained on the run's GPU host, its weights deployed and smoke-tested, the stack torn down."""
     from ml_pipeline.infra.teardown import remaining
-    from scripts.run_pipeline import airflow_env, migrate, read_summary, run_dag
+    from scripts.run_pipeline import airflow_env, read_summary, run_dag
+    from tests.support import migrate
 
     home = tmp_path_factory.mktemp("airflow-home")
     env = {

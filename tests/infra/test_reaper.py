@@ -166,7 +166,8 @@ def test_the_reaper_dag_runs_hourly_and_reports(localaws, tmp_path):
     from ml_pipeline.infra.params import preflight
     from ml_pipeline.infra.stack import provision
     from ml_pipeline.infra.teardown import remaining
-    from scripts.run_pipeline import INNER, airflow_env, migrate
+    from scripts.run_pipeline import INNER, airflow_env
+    from tests.support import migrate
     from tests.conftest import REPO_ROOT
 
     client = localaws.client

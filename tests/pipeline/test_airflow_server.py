@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from scripts.run_pipeline import airflow_env, bundles, dag_id, migrate
+from scripts.run_pipeline import airflow_env, bundles, dag_id
 from tests.conftest import REPO_ROOT, free_port, unique
 from tests.pipeline.notify_support import Inbox
-from tests.support import wait_until
+from tests.support import migrate, wait_until
 
 DAG_ID = dag_id("digits")  # the digits example's DAG (experiments/digits)
 
@@ -128,6 +128,9 @@ def airflow_server(localaws_process, tmp_path_factory):
             "AIRFLOW__API__PORT": str(port),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            # No scheduled runs: the DAG's latest interval (and the reaper's hour) would run beside the tests for
+            # minutes, on the slowed default preset. Triggered runs and backfills still run.
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         }
     )

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.run_pipeline import airflow_env, migrate, read_summary, run_dag
+from scripts.run_pipeline import airflow_env, read_summary, run_dag
+from tests.support import migrate
 from tests.conftest import REPO_ROOT, unique
 from tests.examples.test_readme_tutorial import folder  # noqa: F401  the section's steps 1 to 4, as a fixture
 

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from scripts.run_pipeline import airflow_env, dag_id, experiment_file, migrate, read_summary, run_dag
+from scripts.run_pipeline import airflow_env, dag_id, experiment_file, read_summary, run_dag
+from tests.support import migrate
 from tests.conftest import REPO_ROOT, unique
 from tests.pipeline.notify_support import Inbox
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from scripts.airflow_standalone import airflow_environment
-from scripts.run_pipeline import migrate
+from tests.support import migrate
 from tests.conftest import REPO_ROOT, free_port
 from tests.pipeline.test_airflow_server import AirflowServer, _answers
 

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from scripts.run_pipeline import airflow_env, migrate, run_dag
+from scripts.run_pipeline import airflow_env, run_dag
 from tests.conftest import REPO_ROOT, TRAINING_CONTEXT, LocalAWSProcess, unique
 from tests.pipeline.test_pipeline_e2e import QUICK, airflow, run  # noqa: F401 - airflow is the module's fixture
-from tests.support import wait_until
+from tests.support import migrate, wait_until
 
 pytestmark = pytest.mark.timeout(1200)
 

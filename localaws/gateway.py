@@ -35,6 +35,8 @@ from localaws.sagemaker.registry import RegistryBackend
 from localaws.sagemaker.responses import TARGET_PREFIX, sagemaker_protocol
 from localaws.sagemaker.runners import Runners
 from localaws.sagemaker.training import TrainingExecutor
+from localaws.sagemaker.transform.executor import TransformExecutor
+from localaws.sagemaker.transform.models import TransformBackend
 from localaws.sagemaker.tuning.executor import TuningExecutor
 from localaws.sagemaker.tuning.models import TuningBackend
 from localaws.settings import Settings
@@ -96,8 +98,12 @@ class Gateway:
         self.processing = ProcessingBackend(
             self.sagemaker, ProcessingExecutor(settings, self.clients, self.runners, lock)
         )
+        # Batch transform: its jobs start their models' containers with hosting's fleet.
+        self.transform = TransformBackend(
+            self.sagemaker, self.hosting, TransformExecutor(settings, self.clients, self.hosting_engine.fleet, lock)
+        )
         self.sagemaker_api = sagemaker_protocol(
-            self.sagemaker, self.tuning, self.hosting, self.registry, self.processing
+            self.sagemaker, self.tuning, self.hosting, self.registry, self.processing, self.transform
         )
         self.runtime = RuntimeResponses(self.router)
         self.autoscaling_api = AutoScalingResponses(self.autoscaling)
@@ -186,6 +192,7 @@ class Gateway:
         self.tuning.executor.shutdown()  # first: it would launch new trials as the old ones stop
         self.sagemaker.shutdown()
         self.processing.shutdown()
+        self.transform.shutdown()  # before hosting's fleet, which started its containers
         self.scaling.close()  # before the endpoints it scales
         self.hosting.shutdown()
         self.ssm.shutdown()

@@ -28,6 +28,7 @@ def dump(gateway) -> dict[str, bytes]:
                 "hosting": gateway.hosting.state(),
                 "registry": gateway.registry.state(),
                 "processing": gateway.processing.state(),
+                "transform": gateway.transform.state(),
             },
         ),
         "autoscaling": _pickled(autoscaling.lock, autoscaling.state),
@@ -55,6 +56,8 @@ def active(gateway) -> bool:
         if any(not job.done for job in gateway.tuning.jobs.values()):
             return True
         if any(not job.done for job in gateway.processing.jobs.values()):
+            return True
+        if any(not job.done for job in gateway.transform.jobs.values()):
             return True
         if any(endpoint.status not in ("InService", "Failed") for endpoint in hosting.endpoints.values()):
             return True
@@ -86,6 +89,7 @@ def restore(gateway, data: bytes, stopped_at: float) -> dict:
     }
     gateway.registry.restore(sagemaker.get("registry", {}))
     summary["processing jobs interrupted"] = gateway.processing.restore(sagemaker.get("processing", {}), stopped_at)
+    summary["transform jobs interrupted"] = gateway.transform.restore(sagemaker.get("transform", {}), stopped_at)
     summary["endpoints"] = gateway.hosting.restore(sagemaker.get("hosting", {}))
     summary["scalable targets"] = gateway.autoscaling.restore(parts.get("autoscaling", {}), stopped_at)
     summary["SSM commands interrupted"] = gateway.ssm.restore(parts.get("ssm", {}), stopped_at)

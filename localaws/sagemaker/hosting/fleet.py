@@ -268,29 +268,7 @@ class Instance:
             self.accepting = False
         if self.sampler is not None:
             self.sampler.close()  # its last sample, while its containers can still be read
-        for container in self.containers:
-            # Idle kept-alive connections first: a server stopping gracefully waits for them.
-            container.pool.close()
-            container.ping_pool.close()
-        for container in self.containers:
-            try:
-                container.running.terminate()
-            except Exception:  # noqa: BLE001 - already gone
-                log.debug("terminate of %s failed", self.id, exc_info=True)
-        deadline = time.monotonic() + grace
-        for container in self.containers:
-            remaining = max(0.0, deadline - time.monotonic())
-            if container.running.wait(remaining) is None:
-                container.running.kill()
-                container.running.wait(10)
-        for container in self.containers:
-            try:
-                container.running.remove()
-            except Exception:  # noqa: BLE001 - keep cleaning up
-                log.warning("could not remove the container of %s", self.id, exc_info=True)
-            container.reader.join(timeout=10)
-            container.shipper.close()
-            shutil.rmtree(container.host_dir, ignore_errors=True)
+        stop_containers(self.containers, grace)
 
     def describe(self) -> dict:
         return {
@@ -301,6 +279,86 @@ class Instance:
             "Served": self.served,
             "Accepting": self.accepting,
         }
+
+
+def stop_containers(containers: list[Container], grace: float) -> None:
+    """Stop model containers as SageMaker stops an instance's: SIGTERM, SIGKILL after ``grace`` seconds,
+    then everything they hold removed (their connections, log shipping, host folders)."""
+    for container in containers:
+        # Idle kept-alive connections first: a server stopping gracefully waits for them.
+        container.pool.close()
+        container.ping_pool.close()
+    for container in containers:
+        try:
+            container.running.terminate()
+        except Exception:  # noqa: BLE001 - already gone
+            log.debug("terminate of %s failed", container.hostname, exc_info=True)
+    deadline = time.monotonic() + grace
+    for container in containers:
+        remaining = max(0.0, deadline - time.monotonic())
+        if container.running.wait(remaining) is None:
+            container.running.kill()
+            container.running.wait(10)
+    for container in containers:
+        try:
+            container.running.remove()
+        except Exception:  # noqa: BLE001 - keep cleaning up
+            log.warning("could not remove the container %s", container.hostname, exc_info=True)
+        container.reader.join(timeout=10)
+        container.shipper.close()
+        shutil.rmtree(container.host_dir, ignore_errors=True)
+
+
+def wait_for_ping(
+    containers: list[Container], timeout: float, cancelled: threading.Event | None = None, cancelled_message: str = ""
+) -> tuple[Container, int | None] | None:
+    """Ping every container until it answers 200 (every 20 ms for its first 2 s, then slowing to every
+    0.5 s). None once all do; else the first that exited, with its exit code, or the first still not
+    answering when ``timeout`` seconds have passed, with None. ``LaunchFailed(cancelled_message)`` when
+    ``cancelled`` is set meanwhile."""
+    began = time.monotonic()
+    deadline = began + float(timeout)
+    pending = list(containers)
+    while pending:
+        if cancelled is not None and cancelled.is_set():
+            raise LaunchFailed(cancelled_message)
+        for container in list(pending):
+            code = container.running.wait(0)
+            if code is not None:
+                container.reader.join(timeout=2)  # its last lines say why
+                return container, code
+            if container.ping():
+                pending.remove(container)
+        if not pending:
+            break
+        now = time.monotonic()
+        if now >= deadline:
+            return pending[0], None
+        time.sleep(min(_PING_INTERVAL_SECONDS, max(_FIRST_PING_INTERVAL_SECONDS, (now - began - 2) / 10)))
+    return None
+
+
+def exit_detail(container: Container, code: int | None) -> str:
+    """What a failure reason adds for a container that exited: its code and last lines."""
+    if code is None:
+        return ""
+    lines = [line for line in container.shipper.tail if line.strip()][-3:]
+    return f" The container exited with code {code}" + (": " + " | ".join(lines) if lines else ".")
+
+
+@dataclass
+class Launch:
+    """Where and as what one model container starts: an endpoint instance's, a transform job's."""
+
+    purpose: str  # what failure reasons name: "production variant AllTraffic", "transform job nightly"
+    name: str  # the container's (or process group's) name
+    host_dir: Path  # its /opt/ml tree on this machine
+    hostname: str
+    instance_type: str
+    log_group: str
+    log_stream: str
+    env: dict[str, str] = field(default_factory=dict)  # over the container definition's Environment
+    read_timeout: float = 60.0  # of its invocations pool
 
 
 class Fleet:
@@ -346,71 +404,81 @@ class Fleet:
         return instance
 
     def _start_container(self, endpoint: str, variant, instance: Instance, index: int, definition: dict) -> Container:
-        image = definition["Image"]
         several = len(variant.model.containers) > 1
         hostname = definition.get("ContainerHostname") or (f"container-{index + 1}" if several else "primary")
+        launch = Launch(
+            purpose=f"production variant {variant.name}",
+            name=container_name(endpoint, variant.name, instance.id, index),
+            host_dir=self.root / endpoint / f"{variant.name}-{instance.id}" / f"container-{index + 1}",
+            hostname=hostname,
+            instance_type=variant.instance_type,
+            log_group=log_group(endpoint),
+            log_stream=f"{variant.name}/{instance.id}" + (f"/{hostname}" if several else ""),
+            read_timeout=self.settings.invocation_timeout_seconds,
+        )
+        return self.start_model_container(definition, index, launch, several)
+
+    def start_model_container(self, definition: dict, index: int, launch: Launch, several: bool = False) -> Container:
+        """Start one container of a model (its ``serve``, its model data in /opt/ml/model, its
+        Environment); not yet healthy. ``several``: one of a multi-container model's, each binding the
+        port it is given. ``LaunchFailed`` with the reason SageMaker would give."""
+        image = definition["Image"]
         try:
             runner = self.runners(image)
         except (ImageNotFound, EnvironmentBuildError) as error:
-            raise LaunchFailed(
-                f"Failed to pull the image {image} for production variant {variant.name}: {error}"
-            ) from None
+            raise LaunchFailed(f"Failed to pull the image {image} for {launch.purpose}: {error}") from None
         model_dir = self.models.fetch(definition, index)
-        host_dir = self.root / endpoint / f"{variant.name}-{instance.id}" / f"container-{index + 1}"
+        host_dir = launch.host_dir
         shutil.rmtree(host_dir, ignore_errors=True)
         (host_dir / "model").mkdir(parents=True)
         if model_dir is not None:
             _link_tree(model_dir, host_dir / "model")
         port = free_port()
         env = {str(key): str(value) for key, value in (definition.get("Environment") or {}).items()}
+        env.update(launch.env)
         submit = env.get("SAGEMAKER_SUBMIT_DIRECTORY", "")
         if submit.startswith("s3://") and frameworks.recognise(image) is not None:
             # Script mode's inference code, where the framework container would have downloaded it.
             try:
                 source.fetch(self.clients.s3, submit, host_dir / "sourcedir.tar.gz", [host_dir / "code"])
             except source.SourceUnavailable as error:
-                raise LaunchFailed(
-                    f"Failed to start the container for production variant {variant.name}: {error}"
-                ) from None
+                raise LaunchFailed(f"Failed to start the container for {launch.purpose}: {error}") from None
         if several:  # SageMaker's multi-container contract: each container binds the port it is given
             env["SAGEMAKER_BIND_TO_PORT"] = str(SERVING_PORT)
             env["SAGEMAKER_SAFE_PORT_RANGE"] = f"{SERVING_PORT}-{SERVING_PORT}"
-        grant = devices.grant(variant.instance_type)
+        grant = devices.grant(launch.instance_type)
         spec = ContainerSpec(
             image=image,
             command="serve",
             host_dir=host_dir,
-            host_name=hostname,
+            host_name=launch.hostname,
             env=env,
-            name=container_name(endpoint, variant.name, instance.id, index),
+            name=launch.name,
             ports={SERVING_PORT: port},
             devices=grant,
         )
         try:
             running = self._spawner.submit(runner.start, spec).result()
         except (ImageNotFound, EnvironmentBuildError) as error:
-            raise LaunchFailed(
-                f"Failed to start the container for production variant {variant.name}: {error}"
-            ) from None
+            raise LaunchFailed(f"Failed to start the container for {launch.purpose}: {error}") from None
         except Exception as error:  # noqa: BLE001 - the engine refused: the endpoint fails, localaws goes on
             raise LaunchFailed(
-                f"Failed to start the container for production variant {variant.name}: {type(error).__name__}: {error}"
+                f"Failed to start the container for {launch.purpose}: {type(error).__name__}: {error}"
             ) from None
-        stream = f"{variant.name}/{instance.id}" + (f"/{hostname}" if several else "")
-        shipper = LogShipper(self.clients, log_group(endpoint), stream, self.settings.log_flush_seconds)
+        shipper = LogShipper(self.clients, launch.log_group, launch.log_stream, self.settings.log_flush_seconds)
         if grant.note:  # a GPU type on a machine without: its log says where it runs
             shipper.write(f"[localaws] {grant.note}")
-            log.info("endpoint %s: %s", endpoint, grant.note)
+            log.info("%s: %s", launch.purpose, grant.note)
         reader = threading.Thread(target=pump, args=(running, shipper.write), name=f"lines-{spec.name}", daemon=True)
         reader.start()
         return Container(
-            hostname=hostname,
+            hostname=launch.hostname,
             port=port,
             running=running,
             host_dir=host_dir,
             shipper=shipper,
             reader=reader,
-            pool=ConnectionPool(port, PING_TIMEOUT_SECONDS, self.settings.invocation_timeout_seconds),
+            pool=ConnectionPool(port, PING_TIMEOUT_SECONDS, launch.read_timeout),
             ping_pool=ConnectionPool(port, PING_TIMEOUT_SECONDS, PING_TIMEOUT_SECONDS, max_idle=2),
         )
 
@@ -421,42 +489,22 @@ class Fleet:
             variant.spec.get("ContainerStartupHealthCheckTimeoutInSeconds")
             or self.settings.health_check_timeout_seconds
         )
-        began = time.monotonic()
-        deadline = began + float(timeout)
-        pending = list(instance.containers)
-        while pending:
-            if cancelled is not None and cancelled.is_set():
-                raise LaunchFailed("The endpoint is being deleted.")
-            for container in list(pending):
-                code = container.running.wait(0)
-                if code is not None:
-                    container.reader.join(timeout=2)  # its last lines say why
-                    raise LaunchFailed(self._ping_failure(variant, container, instance, code))
-                if container.ping():
-                    pending.remove(container)
-            if not pending:
-                break
-            now = time.monotonic()
-            if now >= deadline:
-                raise LaunchFailed(self._ping_failure(variant, pending[0], instance, None))
-            time.sleep(min(_PING_INTERVAL_SECONDS, max(_FIRST_PING_INTERVAL_SECONDS, (now - began - 2) / 10)))
+        failed = wait_for_ping(instance.containers, float(timeout), cancelled, "The endpoint is being deleted.")
+        if failed is not None:
+            raise LaunchFailed(self._ping_failure(variant, *failed))
         for container in instance.containers:
             container.route_directly()
         with instance.lock:
             instance.accepting = True
 
     @staticmethod
-    def _ping_failure(variant, container: Container, instance: Instance, code: int | None) -> str:
+    def _ping_failure(variant, container: Container, code: int | None) -> str:
         which = "primary container" if container.hostname == "primary" else f"container {container.hostname}"
         reason = (
             f"The {which} for production variant {variant.name} did not pass the ping health check. "
             "Please check CloudWatch logs for this endpoint."
         )
-        if code is not None:
-            lines = [line for line in container.shipper.tail if line.strip()][-3:]
-            detail = f" The container exited with code {code}"
-            reason += detail + (": " + " | ".join(lines) if lines else ".")
-        return reason[:1024]
+        return (reason + exit_detail(container, code))[:1024]
 
     def start_healthy(self, endpoint: str, variant, cancelled: threading.Event | None = None) -> Instance:
         """Launch an instance and wait until it is healthy; stops it and raises ``LaunchFailed`` if not."""

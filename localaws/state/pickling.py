@@ -48,6 +48,7 @@ _LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
 _RECORD_MODULES = (
     "localaws.sagemaker.models",
     "localaws.sagemaker.processing_models",
+    "localaws.sagemaker.transform.models",
     "localaws.sagemaker.tuning.models",
     "localaws.sagemaker.hosting.models",
     "localaws.applicationautoscaling.models",

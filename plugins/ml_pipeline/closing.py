@@ -223,12 +223,14 @@ def job_end_state(description: dict, status_key: str) -> dict:
 
 def stop_or_failure_reason(description: dict) -> str | None:
     """Why a job ended as it did: ``FailureReason`` when AWS gives one (a Failed job; a Stopped job has
-    none), else the last status transition's message (e.g. "Training job stopped by user" or
-    MaxRuntimeExceeded)."""
+    none), with a processing container's ``ExitMessage``; else that message, or the last status
+    transition's (e.g. "Training job stopped by user" or MaxRuntimeExceeded)."""
     if description.get("FailureReason"):
         # A processing container's own words, beside AWS's "AlgorithmError: See job logs ...".
         message = description.get("ExitMessage")
         return f"{description['FailureReason']}: {message}" if message else description["FailureReason"]
+    if description.get("ExitMessage"):  # a stopped processing container's own words
+        return description["ExitMessage"]
     transitions = description.get("SecondaryStatusTransitions") or []
     if transitions and transitions[-1].get("StatusMessage"):
         return transitions[-1]["StatusMessage"]

@@ -59,12 +59,14 @@ DOC = """
 ### Deep-learning training on AWS, end to end
 
 plan → preflight (AMI, zone, the experiment's code) → open the run (bucket) → provision (VPC, subnets, routes, security
-groups, instance profile, volume, host: only what the run's compute needs) → data channels →
+groups, instance profile, volume, host: only what the run's compute needs) → data channels (`prepare` in
+the worker, or in a SageMaker **processing job** with `compute: processing`) →
 the experiment's code (script mode's source and framework images, its image, or its Dockerfile built) →
 **train** (one SageMaker training job), **tune** (a hyperparameter tuning job) or **host** (the image on the
 run's GPU or DL1 host through SSM Run Command) → pick the best → copy its weights and register them →
 quality gate → model, endpoint config, endpoint (created, or updated blue/green) → autoscaling →
-smoke test → promote (with `deploy: false`: the gate, then promote, no endpoint) → **teardown**, which runs
+smoke test → promote (with `deploy: false`: the gate, then promote, no endpoint) → with `batch_transform`, a
+SageMaker **batch transform** scoring its input with the model the gate approved → **teardown**, which runs
 whatever failed → **outcome**, the run's verdict in one line (a teardown too, so that a run marked failed
 from the UI still ends failed).
 
@@ -129,7 +131,9 @@ def build_dag(experiment: dict) -> DAG:
         description=(experiment["description"] or f"Train experiment {experiment['name']}")[:200],
         doc_md=f"#### Experiment {experiment['name']}\n\n{experiment['description']}\n\n"
         f"`experiments/{experiment['name']}/experiment.yaml`, code: {experiment['code_kind']}"
-        f"{'' if deploys else ', deploy: false'}.\n\n{describe(experiment)}\n{DOC}",
+        f"{'' if deploys else ', deploy: false'}"
+        f"{', prepare: processing job' if experiment.get('prepare_job') else ''}"
+        f"{', batch transform' if experiment.get('batch_transform') else ''}.\n\n{describe(experiment)}\n{DOC}",
         schedule=schedule_for(experiment),
         start_date=START_DATE,
         catchup=False,

@@ -124,3 +124,44 @@ def test_teardown_stops_the_processing_job_a_run_left_running_and_names_how_it_e
     # (with the container's "stopped by SIGTERM" as the reason, when it had started)
     assert [(job["name"], job["status"]) for job in jobs["processing"]] == [(name, "Stopped")]
     assert jobs["training"] == [] and "transform" not in jobs  # an experiment without batch_transform
+
+
+def test_a_retry_re_attaches_to_the_runs_processing_job_and_one_that_failed_is_followed_by_r2(
+    localaws_process, hook, request
+):
+    """The start task run again (a retry, a cleared task) takes the job of its name as its own while it runs
+    or once it completed; after a failed one it starts ``<name>-r2``: never a second job for one attempt."""
+    import copy
+
+    from ml_pipeline.operators.sagemaker import RunProcessingJobOperator
+    from tests.conftest import unique
+    from tests.fixtures.images import IMAGES, image_for
+    from tests.localaws.test_processing_jobs import processing_request, s3_output, wait_for_processing
+
+    image = image_for(request, localaws_process, IMAGES / "processor", "processor")
+    sm = localaws_process.client("sagemaker")
+    bucket = unique("attempts")
+    localaws_process.client("s3").create_bucket(Bucket=bucket)
+    output = s3_output("out", f"s3://{bucket}/out", "/opt/ml/processing/output")
+
+    def start(name: str, *extra: str) -> dict:
+        config = processing_request(name, image, [], [output], ["--output", "/opt/ml/processing/output", *extra])
+        operator = RunProcessingJobOperator(task_id="start_processing_job", aws_conn_id="aws_default", config=config)
+        return copy.deepcopy(operator.execute({}))["Processing"]
+
+    running = unique("wine-prepare")
+    first = start(running, "--sleep", "600")
+    again = start(running, "--sleep", "600")
+    assert again["ProcessingJobArn"] == first["ProcessingJobArn"] and again["ProcessingJobStatus"] == "InProgress"
+    assert [
+        j["ProcessingJobName"] for j in sm.list_processing_jobs(NameContains=running)["ProcessingJobSummaries"]
+    ] == [running]
+    sm.stop_processing_job(ProcessingJobName=running)
+
+    failing = unique("wine-prepare")
+    start(failing, "--fail", "no data")
+    assert wait_for_processing(sm, failing)["ProcessingJobStatus"] == "Failed"
+    retried = start(failing)
+    assert retried["ProcessingJobName"] == f"{failing}-r2"
+    assert wait_for_processing(sm, f"{failing}-r2")["ProcessingJobStatus"] == "Completed"
+    assert start(failing)["ProcessingJobName"] == f"{failing}-r2"  # done well: that one stays the task's

@@ -310,5 +310,6 @@ def test_a_processing_prepare_feeds_training_and_a_batch_transform_scores_every_
         listed = getattr(sm, f"list_{kind}_jobs")(NameContains=run)[f"{kind.capitalize()}JobSummaries"]
         assert [job[status] for job in listed] == ["Completed"], (kind, listed)
     assert_nothing_left(localaws, summary)
+    assert f"{processing['name']}/algo-1" in summary["resources"]["hosts"]  # its host's use, from CloudWatch
     assert any(item["what"] == f"processing job {processing['name']}" for item in summary["cost"]["items"])
     assert any(item["what"] == f"transform job {scored['job']}" for item in summary["cost"]["items"])

@@ -1,7 +1,7 @@
 """`make bench`: localaws's overheads, measured, written to benchmarks/results.json.
 
 ``--only SECTION`` (repeatable) measures a part alone and updates its figures in results.json:
-training, tuning, parse, pipeline, hosting, docker (the digits image under the docker runner),
+training, tuning, parse, pipeline, hosting, transform, docker (the digits image under the docker runner),
 runner (the shared runner against a bare ``docker run``: benchmarks/runner.py).
 
 training_overhead: one training job of about 20 s through localaws (create to
@@ -280,7 +280,7 @@ def docker_image() -> str | None:
         return None
 
 
-SECTIONS = ("training", "tuning", "parse", "pipeline", "hosting", "docker", "runner")
+SECTIONS = ("training", "tuning", "parse", "pipeline", "hosting", "transform", "docker", "runner")
 
 
 def main() -> int:
@@ -330,6 +330,11 @@ def main() -> int:
         if "hosting" in only:
             (Path(tmp) / "hosting").mkdir()
             record("hosting", hosting_benchmark(Path(tmp) / "hosting"), brief)
+        if "transform" in only:  # benchmarks/transform.py: a batch transform against serve fed by hand
+            from benchmarks.transform import transform_benchmark
+
+            (Path(tmp) / "transform").mkdir()
+            record("transform", transform_benchmark(Path(tmp) / "transform", args.repeats))
         if "runner" in only and docker_ready():
             from benchmarks.runner import runner_benchmark
 

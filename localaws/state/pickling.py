@@ -48,9 +48,9 @@ _LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
 _RECORD_MODULES = (
     "localaws.sagemaker.models",
     "localaws.sagemaker.processing_models",
-    "localaws.sagemaker.transform.models",
     "localaws.sagemaker.tuning.models",
     "localaws.sagemaker.hosting.models",
+    "localaws.sagemaker.transform.models",
     "localaws.applicationautoscaling.models",
     "localaws.sagemaker.registry",
     "localaws.ssm.models",

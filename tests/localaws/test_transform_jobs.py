@@ -179,7 +179,9 @@ def test_line_split_multirecord_batches_fill_max_payload_and_keep_the_records_or
     body = "".join(f"{a}.{pad},{b}.{pad},{c}.{pad}\n" for a, b, c in rows).encode()
     line_bytes = len(body) // len(rows)
     s3.put_object(Bucket=bucket, Key="batch/in/scores.csv", Body=body)
-    model = create_model(localaws, bucket, scorer, env={"FROM_MODEL": "1"})
+    model = create_model(
+        localaws, bucket, scorer, env={"FROM_MODEL": "1", "SHARED": "model", "ECHO_ENV": "FROM_MODEL,FROM_JOB,SHARED"}
+    )
     name = unique("multi")
     sm.create_transform_job(
         **transform_request(
@@ -190,7 +192,8 @@ def test_line_split_multirecord_batches_fill_max_payload_and_keep_the_records_or
             BatchStrategy="MultiRecord",
             MaxPayloadInMB=1,
             MaxConcurrentTransforms=2,
-            Environment={"FROM_JOB": "1"},
+            Environment={"FROM_JOB": "1", "SHARED": "job"},
+            Tags=[{"Key": "team", "Value": "scoring"}],
         )
     )
     done = wait_transform(sm, name)
@@ -214,6 +217,8 @@ def test_line_split_multirecord_batches_fill_max_payload_and_keep_the_records_or
         "SAGEMAKER_BATCH_STRATEGY=MULTI_RECORD SAGEMAKER_MAX_PAYLOAD_IN_MB=1"
     ) in container
     assert any("model from" in line for line in container)  # the ModelDataUrl's model.json, unpacked
+    assert "environment FROM_MODEL=1 FROM_JOB=1 SHARED=job" in container  # the job's over the model's
+    assert sm.list_tags(ResourceArn=done["TransformJobArn"])["Tags"] == [{"Key": "team", "Value": "scoring"}]
     assert data_log(logs) == ["MaxConcurrentTransforms=2, MaxPayloadInMB=1, BatchStrategy=MULTI_RECORD"]
     (stream,) = [s for s in logs if not s.endswith("/data-log")]
     assert stream.startswith(f"{name}/i-") and stream.rsplit("-", 1)[1].isdigit()
@@ -543,8 +548,15 @@ def test_recordio_and_tfrecord_split_into_records_sent_alone_without_their_frami
     assert [len(batch) for _, batch in records.payloads(lines, "MultiRecord", 0)] == [3]  # 0: no limit
 
 
-def test_the_jsonpath_subset_sagemaker_supports():
-    from localaws.sagemaker.transform.dataprocessing import PathError, parse_path, select
+def test_the_jsonpath_subset_sagemaker_supports_and_how_records_are_joined_and_filtered():
+    from localaws.sagemaker.transform.dataprocessing import (
+        DataProcessing,
+        PathError,
+        RecordError,
+        parse_path,
+        select,
+        split_output,
+    )
 
     row = ["id", 1, 2, 3, 4, 5]
     record = {"id": 7, "features": {"a": [1, 2], "b": [3, 4]}, "SageMakerOutput": {"score": 1}}
@@ -568,3 +580,17 @@ def test_the_jsonpath_subset_sagemaker_supports():
     for bad in ("features", "$..a", "$[a]", "$[1:2:3]", "$['a'", "$.a[", "$.a b"):
         with pytest.raises(PathError):
             parse_path(bad)
+
+    # OutputFilter alone reads the model's output; a joined JSON record that is not an object is wrapped.
+    only_output = DataProcessing({"OutputFilter": "$.label"}, "application/json", "application/json")
+    assert only_output.result(b'{"x": 1}', b'{"label": 3, "p": 0.9}') == b"3"
+    wrapped = DataProcessing({"JoinSource": "Input"}, "application/jsonlines", "application/jsonlines")
+    assert json.loads(wrapped.result(b"[1, 2]\n", b'{"label": 3}')) == {
+        "SageMakerInput": [1, 2],
+        "SageMakerOutput": {"label": 3},
+    }
+    csv_out = DataProcessing({"JoinSource": "Input", "OutputFilter": "$[1:]"}, "text/csv", None)
+    assert csv_out.result(b'7,"a,b"\n', b"0.5,x\n") == b'"a,b",0.5,x'  # RFC 4180 quoting kept
+    assert split_output(b"1\n2\n", 2) == [b"1", b"2"] and split_output(b"[1, 2]", 2) == [b"1", b"2"]
+    with pytest.raises(RecordError):
+        split_output(b"1\n", 2)

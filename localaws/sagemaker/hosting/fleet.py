@@ -7,6 +7,9 @@ the container's ``Environment`` set, and its port 8080 published on its own
 It is healthy once every container answers ``GET /ping`` with 200 (each ping
 times out after 2 s); it stops with SIGTERM, then SIGKILL after a grace period,
 once the requests in flight to it have been answered (drained).
+
+A transform job's instances start, ping and stop their model containers with the same functions
+(``start_model_container``, ``wait_for_ping``, ``stop_containers``: see ``transform/executor.py``).
 """
 
 from __future__ import annotations

@@ -29,21 +29,17 @@ Each instance's CPU, memory and disk are published as ``/aws/sagemaker/Transform
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import os
-import queue
 import shutil
 import threading
 import time
 import traceback
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -58,8 +54,9 @@ from localaws.sagemaker.hosting.fleet import (
     wait_for_ping,
 )
 from localaws.sagemaker.hosting.logs import LogShipper
-from localaws.sagemaker.hosting.upstream import Timeout, UpstreamError
-from localaws.sagemaker.transform import dataprocessing, records
+from localaws.sagemaker.hosting.upstream import UpstreamError
+from localaws.sagemaker.transform import dataprocessing, work
+from localaws.sagemaker.transform.work import InvokeFailed
 from localaws.sagemaker.transform.models import STOPPED_WITH_LOCALAWS, TransformJob
 
 log = logging.getLogger(__name__)
@@ -74,7 +71,6 @@ _INVOCATIONS_TIMEOUT_SECONDS = 600
 _INVOCATIONS_MAX_RETRIES = 3
 _NAME_PREFIX = "localaws-tj"
 _MESSAGE_LINES = 20
-_END = object()  # an object's last entry in an instance's queue
 
 
 class JobFailed(Exception):
@@ -83,16 +79,6 @@ class JobFailed(Exception):
 
 class Stopped(Exception):
     """StopTransformJob, or localaws stopping, while the job launched."""
-
-
-class InvokeFailed(Exception):
-    """A request failed for good: ``kind`` (ClientError, AlgorithmError) and what the data log says."""
-
-    def __init__(self, kind: str, detail: str, lines: list[str] | None = None):
-        super().__init__(detail)
-        self.kind = kind
-        self.detail = detail
-        self.lines = lines or []
 
 
 @dataclass
@@ -185,6 +171,7 @@ class JobRun:
         self._lock = threading.Lock()
         self._first_failure: tuple[int, InvokeFailed] | None = None
         self.output_bucket = ""
+        self._instances_stopped = False
 
     def stopping(self) -> bool:
         return self.job.stop_requested.is_set() or self.executor._closing.is_set()
@@ -346,6 +333,11 @@ class JobRun:
         return TransformInstance(instance, containers, data_log, folder, sampler)
 
     def _stop_instances(self) -> None:
+        """Stop every instance's containers (once: a stop does it as soon as it comes, the end again)."""
+        with self._lock:
+            if self._instances_stopped:
+                return
+            self._instances_stopped = True
         grace = self.settings.serving_stop_grace_seconds
         threads = []
         for instance in self.instances:
@@ -420,9 +412,19 @@ class JobRun:
         for thread in threads:
             thread.start()
         for thread in threads:
+            # A request may be in flight for minutes (InvocationsTimeoutInSeconds): on a stop the
+            # containers go at once, which ends it, rather than after it.
+            while thread.is_alive():
+                thread.join(0.2)
+                if self.stopping():
+                    self._stop_instances()
             thread.join()
 
-    def _fail(self, instance: TransformInstance, obj: InputObject, failure: InvokeFailed) -> None:
+    def _serve(self, instance: TransformInstance) -> None:
+        work.InstanceWork(self, instance).run()
+
+    def fail(self, instance: TransformInstance, obj: InputObject, failure: InvokeFailed) -> None:
+        """An object failed: its lines in the data log; the job's reason if it is the first object to."""
         if obj.failure is not None:
             return
         obj.failure = failure
@@ -432,177 +434,3 @@ class JobRun:
         with self._lock:  # the job's reason: the failure of the first object in the listing's order
             if self._first_failure is None or obj.index < self._first_failure[0]:
                 self._first_failure = (obj.index, InvokeFailed(failure.kind, f"s3://{obj.name}: {failure.detail}"))
-
-    def _serve(self, instance: TransformInstance) -> None:
-        """One instance's objects: requests produced here, answered by a pool of MaxConcurrentTransforms
-        threads, written in order by a writer of its own (which uploads each object once it is done)."""
-        concurrency = int(self.params["MaxConcurrentTransforms"])
-        pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"invoke-{instance.id}")
-        # The requests in flight or answered and not yet written: bounded, so that memory is.
-        pending: queue.Queue = queue.Queue(maxsize=2 * concurrency)
-        writer = threading.Thread(target=self._write, args=(instance, pending), name=f"write-{instance.id}")
-        writer.start()
-        try:
-            for number, obj in enumerate(instance.objects):
-                if self.stopping():
-                    break
-                self._produce(instance, obj, number, pool, pending)
-        finally:
-            pending.put(None)
-            writer.join()
-            pool.shutdown(wait=not self.stopping(), cancel_futures=True)
-
-    def _produce(self, instance: TransformInstance, obj: InputObject, number: int, pool, pending) -> None:
-        path = instance.folder / "input" / str(number)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            try:
-                s3io.get_file(self.s3, obj.bucket, obj.key, path)
-            except (ClientError, BotoCoreError) as error:
-                raise InvokeFailed("ClientError", f"Could not download the object: {error}") from None
-            strategy, limit = self.params["BatchStrategy"], int(self.params["MaxPayloadInMB"])
-            with gzip.open(path, "rb") if self.gzip else open(path, "rb") as stream:
-                found = records.split(stream, self.split_type)
-                if self.processing.input_filter:
-                    found = (
-                        records.Record(filtered, filtered, record.data)
-                        for record in found
-                        for filtered in (self.processing.model_input(record.data),)
-                    )
-                for body, batch in records.payloads(found, strategy, limit):
-                    if obj.failure is not None or self.stopping():
-                        break
-                    pending.put((obj, pool.submit(self._invoke, instance, obj, body), batch))
-        except InvokeFailed as failure:
-            self._fail(instance, obj, failure)
-        except records.PayloadTooLarge as error:
-            self._fail(instance, obj, InvokeFailed("ClientError", f"Too much data for max payload size ({error})"))
-        except (records.MalformedInput, dataprocessing.RecordError, UnicodeDecodeError) as error:
-            self._fail(instance, obj, InvokeFailed("ClientError", f"Unable to read the records: {error}"))
-        except (OSError, EOFError) as error:  # not gzip, or a truncated gzip stream
-            self._fail(instance, obj, InvokeFailed("ClientError", f"Unable to decompress the object: {error}"))
-        finally:
-            path.unlink(missing_ok=True)
-            pending.put((obj, _END, None))
-
-    def _invoke(self, instance: TransformInstance, obj: InputObject, body: bytes) -> bytes | None:
-        """The model's answer to one request (a Serial pipeline's last container's), or None when its
-        object failed meanwhile; ``InvokeFailed`` once retries are spent."""
-        failure: InvokeFailed | None = None
-        for _attempt in range(1 + self.retries):
-            if obj.failure is not None or self.stopping():
-                return None
-            try:
-                status, data = self._chain(instance.containers, body)
-            except Timeout:
-                failure = InvokeFailed(
-                    "AlgorithmError",
-                    f"Model server did not respond to /invocations request within {self.timeout:g} seconds",
-                )
-                continue
-            except (UpstreamError, OSError):
-                failure = InvokeFailed("AlgorithmError", "Unable to get response from algorithm")
-                continue
-            if status < 400:
-                return data
-            lines = data.decode("utf-8", "replace").splitlines()
-            if status < 500:  # the request's fault: the same request fails the same way again
-                raise InvokeFailed("ClientError", f"ClientError: {status}", ["Message:", *lines])
-            failure = InvokeFailed(
-                "AlgorithmError", f"Bad HTTP status received from algorithm: {status}", ["Message:", *lines]
-            )
-        assert failure is not None
-        raise failure
-
-    def _chain(self, containers: list[Container], body: bytes) -> tuple[int, bytes]:
-        headers = {}
-        if self.content_type:
-            headers["Content-Type"] = self.content_type
-        last = len(containers) - 1
-        status, data = 200, body
-        for index, container in enumerate(containers):
-            step = dict(headers)
-            if index == last and self.accept:
-                step["Accept"] = self.accept
-            answer = container.pool.request("POST", "/invocations", step, data)
-            status, data = answer.status, answer.data
-            if status >= 400:
-                break
-            media = answer.headers.get("content-type")
-            if media:  # the next container of the pipeline reads what this one wrote
-                headers["Content-Type"] = media
-        return status, data
-
-    # --- outputs ------------------------------------------------------------------------------
-
-    def _write(self, instance: TransformInstance, pending: queue.Queue) -> None:
-        """The answers of one instance's requests, in order, into each object's output; uploaded at its end."""
-        outputs: dict[int, IO[bytes]] = {}
-        folder = instance.folder / "output"
-        folder.mkdir(parents=True, exist_ok=True)
-        while True:
-            item = pending.get()
-            if item is None:
-                break
-            obj, future, batch = item
-            handle = outputs.get(id(obj))
-            if handle is None:
-                handle = outputs[id(obj)] = open(folder / str(len(outputs)), "w+b")
-            if future is _END:
-                outputs.pop(id(obj))
-                self._finish(instance, obj, handle)
-                continue
-            data = self._answer(future)
-            if data is _STOPPED:
-                continue
-            if isinstance(data, InvokeFailed):
-                self._fail(instance, obj, data)
-            if obj.failure is not None or data is None:
-                continue
-            try:
-                handle.write(self._assembled(data, batch))
-            except (dataprocessing.RecordError, UnicodeDecodeError) as error:
-                self._fail(instance, obj, InvokeFailed("ClientError", f"Unable to join or filter the output: {error}"))
-        for handle in outputs.values():
-            handle.close()
-
-    def _answer(self, future: Future):
-        """A request's answer (bytes, None, or its InvokeFailed); ``_STOPPED`` when the job stops first."""
-        while not future.done():
-            if self.stopping():
-                return _STOPPED
-            wait_futures([future], timeout=0.2)
-        try:
-            return future.result()
-        except InvokeFailed as failure:
-            return failure
-        except Exception as error:  # noqa: BLE001 - a request's own bug fails its object, not the job
-            log.exception("transform job %s: a request failed", self.job.name)
-            return InvokeFailed("AlgorithmError", f"InternalServerError: {type(error).__name__}: {error}")
-
-    def _assembled(self, data: bytes, batch: list[records.Record]) -> bytes:
-        processing = self.processing
-        if processing.join or processing.output_filter:
-            outputs = dataprocessing.split_output(data, len(batch))
-            pieces = [processing.result(record.original, out) for record, out in zip(batch, outputs, strict=True)]
-            separator = b"\n" if self.assemble_lines else b""
-            return b"".join(piece + separator for piece in pieces)
-        if self.assemble_lines and not data.endswith(b"\n"):
-            return data + b"\n"
-        return data
-
-    def _finish(self, instance: TransformInstance, obj: InputObject, handle) -> None:
-        try:
-            if obj.failure is not None or self.stopping():
-                return
-            size = handle.tell()
-            handle.seek(0)
-            try:
-                s3io.put_file(self.s3, handle, self.output_bucket, obj.output_key, size)
-            except (ClientError, BotoCoreError) as error:
-                self._fail(instance, obj, InvokeFailed("ClientError", f"Could not upload the output: {error}"))
-        finally:
-            handle.close()
-
-
-_STOPPED = object()

@@ -109,7 +109,7 @@ class TransformBackend:
 
     operations = ("CreateTransformJob", "DescribeTransformJob", "ListTransformJobs", "StopTransformJob")
 
-    def __init__(self, sagemaker, hosting, executor):
+    def __init__(self, sagemaker, hosting, executor) -> None:
         """``sagemaker`` is the training backend (ARNs, tags and the lock are shared with it); ``hosting``
         holds the models; ``executor`` runs a job (``executor.TransformExecutor``)."""
         self.sagemaker = sagemaker

@@ -29,7 +29,7 @@ log = logging.getLogger("localaws")
 
 #: Docker label naming the work dir of the localaws that made a container or network.
 WORK_DIR_LABEL = "localaws.work-dir"
-_JOB_FOLDERS = ("training-jobs", "transform-jobs", "ssm-commands")
+_JOB_FOLDERS = ("training-jobs", "processing-jobs", "transform-jobs", "ssm-commands")
 _RUNTIME_FOLDERS = (Path("hosting") / "instances", Path("hosting") / "models")
 
 

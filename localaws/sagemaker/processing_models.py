@@ -22,6 +22,8 @@ TERMINAL_PROCESSING_STATUSES = ("Completed", "Failed", "Stopped")
 ALGORITHM_ERROR = "AlgorithmError: See job logs for more information"
 #: AWS's default when StoppingCondition is not given: a day.
 DEFAULT_MAX_RUNTIME_SECONDS = 86400
+#: The FailureReason of a job that was running when localaws stopped (an internal error: retryable).
+STOPPED_WITH_LOCALAWS = "InternalServerError: localaws stopped while the processing job was running."
 #: The members of a job that its containers read in /opt/ml/config/processingjobconfig.json.
 _JOB_CONFIG_MEMBERS = (
     "ProcessingJobArn",
@@ -75,6 +77,14 @@ class ProcessingJob:
         if failure_reason:
             self.failure_reason = failure_reason[:1024]
         self.ended = self.last_modified = now
+
+    def end_interrupted(self, at: float) -> None:
+        """localaws stopped at ``at`` while the job ran: it is over, as a job whose instances were lost
+        (Failed), or Stopped if a stop had been asked for (nothing of it is uploaded after the fact)."""
+        if self.stop_reason == "Stopped":
+            self.finish("Stopped", now=at)
+        else:
+            self.finish("Failed", STOPPED_WITH_LOCALAWS, now=at)
 
     def job_config(self) -> dict:
         """/opt/ml/config/processingjobconfig.json: the job as created, without its tags."""
@@ -188,6 +198,21 @@ class ProcessingBackend:
 
     def shutdown(self) -> None:
         self.executor.shutdown()
+
+    def state(self) -> dict:
+        """What is persisted (pickled by the caller, under the lock)."""
+        return {"jobs": self.jobs}
+
+    def restore(self, state: dict, stopped_at: float) -> list[str]:
+        """Put a snapshot back; the jobs that were running end as ``end_interrupted`` says (their names)."""
+        interrupted = []
+        with self.lock:
+            self.jobs.update(state.get("jobs", {}))
+            for job in self.jobs.values():
+                if not job.done:
+                    job.end_interrupted(stopped_at)
+                    interrupted.append(job.name)
+        return interrupted
 
 
 def _with_defaults(params: dict) -> dict:

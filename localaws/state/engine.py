@@ -2,7 +2,8 @@
 
 Each part is pickled under its own lock, so a snapshot never waits on two of them at once; the
 restore runs at start-up, before the first request, in the order the parts refer to each other
-(training jobs before the tuning jobs that own them, endpoints before their scaling targets).
+(training jobs before the tuning jobs that own them, endpoints before their scaling targets;
+processing jobs stand alone).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def dump(gateway) -> dict[str, bytes]:
                 "tuning": gateway.tuning.state(),
                 "hosting": gateway.hosting.state(),
                 "registry": gateway.registry.state(),
+                "processing": gateway.processing.state(),
                 "transform": gateway.transform.state(),
             },
         ),
@@ -52,6 +54,8 @@ def active(gateway) -> bool:
         if any(not job.done for job in sagemaker.training_jobs.values()):
             return True
         if any(not job.done for job in gateway.tuning.jobs.values()):
+            return True
+        if any(not job.done for job in gateway.processing.jobs.values()):
             return True
         if any(not job.done for job in gateway.transform.jobs.values()):
             return True
@@ -84,6 +88,7 @@ def restore(gateway, data: bytes, stopped_at: float) -> dict:
         "tuning jobs interrupted": gateway.tuning.restore(sagemaker.get("tuning", {}), stopped_at),
     }
     gateway.registry.restore(sagemaker.get("registry", {}))
+    summary["processing jobs interrupted"] = gateway.processing.restore(sagemaker.get("processing", {}), stopped_at)
     summary["transform jobs interrupted"] = gateway.transform.restore(sagemaker.get("transform", {}), stopped_at)
     summary["endpoints"] = gateway.hosting.restore(sagemaker.get("hosting", {}))
     summary["scalable targets"] = gateway.autoscaling.restore(parts.get("autoscaling", {}), stopped_at)

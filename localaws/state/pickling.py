@@ -47,6 +47,7 @@ _LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
 #: Modules whose dataclasses are our engine's persisted records; any other object of ours is refused.
 _RECORD_MODULES = (
     "localaws.sagemaker.models",
+    "localaws.sagemaker.processing_models",
     "localaws.sagemaker.tuning.models",
     "localaws.sagemaker.hosting.models",
     "localaws.sagemaker.transform.models",

@@ -10,7 +10,10 @@ Each channel's source is one of:
                                  run's data interval (``plan["data_interval"]``: ISO ``start`` and ``end``) and
                                  ``plan["data_seed"]``; each ``output_dir/<channel>`` goes to
                                  s3://<bucket>/<data_prefix>/<channel>/, its manifest.json written last, and a
-                                 later run of the same interval reuses the complete partition
+                                 later run of the same interval reuses the complete partition. With
+                                 ``prepare_job`` (``compute: processing``) a SageMaker processing job of the
+                                 run calls it instead (``prepare_job.py``) and its output lands at the same
+                                 prefixes; here its channels are read back from S3 and the manifest written
 
 A channel's mapping may also say ``content_type`` and ``distribution`` (``sagemaker_requests`` reads them).
 Every file uploaded stays inside its folder (``images.tree_files``: links out refused); a channel with no
@@ -41,7 +44,7 @@ def source_of(entry: str | dict) -> str | None:
     return entry.get("source") if isinstance(entry, dict) else entry
 
 
-def _upload_tree(s3: Client, folder: Path, files: list[str], bucket: str, prefix: str) -> None:
+def upload_tree(s3: Client, folder: Path, files: list[str], bucket: str, prefix: str) -> None:
     for relative in files:
         s3.upload_file(str(folder / relative), bucket, f"{prefix}/{relative}")
 
@@ -79,7 +82,7 @@ def _from_folder(s3: Client, plan: Plan, name: str, source: str, where: str) -> 
     if object_exists(s3, bucket, marker):
         log.info("channel %s: %s holds %s already", name, uri, source)
         return uri
-    _upload_tree(s3, folder, files, bucket, f"{base}/{name}")
+    upload_tree(s3, folder, files, bucket, f"{base}/{name}")
     s3.put_object(
         Bucket=bucket,
         Key=marker,
@@ -100,17 +103,59 @@ def data_interval(plan: Plan) -> tuple[datetime, datetime]:
     raise ValueError(f"the plan has no data interval to prepare the data for (data_interval: {interval!r})")
 
 
-def _prepared(s3: Client, plan: Plan, where: str) -> dict[str, str]:
+def manifest_key(plan: Plan) -> str:
+    """The key of the data partition's manifest: written last, it says the partition is complete."""
+    return f"{plan['names']['data_prefix'].strip('/')}/manifest.json"
+
+
+def partition_complete(s3: Client, plan: Plan) -> bool:
+    return object_exists(s3, plan["params"]["bucket"], manifest_key(plan))
+
+
+def _written_by_job(s3: Client, plan: Plan, where: str, processing_job: str | None) -> dict[str, int]:
+    """{channel: number of files} the run's processing job left under the partition's prefix: each object
+    must lie in a channel folder (``<prefix>/<channel>/<files>``), as the worker's prepare must write them."""
+    bucket, prefix = plan["params"]["bucket"], plan["names"]["data_prefix"].strip("/")
+    if processing_job is None:
+        raise ValueError(
+            f"{where}: prepare: s3://{bucket}/{prefix}/ has no manifest and no processing job of this run wrote it"
+        )
+    counts: dict[str, int] = {}
+    stray = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
+        for entry in page.get("Contents", []):
+            channel, _, rest = entry["Key"][len(prefix) + 1 :].partition("/")
+            if rest:
+                counts[channel] = counts.get(channel, 0) + 1
+            else:
+                stray.append(channel)
+    spec = plan["experiment"]["prepare"]
+    if stray:
+        raise ValueError(
+            f"{where}: prepare: {spec} (processing job {processing_job}) wrote {', '.join(sorted(stray))} "
+            "outside a channel folder (output_dir/<channel>/<files>)"
+        )
+    if not counts:
+        raise ValueError(f"{where}: prepare: {spec} (processing job {processing_job}) wrote no channel")
+    return dict(sorted(counts.items()))
+
+
+def _prepared(s3: Client, plan: Plan, where: str, processing_job: str | None = None) -> dict[str, str]:
     """``prepare``'s channels for the run's data interval: the partition's manifest when complete, else
-    written now (every file first, the manifest last)."""
+    written now (every file first, the manifest last): here, or by ``processing_job``."""
     experiment, bucket = plan["experiment"], plan["params"]["bucket"]
     prefix = plan["names"]["data_prefix"].strip("/")
-    manifest_key = f"{prefix}/manifest.json"
-    if object_exists(s3, bucket, manifest_key):
-        manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
+    if partition_complete(s3, plan):
+        manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key(plan))["Body"].read())
         log.info("data partition s3://%s/%s exists: reused", bucket, prefix)
         return manifest["channels"]
     start, end = data_interval(plan)
+    if experiment.get("prepare_job"):
+        counts = _written_by_job(s3, plan, where, processing_job)
+        channels = {name: f"s3://{bucket}/{prefix}/{name}/" for name in counts}
+        _write_manifest(s3, plan, channels, counts, start, end, processing_job)
+        log.info("data partition s3://%s/%s written by processing job %s", bucket, prefix, processing_job)
+        return channels
     with tempfile.TemporaryDirectory(prefix="ml-pipeline-prepare-") as tmp:
         output = Path(tmp)
         code.call(experiment, experiment["prepare"], output, start=start, end=end, seed=plan["data_seed"])
@@ -126,30 +171,44 @@ def _prepared(s3: Client, plan: Plan, where: str) -> dict[str, str]:
         listings = {name: _channel_files(output / name, name, where) for name in written}
         channels = {}
         for name, files in listings.items():
-            _upload_tree(s3, output / name, files, bucket, f"{prefix}/{name}")
+            upload_tree(s3, output / name, files, bucket, f"{prefix}/{name}")
             channels[name] = f"s3://{bucket}/{prefix}/{name}/"
-    s3.put_object(
-        Bucket=bucket,
-        Key=manifest_key,
-        ContentType="application/json",
-        Body=json.dumps(
-            {
-                "channels": channels,
-                "seed": plan["data_seed"],
-                "experiment": experiment["name"],
-                "prepare": experiment["prepare"],
-                "start": start.isoformat(),
-                "end": end.isoformat(),
-                "files": {name: len(files) for name, files in listings.items()},
-            }
-        ).encode(),
-    )
+    _write_manifest(s3, plan, channels, {name: len(files) for name, files in listings.items()}, start, end)
     log.info("data partition s3://%s/%s written by %s", bucket, prefix, experiment["prepare"])
     return channels
 
 
-def prepare(s3: Client, plan: Plan) -> dict[str, str]:
-    """{channel: s3 URI} for every channel of the run, in the experiment's order (then prepare's)."""
+def _write_manifest(
+    s3: Client,
+    plan: Plan,
+    channels: dict[str, str],
+    files: dict[str, int],
+    start: datetime,
+    end: datetime,
+    processing_job: str | None = None,
+) -> None:
+    manifest = {
+        "channels": channels,
+        "seed": plan["data_seed"],
+        "experiment": plan["experiment"]["name"],
+        "prepare": plan["experiment"]["prepare"],
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "files": files,
+    }
+    if processing_job:
+        manifest["processing_job"] = processing_job
+    s3.put_object(
+        Bucket=plan["params"]["bucket"],
+        Key=manifest_key(plan),
+        ContentType="application/json",
+        Body=json.dumps(manifest).encode(),
+    )
+
+
+def prepare(s3: Client, plan: Plan, processing_job: str | None = None) -> dict[str, str]:
+    """{channel: s3 URI} for every channel of the run, in the experiment's order (then prepare's);
+    ``processing_job``: the run's processing job that wrote prepare's partition (``prepare_job``)."""
     experiment = plan["experiment"]
     where = f"experiments/{experiment['name']}/experiment.yaml"
     declared = experiment.get("channels") or {}
@@ -165,7 +224,7 @@ def prepare(s3: Client, plan: Plan) -> dict[str, str]:
         else:
             result[name] = _from_folder(s3, plan, name, source, where)
     if experiment.get("prepare"):
-        for name, uri in _prepared(s3, plan, where).items():
+        for name, uri in _prepared(s3, plan, where, processing_job).items():
             if name in result:
                 raise ValueError(f"{where}: channels.{name}: prepare writes it and the file names a source too")
             result[name] = uri

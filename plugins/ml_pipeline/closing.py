@@ -1,7 +1,8 @@
 """Closing a run, whatever happened before it: what ``close_run`` (the run's teardown) does and reports.
 
-- **Jobs**: the run's training and tuning jobs still in progress are stopped (nothing keeps billing),
-  and the summary names every job the run started with its end state (a stopped job's included).
+- **Jobs**: the run's training and tuning jobs, and its ``prepare`` processing job and batch transform job
+  (when the experiment has them), still in progress are stopped (nothing keeps billing), and the summary
+  names every job the run started with its end state (a stopped job's included).
 - **Hosting**: unless the endpoint is kept, the endpoint the run deployed, its scaling target, its
   endpoint config and model are deleted. A kept (stable) endpoint is kept only when the run succeeded: a
   failed run that updated it rolls it back to the endpoint config it served before, and one that
@@ -28,6 +29,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -125,45 +127,90 @@ def failure_sentence(failed: dict[str, str]) -> str:
 
 
 def name_parts(plan: Plan) -> dict[str, list[str]]:
-    """What the names of the run's jobs contain, by kind: its training jobs (and host jobs) carry the run's key,
-    its tuning job (and attempts, -r2...) the run's tuning name, which is also the start of each trial's name
-    (``<tuning job>-<NNN>-<hex>``): a tuning job's 32 characters hold no room for the key itself."""
-    return {"tuning": [plan["names"]["tuning_job"]], "training": [plan["key"], plan["names"]["tuning_job"]]}
+    """What the names of the run's jobs contain, by kind: its training jobs (and host jobs), processing and
+    transform jobs carry the run's key, its tuning job (and attempts, -r2...) the run's tuning name, which is
+    also the start of each trial's name (``<tuning job>-<NNN>-<hex>``): a tuning job's 32 characters hold no
+    room for the key itself. The processing and transform jobs only of an experiment that has them."""
+    parts = {"tuning": [plan["names"]["tuning_job"]], "training": [plan["key"], plan["names"]["tuning_job"]]}
+    experiment = plan["experiment"]
+    if experiment.get("prepare_job"):
+        parts["processing"] = [plan["key"]]
+    if experiment.get("batch_transform"):
+        parts["transform"] = [plan["key"]]
+    return parts
 
 
-def _list_jobs(lister, field: str, parts: list[str], **filters) -> list[dict]:
+@dataclass(frozen=True)
+class JobKind:
+    """How one kind of SageMaker job is listed, described and stopped, by the client's method names."""
+
+    list: str
+    summaries: str
+    describe: str
+    stop: str
+    name: str  # the request member naming the job
+    status: str
+
+
+#: In the order teardown stops them: a tuning job first (it would start trials as they stop).
+JOB_KINDS = {
+    "tuning": JobKind(
+        "list_hyper_parameter_tuning_jobs",
+        "HyperParameterTuningJobSummaries",
+        "describe_hyper_parameter_tuning_job",
+        "stop_hyper_parameter_tuning_job",
+        "HyperParameterTuningJobName",
+        "HyperParameterTuningJobStatus",
+    ),
+    "training": JobKind(
+        "list_training_jobs",
+        "TrainingJobSummaries",
+        "describe_training_job",
+        "stop_training_job",
+        "TrainingJobName",
+        "TrainingJobStatus",
+    ),
+    "processing": JobKind(
+        "list_processing_jobs",
+        "ProcessingJobSummaries",
+        "describe_processing_job",
+        "stop_processing_job",
+        "ProcessingJobName",
+        "ProcessingJobStatus",
+    ),
+    "transform": JobKind(
+        "list_transform_jobs",
+        "TransformJobSummaries",
+        "describe_transform_job",
+        "stop_transform_job",
+        "TransformJobName",
+        "TransformJobStatus",
+    ),
+}
+
+
+def _list_jobs(sm: Client, kind: JobKind, parts: list[str], **filters) -> list[dict]:
     found = {}
     for part in parts:
-        for summary in lister(NameContains=part, MaxResults=100, **filters)[field]:
-            found[summary.get("TrainingJobName") or summary.get("HyperParameterTuningJobName")] = summary
+        for summary in getattr(sm, kind.list)(NameContains=part, MaxResults=100, **filters)[kind.summaries]:
+            found[summary[kind.name]] = summary
     return list(found.values())
 
 
 def stop_jobs(sm: Client, plan: Plan, report: Report) -> None:
-    """Stop the run's tuning and training jobs still in progress (found by ``name_parts``)."""
-    parts = name_parts(plan)
-    for summary in _list_jobs(
-        sm.list_hyper_parameter_tuning_jobs,
-        "HyperParameterTuningJobSummaries",
-        parts["tuning"],
-        StatusEquals="InProgress",
-    ):
-        sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=summary["HyperParameterTuningJobName"])
-        report.did(f"stopped tuning job {summary['HyperParameterTuningJobName']}")
-    for summary in _list_jobs(
-        sm.list_training_jobs, "TrainingJobSummaries", parts["training"], StatusEquals="InProgress"
-    ):
-        sm.stop_training_job(TrainingJobName=summary["TrainingJobName"])
-        report.did(f"stopped training job {summary['TrainingJobName']}")
+    """Stop the run's jobs still in progress (found by ``name_parts``): tuning, training, processing, transform."""
+    for kind, parts in sorted(name_parts(plan).items(), key=lambda item: list(JOB_KINDS).index(item[0])):
+        job = JOB_KINDS[kind]
+        for summary in _list_jobs(sm, job, parts, StatusEquals="InProgress"):
+            getattr(sm, job.stop)(**{job.name: summary[job.name]})
+            report.did(f"stopped {kind} job {summary[job.name]}")
 
 
 def job_end_state(description: dict, status_key: str) -> dict:
     """A job's end state as the summary shows it: status, secondary status and why."""
     status = description[status_key]
-    state = {
-        "name": description.get("TrainingJobName") or description.get("HyperParameterTuningJobName"),
-        "status": status,
-    }
+    names = ("TrainingJobName", "HyperParameterTuningJobName", "ProcessingJobName", "TransformJobName")
+    state = {"name": next(description[name] for name in names if description.get(name)), "status": status}
     if description.get("SecondaryStatus"):
         state["secondary_status"] = description["SecondaryStatus"]
     reason = stop_or_failure_reason(description) if status in ("Failed", "Stopped") else None
@@ -176,10 +223,14 @@ def job_end_state(description: dict, status_key: str) -> dict:
 
 def stop_or_failure_reason(description: dict) -> str | None:
     """Why a job ended as it did: ``FailureReason`` when AWS gives one (a Failed job; a Stopped job has
-    none), else the last status transition's message (e.g. "Training job stopped by user" or
-    MaxRuntimeExceeded)."""
+    none), with a processing container's ``ExitMessage``; else that message, or the last status
+    transition's (e.g. "Training job stopped by user" or MaxRuntimeExceeded)."""
     if description.get("FailureReason"):
-        return description["FailureReason"]
+        # A processing container's own words, beside AWS's "AlgorithmError: See job logs ...".
+        message = description.get("ExitMessage")
+        return f"{description['FailureReason']}: {message}" if message else description["FailureReason"]
+    if description.get("ExitMessage"):  # a stopped processing container's own words
+        return description["ExitMessage"]
     transitions = description.get("SecondaryStatusTransitions") or []
     if transitions and transitions[-1].get("StatusMessage"):
         return transitions[-1]["StatusMessage"]
@@ -189,34 +240,20 @@ def stop_or_failure_reason(description: dict) -> str | None:
 
 
 def jobs_of_run(sm: Client, plan: Plan, started: dict, report: Report, wait_seconds: float = STOP_WAIT_SECONDS) -> dict:
-    """Every training and tuning job the run started, with its end state: the jobs its tasks started
-    (``started``: {"training": [names], "tuning": [names]}) and any other of its jobs (a tuning job's
-    trials, earlier attempts). A job its task started that AWS no longer knows is reported as gone. Jobs
-    still stopping are waited for (up to ``wait_seconds``) so that the summary shows how they ended."""
+    """Every job the run started, with its end state: the jobs its tasks started (``started``: {"training":
+    [names], "tuning": [names], and "processing" and "transform" where the experiment has them}) and any other
+    of its jobs (a tuning job's trials, earlier attempts). A job its task started that AWS no longer knows is
+    reported as gone. Jobs still stopping are waited for (up to ``wait_seconds``) so that the summary shows how
+    they ended."""
     parts = name_parts(plan)
     deadline = time.monotonic() + wait_seconds
     result = {}
-    for kind, lister, field, describe, argument, status_key in (
-        (
-            "tuning",
-            sm.list_hyper_parameter_tuning_jobs,
-            "HyperParameterTuningJobSummaries",
-            sm.describe_hyper_parameter_tuning_job,
-            "HyperParameterTuningJobName",
-            "HyperParameterTuningJobStatus",
-        ),
-        (
-            "training",
-            sm.list_training_jobs,
-            "TrainingJobSummaries",
-            sm.describe_training_job,
-            "TrainingJobName",
-            "TrainingJobStatus",
-        ),
-    ):
+    for kind in (kind for kind in JOB_KINDS if kind in parts):
+        job = JOB_KINDS[kind]
+        describe, argument, status_key = getattr(sm, job.describe), job.name, job.status
         # Oldest first, so the last is the attempt the run ended with (a retry's -r2 after the first);
         # a job its task started that AWS no longer lists comes last.
-        listed = [s[argument] for s in sorted(_list_jobs(lister, field, parts[kind]), key=lambda s: s["CreationTime"])]
+        listed = [s[argument] for s in sorted(_list_jobs(sm, job, parts[kind]), key=lambda s: s["CreationTime"])]
         names = list(dict.fromkeys([*listed, *started.get(kind, [])]))
         states = []
         for name in names:
@@ -498,12 +535,26 @@ def summarize(
         "autoscaling": outcome.get("autoscaling"),
         "smoke_test": outcome.get("smoke_test"),
         "promoted": outcome.get("promoted"),
+        "batch_transform": _scored(outcome.get("batch_transform"), jobs),
         "teardown": teardown_result,
         "resources": resources,
     }
     if cost is not None:
         summary["cost"] = cost
     return summary
+
+
+def _scored(scoring: dict | None, jobs: dict) -> dict | None:
+    """The batch transform as the summary shows it: what it scored with and where (``batch_transform.scoring``)
+    and how its job ended (the attempt the run ended with)."""
+    if not scoring:
+        return None
+    shown = dict(scoring)
+    for job in (jobs.get("transform") or [])[-1:]:
+        shown.update(job=job["name"], status=job["status"])
+        if job.get("reason"):
+            shown["reason"] = job["reason"]
+    return shown
 
 
 def _is_trial(name: str, jobs: dict) -> bool:
@@ -537,7 +588,7 @@ def outcome_line(summary: dict) -> str:
     parts = [f"run {summary['run']} {summary['state']}"]
     if summary.get("failed_tasks"):
         parts[0] += f" ({failure_sentence(summary['failed_tasks'])})"
-    for kind in ("tuning", "training"):
+    for kind in ("processing", "tuning", "training"):
         for job in summary["jobs"].get(kind, []):
             if kind == "training" and _is_trial(job["name"], summary["jobs"]):
                 continue
@@ -553,6 +604,9 @@ def outcome_line(summary: dict) -> str:
         parts.append(f"gate: {'deploy' if gate['deploy'] else 'keep production'} ({gate['reason']})")
     if summary.get("deploy"):
         parts.append(f"not deployed ({summary['deploy']})")
+    scored = summary.get("batch_transform")
+    if scored:
+        parts.append(f"transform job {scored['job']} {scored.get('status', 'not started')}: {scored['output']}")
     if summary.get("smoke_test"):  # smoke.run's result: the experiment's check may add figures
         smoke = summary["smoke_test"]
         figures = smoke.get("check") if isinstance(smoke.get("check"), dict) else {}

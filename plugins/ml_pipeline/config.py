@@ -163,9 +163,10 @@ def _validate(document: Any, schema_name: str, file: str, at: tuple = ()) -> Non
 
 def _deepest(error):
     """A oneOf's error says only that no branch matched: the deepest error of its branches says where and why
-    (a deploy mapping's bad smoke check, not "False was expected")."""
+    (a deploy mapping's bad smoke check, not "False was expected"); at the same depth, that of the branch of
+    the value's own type (a prepare mapping's missing function, not "is not of type 'string'")."""
     while error.context:
-        error = max(error.context, key=lambda e: len(e.absolute_path))
+        error = max(error.context, key=lambda e: (len(e.absolute_path), e.validator not in ("type", "const")))
     return error
 
 

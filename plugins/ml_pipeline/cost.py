@@ -15,6 +15,9 @@ Each item is billable seconds x instance count x the type's hourly price / 3600:
 - **the run's endpoint**: from its creation (on a kept endpoint, from this run's deploy) to teardown's delete
   (a kept endpoint: to the run's end; it bills on after), times its variants' instances at the end.
 - **the host** (compute: host): EC2 from launch to termination, at least 60 s (as EC2 bills Linux).
+- **a processing job** (``prepare`` as one) and **a batch transform job**: from their start to their end
+  (DescribeProcessingJob's and DescribeTransformJob's times) x their instances, at the file's training and
+  hosting price of their type: an approximation, the file holds no Processing or Batch Transform group.
 
 A type the file has no price for is named in its item and in ``left_out``, and counted in no total: the
 estimate never turns an unknown into a zero. The estimate reaches no remote service beyond the reads above,
@@ -315,6 +318,44 @@ def training_items(sm: Client, jobs: Mapping[str, Any], prices: Prices, now: flo
     return items, left_out
 
 
+#: Each job kind that is not training: its describe call, name member, times, resources and price group.
+_OTHER_JOBS = {
+    "processing": (
+        "describe_processing_job",
+        "ProcessingJobName",
+        ("ProcessingStartTime", "ProcessingEndTime"),
+        ("ProcessingResources", "ClusterConfig"),
+        "training",
+    ),
+    "transform": (
+        "describe_transform_job",
+        "TransformJobName",
+        ("TransformStartTime", "TransformEndTime"),
+        ("TransformResources",),
+        "hosting",
+    ),
+}
+
+
+def other_job_items(sm: Client, jobs: Mapping[str, Any], prices: Prices, now: float) -> tuple[list[dict], list[str]]:
+    """An item per processing and transform job of the run: start to end (now, while it runs), x instances."""
+    items, left_out = [], []
+    for kind, (describe, member, (began, ended), path, group) in _OTHER_JOBS.items():
+        for job in jobs.get(kind, []):
+            if job.get("status") == "gone":
+                left_out.append(f"{kind} job {job['name']}: AWS no longer knows it, so its cost is not counted")
+                continue
+            description = getattr(sm, describe)(**{member: job["name"]})
+            start = _seconds(description.get(began))
+            seconds = 0.0 if start is None else max(0.0, (_seconds(description.get(ended)) or now) - start)
+            config: Mapping[str, Any] = description
+            for part in path:
+                config = config.get(part) or {}
+            count = int(config.get("InstanceCount") or 1)
+            items.append(item(f"{kind} job {job['name']}", group, config.get("InstanceType"), count, seconds, prices))
+    return items, left_out
+
+
 def endpoint_items(serving: Mapping[str, Any] | None, end: float, prices: Prices) -> tuple[list[dict], list[str]]:
     if not serving:
         return [], []
@@ -388,6 +429,9 @@ def run_cost(
         prices = load_prices()
         now = time.time()
         items, left_out = training_items(client("sagemaker"), jobs, prices, now)
+        others, gone = other_job_items(client("sagemaker"), jobs, prices, now)
+        items += others
+        left_out += gone
         hosted, not_read = endpoint_items(serving, serving_end or now, prices)
         items += hosted
         left_out += not_read

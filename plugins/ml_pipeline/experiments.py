@@ -6,6 +6,9 @@
 
 The resolved experiment is the file's keys with their defaults filled in, plus ``name`` (the folder's
 name), ``folder`` and ``source_dir`` (absolute), ``code_kind`` ("script", "image" or "dockerfile"),
+``prepare`` the ``module:function`` whichever form the file gives and ``prepare_job`` where it runs (None:
+in the Airflow worker; a processing job's {instance_type, instance_count, volume_size_gb,
+max_runtime_seconds, image}), ``batch_transform`` None or with its defaults filled in,
 ``file_hash`` (12 hex of sha256 over experiment.yaml's bytes) and ``source_hash`` (the content hash of
 source_dir, ``images.context_hash``). Presets and tuning come inline or from
 ``include/hyperparams/<name>/`` (``config.experiment_files``); each preset is resolved to the
@@ -57,8 +60,28 @@ DEFAULTS: dict[str, Any] = {
     "presets": {},
     "tuning": None,
     "deploy": False,
+    "batch_transform": None,
     "schedule": None,
     "description": "",
+}
+#: A processing job's settings when ``prepare`` asks for one (``compute: processing``); image None: the
+#: experiment's training image.
+PREPARE_JOB_DEFAULTS = {
+    "instance_type": "ml.m5.large",
+    "instance_count": 1,
+    "volume_size_gb": 30,
+    "max_runtime_seconds": 3600,
+    "image": None,
+}
+TRANSFORM_DEFAULTS = {
+    "content_type": "text/csv",
+    "accept": None,
+    "split_type": "Line",
+    "strategy": "MultiRecord",
+    "max_payload_mb": 6,
+    "max_concurrent_transforms": 1,
+    "instance_type": "ml.m5.large",
+    "instance_count": 1,
 }
 DEPLOY_DEFAULTS = {
     "instance_type": "ml.m5.large",
@@ -243,6 +266,33 @@ def _check_channels(folder: Path, channels: dict) -> None:
             _inside(folder, source, ("channels", name), kind="dir")
 
 
+def _prepare(folder: Path, value: str | dict | None) -> tuple[str | None, dict | None]:
+    """(the ``module:function``, the processing job's settings or None): the plain string and ``compute:
+    worker`` call it in the Airflow worker; ``compute: processing`` in a SageMaker processing job."""
+    if not isinstance(value, dict):
+        return value, None
+    settings = {key: item for key, item in value.items() if key not in ("function", "compute")}
+    if value.get("compute", "worker") == "worker":
+        if settings:
+            _fail(folder, ("prepare", sorted(settings)[0]), "only with compute: processing (a processing job's)")
+        return value["function"], None
+    return value["function"], {**PREPARE_JOB_DEFAULTS, **settings}
+
+
+def _batch_transform(folder: Path, value: dict) -> dict:
+    """The batch transform's settings, its defaults filled in; its output never under its input, an S3
+    prefix that takes every key starting with it (the next run would score the scores)."""
+    resolved = {**TRANSFORM_DEFAULTS, **value}
+    if (resolved["output"].rstrip("/") + "/").startswith(resolved["input"]):
+        _fail(
+            folder,
+            ("batch_transform", "output"),
+            f"{resolved['output']!r} lies under input {resolved['input']!r}: the next run would score these "
+            "scores too; give the output a prefix of its own",
+        )
+    return resolved
+
+
 def load(folder: str | os.PathLike) -> dict:
     """The resolved experiment of ``folder`` (its ``experiment.yaml``), or ExperimentError."""
     folder = Path(folder).absolute()
@@ -288,8 +338,10 @@ def load(folder: str | os.PathLike) -> dict:
         context = _inside(folder, experiment["dockerfile"], "dockerfile", kind="dir")
         if not (context / "Dockerfile").is_file():
             _fail(folder, "dockerfile", f"{experiment['dockerfile']!r} has no Dockerfile")
+    experiment["prepare"], experiment["prepare_job"] = _prepare(folder, experiment["prepare"])
     if experiment["prepare"]:
-        _module_file(folder, source_dir, experiment["prepare"], "prepare")
+        field = "prepare" if isinstance(document["prepare"], str) else ("prepare", "function")
+        _module_file(folder, source_dir, experiment["prepare"], field)
     if not experiment["channels"] and not experiment["prepare"]:
         _fail(folder, "channels", "no data: give channels, or prepare (a module:function writing them)")
     _check_channels(folder, experiment["channels"])
@@ -327,6 +379,8 @@ def load(folder: str | os.PathLike) -> dict:
             _module_file(folder, source_dir, smoke["check"], ("deploy", "smoke", "check"))
         deploy["smoke"] = {"check": None, **smoke}
         experiment["deploy"] = deploy
+    if experiment["batch_transform"] is not None:
+        experiment["batch_transform"] = _batch_transform(folder, experiment["batch_transform"])
     _schedule(folder, experiment["schedule"])
 
     presets = _presets(folder, document)

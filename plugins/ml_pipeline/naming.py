@@ -63,11 +63,14 @@ def defaults(experiment: str) -> dict[str, str]:
 
 
 def run_names(experiment: str, key: str) -> dict[str, str]:
-    """Every name a run uses, in one place: jobs, model, endpoint config, S3 prefixes. The run's training
+    """Every name a run uses, in one place: jobs (``prepare``'s processing job and the batch transform's too),
+    model, endpoint config, S3 prefixes. The run's training
     output and checkpoints stay under ``training-jobs/<key>`` and ``checkpoints/<key>``, the prefixes the
     host's IAM policy grants per run (include/iam/host-instance-policy.json)."""
     return {
         "training_job": name(experiment, "train", key),
+        "processing_job": name(experiment, "prepare", key),
+        "transform_job": name(experiment, "score", key),
         "tuning_job": tuning_job_name(experiment, key),
         "model": name(experiment, "model", key),
         "endpoint_config": name(experiment, "config", key),

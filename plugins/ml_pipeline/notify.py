@@ -204,7 +204,7 @@ def _subject(run: Mapping[str, Any], outcome: str, failures: Mapping[str, str]) 
 def _jobs(summary: Mapping[str, Any]) -> list[str]:
     jobs = summary.get("jobs") or {}
     lines = []
-    for kind in ("tuning", "training"):
+    for kind in ("processing", "tuning", "training", "transform"):
         for job in jobs.get(kind) or []:
             if kind == "training" and _is_trial(job["name"], jobs):
                 continue  # counted on the tuning job's line

@@ -29,13 +29,21 @@ from ml_pipeline.infra.operators import RunHostTrainingOperator, SkipUnneededSte
 from ml_pipeline.infra.params import infra_params
 from ml_pipeline.infra.provisioning import STEPS, merged
 from ml_pipeline.infra.sensors import HostReadySensor, ResourceStateSensor
-from ml_pipeline.operators.sagemaker import DeployEndpointOperator, RunTrainingJobOperator, RunTuningJobOperator
+from ml_pipeline.operators.sagemaker import (
+    DeployEndpointOperator,
+    RunProcessingJobOperator,
+    RunTrainingJobOperator,
+    RunTransformJobOperator,
+    RunTuningJobOperator,
+)
 from ml_pipeline.params import pipeline_params
 from ml_pipeline.sensors.sagemaker import (
     BUDGET_STOP_KEY,
     DEFAULT_POLL_SECONDS,
     DeferrableEndpointSensor,
+    DeferrableProcessingSensor,
     DeferrableTrainingSensor,
+    DeferrableTransformSensor,
     DeferrableTuningSensor,
 )
 
@@ -51,12 +59,14 @@ DOC = """
 ### Deep-learning training on AWS, end to end
 
 plan → preflight (AMI, zone, the experiment's code) → open the run (bucket) → provision (VPC, subnets, routes, security
-groups, instance profile, volume, host: only what the run's compute needs) → data channels →
+groups, instance profile, volume, host: only what the run's compute needs) → data channels (`prepare` in
+the worker, or in a SageMaker **processing job** with `compute: processing`) →
 the experiment's code (script mode's source and framework images, its image, or its Dockerfile built) →
 **train** (one SageMaker training job), **tune** (a hyperparameter tuning job) or **host** (the image on the
 run's GPU or DL1 host through SSM Run Command) → pick the best → copy its weights and register them →
 quality gate → model, endpoint config, endpoint (created, or updated blue/green) → autoscaling →
-smoke test → promote (with `deploy: false`: the gate, then promote, no endpoint) → **teardown**, which runs
+smoke test → promote (with `deploy: false`: the gate, then promote, no endpoint) → with `batch_transform`, a
+SageMaker **batch transform** scoring its input with the model the gate approved → **teardown**, which runs
 whatever failed → **outcome**, the run's verdict in one line (a teardown too, so that a run marked failed
 from the UI still ends failed).
 
@@ -73,6 +83,9 @@ DAG_ID_PREFIX = "train_"
 START_DATE = pendulum.datetime(2026, 1, 5, tz="UTC")
 #: The task group of the provisioning steps: each step's task is ``provision.<step>``.
 PROVISION = "provision"
+#: The task groups of ``prepare``'s processing job and of the batch transform.
+PREPARE = "prepare"
+TRANSFORM = "batch_transform"
 #: The run's budget as the training and tuning sensors watch it (the plan's; "None" when it has none).
 BUDGET = "{{ ti.xcom_pull(task_ids='plan')['params'].get('max_cost_usd') }}"
 
@@ -118,7 +131,9 @@ def build_dag(experiment: dict) -> DAG:
         description=(experiment["description"] or f"Train experiment {experiment['name']}")[:200],
         doc_md=f"#### Experiment {experiment['name']}\n\n{experiment['description']}\n\n"
         f"`experiments/{experiment['name']}/experiment.yaml`, code: {experiment['code_kind']}"
-        f"{'' if deploys else ', deploy: false'}.\n\n{describe(experiment)}\n{DOC}",
+        f"{'' if deploys else ', deploy: false'}"
+        f"{', prepare: processing job' if experiment.get('prepare_job') else ''}"
+        f"{', batch transform' if experiment.get('batch_transform') else ''}.\n\n{describe(experiment)}\n{DOC}",
         schedule=schedule_for(experiment),
         start_date=START_DATE,
         catchup=False,
@@ -256,11 +271,41 @@ def open_run(run_plan: "Plan", pre: dict) -> dict:
 
 
 def prepare_channels(run_plan: "Plan") -> dict:
+    """The run's channels in S3 (``channels.prepare``): with ``prepare`` as a processing job, what the job
+    wrote, read back, its partition's manifest written here."""
     from ml_pipeline import channels
 
-    prepared = channels.prepare(client("s3"), run_plan)
+    started = xcom(f"{PREPARE}.start_processing_job") if run_plan["experiment"].get("prepare_job") else None
+    job = started["Processing"]["ProcessingJobName"] if started else None
+    prepared = channels.prepare(client("s3"), run_plan, job)
     log.info("channels: %s", ", ".join(f"{name} {uri}" for name, uri in prepared.items()))
     return prepared
+
+
+def processing_request(run_plan: "Plan", code: dict, provisioned: dict) -> dict:
+    """``prepare``'s processing job (``prepare_job.request``), its code uploaded; skipped, and the job with it,
+    when the data interval's partition is complete already (an earlier run wrote it)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from ml_pipeline import channels, prepare_job
+
+    s3 = client("s3")
+    if channels.partition_complete(s3, run_plan):
+        raise AirflowSkipException(
+            f"data partition s3://{run_plan['params']['bucket']}/{run_plan['names']['data_prefix']}/ is complete: "
+            "reused, no processing job"
+        )
+    request = prepare_job.request(run_plan, code, prepare_job.upload_code(s3, run_plan), in_vpc(run_plan, provisioned))
+    cluster = request["ProcessingResources"]["ClusterConfig"]
+    log.info(
+        "processing job %s: %s on %s x %s in %s",
+        request["ProcessingJobName"],
+        run_plan["experiment"]["prepare"],
+        cluster["InstanceCount"],
+        cluster["InstanceType"],
+        request["AppSpecification"]["ImageUri"],
+    )
+    return request
 
 
 def resolve_code(run_plan: "Plan") -> dict:
@@ -442,6 +487,24 @@ def promote(run_plan: "Plan", package_arn: str) -> dict:
     return promoted
 
 
+def transform_request(run_plan: "Plan", package_arn: str, provisioned: dict) -> dict:
+    """The batch transform's model and job (``batch_transform``): the version the gate approved, the input
+    checked; what the summary says of it is this task's XCom "scoring"."""
+    from ml_pipeline import batch_transform
+
+    batch_transform.check_input(client("s3"), run_plan)
+    version = batch_transform.scoring_version(
+        client("sagemaker"), run_plan, package_arn, xcom("quality_gate", key="verdict")
+    )
+    scoring = batch_transform.scoring(run_plan, version, package_arn)
+    get_current_context()["ti"].xcom_push(key="scoring", value=scoring)
+    log.info("transform job %s: %s with %s, %s", scoring["job"], scoring["input"], scoring["model"], scoring["output"])
+    return {
+        "Model": batch_transform.model_request(run_plan, version, in_vpc(run_plan, provisioned)),
+        "Transform": batch_transform.transform_request(run_plan),
+    }
+
+
 def close_run(run_plan: "Plan", reported: dict[str, str]) -> dict:
     """Whatever happened before: stop this run's jobs, remove what must not outlive it (saying what
     was already gone), undo a failed run's deploy, reject its model version, tear down its stack, and
@@ -454,6 +517,9 @@ def close_run(run_plan: "Plan", reported: dict[str, str]) -> dict:
 
     created = xcom("deploy.create_model_and_config")
     training, tuning = xcom("train.start_training_job"), xcom("tune.start_tuning_job")
+    experiment = run_plan["experiment"]
+    processing = xcom(f"{PREPARE}.start_processing_job") if experiment.get("prepare_job") else None
+    transform = xcom(f"{TRANSFORM}.start_transform_job") if experiment.get("batch_transform") else None
     made = {
         "hosting": {
             "endpoint": xcom("deploy.deploy_endpoint"),
@@ -466,6 +532,8 @@ def close_run(run_plan: "Plan", reported: dict[str, str]) -> dict:
         "jobs": {
             "training": [training["Training"]["TrainingJobName"]] if training else [],
             "tuning": [tuning["Tuning"]["HyperParameterTuningJobName"]] if tuning else [],
+            "processing": [processing["Processing"]["ProcessingJobName"]] if processing else [],
+            "transform": [transform["Transform"]["TransformJobName"]] if transform else [],
         },
         "provisioned": {step: xcom(f"{PROVISION}.{step}") for step in steps_for(run_plan["params"])},
         # Why max_cost_usd stopped a job, said by the sensor that stopped it.
@@ -480,6 +548,9 @@ def close_run(run_plan: "Plan", reported: dict[str, str]) -> dict:
         "outcome": {
             **{name: xcom(task_id) for name, task_id in reported.items()},
             "gate": xcom("quality_gate", key="verdict"),
+            "batch_transform": xcom(f"{TRANSFORM}.transform_request", key="scoring")
+            if experiment.get("batch_transform")
+            else None,
         },
     }
     try:
@@ -628,9 +699,32 @@ def _chain(experiment: dict, deploys: bool) -> None:
         return done
 
     stack_ids = provision()
-    channels = _task(prepare_channels, the_plan)
     image = _task(resolve_code, the_plan)
-    stack_ids >> [channels, image]
+    stack_ids >> image
+    if experiment.get("prepare_job"):  # prepare in a SageMaker processing job, in the experiment's image
+
+        @task_group(group_id=PREPARE)
+        def prepare():
+            """``prepare`` as a SageMaker processing job: the request (skipped when the data interval's partition
+            is complete), the job started (or re-attached to), then waited for."""
+            started = RunProcessingJobOperator(
+                task_id="start_processing_job",
+                aws_conn_id=AWS_CONN_ID,
+                config=_task(processing_request, the_plan, image, stack_ids),
+            )
+            started >> DeferrableProcessingSensor(
+                task_id="wait_for_processing_job",
+                aws_conn_id=AWS_CONN_ID,
+                job_name=f"{{{{ ti.xcom_pull(task_ids='{PREPARE}.start_processing_job')"
+                "['Processing']['ProcessingJobName'] }}",
+            )
+
+        # Reads what the job wrote, or the complete partition it was skipped for.
+        channels = _task(prepare_channels, the_plan, trigger_rule=TriggerRule.NONE_FAILED)
+        prepare() >> channels
+    else:
+        channels = _task(prepare_channels, the_plan)
+        stack_ids >> channels
     mode = _task(choose_mode, the_plan, operator=BranchPythonOperator)
     [channels, image] >> mode
 
@@ -721,6 +815,27 @@ def _chain(experiment: dict, deploys: bool) -> None:
     closed = _task(close_run, the_plan, {name: task.operator.task_id for name, task in reported.items()})
     opened >> closed
     promoted >> closed
+    if experiment.get("batch_transform"):
+
+        @task_group(group_id=TRANSFORM)
+        def batch_transform():
+            """Score the experiment's input with the model the gate approved (this run's version, else
+            production's), once the run is promoted or production kept: the model and job started (or
+            re-attached to), then waited for."""
+            started = RunTransformJobOperator(
+                task_id="start_transform_job",
+                aws_conn_id=AWS_CONN_ID,
+                config=_task(transform_request, the_plan, package, stack_ids, trigger_rule=TriggerRule.NONE_FAILED),
+            )
+            started >> DeferrableTransformSensor(
+                task_id="wait_for_transform_job",
+                aws_conn_id=AWS_CONN_ID,
+                job_name=f"{{{{ ti.xcom_pull(task_ids='{TRANSFORM}.start_transform_job')"
+                "['Transform']['TransformJobName'] }}",
+            )
+
+        scored = batch_transform()
+        promoted >> scored >> closed
     # as_teardown takes any task or XComArg as setup (it checks DependencyMixin); its stub, operators only.
     closed.as_teardown(setups=opened)  # type: ignore[arg-type]
     verdict = _task(outcome, retries=0)

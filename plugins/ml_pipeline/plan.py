@@ -119,6 +119,8 @@ class Names(TypedDict):
 
     training_job: str
     tuning_job: str
+    processing_job: str
+    transform_job: str
     model: str
     endpoint_config: str
     endpoint: str
@@ -224,6 +226,22 @@ def bucket_name_errors(bucket: object) -> list[str]:
     return [f"bucket: {bucket} uses {reserved[0]!r}, reserved by S3"] if reserved else []
 
 
+def job_type_errors(experiment: dict) -> list[str]:
+    """The instance types of ``prepare``'s processing job and of the batch transform, as those APIs know them."""
+    errors = []
+    checks = (
+        ("prepare", experiment.get("prepare_job"), "ProcessingInstanceType", "processing"),
+        ("batch_transform", experiment.get("batch_transform"), "TransformInstanceType", "transform"),
+    )
+    for field, settings, shape, kind in checks:
+        if settings and settings["instance_type"] not in _instance_types(shape):
+            errors.append(
+                f"{field}.instance_type: {settings['instance_type']} is not a SageMaker {kind} instance type "
+                f"(experiments/{experiment['name']}/experiment.yaml)"
+            )
+    return errors
+
+
 def resolve_from_preset(p: dict, preset: dict, experiment: dict) -> list[str]:
     """A Training field the form left empty takes the preset's value, else the experiment's (in place). A
     value given in the form always wins; the ML storage volume, not a Param, is always the preset's.
@@ -292,6 +310,7 @@ def make_plan(
         errors.append(f"instance_type: {p['instance_type']} is not a SageMaker training instance type")
     if experiment["deploy"] and p["endpoint_instance_type"] not in _instance_types("ProductionVariantInstanceType"):
         errors.append(f"endpoint_instance_type: {p['endpoint_instance_type']} is not a SageMaker hosting type")
+    errors.extend(job_type_errors(experiment))
     if experiment["deploy"] and p["min_capacity"] > p["max_capacity"]:
         errors.append(f"min_capacity ({p['min_capacity']}) is above max_capacity ({p['max_capacity']})")
     errors.extend(validate_infra(p))

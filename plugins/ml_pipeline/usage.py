@@ -4,6 +4,7 @@ published, and a plain verdict where one applies (``summary["resources"]``).
 Where the figures come from (published by SageMaker, and by localaws as SageMaker does):
 
     the run's training jobs and trials   /aws/sagemaker/TrainingJobs   Host=<job>/algo-<n>
+    its processing job (``prepare``)     /aws/sagemaker/ProcessingJobs Host=<job>/algo-<n>
     its endpoint's instances             /aws/sagemaker/Endpoints      EndpointName, VariantName
     its host (compute=host)              CWAgent                       InstanceId (the agent's rollup,
                                                                        include/cloudwatch/host-agent.json)
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TRAINING_NAMESPACE = "/aws/sagemaker/TrainingJobs"
+PROCESSING_NAMESPACE = "/aws/sagemaker/ProcessingJobs"
 ENDPOINT_NAMESPACE = "/aws/sagemaker/Endpoints"
 AGENT_NAMESPACE = "CWAgent"
 METRICS = ("CPUUtilization", "MemoryUtilization", "DiskUtilization", "GPUUtilization", "GPUMemoryUtilization")
@@ -59,7 +61,7 @@ class Machine:
     """One host of the run whose figures are read: where CloudWatch holds them, and over what time."""
 
     key: str  # what the summary names it: <job>/algo-<n>, <endpoint>/<variant>, the instance id
-    kind: str  # "training", "endpoint" or "host"
+    kind: str  # "training", "processing", "endpoint" or "host"
     instance_type: str
     namespace: str
     dimensions: list[dict[str, str]]
@@ -105,8 +107,8 @@ class Series:
 
 
 def machines_of_run(client: Clients, plan: Plan, made: dict, jobs: dict) -> tuple[list[Machine], list[str]]:
-    """The run's training hosts (every job and trial it ran), its endpoint's variant and its host, each
-    with the time it ran; and notes on those whose time could not be known."""
+    """The run's training hosts (every job and trial it ran), its processing job's, its endpoint's variant and
+    its host, each with the time it ran; and notes on those whose time could not be known."""
     from ml_pipeline import sagemaker_requests as requests  # noqa: PLC0415
 
     now = datetime.now(timezone.utc)
@@ -136,6 +138,27 @@ def machines_of_run(client: Clients, plan: Plan, made: dict, jobs: dict) -> tupl
                     dimensions=[{"Name": "Host", "Value": f"{job['name']}/algo-{index + 1}"}],
                     start=start,
                     end=end,
+                )
+            )
+    for job in jobs.get("processing", []):
+        if job.get("status") == "gone":
+            continue
+        try:
+            described = sm.describe_processing_job(ProcessingJobName=job["name"])
+        except Exception as error:  # noqa: BLE001 - botocore's ClientError: the job is not to be read
+            notes.append(f"processing job {job['name']}: not described ({_reason(error)})")
+            continue
+        cluster = described["ProcessingResources"]["ClusterConfig"]
+        for index in range(cluster.get("InstanceCount", 1)):
+            machines.append(
+                Machine(
+                    key=f"{job['name']}/algo-{index + 1}",
+                    kind="processing",
+                    instance_type=cluster["InstanceType"],
+                    namespace=PROCESSING_NAMESPACE,
+                    dimensions=[{"Name": "Host", "Value": f"{job['name']}/algo-{index + 1}"}],
+                    start=described.get("ProcessingStartTime") or described["CreationTime"],
+                    end=described.get("ProcessingEndTime") or now,
                 )
             )
     if (made.get("hosting") or {}).get("endpoint"):

@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError
 from tests.conftest import REPO_ROOT, LocalAWSProcess, unique
 from tests.fixtures.docker_engine import ecr_uri
 from tests.localaws.hosting_support import deploy, instances, wait_endpoint, wait_gone
+from tests.localaws.test_processing_jobs import PROCESSOR, processing_request, s3_output, wait_for_processing
 from tests.support import ROLE_ARN, training_request, wait_for_training, wait_until
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]  # localaws stopped, killed and started again
@@ -403,6 +404,49 @@ def send_long_command(localaws, bucket: str) -> tuple[str, str]:
         },
     )["Command"]
     return command["CommandId"], instance
+
+
+def test_a_processing_job_running_when_localaws_stops_comes_back_failed(restartable):
+    """As a training job: one that had completed is still there as it ended; one whose container ran when
+    localaws stopped comes back Failed, at the moment it stopped, with nothing of it left in the work dir."""
+    from localaws.client import register_image
+    from ml_pipeline.images import context_hash
+
+    localaws = restartable
+    image = ecr_uri("processor", context_hash(PROCESSOR))
+    register_image(localaws.endpoint_url, image, PROCESSOR)
+    s3, sm = localaws.client("s3"), localaws.client("sagemaker")
+    bucket = unique("state")
+    s3.create_bucket(Bucket=bucket)
+    done, running = unique("processed"), unique("processing")
+    for name, extra in ((done, []), (running, ["--sleep", "600"])):
+        output = s3_output("result", f"s3://{bucket}/{name}", "/opt/ml/processing/output")
+        sm.create_processing_job(
+            **processing_request(name, image, [], [output], ["--output", "/opt/ml/processing/output", *extra])
+        )
+        if name == done:
+            assert wait_for_processing(sm, done)["ProcessingJobStatus"] == "Completed"
+    wait_until(
+        lambda: "ProcessingStartTime" in sm.describe_processing_job(ProcessingJobName=running),
+        timeout=120,
+        waiting_for=f"{running}'s container to run",
+    )
+    ended = localaws.end("SIGTERM")
+    localaws.start()
+
+    described = sm.describe_processing_job(ProcessingJobName=running)
+    assert described["ProcessingJobStatus"] == "Failed"
+    assert described["FailureReason"] == "InternalServerError: localaws stopped while the processing job was running."
+    assert ended - 5 <= described["ProcessingEndTime"].timestamp() <= localaws.exited
+    assert described["ProcessingStartTime"] <= described["ProcessingEndTime"]
+    kept = sm.describe_processing_job(ProcessingJobName=done)
+    assert (kept["ProcessingJobStatus"], kept["ExitMessage"]) == ("Completed", "processed 0 files on algo-1")
+    listed = sm.list_processing_jobs(NameContains="process")["ProcessingJobSummaries"]
+    assert {(job["ProcessingJobName"], job["ProcessingJobStatus"]) for job in listed} == {
+        (done, "Completed"),
+        (running, "Failed"),
+    }
+    assert not list((localaws.work_dir / "processing-jobs").glob("*"))
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])

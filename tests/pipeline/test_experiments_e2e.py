@@ -1,7 +1,9 @@
 """Experiments end to end on localaws, each as a user would run it: the README's "Train your own model"
 followed to its last step, the diabetes example in train and tune mode, and a script-mode experiment
 written by a stranger to SageMaker's conventions (tests/fixtures/experiments/wine), each trained,
-registered, gated, deployed, smoke-tested and torn down with nothing left."""
+registered, gated, deployed, smoke-tested and torn down with nothing left; and one that prepares its data
+in a SageMaker processing job and scores a file by batch transform instead of serving an endpoint
+(tests/fixtures/experiments/flowers)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from scripts.run_pipeline import airflow_env, read_summary, run_dag
 from tests.support import migrate
@@ -222,3 +225,91 @@ def test_a_strangers_script_mode_experiment_runs_end_to_end(airflow, monkeypatch
     )
     assert '"probabilities": [[' in smoke["response_preview"]
     assert_nothing_left(airflow["localaws"], summary)
+
+
+# 4. prepare in a processing job, a weekly file scored by batch transform, no endpoint
+
+
+def test_a_processing_prepare_feeds_training_and_a_batch_transform_scores_every_line(airflow, monkeypatch, tmp_path):
+    """The flowers' channels are written by a SageMaker processing job (the experiment's prepare.py, in its
+    training image) to the data partition training reads; after the gate the approved version scores a file
+    of flowers, one species a line, under a prefix of the run's own; teardown leaves no job running and no
+    model, endpoint or stack of the run's."""
+    import numpy as np
+    from sklearn.datasets import load_iris
+
+    localaws = airflow["localaws"]
+    s3, sm = localaws.client("s3"), localaws.client("sagemaker")
+    scores = unique("flowers-weekly")
+    s3.create_bucket(Bucket=scores)
+    features, species = load_iris(return_X_y=True)
+    weekly = list(range(0, 150, 5))  # 30 flowers, 10 of each species
+    s3.put_object(
+        Bucket=scores,
+        Key="in/flowers.csv",
+        Body="".join(",".join(f"{v:g}" for v in features[i]) + "\n" for i in weekly).encode(),
+    )
+    experiments = tmp_path / "experiments"
+    shutil.copytree(FIXTURES / "flowers", experiments / "flowers")
+    file = experiments / "flowers" / "experiment.yaml"
+    document = yaml.safe_load(file.read_text())
+    document["batch_transform"].update(input=f"s3://{scores}/in/", output=f"s3://{scores}/scores")
+    file.write_text(yaml.safe_dump(document, sort_keys=False))
+
+    result, summary, log = run_experiment(
+        airflow, monkeypatch, "flowers", {"mode": "train"}, "2026-10-26T00:00:00+00:00", "flowers-train", experiments
+    )
+    assert summary["state"] == "success" and summary["failed_tasks"] is None, summary
+    run = summary["run"]
+    # The processing job ran prepare.py and wrote the partition's channels; the worker wrote its manifest.
+    [processing] = summary["jobs"]["processing"]
+    assert processing == {"name": f"flowers-prepare-{run}", "status": "Completed"}
+    job = sm.describe_processing_job(ProcessingJobName=processing["name"])
+    assert job["ExitMessage"] == "prepare:write_channels wrote train (1 files), validation (1 files)"
+    assert job["AppSpecification"]["ImageUri"].endswith("/sagemaker-scikit-learn:1.2-1-cpu-py3")
+    partition = "datasets/flowers/20261026"
+    assert job["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"].endswith(f"/{partition}/")
+    data_bucket = job["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"].split("/")[2]
+    assert summary["data"] == {
+        "train": f"s3://{data_bucket}/{partition}/train/",
+        "validation": f"s3://{data_bucket}/{partition}/validation/",
+    }
+    manifest = json.loads(s3.get_object(Bucket=data_bucket, Key=f"{partition}/manifest.json")["Body"].read())
+    assert manifest["processing_job"] == processing["name"] and manifest["files"] == {"train": 1, "validation": 1}
+    rows = s3.get_object(Bucket=data_bucket, Key=f"{partition}/train/train.csv")["Body"].read().decode().splitlines()
+    assert len(rows) == 105  # 70% of 150, as prepare.py splits them
+    assert "prepared 105 train and 45 validation flowers for 2026-10-26" in log  # the job's log, as the run shows it
+    # Training read the job's channels, and nothing else.
+    training = sm.describe_training_job(TrainingJobName=summary["training_job"])
+    assert {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in training["InputDataConfig"]} == (
+        summary["data"]
+    )
+    assert re.search(r"\] train: 105 rows from \['train.csv'\]", log), "train.py's log"
+    assert summary["metrics"]["validation:accuracy"] >= 0.85
+    assert summary["deploy"] and summary["endpoint"] is None and summary["quality_gate"]["deploy"] is True
+
+    # The batch transform scored the file with this run's (approved) version, into the run's own prefix.
+    scored = summary["batch_transform"]
+    assert scored["job"] == f"flowers-score-{run}" and scored["status"] == "Completed", scored
+    assert scored["model_package"] == summary["model_package"] and scored["model"].startswith("this run's")
+    assert scored["output"] == f"s3://{scores}/scores/{run}/"
+    assert [obj["Key"] for obj in s3.list_objects_v2(Bucket=scores, Prefix="scores/")["Contents"]] == [
+        f"scores/{run}/flowers.csv.out"
+    ]
+    lines = s3.get_object(Bucket=scores, Key=f"scores/{run}/flowers.csv.out")["Body"].read().decode().splitlines()
+    assert len(lines) == len(weekly)  # one scored line per input line
+    predicted = np.array([float(line) for line in lines])
+    assert set(predicted) <= {0.0, 1.0, 2.0} and (predicted == species[weekly]).mean() >= 0.9
+    transform = sm.describe_transform_job(TransformJobName=scored["job"])
+    assert transform["ModelName"] == f"flowers-model-{run}"
+    assert transform["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{scores}/in/"
+
+    # Teardown: the transform's model is gone, no job of the run runs, nothing else is left.
+    assert f"deleted model flowers-model-{run}" in summary["teardown"]["removed"]
+    for kind, status in (("processing", "ProcessingJobStatus"), ("transform", "TransformJobStatus")):
+        listed = getattr(sm, f"list_{kind}_jobs")(NameContains=run)[f"{kind.capitalize()}JobSummaries"]
+        assert [job[status] for job in listed] == ["Completed"], (kind, listed)
+    assert_nothing_left(localaws, summary)
+    assert f"{processing['name']}/algo-1" in summary["resources"]["hosts"]  # its host's use, from CloudWatch
+    assert any(item["what"] == f"processing job {processing['name']}" for item in summary["cost"]["items"])
+    assert any(item["what"] == f"transform job {scored['job']}" for item in summary["cost"]["items"])

@@ -1,4 +1,4 @@
-"""The provider's SageMaker training and tuning operators, made safe to retry.
+"""The provider's SageMaker training, tuning, processing and transform operators, made safe to retry.
 
 The provider either fails when the job name exists or appends a timestamp, so a
 retried task starts a second, paid job. These subclasses re-attach instead: the
@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from airflow.providers.amazon.aws.operators.sagemaker import (
     SageMakerEndpointOperator,
+    SageMakerProcessingOperator,
     SageMakerTrainingOperator,
+    SageMakerTransformOperator,
     SageMakerTuningOperator,
 )
 from airflow.providers.amazon.aws.utils import trim_none_values
@@ -89,6 +91,50 @@ class RunTuningJobOperator(SageMakerTuningOperator):
             self.log.info("Re-attaching to tuning job %s (%s)", name, existing["HyperParameterTuningJobStatus"])
             return {"Tuning": trim_none_values(_serializable(existing))}
         self.config["HyperParameterTuningJobName"] = name
+        return super().execute(context)
+
+
+class RunProcessingJobOperator(SageMakerProcessingOperator):
+    """Starts the run's processing job, or re-attaches to it; returns ``{"Processing": description}``."""
+
+    def __init__(self, **kwargs: Any):
+        kwargs.setdefault("wait_for_completion", False)
+        # The name is resolved here: the provider's "timestamp" would start a second job on a retry.
+        super().__init__(action_if_job_exists="fail", **kwargs)
+
+    def execute(self, context: Context) -> dict:
+        base = self.config["ProcessingJobName"]
+        name, existing = resolve_attempt(base, self.hook.describe_processing_job, "ProcessingJobStatus", MAX_NAME)
+        if existing is not None:
+            self.log.info("Re-attaching to processing job %s (%s)", name, existing["ProcessingJobStatus"])
+            return {"Processing": trim_none_values(_serializable(existing))}
+        if name != base:
+            self.log.info("Processing job %s failed or was stopped earlier: starting %s", base, name)
+        self.config["ProcessingJobName"] = name
+        return super().execute(context)
+
+
+class RunTransformJobOperator(SageMakerTransformOperator):
+    """Starts the run's batch transform job (config ``{"Model": ..., "Transform": ...}``), creating its model
+    unless it exists already, or re-attaches to the job; returns ``{"Transform": description, ...}``."""
+
+    def __init__(self, **kwargs: Any):
+        kwargs.setdefault("wait_for_completion", False)
+        super().__init__(check_if_job_exists=False, check_if_model_exists=False, **kwargs)
+
+    def execute(self, context: Context) -> dict:
+        transform = self.config["Transform"]
+        base = transform["TransformJobName"]
+        name, existing = resolve_attempt(base, self.hook.describe_transform_job, "TransformJobStatus", MAX_NAME)
+        if existing is not None:
+            self.log.info("Re-attaching to transform job %s (%s)", name, existing["TransformJobStatus"])
+            return {"Transform": trim_none_values(_serializable(existing))}
+        transform["TransformJobName"] = name
+        model = self.config.get("Model")
+        if model and _describe_or_none(self.hook.describe_model, model["ModelName"]) is not None:
+            # The run's model exists (its deploy made it, or an earlier try): the provider would make another.
+            self.log.info("Model %s exists: transform job %s uses it", model["ModelName"], name)
+            del self.config["Model"]
         return super().execute(context)
 
 

@@ -1,6 +1,6 @@
 """The provider's SageMaker sensors, able to defer, and saying plainly how a job ended.
 
-The provider's training, tuning and endpoint sensors only poke, holding a worker
+The provider's training, tuning, processing, transform and endpoint sensors only poke, holding a worker
 slot (or rescheduling) for hours. These poke once, then hand the wait to the
 triggerer with the provider's own ``SageMakerTrigger``, and judge the end state
 themselves:
@@ -8,7 +8,7 @@ themselves:
 - A job that ended Failed or Stopped fails the task with one line naming it, its end state and why
   ("training job X was Stopped (Training job stopped by user)"). The provider's training sensor reads
   ``FailureReason``, which a Stopped job does not have (on AWS too), and dies with ``KeyError``; its
-  tuning sensor passes a Stopped tuning job. A job's end state does not change on a retry, so the
+  tuning and transform sensors pass a Stopped job. A job's end state does not change on a retry, so the
   failure is final (``AirflowFailException``): no retries re-check it.
 - A training job's log is printed once, when the job has ended. The provider tails it before deferring
   and again (from the start) when the deferred task resumes in a fresh process, so each line appeared
@@ -31,7 +31,9 @@ from airflow.providers.amazon.aws.hooks.sagemaker import LogState
 from airflow.providers.amazon.aws.sensors.sagemaker import (
     SageMakerBaseSensor,
     SageMakerEndpointSensor,
+    SageMakerProcessingSensor,
     SageMakerTrainingSensor,
+    SageMakerTransformSensor,
     SageMakerTuningSensor,
 )
 from airflow.providers.amazon.aws.triggers.sagemaker import SageMakerTrigger
@@ -289,3 +291,47 @@ class DeferrableEndpointSensor(_Deferring, SageMakerEndpointSensor):
 
     def failed_states(self) -> set[str]:
         return {"Failed"}
+
+
+#: A processing job's log group in CloudWatch Logs (streams ``<job>/algo-<n>-<epoch>``).
+PROCESSING_LOG_GROUP = "/aws/sagemaker/ProcessingJobs"
+
+
+class DeferrableProcessingSensor(_Deferring, SageMakerProcessingSensor):
+    job_type = "processing"
+    kind = "processing job"
+
+    def _resource_name(self) -> str:
+        return self.job_name
+
+    def ended(self, response: dict) -> None:
+        """The job's log from CloudWatch Logs, once, every instance's interleaved by time."""
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+
+        try:
+            streams = [
+                stream["logStreamName"]
+                for stream in self.hook.logs_hook.conn.describe_log_streams(
+                    logGroupName=PROCESSING_LOG_GROUP, logStreamNamePrefix=f"{self.job_name}/"
+                )["logStreams"]
+            ]
+            for index, event in self.hook.multi_stream_iter(PROCESSING_LOG_GROUP, streams):
+                self.log.info("[%s] %s", streams[index].split("/")[1], event["message"])
+        except ClientError as error:  # no log (it never ran) is no reason to fail
+            self.log.info("processing job %s: no log to show (%s)", self.job_name, error)
+
+    def success_line(self, response: dict) -> str:
+        message = response.get("ExitMessage")
+        return f"processing job {self.job_name} is Completed" + (f": {message}" if message else "")
+
+
+class DeferrableTransformSensor(_Deferring, SageMakerTransformSensor):
+    job_type = "transform"
+    kind = "transform job"
+
+    def _resource_name(self) -> str:
+        return self.job_name
+
+    def success_line(self, response: dict) -> str:
+        output = (response.get("TransformOutput") or {}).get("S3OutputPath")
+        return f"transform job {self.job_name} is Completed: its output is in {output}"

@@ -123,6 +123,8 @@ def migrate(env: dict) -> None:
     freshly migrated database (``airflow db migrate`` costs seconds of CPU, and the suite makes a dozen homes)."""
     import atexit
     import shutil
+    import subprocess
+    import sys
     import tempfile
     from pathlib import Path
 
@@ -138,4 +140,16 @@ def migrate(env: dict) -> None:
         _MIGRATED["db"] = str(template / "airflow.db")
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(_MIGRATED["db"], home / "airflow.db")
+    # Airflow writes the home's airflow.cfg (its generated JWT secret and Fernet key among it) on its first
+    # import: once, here, or a standalone's components would each write their own at once and reject each
+    # other's tokens.
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from airflow.configuration import write_default_airflow_configuration_if_needed as w; w()",
+        ],
+        env=env,
+        check=True,
+    )
     (home / ".migrated").write_text("ok")

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from localaws.sagemaker import listing
+from localaws.sagemaker.persisted_jobs import PersistedJobs
 from localaws.sagemaker.contract import PROCESSING_ROOT, processing_local_path
 from localaws.sagemaker.errors import ResourceInUse, ValidationError
 from localaws.state.pickling import runtime
@@ -129,7 +130,7 @@ class ProcessingJob:
         return {key: value for key, value in out.items() if value is not None}
 
 
-class ProcessingBackend:
+class ProcessingBackend(PersistedJobs):
     """The account's processing jobs in one region."""
 
     operations = ("CreateProcessingJob", "DescribeProcessingJob", "ListProcessingJobs", "StopProcessingJob")
@@ -199,20 +200,7 @@ class ProcessingBackend:
     def shutdown(self) -> None:
         self.executor.shutdown()
 
-    def state(self) -> dict:
-        """What is persisted (pickled by the caller, under the lock)."""
-        return {"jobs": self.jobs}
-
-    def restore(self, state: dict, stopped_at: float) -> list[str]:
-        """Put a snapshot back; the jobs that were running end as ``end_interrupted`` says (their names)."""
-        interrupted = []
-        with self.lock:
-            self.jobs.update(state.get("jobs", {}))
-            for job in self.jobs.values():
-                if not job.done:
-                    job.end_interrupted(stopped_at)
-                    interrupted.append(job.name)
-        return interrupted
+    # state() and restore() across restarts: PersistedJobs.
 
 
 def _with_defaults(params: dict) -> dict:

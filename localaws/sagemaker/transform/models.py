@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from localaws.sagemaker import listing
+from localaws.sagemaker.persisted_jobs import PersistedJobs
 from localaws.sagemaker.errors import ResourceInUse, ValidationError
 from localaws.sagemaker.hosting.models import Model
 from localaws.sagemaker.transform import dataprocessing
@@ -104,7 +105,7 @@ class TransformJob:
         self.ended = self.last_modified = at
 
 
-class TransformBackend:
+class TransformBackend(PersistedJobs):
     """The account's transform jobs in one region."""
 
     operations = ("CreateTransformJob", "DescribeTransformJob", "ListTransformJobs", "StopTransformJob")
@@ -183,21 +184,7 @@ class TransformBackend:
     def shutdown(self) -> None:
         self.executor.shutdown()
 
-    # --- across restarts (localaws/state) ------------------------------------------------------
-
-    def state(self) -> dict:
-        return {"jobs": self.jobs}
-
-    def restore(self, state: dict, stopped_at: float) -> list[str]:
-        """Put a snapshot back; jobs that were running end as ``end_interrupted`` says (their names)."""
-        interrupted = []
-        with self.lock:
-            self.jobs.update(state.get("jobs", {}))
-            for job in self.jobs.values():
-                if not job.done:
-                    job.end_interrupted(stopped_at)
-                    interrupted.append(job.name)
-        return interrupted
+    # state() and restore() across restarts: PersistedJobs.
 
 
 def _check_request(params: dict) -> None:

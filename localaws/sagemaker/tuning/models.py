@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from localaws.sagemaker import listing
+from localaws.sagemaker.persisted_jobs import PersistedJobs
 from localaws.sagemaker.errors import ResourceInUse, ResourceNotFound, ValidationError
 from localaws.sagemaker.tuning.strategies import grid_size
 from localaws.state.pickling import RUNTIME, runtime
@@ -77,7 +78,7 @@ def ranges_of(config: dict, definition: dict) -> dict:
     return definition.get("HyperParameterRanges") or config.get("ParameterRanges") or {}
 
 
-class TuningBackend:
+class TuningBackend(PersistedJobs):
     operations = (
         "CreateHyperParameterTuningJob",
         "DescribeHyperParameterTuningJob",
@@ -222,21 +223,7 @@ class TuningBackend:
         job.stop_requested.set()
         return {}
 
-    # --- across restarts (localaws/state) ------------------------------------------------------
-
-    def state(self) -> dict:
-        return {"jobs": self.jobs}
-
-    def restore(self, state: dict, stopped_at: float) -> list[str]:
-        """Put a snapshot back (after the training jobs); the tuning jobs that were running end."""
-        interrupted = []
-        with self.lock:
-            self.jobs.update(state.get("jobs", {}))
-            for job in self.jobs.values():
-                if not job.done:
-                    job.end_interrupted(stopped_at)
-                    interrupted.append(job.name)
-        return interrupted
+    # state() and restore() across restarts: PersistedJobs (tuning's are restored after the training jobs).
 
     # --- derived state (call with the lock held) ----------------------------------------------
 

@@ -128,18 +128,7 @@ def machines_of_run(client: Clients, plan: Plan, made: dict, jobs: dict) -> tupl
         end = described.get("TrainingEndTime") or now
         training_end = max(training_end or end, end)
         config = described["ResourceConfig"]
-        for index in range(config.get("InstanceCount", 1)):
-            machines.append(
-                Machine(
-                    key=f"{job['name']}/algo-{index + 1}",
-                    kind="training",
-                    instance_type=config["InstanceType"],
-                    namespace=TRAINING_NAMESPACE,
-                    dimensions=[{"Name": "Host", "Value": f"{job['name']}/algo-{index + 1}"}],
-                    start=start,
-                    end=end,
-                )
-            )
+        machines += _job_hosts(job["name"], "training", config, TRAINING_NAMESPACE, start, end)
     for job in jobs.get("processing", []):
         if job.get("status") == "gone":
             continue
@@ -148,19 +137,14 @@ def machines_of_run(client: Clients, plan: Plan, made: dict, jobs: dict) -> tupl
         except Exception as error:  # noqa: BLE001 - botocore's ClientError: the job is not to be read
             notes.append(f"processing job {job['name']}: not described ({_reason(error)})")
             continue
-        cluster = described["ProcessingResources"]["ClusterConfig"]
-        for index in range(cluster.get("InstanceCount", 1)):
-            machines.append(
-                Machine(
-                    key=f"{job['name']}/algo-{index + 1}",
-                    kind="processing",
-                    instance_type=cluster["InstanceType"],
-                    namespace=PROCESSING_NAMESPACE,
-                    dimensions=[{"Name": "Host", "Value": f"{job['name']}/algo-{index + 1}"}],
-                    start=described.get("ProcessingStartTime") or described["CreationTime"],
-                    end=described.get("ProcessingEndTime") or now,
-                )
-            )
+        machines += _job_hosts(
+            job["name"],
+            "processing",
+            described["ProcessingResources"]["ClusterConfig"],
+            PROCESSING_NAMESPACE,
+            described.get("ProcessingStartTime") or described["CreationTime"],
+            described.get("ProcessingEndTime") or now,
+        )
     if (made.get("hosting") or {}).get("endpoint"):
         endpoint, variant = plan["names"]["endpoint"], requests.PRIMARY_VARIANT
         machines.append(
@@ -195,6 +179,23 @@ def machines_of_run(client: Clients, plan: Plan, made: dict, jobs: dict) -> tupl
                 )
             )
     return machines, notes
+
+
+def _job_hosts(name: str, kind: str, resources: dict, namespace: str, start: datetime, end: datetime) -> list[Machine]:
+    """A job's hosts (``<job>/algo-N``, the Host dimension SageMaker publishes them under), from its
+    ResourceConfig or ClusterConfig (InstanceType, InstanceCount)."""
+    return [
+        Machine(
+            key=f"{name}/algo-{index}",
+            kind=kind,
+            instance_type=resources["InstanceType"],
+            namespace=namespace,
+            dimensions=[{"Name": "Host", "Value": f"{name}/algo-{index}"}],
+            start=start,
+            end=end,
+        )
+        for index in range(1, resources.get("InstanceCount", 1) + 1)
+    ]
 
 
 def _host_instance(made: dict) -> str | None:

@@ -464,10 +464,17 @@ def autoscale(run_plan: "Plan") -> dict:
 
 
 def smoke_test(run_plan: "Plan") -> dict:
-    """The experiment's samples through the endpoint, and its check (``smoke.run``)."""
+    """The experiment's samples through the endpoint, and its check (``smoke.run``). An endpoint that
+    answered, but not as the experiment expects, fails the task at once: a retry would ask the same model
+    the same question. What may pass on a retry (the endpoint unreachable, a ModelError) retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
     from ml_pipeline import smoke
 
-    result = smoke.run(client("sagemaker-runtime"), run_plan)
+    try:
+        result = smoke.run(client("sagemaker-runtime"), run_plan)
+    except (smoke.SmokeTestFailed, ValueError) as error:
+        raise AirflowFailException(str(error)) from error
     log.info(
         "smoke test passed: %s answered %s bytes (%s) in %.3f s; check: %s",
         result["samples"],

@@ -153,6 +153,8 @@ def test_a_failed_run_undoes_its_deploy_on_a_kept_endpoint_and_rejects_its_model
         # Its own model package group: no production to beat, so the gate deploys it.
         bad, summary = run(airflow, kept, "2026-10-12T00:00:00+00:00", "kept-bad", **failing)
         assert bad["state"] == "failed" and summary["failed_tasks"] == {"smoke_test": "failed"}
+        # The endpoint answered wrongly: a retry would ask the same model the same question.
+        assert (airflow["home"] / "kept-bad.log").read_text().count("starting task_id=smoke_test ") == 1
         now = sm.describe_endpoint(EndpointName=endpoint)
         assert (now["EndpointStatus"], now["EndpointConfigName"]) == ("InService", served)
         assert (

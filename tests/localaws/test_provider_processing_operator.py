@@ -115,9 +115,10 @@ def test_the_stock_sensor_pokes_until_the_job_ends(world):
 
     sm = world["sm"]
     name, failing = unique("sensed"), unique("sensed")
-    sm.create_processing_job(**config(world, name, "--sleep", "1"))
-    sm.create_processing_job(**config(world, failing, "--fail", "row 2"))
     sensor = SageMakerProcessingSensor(task_id="sense", job_name=name, aws_conn_id="aws_default")
+    assert sensor.hook.conn  # its connection and client made before the job starts: the first poke sees it running
+    sm.create_processing_job(**config(world, name, "--sleep", "3"))
+    sm.create_processing_job(**config(world, failing, "--fail", "row 2"))
     assert sensor.poke({}) is False  # still InProgress
     wait_until(lambda: sensor.poke({}), timeout=60, poll=0.5, waiting_for=f"{name} to complete")
     assert_outputs(world, name)

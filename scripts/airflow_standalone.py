@@ -15,7 +15,7 @@ LocalExecutor, dag-processor, triggerer, api-server with the UI; SQLite), one pr
   AIRFLOW_CONN_AWS_DEFAULT                     localaws's endpoint with dummy local keys
   MLFLOW_TRACKING_URI                          an MLflow server started here unless set (SQLite in the
                                                home, artifacts in localaws's S3; its UI address is
-                                               printed, on port 5000 or ML_PIPELINE_MLFLOW_PORT)
+                                               printed, on port 5050 or ML_PIPELINE_MLFLOW_PORT)
 
 Why not `airflow standalone` itself: it starts the scheduler's and the triggerer's log servers (ports
 8793 and 8794), which Airflow binds to every address with no setting to change that, and it cannot be

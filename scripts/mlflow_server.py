@@ -7,7 +7,8 @@ on exit:
   backend     SQLite, ``<folder>/mlflow.db`` (the run's or the Airflow home: deleting it resets both)
   artifacts   proxied by the server (``--serve-artifacts``) into ``s3://ml-pipeline-mlflow/artifacts`` on
               localaws (``s3_endpoint``; the bucket is created): clients send artifacts to the server only
-  address     127.0.0.1, port ``ML_PIPELINE_MLFLOW_PORT`` (default 5000; 0, or 5000 taken: a free one)
+  address     127.0.0.1, port ``ML_PIPELINE_MLFLOW_PORT`` (default 5050, not MLflow's 5000: that is the local
+              registry standing in for ECR, scripts/docker-engine.sh's; 0, or 5050 taken: a free one)
   log         ``<folder>/mlflow.log``
 
 Run alone (``python scripts/mlflow_server.py --folder out``) it serves until Ctrl-C.
@@ -34,7 +35,9 @@ if str(ROOT) not in sys.path:
 
 from localaws.lifetime import die_with_parent  # noqa: E402
 
-DEFAULT_PORT = 5000
+#: Not MLflow's own 5000: the registry standing in for ECR listens there (scripts/docker-engine.sh), and
+#: a server that took it first left the registry unable to start.
+DEFAULT_PORT = 5050
 ARTIFACT_BUCKET = "ml-pipeline-mlflow"
 #: The first start migrates the SQLite database (a minute on a busy laptop).
 START_SECONDS = 180

@@ -30,6 +30,9 @@ WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 _AIRFLOW_HOME = f"ml-pipeline-tests-airflow-{os.getuid()}{WORKER and '-' + WORKER}"
 os.environ.setdefault("AIRFLOW_HOME", str(Path(tempfile.gettempdir()) / _AIRFLOW_HOME))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+# MLflow servers that the scripts under test start take a free port: never a fixed one that the other
+# worker's server, or the registry standing in for ECR, may need.
+os.environ.setdefault("ML_PIPELINE_MLFLOW_PORT", "0")
 
 pytest_plugins = ["tests.fixtures.docker_engine"]
 

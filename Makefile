@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint bench localaws airflow docker-engine clean
+.PHONY: install run test test-fast test-stack lint bench localaws airflow docker-engine stack stack-down clean
 
 install: $(STAMP)
 
@@ -27,9 +27,14 @@ XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --n
 test: install
 	$(PY) -m pytest tests $(XDIST)
 
+## The production stack for real (tests/deploy, marker stack; builds what `make stack` builds, ~15 minutes on
+## a clean machine, then ~15 minutes of runs): not part of `make test`.
+test-stack: install
+	$(PY) -m pytest tests/deploy -m stack -p no:xdist
+
 ## The quick layer: no Docker engine, no end-to-end run of the real network or a DAG, nothing slow.
 test-fast: install
-	$(PY) -m pytest tests -m "not docker and not e2e and not slow" $(XDIST)
+	$(PY) -m pytest tests -m "not docker and not e2e and not slow and not stack" $(XDIST)
 
 ## ruff (lint, then format) and mypy, as pyproject.toml sets them; CI runs it before the tests.
 lint: install
@@ -47,6 +52,14 @@ localaws: install
 ## Airflow standalone, UI on http://127.0.0.1:8080, against localaws (started unless one listens on 4566).
 airflow: install
 	$(PY) scripts/airflow_standalone.py
+
+## docker-compose.yaml's stack (CeleryExecutor, Postgres, Redis, MLflow, localaws) from images built here;
+## prints the UI's address and login once every service is healthy. stack-down keeps the volumes.
+stack: install
+	$(PY) scripts/stack.py up
+
+stack-down: install
+	$(PY) scripts/stack.py down
 
 docker-engine:
 	bash scripts/docker-engine.sh install

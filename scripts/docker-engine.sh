@@ -5,6 +5,8 @@
 #   scripts/docker-engine.sh start        dockerd (overlay2 or vfs, own data root) + registry on 127.0.0.1:5000,
 #                                         each unless one already answers; waits until both answer
 #   scripts/docker-engine.sh base-image   build localaws/debian-python-torch:bookworm if the engine lacks it
+#   scripts/docker-engine.sh stack-base   build localaws/debian-stack:bookworm (the production stack's base:
+#                                         Python, PostgreSQL, Redis) if the engine lacks it
 #   scripts/docker-engine.sh up           install + start + base-image
 #   scripts/docker-engine.sh stop [all|engine|registry]
 #                                         stop what *this script* started (pid files); never another engine
@@ -40,6 +42,11 @@ SOCKET=/var/run/docker.sock
 # What goes into the base image besides minbase (Depends only, no Recommends).
 # python3-gunicorn: the serving image's production WSGI server (experiments/digits/serve).
 BASE_PACKAGES=python3,python3-numpy,python3-sklearn,python3-torch,python3-gunicorn,python3-pip,ca-certificates,procps
+# The production stack's base (scripts/stack.py; docker/stack/): Python for pip's Airflow, MLflow and localaws,
+# Debian's PostgreSQL 15 and Redis 7.0 for the stand-ins of the official postgres and redis images; curl for
+# the health checks, tini as PID 1 (as the official images' dumb-init), git for the DAGs' commit records.
+STACK_IMAGE=${LOCALAWS_STACK_IMAGE:-localaws/debian-stack:bookworm}
+STACK_PACKAGES=python3,python3-venv,python3-pip,postgresql,postgresql-client,redis-server,redis-tools,curl,ca-certificates,procps,tini,git,libpq5
 
 DOCKERD_PID=$STATE/dockerd.pid
 REGISTRY_PID=$STATE/registry.pid
@@ -286,16 +293,18 @@ cmd_status() {
 
 # ---------------------------------------------------------------- base-image
 # What the base image is built from; an image imported from another package list is stale.
-base_key() {
-    printf '%s\n' "bookworm" "$BASE_PACKAGES" "v2" | sha256sum | cut -c1-12
+base_key() { # packages
+    printf '%s\n' "bookworm" "$1" "v2" | sha256sum | cut -c1-12
 }
 
-base_image_present() {
+image_has_key() { # image key
     local json
-    json=$(curl -fsS --max-time 5 --unix-socket "$SOCKET" "http://localhost/images/${BASE_IMAGE}/json" 2>/dev/null) ||
+    json=$(curl -fsS --max-time 5 --unix-socket "$SOCKET" "http://localhost/images/${1}/json" 2>/dev/null) ||
         return 1
-    [[ $json == *"\"localaws.base-key\":\"$(base_key)\""* ]]
+    [[ $json == *"\"localaws.base-key\":\"$2\""* ]]
 }
+
+base_image_present() { image_has_key "$BASE_IMAGE" "$(base_key "$BASE_PACKAGES")"; }
 
 # Keep the image small: no package caches, docs, locales, nor what only building needs
 # (compilers, headers, static libraries, torch's test binaries, mesa's GPU drivers and their
@@ -319,16 +328,33 @@ trim_rootfs() {
     : >"$root/etc/hostname"
 }
 
-cmd_base_image() {
+# The certificate authorities this host adds to Debian's (a proxy's, a company's): an image that downloads
+# (pip in a build) must trust them as the host does. Their digest is part of the image's key.
+HOST_CAS=/usr/local/share/ca-certificates
+host_cas_digest() {
+    find "$HOST_CAS" -name '*.crt' -type f 2>/dev/null | sort | xargs -r cat | sha256sum | cut -c1-12
+}
+add_host_cas() { # root
+    local root=$1
+    find "$HOST_CAS" -name '*.crt' -type f 2>/dev/null | grep -q . || return 0
+    mkdir -p "$root$HOST_CAS"
+    cp "$HOST_CAS"/*.crt "$root$HOST_CAS"/ 2>/dev/null || true
+    chroot "$root" update-ca-certificates >/dev/null
+    log "base-image: added this host's certificate authorities ($(ls "$HOST_CAS"/*.crt | wc -l))"
+}
+
+# A debootstrapped bookworm (minbase + packages), trimmed, checked by a command run in it, cached as a tarball
+# and imported as an image labelled with its package list's key (an image from another list is rebuilt).
+build_base() { # image packages tarball-stem check-command [with-host-cas]
+    local image=$1 packages=$2 stem=$3 check=$4 cas=${5:-} key tarball
     engine_answers || die "no engine answers on $SOCKET: run '$0 start' first"
-    if base_image_present; then
-        log "base-image: $BASE_IMAGE already in the engine"
+    key=$(base_key "$packages${cas:+ $(host_cas_digest)}")
+    if image_has_key "$image" "$key"; then
+        log "base-image: $image already in the engine"
         return 0
     fi
     need_root base-image
-    local key tarball
-    key=$(base_key)
-    tarball="$CACHE/debian-bookworm-python-torch-$key.tar"
+    tarball="$CACHE/$stem-$key.tar"
     mkdir -p "$CACHE"
     if [ ! -s "$tarball" ]; then
         [ -x /usr/sbin/debootstrap ] || die "debootstrap missing: run '$0 install' first"
@@ -336,38 +362,49 @@ cmd_base_image() {
         root=$(mktemp -d /var/tmp/localaws-rootfs.XXXXXX)
         # shellcheck disable=SC2064
         trap "umount -l '$root/proc' 2>/dev/null || true; rm -rf '$root'" EXIT
-        log "base-image: debootstrap bookworm (minbase + $BASE_PACKAGES) into $root"
+        log "base-image: debootstrap bookworm (minbase + $packages) into $root"
         local t0=$SECONDS
-        if ! debootstrap --variant=minbase --include="$BASE_PACKAGES" bookworm "$root" "$MIRROR" \
-            >"$STATE/debootstrap.log" 2>&1; then
-            tail -n 20 "$STATE/debootstrap.log" >&2
-            die "debootstrap failed (log: $STATE/debootstrap.log)"
+        if ! debootstrap --variant=minbase --include="$packages" bookworm "$root" "$MIRROR" \
+            >"$STATE/debootstrap-$stem.log" 2>&1; then
+            tail -n 20 "$STATE/debootstrap-$stem.log" >&2
+            die "debootstrap failed (log: $STATE/debootstrap-$stem.log)"
         fi
         log "base-image: debootstrap took $((SECONDS - t0))s"
         trim_rootfs "$root"
-        log "base-image: checking python3 -c 'import torch, sklearn, numpy' in the rootfs"
+        [ -z "$cas" ] || add_host_cas "$root"
+        log "base-image: checking the trimmed rootfs: $check"
         mount -t proc proc "$root/proc"
-        chroot "$root" /usr/bin/python3 -c 'import torch, sklearn, sklearn.linear_model, scipy.optimize, numpy; print(float(torch.ones(3) @ torch.ones(3)))' >/dev/null ||
-            die "the trimmed rootfs cannot import torch/sklearn/numpy"
+        chroot "$root" /bin/sh -c "$check" >/dev/null || die "the trimmed rootfs fails: $check"
         umount "$root/proc"
         log "base-image: rootfs $(du -sh "$root" | cut -f1); writing $tarball"
         tar --numeric-owner -C "$root" -cf "$tarball.part" .
         mv "$tarball.part" "$tarball"
-        find "$CACHE" -maxdepth 1 -name 'debian-bookworm-python-torch-*.tar*' ! -name "${tarball##*/}" -delete
+        find "$CACHE" -maxdepth 1 -name "$stem-*.tar*" ! -name "${tarball##*/}" -delete
         rm -rf "$root"
         trap - EXIT
     else
         log "base-image: using cached $tarball"
     fi
-    log "base-image: docker import -> $BASE_IMAGE"
+    log "base-image: docker import -> $image"
     local t1=$SECONDS
     "$(docker_cli)" import \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'ENV LANG=C.UTF-8' \
         --change 'CMD ["/bin/bash"]' \
         --change "LABEL localaws.base-key=$key" \
-        "$tarball" "$BASE_IMAGE" >/dev/null
+        "$tarball" "$image" >/dev/null
     log "base-image: import took $((SECONDS - t1))s"
+}
+
+cmd_base_image() {
+    build_base "$BASE_IMAGE" "$BASE_PACKAGES" debian-bookworm-python-torch \
+        "python3 -c 'import torch, sklearn, sklearn.linear_model, scipy.optimize, numpy; print(float(torch.ones(3) @ torch.ones(3)))'"
+}
+
+cmd_stack_base() {
+    build_base "$STACK_IMAGE" "$STACK_PACKAGES" debian-bookworm-stack \
+        "python3 -m venv --help && /usr/lib/postgresql/15/bin/postgres --version && redis-server --version && curl --version && tini --version" \
+        with-host-cas
 }
 
 # ---------------------------------------------------------------- selftest
@@ -414,9 +451,10 @@ case "${1:-}" in
     install) cmd_install ;;
     start) cmd_start ;;
     base-image) cmd_base_image ;;
+    stack-base) cmd_stack_base ;;
     up) cmd_install; cmd_start; cmd_base_image ;;
     stop) cmd_stop "${2:-all}" ;;
     status) cmd_status ;;
     selftest) cmd_selftest ;;
-    *) echo "usage: $0 install|start|base-image|up|stop|status|selftest" >&2; exit 2 ;;
+    *) echo "usage: $0 install|start|base-image|stack-base|up|stop|status|selftest" >&2; exit 2 ;;
 esac

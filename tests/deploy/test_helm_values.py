@@ -232,3 +232,59 @@ def test_logs_go_to_s3_and_components_have_resources(values):
     for component in COMPONENTS:
         resources = values[component]["resources"]
         assert resources["requests"] and resources["limits"], component
+
+
+# ------------------------------------------------------------------- the chart's rules, the README
+#: Each secret the values name, and the keys the chart reads from it (its templates' secretKeyRef keys).
+def _secrets_read(values: dict) -> dict[str, set[str]]:
+    read = {
+        values["data"]["metadataSecretName"]: {"connection"},
+        values["data"]["brokerUrlSecretName"]: {"connection"},
+        values["redis"]["passwordSecretName"]: {"password"},
+        values["fernetKeySecretName"]: {"fernet-key"},
+        values["jwtSecretName"]: {"jwt-secret"},
+        values["apiSecretKeySecretName"]: {"api-secret-key"},
+        # git-sync's v3 and v4 spellings: the chart's containers read all four.
+        values["dags"]["gitSync"]["credentialsSecret"]: {
+            "GITSYNC_USERNAME",
+            "GITSYNC_PASSWORD",
+            "GIT_SYNC_USERNAME",
+            "GIT_SYNC_PASSWORD",
+        },
+    }
+    for item in values["createUserJob"]["env"]:
+        ref = item["valueFrom"]["secretKeyRef"]
+        read.setdefault(ref["name"], set()).add(ref["key"])
+    return read
+
+
+def _readme_secrets() -> dict[str, set[str]]:
+    """The secrets README's Production section creates: name -> the keys given."""
+    text = (REPO_ROOT / "README.md").read_text()
+    section = re.search(r"^## Production\n(.*?)^## ", text, re.MULTILINE | re.DOTALL).group(1)
+    commands = re.sub(r"\\\n\s*", " ", section)  # shell line continuations
+    created: dict[str, set[str]] = {}
+    for line in commands.splitlines():
+        match = re.search(r"kubectl \S+ create secret generic (\S+)(.*)", line)
+        if match:
+            created[match.group(1)] = set(re.findall(r"--from-literal=([A-Za-z0-9_-]+)=", match.group(2)))
+    return created
+
+
+def test_the_readme_creates_every_secret_the_values_name(values):
+    assert _readme_secrets() == _secrets_read(values)
+
+
+def test_the_charts_own_rules(values):
+    # The chart's check-values: its Redis with a password secret needs the broker URL's secret too (else the
+    # chart writes a broker URL with a random password of its own).
+    if values["redis"].get("passwordSecretName"):
+        assert values["data"].get("brokerUrlSecretName")
+    # With network policies, the api-server's admits nobody unless "from" is given: the release's pods must
+    # reach its execution API. README's commands install the release as "airflow".
+    if values["networkPolicies"]["enabled"]:
+        (source,) = values["apiServer"]["networkPolicy"]["ingress"]["from"]
+        assert source["podSelector"]["matchLabels"] == {"tier": "airflow", "release": "airflow"}
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "helm upgrade --install airflow " in readme
+    assert "redis://:$REDIS_PASSWORD@airflow-redis:6379/0" in readme

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scripts.stack import BASES, ensure_env, find_compose, install_compose, read_env
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
 
@@ -33,14 +35,9 @@ AIRFLOW_SERVICES = {
 ALL_SERVICES = {"postgres", "redis", "airflow-init", "localaws", *AIRFLOW_SERVICES}
 AIRFLOW_CONTAINERS = {"airflow-init", *AIRFLOW_SERVICES}
 
-# The only secrets the file may carry: public, local-only dummies (documented at its top).
-LOCAL_DUMMIES = {
-    "airflow",  # Postgres and the admin user
-    "localaws",  # the AWS connection's access key and secret for localaws
-    "bG9jYWwtb25seS1mZXJuZXQta2V5LWNoYW5nZS1tZSE=",  # base64("local-only-fernet-key-change-me!")
-    "local-only-jwt-secret-change-me",
-    "local-only-api-secret-key-change-me",
-}
+# The only credential the file itself carries: localaws's dummy key (localaws takes any key). Every password
+# and secret comes from .env or the environment, with no default.
+LOCAL_DUMMIES = {"localaws"}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|FERNET|_KEY$|_KEY_ID$")
 AWS_CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
@@ -49,44 +46,16 @@ CLEAN_ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "DOCKER_CONFIG")
 
 
 # ------------------------------------------------------------------------------------------ the tool
-def _works(command: list[str]) -> bool:
-    try:
-        return subprocess.run([*command, "version"], capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-def _find_compose() -> list[str] | None:
-    if shutil.which("docker") and _works(["docker", "compose"]):
-        return ["docker", "compose"]
-    if shutil.which("docker-compose") and _works(["docker-compose"]):
-        return ["docker-compose"]
-    return None
-
-
-def _apt_install_docker_compose() -> str:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "docker-compose"]
-    # apt-get update only when the package lists are missing or a first attempt fails.
-    if not list(Path("/var/lib/apt/lists").glob("*_Packages")):
-        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env, timeout=300)
-    result = subprocess.run(install, capture_output=True, text=True, env=env, timeout=600)
-    if result.returncode != 0:
-        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env, timeout=300)
-        result = subprocess.run(install, capture_output=True, text=True, env=env, timeout=600)
-    return "" if result.returncode == 0 else (result.stdout + result.stderr)[-2000:]
-
-
 @pytest.fixture(scope="module")
 def compose() -> list[str]:
-    command = _find_compose()
+    command = find_compose()
     if command is None:
         if os.geteuid() != 0 or not shutil.which("apt-get"):
             pytest.skip("no compose tool (docker compose / docker-compose), and installing one needs root and apt")
-        error = _apt_install_docker_compose()
-        command = _find_compose()
-        if command is None:
-            pytest.fail(f"apt-get install docker-compose did not give a working docker-compose: {error}")
+        try:
+            command = install_compose()
+        except SystemExit as error:
+            pytest.fail(str(error))
     return command
 
 
@@ -104,10 +73,19 @@ def _run(compose: list[str], *args: str, env_file: Path, extra_env: dict | None 
 
 
 @pytest.fixture(scope="module")
-def empty_env_file(tmp_path_factory) -> Path:
-    """Stands in for the developer's .env, so that the file's own defaults are what is tested."""
-    path = tmp_path_factory.mktemp("compose") / "empty.env"
+def bare_env_file(tmp_path_factory) -> Path:
+    """An .env with nothing in it: the file must refuse it (no default passwords)."""
+    path = tmp_path_factory.mktemp("compose") / "bare.env"
     path.write_text("")
+    return path
+
+
+@pytest.fixture(scope="module")
+def empty_env_file(tmp_path_factory) -> Path:
+    """Stands in for the developer's .env: the secrets as `make stack` generates them (scripts/stack.py), and
+    nothing else, so that the file's own defaults are what is tested."""
+    path = tmp_path_factory.mktemp("compose") / "secrets.env"
+    ensure_env(path)
     return path
 
 
@@ -212,9 +190,10 @@ def test_localaws_service_is_built_from_the_repository_and_only_in_its_profile(c
     assert localaws["profiles"] == ["localaws"]
     assert localaws["build"]["dockerfile"] == "docker/localaws/Dockerfile"
     assert _command(localaws) == "python -m localaws serve --host 0.0.0.0 --port 4566"
+    assert localaws["build"]["args"]["PYTHON_IMAGE"] == "python:3.11-slim"
     dockerfile = (REPO_ROOT / "docker" / "localaws" / "Dockerfile").read_text()
-    assert "FROM python:3.11-slim" in dockerfile
-    assert "pip install -r requirements-dev.txt -c constraints.txt" in dockerfile
+    assert "ARG PYTHON_IMAGE=python:3.11-slim" in dockerfile and "FROM ${PYTHON_IMAGE}" in dockerfile
+    assert "pip install -r requirements.txt -c constraints.txt" in dockerfile
     targets = {volume["target"]: volume for volume in _volumes(localaws)}
     assert targets["/var/run/docker.sock"]["source"] == "/var/run/docker.sock"
     # The docker runner bind-mounts jobs' trees through the host's engine: same path on both sides.
@@ -289,6 +268,7 @@ def test_aws_connection_is_overridden_from_dot_env_for_real_aws(compose, tmp_pat
     real = {"conn_type": "aws", "extra": {"region_name": "eu-west-1"}}
     env_file = tmp_path / "real-aws.env"
     env_file.write_text(f"AIRFLOW_CONN_AWS_DEFAULT={json.dumps(real)}\nAWS_DEFAULT_REGION=eu-west-1\n")
+    ensure_env(env_file)  # and the secrets, as make stack adds them to a .env of the user's
     assert _run(compose, "config", "-q", env_file=env_file).returncode == 0
     resolved = _resolved(compose, env_file)
     for name in AIRFLOW_CONTAINERS:
@@ -324,22 +304,62 @@ def test_published_ports_are_bound_to_localhost(compose, empty_env_file):
     assert published["localaws"]["published"] == "4566"
 
 
-def test_no_credentials_but_the_documented_local_dummies(compose, empty_env_file):
+def test_no_credentials_and_no_default_password(compose, empty_env_file):
     text = COMPOSE_FILE.read_text()
     assert not re.search(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b", text), "an AWS access key id in docker-compose.yaml"
     assert not re.search(r"(?im)aws_secret_access_key[ \t]*[:=][ \t]*[^\s#]", text)
-    # Resolved with no .env and no AWS_* in the environment: whatever is left is in the file itself.
+    # No ${PASSWORD-ish:-default}: a secret variable is either required (:?) or passed through empty.
+    for match in re.finditer(r"\$\{([A-Z_]+):?-([^}]*)\}", text):
+        assert not SECRET_NAME.search(match[1]) or not match[2], f"{match[0]}: a default for a secret"
+    # Resolved with only the generated secrets: every secret value is one of them (or localaws's dummy key).
+    generated = set(read_env(empty_env_file).values())
     resolved = _resolved(compose, empty_env_file, "localaws", "flower")
     for name, service in resolved["services"].items():
         for key, value in _environment(service).items():
             if value in (None, ""):
                 continue
             if SECRET_NAME.search(key):
-                assert value in LOCAL_DUMMIES, f"{name}: {key}={value!r} is not a documented local dummy"
+                assert value in generated | LOCAL_DUMMIES, f"{name}: {key}={value!r} comes from the file itself"
             for match in re.finditer(r"[a-z0-9+]+://([^/@\s]*)@", value):
                 userinfo = urllib.parse.unquote(match.group(1))
                 _, _, password = userinfo.partition(":")
-                assert password in LOCAL_DUMMIES | {""}, f"{name}: {key} carries a password {password!r}"
+                assert password in generated | LOCAL_DUMMIES | {""}, f"{name}: {key} carries a password {password!r}"
+    for service in ("redis",):
+        command = _command(resolved["services"][service])
+        assert "--requirepass" in command and read_env(empty_env_file)["REDIS_PASSWORD"] in command
+
+
+@pytest.mark.slow
+def test_without_the_secrets_the_file_refuses_to_start(compose, bare_env_file):
+    result = _run(compose, "--profile", "localaws", "config", "-q", env_file=bare_env_file)
+    assert result.returncode != 0
+    assert "POSTGRES_PASSWORD" in result.stderr or "REDIS_PASSWORD" in result.stderr, result.stderr
+    assert "make stack" in result.stderr  # the error says where the values come from
+
+
+def test_the_local_stack_differs_only_in_its_base_images(compose, empty_env_file, config):
+    """scripts/stack.py's stack (images built here) is the published file with its four base-image variables
+    set, and nothing else: the same services, commands, settings, volumes, ports and health checks."""
+    local = _resolved(compose, empty_env_file, "localaws", extra_env=BASES)
+
+    def without_bases(resolved: dict) -> dict:
+        resolved = json.loads(json.dumps(resolved))
+        for service in resolved["services"].values():
+            service.pop("image", None)
+            ((service.get("build") or {}).get("args") or {}).pop("AIRFLOW_IMAGE", None)
+            ((service.get("build") or {}).get("args") or {}).pop("PYTHON_IMAGE", None)
+        return resolved
+
+    assert without_bases(local) == without_bases(config)
+    services = local["services"]
+    assert services["postgres"]["image"] == BASES["POSTGRES_IMAGE"]
+    assert services["redis"]["image"] == BASES["REDIS_IMAGE"]
+    assert services["localaws"]["build"]["args"]["PYTHON_IMAGE"] == BASES["LOCALAWS_PYTHON_IMAGE"]
+    for name in AIRFLOW_CONTAINERS:
+        assert services[name]["build"]["args"]["AIRFLOW_IMAGE"] == BASES["AIRFLOW_IMAGE"], name
+    # Built images keep their published names (ml-pipeline/airflow, ml-pipeline/localaws).
+    for name in [*AIRFLOW_CONTAINERS, "localaws"]:
+        assert services[name]["image"] == config["services"][name]["image"], name
 
 
 def test_gitignore_keeps_local_state_out():

@@ -31,8 +31,8 @@ MOUNTINFO_HOST = """\
 
 
 class FakeContainer:
-    def __init__(self, id: str, networks: dict, status: str = "running"):
-        self.id = id
+    def __init__(self, container_id: str, networks: dict, status: str = "running"):
+        self.id = container_id
         self.status = status
         self.attrs = {"NetworkSettings": {"Networks": networks}}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 
 NETWORK_ENV = "LOCALAWS_DOCKER_NETWORK"
@@ -52,13 +53,12 @@ def pick_network(attrs: dict) -> str | None:
     return (user or networks)[0]
 
 
-def find(client, environ: dict | None = None, mountinfo: str | None = None, hostname: str | None = None) -> str | None:
+def find(client, environ: Mapping[str, str] | None = None, mountinfo: str | None = None, hostname: str | None = None) -> str | None:
     """The network serving containers join, or None: the normal case (publish on 127.0.0.1).
 
     ``client`` is a docker SDK client; a candidate counts only once the engine confirms it: a
     running container whose id is (or starts with) that candidate."""
-    environ = os.environ if environ is None else environ
-    explicit = (environ.get(NETWORK_ENV) or "").strip()
+    explicit = ((os.environ if environ is None else environ).get(NETWORK_ENV) or "").strip()
     if explicit:
         client.networks.get(explicit)  # NotFound: a clear error before anything starts
         return explicit

@@ -53,7 +53,9 @@ def pick_network(attrs: dict) -> str | None:
     return (user or networks)[0]
 
 
-def find(client, environ: Mapping[str, str] | None = None, mountinfo: str | None = None, hostname: str | None = None) -> str | None:
+def find(
+    client, environ: Mapping[str, str] | None = None, mountinfo: str | None = None, hostname: str | None = None
+) -> str | None:
     """The network serving containers join, or None: the normal case (publish on 127.0.0.1).
 
     ``client`` is a docker SDK client; a candidate counts only once the engine confirms it: a

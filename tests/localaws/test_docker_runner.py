@@ -403,3 +403,45 @@ def test_cleanup_leftovers(docker_engine, docker_client, tmp_path):
     runner.start(spec)  # and "crash": never closed
     assert cleanup_leftovers(docker_engine["base_url"], name_prefix=prefix) == 1
     assert labelled(docker_client, spec.name) == []
+
+
+def test_serving_on_a_shared_network_publishes_nothing(docker_engine, docker_client, needs_bridge, tmp_path):
+    """localaws in a container (own_network.find, or LOCALAWS_DOCKER_NETWORK): a serving container joins
+    localaws's network unpublished and is served at its address there, on its own port."""
+    name = unique("shared")
+    network = docker_client.networks.create(name, driver="bridge", labels={"localaws": "1"})
+    runner = DockerRunner(base_url=docker_engine["base_url"], registry=docker_engine["registry"], shared_network=name)
+    try:
+        spec = script_spec(
+            tmp_path,
+            docker_engine["base_image"],
+            """
+            from http.server import BaseHTTPRequestHandler, HTTPServer
+            class Handler(BaseHTTPRequestHandler):
+                def do_GET(self):
+                    self.send_response(200)
+                    self.send_header("Content-Length", "4")
+                    self.end_headers()
+                    self.wfile.write(b"pong")
+            HTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
+            """,
+            ports={8080: free_port()},
+        )
+        running = runner.start(spec)
+        address, port = running.served_at(8080)
+        network.reload()
+        assert port == 8080 and running.id in network.attrs["Containers"]
+        assert address == network.attrs["Containers"][running.id]["IPv4Address"].split("/")[0]
+        assert not docker_client.api.inspect_container(running.id)["HostConfig"]["PortBindings"]
+        deadline = time.monotonic() + 60
+        while True:  # this machine reaches the bridge, as localaws's container reaches its network
+            try:
+                with urllib.request.urlopen(f"http://{address}:{port}/ping", timeout=2) as response:
+                    assert response.read() == b"pong"
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the container never answered on the shared network"
+                time.sleep(0.3)
+    finally:
+        runner.close()
+        network.remove()

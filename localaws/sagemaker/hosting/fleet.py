@@ -165,7 +165,8 @@ def _link_tree(source: Path, target: Path) -> None:
 
 @dataclass
 class Container:
-    """One model container of an instance: a container or a process, on its own 127.0.0.1 port."""
+    """One model container of an instance: a container or a process, on its own 127.0.0.1 port (or,
+    localaws in a container, at the container's address on their shared network: ``Running.served_at``)."""
 
     hostname: str
     port: int
@@ -186,6 +187,8 @@ class Container:
         """Send invocations to the container's own address when this machine reaches it (a Linux
         engine's bridge), as SageMaker's front end reaches an instance on its network: the published
         port passes each request through the engine's userland proxy (about 0.25 ms a request here)."""
+        if self.pool.host != "127.0.0.1":  # served at its address on a shared network already
+            return
         address = self.running.own_address()
         if not address:
             return
@@ -472,6 +475,13 @@ class Fleet:
         if grant.note:  # a GPU type on a machine without: its log says where it runs
             shipper.write(f"[localaws] {grant.note}")
             log.info("%s: %s", launch.purpose, grant.note)
+        try:
+            # 127.0.0.1 and its published port, or (localaws in a container) its address on the shared network.
+            address, port = running.served_at(SERVING_PORT)
+        except Exception as error:  # noqa: BLE001 - the engine lost it meanwhile: the launch fails
+            running.remove()
+            shipper.close()
+            raise LaunchFailed(f"Failed to start the container for {launch.purpose}: {error}") from None
         reader = threading.Thread(target=pump, args=(running, shipper.write), name=f"lines-{spec.name}", daemon=True)
         reader.start()
         return Container(
@@ -481,8 +491,8 @@ class Fleet:
             host_dir=host_dir,
             shipper=shipper,
             reader=reader,
-            pool=ConnectionPool(port, PING_TIMEOUT_SECONDS, launch.read_timeout),
-            ping_pool=ConnectionPool(port, PING_TIMEOUT_SECONDS, PING_TIMEOUT_SECONDS, max_idle=2),
+            pool=ConnectionPool(port, PING_TIMEOUT_SECONDS, launch.read_timeout, host=address),
+            ping_pool=ConnectionPool(port, PING_TIMEOUT_SECONDS, PING_TIMEOUT_SECONDS, max_idle=2, host=address),
         )
 
     def wait_healthy(self, instance: Instance, variant, cancelled: threading.Event | None = None) -> None:

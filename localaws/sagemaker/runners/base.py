@@ -53,6 +53,9 @@ class Usage:
 class Running(abc.ABC):
     """One started container or process."""
 
+    #: Its spec's ports: container port -> 127.0.0.1 port (set by the runner that started it).
+    ports: dict[int, int] = {}
+
     @abc.abstractmethod
     def lines(self) -> Iterator[str]:
         """Stdout and stderr, line by line as they are written; ends when it exits."""
@@ -77,6 +80,11 @@ class Running(abc.ABC):
         """What it has used so far, cheaply (a usage sample reads it every few seconds); None once it has
         exited, or where it cannot be read."""
         return None
+
+    def served_at(self, port: int) -> tuple[str, int]:
+        """Where localaws reaches the container port ``port`` that ``spec.ports`` published: by default
+        127.0.0.1 and the port it was published on (a process binds that port itself)."""
+        return "127.0.0.1", int(self.ports[port])
 
     def own_address(self) -> str | None:
         """Its own network address, where it has one this machine may reach (a container's on the

@@ -43,6 +43,7 @@ from localaws.image_contexts import ECR_IMAGE
 from localaws.sagemaker import frameworks
 from localaws.sagemaker.contract import OPT_ML
 from localaws.sagemaker.devices import HABANA, NVIDIA, Grant
+from localaws.sagemaker.runners import own_network
 from localaws.sagemaker.runners.base import ContainerSpec, ImageNotFound, Running, Runner, Usage
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,11 @@ class DockerRunning(Running):
         self._runner = runner
         self.container = container
         self.spec = spec
+        self.ports = dict(spec.ports)
         self.name = spec.name
+        #: The shared network it was attached to instead of publishing its ports (runner.shared_network).
+        self.shared_network: str | None = None
+        self._shared_address: str | None = None
         self._exit_code: int | None = None
         self._removed = False
         #: Set when the watch below ends: the container exited (or is gone, or the engine stopped answering).
@@ -308,6 +313,19 @@ class DockerRunning(Running):
             memory_total_bytes=int(memory.get("limit") or 0),
         )
 
+    def served_at(self, port: int) -> tuple[str, int]:
+        """The published 127.0.0.1 port; on a shared network, its address there and its own port."""
+        if self.shared_network is None:
+            return super().served_at(port)
+        if self._shared_address is None:
+            self.container.reload()
+            networks = (self.container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+            address = (networks.get(self.shared_network) or {}).get("IPAddress")
+            if not address:
+                raise RuntimeError(f"container {self.name} has no address on network {self.shared_network}")
+            self._shared_address = address
+        return self._shared_address, int(port)
+
     def own_address(self) -> str | None:
         try:
             self.container.reload()
@@ -358,8 +376,13 @@ class DockerRunner(Runner):
         registry: str | None = None,
         client: docker.DockerClient | None = None,
         labels: dict[str, str] | None = None,
+        shared_network: str | None | bool = True,
     ):
         self.client = client or _client(base_url)
+        #: Where localaws runs in a container of this engine (or LOCALAWS_DOCKER_NETWORK says): the network
+        #: serving containers join, unpublished, for localaws to reach them; None: publish on 127.0.0.1.
+        #: ``True``: find it (own_network.find); a name or None: as given.
+        self.shared_network = own_network.find(self.client) if shared_network is True else shared_network or None
         self.labels = {LABEL: "1", **(labels or {})}
         self._own_client = client is None
         self.registry = (registry or os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY).rstrip("/")
@@ -507,8 +530,11 @@ class DockerRunner(Runner):
         host_dir = Path(spec.host_dir).resolve()
         host_dir.mkdir(parents=True, exist_ok=True)
         self._remove_stale(spec.name)
-        container = self.client.containers.create(**self.create_options(spec, image, host_dir))
+        options = self.create_options(spec, image, host_dir)
+        container = self.client.containers.create(**options)
         running = DockerRunning(self, container, spec)
+        if spec.ports and not options["ports"]:
+            running.shared_network = self.shared_network
         with self._lock:
             self._running[container.id] = running
         try:
@@ -534,6 +560,11 @@ class DockerRunner(Runner):
             extra_hosts=dict(spec.extra_hosts) or None,
             detach=True,
         )
+        if spec.ports and not spec.network and self.shared_network:
+            # A port published on the engine host's 127.0.0.1 is out of reach of localaws's container
+            # (and one free in here may be taken there): join its network, publish nothing.
+            kwargs["ports"] = {}
+            kwargs["network"] = self.shared_network
         if spec.network:
             self._ensure_network(spec.network)
             kwargs["network"] = spec.network

@@ -293,6 +293,7 @@ class ProcessRunner(Runner):
         except OSError as error:  # as an engine refuses a command it cannot exec
             raise ImageNotFound(f"The image {spec.image} cannot run {argv[0]!r}: {error}") from None
         running = RunningProcess(process)
+        running.ports = dict(spec.ports)
         with self._lock:
             self._running.append(running)
         return running

@@ -193,6 +193,8 @@ def stack(tmp_path_factory):
         "COMPOSE_PROJECT_NAME": PROJECT,
         "ML_PIPELINE_STACK_ENV_FILE": str(folder / "stack.env"),
         "AIRFLOW_TASK_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
+        # Only the test's own runs: unpausing the DAG would otherwise start its latest scheduled interval.
+        "AIRFLOW_USE_JOB_SCHEDULE": "false",
     }
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AIRFLOW_CONN_AWS_DEFAULT"):
         env.pop(name, None)  # the stack's identity is localaws's, whatever this shell holds

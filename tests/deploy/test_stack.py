@@ -79,10 +79,10 @@ class Stack:
         body = {"username": secrets["_AIRFLOW_WWW_USER_USERNAME"], "password": secrets["_AIRFLOW_WWW_USER_PASSWORD"]}
         self.token = self.call("POST", "/auth/token", body, auth=False)["access_token"]
 
-    def call(self, method: str, path: str, body: dict | None = None, auth: bool = True, text: bool = False):
+    def call(self, method: str, path: str, body: dict | None = None, auth: bool = True):
         if auth and self.token is None:
             self.login()
-        headers = {"Content-Type": "application/json", "Accept": "text/plain" if text else "application/json"}
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if auth:
             headers["Authorization"] = f"Bearer {self.token}"
         request = urllib.request.Request(
@@ -90,7 +90,7 @@ class Stack:
         )
         with urllib.request.urlopen(request, timeout=60) as response:
             raw = response.read()
-        return raw.decode(errors="replace") if text else json.loads(raw or b"{}")
+        return json.loads(raw or b"{}")
 
     def trigger(self, run_id: str, logical_date: str, **conf) -> str:
         body = {"dag_run_id": run_id, "logical_date": logical_date, "conf": {"mode": "train", **conf}}
@@ -119,8 +119,17 @@ class Stack:
         return self.call("GET", path)["task_instances"]
 
     def task_log(self, run_id: str, task_id: str, try_number: int) -> str:
+        """A try's log as text: the API's structured lines, each its event (and error detail)."""
         path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}?full_content=true"
-        return self.call("GET", path, text=True)
+        content = self.call("GET", path).get("content") or []
+        if isinstance(content, str):
+            return content
+        return "\n".join(
+            " ".join(str(line.get(key, "")) for key in ("event", "error_detail") if line.get(key))
+            if isinstance(line, dict)
+            else str(line)
+            for line in content
+        )
 
     def xcom(self, run_id: str, task_id: str):
         path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"

@@ -264,6 +264,7 @@ def test_an_experiment_runs_on_celery_workers_with_deferred_sensors_localaws_and
         "/api/v2/connections",
         {"connection_id": "stack_probe", "conn_type": "http", "host": "example.invalid", "description": "kept?"},
     )
+    started = time.time()
     run_id = RUNS["first"] = stack.trigger("stack-first", "2026-07-01T00:00:00Z")
     state = stack.wait_for_run(run_id)
     assert state == "success", stack.failures(run_id)
@@ -281,19 +282,25 @@ def test_an_experiment_runs_on_celery_workers_with_deferred_sensors_localaws_and
     triggerer_log = subprocess.run(["docker", "logs", triggerer], capture_output=True, text=True).stdout
     assert "trigger" in triggerer_log.lower(), triggerer_log[-2000:]
 
-    # The training job and the endpoint were localaws's, the endpoint served through its docker runner.
+    # The training job and the endpoint were localaws's, run as containers through the mounted socket (its
+    # docker runner: a training container and at least one serving container started in the run's time),
+    # and the endpoint answered the smoke test through localaws from inside its container.
     job = stack.xcom(run_id, "train.start_training_job")["Training"]["TrainingJobName"]
     described = _sagemaker().describe_training_job(TrainingJobName=job)
     assert described["TrainingJobStatus"] == "Completed"
-    served = [
-        _container(cid)
-        for cid in subprocess.run(
-            ["docker", "ps", "-aq", "--filter", "label=localaws=1"], capture_output=True, text=True, check=True
-        ).stdout.split()
-    ]
-    assert any(
-        c["Config"]["Cmd"] and c["Config"]["Cmd"][-1] == "serve" for c in served
-    ) or "endpoint" not in stack.task_states(run_id), "no serving container was started through the engine"
+    states = stack.task_states(run_id)
+    assert states["deploy.wait_for_endpoint"] == "success" and states["smoke_test"] == "success", states
+    events = subprocess.run(
+        ["docker", "events", "--since", str(int(started)), "--until", str(int(time.time()))]
+        + ["--filter", "type=container", "--filter", "event=start", "--filter", "label=localaws=1"]
+        + ["--format", "{{.Actor.Attributes.name}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
+    assert any(job in name for name in events), events
+    assert any(job not in name for name in events), f"no serving container was started: {events}"
 
     # The run is in the MLflow service.
     key = re.search(r"-train-(\d{8}-[0-9a-f]{6})", job)[1]

@@ -29,6 +29,17 @@ from localaws.sagemaker.runners.docker import (  # noqa: E402
     engine_available,
 )
 from tests.fixtures.docker_engine import ecr_uri  # noqa: E402
+from tests.support import wait_until  # noqa: E402
+
+
+def _pongs(url: str) -> bool:
+    """Whether ``url`` answers the serving contract's ping (False while it refuses or times out)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.read() == b"pong"
+    except OSError:
+        return False
+
 
 # Fixtures from tests.fixtures.docker_engine (loaded by tests/conftest.py).
 pytestmark = pytest.mark.docker
@@ -241,15 +252,7 @@ def test_serving_port_on_localhost(runner, docker_engine, docker_client, needs_b
         ports={8080: port},
     )
     running = runner.start(spec)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
-                assert response.read() == b"pong"
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "the published port never answered"
-            time.sleep(0.3)
+    wait_until(lambda: _pongs(f"http://127.0.0.1:{port}/ping"), timeout=60, waiting_for="the published port")
     bindings = docker_client.api.port(running.id, 8080)
     assert {b["HostIp"] for b in bindings} == {"127.0.0.1"}
     # Its own address on the bridge answers too: where hosting sends invocations, past the engine's proxy.
@@ -433,15 +436,8 @@ def test_serving_on_a_shared_network_publishes_nothing(docker_engine, docker_cli
         assert port == 8080 and running.id in network.attrs["Containers"]
         assert address == network.attrs["Containers"][running.id]["IPv4Address"].split("/")[0]
         assert not docker_client.api.inspect_container(running.id)["HostConfig"]["PortBindings"]
-        deadline = time.monotonic() + 60
-        while True:  # this machine reaches the bridge, as localaws's container reaches its network
-            try:
-                with urllib.request.urlopen(f"http://{address}:{port}/ping", timeout=2) as response:
-                    assert response.read() == b"pong"
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the container never answered on the shared network"
-                time.sleep(0.3)
+        # This machine reaches the bridge, as localaws's container reaches its network.
+        wait_until(lambda: _pongs(f"http://{address}:{port}/ping"), timeout=60, waiting_for="the shared network")
     finally:
         runner.close()
         network.remove()

@@ -27,8 +27,8 @@ XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --n
 test: install
 	$(PY) -m pytest tests $(XDIST)
 
-## The production stack for real (tests/deploy, marker stack; builds what `make stack` builds, ~15 minutes on
-## a clean machine, then ~15 minutes of runs): not part of `make test`.
+## The production stack for real (tests/deploy, marker stack; builds what `make stack` builds, 5-10 minutes on
+## a clean machine, then ~11 minutes of runs): not part of `make test`.
 test-stack: install
 	$(PY) -m pytest tests/deploy -m stack -p no:xdist
 

@@ -80,15 +80,24 @@ def _fernet_key() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
 
 
-#: What .env must hold, each generated when missing (URL-safe: two go into connection URLs).
+def _token(size: int) -> str:
+    """URL-safe (two go into connection URLs) and never starting with "-": a command line given one as an
+    option's value (`airflow users create --password ...`) would read it as an option."""
+    while True:
+        value = secrets.token_urlsafe(size)
+        if not value.startswith("-"):
+            return value
+
+
+#: What .env must hold, each generated when missing.
 GENERATED = {
-    "POSTGRES_PASSWORD": lambda: secrets.token_urlsafe(24),
-    "REDIS_PASSWORD": lambda: secrets.token_urlsafe(24),
+    "POSTGRES_PASSWORD": lambda: _token(24),
+    "REDIS_PASSWORD": lambda: _token(24),
     "AIRFLOW_FERNET_KEY": _fernet_key,
-    "AIRFLOW_JWT_SECRET": lambda: secrets.token_urlsafe(48),
-    "AIRFLOW_API_SECRET_KEY": lambda: secrets.token_urlsafe(48),
+    "AIRFLOW_JWT_SECRET": lambda: _token(48),
+    "AIRFLOW_API_SECRET_KEY": lambda: _token(48),
     "_AIRFLOW_WWW_USER_USERNAME": lambda: "admin",
-    "_AIRFLOW_WWW_USER_PASSWORD": lambda: secrets.token_urlsafe(18),
+    "_AIRFLOW_WWW_USER_PASSWORD": lambda: _token(18),
 }
 
 

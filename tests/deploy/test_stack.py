@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from scripts.stack import ensure_env
 from tests.conftest import REPO_ROOT
 from tests.support import wait_until
 
@@ -208,6 +209,9 @@ def stack(tmp_path_factory):
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AIRFLOW_CONN_AWS_DEFAULT"):
         env.pop(name, None)  # the stack's identity is localaws's, whatever this shell holds
     stack = Stack(env, folder / "stack.log")
+    # What an interrupted run of this test left (its volumes hold another run's passwords) goes first.
+    ensure_env(Path(env["ML_PIPELINE_STACK_ENV_FILE"]))
+    subprocess.run([*STACK, "down", "--volumes"], env=env, cwd=REPO_ROOT, capture_output=True, timeout=600)
     started = time.monotonic()
     stack.took = stack.up()
     stack.took["up (build included)"] = time.monotonic() - started

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.stack import ensure_env
+from scripts.stack import ensure_env, read_env
 from tests.conftest import REPO_ROOT
 from tests.support import wait_until
 
@@ -76,7 +76,7 @@ class Stack:
 
     # -- Airflow's REST API --------------------------------------------------------------------------
     def login(self) -> None:
-        secrets = _read_env(Path(self.env["ML_PIPELINE_STACK_ENV_FILE"]))
+        secrets = read_env(Path(self.env["ML_PIPELINE_STACK_ENV_FILE"]))
         body = {"username": secrets["_AIRFLOW_WWW_USER_USERNAME"], "password": secrets["_AIRFLOW_WWW_USER_PASSWORD"]}
         self.token = self.call("POST", "/auth/token", body, auth=False)["access_token"]
 
@@ -144,11 +144,6 @@ class Stack:
                 if ti["state"] != "upstream_failed":
                     lines.append(self.task_log(run_id, ti["task_id"], max(ti["try_number"], 1))[-3000:])
         return "\n".join(lines)
-
-
-def _read_env(path: Path) -> dict[str, str]:
-    pairs = (line.partition("=") for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
-    return {key: value for key, _, value in pairs}
 
 
 def _answers(url: str) -> bool:

@@ -306,11 +306,13 @@ def stop_containers(containers: list[Container], grace: float) -> None:
             container.running.kill()
             container.running.wait(10)
     for container in containers:
+        # Its last lines first: once Docker's follow ends the reader reads the log again for what the
+        # follow missed, which a removed container no longer has.
+        container.reader.join(timeout=10)
         try:
             container.running.remove()
         except Exception:  # noqa: BLE001 - keep cleaning up
             log.warning("could not remove the container %s", container.hostname, exc_info=True)
-        container.reader.join(timeout=10)
         container.shipper.close()
         shutil.rmtree(container.host_dir, ignore_errors=True)
 

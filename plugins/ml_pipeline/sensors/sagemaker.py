@@ -10,6 +10,8 @@ themselves:
   ``FailureReason``, which a Stopped job does not have (on AWS too), and dies with ``KeyError``; its
   tuning and transform sensors pass a Stopped job. A job's end state does not change on a retry, so the
   failure is final (``AirflowFailException``): no retries re-check it.
+- A job (or endpoint) that no longer exists fails the task at once, finally, naming it: a retry cannot
+  bring it back, and the provider's sensors retry the describe's error like any other.
 - A training job's log is printed once, when the job has ended. The provider tails it before deferring
   and again (from the start) when the deferred task resumes in a fresh process, so each line appeared
   twice.
@@ -24,9 +26,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
+from botocore.exceptions import ClientError
 from airflow.providers.amazon.aws.hooks.sagemaker import LogState
 from airflow.providers.amazon.aws.sensors.sagemaker import (
     SageMakerBaseSensor,
@@ -47,6 +51,15 @@ if TYPE_CHECKING:
 DEFAULT_POLL_SECONDS = int(os.environ.get("ML_PIPELINE_POLL_SECONDS", "30"))
 #: The XCom key of the sentence saying that the budget stopped the job.
 BUDGET_STOP_KEY = "budget_stop"
+#: How SageMaker's Describe* calls say the resource does not exist (a ValidationException, each call its own
+#: wording: "Requested resource not found.", "Could not find endpoint ...", "... can't find a tuning job ...").
+_NOT_FOUND = re.compile(r"not found|could not find|can't find|cannot find|does not exist", re.IGNORECASE)
+
+
+def _is_not_found(error: ClientError) -> bool:
+    found = error.response.get("Error", {})
+    code, message = found.get("Code", ""), found.get("Message", "")
+    return code == "ResourceNotFound" or (code == "ValidationException" and bool(_NOT_FOUND.search(message)))
 
 
 class _Deferring(SageMakerBaseSensor):
@@ -76,7 +89,13 @@ class _Deferring(SageMakerBaseSensor):
         return {"Failed", "Stopped"}
 
     def poke(self, context: Context) -> bool:
-        response = self._response = self.get_sagemaker_response()
+        try:
+            response = self._response = self.get_sagemaker_response()
+        except ClientError as error:
+            if _is_not_found(error):
+                message = error.response["Error"].get("Message", "")
+                raise AirflowFailException(f"{self.kind} {self._resource_name()} does not exist ({message})") from None
+            raise
         state = self.state_from_response(response)
         if state in self.non_terminal_states():
             self.log.info("%s %s is %s", self.kind, self._resource_name(), state)

@@ -176,7 +176,14 @@ def shoot(browser: str, out: Path, tracking: str, airflow: str, train: dict, tun
 
         train_run = train["summary"]["mlflow"]["run_id"]
         page.goto(f"{tracking}/#/experiments/{experiment}/runs/{train_run}/model-metrics")
-        page.get_by_text("validation:loss").first.wait_for(timeout=60_000)
+        # A visible one: MLflow's screen-reader announcer holds the same text, hidden, and may come first.
+        # The charts searched down to the losses: the run's resource figures (one point each) come first otherwise.
+        page.get_by_placeholder("Search metric charts").first.fill("loss", timeout=60_000)
+        try:
+            page.locator("text=validation:loss >> visible=true").first.wait_for(timeout=60_000)
+        except Exception:
+            page.screenshot(path=str(out / "mlflow-curve-failed.png"), full_page=True)  # what it showed instead
+            raise
         close_assistant(page)
         page.wait_for_timeout(3_000)
         page.screenshot(path=str(out / "mlflow-curve.png"))

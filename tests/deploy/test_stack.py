@@ -327,6 +327,8 @@ def test_a_second_worker_takes_tasks_of_one_run(stack, dag):
 #: A worker can finish the task between the job's creation and the next freeze (a window of a few hundred
 #: milliseconds on a quiet machine): the run then ends without a kill, and the next run tries again.
 KILL_ATTEMPTS = 3
+#: How long a frozen worker's last request is given to land before its task's state is read.
+SETTLE_SECONDS = 3
 
 
 def _freeze_after_the_job_is_created(stack: Stack, client, run_id: str, task: str, jobs) -> object | None:
@@ -349,6 +351,9 @@ def _freeze_after_the_job_is_created(stack: Stack, client, run_id: str, task: st
             break
         holder.unpause()
         holder.pause()
+    # A request the worker sent in its last step (its task's success, say) may still be reaching the
+    # api-server: the task's state is read once that has landed. Paused, the worker sends nothing new.
+    time.sleep(SETTLE_SECONDS)
     if jobs() and stack.task_states(run_id)[task] == "running":
         return holder
     holder.unpause()

@@ -55,8 +55,6 @@ def test_after_localaws_forgot_everything_teardown_says_what_is_gone_and_still_s
     summary = result["summary"]  # close_run's return value: it ran to the end
     assert summary is not None, log[-5000:]
     assert "NoSuchBucket" not in log
-    # Its sensor retried while localaws was down, then failed at once on the job it no longer knew.
-    assert f"training job {name} does not exist (" in log
     assert f"training job {name}" in summary["teardown"]["already_gone"]
     assert f"teardown: training job {name}: already gone" in log
     assert summary["summary"].startswith(f"not written to S3: bucket {env['ML_PIPELINE_BUCKET']} no longer exists")

@@ -15,9 +15,14 @@ def s3_bucket(localaws_process):
 
 
 @pytest.fixture
-def hook(localaws_process, monkeypatch):
-    """The provider's SageMakerHook on aws_default, pointed at the session's localaws."""
+def aws_default(localaws_process, monkeypatch):
+    """Airflow's aws_default connection, pointed at the session's localaws."""
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", localaws_connection(localaws_process.endpoint_url))
+
+
+@pytest.fixture
+def hook(aws_default):
+    """The provider's SageMakerHook on aws_default."""
     from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", localaws_connection(localaws_process.endpoint_url))
     return SageMakerHook(aws_conn_id="aws_default")

@@ -5,12 +5,6 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import unique
-from tests.support import localaws_connection
-
-
-@pytest.fixture
-def aws_default(localaws_process, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", localaws_connection(localaws_process.endpoint_url))
 
 
 @pytest.mark.parametrize(

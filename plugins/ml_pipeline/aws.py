@@ -4,6 +4,7 @@
                    connection's endpoint for that service, its botocore config, the provider's user agent)
     hook()         the task's hook (its ``conn_config`` says where the connection points)
     object_exists(s3, bucket, key)   whether an S3 object is there (any other error raised)
+    is_missing(error)                whether an AWS error says the resource does not exist
 
 The connection is read once per task process, so the provider logs where its credentials came from once,
 not once per client; each client is made once. The DAGs pass ``client`` to the plugin's functions, which
@@ -40,6 +41,32 @@ def client(service: str, aws_conn_id: str = AWS_CONN_ID) -> Client:
     service_hook = copy.copy(base)
     service_hook.client_type = service
     return service_hook.get_client_type(region_name=base.region_name)
+
+
+#: Error codes meaning "no such resource", by service: SageMaker says ValidationException ("Could not
+#: find ...", "Requested resource not found"), the others have their own.
+_MISSING = (
+    "ValidationException",
+    "ResourceNotFound",
+    "ObjectNotFoundException",
+    "NoSuchBucket",
+    "NoSuchKey",
+    "404",
+    "NotFound",
+)
+
+
+def is_missing(error: BaseException) -> bool:
+    """Whether ``error`` (a botocore ClientError, or anything else: False) says the resource does not exist."""
+    response = getattr(error, "response", None) or {}
+    code = response.get("Error", {}).get("Code", "")
+    message = response.get("Error", {}).get("Message", "")
+    return code in _MISSING and (
+        code != "ValidationException"
+        or "not found" in message.lower()
+        or "could not find" in message.lower()
+        or "does not exist" in message.lower()
+    )
 
 
 def object_exists(s3: Client, bucket: str, key: str) -> bool:

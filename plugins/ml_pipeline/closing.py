@@ -36,6 +36,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ml_pipeline import sagemaker_requests as requests
 from ml_pipeline import usage
+from ml_pipeline.aws import is_missing
 from ml_pipeline import tracking
 from ml_pipeline.infra.teardown import TeardownIncomplete, teardown_stack
 
@@ -45,33 +46,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Error codes meaning "no such resource", by service: SageMaker says ValidationException ("Could not
-#: find ...", "Requested resource not found"), the others have their own.
-_MISSING = (
-    "ValidationException",
-    "ResourceNotFound",
-    "ObjectNotFoundException",
-    "NoSuchBucket",
-    "NoSuchKey",
-    "404",
-    "NotFound",
-)
 _TERMINAL = ("Completed", "Failed", "Stopped")
 #: How long teardown waits for the jobs it stopped to reach their end state (AWS gives a job 120 s of
 #: grace after SIGTERM, plus the upload).
 STOP_WAIT_SECONDS = 300
-
-
-def _missing(error) -> bool:
-    response = getattr(error, "response", None) or {}
-    code = response.get("Error", {}).get("Code", "")
-    message = response.get("Error", {}).get("Message", "")
-    return code in _MISSING and (
-        code != "ValidationException"
-        or "not found" in message.lower()
-        or "could not find" in message.lower()
-        or "does not exist" in message.lower()
-    )
 
 
 class Report:
@@ -263,7 +241,7 @@ def jobs_of_run(sm: Client, plan: Plan, started: dict, report: Report, wait_seco
                     time.sleep(2)
                     description = describe(**{argument: name})
             except Exception as error:  # noqa: BLE001 - botocore's ClientError
-                if not _missing(error):
+                if not is_missing(error):
                     raise
                 report.gone(f"{kind} job {name}")
                 states.append({"name": name, "status": "gone"})
@@ -331,7 +309,7 @@ def remove_hosting(sm: Client, aas: Client, plan: Plan, made: dict, failed: bool
             delete(**{argument: name})
             report.did(f"deleted {kind.replace('_', ' ')} {name}")
         except sm.exceptions.ClientError as error:
-            if not _missing(error):
+            if not is_missing(error):
                 raise
             if made.get(kind):
                 report.gone(f"{kind.replace('_', ' ')} {name}")
@@ -396,7 +374,7 @@ def _describe_endpoint(sm: Client, name: str) -> dict | None:
     try:
         return sm.describe_endpoint(EndpointName=name)
     except sm.exceptions.ClientError as error:
-        if not _missing(error):
+        if not is_missing(error):
             raise
         return None
 
@@ -423,7 +401,7 @@ def reject_version(sm: Client, package_arn: str | None, failures: dict[str, str]
     try:
         package = sm.describe_model_package(ModelPackageName=package_arn)
     except sm.exceptions.ClientError as error:
-        if not _missing(error):
+        if not is_missing(error):
             raise
         report.gone(f"model package version {package_arn}")
         return

@@ -37,6 +37,8 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ml_pipeline.aws import is_missing
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
@@ -447,12 +449,6 @@ def _finite(value: float) -> bool:
 # --- the jobs and their series -----------------------------------------------------------------------
 
 
-def _missing(error: Exception) -> bool:
-    from ml_pipeline.closing import _missing as missing  # noqa: PLC0415
-
-    return missing(error)
-
-
 def _training_job(sm: Client, name: str | None) -> dict | None:
     """The job's description, or None: no job, or no SageMaker job of that name (a host run's)."""
     if not name:
@@ -460,7 +456,7 @@ def _training_job(sm: Client, name: str | None) -> dict | None:
     try:
         return sm.describe_training_job(TrainingJobName=name)
     except sm.exceptions.ClientError as error:
-        if _missing(error):
+        if is_missing(error):
             return None
         raise
 
@@ -471,7 +467,7 @@ def _tuning_job(sm: Client, name: str | None) -> dict | None:
     try:
         return sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
     except sm.exceptions.ClientError as error:
-        if _missing(error):
+        if is_missing(error):
             return None
         raise
 
@@ -653,7 +649,7 @@ def _register(ml: MlflowClient, sm: Client, plan: Plan, summary: dict, run_id: s
     try:
         status = sm.describe_model_package(ModelPackageName=arn)["ModelApprovalStatus"]
     except sm.exceptions.ClientError as error:
-        if not _missing(error):
+        if not is_missing(error):
             raise
         status = "gone"
     ml.set_model_version_tag(name, version.version, "sagemaker.approval_status", status)
@@ -671,6 +667,6 @@ def _metadata(s3: Client, summary: dict) -> dict | None:
     try:
         return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     except s3.exceptions.ClientError as error:
-        if _missing(error):
+        if is_missing(error):
             return None
         raise

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +43,8 @@ from airflow.providers.amazon.aws.triggers.sagemaker import SageMakerTrigger
 from airflow.providers.common.compat.sdk import AirflowException
 from airflow.sdk.exceptions import AirflowFailException
 
+from ml_pipeline.aws import is_missing
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
@@ -51,15 +52,6 @@ if TYPE_CHECKING:
 DEFAULT_POLL_SECONDS = int(os.environ.get("ML_PIPELINE_POLL_SECONDS", "30"))
 #: The XCom key of the sentence saying that the budget stopped the job.
 BUDGET_STOP_KEY = "budget_stop"
-#: How SageMaker's Describe* calls say the resource does not exist (a ValidationException, each call its own
-#: wording: "Requested resource not found.", "Could not find endpoint ...", "... can't find a tuning job ...").
-_NOT_FOUND = re.compile(r"not found|could not find|can't find|cannot find|does not exist", re.IGNORECASE)
-
-
-def _is_not_found(error: ClientError) -> bool:
-    found = error.response.get("Error", {})
-    code, message = found.get("Code", ""), found.get("Message", "")
-    return code == "ResourceNotFound" or (code == "ValidationException" and bool(_NOT_FOUND.search(message)))
 
 
 class _Deferring(SageMakerBaseSensor):
@@ -92,7 +84,7 @@ class _Deferring(SageMakerBaseSensor):
         try:
             response = self._response = self.get_sagemaker_response()
         except ClientError as error:
-            if _is_not_found(error):
+            if is_missing(error):
                 message = error.response["Error"].get("Message", "")
                 raise AirflowFailException(f"{self.kind} {self._resource_name()} does not exist ({message})") from None
             raise

@@ -217,6 +217,7 @@ class Gateway:
         return _json({"message": f"unknown localaws admin path {request.method} {request.path}"}, status=404)
 
     def close(self) -> None:
+        self.training.begin_shutdown()  # the trials tuning stops next must not upload through a stopped gateway
         self.tuning.executor.shutdown()  # first: it would launch new trials as the old ones stop
         self.sagemaker.shutdown()
         self.processing.shutdown()

@@ -60,8 +60,12 @@ class TrainingExecutor:
         self._threads[job.name] = thread
         thread.start()
 
-    def shutdown(self) -> None:
+    def begin_shutdown(self) -> None:
+        """From now on a job that ends uploads nothing: the gateway it would upload through is stopping."""
         self._closing.set()
+
+    def shutdown(self) -> None:
+        self.begin_shutdown()
         for thread in list(self._threads.values()):
             thread.join(timeout=15)
 
@@ -147,6 +151,10 @@ class TrainingExecutor:
             try:
                 exit_codes, interrupted = self._train(job, runner, image, hosts, layouts, channels, checkpoint_syncs)
             except StoppedBeforeTraining:
+                return self._end_stopped(job)
+            if self._closing.is_set():
+                # localaws is stopping: its gateway, which S3 is reached through, no longer answers, and the
+                # last snapshot holds the job as running, which a restart ends (state.end_interrupted).
                 return self._end_stopped(job)
             for sync in checkpoint_syncs:
                 sync.sync()

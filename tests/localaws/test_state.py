@@ -315,6 +315,8 @@ def test_running_work_comes_back_failed_and_its_leftovers_go(restartable, how):
     ended = localaws.end(how)
     if how == "SIGKILL":  # what a killed localaws leaves: its children's children run on
         assert all(running(pid) for pid in helpers), [pid for pid in helpers if not running(pid)]
+    if how == "SIGTERM":  # its jobs (tuning's trials among them) tried no upload through its stopped gateway
+        assert " crashed:" not in localaws.log(), localaws.log()[-3000:]
     localaws.start()
 
     described = sm.describe_training_job(TrainingJobName=job)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
 import time
 
 from botocore import session as botocore_session
@@ -75,6 +79,29 @@ def wait_until(what, timeout: float = 120, poll: float = 0.3, waiting_for: str =
         if time.monotonic() > deadline:
             raise TimeoutError(f"still waiting after {timeout}s{': ' + waiting_for if waiting_for else ''}")
         time.sleep(poll)
+
+
+def stop_standalone(process: subprocess.Popen, grace: float) -> None:
+    """Stops scripts/airflow_standalone.py as Ctrl-C does (SIGTERM: it stops its components, each in a
+    session of its own), then kills whatever of it and its descendants is left after ``grace`` seconds.
+    A component stuck past its stop (a scheduler was seen not to handle SIGTERM for a minute) costs a
+    test the grace, not the script's own 60 s, and never outlives it."""
+    import psutil  # noqa: PLC0415 - installed with Airflow
+
+    tree: list = []
+    with contextlib.suppress(psutil.NoSuchProcess):
+        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    for child in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    process.wait()
 
 
 def unknown_members(service: str, operation: str, response: dict) -> list[str]:

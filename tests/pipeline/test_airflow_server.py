@@ -26,7 +26,7 @@ import pytest
 from scripts.run_pipeline import airflow_env, bundles, dag_id
 from tests.conftest import REPO_ROOT, free_port, unique
 from tests.pipeline.notify_support import Inbox
-from tests.support import migrate, wait_until
+from tests.support import migrate, stop_standalone, wait_until
 
 DAG_ID = dag_id("digits")  # the digits example's DAG (experiments/digits)
 
@@ -155,15 +155,7 @@ def airflow_server(localaws_process, tmp_path_factory):
         server.wait(lambda: _dag_known(server), timeout=180)
         yield server
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            pass
-        # A component can outlive its parent (a scheduler was seen to, after a failed test): none may.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        stop_standalone(process, grace=30)
         log.close()
 
 

@@ -6,12 +6,10 @@ Airflow restarts an unchanged folder starts nothing."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from scripts.airflow_standalone import airflow_environment
-from tests.support import migrate
+from tests.support import migrate, stop_standalone
 from tests.conftest import REPO_ROOT, free_port
 from tests.pipeline.test_airflow_server import AirflowServer, _answers
 
@@ -145,14 +143,7 @@ class Deployment:
     def stop(self) -> None:
         if self.process is None:
             return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(90)
-        except subprocess.TimeoutExpired:
-            pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
+        stop_standalone(self.process, grace=90)
         self.log.close()
         self.process = None
 

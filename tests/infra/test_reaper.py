@@ -114,28 +114,29 @@ def test_the_reaper_removes_an_expired_stack_and_an_idle_endpoint_and_nothing_el
             EndpointName=names["busy"], Body=b"{}", ContentType="application/json"
         )
 
-    def invocations() -> float:
-        return sum(
-            point["Sum"]
-            for point in client("cloudwatch").get_metric_statistics(
-                Namespace="AWS/SageMaker",
-                MetricName="Invocations",
-                StartTime=time.time() - 600,
-                EndTime=time.time() + 60,
-                Period=60,
-                Statistics=["Sum"],
-                Dimensions=[
-                    {"Name": "EndpointName", "Value": names["busy"]},
-                    {"Name": "VariantName", "Value": "AllTraffic"},
-                ],
-            )["Datapoints"]
-        )
+    def invocations() -> list[dict]:
+        return client("cloudwatch").get_metric_statistics(
+            Namespace="AWS/SageMaker",
+            MetricName="Invocations",
+            StartTime=time.time() - 600,
+            EndTime=time.time() + 60,
+            Period=60,
+            Statistics=["Sum"],
+            Dimensions=[
+                {"Name": "EndpointName", "Value": names["busy"]},
+                {"Name": "VariantName", "Value": "AllTraffic"},
+            ],
+        )["Datapoints"]
 
-    wait_until(lambda: invocations() >= 3, timeout=60, waiting_for="the busy endpoint's metrics in CloudWatch")
-    # Judged as of now, when the busy endpoint's datapoint is in: the expired stack's teardown, which the
-    # reaper does first, may take longer than the window on a loaded machine, and the busy endpoint's calls
-    # would then have left it by the time its endpoints are looked at.
-    judged = datetime.now(timezone.utc)
+    wait_until(
+        lambda: sum(point["Sum"] for point in invocations()) >= 3,
+        timeout=60,
+        waiting_for="the busy endpoint's metrics in CloudWatch",
+    )
+    # Judged as of the instant the busy endpoint's calls were counted: the edge of the window, where a call
+    # in its last second must still count (and the expired stack's teardown, which the reaper does first,
+    # cannot push the calls out of the window however long it takes on a loaded machine).
+    judged = max(point["Timestamp"] for point in invocations())
 
     report = reap(client, idle_hours=WINDOW_SECONDS / 3600, now=judged, poll=0.2, timeout=60)
     assert report["errors"] == []

@@ -173,6 +173,10 @@ def idle_endpoints(client: Clients, idle_hours: float = DEFAULT_IDLE_HOURS, now:
     sm, cloudwatch = client("sagemaker"), client("cloudwatch")
     now = now or datetime.now(timezone.utc)
     start = now - timedelta(hours=idle_hours)
+    # EndTime is exclusive and compared in whole seconds (moto drops its fraction): a call in the second
+    # before ``now`` would be missed. A minute past ``now`` only adds calls, and a call never makes an
+    # endpoint idle.
+    end = now + timedelta(minutes=1)
     idle = []
     for page in sm.get_paginator("list_endpoints").paginate():
         for summary in page["Endpoints"]:
@@ -190,7 +194,7 @@ def idle_endpoints(client: Clients, idle_hours: float = DEFAULT_IDLE_HOURS, now:
             if since > start:
                 continue  # too young to be judged idle
             variants = [v["VariantName"] for v in described.get("ProductionVariants", [])]
-            calls = sum(_invocations(cloudwatch, name, variant, start, now) for variant in variants)
+            calls = sum(_invocations(cloudwatch, name, variant, start, end) for variant in variants)
             if calls == 0:
                 idle.append(
                     {

@@ -141,6 +141,11 @@ def warm() -> None:
     initialize = getattr(app, "_cadwyn_initialize", None)
     if initialize is not None and not getattr(app, "_cadwyn_initialized", True):
         initialize()
+    # The hooks' session factory (ml_pipeline.aws_sessions, as airflow_env configures it) finds every
+    # service's model parsed in each fork.
+    from ml_pipeline.aws_sessions import preload  # noqa: PLC0415 - plugins are on the path once Airflow is
+
+    preload()
     _release_connections()
 
 

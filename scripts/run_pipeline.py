@@ -74,6 +74,8 @@ def airflow_env(endpoint: str, home: Path) -> dict[str, str]:
         "AIRFLOW__LOGGING__NAMESPACE_LEVELS": os.environ.get(
             "AIRFLOW__LOGGING__NAMESPACE_LEVELS", "airflow.providers.amazon.aws.utils.connection_wrapper=WARNING"
         ),
+        # The hooks' sessions share one botocore loader: each service's model parsed once per process.
+        "AIRFLOW__AWS__SESSION_FACTORY": "ml_pipeline.aws_sessions.SharedLoaderSessionFactory",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "scripts.airflow_sqlite.CONNECT_ARGS",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "scripts.airflow_sqlite.CONNECT_ARGS",
         "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(

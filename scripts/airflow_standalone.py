@@ -51,7 +51,8 @@ sys.path.insert(0, str(ROOT))
 from localaws.lifetime import die_with_parent  # noqa: E402
 from scripts.localaws_process import ensure_localaws  # noqa: E402
 from scripts.mlflow_server import ensure_mlflow  # noqa: E402
-from scripts.run_pipeline import airflow_env, migrate  # noqa: E402
+from scripts.run_pipeline import airflow_env, migrate  # noqa: E402 - puts the plugins on the path
+from ml_pipeline.preload import ENV as PRELOAD_ENV  # noqa: E402
 
 LOCALAWS = os.environ.get("LOCALAWS_ENDPOINT", "http://127.0.0.1:4566")
 HOME = ROOT / ".airflow"
@@ -98,6 +99,12 @@ def airflow_environment(home: Path = HOME) -> dict[str, str]:
     return env
 
 
+def component_env(env: dict[str, str], name: str) -> dict[str, str]:
+    """The scheduler's LocalExecutor forks its workers, and they their tasks: it preloads what tasks load
+    (ml_pipeline.preload), and each task starts with that done."""
+    return {**env, PRELOAD_ENV: "1"} if name == "scheduler" else env
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, default=HOME, help="AIRFLOW_HOME (default: ./.airflow)")
@@ -141,7 +148,7 @@ def run_components(env: dict[str, str], home: Path, spare: Collection[int] = ())
         name: subprocess.Popen(
             [sys.executable, "-m", "airflow", *command],
             cwd=ROOT,
-            env=env,
+            env=component_env(env, name),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -128,11 +128,15 @@ def warm() -> None:
     import airflow  # noqa: F401, PLC0415 - configures Airflow from this environment
     import airflow.providers.amazon.aws.operators.sagemaker  # noqa: F401, PLC0415
     import airflow.providers.amazon.aws.triggers.sagemaker  # noqa: F401, PLC0415
-    import mlflow  # noqa: F401, PLC0415
     import pendulum  # noqa: F401, PLC0415
-    import sagemaker.core.image_uris  # noqa: F401, PLC0415
     from airflow.dag_processing.dagbag import DagBag  # noqa: F401, PLC0415
     from airflow.sdk.execution_time.supervisor import in_process_api_server  # noqa: PLC0415
+
+    # What every task loads, as a scheduler's LocalExecutor workers have it (plugins are on the path once
+    # Airflow is imported).
+    from ml_pipeline.preload import task_modules  # noqa: PLC0415
+
+    task_modules()
 
     # dag.test()'s in-process Execution API is cached per interpreter (lru_cache): built here, its
     # versioned routes generated up front (Cadwyn does it on the first request otherwise). Its event-loop
@@ -141,11 +145,6 @@ def warm() -> None:
     initialize = getattr(app, "_cadwyn_initialize", None)
     if initialize is not None and not getattr(app, "_cadwyn_initialized", True):
         initialize()
-    # The hooks' session factory (ml_pipeline.aws_sessions, as airflow_env configures it) finds every
-    # service's model parsed in each fork.
-    from ml_pipeline.aws_sessions import preload  # noqa: PLC0415 - plugins are on the path once Airflow is
-
-    preload()
     _release_connections()
 
 

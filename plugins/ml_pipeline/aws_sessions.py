@@ -19,8 +19,6 @@ from typing import Any
 import boto3
 import botocore.loaders
 import botocore.session
-from airflow.providers.amazon.aws.hooks.base_aws import BaseSessionFactory
-
 _LOADER = botocore.loaders.Loader()
 _LOCK = threading.Lock()
 
@@ -37,9 +35,21 @@ def shared_session(**session_kwargs: Any) -> boto3.session.Session:
     return session
 
 
-class SharedLoaderSessionFactory(BaseSessionFactory):
-    def _create_basic_session(self, session_kwargs: dict[str, Any]) -> boto3.session.Session:
-        return shared_session(**session_kwargs)
+def __getattr__(name: str) -> Any:
+    """``SharedLoaderSessionFactory``, the class, made on first use: the provider's base_aws imports this
+    module half-way through its own import (to resolve ``[aws] session_factory``), so a class statement
+    here importing base_aws would fail whenever this module was imported first."""
+    if name != "SharedLoaderSessionFactory":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from airflow.providers.amazon.aws.hooks.base_aws import BaseSessionFactory  # noqa: PLC0415
+
+    class SharedLoaderSessionFactory(BaseSessionFactory):
+        def _create_basic_session(self, session_kwargs: dict[str, Any]) -> boto3.session.Session:
+            return shared_session(**session_kwargs)
+
+    SharedLoaderSessionFactory.__module__ = __name__
+    globals()[name] = SharedLoaderSessionFactory
+    return SharedLoaderSessionFactory
 
 
 #: The services the DAGs' tasks call.

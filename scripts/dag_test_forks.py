@@ -8,8 +8,9 @@ child starts from the warmed state with nothing of an earlier run in it (the dat
 emptied before each fork, and a run's Airflow state lives in the database anyway).
 
 Protocol, one JSON object per line: on stdin ``{"id", "log", "cwd", "env", "argv"}`` (``argv``: what
-INNER takes); on stdout ``READY`` once warm, then ``{"id", "exit"}`` as each run ends (what its own imports
-print goes to ``$AIRFLOW_HOME/dag-test-forks.log``). End of stdin: it waits for its runs and exits. Started
+INNER takes; an optional ``"code"``: a script run instead of INNER); on stdout ``READY`` once warm, then
+``{"id", "exit"}`` as each run ends (what its own imports print goes to ``$AIRFLOW_HOME/dag-test-forks.log``).
+End of stdin: it waits for its runs and exits. Started
 by ``forks()`` for ``scripts.run_pipeline.run_dag``, with the environment of the runs it serves: Airflow's
 configuration is read once, here, so runs whose ``AIRFLOW*`` settings differ get a process each.
 """
@@ -81,14 +82,17 @@ class Forks:
         for slot in self.waiting.values():  # it ended: nothing more comes
             slot[0].set()
 
-    def run(self, env: dict[str, str], argv: list[str], log_path: Path) -> int | None:
-        """One run in a fork; its exit status (None: the warmed interpreter itself died)."""
+    def run(self, env: dict[str, str], argv: list[str], log_path: Path, code: str | None = None) -> int | None:
+        """One run in a fork (``code`` instead of INNER: a script of the caller's, with these arguments); its
+        exit status (None: the warmed interpreter itself died)."""
         self.ready.wait()
         slot: list = [threading.Event(), None]
         with self.lock:
             run_id = str(next(self.ids))
             self.waiting[run_id] = slot
             request = {"id": run_id, "log": str(log_path), "cwd": os.getcwd(), "env": env, "argv": argv}
+            if code is not None:
+                request["code"] = code
             assert self.process.stdin is not None
             self.process.stdin.write(json.dumps(request) + "\n")
             self.process.stdin.flush()
@@ -208,7 +212,7 @@ def serve(inner: str) -> None:
             pid = os.fork()
             if pid == 0:
                 answers.close()
-                os._exit(child(request, inner))
+                os._exit(child(request, request.get("code", inner)))
             running[pid] = request["id"]
             continue
         while running:

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from scripts.dag_test_forks import forks
 from scripts.run_pipeline import airflow_env, dag_id, experiment_file, read_summary, run_dag
 from tests.support import migrate
 from tests.conftest import REPO_ROOT, unique
@@ -344,7 +345,7 @@ def test_host_compute_provisions_trains_on_the_host_deploys_and_leaves_nothing(a
     assert set(counts.values()) == {0}, counts
 
 
-#: dag.test() of each case in turn, in one interpreter (one Airflow import for all); each case's output
+#: dag.test() of each case in turn, in one fork of the module's warmed interpreter; each case's output
 #: between its markers, ending with how the run ended (its state, or the exception that stopped it).
 REFUSALS = """
 import json, sys, traceback, pendulum
@@ -392,15 +393,12 @@ def test_invalid_params_and_bad_host_settings_are_refused_before_anything_is_cre
     ]
     airflow["inbox"].receive()  # the earlier runs' messages, kept by run
     log_path = airflow["home"] / "refused.log"
-    with open(log_path, "w") as log:
-        subprocess.run(
-            [sys.executable, "-c", REFUSALS, str(experiment_file("digits")), DAG_ID, json.dumps(cases)],
-            env={**airflow["env"], "ML_PIPELINE_BUCKET": never, "PYTHONUNBUFFERED": "1"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=600,
-        )
+    forks(airflow["env"]).run(
+        {**airflow["env"], "ML_PIPELINE_BUCKET": never, "PYTHONUNBUFFERED": "1"},
+        [str(experiment_file("digits")), DAG_ID, json.dumps(cases)],
+        log_path,
+        code=REFUSALS,
+    )
     output = log_path.read_text()
     outputs = [output[output.index(f"CASE {n} BEGIN") : output.index(f"CASE {n} END")] for n in range(len(cases))]
     outcomes = [output.split(f"CASE {n} END ", 1)[1].split("\n", 1)[0] for n in range(len(cases))]

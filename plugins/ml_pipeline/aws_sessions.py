@@ -19,6 +19,7 @@ from typing import Any
 import boto3
 import botocore.loaders
 import botocore.session
+
 _LOADER = botocore.loaders.Loader()
 _LOCK = threading.Lock()
 

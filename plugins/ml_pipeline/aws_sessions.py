@@ -7,8 +7,9 @@ parsed files with it, as the provider already does for its deferrable (aiobotoco
 that loaded a model before it forks (a warmed worker) hands it to its children.
 
 Configured by ``AIRFLOW__AWS__SESSION_FACTORY=ml_pipeline.aws_sessions.SharedLoaderSessionFactory``
-(``scripts/run_pipeline.airflow_env``, ``docker-compose.yaml``). Credentials and everything else are the
-base factory's: only the loader differs. Sessions that assume a role are the base factory's as they are.
+(``scripts/run_pipeline.airflow_env``, ``docker-compose.yaml``, ``deploy/helm/values.yaml``). Credentials
+and everything else are the base factory's: only the loader differs. Sessions that assume a role are
+the base factory's as they are.
 """
 
 from __future__ import annotations

@@ -24,7 +24,9 @@ folder, and the api-server reads the logs from it. Nothing else listens: the api
 address above and the scheduler's health check server stays off (bound to 127.0.0.1 if turned on).
 
 The UI's login is `admin`; the api-server generates its password on first start, prints it and keeps
-it in .airflow/simple_auth_manager_passwords.json.generated. Ctrl-C stops everything: each component
+it in .airflow/simple_auth_manager_passwords.json.generated. A component that ends on its own (the scheduler
+exits on a database error it does not retry) is started again, as docker-compose.yaml restarts its services;
+one that keeps ending stops everything. Ctrl-C stops everything: each component
 gets SIGTERM (the scheduler waits for its running tasks), what has not stopped after STOP_SECONDS is
 killed, and then so is whatever is left of this script's descendants (task processes run in process
 groups of their own; the script is their subreaper, so even one whose component died is found).
@@ -64,6 +66,9 @@ COMPONENTS = {
     "api-server": ["api-server"],
 }
 STOP_SECONDS = 60
+#: A component is started again when it ends on its own, up to RESTARTS times within RESTART_WINDOW_SECONDS.
+RESTARTS = 3
+RESTART_WINDOW_SECONDS = 600
 _PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -123,11 +128,13 @@ def main() -> int:
 
 
 def run_components(env: dict[str, str], home: Path, spare: Collection[int] = ()) -> int:
-    """Runs COMPONENTS until Ctrl-C, SIGTERM or one of them ends, then stops them and every process they
-    left; ``spare`` (the localaws and MLflow server started for them) and their descendants are left to
+    """Runs COMPONENTS until Ctrl-C or SIGTERM (starting one that ends on its own again, up to RESTARTS times
+    within RESTART_WINDOW_SECONDS, else stopping them all and returning 1), then stops them and every process
+    they left; ``spare`` (the localaws and MLflow server started for them) and their descendants are left to
     their owners."""
     _become_subreaper()
     stopping = threading.Event()
+    failed = False
 
     def stop(_signum=None, _frame=None):
         stopping.set()
@@ -141,12 +148,13 @@ def run_components(env: dict[str, str], home: Path, spare: Collection[int] = ())
         f"{home}/simple_auth_manager_passwords.json.generated)",
         flush=True,
     )
+
     # Each component in a process group of its own (with its workers and task processes): a Ctrl-C or a
     # SIGTERM reaches this script only, which signals each component once (a second signal makes
     # Airflow's components abandon their shutdown half-way, leaving workers behind). They die with it.
-    processes = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", "airflow", *command],
+    def start(name: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "airflow", *COMPONENTS[name]],
             cwd=ROOT,
             env=component_env(env, name),
             stdout=subprocess.PIPE,
@@ -154,16 +162,32 @@ def run_components(env: dict[str, str], home: Path, spare: Collection[int] = ())
             start_new_session=True,
             preexec_fn=die_with_parent(signal.SIGTERM),
         )
-        for name, command in COMPONENTS.items()
-    }
-    for name, process in processes.items():
         threading.Thread(target=_prefix_output, args=(name, process), daemon=True).start()
-    # Until Ctrl-C (or SIGTERM), or until a component ends on its own: then the others stop too.
+        return process
+
+    processes = {name: start(name) for name in COMPONENTS}
+    restarts: dict[str, list[float]] = {name: [] for name in COMPONENTS}
+    # Until Ctrl-C (or SIGTERM). A component that ends on its own is started again, as docker-compose.yaml's
+    # `restart: always` does (Airflow's scheduler exits on a database error it does not retry, such as a
+    # StaleDataError); one that keeps ending stops them all.
     while not stopping.wait(1):
-        ended = [name for name, process in processes.items() if process.poll() is not None]
-        if ended:
-            print(f"standalone | {', '.join(ended)} ended: stopping the other components", flush=True)
-            break
+        ended = {name: process for name, process in processes.items() if process.poll() is not None}
+        for name, process in ended.items():
+            now = time.monotonic()
+            recent = restarts[name] = [t for t in restarts[name] if now - t < RESTART_WINDOW_SECONDS] + [now]
+            if len(recent) > RESTARTS:
+                print(
+                    f"standalone | {name} ended (exit {process.returncode}) {len(recent)} times within "
+                    f"{RESTART_WINDOW_SECONDS} s: stopping the other components",
+                    flush=True,
+                )
+                stopping.set()
+                failed = True
+                break
+            print(f"standalone | {name} ended (exit {process.returncode}): starting it again", flush=True)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # what is left of its group (its workers)
+            processes[name] = start(name)
     for process in processes.values():
         if process.poll() is None:
             process.terminate()
@@ -182,7 +206,7 @@ def run_components(env: dict[str, str], home: Path, spare: Collection[int] = ())
     left = end_descendants(spare)
     if left:
         print(f"standalone | killed {len(left)} process(es) left behind: {', '.join(map(str, left))}", flush=True)
-    return 0 if stopping.is_set() else 1
+    return 1 if failed else 0
 
 
 def _become_subreaper() -> None:

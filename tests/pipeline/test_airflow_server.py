@@ -328,6 +328,59 @@ def test_stopping_make_airflow_leaves_no_task_process_behind(tmp_path):
                 task.kill()
 
 
+#: Stands in for ``python -m airflow <component>``: the "scheduler" exits 1 (as Airflow's does on a database
+#: error it does not retry) each time it starts, up to the count in argv's FAILS file, and then keeps running.
+CRASHING_AIRFLOW = r"""
+import os, signal, sys, time
+from pathlib import Path
+if sys.argv[1] == "scheduler":
+    starts = Path(os.environ["FAKE_STARTS"])
+    starts.write_text(starts.read_text() + "x" if starts.exists() else "x")
+    if len(starts.read_text()) <= int(os.environ["FAKE_FAILS"]):
+        sys.exit(1)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("fails, exit_code", [(2, 0), (99, 1)])
+def test_make_airflow_starts_a_component_that_ended_again_and_gives_up_on_one_that_keeps_ending(
+    tmp_path, fails, exit_code
+):
+    """A scheduler that hit a StaleDataError took the whole of `make airflow` down with it (and a run's
+    backfill with it); docker-compose.yaml restarts it. One that keeps ending stops everything, exit 1."""
+    from scripts.airflow_standalone import RESTARTS
+
+    (tmp_path / "airflow").mkdir()
+    (tmp_path / "airflow" / "__init__.py").write_text("")
+    (tmp_path / "airflow" / "__main__.py").write_text(CRASHING_AIRFLOW)
+    starts = tmp_path / "starts"
+    standalone = subprocess.Popen(
+        [sys.executable, "-c", STANDALONE, str(REPO_ROOT), str(tmp_path)],
+        env={**os.environ, "FAKE_STARTS": str(starts), "FAKE_FAILS": str(fails)},
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        if exit_code == 0:
+            wait_until(lambda: starts.exists() and len(starts.read_text()) == fails + 1, 60, 0.2, "the third start")
+            time.sleep(2)  # the standalone's next look at its components
+            assert standalone.poll() is None, "the standalone stopped although the scheduler runs again"
+            standalone.send_signal(signal.SIGINT)  # Ctrl-C
+        output, _ = standalone.communicate(timeout=90)
+        assert standalone.returncode == exit_code, output
+        ends = output.count("standalone | scheduler ended (exit 1): starting it again")
+        if exit_code == 0:
+            assert ends == fails and len(starts.read_text()) == fails + 1, output
+        else:
+            assert ends == RESTARTS and len(starts.read_text()) == RESTARTS + 1, output
+            assert f"standalone | scheduler ended (exit 1) {RESTARTS + 1} times within " in output, output
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(standalone.pid, signal.SIGKILL)
+
+
 def test_backfill_trains_each_logical_date_on_its_own_partition(airflow_server, localaws_process):
     # On SQLite a write that would deadlock with the scheduler's fails at once, whatever the busy timeout,
     # and the backfill it began stays "running" with no runs until the scheduler removes it (2 minutes

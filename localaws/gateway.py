@@ -46,7 +46,7 @@ from localaws.sagemaker.tuning.executor import TuningExecutor
 from localaws.sagemaker.tuning.models import TuningBackend
 from localaws.settings import Settings
 from localaws.ssm import TARGET_PREFIX as SSM_TARGET_PREFIX
-from localaws.ssm import SsmAgent
+from localaws.ssm import SsmAgent, seed
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,8 @@ class Gateway:
         elif target.startswith(SSM_TARGET_PREFIX):
             answer = self.ssm.handle(environ, target, signing_region(environ))
         if answer is None:
+            if service in ("ec2", None):
+                seed.seed_offerings()  # on first use: importing moto's EC2 models costs seconds of CPU
             return self.moto(environ, start_response)
         environ[ENGINE_CHANGE] = True
         return Response(answer[2], status=answer[0], headers=answer[1])(environ, start_response)

@@ -8,7 +8,6 @@ and for snapshots (``localaws/state``).
 
 from __future__ import annotations
 
-from localaws.ssm import seed
 from localaws.ssm.commands import HostCommands
 from localaws.ssm.models import Commands
 from localaws.ssm.responses import SsmResponses, moto_backend
@@ -25,7 +24,6 @@ class SsmAgent:
         )
         self.lock = self.store.lock
         self.commands = self.store.commands
-        seed.seed_offerings()
 
     def handle(self, environ: dict, target: str, region: str | None):
         """(status, headers, body) when the request is ours; None (its body read, for moto) otherwise."""

@@ -20,9 +20,9 @@ run: install
 	$(PY) scripts/run_pipeline.py $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(MODES),--modes $(MODES))
 
 ## Every test, every layer (pytest.ini's markers), including the docker runner's (installs and starts a
-## Docker engine when root); on TEST_WORKERS pytest-xdist workers, a test module to each (the tests wait on
-## jobs, containers and Airflow as much as they compute; TEST_WORKERS=0, one process).
-TEST_WORKERS ?= 2
+## Docker engine when root); on TEST_WORKERS pytest-xdist workers, a test module to each (TEST_WORKERS=0, one
+## process). Three on two cores: with two, the cores idled while both workers' tests waited on jobs and Airflow.
+TEST_WORKERS ?= 3
 XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 test: install
 	$(PY) -m pytest tests $(XDIST)

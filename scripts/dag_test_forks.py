@@ -12,7 +12,8 @@ INNER takes; an optional ``"code"``: a script run instead of INNER); on stdout `
 ``{"id", "exit"}`` as each run ends (what its own imports print goes to ``$AIRFLOW_HOME/dag-test-forks.log``).
 End of stdin: it waits for its runs and exits. Started
 by ``forks()`` for ``scripts.run_pipeline.run_dag``, with the environment of the runs it serves: Airflow's
-configuration is read once, here, so runs whose ``AIRFLOW*`` settings differ get a process each.
+configuration is read once, here, so runs whose ``AIRFLOW*`` settings differ get a process each (connections
+and variables aside: they are read when used).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import threading
 import traceback
 from pathlib import Path
 
-#: What each run executes (in a fork here; tests/infra/test_reaper.py runs it in a fresh interpreter):
+#: What each run executes, in a fork here:
 #: argv = experiment file, DAG id, conf JSON, logical date.
 INNER = """
 import json, sys, pendulum
@@ -106,13 +107,22 @@ class Forks:
 
 
 _FORKS: dict[tuple, Forks] = {}
+_READ_AT_USE = ("AIRFLOW_CONN_", "AIRFLOW_VAR_")
 _FORKS_LOCK = threading.Lock()
 
 
 def forks(env: dict[str, str]) -> Forks:
     """The warmed interpreter for runs with ``env``'s Airflow settings (Airflow reads them once, when imported):
-    one per distinct set of ``AIRFLOW*`` variables and ``PYTHONPATH``, started on first use."""
-    key = tuple(sorted((k, v) for k, v in env.items() if k.startswith("AIRFLOW") or k == "PYTHONPATH"))
+    one per distinct set of ``AIRFLOW*`` variables and ``PYTHONPATH``, started on first use. Connections and
+    variables (``AIRFLOW_CONN_*``, ``AIRFLOW_VAR_*``) are read from each run's environment when a task asks
+    for them, so they do not count."""
+    key = tuple(
+        sorted(
+            (k, v)
+            for k, v in env.items()
+            if (k.startswith("AIRFLOW") and not k.startswith(_READ_AT_USE)) or k == "PYTHONPATH"
+        )
+    )
     with _FORKS_LOCK:
         found = _FORKS.get(key)
         if found is None or found.process.poll() is not None:

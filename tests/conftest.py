@@ -132,6 +132,19 @@ def localaws_process(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def dag_test_home(localaws_process, tmp_path_factory) -> Path:
+    """The AIRFLOW_HOME of this test process's ``dag.test()`` runs, migrated once: one database and one warmed
+    interpreter (scripts/dag_test_forks.py) for every module's runs. Each run's own settings (its bucket,
+    experiments root, connection to another localaws, notification target) travel in its environment."""
+    from scripts.run_pipeline import airflow_env
+    from tests.support import migrate
+
+    home = tmp_path_factory.mktemp("dag-test-home")
+    migrate(airflow_env(localaws_process.endpoint_url, home))
+    return home
+
+
+@pytest.fixture(scope="session")
 def localaws_docker(tmp_path_factory, docker_engine, training_image):
     """localaws with the docker runner, against a real engine; the image is in the local registry only."""
     server = LocalAWSProcess(

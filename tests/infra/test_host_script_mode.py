@@ -232,20 +232,18 @@ def test_the_host_trains_on_the_frameworks_image_for_its_type(tmp_path, framewor
 
 @pytest.mark.e2e
 @pytest.mark.timeout(1200)
-def test_the_diabetes_dag_trains_on_the_host_and_deploys(localaws_process, tmp_path_factory):
+def test_the_diabetes_dag_trains_on_the_host_and_deploys(localaws_process, dag_test_home, tmp_path_factory):
     """The diabetes example's DAG end to end with compute=host, as `make run` runs it: a scikit-learn
     script trained on the run's GPU host, its weights deployed and smoke-tested, the stack torn down."""
     from ml_pipeline.infra.teardown import remaining
     from scripts.run_pipeline import airflow_env, read_summary, run_dag
-    from tests.support import migrate
 
-    home = tmp_path_factory.mktemp("airflow-home")
+    home = tmp_path_factory.mktemp("airflow-home")  # the run's log
     env = {
-        **airflow_env(localaws_process.endpoint_url, home),
+        **airflow_env(localaws_process.endpoint_url, dag_test_home),
         "ML_PIPELINE_BUCKET": unique("diabetes-host"),
         "ML_PIPELINE_POLL_SECONDS": "1",
     }
-    migrate(env)
     conf = {
         "mode": "train",
         "compute": "host",

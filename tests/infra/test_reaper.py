@@ -160,19 +160,17 @@ def test_the_reaper_removes_an_expired_stack_and_an_idle_endpoint_and_nothing_el
 
 
 @pytest.mark.e2e
-def test_the_reaper_dag_runs_hourly_and_reports(localaws, tmp_path):
+def test_the_reaper_dag_runs_hourly_and_reports(localaws, dag_test_home, tmp_path):
     """The DAG itself, with ``dag.test()`` (a manual run) against this localaws: with the form's defaults a
     dry run that removes nothing; with Dry run off, the expired stack torn down by its mapped task, and the
     report."""
     import json
-    import subprocess
-    import sys
 
     from ml_pipeline.infra.params import preflight
     from ml_pipeline.infra.stack import provision
     from ml_pipeline.infra.teardown import remaining
-    from scripts.run_pipeline import INNER, airflow_env
-    from tests.support import migrate
+    from scripts.dag_test_forks import forks
+    from scripts.run_pipeline import airflow_env
     from tests.conftest import REPO_ROOT
 
     client = localaws.client
@@ -180,20 +178,11 @@ def test_the_reaper_dag_runs_hourly_and_reports(localaws, tmp_path):
     provision(client, run, preflight(client, run))
     age(client, run["key"], hours=3)
     counts = remaining(client, run["key"])
-    env = airflow_env(localaws.endpoint_url, tmp_path / "airflow-home")
-    migrate(env)
+    env = airflow_env(localaws.endpoint_url, dag_test_home)  # its connection: this module's localaws
 
     def reaper_run(conf: dict, date: str, name: str) -> str:
         log_path = tmp_path / f"{name}.log"
-        with open(log_path, "w") as log:
-            subprocess.run(
-                [sys.executable, "-c", INNER, str(REPO_ROOT / "dags"), "ml_pipeline_reaper", json.dumps(conf), date],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                text=True,
-                timeout=300,
-            )
+        forks(env).run(env, [str(REPO_ROOT / "dags"), "ml_pipeline_reaper", json.dumps(conf), date], log_path)
         text = log_path.read_text()
         result = [line for line in text.splitlines() if line.startswith("DAGRUN ")]
         assert result and json.loads(result[-1][len("DAGRUN ") :])["state"] == "success", text[-5000:]

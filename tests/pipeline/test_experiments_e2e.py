@@ -18,7 +18,6 @@ import pytest
 import yaml
 
 from scripts.run_pipeline import airflow_env, read_summary, run_dag
-from tests.support import migrate
 from tests.conftest import REPO_ROOT, unique
 from tests.examples.test_readme_tutorial import folder  # noqa: F401  the section's steps 1 to 4, as a fixture
 
@@ -65,10 +64,10 @@ def assert_trained_registered_gated_deployed(localaws, summary: dict, metric: st
 
 
 @pytest.fixture(scope="module")
-def airflow(localaws_process, tmp_path_factory):
+def airflow(localaws_process, dag_test_home, tmp_path_factory):
+    """The session's Airflow home (``airflow_home``) and this module's folder for the runs' logs (``home``)."""
     home = tmp_path_factory.mktemp("airflow-home")
-    migrate(airflow_env(localaws_process.endpoint_url, home))
-    return {"home": home, "localaws": localaws_process}
+    return {"home": home, "airflow_home": dag_test_home, "localaws": localaws_process}
 
 
 def run_experiment(
@@ -80,7 +79,7 @@ def run_experiment(
         monkeypatch.setenv("ML_PIPELINE_EXPERIMENTS_DIR", str(experiments))  # read here (the file) and by the run
     localaws = airflow["localaws"]
     env = {
-        **airflow_env(localaws.endpoint_url, airflow["home"]),
+        **airflow_env(localaws.endpoint_url, airflow["airflow_home"]),
         "ML_PIPELINE_BUCKET": unique(experiment),
         "ML_PIPELINE_POLL_SECONDS": "1",
     }

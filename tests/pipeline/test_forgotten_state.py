@@ -10,13 +10,16 @@ from scripts.run_pipeline import airflow_env, run_dag
 from tests.conftest import TRAINING_CONTEXT, LocalAWSProcess, unique
 from tests.pipeline.test_pipeline_e2e import QUICK
 from tests.pipeline.test_runs_tell_the_truth import in_background, slow_presets, training_job_of  # noqa: F401
-from tests.support import migrate
 
 pytestmark = pytest.mark.timeout(1200)
 
 
 @pytest.mark.e2e
-def test_after_localaws_forgot_everything_teardown_says_what_is_gone_and_still_summarizes(tmp_path, slow_presets):  # noqa: F811 - the fixture
+def test_after_localaws_forgot_everything_teardown_says_what_is_gone_and_still_summarizes(
+    tmp_path,
+    slow_presets,  # noqa: F811 - the fixture
+    dag_test_home,
+):
     from localaws.client import register_image
     from ml_pipeline.images import context_hash
     from tests.fixtures.docker_engine import ecr_uri
@@ -29,7 +32,7 @@ def test_after_localaws_forgot_everything_teardown_says_what_is_gone_and_still_s
     restarted = LocalAWSProcess(tmp_path / "second", "process")
     (tmp_path / "second").mkdir()
     restarted.port, restarted.endpoint_url = server.port, server.endpoint_url
-    env = airflow_env(server.endpoint_url, tmp_path / "airflow-home")
+    env = airflow_env(server.endpoint_url, dag_test_home)  # its connection: this test's own localaws
     env.update(
         {
             "ML_PIPELINE_BUCKET": unique("forgotten"),
@@ -37,7 +40,6 @@ def test_after_localaws_forgot_everything_teardown_says_what_is_gone_and_still_s
             "ML_PIPELINE_HYPERPARAMS_DIR": str(slow_presets),
         }
     )
-    migrate(env)
     log_path = tmp_path / "forgotten.log"
     conf = {"mode": "train", **QUICK, "model_package_group": unique("digits")}
     try:

@@ -12,7 +12,6 @@ import pytest
 
 from scripts.dag_test_forks import forks
 from scripts.run_pipeline import airflow_env, dag_id, experiment_file, read_summary, run_dag
-from tests.support import migrate
 from tests.conftest import REPO_ROOT, unique
 from tests.pipeline.notify_support import Inbox
 
@@ -23,12 +22,13 @@ QUICK = {"preset": "quick", "max_jobs": 4, "max_parallel_jobs": 2}
 
 
 @pytest.fixture(scope="module")
-def airflow(localaws_process, tmp_path_factory):
-    """An Airflow home against localaws, and an MLflow server (as `make run` starts one) the runs log to."""
+def airflow(localaws_process, dag_test_home, tmp_path_factory):
+    """Runs against localaws in the session's Airflow home (``home``: this module's folder, for the runs'
+    logs), and an MLflow server (as `make run` starts one) the runs log to."""
     from scripts.mlflow_server import MlflowServer
 
     home = tmp_path_factory.mktemp("airflow-home")
-    env = airflow_env(localaws_process.endpoint_url, home)
+    env = airflow_env(localaws_process.endpoint_url, dag_test_home)
     env["ML_PIPELINE_BUCKET"] = unique("pipeline")
     env["ML_PIPELINE_POLL_SECONDS"] = "1"
     # The deployment's notification target: every run's message lands in this topic's queue.
@@ -36,7 +36,6 @@ def airflow(localaws_process, tmp_path_factory):
     env["AIRFLOW_VAR_ML_PIPELINE_NOTIFY"] = json.dumps({"sns_topic_arn": inbox.topic_arn})
     tracking = MlflowServer(home, localaws_process.endpoint_url, port=0, bucket=unique("mlflow")).start()
     env["MLFLOW_TRACKING_URI"] = tracking.uri
-    migrate(env)
     yield {
         "inbox": inbox,
         "env": env,
@@ -421,3 +420,34 @@ def test_invalid_params_and_bad_host_settings_are_refused_before_anything_is_cre
     for message in messages:
         assert re.fullmatch(r"digits train run \d{8}-[0-9a-f]{6}: FAILED at (plan|preflight)", message["subject"])
         assert "No summary: the run ended before its teardown" in message["message"]
+
+
+#: Prints what a task would read of its run's variable and connection (the environment's secrets backend).
+READS = """
+import sys
+from airflow.models import Variable
+from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+print("VARIABLE", Variable.get(sys.argv[1]))
+print("ENDPOINT", AwsBaseHook(aws_conn_id="aws_default").conn_config.endpoint_url)
+"""
+
+
+def test_runs_that_differ_in_variables_and_connections_share_one_warm_interpreter_and_read_their_own(airflow):
+    """Airflow reads AIRFLOW_VAR_* and AIRFLOW_CONN_* when a task asks, not when it is imported: a run's
+    notification target or its connection to another localaws does not cost a warm interpreter of its own."""
+    from tests.support import localaws_connection
+
+    base = airflow["env"]
+    other = {
+        **base,
+        "AIRFLOW_VAR_ML_PIPELINE_NOTIFY": '{"sns_topic_arn": "arn:aws:sns:us-east-1:123456789012:elsewhere"}',
+        "AIRFLOW_CONN_AWS_DEFAULT": localaws_connection("http://127.0.0.1:9"),
+    }
+    assert forks(other) is forks(base)
+    for env, name in ((base, "reads-base"), (other, "reads-other")):
+        log_path = airflow["home"] / f"{name}.log"
+        assert forks(env).run(env, ["ML_PIPELINE_NOTIFY"], log_path, code=READS) == 0, log_path.read_text()
+        lines = log_path.read_text().splitlines()
+        assert f"VARIABLE {env['AIRFLOW_VAR_ML_PIPELINE_NOTIFY']}" in lines
+        endpoint = "http://127.0.0.1:9" if env is other else airflow["localaws"].endpoint_url
+        assert f"ENDPOINT {endpoint}" in lines

@@ -10,7 +10,7 @@
 
 What differs from `docker compose --profile localaws up` with the published file is only the base images
 (docker-compose.yaml's AIRFLOW_IMAGE, POSTGRES_IMAGE, REDIS_IMAGE, LOCALAWS_PYTHON_IMAGE): built from a
-debootstrapped Debian (scripts/docker-engine.sh stack-base) and docker/stack/. The compose project is
+bootstrapped Debian (scripts/docker-engine.sh stack-base) and docker/stack/. The compose project is
 ``ml-pipeline`` (COMPOSE_PROJECT_NAME), whatever the checkout's folder is called.
 
 Secrets: .env beside docker-compose.yaml (git-ignored, mode 600), written on the first `up` with generated

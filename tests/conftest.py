@@ -182,7 +182,10 @@ def unique(prefix: str) -> str:
 
 #: The layers, heaviest first: under pytest-xdist the modules that take longest start first (within a layer,
 #: those with the longest time limit first), so that none of them starts last and keeps one worker busy
-#: after the others are done. make test keeps this order (--dist loadfile --no-loadscope-reorder).
+#: after the others are done. make test keeps this order (--dist loadfile --no-loadscope-reorder). A module
+#: with a test that needs the Docker engine goes no earlier than the slow layer: on a fresh machine the
+#: engine's install and base image (a few minutes, begun in the background once collection is done) are
+#: ready by the time the end-to-end modules before it are done.
 LAYERS = ("e2e", "slow", "docker")
 
 
@@ -194,15 +197,23 @@ def pytest_collection_modifyitems(config, items):
     (Not ``loadgroup``: with pytest 9 its group names never reach the node ids, and every test was a unit.)"""
     distributed = hasattr(config, "workerinput")  # collection happens on the workers
     rank: dict[str, tuple[int, float]] = {}
+    needs_docker: set[str] = set()
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         if {"docker_engine", "localaws_docker", "training_image"} & fixtures or "[docker" in item.nodeid:
             item.add_marker(pytest.mark.docker)
+            needs_docker.add(item.module.__name__)
         layer = next((n for n, name in enumerate(LAYERS) if item.get_closest_marker(name)), len(LAYERS))
         limit = item.get_closest_marker("timeout")
         weight = (layer, -(limit.args[0] if limit and limit.args else 0))
         rank[item.module.__name__] = min(weight, rank.get(item.module.__name__, weight))
-    result = yield
+    for module in needs_docker:  # at the slow layer's head, unless it ranks later already
+        rank[module] = max(rank[module], (LAYERS.index("slow"), float("-inf")))
+    result = yield  # pytest's own hooks deselect here (-m, -k)
+    if not config.option.collectonly and any(item.get_closest_marker("docker") for item in items):
+        from tests.fixtures.docker_engine import start_in_background
+
+        start_in_background(config)
     if distributed:
         items.sort(key=lambda item: rank[item.module.__name__])  # stable: within a module, as pytest had it
     return result

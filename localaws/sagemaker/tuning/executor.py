@@ -15,7 +15,6 @@ from localaws.aws_errors import AwsError
 from localaws.sagemaker.errors import ResourceLimitExceeded
 from localaws.sagemaker.shapes import validate_request
 from localaws.sagemaker.tuning.models import Trial, TuningJob, objective_of
-from localaws.sagemaker.tuning.strategies import make_strategy
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +64,9 @@ class TuningExecutor:
         max_jobs = limits.get("MaxNumberOfTrainingJobs") or 10_000
         parallel = limits.get("MaxParallelTrainingJobs", 1)
         target = (config.get("TuningJobCompletionCriteria") or {}).get("TargetObjectiveMetricValue")
+        # optuna (and numpy under it) load with the first tuning job: 0.4 s of every localaws start otherwise.
+        from localaws.sagemaker.tuning.strategies import make_strategy  # noqa: PLC0415
+
         strategies = [make_strategy(config, definition, max_jobs) for definition in job.definitions]
         self._warm_start(job, strategies)
         exhausted = [False] * len(strategies)

@@ -13,11 +13,18 @@ from dataclasses import dataclass, field
 from localaws.sagemaker import listing
 from localaws.sagemaker.persisted_jobs import PersistedJobs
 from localaws.sagemaker.errors import ResourceInUse, ResourceNotFound, ValidationError
-from localaws.sagemaker.tuning.strategies import grid_size
 from localaws.state.pickling import RUNTIME, runtime
 
 _MAX_TUNED_PARAMETERS = 30
 STOPPED_WITH_LOCALAWS = "InternalServerError: localaws stopped while the tuning job was running."
+
+
+def grid_size(ranges: dict) -> int:
+    """How many combinations a Grid search has: the product of its categorical ranges' sizes."""
+    size = 1
+    for item in ranges.get("CategoricalParameterRanges", []):
+        size *= len(item["Values"])
+    return size
 
 
 @dataclass

@@ -223,10 +223,3 @@ def make_strategy(config: dict, definition: dict, max_jobs: int) -> Strategy:
             int(hyperband.get("MaxResource", 27)),
         )
     return BayesianStrategy(space, objective["Type"], seed, max_jobs)
-
-
-def grid_size(ranges: dict) -> int:
-    size = 1
-    for item in ranges.get("CategoricalParameterRanges", []):
-        size *= len(item["Values"])
-    return size
